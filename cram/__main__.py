@@ -1,0 +1,5 @@
+import sys
+
+from cram.cli import main
+
+sys.exit(main())

@@ -1,0 +1,136 @@
+"""Small helpers shared by the CLI verbs: JSON output, ``--set`` overrides, logging to stderr.
+
+Kept free of heavy imports so that ``cram --help`` and the reading verbs never load torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import typing
+from typing import Any
+
+from cram.errors import ConfigError
+
+
+def log(*parts: object) -> None:
+    """Progress and log lines go to stderr, so that stdout stays one JSON document."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def _finite(obj: Any, where: str = "$") -> Any:
+    """Return ``obj`` with numpy scalars turned into Python ones; NaN/inf become ``None``."""
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a hard dependency
+        np = None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v, f"{where}.{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if np is not None and isinstance(obj, np.generic):
+        obj = obj.item()
+    if np is not None and isinstance(obj, np.ndarray):
+        return _finite(obj.tolist(), where)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def emit_json(obj: Any) -> None:
+    """Print exactly one JSON document on stdout with finite numbers only (non-finite → null)."""
+    sys.stdout.write(json.dumps(_finite(obj), allow_nan=False, indent=None) + "\n")
+    sys.stdout.flush()
+
+
+def add_set_argument(parser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field of the preset (repeatable); checked against the dataclass",
+    )
+
+
+def _coerce(field_type: Any, raw: str, name: str) -> Any:
+    origin = typing.get_origin(field_type)
+    if field_type is bool:
+        low = raw.strip().lower()
+        if low in {"1", "true", "yes", "on"}:
+            return True
+        if low in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"--set {name}={raw!r}: expected a boolean (true/false)")
+    if field_type is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"--set {name}={raw!r}: expected an integer") from None
+    if field_type is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"--set {name}={raw!r}: expected a number") from None
+    if field_type is str:
+        return raw
+    if origin in (tuple, list):
+        args = typing.get_args(field_type)
+        inner = args[0] if args else str
+        items = [s for s in raw.replace(";", ",").split(",") if s.strip() != ""]
+        values = [_coerce(inner, s.strip(), name) for s in items]
+        return tuple(values) if origin is tuple else values
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        args = [a for a in typing.get_args(field_type) if a is not type(None)]
+        if raw.strip().lower() in {"none", "null"}:
+            return None
+        for a in args:
+            try:
+                return _coerce(a, raw, name)
+            except ConfigError:
+                continue
+        raise ConfigError(f"--set {name}={raw!r}: cannot be read as {field_type}")
+    if origin is typing.Literal:
+        choices = typing.get_args(field_type)
+        if raw not in choices:
+            raise ConfigError(f"--set {name}={raw!r}: choose one of {list(choices)}")
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def apply_overrides(config: Any, overrides: list[str]) -> Any:
+    """Return ``dataclasses.replace(config, ...)`` for ``FIELD=VALUE`` strings.
+
+    Nested dataclass fields are addressed with dots (``data.length=512``). Unknown fields and values
+    of the wrong type raise :class:`ConfigError` naming the field.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
+        name, raw = item.split("=", 1)
+        config = _set_path(config, name.strip().split("."), raw, name.strip())
+    return config
+
+
+def _set_path(config: Any, path: list[str], raw: str, full: str) -> Any:
+    if not dataclasses.is_dataclass(config):
+        raise ConfigError(f"--set {full}: {path[0]!r} is not a config section")
+    hints = typing.get_type_hints(type(config))
+    fields = {f.name for f in dataclasses.fields(config)}
+    head = path[0]
+    if head not in fields:
+        raise ConfigError(
+            f"--set {full}: unknown field {head!r} of {type(config).__name__}; "
+            f"known fields: {', '.join(sorted(fields))}"
+        )
+    if len(path) == 1:
+        value = _coerce(hints[head], raw, full)
+    else:
+        value = _set_path(getattr(config, head), path[1:], raw, full)
+    return dataclasses.replace(config, **{head: value})

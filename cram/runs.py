@@ -1,0 +1,280 @@
+"""Run folders: the self-describing output of ``cram train`` (reading and crash-safe writing).
+
+This module never imports torch: the fitting code, the app and the notebooks read runs through it.
+
+Layout (``SCHEMA_VERSION`` 1)::
+
+    RUN_DIR/
+      config.json      the resolved config: {"model", "preset", "seed", "data", "model_config", "train"}
+      meta.json        schema_version, command line, cram version, git commit, library versions,
+                       device, status ("running" | "finished" | "failed"), train_seconds
+      metrics.csv      one row per logged step (columns: see ``METRIC_COLUMNS`` and docs/run_folder.md)
+      patterns.csv     every K steps, one row per library pattern: step, pattern, exposures,
+                       episodic_share, q, qhat, n_queries
+      retention.csv    retrieval accuracy against store→query lag at several training stages,
+                       with episodic memory on and off
+      transition.json  change-point estimate of the phase transition with a bootstrap interval
+      checkpoints/last.pt, checkpoints/prev.pt   checkpoints that rebuild their model
+
+Writes are atomic (temp file + ``os.replace``); the metrics log is append-only with fsync and is
+truncated back to the checkpoint's step on ``--resume``, so a killed run neither loses nor
+duplicates rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from cram.errors import RunFolderError
+
+SCHEMA_VERSION = 1
+CONFIG_FILE = "config.json"
+META_FILE = "meta.json"
+METRICS_FILE = "metrics.csv"
+PATTERNS_FILE = "patterns.csv"
+RETENTION_FILE = "retention.csv"
+TRANSITION_FILE = "transition.json"
+CHECKPOINT_DIR = "checkpoints"
+
+#: Columns every model writes to metrics.csv (models without a tier leave it empty/NaN).
+METRIC_COLUMNS = (
+    "step",
+    "attention_fraction",  # hard-routed eval: share of (token, layer) pairs that read episodic memory
+    "attention_computed",  # share of (token, layer) pairs where attention was actually computed
+    "attention_query",  # share of query tokens that attend in any layer
+    "attention_library",  # ... among library queries
+    "attention_novel",  # ... among novel queries
+    "attention_nonquery",  # share of non-query (token, layer) pairs that read episodic memory
+    "retrieval_acc",
+    "retrieval_acc_library",
+    "retrieval_acc_novel",
+    "dynamics_mse",
+)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            obj = obj.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
+
+
+class CsvLog:
+    """Append-only CSV table with a fixed header, flushed and fsynced row by row.
+
+    ``truncate_after(step)`` drops rows whose ``step`` exceeds the checkpoint's step (and any
+    partial last line left by a kill), rewriting the file atomically. Columns that appear later
+    than the header are an error: declare them up front.
+    """
+
+    def __init__(self, path: str | os.PathLike, columns: Iterable[str]):
+        self.path = Path(path)
+        self.columns = list(columns)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, encoding="utf-8", newline="") as fh:
+                header = next(csv.reader(fh), None)
+            if header is not None and header != self.columns:
+                missing = [c for c in self.columns if c not in header]
+                if missing:
+                    raise RunFolderError(
+                        f"{self.path}: existing header lacks columns {missing}; "
+                        "was this run written by another model or version?"
+                    )
+                self.columns = header
+        else:
+            atomic_write_text(self.path, ",".join(self.columns) + "\n")
+
+    def append(self, rows: dict[str, Any] | list[dict[str, Any]]) -> None:
+        rows = [rows] if isinstance(rows, dict) else rows
+        unknown = {k for r in rows for k in r} - set(self.columns)
+        if unknown:
+            raise RunFolderError(f"{self.path}: columns {sorted(unknown)} are not in the header")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
+        for r in rows:
+            writer.writerow({k: _fmt(v) for k, v in r.items()})
+        with open(self.path, "a", encoding="utf-8", newline="") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def truncate_after(self, step: int) -> int:
+        """Keep only complete rows with ``step <= step``; return how many rows were dropped."""
+        with open(self.path, encoding="utf-8", newline="") as fh:
+            text = fh.read()
+        lines = text.split("\n")
+        complete = lines[:-1] if not text.endswith("\n") else lines[:-1]
+        header, body = complete[0], complete[1:]
+        idx = header.split(",").index("step")
+        kept = []
+        for line in body:
+            cells = next(csv.reader([line]))
+            if len(cells) != len(self.columns):
+                continue
+            try:
+                if float(cells[idx]) <= step:
+                    kept.append(line)
+            except ValueError:
+                continue
+        dropped = len(body) - len(kept) + (0 if text.endswith("\n") else 1)
+        atomic_write_text(self.path, "\n".join([header, *kept]) + "\n")
+        return dropped
+
+
+def _fmt(v: Any) -> Any:
+    if hasattr(v, "item") and callable(v.item):
+        try:
+            v = v.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return repr(round(v, 8))
+    return v
+
+
+@dataclass
+class Run:
+    """A run folder read back: ``.config`` (dict), ``.metrics`` (DataFrame) and friends."""
+
+    path: Path
+    config: dict
+    meta: dict
+    metrics: Any  # pandas.DataFrame, one row per logged step
+    patterns: Any = None  # pandas.DataFrame or None
+    retention: Any = None  # pandas.DataFrame or None
+    transition: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def model(self) -> str:
+        return str(self.config.get("model", "?"))
+
+    @property
+    def seed(self) -> int | None:
+        return self.config.get("seed")
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(self.config.get("train", {}).get("warmup_steps", 0) or 0)
+
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return f"Run({str(self.path)!r}, model={self.model!r}, rows={len(self.metrics)})"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except json.JSONDecodeError as err:
+        raise RunFolderError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(obj, dict):
+        raise RunFolderError(f"{path}: expected a JSON object")
+    return obj
+
+
+def _read_csv(path: Path):
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise RunFolderError(f"{path}: cannot be read as CSV ({err})") from None
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Read a run folder written by ``cram train``.
+
+    Raises
+    ------
+    RunFolderError
+        If the folder, its ``config.json`` or its ``metrics.csv`` is missing or corrupt, or if it
+        was written with a newer schema. Optional tables that are missing or corrupt are reported
+        in ``Run.warnings`` instead.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise RunFolderError(f"{path}: no such run folder")
+    for required in (CONFIG_FILE, METRICS_FILE):
+        if not (path / required).is_file():
+            raise RunFolderError(f"{path}: missing {required}; is this a cram run folder?")
+    config = _read_json(path / CONFIG_FILE)
+    meta = _read_json(path / META_FILE) if (path / META_FILE).is_file() else {}
+    schema = int(meta.get("schema_version", SCHEMA_VERSION))
+    if schema > SCHEMA_VERSION:
+        raise RunFolderError(
+            f"{path}: run folder schema {schema} is newer than this cram ({SCHEMA_VERSION})"
+        )
+    metrics = _read_csv(path / METRICS_FILE)
+    if "step" not in metrics.columns:
+        raise RunFolderError(f"{path / METRICS_FILE}: no 'step' column")
+    metrics = metrics.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
+    warnings: list[str] = []
+    optional = {}
+    for key, fname in (("patterns", PATTERNS_FILE), ("retention", RETENTION_FILE)):
+        f = path / fname
+        optional[key] = None
+        if f.is_file():
+            try:
+                optional[key] = _read_csv(f)
+            except RunFolderError as err:
+                warnings.append(str(err))
+    transition = None
+    if (path / TRANSITION_FILE).is_file():
+        try:
+            transition = _read_json(path / TRANSITION_FILE)
+        except RunFolderError as err:
+            warnings.append(str(err))
+    return Run(path, config, meta, metrics, optional["patterns"], optional["retention"], transition,
+               warnings)
+
+
+def find_runs(root: str | os.PathLike) -> list[Path]:
+    """Every run folder (a folder with config.json and metrics.csv) at or below ``root``."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    found = [p.parent for p in root.rglob(CONFIG_FILE) if (p.parent / METRICS_FILE).is_file()]
+    return sorted(set(found))
