@@ -1,0 +1,14 @@
+"""`cram srcd`: not built yet."""
+
+from __future__ import annotations
+
+from cram.errors import NotBuiltError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("srcd", help="(srcd: not built yet)", description="Not built yet.")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    raise NotBuiltError("'cram srcd' is not built yet")

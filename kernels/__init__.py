@@ -1,0 +1,1 @@
+"""Compute kernels with pure-torch twins: ``routed_attention`` and ``ct_scan``."""
