@@ -1,0 +1,122 @@
+"""Comparison rules fixed before any fit, and written into every result.
+
+The rules decide which points a γ is estimated from, so they are set up front and recorded; a
+result without them cannot be compared with another. Defaults (see docs/fitting.md):
+
+- model curves start at the end of warm-up (``onset = "end_of_warmup"``);
+- the fit window is given in decades from the first fitted time: ``window=(A, B)`` keeps the
+  points with ``A <= log10(t / t_first) <= B`` (``None`` keeps all);
+- forms that need t > 0 take an explicit, stated offset: ``t = delay_value + offset``;
+  a zero delay with such a form and no offset is an error, never silently dropped;
+- γ is null for forms without a power exponent;
+- the ROPE for Δγ = γ_model − γ_human is ±0.05;
+- derived curves (e.g. a mean over conditions) are kept out of pooled fits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from cram.errors import ConfigError, DataError
+from cram.fitting.forms import get_form
+
+ONSET = "end_of_warmup"
+
+
+@dataclass(frozen=True)
+class ComparisonRules:
+    """The rules a γ comparison is made under (all recorded in ``result.json``)."""
+
+    form: str = "power"
+    window: tuple[float, float] | None = None
+    offset: float | None = None
+    rope: float = 0.05
+    onset: str = ONSET
+    exclude_derived: bool = True
+    interval: float = 0.90
+
+    def __post_init__(self):
+        get_form(self.form)
+        if self.window is not None:
+            a, b = self.window
+            if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b <= a:
+                raise ConfigError(f"window {self.window}: need 0 <= A < B (decades from the "
+                                  "first delay)")
+        if self.offset is not None and (not math.isfinite(self.offset) or self.offset < 0):
+            raise ConfigError(f"offset {self.offset}: must be a finite number >= 0")
+        if not self.rope > 0:
+            raise ConfigError(f"rope {self.rope}: must be > 0")
+        if not 0 < self.interval < 1:
+            raise ConfigError(f"interval {self.interval}: must be in (0, 1)")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["window"] = list(self.window) if self.window is not None else None
+        d["gamma_reported"] = get_form(self.form).has_gamma
+        d["t_definition"] = ("t = delay_value + offset" if self.offset is not None
+                             else "t = delay_value")
+        d["window_definition"] = "A <= log10(t / t_first) <= B, t_first = first t > 0 of the curve"
+        d["rope_definition"] = f"|delta_gamma| < {self.rope}"
+        return d
+
+
+def parse_window(text: str | None) -> tuple[float, float] | None:
+    """``"A:B"`` -> (A, B) in decades; ``None``/``""``/``"all"`` -> None."""
+    if text is None or str(text).strip().lower() in {"", "all", "none"}:
+        return None
+    try:
+        a, b = (float(x) for x in str(text).split(":"))
+    except ValueError:
+        raise ConfigError(f"--window {text!r}: expected A:B in decades, e.g. 0:2") from None
+    return (a, b)
+
+
+def apply_rules(df: pd.DataFrame, rules: ComparisonRules, *, pooled: bool = False,
+                where: str = "<curves>") -> pd.DataFrame:
+    """Return the points a fit uses, with the fitted time in a new column ``t``.
+
+    Drops derived curves when ``pooled`` and ``rules.exclude_derived``; adds ``t`` (delay plus
+    offset); applies the window per curve. Raises :class:`DataError` for a zero t with a form
+    that needs t > 0, naming the curve and row, and for a curve left with fewer than 3 points.
+    """
+    form = get_form(rules.form)
+    df = df.reset_index(drop=True).copy()
+    if "t" in df.columns:
+        df = df.drop(columns="t")
+    df["_row"] = np.arange(1, len(df) + 1)
+    if pooled and rules.exclude_derived:
+        df = df[~df["derived"].astype(bool)]
+    if df.empty:
+        raise DataError(f"{where}: no curves left to fit (derived curves are excluded from "
+                        "pooled fits)")
+    df["t"] = df["delay_value"].astype(float) + (rules.offset or 0.0)
+    kept = []
+    for cid, sub in df.groupby("curve", sort=False):
+        sub = sub.sort_values("t")
+        if rules.window is not None:
+            pos = sub["t"][sub["t"] > 0]
+            if pos.empty:
+                raise DataError(f"{where}: curve {cid!r} has no t > 0 to anchor the window")
+            dec = np.log10(np.where(sub["t"] > 0, sub["t"], np.nan) / pos.iloc[0])
+            a, b = rules.window
+            sub = sub[(dec >= a - 1e-9) & (dec <= b + 1e-9)]
+        if len(sub) < 3:
+            raise DataError(f"{where}: curve {cid!r} has {len(sub)} point(s) inside window "
+                            f"{rules.window}; need at least 3")
+        kept.append(sub)
+    df = pd.concat(kept).reset_index(drop=True)
+    if form.needs_positive_t:
+        zero = df["t"].to_numpy() <= 0
+        if zero.any():
+            i = int(np.flatnonzero(zero)[0])
+            row = df.iloc[i]
+            raise DataError(
+                f"{where}: curve {row['curve']!r}, row {int(row['_row'])}, column 'delay_value': "
+                f"delay {row['delay_value']} gives t = 0, but form {form.name!r} needs t > 0; "
+                "state an offset (e.g. --offset 1 for lag + 1) or a window (anchored at the "
+                "first t > 0) that leaves it out")
+    return df.drop(columns="_row")
