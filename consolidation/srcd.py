@@ -1,0 +1,327 @@
+"""SRCD: Sparse Retrieval in Continuous Dynamics (the paper's benchmark, construction per CRAM.md §3).
+
+Each sequence is a stream of ``length`` irregularly sampled positions. Every position carries the
+time gap Δτ_t (Pareto-distributed) and a noisy observation x(τ_t) of a random stable linear ODE; a
+few positions are events:
+
+- **store** (key, value): a binding enters the stream;
+- **query** (key): the model must output the value bound to that key earlier in the stream.
+
+Each binding is stored once and queried once, later. A share ``library_share`` (the recurrence f of
+the paper's theorem) of the bindings comes from a fixed **library** of ``n_library`` keys, each
+always bound to the same value (fixed by ``library_seed``); the rest are **novel**: keys from a
+disjoint pool with values drawn fresh per sequence. Library bindings are stored too, so attention can
+always answer; consolidation is what makes attention unnecessary for them.
+
+Key encodings:
+
+- ``id``: keys are ids (library ids ``1..n_library``, novel ids above), so a key says whether it is
+  familiar, but only training can teach which value a library key carries;
+- ``vector``: keys are random vectors; library keys are fixed vectors plus fresh noise at every
+  occurrence, novel keys are fresh vectors (plus the same noise), so familiarity must be learned.
+
+Signal family (documented decision): per sequence, a latent linear SDE with ``k ∈ [signal_dim_min,
+signal_dim_max]`` dimensions made of damped-rotation 2×2 blocks (decay a, angular frequency ω) and,
+for odd k, one real decaying mode, driven by isotropic noise so that it stays alive (an
+Ornstein-Uhlenbeck oscillator, discretised exactly at the irregular times). It is observed through one
+random projection plus Gaussian noise and standardised per sequence to unit variance, so that a
+dynamics MSE of 1.0 is the trivial level. The model predicts the next observation x(τ_{t+1}) at each
+position t (the next gap is not an input).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+import numpy as np
+
+from cram.errors import ConfigError
+
+EVENT_NONE, EVENT_STORE, EVENT_QUERY = 0, 1, 2
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class SRCDConfig:
+    """Every parameter of the SRCD construction (defaults: the paper's N=2048, 5%, 70%, 100)."""
+
+    length: int = 2048
+    query_rate: float = 0.05  # share of positions that are queries (one store per query as well)
+    library_share: float = 0.7  # recurrence f: share of bindings drawn from the library
+    n_library: int = 100  # fixed library of key→value patterns
+    library_seed: int = 1234  # fixes the library (its values and key vectors), not the stream
+    n_novel_keys: int = 1000  # pool of novel key ids, disjoint from the library
+    n_values: int = 32  # value vocabulary size (chance accuracy 1/n_values)
+    key_encoding: Literal["id", "vector"] = "id"
+    key_dim: int = 32  # vector encoding: key vector dimension
+    key_noise: float = 0.3  # vector encoding: fresh per-occurrence noise (per-entry std)
+    gap_shape: float = 2.0  # Pareto shape α of the time gaps (tail P(Δτ > x) ∝ x^-α)
+    gap_scale: float = 0.05  # Pareto scale: the minimum gap
+    gap_max: float = 2.0  # gaps are clipped here (keeps the Euler step of the CT tier stable)
+    signal_dim_min: int = 2
+    signal_dim_max: int = 4
+    decay_min: float = 0.05  # latent decay rates a ~ U(decay_min, decay_max)
+    decay_max: float = 0.5
+    freq_min: float = 0.5  # angular frequencies ω ~ U(freq_min, freq_max)
+    freq_max: float = 3.0
+    obs_noise: float = 0.1  # observation noise, relative to the latent signal's std
+
+    def __post_init__(self) -> None:
+        check = _Checker("SRCDConfig")
+        check.positive_int("length", self.length)
+        check.open_unit("query_rate", self.query_rate)
+        check.closed_unit("library_share", self.library_share)
+        check.positive_int("n_library", self.n_library)
+        check.positive_int("n_novel_keys", self.n_novel_keys)
+        check.positive_int("n_values", self.n_values, minimum=2)
+        check.positive_int("key_dim", self.key_dim)
+        if self.key_encoding not in ("id", "vector"):
+            raise ConfigError(f"SRCDConfig.key_encoding={self.key_encoding!r}: choose 'id' or 'vector'")
+        for name in ("gap_shape", "gap_scale", "gap_max", "decay_min", "freq_min"):
+            check.positive(name, getattr(self, name))
+        for name in ("key_noise", "obs_noise"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"SRCDConfig.{name}={getattr(self, name)!r}: must be >= 0")
+        if self.gap_max < self.gap_scale:
+            raise ConfigError("SRCDConfig.gap_max must be >= gap_scale")
+        if not (1 <= self.signal_dim_min <= self.signal_dim_max):
+            raise ConfigError("SRCDConfig.signal_dim_min/max: need 1 <= min <= max")
+        if self.decay_max < self.decay_min or self.freq_max < self.freq_min:
+            raise ConfigError("SRCDConfig: decay_max/freq_max must be >= decay_min/freq_min")
+        n_q = self.n_queries
+        if 2 * n_q > self.length:
+            raise ConfigError(
+                f"SRCDConfig.query_rate={self.query_rate}: {n_q} queries plus their stores do not "
+                f"fit in length {self.length}"
+            )
+        if n_q > self.n_novel_keys:
+            raise ConfigError(f"SRCDConfig.n_novel_keys={self.n_novel_keys} < {n_q} bindings")
+
+    @property
+    def n_queries(self) -> int:
+        """Queries (= bindings) per sequence."""
+        return max(1, int(round(self.query_rate * self.length)))
+
+    @property
+    def n_keys(self) -> int:
+        """Size of the key-id vocabulary, 0 included (0 = no key)."""
+        return 1 + self.n_library + self.n_novel_keys
+
+
+class _Checker:
+    def __init__(self, owner: str):
+        self.owner = owner
+
+    def positive_int(self, name: str, value, minimum: int = 1) -> None:
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{self.owner}.{name}={value!r}: must be an integer >= {minimum}")
+
+    def positive(self, name: str, value) -> None:
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+            raise ConfigError(f"{self.owner}.{name}={value!r}: must be a finite number > 0")
+
+    def open_unit(self, name: str, value) -> None:
+        if not (isinstance(value, (int, float)) and 0 < value < 1):
+            raise ConfigError(f"{self.owner}.{name}={value!r}: must lie in (0, 1)")
+
+    def closed_unit(self, name: str, value) -> None:
+        if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+            raise ConfigError(f"{self.owner}.{name}={value!r}: must lie in [0, 1]")
+
+
+@dataclass
+class SRCDBatch:
+    """A batch of SRCD sequences as numpy arrays; ``B`` sequences of ``T`` positions."""
+
+    dtau: np.ndarray  # (B, T) float32 time gap before each position
+    signal: np.ndarray  # (B, T) float32 observed signal x(τ_t)
+    event: np.ndarray  # (B, T) int64 EVENT_NONE / EVENT_STORE / EVENT_QUERY
+    key: np.ndarray  # (B, T) int64 key id at store/query (0 elsewhere; 0 everywhere for 'vector')
+    value_in: np.ndarray  # (B, T) int64 value id + 1 at stores, 0 elsewhere (never at queries)
+    key_vec: np.ndarray | None  # (B, T, key_dim) float32 for 'vector', else None
+    target_signal: np.ndarray  # (B, T) float32 next observation x(τ_{t+1}); 0 at the last position
+    signal_mask: np.ndarray  # (B, T) bool, False at the last position
+    answer: np.ndarray  # (B, T) int64 value id at queries, IGNORE_INDEX elsewhere
+    is_library: np.ndarray  # (B, T) bool, True at library queries
+    pattern: np.ndarray  # (B, T) int64 library pattern index at library queries, -1 elsewhere
+    lag: np.ndarray  # (B, T) int64 intervening items between store and query, -1 elsewhere
+
+    def __len__(self) -> int:
+        return self.dtau.shape[0]
+
+    def to_torch(self, device=None) -> dict:
+        import torch
+
+        out = {}
+        for f in dataclasses.fields(self):
+            arr = getattr(self, f.name)
+            out[f.name] = None if arr is None else torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+        return out
+
+    def slice(self, start: int, stop: int) -> "SRCDBatch":
+        return SRCDBatch(**{f.name: (None if getattr(self, f.name) is None
+                                     else getattr(self, f.name)[start:stop])
+                            for f in dataclasses.fields(self)})
+
+
+class SRCD:
+    """Seeded, vectorised SRCD generator.
+
+    >>> gen = SRCD(SRCDConfig(length=256))
+    >>> batch = gen.sample(4, seed=0)
+    >>> batch.event.shape
+    (4, 256)
+    """
+
+    def __init__(self, config: SRCDConfig | None = None):
+        self.config = config or SRCDConfig()
+        lib_rng = np.random.default_rng(self.config.library_seed)
+        c = self.config
+        self.library_values = lib_rng.integers(0, c.n_values, c.n_library)  # (n_library,)
+        self.library_vectors = lib_rng.standard_normal((c.n_library, c.key_dim)).astype(np.float32)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, batch_size: int, seed: int | np.random.Generator | None = None) -> SRCDBatch:
+        """Draw ``batch_size`` independent sequences."""
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        c = self.config
+        b, t, n = batch_size, c.length, c.n_queries
+        rows = np.arange(b)[:, None]
+
+        # --- event positions: 2n distinct positions; each binding id appears twice; the earlier is
+        # the store, the later the query (stable sort keeps positions in increasing order).
+        positions = np.sort(np.argsort(rng.random((b, t)), axis=1)[:, : 2 * n], axis=1)  # (B, 2n)
+        labels = np.argsort(rng.random((b, 2 * n)), axis=1) % n  # (B, 2n), each id twice
+        order = np.argsort(labels, axis=1, kind="stable").reshape(b, n, 2)  # (B, n, 2)
+        store_pos = np.take_along_axis(positions, order[..., 0], axis=1)  # (B, n)
+        query_pos = np.take_along_axis(positions, order[..., 1], axis=1)  # (B, n)
+
+        # --- bindings: library or novel; keys distinct within a sequence
+        is_lib = rng.random((b, n)) < c.library_share  # (B, n)
+        lib_pick = np.argsort(rng.random((b, c.n_library)), axis=1)  # (B, n_library)
+        lib_pattern = lib_pick[:, np.arange(n) % c.n_library]  # (B, n); distinct when n <= n_library
+        novel_pick = np.argsort(rng.random((b, c.n_novel_keys)), axis=1)[:, :n]  # (B, n)
+        pattern = np.where(is_lib, lib_pattern, -1)
+        key_id = np.where(is_lib, 1 + lib_pattern, 1 + c.n_library + novel_pick)
+        value = np.where(is_lib, self.library_values[lib_pattern], rng.integers(0, c.n_values, (b, n)))
+
+        event = np.zeros((b, t), np.int64)
+        key = np.zeros((b, t), np.int64)
+        value_in = np.zeros((b, t), np.int64)
+        answer = np.full((b, t), IGNORE_INDEX, np.int64)
+        is_library = np.zeros((b, t), bool)
+        pattern_at = np.full((b, t), -1, np.int64)
+        lag = np.full((b, t), -1, np.int64)
+        event[rows, store_pos] = EVENT_STORE
+        event[rows, query_pos] = EVENT_QUERY
+        if c.key_encoding == "id":
+            key[rows, store_pos] = key_id
+            key[rows, query_pos] = key_id
+        value_in[rows, store_pos] = value + 1
+        answer[rows, query_pos] = value
+        is_library[rows, query_pos] = is_lib
+        pattern_at[rows, query_pos] = pattern
+        lag[rows, query_pos] = query_pos - store_pos - 1
+
+        key_vec = None
+        if c.key_encoding == "vector":
+            base = np.where(is_lib[..., None], self.library_vectors[np.maximum(lib_pattern, 0)],
+                            rng.standard_normal((b, n, c.key_dim)))  # (B, n, Dk)
+            key_vec = np.zeros((b, t, c.key_dim), np.float32)
+            for pos in (store_pos, query_pos):
+                noise = c.key_noise * rng.standard_normal((b, n, c.key_dim))
+                key_vec[rows, pos] = base + noise
+
+        # --- continuous signal
+        dtau = np.minimum(c.gap_scale * (1.0 + rng.pareto(c.gap_shape, (b, t))), c.gap_max)
+        signal = self._signal(dtau, rng)  # (B, T)
+        target = np.zeros_like(signal)
+        target[:, :-1] = signal[:, 1:]
+        mask = np.ones((b, t), bool)
+        mask[:, -1] = False
+        return SRCDBatch(dtau.astype(np.float32), signal.astype(np.float32), event, key, value_in,
+                         key_vec, target.astype(np.float32), mask, answer, is_library, pattern_at,
+                         lag)
+
+    def _signal(self, dtau: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Exact discretisation of a random latent OU oscillator at irregular times; (B, T)."""
+        c = self.config
+        b, t = dtau.shape
+        k = rng.integers(c.signal_dim_min, c.signal_dim_max + 1, b)  # latent dims per sequence
+        n_rot = 2  # up to two rotation blocks (4 dims); unused blocks get zero observation weight
+        decay = rng.uniform(c.decay_min, c.decay_max, (b, n_rot + 1))
+        freq = rng.uniform(c.freq_min, c.freq_max, (b, n_rot))
+        # observation weights per latent coordinate, masked to the sequence's k dims
+        weights = rng.standard_normal((b, 2 * n_rot + 1))
+        dims_used = np.where(k[:, None] % 2 == 1,
+                             np.array([1, 1, 1, 1, 0])[None, :] * (np.arange(5)[None, :] < k[:, None] - 1)
+                             + (np.arange(5)[None, :] == 4),
+                             np.arange(5)[None, :] < k[:, None])
+        weights = weights * dims_used
+        z_rot = rng.standard_normal((b, n_rot, 2))  # stationary start (unit variance)
+        z_real = rng.standard_normal(b)
+        eps = rng.standard_normal((t, b, 2 * n_rot + 1))
+        out = np.empty((b, t))
+        for i in range(t):
+            d = dtau[:, i]
+            rho = np.exp(-decay * d[:, None])  # (B, n_rot + 1)
+            amp = np.sqrt(1.0 - rho**2)
+            ang = freq * d[:, None]  # (B, n_rot)
+            cos, sin = np.cos(ang), np.sin(ang)
+            x0, x1 = z_rot[..., 0], z_rot[..., 1]
+            z_rot = np.stack([cos * x0 - sin * x1, sin * x0 + cos * x1], -1) * rho[:, :n_rot, None]
+            z_rot = z_rot + amp[:, :n_rot, None] * eps[i, :, : 2 * n_rot].reshape(b, n_rot, 2)
+            z_real = rho[:, n_rot] * z_real + amp[:, n_rot] * eps[i, :, 2 * n_rot]
+            out[:, i] = (z_rot.reshape(b, -1) * weights[:, :4]).sum(1) + weights[:, 4] * z_real
+        out = out + c.obs_noise * np.sqrt((weights**2).sum(1, keepdims=True)) * rng.standard_normal((b, t))
+        out = out - out.mean(1, keepdims=True)
+        return out / (out.std(1, keepdims=True) + 1e-8)
+
+    # ------------------------------------------------------------------ streams
+    def stream(self, batch_size: int, seed: int, rank: int = 0, start_step: int = 0
+               ) -> Iterator[SRCDBatch]:
+        """Endless training stream; batch ``i`` depends only on (seed, rank, i), so a resumed run
+        (``start_step``) sees exactly the batches an uninterrupted run would have seen."""
+        step = start_step
+        while True:
+            yield self.sample(batch_size, stream_rng(seed, rank, step))
+            step += 1
+
+    def eval_set(self, n_sequences: int, seed: int = 10_000) -> SRCDBatch:
+        """The fixed evaluation set (its seed is disjoint from training streams by construction)."""
+        return self.sample(n_sequences, np.random.default_rng([seed, 0xE7A1]))
+
+
+def stream_rng(seed: int, rank: int, step: int) -> np.random.Generator:
+    """The generator of training batch ``step`` on ``rank``: one helper derives every stream seed."""
+    return np.random.default_rng([int(seed), int(rank), int(step), 0x5CD])
+
+
+def describe(config: SRCDConfig, samples: int = 64, seed: int = 0) -> dict:
+    """Measured statistics of generated data (for ``cram srcd describe``)."""
+    import time
+
+    gen = SRCD(config)
+    t0 = time.perf_counter()
+    batch = gen.sample(samples, seed)
+    gen_seconds = time.perf_counter() - t0
+    queries = batch.event == EVENT_QUERY
+    n_tokens = batch.event.size
+    gaps = batch.dtau.ravel()
+    qs = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
+    lags = batch.lag[queries]
+    return {
+        "length": int(batch.event.shape[1]),
+        "samples": int(samples),
+        "query_fraction": float(queries.sum() / n_tokens),
+        "store_fraction": float((batch.event == EVENT_STORE).sum() / n_tokens),
+        "library_share": float(batch.is_library[queries].mean()),
+        "gap_quantiles": {str(q): float(np.quantile(gaps, q)) for q in qs},
+        "lag_quantiles": {str(q): float(np.quantile(lags, q)) for q in qs},
+        "signal_std": float(batch.signal.std()),
+        "attention_floor": float(queries.sum() / n_tokens * (1 - batch.is_library[queries].mean())),
+        "generation_ms_per_sequence": 1000.0 * gen_seconds / samples,
+        "config": dataclasses.asdict(config),
+    }

@@ -1,0 +1,61 @@
+"""Causal multi-head self-attention over a bounded KV buffer, dense or routed.
+
+Every token writes its key/value; ``forward_dense`` lets every token read, ``forward_routed`` lets
+only selected tokens read (their queries are gathered and attend through
+``cram.kernels.routed_attention``), so unselected tokens cost no attention at all.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cram.kernels.routed_attention import routed_attention
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, window: int | None = None):
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.window = window  # episodic buffer B: keys j with pos - B < j <= pos
+        self.query = nn.Linear(d_model, d_model)
+        self.key_value = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, H, T, Dh)
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def _keys_values(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.key_value(h).chunk(2, dim=-1)  # (B, T, d) each
+        return self._split(k), self._split(v)  # (B, H, T, Dh) each
+
+    def forward_dense(self, h: torch.Tensor) -> torch.Tensor:  # h: (B, T, d) -> (B, T, d)
+        b, t, d = h.shape
+        q = self._split(self.query(h))  # (B, H, T, Dh)
+        k, v = self._keys_values(h)
+        if self.window is None or self.window >= t:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, Dh)
+        else:
+            i = torch.arange(t, device=h.device)
+            allowed = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - self.window)  # (T, T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+    def forward_routed(self, h: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+        """Attention for the ``selected`` tokens only; zeros elsewhere.
+
+        h: (B, T, d); selected: (B, T) bool. Returns (B, T, d).
+        """
+        b, t, d = h.shape
+        batch_idx, pos = selected.nonzero(as_tuple=True)  # (N,), (N,) sorted by (batch, pos)
+        out = h.new_zeros(b, t, d)
+        if batch_idx.numel() == 0:
+            return out
+        k, v = self._keys_values(h)  # (B, H, T, Dh): every token writes the buffer
+        q = self.query(h[batch_idx, pos]).view(-1, self.n_heads, self.head_dim)  # (N, H, Dh)
+        y = routed_attention(q, k, v, batch_idx, pos, window=self.window)  # (N, H, Dh)
+        out = out.index_put((batch_idx, pos), self.out(y.reshape(-1, d)))
+        return out

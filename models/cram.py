@@ -1,0 +1,176 @@
+"""CRAM: a hybrid layer with three memory tiers and a router that learns to skip attention.
+
+One CRAM block (CRAM.md §2, with the project's decisions)::
+
+    x ← x + working(LN(x), Δτ)                      # CT-ODE working memory: always runs, O(T)
+    h = LN(x)
+    f_sem = semantic(h)                              # low-rank MLP, rank r
+    q̂ = familiarity(h)                               # predicts q from the hidden state alone
+    π = router([h, q̂])                               # 3-way over (working, episodic, semantic)
+    r_E = attention(h) at tokens that read episodic memory
+    q  = exp(-D(f_sem, r_E) / σ)                     # D: KL of value-probe readouts ("value"),
+                                                     #    or mean squared error ("raw")
+    x ← x + π_episodic · r_E + π_semantic · f_sem
+    x ← x + FFN(LN(x))
+
+Routing "working" means: no retrieval beyond the working memory already added.
+
+Modes: ``soft`` (training): Gumbel-softmax probabilities at a temperature; attention is computed for
+every token so that the mixture has gradients. ``hard`` (evaluation, inference): the router's argmax
+without noise; only tokens routed to episodic memory gather their queries and attend
+(``CausalSelfAttention.forward_routed``), so a consolidated token computes no attention. The router
+reads q̂ (never q) unless ``router_reads="q"`` (``cram-oracle-q``, the paper as written, which must
+compute attention for every token to know q).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import CausalSelfAttention
+from .common import (
+    TIERS, DataSpec, FeedForward, LayerStats, ModelConfig, ModelOutput, SRCDModel,
+)
+from .working_memory import CTODE
+
+WORKING, EPISODIC, SEMANTIC = 0, 1, 2
+EVENT_QUERY = 2
+
+
+class SemanticMemory(nn.Module):
+    """Low-rank MLP: d → r → d with a GELU in the bottleneck. (B, T, d) → (B, T, d)."""
+
+    def __init__(self, d_model: int, rank: int):
+        super().__init__()
+        self.down = nn.Linear(d_model, rank)
+        self.up = nn.Linear(rank, d_model)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.up(F.gelu(self.down(h)))
+
+
+class FamiliarityHead(nn.Module):
+    """q̂(h) ∈ (0, 1): predicts the consolidation score from the hidden state. (B, T, d) → (B, T)."""
+
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(h)).squeeze(-1)
+
+
+def gumbel_softmax(logits: torch.Tensor, temperature: float,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Soft Gumbel-softmax sample over the last dim, with an explicit generator (seed argument)."""
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    gumbel = -torch.log(-torch.log(u.clamp_min(1e-10)).clamp_min(1e-10))
+    return torch.softmax((logits + gumbel) / temperature, dim=-1)
+
+
+class CRAMBlock(nn.Module):
+    def __init__(self, config: ModelConfig, spec: DataSpec):
+        super().__init__()
+        d = config.d_model
+        self.config = config
+        self.norm_working = nn.LayerNorm(d)
+        self.working = CTODE(d, config.ct_dim, config.ct_dt, config.ct_diagonal)
+        self.norm_memory = nn.LayerNorm(d)
+        self.episodic = CausalSelfAttention(d, config.n_heads, config.attention_window)
+        self.semantic = SemanticMemory(d, config.semantic_rank)
+        self.familiarity = FamiliarityHead(d, config.familiarity_hidden)
+        self.value_probe = nn.Linear(d, spec.n_values)  # decodes what a memory output "says"
+        self.router = nn.Linear(d + 1, len(TIERS))
+        with torch.no_grad():
+            self.router.bias.zero_()
+            self.router.bias[EPISODIC] = config.router_episodic_bias
+        self.norm_ff = nn.LayerNorm(d)
+        self.ff = FeedForward(d, config.d_ff) if config.d_ff else None
+
+    # ------------------------------------------------------------------ consolidation score
+    def consolidation_score(self, r_episodic: torch.Tensor, f_semantic: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, T) plus the probe logits of r_E (probe trainable) and of f_sem (probe frozen)."""
+        probe_e = self.value_probe(r_episodic.detach())  # (B, T, V): trains the probe
+        probe_s = F.linear(f_semantic, self.value_probe.weight.detach(),
+                           self.value_probe.bias.detach())  # (B, T, V): trains semantic only
+        with torch.no_grad():
+            if self.config.q_space == "value":
+                log_p_e = F.log_softmax(probe_e, -1)
+                log_p_s = F.log_softmax(probe_s, -1)
+                distance = (log_p_e.exp() * (log_p_e - log_p_s)).sum(-1)  # KL(p_E ‖ p_S), (B, T)
+            else:
+                distance = (f_semantic - r_episodic).pow(2).mean(-1)  # (B, T)
+            q = torch.exp(-distance / self.config.q_sigma)
+        return q, probe_e, probe_s
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, batch: dict, mode: str, temperature: float, force: str,
+                generator: torch.Generator | None, diagnose: bool) -> tuple[torch.Tensor, LayerStats]:
+        cfg = self.config
+        x = x + self.working(self.norm_working(x), batch["dtau"])  # (B, T, d)
+        h = self.norm_memory(x)  # (B, T, d)
+        f_sem = self.semantic(h)  # (B, T, d)
+        qhat = self.familiarity(h.detach())  # (B, T)
+        is_query = batch["event"] == EVENT_QUERY  # (B, T)
+
+        oracle = cfg.router_reads == "q"
+        dense = mode == "soft" or oracle  # attention for every token
+        r_dense = self.episodic.forward_dense(h) if (dense or diagnose) else None  # (B, T, d)
+        q = probe_e = probe_s = None
+        if r_dense is not None:
+            q, probe_e, probe_s = self.consolidation_score(r_dense, f_sem)
+        feature = (q if oracle else qhat).detach()  # (B, T)
+        logits = self.router(torch.cat([h, feature[..., None]], dim=-1))  # (B, T, 3)
+
+        if cfg.static_routing:  # cram-static: queries read episodic memory, others stay working
+            choice = torch.where(is_query, EPISODIC, WORKING)
+            probs = F.one_hot(choice, 3).to(x.dtype)
+        elif mode == "soft" and force == "none":
+            probs = gumbel_softmax(logits, temperature, generator)  # (B, T, 3)
+            choice = probs.argmax(-1)
+        else:
+            choice = logits.argmax(-1)  # (B, T)
+            probs = torch.softmax(logits, -1)
+        if force != "none":
+            choice = torch.full_like(choice, TIERS.index(force))
+        mix = probs if (mode == "soft" and force == "none" and not cfg.static_routing) \
+            else F.one_hot(choice, 3).to(x.dtype)  # (B, T, 3)
+
+        if mode == "soft" or oracle:
+            r_e = r_dense
+            computed = torch.ones_like(is_query)
+        else:
+            selected = choice == EPISODIC  # (B, T)
+            r_e = self.episodic.forward_routed(h, selected)
+            computed = selected
+        x = x + mix[..., EPISODIC, None] * r_e + mix[..., SEMANTIC, None] * f_sem
+        if self.ff is not None:
+            x = x + self.ff(self.norm_ff(x))
+        stats = LayerStats(
+            episodic=mix[..., EPISODIC], computed=computed, probs=torch.softmax(logits, -1),
+            choice=choice, r_episodic=r_dense, f_semantic=f_sem, probe_episodic=probe_e,
+            probe_semantic=probe_s, q=q, qhat=qhat, extra={"router_probs_used": probs},
+        )
+        return x, stats
+
+
+class CRAM(SRCDModel):
+    family = "cram"
+
+    def __init__(self, config: ModelConfig, spec: DataSpec):
+        super().__init__(config, spec)
+        self.blocks = nn.ModuleList(CRAMBlock(config, spec) for _ in range(config.n_layers))
+
+    def forward(self, batch: dict, mode: str = "soft", temperature: float = 1.0,
+                force: str = "none", generator: torch.Generator | None = None,
+                diagnose: bool = False) -> ModelOutput:
+        x = self.embed(batch)  # (B, T, d)
+        layers = []
+        for block in self.blocks:
+            x, stats = block(x, batch, mode, temperature, force, generator, diagnose)
+            layers.append(stats)
+        value_logits, signal_pred = self.heads(x)
+        return ModelOutput(value_logits, signal_pred, layers)
