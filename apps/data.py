@@ -1,0 +1,566 @@
+"""Data access for the explorer and the notebooks: runs, model curves, fit folders, claims.
+
+Everything here is plain Python (no Streamlit), so that the notebooks and the tests use the same
+code as the app. Every reader turns a missing, partial or corrupt input into a
+:class:`~cram.errors.CramError` (or a warning string) instead of a traceback; the app shows those
+as messages.
+
+Model curves follow the tidy curve table of :mod:`cram.psych_data.tidy` (``curve``, ``group``,
+``source``, ``delay_value``, ``delay_unit``, ``measure``, ``value``, ``n``, ``derived``) so that
+they can be overlaid on human curves and fitted by :func:`cram.fitting.fit_mle`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cram.errors import CramError, DataError, RunFolderError
+from cram.runs import Run, find_runs, load_run
+
+#: environment variables set by ``cram app`` (and read by the notebooks)
+RUNS_ENV = "CRAM_APP_RUNS"
+FITS_ENV = "CRAM_APP_FITS"
+#: where ``make demo`` writes its example runs and fit (relative to the working directory)
+DEMO_RUNS = Path("runs") / "demo"
+
+#: model-curve kinds of :mod:`cram.fitting.model_curves` that the Compare page offers
+#: kind -> (delay unit, what it is)
+MODEL_MEASURES: dict[str, tuple[str, str]] = {
+    "episodic_reliance": (
+        "steps",
+        "share of library queries that read episodic memory (attention_library), against "
+        "optimiser steps since the end of warm-up; one curve per run",
+    ),
+    "per_pattern": (
+        "exposures",
+        "episodic share of one library pattern's queries against its exposure count; one curve "
+        "per run and pattern",
+    ),
+    "retention": (
+        "intervening_items",
+        "retrieval accuracy of novel bindings against the store-to-query lag (intervening "
+        "items), one curve per run, training stage and condition (episodic memory on/off)",
+    ),
+}
+
+#: attention series of metrics.csv that the Runs page can plot
+ATTENTION_SERIES = ("attention_fraction", "attention_query", "attention_library",
+                    "attention_novel", "attention_nonquery", "attention_computed")
+
+TIDY_COLUMNS = ("curve", "group", "source", "delay_value", "delay_unit", "measure", "value", "n",
+                "derived")
+
+
+# --------------------------------------------------------------------------------------------
+# where things are
+
+
+def default_runs_root() -> Path:
+    """The runs folder the app opens with: ``$CRAM_APP_RUNS``, else ``runs/demo``, else ``runs``."""
+    env = os.environ.get(RUNS_ENV)
+    if env:
+        return Path(env)
+    return DEMO_RUNS if DEMO_RUNS.is_dir() else Path("runs")
+
+
+def default_fits_root(runs_root: str | os.PathLike | None = None) -> Path:
+    """The folder searched for ``cram fit`` outputs: ``$CRAM_APP_FITS``, else the runs folder."""
+    env = os.environ.get(FITS_ENV)
+    if env:
+        return Path(env)
+    return Path(runs_root) if runs_root is not None else default_runs_root()
+
+
+def folder_signature(path: str | os.PathLike) -> tuple:
+    """Names, sizes and modification times of the files in a folder (a cache key).
+
+    Loaders cached on the path alone would keep serving stale data after a run has grown; the
+    signature changes whenever a file is rewritten.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return ()
+    sig = []
+    for f in sorted(path.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            sig.append((f.name, st.st_size, st.st_mtime_ns))
+    return tuple(sig)
+
+
+# --------------------------------------------------------------------------------------------
+# runs
+
+
+@dataclass
+class RunScan:
+    """Result of scanning a folder for runs: the runs that loaded and the ones that did not."""
+
+    root: Path
+    runs: dict[str, Run] = field(default_factory=dict)  # label -> Run
+    errors: dict[str, str] = field(default_factory=dict)  # label -> message
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # label -> messages
+
+
+def run_label(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """A short, unique name for a run: its path relative to the scanned root."""
+    path, root = Path(path), Path(root)
+    try:
+        rel = path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return str(path)
+    return str(rel) if str(rel) != "." else path.name
+
+
+def _candidate_run_dirs(root: Path) -> list[Path]:
+    """Folders that look like runs, including partial ones (config.json or metrics.csv)."""
+    if not root.exists():
+        return []
+    found = set(find_runs(root))
+    for name in ("config.json", "metrics.csv"):
+        for f in root.rglob(name):
+            if "checkpoints" not in f.parts:
+                found.add(f.parent)
+    return sorted(found)
+
+
+def scan_runs(root: str | os.PathLike) -> RunScan:
+    """Load every run folder at or below ``root``; collect errors instead of raising.
+
+    A folder with a ``config.json`` or a ``metrics.csv`` counts as a (possibly partial) run: if it
+    cannot be read, its message goes to ``RunScan.errors``. Optional tables that are missing or
+    corrupt go to ``RunScan.warnings``.
+    """
+    root = Path(root)
+    scan = RunScan(root=root)
+    for d in _candidate_run_dirs(root):
+        label = run_label(d, root)
+        try:
+            run = load_run(d)
+            _check_metrics(run)
+        except CramError as err:
+            scan.errors[label] = str(err)
+            continue
+        except Exception as err:  # noqa: BLE001 - a corrupt file must not crash the app
+            scan.errors[label] = f"{d}: cannot be read ({type(err).__name__}: {err})"
+            continue
+        scan.runs[label] = run
+        warns = list(run.warnings)
+        for key, fname in (("patterns", "patterns.csv"), ("retention", "retention.csv")):
+            if getattr(run, key) is None and not any(fname in w for w in warns):
+                warns.append(f"{d}: no {fname}; its charts are skipped")
+        if run.transition is None and not any("transition.json" in w for w in warns):
+            warns.append(f"{d}: no transition.json; the phase transition is not marked")
+        if run.meta.get("status") == "running":
+            warns.append(f"{d}: still running (meta.json status 'running'); numbers may change")
+        if run.meta.get("status") == "failed":
+            warns.append(f"{d}: the run failed (meta.json status 'failed')")
+        if warns:
+            scan.warnings[label] = warns
+    return scan
+
+
+def _check_metrics(run: Run) -> None:
+    """Coerce the numeric metric columns; a column of text where numbers belong is an error."""
+    m = run.metrics
+    for col in m.columns:
+        if col == "phase":
+            continue
+        if m[col].dtype == object:
+            num = pd.to_numeric(m[col], errors="coerce")
+            bad = num.isna() & m[col].notna()
+            if bad.any():
+                i = int(np.flatnonzero(bad.to_numpy())[0])
+                raise RunFolderError(f"{run.path / 'metrics.csv'}: row {i + 1}, column '{col}': "
+                                     f"{m[col].iloc[i]!r} is not a number")
+            m[col] = num
+    if len(m) == 0:
+        raise RunFolderError(f"{run.path / 'metrics.csv'}: no rows yet")
+
+
+def run_title(label: str, run: Run) -> str:
+    """``label (model, seed s)`` for legends."""
+    seed = run.seed
+    return f"{label} ({run.model}, seed {seed})" if seed is not None else f"{label} ({run.model})"
+
+
+def attention_long(runs: dict[str, Run], series: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """Long table ``run, model, seed, step, series, value`` of the chosen metrics.csv columns."""
+    frames = []
+    for label, run in runs.items():
+        m = run.metrics
+        for s in series:
+            if s not in m.columns:
+                continue
+            frames.append(pd.DataFrame({
+                "run": label, "model": run.model, "seed": run.seed, "step": m["step"],
+                "series": s, "value": pd.to_numeric(m[s], errors="coerce"),
+            }))
+    if not frames:
+        return pd.DataFrame(columns=["run", "model", "seed", "step", "series", "value"])
+    return pd.concat(frames, ignore_index=True).dropna(subset=["value"])
+
+
+def transitions(runs: dict[str, Run]) -> pd.DataFrame:
+    """One row per run with a detected phase transition: ``run, step, low, high, series``."""
+    rows = []
+    for label, run in runs.items():
+        t = run.transition or {}
+        step = t.get("step")
+        if step is None:
+            continue
+        try:
+            low = float(t.get("low")) if t.get("low") is not None else float(step)
+            high = float(t.get("high")) if t.get("high") is not None else float(step)
+            rows.append({"run": label, "step": float(step), "low": low, "high": high,
+                         "series": t.get("series", ""), "method": t.get("method", "")})
+        except (TypeError, ValueError):
+            continue
+    return pd.DataFrame(rows, columns=["run", "step", "low", "high", "series", "method"])
+
+
+_TIER_RE = re.compile(r"^share_(working|episodic|semantic)_l(\d+)$")
+
+
+def tier_shares(run: Run) -> pd.DataFrame:
+    """Long table ``step, layer, tier, share`` from the ``share_<tier>_l<i>`` columns."""
+    rows = []
+    for col in run.metrics.columns:
+        m = _TIER_RE.match(col)
+        if m:
+            rows.append(pd.DataFrame({"step": run.metrics["step"], "layer": int(m.group(2)),
+                                      "tier": m.group(1),
+                                      "share": pd.to_numeric(run.metrics[col], errors="coerce")}))
+    if not rows:
+        return pd.DataFrame(columns=["step", "layer", "tier", "share"])
+    return pd.concat(rows, ignore_index=True).dropna(subset=["share"])
+
+
+# --------------------------------------------------------------------------------------------
+# model curves in the tidy curve format
+
+
+def model_curves(runs: dict[str, Run], kind: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Tidy curve table of one curve ``kind`` for every run, plus the runs it failed for.
+
+    The curves come from :mod:`cram.fitting.model_curves` (the same definitions that
+    ``cram fit gamma`` uses), one run at a time, so that one partial run does not hide the others.
+    Curve ids that two runs in different sub-folders would share get the run's label prepended.
+
+    Returns
+    -------
+    curves : DataFrame
+        Tidy curve table (possibly empty).
+    errors : dict
+        Run label -> message, for the runs whose curve cannot be built.
+    """
+    if kind not in MODEL_MEASURES:
+        raise DataError(f"unknown model-curve kind {kind!r}; choose from {list(MODEL_MEASURES)}")
+    from cram.fitting import model_curves as mc
+
+    fn = {"episodic_reliance": mc.episodic_reliance_curve, "per_pattern": mc.per_pattern_curve,
+          "retention": mc.retention_curve}[kind]
+    frames, errors, seen = [], {}, set()
+    for label, run in runs.items():
+        try:
+            df = fn(run)
+        except CramError as err:
+            errors[label] = str(err)
+            continue
+        except Exception as err:  # noqa: BLE001 - a corrupt table must not crash the caller
+            errors[label] = f"{type(err).__name__}: {err}"
+            continue
+        ids = set(df["curve"].unique())
+        if ids & seen:
+            df = df.assign(curve=label + "/" + df["curve"].astype(str))
+            ids = set(df["curve"].unique())
+        seen |= ids
+        df["run_label"] = label
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=list(TIDY_COLUMNS)), errors
+    return pd.concat(frames, ignore_index=True), errors
+
+
+def add_time(df: pd.DataFrame, offset: float | None = None) -> pd.DataFrame:
+    """Add the fitted time ``t = delay_value + offset`` (the fitting rules' definition)."""
+    return df.assign(t=df["delay_value"].astype(float) + (offset or 0.0))
+
+
+def normalise_curves(df: pd.DataFrame, time_col: str = "delay_value") -> pd.DataFrame:
+    """Add ``t_norm`` and ``v_norm`` so that curves in different units share one set of axes.
+
+    For each curve, ``t_norm = t / t0`` and ``v_norm = value / v0`` where ``t`` is ``time_col``,
+    ``t0`` the smallest positive ``t`` of that curve and ``v0`` the mean value at ``t0``. Points at
+    ``t = 0`` get ``t_norm = 0`` (they drop out of log axes). On log-log axes a power law
+    ``R = a t^-γ`` stays a straight line of slope ``-γ`` after this rescaling, so slopes can be
+    compared across units; only the intercepts move. ``t0`` and ``v0`` are kept as columns so that
+    fitted lines can be rescaled the same way.
+    """
+    out = []
+    for _, sub in df.groupby("curve", sort=False):
+        sub = sub.copy()
+        pos = sub[sub[time_col] > 0]
+        if len(pos) == 0:
+            sub["t0"], sub["v0"] = np.nan, np.nan
+        else:
+            t0 = float(pos[time_col].min())
+            sub["t0"] = t0
+            sub["v0"] = float(pos.loc[pos[time_col] == t0, "value"].mean())
+        out.append(sub)
+    if not out:
+        return df.assign(t0=pd.Series(dtype=float), v0=pd.Series(dtype=float),
+                         t_norm=pd.Series(dtype=float), v_norm=pd.Series(dtype=float))
+    res = pd.concat(out, ignore_index=True)
+    res["t_norm"] = res[time_col] / res["t0"]
+    res["v_norm"] = np.where(res["v0"] > 0, res["value"] / res["v0"], np.nan)
+    return res
+
+
+def window_mask(df: pd.DataFrame, window: tuple[float, float] | None,
+                time_col: str = "t") -> np.ndarray:
+    """Which rows fall inside a fit window given in decades from each curve's first ``t > 0``.
+
+    Same definition as the fitting rules (``A <= log10(t / t_first) <= B``), used here only to
+    shade the points that a fit uses; ``None`` keeps every row.
+    """
+    if window is None:
+        return np.ones(len(df), dtype=bool)
+    a, b = window
+    keep = np.zeros(len(df), dtype=bool)
+    t = df[time_col].to_numpy(dtype=float)
+    for cid in pd.unique(df["curve"]):
+        idx = np.flatnonzero(df["curve"].to_numpy() == cid)
+        tt = t[idx]
+        pos = tt[tt > 0]
+        if len(pos) == 0:
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dec = np.log10(np.where(tt > 0, tt, np.nan) / pos.min())
+        keep[idx] = (dec >= a - 1e-9) & (dec <= b + 1e-9)
+    return keep
+
+
+# --------------------------------------------------------------------------------------------
+# fit folders written by `cram fit gamma ... --out DIR`
+
+
+@dataclass
+class FitFolder:
+    """A ``cram fit`` output folder read back for display.
+
+    ``draws`` maps each scalar posterior variable (``delta_gamma``, ``gamma_human``, ...) to its
+    flattened draws (chains × draws); it is empty for point fits or when ``posterior.nc`` is
+    missing. ``warnings`` lists the optional files that could not be read.
+    """
+
+    path: Path
+    result: dict
+    summary: pd.DataFrame | None = None
+    curves: pd.DataFrame | None = None
+    draws: dict[str, np.ndarray] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def method(self) -> str:
+        return str(self.result.get("method", "?"))
+
+    @property
+    def form(self) -> str:
+        return str(self.result.get("form", "?"))
+
+    @property
+    def window(self) -> Any:
+        return self.result.get("window")
+
+    def measures(self) -> list[str]:
+        """Measures of the fitted data (from ``curves.csv``, else from ``result.json``)."""
+        if self.curves is not None and "measure" in self.curves.columns:
+            return sorted(self.curves["measure"].astype(str).unique())
+        m = self.result.get("measure") or self.result.get("measures")
+        if isinstance(m, str):
+            return [m]
+        return [str(x) for x in m] if isinstance(m, list) else []
+
+    def describe(self) -> str:
+        """One line naming what was compared: measures, form, window, method."""
+        meas = ", ".join(self.measures()) or "?"
+        return (f"measure: {meas} · form: {self.form} · window: {format_window(self.window)} · "
+                f"method: {self.method}")
+
+
+def format_window(window: Any) -> str:
+    """Human-readable fit window (``None`` means all delays)."""
+    if window is None:
+        return "all delays"
+    if isinstance(window, dict):
+        return "; ".join(f"{k}: {format_window(v)}" for k, v in window.items())
+    if isinstance(window, (list, tuple)) and len(window) == 2:
+        lo, hi = window
+        lo = "0" if lo is None else f"{lo:g}" if isinstance(lo, (int, float)) else str(lo)
+        hi = "∞" if hi is None else f"{hi:g}" if isinstance(hi, (int, float)) else str(hi)
+        return f"[{lo}, {hi}]"
+    return str(window)
+
+
+def find_fits(root: str | os.PathLike) -> list[Path]:
+    """Every folder at or below ``root`` holding a ``result.json`` (newest first)."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    found = {p.parent for p in root.rglob("result.json") if "checkpoints" not in p.parts}
+    return sorted(found, key=lambda p: (-(p / "result.json").stat().st_mtime, str(p)))
+
+
+def load_fit_folder(path: str | os.PathLike) -> FitFolder:
+    """Read a ``cram fit`` output folder (result.json required; the rest optional).
+
+    Raises
+    ------
+    DataError
+        If ``result.json`` is missing, not JSON or not an object.
+    """
+    path = Path(path)
+    rfile = path / "result.json"
+    if not rfile.is_file():
+        raise DataError(f"{path}: no result.json; is this a 'cram fit --out' folder?")
+    try:
+        result = json.loads(rfile.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{rfile}: not valid JSON ({err})") from None
+    if not isinstance(result, dict):
+        raise DataError(f"{rfile}: expected a JSON object")
+    fit = FitFolder(path=path, result=result)
+    for attr, fname in (("summary", "summary.csv"), ("curves", "curves.csv")):
+        f = path / fname
+        if not f.is_file():
+            fit.warnings.append(f"{path}: no {fname}")
+            continue
+        try:
+            setattr(fit, attr, pd.read_csv(f))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            fit.warnings.append(f"{f}: cannot be read as CSV ({err})")
+    nc = path / "posterior.nc"
+    if nc.is_file():
+        try:
+            fit.draws = read_posterior_draws(nc)
+        except Exception as err:  # noqa: BLE001 - corrupt netCDF comes in many exception types
+            fit.warnings.append(f"{nc}: cannot be read ({type(err).__name__}: {err})")
+    elif fit.method not in ("mle", "point", "?"):
+        fit.warnings.append(f"{path}: no posterior.nc")
+    return fit
+
+
+def read_posterior_draws(nc: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Scalar posterior variables of an ArviZ netCDF file as flat arrays (chains × draws)."""
+    import arviz as az
+
+    idata = az.from_netcdf(str(nc))
+    if not hasattr(idata, "posterior"):
+        raise DataError(f"{nc}: no posterior group")
+    post = idata.posterior
+    out = {}
+    for name, var in post.data_vars.items():
+        extra = [d for d in var.dims if d not in ("chain", "draw")]
+        if extra:
+            continue
+        out[str(name)] = np.asarray(var.values, dtype=float).reshape(-1)
+    return out
+
+
+def posterior_stats(draws: np.ndarray, hdi_prob: float = 0.9) -> dict[str, float]:
+    """Mean, sd, highest-density interval and P(x > 0) of a set of draws."""
+    x = np.sort(np.asarray(draws, dtype=float))
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return {"mean": math.nan, "sd": math.nan, "hdi_low": math.nan, "hdi_high": math.nan,
+                "p_positive": math.nan, "n_draws": 0}
+    k = max(1, int(math.floor(hdi_prob * len(x))))
+    if k >= len(x):
+        lo, hi = x[0], x[-1]
+    else:
+        widths = x[k:] - x[: len(x) - k]
+        i = int(np.argmin(widths))
+        lo, hi = x[i], x[i + k]
+    return {"mean": float(x.mean()), "sd": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
+            "hdi_low": float(lo), "hdi_high": float(hi), "p_positive": float((x > 0).mean()),
+            "n_draws": int(len(x))}
+
+
+# --------------------------------------------------------------------------------------------
+# claims table
+
+
+def default_claims_path() -> Path:
+    """``docs/claims.md`` of the working directory, else of the source checkout."""
+    here = Path("docs") / "claims.md"
+    if here.is_file():
+        return here
+    return Path(__file__).resolve().parent.parent / "docs" / "claims.md"
+
+
+def parse_markdown_tables(text: str) -> list[pd.DataFrame]:
+    """Every pipe table in a markdown text as a DataFrame of strings (header row as columns)."""
+    tables, block = [], []
+    for line in text.splitlines() + [""]:
+        s = line.strip()
+        if s.startswith("|") and s.endswith("|") and len(s) > 1:
+            block.append(s)
+            continue
+        if len(block) >= 2 and re.fullmatch(r"\|?[\s:|-]+\|?", block[1]):
+            header = _cells(block[0])
+            rows = [_cells(r) for r in block[2:]]
+            rows = [(r + [""] * len(header))[: len(header)] for r in rows]
+            tables.append(pd.DataFrame(rows, columns=_unique(header)))
+        block = []
+    return tables
+
+
+def _cells(row: str) -> list[str]:
+    inner = row.strip()[1:-1]
+    parts = re.split(r"(?<!\\)\|", inner)
+    return [p.strip().replace("\\|", "|") for p in parts]
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        n = n or "column"
+        if n in seen:
+            seen[n] += 1
+            out.append(f"{n}_{seen[n]}")
+        else:
+            seen[n] = 0
+            out.append(n)
+    return out
+
+
+def load_claims(path: str | os.PathLike) -> pd.DataFrame:
+    """The claims table(s) of ``docs/claims.md`` as one DataFrame.
+
+    Tables with a ``claim`` column are concatenated (other tables are ignored).
+
+    Raises
+    ------
+    DataError
+        If the file is missing or holds no table with a ``claim`` column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    tables = [t for t in parse_markdown_tables(path.read_text(encoding="utf-8"))
+              if "claim" in [c.lower() for c in t.columns]]
+    if not tables:
+        raise DataError(f"{path}: no markdown table with a 'claim' column")
+    tables = [t.rename(columns={c: c.lower() for c in t.columns}) for t in tables]
+    return pd.concat(tables, ignore_index=True)

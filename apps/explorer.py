@@ -1,0 +1,702 @@
+"""CRAM explorer: runs, human forgetting data, model-human γ comparison and the claims table.
+
+Start it with ``cram app`` (Streamlit on 127.0.0.1). The app only reads: run folders written by
+``cram train`` (docs/run_folder.md), fit folders written by ``cram fit gamma --out`` and
+``docs/claims.md``. Live work is limited to quick MLE fits; Bayesian fits are read from fit
+folders, or run on demand behind a button and cached.
+
+Layout: :func:`main` plus one ``*_page`` function per page; ``*_ui`` functions draw widgets and
+return the selection. Every widget's value is mirrored into ``st.query_params`` (the widget key is
+the parameter name), so a view can be shared as a link. Loaders are wrapped in ``st.cache_data``
+and keyed on the files' sizes and modification times.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from cram.apps import data as D
+
+PAGES = ("Runs", "Human data", "Compare", "Claims")
+LIST_SEP = ","  # lists travel in one query parameter, comma-separated ("" = empty list)
+
+
+# ============================================================================================
+# query-parameter state
+
+
+def _qp_init(key: str, default, *, options=None, multi: bool = False, cast=str) -> None:
+    """Seed ``st.session_state[key]`` from the query parameter ``key`` (once per widget life).
+
+    Values that are not among ``options`` (a run that was deleted, a typo in a link) are dropped
+    and fall back to ``default``.
+    """
+    if key in st.session_state:
+        return
+    raw = st.query_params.get(key)
+    value = default
+    if raw is not None:
+        try:
+            if multi:
+                value = [cast(v) for v in raw.split(LIST_SEP) if v != ""]
+                if options is not None:
+                    value = [v for v in value if v in options]
+            elif cast is bool:
+                value = raw.lower() in ("1", "true", "yes", "on")
+            elif cast is tuple:
+                lo, hi = (float(x) for x in raw.split(LIST_SEP))
+                value = (lo, hi)
+            else:
+                value = cast(raw)
+                if options is not None and value not in options:
+                    value = default
+        except (TypeError, ValueError):
+            value = default
+    st.session_state[key] = value
+
+
+def _qp_sync(*keys: str) -> None:
+    """Write the current values of widget ``keys`` into the URL's query parameters."""
+    for key in keys:
+        if key not in st.session_state:
+            continue
+        v = st.session_state[key]
+        if isinstance(v, (list, tuple)):
+            text = LIST_SEP.join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+        elif isinstance(v, bool):
+            text = "1" if v else "0"
+        elif isinstance(v, float):
+            text = f"{v:g}"
+        else:
+            text = str(v)
+        if st.query_params.get(key) != text:
+            st.query_params[key] = text
+
+
+# ============================================================================================
+# cached loaders (keyed on file signatures, so rewritten files are read again)
+
+
+def _runs_signature(root: str) -> tuple:
+    return tuple((str(d), D.folder_signature(d)) for d in D._candidate_run_dirs(Path(root)))
+
+
+@st.cache_data(show_spinner="Reading run folders…", max_entries=8)
+def load_runs(root: str, signature: tuple) -> D.RunScan:
+    """All runs below ``root`` (``signature`` only keys the cache)."""
+    return D.scan_runs(root)
+
+
+@st.cache_data(show_spinner="Reading fit folder…", max_entries=32)
+def load_fit(path: str, signature: tuple) -> tuple[D.FitFolder | None, str | None]:
+    """A fit folder, or ``(None, message)`` when it cannot be read."""
+    try:
+        return D.load_fit_folder(path), None
+    except Exception as err:  # noqa: BLE001 - shown to the user, never a traceback
+        return None, str(err)
+
+
+@st.cache_data(show_spinner="Loading human datasets…")
+def load_human() -> tuple[pd.DataFrame, pd.DataFrame, dict, str | None]:
+    """``(listing, tidy table of all curves, name -> schema entry, error message)``."""
+    try:
+        from cram import psych_data
+
+        listing = psych_data.list_datasets()
+        frames, infos = [], {}
+        for name in listing["name"]:
+            frames.append(psych_data.load_dataset(name))
+            infos[name] = psych_data.dataset_info(name)
+        tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return listing, tidy, infos, None
+    except Exception as err:  # noqa: BLE001
+        return pd.DataFrame(), pd.DataFrame(), {}, f"{type(err).__name__}: {err}"
+
+
+@st.cache_data(show_spinner="Reading docs/claims.md…")
+def load_claims(path: str, signature: tuple) -> tuple[pd.DataFrame | None, str | None]:
+    try:
+        return D.load_claims(path), None
+    except Exception as err:  # noqa: BLE001
+        return None, str(err)
+
+
+def _fitting():
+    """The fitting package, or ``None`` with a message if its point fits are not available."""
+    try:
+        import cram.fitting as fitting
+    except Exception as err:  # noqa: BLE001
+        return None, f"cram.fitting cannot be imported ({type(err).__name__}: {err})"
+    missing = [n for n in ("fit_mle", "FORMS") if not hasattr(fitting, n)]
+    if missing:
+        return None, f"cram.fitting lacks {missing} in this install"
+    return fitting, None
+
+
+@st.cache_data(show_spinner="Fitting (MLE)…", max_entries=256)
+def mle_fit(curve: pd.DataFrame, form: str, window: tuple | None, offset: float | None
+            ) -> tuple[dict | None, pd.DataFrame | None, str | None]:
+    """Point fit of one curve: ``(row for the table, fitted line, error message)``."""
+    fitting, why = _fitting()
+    if fitting is None:
+        return None, None, why
+    try:
+        res = fitting.fit_mle(curve, form=form, window=window, offset=offset)
+    except Exception as err:  # noqa: BLE001 - bad windows, too few points, failed optimiser
+        return None, None, str(err)
+    row = {"curve": str(curve["curve"].iloc[0]), "group": str(curve["group"].iloc[0]),
+           "measure": str(curve["measure"].iloc[0]), "unit": str(curve["delay_unit"].iloc[0])}
+    params = dict(res.params)
+    row.update({k: float(v) for k, v in params.items() if _is_number(v)})
+    try:
+        ci = res.conf_int(alpha=0.1)
+        if "gamma" in params and ci is not None and "gamma" in getattr(ci, "index", []):
+            lo, hi = ci.loc["gamma"].iloc[0], ci.loc["gamma"].iloc[1]
+            row["gamma 90% low"], row["gamma 90% high"] = float(lo), float(hi)
+    except Exception:  # noqa: BLE001 - intervals are optional in the table
+        pass
+    for k in ("loglik", "aic", "bic"):
+        v = getattr(res, k, None)
+        if _is_number(v):
+            row[k] = float(v)
+    t = curve["delay_value"].to_numpy(dtype=float) + (offset or 0.0)
+    tpos = t[t > 0]
+    if len(tpos):
+        grid = np.geomspace(tpos.min(), t.max(), 60)
+        try:
+            pred = np.asarray(res.predict(grid), dtype=float)
+            line = pd.DataFrame({"t": grid, "pred": pred})
+        except Exception:  # noqa: BLE001
+            line = None
+    else:
+        line = None
+    return row, line, None
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.floating, np.integer)) and np.isfinite(float(v))
+
+
+# ============================================================================================
+# sidebar and navigation
+
+
+def sidebar_ui() -> tuple[str, Path, Path]:
+    """Page choice and the folders to read; returns ``(page, runs_root, fits_root)``."""
+    st.sidebar.title("CRAM explorer")
+    _qp_init("page", PAGES[0], options=PAGES)
+    page = st.sidebar.radio("Page", PAGES, key="page")
+    _qp_init("runs", str(D.default_runs_root()))
+    runs_root = st.sidebar.text_input("Runs folder", key="runs",
+                                      help="A folder of run folders written by `cram train`.")
+    _qp_init("fits", str(D.default_fits_root(runs_root)))
+    fits_root = st.sidebar.text_input("Fit folders", key="fits",
+                                      help="Searched for `cram fit gamma --out` folders.")
+    _qp_sync("page", "runs", "fits")
+    st.sidebar.caption("The URL holds this view: copy it to share it.")
+    return page, Path(runs_root), Path(fits_root)
+
+
+def _show_scan_messages(scan: D.RunScan) -> None:
+    for label, msg in scan.errors.items():
+        st.error(f"Run **{label}** cannot be shown: {msg}")
+    if scan.warnings:
+        lines = [f"- **{lab}**: {w}" for lab, ws in scan.warnings.items() for w in ws]
+        with st.expander(f"{len(lines)} note(s) about partial run folders"):
+            st.markdown("\n".join(lines))
+
+
+def _no_runs_message(root: Path) -> None:
+    if not root.exists():
+        st.warning(f"The runs folder `{root}` does not exist.")
+    else:
+        st.warning(f"No run folders (config.json + metrics.csv) below `{root}`.")
+    st.info("Write an example run with `make demo` (to `runs/demo/`), train one with "
+            "`cram train ... --out runs/NAME`, or start the app on another folder with "
+            "`cram app --runs DIR`.")
+
+
+# ============================================================================================
+# Runs page
+
+
+def runs_ui(scan: D.RunScan) -> tuple[list[str], str, bool, str]:
+    """Run selection; returns ``(runs, series, log_y, focus_run)``."""
+    labels = list(scan.runs)
+    _qp_init("run", labels[:12], options=labels, multi=True)
+    chosen = st.multiselect("Runs (one line per run and seed)", labels, key="run")
+    c1, c2, c3 = st.columns([2, 1, 2])
+    series_opts = [s for s in D.ATTENTION_SERIES
+                   if any(s in r.metrics.columns for r in scan.runs.values())]
+    _qp_init("series", "attention_fraction" if "attention_fraction" in series_opts
+             else (series_opts[0] if series_opts else ""), options=series_opts)
+    series = c1.selectbox("Attention series", series_opts, key="series")
+    _qp_init("logy", False, cast=bool)
+    log_y = c2.checkbox("log y", key="logy")
+    focus_opts = chosen or labels
+    _qp_init("focus", focus_opts[0], options=focus_opts)
+    if st.session_state.get("focus") not in focus_opts:
+        st.session_state["focus"] = focus_opts[0]
+    focus = c3.selectbox("Run for the per-layer and per-pattern views", focus_opts, key="focus")
+    _qp_sync("run", "series", "logy", "focus")
+    return chosen, series, log_y, focus
+
+
+def runs_page(runs_root: Path) -> None:
+    st.header("Runs")
+    scan = load_runs(str(runs_root), _runs_signature(str(runs_root)))
+    _show_scan_messages(scan)
+    if not scan.runs:
+        _no_runs_message(runs_root)
+        return
+    chosen, series, log_y, focus = runs_ui(scan)
+    runs = {k: scan.runs[k] for k in chosen}
+    if not runs:
+        st.info("Choose at least one run.")
+        return
+
+    st.subheader("Attention fraction against step")
+    df = D.attention_long(runs, [series])
+    trans = D.transitions(runs)
+    if df.empty:
+        st.warning(f"None of the chosen runs logs `{series}`.")
+    else:
+        yscale = alt.Scale(type="log") if log_y else alt.Scale(domain=[0, 1])
+        if log_y:
+            df = df[df["value"] > 0]
+        lines = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+            x=alt.X("step:Q", title="optimiser step"),
+            y=alt.Y("value:Q", title=series, scale=yscale),
+            color=alt.Color("run:N", title="run"),
+            tooltip=["run", "model", "seed", "step", alt.Tooltip("value:Q", format=".4f")])
+        layers = [lines]
+        if not trans.empty:
+            trans_sel = trans[trans["run"].isin(runs)]
+            layers.append(alt.Chart(trans_sel).mark_rect(opacity=0.12).encode(
+                x="low:Q", x2="high:Q", color=alt.Color("run:N")))
+            layers.append(alt.Chart(trans_sel).mark_rule(strokeDash=[5, 3]).encode(
+                x="step:Q", color=alt.Color("run:N"),
+                tooltip=["run", "step", "low", "high", "method"]))
+        st.altair_chart(alt.layer(*layers).interactive(), width="stretch")
+        if trans.empty:
+            st.caption("No phase transition recorded (transition.json missing or step null).")
+        else:
+            st.caption("Dashed line: change-point step of the phase transition (series "
+                       f"`{trans['series'].iloc[0]}`); band: its bootstrap interval.")
+            st.dataframe(trans, hide_index=True, width="stretch")
+
+    run = scan.runs[focus]
+    st.subheader(f"Share of each tier per layer: {focus}")
+    tiers = D.tier_shares(run)
+    if tiers.empty:
+        st.info(f"{focus} logs no per-layer tier shares (a model without tiers).")
+    else:
+        chart = alt.Chart(tiers).mark_area().encode(
+            x=alt.X("step:Q"), y=alt.Y("share:Q", stack="normalize", title="share of tokens"),
+            color=alt.Color("tier:N", scale=alt.Scale(domain=["working", "episodic", "semantic"])),
+            tooltip=["layer", "step", "tier", alt.Tooltip("share:Q", format=".3f")],
+        ).properties(height=180).facet(row=alt.Row("layer:O", title="layer"))
+        st.altair_chart(chart, width="stretch")
+
+    st.subheader(f"Per-pattern consolidation: {focus}")
+    if run.patterns is None or run.patterns.empty:
+        st.info(f"{focus} has no patterns.csv.")
+    else:
+        popts = [c for c in ("episodic_share", "q", "qhat") if c in run.patterns.columns]
+        _qp_init("pvalue", popts[0] if popts else "", options=popts)
+        pval = st.selectbox("Heatmap value", popts, key="pvalue")
+        _qp_sync("pvalue")
+        heat = alt.Chart(run.patterns).mark_rect().encode(
+            x=alt.X("step:O", title="step"), y=alt.Y("pattern:O", title="library pattern"),
+            color=alt.Color(f"{pval}:Q", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
+            tooltip=["pattern", "step", "exposures", alt.Tooltip(f"{pval}:Q", format=".3f")])
+        st.altair_chart(heat, width="stretch")
+
+    st.subheader("Library against novel queries")
+    lib = D.attention_long(runs, ["attention_library", "attention_novel",
+                                  "retrieval_acc_library", "retrieval_acc_novel"])
+    if lib.empty:
+        st.info("The chosen runs log no library/novel query metrics.")
+    else:
+        lib["kind"] = np.where(lib["series"].str.startswith("attention"), "attention",
+                               "retrieval accuracy")
+        lib["queries"] = np.where(lib["series"].str.endswith("library"), "library", "novel")
+        chart = alt.Chart(lib).mark_line().encode(
+            x="step:Q", y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("queries:N"), detail="run:N", strokeDash="run:N",
+            tooltip=["run", "series", "step", alt.Tooltip("value:Q", format=".3f")],
+        ).properties(height=220).facet(column=alt.Column("kind:N", title=None))
+        st.altair_chart(chart)
+    if run.retention is not None and not run.retention.empty:
+        with st.expander(f"Retention against lag: {focus}"):
+            ret = run.retention.copy()
+            ret = ret[ret["lag"] >= 0]
+            ret["lag+1"] = ret["lag"] + 1
+            chart = alt.Chart(ret).mark_line(point=True).encode(
+                x=alt.X("lag+1:Q", scale=alt.Scale(type="log"), title="lag + 1 (items)"),
+                y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1])),
+                color="condition:N", strokeDash="binding:N",
+                tooltip=["step", "condition", "binding", "lag", "n", "accuracy"],
+            ).properties(height=220).facet(column=alt.Column("step:O"))
+            st.altair_chart(chart)
+
+
+# ============================================================================================
+# Human data page
+
+
+def human_page() -> None:
+    st.header("Human forgetting data")
+    listing, tidy, infos, err = load_human()
+    if err:
+        st.error(f"The human datasets cannot be loaded: {err}")
+        return
+    if listing.empty:
+        st.info("No human datasets ship with this install.")
+        return
+    _qp_init("hlog", True, cast=bool)
+    _qp_init("hderived", True, cast=bool)
+    c1, c2 = st.columns(2)
+    log_x = c1.checkbox("log delay axis", key="hlog")
+    derived = c2.checkbox("show derived curves (e.g. a mean over conditions)", key="hderived")
+    _qp_sync("hlog", "hderived")
+    for _, row in listing.iterrows():
+        name = row["name"]
+        info = infos.get(name, {})
+        sub = tidy[tidy["dataset"] == name] if "dataset" in tidy.columns else tidy.iloc[0:0]
+        if not derived:
+            sub = sub[~sub["derived"]]
+        st.subheader(str(row.get("title", name)))
+        st.caption(f"**Citation.** {row.get('citation', '')}")
+        unit, measure = row.get("delay_unit", "?"), row.get("measure", "?")
+        defn = info.get("measure_definition", "")
+        st.markdown(
+            f"Measure: **{measure}**{' (' + defn + ')' if defn else ''}. Delay unit: **{unit}**. "
+            f"n = {row.get('n', '?')} {row.get('n_kind', '')}"
+            + (f" ({info['n_note']})" if info.get("n_note") else "") + ". "
+            f"Licence: {row.get('licence', '?')}")
+        if sub.empty:
+            st.info("No curves to show with these settings.")
+            continue
+        plot = sub.copy()
+        plot["x"] = plot["delay_value"] + (1.0 if log_x and (plot["delay_value"] <= 0).any()
+                                           else 0.0)
+        xtitle = f"delay ({unit})" + (" + 1" if (plot["x"] != plot["delay_value"]).any() else "")
+        chart = alt.Chart(plot).mark_line(point=True).encode(
+            x=alt.X("x:Q", title=xtitle, scale=alt.Scale(type="log" if log_x else "linear")),
+            y=alt.Y("value:Q", title=measure, scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("curve:N"), strokeDash=alt.StrokeDash("derived:N"),
+            tooltip=["curve", "delay_value", "value", "n"])
+        st.altair_chart(chart, width="stretch")
+        with st.expander("Data"):
+            st.dataframe(sub, hide_index=True, width="stretch")
+
+
+# ============================================================================================
+# Compare page
+
+
+def measure_ui() -> str:
+    """The kind of model curve to compare (a key of ``MODEL_MEASURES``)."""
+    mopts = list(D.MODEL_MEASURES)
+    _qp_init("mkind", mopts[0], options=mopts)
+    kind = st.selectbox("Model curve", mopts, key="mkind",
+                        help="; ".join(f"{k}: {v[1]}" for k, v in D.MODEL_MEASURES.items()))
+    st.caption(f"`{kind}`: {D.MODEL_MEASURES[kind][1]}.")
+    _qp_sync("mkind")
+    return kind
+
+
+def compare_ui(kind: str, model_ids: list[str], human_ids: list[str],
+               default_human: list[str], forms: list[str]) -> dict:
+    """Curves, form, offset, window and axes for the comparison; returns them as a dict."""
+    c1, c2 = st.columns(2)
+    _qp_init("mcurves", model_ids[:6], options=model_ids, multi=True)
+    # another curve kind makes earlier ids invalid: keep the valid ones, else the default
+    valid = [c for c in st.session_state["mcurves"] if c in model_ids]
+    prev = st.session_state.get("_mkind_prev")
+    if prev is not None and prev != kind and not valid:
+        valid = model_ids[:6]
+    st.session_state["mcurves"] = valid
+    st.session_state["_mkind_prev"] = kind
+    mcurves = c1.multiselect("Model curves", model_ids, key="mcurves")
+    _qp_init("hcurves", default_human, options=human_ids, multi=True)
+    hcurves = c2.multiselect("Human curves", human_ids, key="hcurves")
+    c3, c4, c5, c6 = st.columns([1.2, 1, 1.6, 1.4])
+    _qp_init("form", "power" if "power" in forms else (forms[0] if forms else ""),
+             options=forms)
+    form = c3.selectbox("Form", forms, key="form")
+    _qp_init("offset", 1.0, cast=float)
+    offset = c4.number_input("Offset", min_value=0.0, step=1.0, key="offset",
+                             help="t = delay + offset (0 = none). Forms undefined at t = 0 need "
+                                  "an offset when a curve has a zero delay.")
+    _qp_init("win", False, cast=bool)
+    use_win = c5.checkbox("Fit window (decades from first t)", key="win")
+    _qp_init("wdec", (0.0, 2.0), cast=tuple)
+    wdec = c5.slider("window", 0.0, 5.0, step=0.25, key="wdec", disabled=not use_win,
+                     label_visibility="collapsed")
+    axes_opts = ["log-log", "linear"]
+    _qp_init("axes", "log-log", options=axes_opts)
+    axes = c6.radio("Axes (normalised)", axes_opts, key="axes", horizontal=True)
+    _qp_sync("mcurves", "hcurves", "form", "offset", "win", "wdec", "axes")
+    window = (float(wdec[0]), float(wdec[1])) if use_win and wdec[1] > wdec[0] else None
+    return {"model": mcurves, "human": hcurves, "form": form,
+            "offset": float(offset) if offset and offset > 0 else None, "window": window,
+            "axes": axes}
+
+
+@st.cache_data(show_spinner="Building model curves…", max_entries=16)
+def load_model_curves(root: str, signature: tuple, kind: str) -> tuple[pd.DataFrame, dict]:
+    scan = load_runs(root, signature)
+    return D.model_curves(scan.runs, kind)
+
+
+def compare_page(runs_root: Path, fits_root: Path) -> None:
+    st.header("Compare model and human forgetting curves")
+    sig = _runs_signature(str(runs_root))
+    scan = load_runs(str(runs_root), sig)
+    _show_scan_messages(scan)
+    if not scan.runs:
+        _no_runs_message(runs_root)
+    listing, human, _, herr = load_human()
+    if herr:
+        st.error(f"The human datasets cannot be loaded: {herr}")
+    fitting, why = _fitting()
+    forms = list(fitting.FORMS) if fitting is not None else _forms_fallback()
+
+    kind = measure_ui()
+    model_all, merrs = load_model_curves(str(runs_root), sig, kind)
+    for label, msg in merrs.items():
+        st.warning(f"No `{kind}` curve for run **{label}**: {msg}")
+    model_ids = list(pd.unique(model_all["curve"])) if len(model_all) else []
+    human_ids = list(pd.unique(human["curve"])) if len(human) else []
+    default_human = (list(pd.unique(human.loc[~human["derived"], "curve"])) if len(human)
+                     else [])
+    sel = compare_ui(kind, model_ids, human_ids, default_human, forms)
+    parts = [model_all[model_all["curve"].isin(sel["model"])]]
+    if len(human):
+        parts.append(human[human["curve"].isin(sel["human"])])
+    curves = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(
+        len(p) for p in parts) else pd.DataFrame(columns=list(D.TIDY_COLUMNS))
+    sel["measure"] = {g: sorted(curves.loc[curves["group"] == g, "measure"].astype(str).unique())
+                      for g in ("model", "human")}
+    rules = (f"measure: model `{', '.join(sel['measure']['model']) or '—'}` vs human "
+             f"`{', '.join(sel['measure']['human']) or '—'}` · form: `{sel['form']}` · "
+             f"offset: {sel['offset'] or 'none'} · window: {D.format_window(sel['window'])} "
+             "(decades from each curve's first t)")
+    if curves.empty:
+        st.info("Choose at least one model or human curve.")
+    else:
+        _overlay(curves, sel, fitting, why, rules)
+    st.divider()
+    bayes_ui(fits_root, curves, sel, fitting)
+
+
+def _forms_fallback() -> list[str]:
+    try:
+        from cram.fitting.forms import FORMS
+
+        return list(FORMS)
+    except Exception:  # noqa: BLE001
+        return ["power"]
+
+
+def _overlay(curves: pd.DataFrame, sel: dict, fitting, why: str | None, rules: str) -> None:
+    st.subheader("Curves")
+    st.caption(rules)
+    pts = D.normalise_curves(D.add_time(curves, sel["offset"]), time_col="t")
+    pts["in window"] = D.window_mask(pts, sel["window"])
+    log = sel["axes"] == "log-log"
+    if log:
+        pts = pts[(pts["t_norm"] > 0) & (pts["v_norm"] > 0)]
+    scale = alt.Scale(type="log") if log else alt.Scale(zero=True)
+    rows, lines, errors = [], [], []
+    if fitting is not None:
+        for cid, sub in curves.groupby("curve", sort=False):
+            row, line, err = mle_fit(sub.reset_index(drop=True), sel["form"], sel["window"],
+                                     sel["offset"])
+            if err:
+                errors.append(f"{cid}: {err}")
+                continue
+            rows.append(row)
+            if line is not None:
+                ref = pts[pts["curve"] == cid]
+                if len(ref) and np.isfinite(ref["t0"].iloc[0]) and ref["v0"].iloc[0] > 0:
+                    line = line.assign(curve=cid, group=row["group"],
+                                       t_norm=line["t"] / ref["t0"].iloc[0],
+                                       v_norm=line["pred"] / ref["v0"].iloc[0])
+                    lines.append(line[(line["v_norm"] > 0) | (not log)])
+    base = alt.Chart(pts).mark_point(filled=True, size=45).encode(
+        x=alt.X("t_norm:Q", scale=scale, title="t / t₀ (t₀ = first t > 0 of each curve)"),
+        y=alt.Y("v_norm:Q", scale=scale, title="value / value at t₀"),
+        color=alt.Color("curve:N"), shape=alt.Shape("group:N"),
+        opacity=alt.condition("datum['in window']", alt.value(1.0), alt.value(0.25)),
+        tooltip=["curve", "group", "measure", "delay_value", "delay_unit", "value", "n"])
+    layers = [base]
+    if lines:
+        fl = pd.concat(lines, ignore_index=True)
+        layers.append(alt.Chart(fl).mark_line(strokeDash=[4, 2]).encode(
+            x="t_norm:Q", y="v_norm:Q", color="curve:N", detail="curve:N"))
+    st.altair_chart(alt.layer(*layers).interactive(), width="stretch")
+    st.caption("Points: data (faded outside the fit window). Dashed: the live MLE fit of each "
+               "curve. On log-log axes a power law is a straight line of slope −γ.")
+    st.subheader("Quick MLE fits (live)")
+    if fitting is None:
+        st.warning(f"Live fits are unavailable: {why}")
+        return
+    for e in errors:
+        st.warning(f"No fit for {e}")
+    if rows:
+        table = pd.DataFrame(rows)
+        st.dataframe(table, hide_index=True, width="stretch")
+        if "gamma" in table.columns:
+            g = table.groupby("group")["gamma"].mean()
+            if {"model", "human"} <= set(g.index):
+                st.caption(f"Mean MLE γ: model {g['model']:.3f}, human {g['human']:.3f}, "
+                           f"difference {g['model'] - g['human']:+.3f} (point estimates; see the "
+                           "posterior below for uncertainty).")
+
+
+# --------------------------------------------------------------------------------------------
+# Bayesian results
+
+
+def bayes_ui(fits_root: Path, curves: pd.DataFrame, sel: dict, fitting) -> None:
+    st.subheader("Posterior of Δγ = γ_model − γ_human")
+    fits = D.find_fits(fits_root) if fits_root.exists() else []
+    bayes = [f for f in fits]
+    if not bayes:
+        st.info(f"No precomputed fit below `{fits_root}`. Write one with "
+                "`cram fit gamma ... --out DIR` (`make demo` writes `runs/demo/fit/`), "
+                "or run one on the current selection below.")
+    else:
+        labels = [D.run_label(p, fits_root) for p in bayes]
+        _qp_init("fit", labels[0], options=labels)
+        label = st.selectbox("Precomputed fit", labels, key="fit")
+        _qp_sync("fit")
+        path = bayes[labels.index(label)]
+        fit, err = load_fit(str(path), D.folder_signature(path))
+        if err:
+            st.error(f"The fit folder `{path}` cannot be shown: {err}")
+        else:
+            show_fit(fit, sel)
+    _on_demand_ui(curves, sel, fitting)
+
+
+def show_fit(fit: D.FitFolder, sel: dict | None = None) -> None:
+    """Δγ posterior (or point estimate) of one fit folder, with its measure, form and window."""
+    for w in fit.warnings:
+        st.warning(w)
+    st.markdown(f"**{fit.describe()}**")
+    if sel is not None and fit.form != sel["form"]:
+        st.caption(f"This fit used form `{fit.form}`; the live fits above use `{sel['form']}`.")
+    draws = fit.draws.get("delta_gamma")
+    rope = (fit.result.get("rules") or {}).get("rope", 0.05) if isinstance(
+        fit.result.get("rules"), dict) else 0.05
+    if draws is None or len(draws) == 0:
+        dg = fit.result.get("delta_gamma")
+        if isinstance(dg, dict) or _is_number(dg):
+            st.info("This fit has no posterior draws of Δγ (a point fit or a single group); "
+                    "its result is shown as stored.")
+            st.json(dg if isinstance(dg, dict) else {"delta_gamma": dg})
+        else:
+            st.info("This fit has no Δγ (it needs both a model and a human group).")
+        return
+    s = D.posterior_stats(draws, hdi_prob=0.9)
+    in_rope = float(np.mean(np.abs(draws) < rope))
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Δγ posterior mean", f"{s['mean']:+.3f}")
+    c2.metric("90% HDI", f"[{s['hdi_low']:+.3f}, {s['hdi_high']:+.3f}]")
+    c3.metric("P(Δγ > 0)", f"{s['p_positive']:.2f}")
+    c4.metric(f"P(|Δγ| < {rope:g})", f"{in_rope:.2f}")
+    hist = pd.DataFrame({"delta_gamma": draws})
+    bars = alt.Chart(hist).mark_bar(opacity=0.75).encode(
+        x=alt.X("delta_gamma:Q", bin=alt.Bin(maxbins=50), title="Δγ = γ_model − γ_human"),
+        y=alt.Y("count():Q", title="draws"))
+    band = alt.Chart(pd.DataFrame({"lo": [-rope], "hi": [rope]})).mark_rect(
+        opacity=0.15, color="gray").encode(x="lo:Q", x2="hi:Q")
+    hdi = alt.Chart(pd.DataFrame({"x": [s["hdi_low"], s["hdi_high"]]})).mark_rule(
+        color="firebrick", strokeDash=[4, 3]).encode(x="x:Q")
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="black").encode(x="x:Q")
+    st.altair_chart(alt.layer(band, bars, hdi, zero), width="stretch")
+    st.caption(f"{s['n_draws']} posterior draws. Grey band: ROPE ±{rope:g}; red dashed: 90% HDI; "
+               f"black: 0. {fit.describe()}.")
+    other = {k: v for k, v in fit.draws.items() if k.startswith("gamma") or k.startswith("mu_g")}
+    if other:
+        rows = [{"variable": k, **D.posterior_stats(v)} for k, v in other.items()]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    if fit.summary is not None:
+        with st.expander("ArviZ summary (summary.csv)"):
+            st.dataframe(fit.summary, hide_index=True, width="stretch")
+
+
+def _bayes_backend(fitting):
+    """The on-demand Bayesian fit function of cram.fitting, or ``None``."""
+    return None
+
+
+def _on_demand_ui(curves: pd.DataFrame, sel: dict, fitting) -> None:
+    backend = _bayes_backend(fitting)
+    with st.expander("Bayesian fit of the current selection (on demand)"):
+        if backend is None:
+            st.info("On-demand Bayesian fits need cram.fitting's Bayesian fit, which this "
+                    "install does not provide; use `cram fit gamma ... --out DIR`.")
+            return
+        st.caption("Takes about a minute on 2 cores the first time; the result is cached for "
+                   "this selection.")
+
+
+# ============================================================================================
+# Claims page
+
+
+def claims_page() -> None:
+    st.header("Paper claims and what we measured")
+    path = Path(os.environ.get("CRAM_APP_CLAIMS") or D.default_claims_path())
+    claims, err = load_claims(str(path), D.folder_signature(path.parent)
+                              if path.parent.is_dir() else ())
+    if err:
+        st.warning(f"No claims table to show: {err}")
+        return
+    st.caption(f"From `{path}`.")
+    if "status" in claims.columns:
+        statuses = sorted(claims["status"].astype(str).unique())
+        _qp_init("status", statuses, options=statuses, multi=True)
+        chosen = st.multiselect("Status", statuses, key="status")
+        _qp_sync("status")
+        claims = claims[claims["status"].astype(str).isin(chosen)]
+        counts = claims["status"].value_counts()
+        cols = st.columns(max(1, len(counts)))
+        for col, (k, v) in zip(cols, counts.items()):
+            col.metric(k, int(v))
+    st.dataframe(claims, hide_index=True, width="stretch")
+
+
+# ============================================================================================
+
+
+def main() -> None:
+    st.set_page_config(page_title="CRAM explorer", layout="wide")
+    page, runs_root, fits_root = sidebar_ui()
+    try:
+        if page == "Runs":
+            runs_page(runs_root)
+        elif page == "Human data":
+            human_page()
+        elif page == "Compare":
+            compare_page(runs_root, fits_root)
+        else:
+            claims_page()
+    except Exception as err:  # noqa: BLE001 - the last line of defence: a message, not a traceback
+        st.error(f"This page hit an unexpected problem: {type(err).__name__}: {err}. "
+                 "Please report it with the URL of this view.")
+
+
+if __name__ == "__main__":
+    main()
