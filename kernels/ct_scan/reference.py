@@ -28,4 +28,6 @@ def ct_scan_reference(
         pre = h * w1 + u_t if diagonal else torch.addmm(u_t, h, w1.t())  # (B, D)
         h = h + g_t * torch.tanh(pre)
         states.append(h)
+    if not states:  # T = 0
+        return u.new_empty(batch, 0, dim)
     return torch.stack(states, dim=1)

@@ -1,0 +1,196 @@
+"""CPU fast paths of the CT-ODE scan: a C++ extension, with numba as the fallback.
+
+Both are ``torch.autograd.Function`` s with a hand-written backprop through time (derivation in
+``kernels/ct_scan/README.md``): the forward keeps ``h`` and ``a = tanh(z)``; the backward walks time
+in reverse once, and ``dW`` is one GEMM over all steps afterwards.
+
+The C++ source (``ct_scan_cpu.cpp``) is compiled lazily by ``torch.utils.cpp_extension.load`` the
+first time it is needed, into ``$CRAM_EXTENSIONS_DIR`` (default ``~/.cache/cram/torch_extensions``),
+and reused from there afterwards. When no compiler works, :func:`cpu_backend` reports ``"numba"``
+(or ``"loop"`` when numba is missing too) and the caller says so once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import torch
+
+_SOURCE = Path(__file__).with_name("ct_scan_cpu.cpp")
+_lock = threading.Lock()
+_ext = None
+_ext_error: str | None = None
+_numba_error: str | None = None
+_numba_fns = None
+
+
+def extension_dir() -> Path:
+    """Folder that holds the compiled extension (created if missing)."""
+    root = os.environ.get("CRAM_EXTENSIONS_DIR") or Path.home() / ".cache" / "cram" / "torch_extensions"
+    path = Path(root) / f"torch{torch.__version__.replace('+', '_')}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_extension():
+    """Build (once) and return the C++ module, or ``None`` with the reason kept in ``_ext_error``."""
+    global _ext, _ext_error
+    if _ext is not None or _ext_error is not None:
+        return _ext
+    with _lock:
+        if _ext is not None or _ext_error is not None:
+            return _ext
+        if os.environ.get("CRAM_DISABLE_CPP"):
+            _ext_error = "CRAM_DISABLE_CPP is set"
+            return None
+        try:
+            from torch.utils.cpp_extension import load
+
+            _ext = load(
+                name="cram_ct_scan_cpu",
+                sources=[str(_SOURCE)],
+                extra_cflags=["-O3", "-march=native"],
+                build_directory=str(extension_dir()),
+                verbose=False,
+            )
+        except Exception as exc:  # no compiler, no ninja, broken headers: fall back, never raise
+            _ext_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            _ext = None
+    return _ext
+
+
+class _CtScanCpp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, gate, w1, h0):
+        # u, gate: (B, T, D); w1: (D, D) or (D,); h0: (B, D)
+        h, a = _ext.forward(u, gate, w1, h0)  # (B, T, D) each
+        ctx.save_for_backward(gate, w1, h0, h, a)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        gate, w1, h0, h, a = ctx.saved_tensors
+        du, dgate, dw1, dh0 = _ext.backward(grad_h, gate, w1, h0, h, a)
+        return du, dgate, dw1, dh0
+
+
+def ct_scan_cpp(u, gate, w1, h0):
+    """C++ scan; inputs already validated, same dtype, ``h0`` a tensor. Returns (B, T, D)."""
+    if load_extension() is None:
+        raise RuntimeError(f"C++ ct_scan extension unavailable: {_ext_error}")
+    return _CtScanCpp.apply(u, gate, w1, h0)
+
+
+# --------------------------------------------------------------------------------------- numba
+
+
+def _build_numba():
+    import numba
+    import numpy as np
+
+    @numba.njit(cache=True, fastmath=False)
+    def fwd(u, g, w, h0, diagonal):  # pragma: no cover - compiled
+        batch, steps, dim = u.shape
+        h = np.empty_like(u)
+        a = np.empty_like(u)
+        z = np.empty(dim, dtype=u.dtype)
+        for b in range(batch):
+            prev = h0[b].copy()
+            for t in range(steps):
+                if diagonal:
+                    for i in range(dim):
+                        z[i] = prev[i] * w[0, i] + u[b, t, i]
+                else:
+                    for i in range(dim):
+                        z[i] = u[b, t, i]
+                    for j in range(dim):  # w holds W^T here
+                        hj = prev[j]
+                        for i in range(dim):
+                            z[i] += hj * w[j, i]
+                for i in range(dim):
+                    ai = np.tanh(z[i])
+                    a[b, t, i] = ai
+                    prev[i] = prev[i] + g[b, t, i] * ai
+                    h[b, t, i] = prev[i]
+        return h, a
+
+    @numba.njit(cache=True, fastmath=False)
+    def bwd(go, g, w, a, diagonal):  # pragma: no cover - compiled
+        batch, steps, dim = g.shape
+        dz = np.empty_like(g)
+        dg = np.empty_like(g)
+        dh0 = np.empty((batch, dim), dtype=g.dtype)
+        e = np.empty(dim, dtype=g.dtype)
+        en = np.empty(dim, dtype=g.dtype)
+        for b in range(batch):
+            e[:] = 0
+            for t in range(steps - 1, -1, -1):
+                for i in range(dim):
+                    ei = e[i] + go[b, t, i]
+                    dg[b, t, i] = ei * a[b, t, i]
+                    dz[b, t, i] = ei * g[b, t, i] * (1 - a[b, t, i] * a[b, t, i])
+                    en[i] = ei
+                if diagonal:
+                    for i in range(dim):
+                        en[i] += dz[b, t, i] * w[0, i]
+                else:
+                    for i in range(dim):  # w holds W here
+                        dzi = dz[b, t, i]
+                        for j in range(dim):
+                            en[j] += dzi * w[i, j]
+                e[:] = en
+            dh0[b] = e
+        return dz, dg, dh0
+
+    return fwd, bwd
+
+
+def load_numba():
+    """Return the compiled (fwd, bwd) numba pair or ``None`` with the reason in ``_numba_error``."""
+    global _numba_fns, _numba_error
+    if _numba_fns is None and _numba_error is None:
+        try:
+            _numba_fns = _build_numba()
+        except Exception as exc:  # numba missing or broken
+            _numba_error = f"{type(exc).__name__}: {exc}"
+    return _numba_fns
+
+
+def _h_prev(h0, h):  # (B, D), (B, T, D) -> (B, T, D) = [h0, h_1 .. h_{T-1}]
+    return torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
+
+
+class _CtScanNumba(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, gate, w1, h0):
+        fwd, _ = _numba_fns
+        diagonal = w1.dim() == 1
+        w_np = (w1.reshape(1, -1) if diagonal else w1.t()).detach().contiguous().numpy()
+        h, a = fwd(u.detach().contiguous().numpy(), gate.detach().contiguous().numpy(), w_np,
+                   h0.detach().contiguous().numpy(), diagonal)
+        h, a = torch.from_numpy(h), torch.from_numpy(a)  # (B, T, D)
+        ctx.save_for_backward(gate, w1, h0, h, a)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        _, bwd = _numba_fns
+        gate, w1, h0, h, a = ctx.saved_tensors
+        diagonal = w1.dim() == 1
+        w_np = (w1.reshape(1, -1) if diagonal else w1).detach().contiguous().numpy()
+        dz, dg, dh0 = bwd(grad_h.detach().contiguous().numpy(), gate.detach().contiguous().numpy(),
+                          w_np, a.numpy(), diagonal)
+        dz, dg, dh0 = torch.from_numpy(dz), torch.from_numpy(dg), torch.from_numpy(dh0)
+        hp = _h_prev(h0, h)
+        dim = h.shape[-1]
+        dw = (dz * hp).sum((0, 1)) if diagonal else dz.reshape(-1, dim).t() @ hp.reshape(-1, dim)
+        return dz, dg, dw, dh0
+
+
+def ct_scan_numba(u, gate, w1, h0):
+    """numba scan; inputs validated, float32/float64, on CPU. Returns (B, T, D)."""
+    if load_numba() is None:
+        raise RuntimeError(f"numba ct_scan unavailable: {_numba_error}")
+    return _CtScanNumba.apply(u, gate, w1, h0)
