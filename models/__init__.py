@@ -28,12 +28,12 @@ MODEL_VARIANTS: dict[str, tuple[str, str, dict, dict, str]] = {
     "transformer": ("transformer", "Transformer", {}, {}, "baseline: dense causal Transformer"),
     "sliding-window": ("transformer", "SlidingWindowTransformer", {}, {},
                        "baseline: causal attention over the last attention_window positions"),
-    "ct-only": ("baselines", "CTOnly", {}, {}, "baseline: CT-ODE working memory only, no attention"),
-    "static-hybrid": ("baselines", "StaticHybrid", {}, {},
+    "ct-only": ("ct_only", "CTOnly", {}, {}, "baseline: CT-ODE working memory only, no attention"),
+    "static-hybrid": ("hybrid", "StaticHybrid", {}, {},
                       "baseline: CT layers plus attention layers at a fixed ratio (Jamba-style)"),
-    "mod": ("baselines", "MixtureOfDepths", {}, {},
+    "mod": ("mod", "MixtureOfDepths", {}, {},
             "baseline: Mixture-of-Depths top-k routing to attention with fixed capacity"),
-    "seqboat": ("baselines", "SeqBoat", {}, {},
+    "seqboat": ("seqboat", "SeqBoat", {}, {},
                 "baseline: SeqBoat-style learned per-token gate on attention, no consolidation"),
 }
 MODEL_NAMES = tuple(MODEL_VARIANTS)

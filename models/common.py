@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from cram.errors import ConfigError
 
 Mode = Literal["soft", "hard"]
-Force = Literal["none", "working", "episodic", "semantic"]
+Force = Literal["none", "working", "episodic", "semantic", "no-episodic"]
 TIERS = ("working", "episodic", "semantic")
 
 
@@ -103,6 +103,7 @@ class LayerStats:
     probe_episodic: torch.Tensor | None = None  # (B, T, V) value-probe logits of r_E (probe grads)
     probe_semantic: torch.Tensor | None = None  # (B, T, V) value-probe logits of f_sem (probe frozen)
     q: torch.Tensor | None = None  # (B, T) consolidation score (valid where computed)
+    q_space: str = "value"  # where q and the consolidation loss are measured
     qhat: torch.Tensor | None = None  # (B, T) familiarity prediction
     extra: dict = field(default_factory=dict)  # model-specific auxiliary tensors
 

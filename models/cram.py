@@ -66,7 +66,8 @@ def gumbel_softmax(logits: torch.Tensor, temperature: float,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Soft Gumbel-softmax sample over the last dim, with an explicit generator (seed argument)."""
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-10)).clamp_min(1e-10))
+    exponential = -torch.log(u.clamp_min(1e-10))  # Exp(1) samples
+    gumbel = -torch.log(exponential.clamp_min(1e-10))  # Gumbel(0, 1) samples
     return torch.softmax((logits + gumbel) / temperature, dim=-1)
 
 
@@ -128,13 +129,15 @@ class CRAMBlock(nn.Module):
         if cfg.static_routing:  # cram-static: queries read episodic memory, others stay working
             choice = torch.where(is_query, EPISODIC, WORKING)
             probs = F.one_hot(choice, 3).to(x.dtype)
-        elif mode == "soft" and force == "none":
+        elif mode == "soft" and force in ("none", "no-episodic"):
             probs = gumbel_softmax(logits, temperature, generator)  # (B, T, 3)
             choice = probs.argmax(-1)
         else:
             choice = logits.argmax(-1)  # (B, T)
             probs = torch.softmax(logits, -1)
-        if force != "none":
+        if force == "no-episodic":  # episodic memory switched off: those tokens stay working
+            choice = torch.where(choice == EPISODIC, WORKING, choice)
+        elif force != "none":
             choice = torch.full_like(choice, TIERS.index(force))
         mix = probs if (mode == "soft" and force == "none" and not cfg.static_routing) \
             else F.one_hot(choice, 3).to(x.dtype)  # (B, T, 3)
@@ -152,7 +155,7 @@ class CRAMBlock(nn.Module):
         stats = LayerStats(
             episodic=mix[..., EPISODIC], computed=computed, probs=torch.softmax(logits, -1),
             choice=choice, r_episodic=r_dense, f_semantic=f_sem, probe_episodic=probe_e,
-            probe_semantic=probe_s, q=q, qhat=qhat, extra={"router_probs_used": probs},
+            probe_semantic=probe_s, q=q, q_space=cfg.q_space, qhat=qhat, extra={"router_probs_used": probs},
         )
         return x, stats
 

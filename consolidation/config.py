@@ -1,0 +1,187 @@
+"""Experiment configs: frozen dataclasses for data, model and training, and the named presets.
+
+Overrides go through ``dataclasses.replace`` (``cram ... --set train.steps=100``); every field is
+checked when the dataclass is built, so configs that cannot work fail up front, naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from cram.errors import ConfigError
+from cram.models import MODEL_VARIANTS, ModelConfig, check_model_name
+
+from .srcd import SRCDConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 700
+    batch_size: int = 32  # global batch (split across DDP ranks)
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    lr_warmup_steps: int = 30  # linear learning-rate warm-up
+    # routing schedule (CRAM family)
+    warmup_steps: int = 150  # routing forced to episodic memory; the γ fits' onset
+    tau_start: float = 1.0  # Gumbel-softmax temperature right after warm-up ...
+    tau_end: float = 0.2  # ... annealed geometrically to this
+    tau_anneal_steps: int = 200
+    # loss weights
+    signal_weight: float = 1.0  # next-signal MSE
+    consolidation_weight: float = 1.0  # semantic → stop-grad episodic, in q's space
+    consolidation_raw_weight: float = 0.1  # extra raw-vector term (keeps downstream inputs alike)
+    familiarity_weight: float = 1.0  # q̂ regression toward q
+    probe_weight: float = 1.0  # value probe on r_E (defines value-space q)
+    cost_query: float = 0.05  # λ on the expected episodic share of query tokens
+    cost_nonquery: float = 0.5  # λ on the expected episodic share of other tokens
+    cost_ramp_steps: int = 100  # λ ramps linearly from 0 after warm-up
+    # logging and evaluation
+    log_every: int = 25
+    eval_sequences: int = 64
+    eval_batch_size: int = 32
+    eval_seed: int = 10_000
+    pattern_every: int = 50
+    retention_stages: int = 3  # retention curves at warm-up end plus this many evenly spaced steps
+    checkpoint_every: int = 50
+    threads: int = 1  # torch intra-op threads on CPU
+    device: str = "auto"  # auto: CUDA (with AMP) if present, then MPS, else CPU
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "eval_sequences", "eval_batch_size",
+                     "pattern_every", "checkpoint_every", "threads"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"TrainConfig.{name}={v!r}: must be an integer >= 1")
+        for name in ("warmup_steps", "lr_warmup_steps", "tau_anneal_steps", "cost_ramp_steps",
+                     "retention_stages"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ConfigError(f"TrainConfig.{name}={v!r}: must be an integer >= 0")
+        if not self.lr > 0:
+            raise ConfigError(f"TrainConfig.lr={self.lr!r}: must be > 0")
+        if not (self.tau_start > 0 and self.tau_end > 0):
+            raise ConfigError(f"TrainConfig.tau_start/tau_end: a temperature must be > 0 "
+                              f"(got {self.tau_start}, {self.tau_end})")
+        for name in ("signal_weight", "consolidation_weight", "consolidation_raw_weight",
+                     "familiarity_weight", "probe_weight", "cost_query", "cost_nonquery",
+                     "weight_decay", "grad_clip"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v >= 0):
+                raise ConfigError(f"TrainConfig.{name}={v!r}: must be a number >= 0")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"TrainConfig.device={self.device!r}: auto, cpu, cuda[:N] or mps")
+
+    def temperature(self, step: int) -> float:
+        """Gumbel temperature at ``step``: tau_start after warm-up, geometric decay to tau_end."""
+        after = max(step - self.warmup_steps, 0)
+        frac = min(after / self.tau_anneal_steps, 1.0) if self.tau_anneal_steps else 1.0
+        return float(self.tau_start * (self.tau_end / self.tau_start) ** frac)
+
+    def cost_scale(self, step: int) -> float:
+        """Multiplier of the cost weights: 0 in warm-up, then a linear ramp to 1."""
+        if step < self.warmup_steps:
+            return 0.0
+        if not self.cost_ramp_steps:
+            return 1.0
+        return min((step - self.warmup_steps + 1) / self.cost_ramp_steps, 1.0)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: SRCDConfig = field(default_factory=SRCDConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return {"data": dataclasses.asdict(self.data), "model_config": dataclasses.asdict(self.model),
+                "train": dataclasses.asdict(self.train)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExperimentConfig":
+        try:
+            model = dict(d["model_config"])
+            if isinstance(model.get("attention_layers"), list):
+                model["attention_layers"] = tuple(model["attention_layers"])
+            return cls(SRCDConfig(**d["data"]), ModelConfig(**model), TrainConfig(**d["train"]))
+        except (KeyError, TypeError) as err:
+            raise ConfigError(f"config does not match this cram version: {err}") from None
+
+
+def _preset_table() -> dict[str, ExperimentConfig]:
+    tiny = ExperimentConfig(
+        SRCDConfig(length=64, query_rate=0.08, n_library=20, n_novel_keys=200, n_values=16),
+        ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, ct_dim=32, semantic_rank=8,
+                    familiarity_hidden=16, attention_layers=(1,)),
+        TrainConfig(steps=30, batch_size=8, warmup_steps=10, tau_anneal_steps=10, cost_ramp_steps=5,
+                    log_every=10, eval_sequences=16, eval_batch_size=16, pattern_every=10,
+                    checkpoint_every=10, retention_stages=1, lr_warmup_steps=5),
+    )
+    demo = ExperimentConfig(
+        SRCDConfig(length=256),
+        ModelConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, ct_dim=64, semantic_rank=16),
+        TrainConfig(steps=700, batch_size=32, warmup_steps=150, log_every=25, pattern_every=50,
+                    checkpoint_every=50),
+    )
+    cpu = ExperimentConfig(
+        SRCDConfig(length=512),
+        ModelConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, ct_dim=64, semantic_rank=16),
+        TrainConfig(steps=3000, batch_size=32, warmup_steps=300, tau_anneal_steps=400,
+                    cost_ramp_steps=200, log_every=50, pattern_every=100, checkpoint_every=100,
+                    eval_sequences=128, retention_stages=4),
+    )
+    paper = ExperimentConfig(
+        SRCDConfig(length=2048),
+        ModelConfig(d_model=128, n_layers=4, n_heads=8, d_ff=512, ct_dim=128, semantic_rank=32,
+                    attention_layers=(1, 3)),
+        TrainConfig(steps=12_000, batch_size=16, lr=1e-3, warmup_steps=1000, tau_anneal_steps=2000,
+                    cost_ramp_steps=1000, log_every=200, pattern_every=500, checkpoint_every=500,
+                    eval_sequences=128, eval_batch_size=16, retention_stages=4, lr_warmup_steps=200),
+    )
+    return {"cpu-tiny": tiny, "demo": demo, "cpu": cpu, "paper": paper}
+
+
+PRESETS = _preset_table()
+PRESET_NOTES = {
+    "cpu-tiny": "seconds; for tests",
+    "demo": "N=256; the consolidation transition on one CPU thread in about 5 minutes",
+    "cpu": "N=512; under an hour on one CPU thread",
+    "paper": "N=2048, 4 layers; mirrors the paper's setting, meant for a GPU",
+}
+
+
+def get_preset(name: str) -> ExperimentConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def resolve(model_name: str, preset: str | ExperimentConfig, overrides: list[str] = ()
+            ) -> ExperimentConfig:
+    """Preset → model-variant changes → ``--set`` overrides (``data.x``, ``model.x``, ``train.x``)."""
+    from cram._cli_util import apply_overrides
+
+    check_model_name(model_name)
+    config = get_preset(preset) if isinstance(preset, str) else preset
+    _, _, model_changes, train_changes, _ = MODEL_VARIANTS[model_name]
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, **model_changes),
+        train=dataclasses.replace(config.train, **train_changes))
+    return apply_overrides(config, [_alias(o) for o in overrides])
+
+
+def _alias(override: str) -> str:
+    """Accept bare field names when they are unambiguous (``steps=10`` → ``train.steps=10``)."""
+    name = override.split("=", 1)[0].strip()
+    if "." in name:
+        return override
+    owners = [sec for sec, klass in (("data", SRCDConfig), ("model", ModelConfig),
+                                     ("train", TrainConfig))
+              if name in {f.name for f in dataclasses.fields(klass)}]
+    if len(owners) == 1:
+        return f"{owners[0]}.{override}"
+    if len(owners) > 1:
+        raise ConfigError(f"--set {override}: {name!r} is ambiguous; write "
+                          + " or ".join(f"{o}.{name}" for o in owners))
+    raise ConfigError(f"--set {override}: unknown field {name!r} (sections: data, model, train)")

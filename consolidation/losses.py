@@ -1,0 +1,86 @@
+"""The training objective: task losses plus the consolidation mechanism's terms.
+
+For every CRAM layer (``LayerStats.q`` is set):
+
+- **probe**: cross-entropy of the value probe on stop-grad r_E at query tokens. The probe defines
+  "what an output says" for the value-space score q.
+- **consolidation**: semantic output toward stop-grad episodic output on query tokens where attention
+  was computed, in q's space: KL(p_E ‖ p_S) of the probe's readouts (value space; the probe is frozen
+  for this term so it cannot cheat) or mean squared error (``q_space="raw"``). An optional raw-vector
+  term (``consolidation_raw_weight``) keeps the semantic output usable by the layers above.
+- **familiarity**: q̂ regression (squared error) toward stop-grad q where q was computed; query and
+  non-query tokens are averaged separately so the 5% of queries are not drowned out.
+- **cost**: λ·E[g_E], the expected episodic share under the router's (noise-free) probabilities,
+  with separate weights for query and non-query tokens, ramped in after warm-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from cram.models.common import ModelOutput
+
+from .config import TrainConfig
+from .srcd import EVENT_QUERY, IGNORE_INDEX
+
+EPISODIC = 1
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    terms: dict[str, float]  # detached scalars for the log
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> LossTerms:
+    answer = batch["answer"]  # (B, T)
+    is_query = batch["event"] == EVENT_QUERY  # (B, T)
+    loss_value = F.cross_entropy(out.value_logits.flatten(0, 1).float(), answer.flatten(),
+                                 ignore_index=IGNORE_INDEX)
+    loss_signal = _masked_mean((out.signal_pred.float() - batch["target_signal"]) ** 2,
+                               batch["signal_mask"])
+    total = loss_value + cfg.signal_weight * loss_signal
+    terms = {"loss_value": loss_value, "loss_signal": loss_signal}
+
+    cram_layers = [s for s in out.layers if s.q is not None]
+    if cram_layers:
+        probe = consolidation = familiarity = cost = loss_value.new_zeros(())
+        cost_scale = cfg.cost_scale(step)
+        for s in cram_layers:
+            where = is_query & s.computed  # (B, T)
+            probe = probe + F.cross_entropy(s.probe_episodic[where].float(), answer[where]) \
+                if where.any() else probe
+            log_p_e = F.log_softmax(s.probe_episodic.detach().float(), -1)  # (B, T, V)
+            log_p_s = F.log_softmax(s.probe_semantic.float(), -1)
+            kl = (log_p_e.exp() * (log_p_e - log_p_s)).sum(-1)  # (B, T)
+            mse = (s.f_semantic.float() - s.r_episodic.detach().float()).pow(2).mean(-1)  # (B, T)
+            primary = kl if s.q_space == "value" else mse
+            consolidation = consolidation + cfg.consolidation_weight * _masked_mean(primary, where)
+            if s.q_space == "value" and cfg.consolidation_raw_weight:
+                consolidation = consolidation + cfg.consolidation_raw_weight * _masked_mean(mse, where)
+            err = (s.qhat.float() - s.q.detach().float()) ** 2  # (B, T)
+            familiarity = familiarity + _masked_mean(err, where) + _masked_mean(
+                err, s.computed & ~is_query)
+            if cost_scale > 0 and s.probs is not None:
+                share = s.probs[..., EPISODIC].float()  # (B, T) expected episodic share
+                cost = cost + cost_scale * (cfg.cost_query * _masked_mean(share, is_query)
+                                            + cfg.cost_nonquery * _masked_mean(share, ~is_query))
+        n = len(cram_layers)
+        probe, consolidation, familiarity, cost = probe / n, consolidation / n, familiarity / n, cost / n
+        total = total + cfg.probe_weight * probe + consolidation \
+            + cfg.familiarity_weight * familiarity + cost
+        terms.update(loss_probe=probe, loss_consolidation=consolidation,
+                     loss_familiarity=familiarity, loss_cost=cost)
+    if out.aux_loss is not None:
+        total = total + out.aux_loss
+        terms["loss_aux"] = out.aux_loss
+    terms["loss_total"] = total
+    return LossTerms(total, {k: float(v.detach()) for k, v in terms.items()})

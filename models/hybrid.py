@@ -1,0 +1,52 @@
+"""Baseline: static hybrid, CT-ODE layers plus dense attention layers at a fixed ratio (Jamba-style).
+
+The layout is data: layer ``i`` is a dense causal attention block (``TransformerBlock``) when
+``i in config.attention_layers`` and a CT-ODE block (``CTBlock``) otherwise. Jamba interleaves one
+attention layer per 8 Mamba layers; at our 2-4 layers the default ``attention_layers=(1,)`` puts the
+recurrent layer first (it sees the time gaps and the signal) and attention second. Every token reads
+attention in an attention layer, no token reads it in a CT layer: the attention fraction is
+``len(attention_layers) / n_layers`` by construction, whatever the data.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .common import DataSpec, LayerStats, ModelConfig, ModelOutput, SRCDModel
+from .ct_only import CTBlock, attention_switched_off, no_attention
+from .transformer import TransformerBlock
+
+
+class StaticHybrid(SRCDModel):
+    family = "static-hybrid"
+
+    def __init__(self, config: ModelConfig, spec: DataSpec):
+        super().__init__(config, spec)
+        self.attention_layers = tuple(sorted(set(config.attention_layers)))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config, config.attention_window) if i in self.attention_layers
+            else CTBlock(config)
+            for i in range(config.n_layers)
+        )
+
+    def forward(self, batch: dict, mode: str = "soft", temperature: float = 1.0,
+                force: str = "none", generator: torch.Generator | None = None,
+                diagnose: bool = False, **_) -> ModelOutput:
+        x = self.embed(batch)  # (B, T, d)
+        ones = torch.ones_like(batch["dtau"])  # (B, T)
+        off = attention_switched_off(force)
+        layers = []
+        for block in self.blocks:
+            if isinstance(block, CTBlock):
+                x = block(x, batch["dtau"])
+                layers.append(no_attention(batch))
+            elif off:  # attention switched off: keep the block's FFN, skip its attention read
+                if block.ff is not None:
+                    x = x + block.ff(block.norm_ff(x))
+                layers.append(no_attention(batch))
+            else:
+                x = block(x)
+                layers.append(LayerStats(episodic=ones, computed=ones.bool()))
+        value_logits, signal_pred = self.heads(x)  # (B, T, V), (B, T)
+        return ModelOutput(value_logits, signal_pred, layers)

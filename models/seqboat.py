@@ -1,0 +1,93 @@
+"""Baseline: SeqBoat-style learned per-token gate on attention (Ren et al., NeurIPS 2023), no
+consolidation.
+
+One layer, top to bottom::
+
+    x ← CTBlock(x, Δτ)                  # working memory (CT-ODE + FFN) over every token
+    h = LN(x)
+    g = σ(gate(h))                      # (B, T) probability that token t activates attention
+    soft: x ← x + g · Attn_dense(h)     # every token computes attention; g is trained through it
+    hard: x ← x + g · Attn(h) on {g > threshold}, unchanged elsewhere
+
+``aux_loss`` adds ``sparsity_weight · mean(g)`` (summed over layers' means, averaged) so that gates
+of tokens that do not need attention drift shut. Hard mode gathers only the gated queries
+(``CausalSelfAttention.forward_routed``), so the routed output equals the soft output at the
+gated rows exactly and is zero elsewhere; nothing is ever consolidated, so the attention a token
+needs stays what it was: SeqBoat has no path that makes attention unnecessary for recurring
+bindings, only a learned choice of where to spend it.
+
+Reading of the original: SeqBoat's Sparse Modular Activation picks, per token, whether to activate
+a gated attention unit, scales the activated output by the decision's probability, and runs that
+unit on the compressed subsequence of activated tokens (local windows). Here every token writes the
+key/value buffer (as in CRAM's episodic tier) and only the queries are gated, so the comparison with
+CRAM isolates the routing decision; in SeqBoat proper a store would also have to be activated to be
+retrievable.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .attention import CausalSelfAttention
+from .common import DataSpec, LayerStats, ModelConfig, ModelOutput, SRCDModel
+from .ct_only import CTBlock, attention_switched_off
+
+
+class SeqBoatBlock(nn.Module):
+    def __init__(self, config: ModelConfig, gate_bias: float):
+        super().__init__()
+        d = config.d_model
+        self.threshold = config.seqboat_threshold
+        self.ct = CTBlock(config)
+        self.norm_attn = nn.LayerNorm(d)
+        self.attn = CausalSelfAttention(d, config.n_heads, config.attention_window)
+        self.gate = nn.Linear(d, 1)
+        with torch.no_grad():
+            self.gate.bias.fill_(gate_bias)
+
+    def forward(self, x: torch.Tensor, dtau: torch.Tensor, mode: str, force: str
+                ) -> tuple[torch.Tensor, LayerStats]:
+        # x: (B, T, d), dtau: (B, T)
+        x = self.ct(x, dtau)  # (B, T, d)
+        h = self.norm_attn(x)  # (B, T, d)
+        g = torch.sigmoid(self.gate(h).squeeze(-1))  # (B, T)
+        if attention_switched_off(force):
+            off = torch.zeros_like(g, dtype=torch.bool)  # (B, T)
+            return x, LayerStats(episodic=off.to(x.dtype), computed=off, extra={"gate": g})
+        if mode == "soft" and force == "none":
+            r = self.attn.forward_dense(h)  # (B, T, d)
+            x = x + g[..., None] * r
+            computed = torch.ones_like(g, dtype=torch.bool)
+            episodic = g
+        else:
+            selected = g > self.threshold if force == "none" else torch.ones_like(g, dtype=torch.bool)
+            r = self.attn.forward_routed(h, selected)  # (B, T, d), zeros off the selection
+            x = x + g[..., None] * r
+            computed, episodic = selected, selected.to(x.dtype)
+        return x, LayerStats(episodic=episodic, computed=computed, extra={"gate": g})
+
+
+class SeqBoat(SRCDModel):
+    family = "seqboat"
+    #: weight of the gate sparsity penalty mean(g) in ``aux_loss``
+    sparsity_weight: float = 0.01
+    #: initial gate bias: σ(1) ≈ 0.73, so attention is open while retrieval is being learned
+    gate_bias: float = 1.0
+
+    def __init__(self, config: ModelConfig, spec: DataSpec):
+        super().__init__(config, spec)
+        self.blocks = nn.ModuleList(SeqBoatBlock(config, self.gate_bias) for _ in range(config.n_layers))
+
+    def forward(self, batch: dict, mode: str = "soft", temperature: float = 1.0,
+                force: str = "none", generator: torch.Generator | None = None,
+                diagnose: bool = False, **_) -> ModelOutput:
+        x = self.embed(batch)  # (B, T, d)
+        layers, penalty = [], x.new_zeros(())
+        for block in self.blocks:
+            x, stats = block(x, batch["dtau"], mode, force)
+            layers.append(stats)
+            penalty = penalty + stats.extra["gate"].mean()
+        value_logits, signal_pred = self.heads(x)  # (B, T, V), (B, T)
+        return ModelOutput(value_logits, signal_pred, layers,
+                           aux_loss=self.sparsity_weight * penalty / len(self.blocks))
