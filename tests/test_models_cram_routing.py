@@ -1,0 +1,97 @@
+"""CRAM's hard routing: forced-semantic computes no attention, and the routed read equals the
+dense read at the routed rows."""
+
+from __future__ import annotations
+
+import torch
+
+from cram.consolidation.srcd import SRCD, SRCDConfig
+from cram.models import DataSpec, ModelConfig, build_model
+from cram.models.attention import CausalSelfAttention
+from cram.models.cram import EPISODIC, SEMANTIC
+
+B, T = 3, 48
+
+
+def make(seed: int = 0, **changes):
+    cfg = SRCDConfig(length=T, query_rate=0.1, n_library=6, n_novel_keys=30, n_values=5)
+    batch = SRCD(cfg).sample(B, seed=seed).to_torch()
+    torch.manual_seed(seed)
+    model = build_model("cram", ModelConfig(d_model=16, n_heads=2, d_ff=16, ct_dim=8, semantic_rank=4,
+                                            familiarity_hidden=8, **changes),
+                        DataSpec(cfg.n_keys, cfg.n_values))
+    return model.eval(), batch
+
+
+def test_router_biased_to_semantic_computes_no_attention():
+    model, batch = make()
+    for block in model.blocks:
+        with torch.no_grad():
+            block.router.weight.zero_()
+            block.router.bias.copy_(torch.tensor([0.0, 0.0, 5.0]))
+    out = model(batch, mode="hard")
+    for s in out.layers:
+        assert (s.choice == SEMANTIC).all()
+        assert not s.computed.any() and (s.episodic == 0).all()
+        assert s.r_episodic is None  # nothing dense was computed either (diagnose=False)
+
+
+def test_force_semantic_in_hard_mode_computes_no_attention():
+    model, batch = make(seed=1)
+    calls = []
+    for block in model.blocks:
+        block.episodic.forward_dense = lambda h, _f=block.episodic.forward_dense: calls.append(1) or _f(h)
+    out = model(batch, mode="hard", force="semantic")
+    assert not any(s.computed.any() for s in out.layers)
+    assert calls == []  # the dense path was never entered
+
+
+def test_routed_read_equals_dense_read_at_routed_rows():
+    model, batch = make(seed=2)
+    for block in model.blocks:  # a router that sends some tokens to episodic memory, not all
+        with torch.no_grad():
+            block.router.weight.normal_(0.0, 3.0)
+            block.router.bias.zero_()
+    seen = []
+    for block in model.blocks:
+        attn = block.episodic
+        original = attn.forward_routed
+
+        def spy(h, selected, _attn=attn, _orig=original):
+            out = _orig(h, selected)
+            seen.append((_attn, h.detach(), selected, out.detach()))
+            return out
+
+        attn.forward_routed = spy
+    with torch.no_grad():
+        out = model(batch, mode="hard")
+    assert len(seen) == len(model.blocks)
+    for (attn, h, selected, routed), s in zip(seen, out.layers):
+        assert torch.equal(selected, s.choice == EPISODIC) and torch.equal(selected, s.computed)
+        assert 0 < selected.sum() < selected.numel()  # a real mix of routed and skipped tokens
+        with torch.no_grad():
+            dense = attn.forward_dense(h)  # (B, T, d)
+        torch.testing.assert_close(routed[selected], dense[selected], rtol=1e-5, atol=1e-6)
+        assert (routed[~selected] == 0).all()
+
+
+def test_hard_all_episodic_equals_soft_all_episodic():
+    """Whole-model check: forcing every token to episodic memory, the routed (hard) forward and
+    the dense (soft) forward give the same outputs."""
+    model, batch = make(seed=3)
+    with torch.no_grad():
+        soft = model(batch, mode="soft", force="episodic")
+        hard = model(batch, mode="hard", force="episodic")
+    torch.testing.assert_close(hard.value_logits, soft.value_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(hard.signal_pred, soft.signal_pred, rtol=1e-5, atol=1e-5)
+
+
+def test_routed_attention_module_with_window():
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(16, 2, window=5)
+    h = torch.randn(2, 30, 16)
+    selected = torch.rand(2, 30) < 0.3
+    with torch.no_grad():
+        routed, dense = attn.forward_routed(h, selected), attn.forward_dense(h)
+    torch.testing.assert_close(routed[selected], dense[selected], rtol=1e-5, atol=1e-6)
+    assert (routed[~selected] == 0).all()
