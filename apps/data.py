@@ -175,7 +175,7 @@ def _check_metrics(run: Run) -> None:
     for col in m.columns:
         if col == "phase":
             continue
-        if m[col].dtype == object:
+        if not pd.api.types.is_numeric_dtype(m[col]) and not pd.api.types.is_bool_dtype(m[col]):
             num = pd.to_numeric(m[col], errors="coerce")
             bad = num.isna() & m[col].notna()
             if bad.any():
@@ -461,19 +461,43 @@ def load_fit_folder(path: str | os.PathLike) -> FitFolder:
 
 
 def read_posterior_draws(nc: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Scalar posterior variables of an ArviZ netCDF file as flat arrays (chains × draws)."""
+    """Scalar posterior variables of an ArviZ netCDF file as flat arrays (chains × draws).
+
+    Reads the HDF5 file with h5py (a netCDF-4 file is HDF5; importing ArviZ costs seconds on a
+    loaded 2-core machine, which the Compare page's first load cannot afford) and falls back to
+    :func:`arviz.from_netcdf` for files h5py cannot read.
+    """
+    try:
+        return _read_posterior_h5py(nc)
+    except Exception:  # noqa: BLE001 - e.g. a netCDF-3 file: let ArviZ try
+        pass
     import arviz as az
 
     idata = az.from_netcdf(str(nc))
     if not hasattr(idata, "posterior"):
         raise DataError(f"{nc}: no posterior group")
-    post = idata.posterior
     out = {}
-    for name, var in post.data_vars.items():
-        extra = [d for d in var.dims if d not in ("chain", "draw")]
-        if extra:
+    for name, var in idata.posterior.data_vars.items():
+        if [d for d in var.dims if d not in ("chain", "draw")]:
             continue
         out[str(name)] = np.asarray(var.values, dtype=float).reshape(-1)
+    return out
+
+
+def _read_posterior_h5py(nc: str | os.PathLike) -> dict[str, np.ndarray]:
+    import h5py
+
+    with h5py.File(nc, "r") as fh:
+        if "posterior" not in fh:
+            raise DataError(f"{nc}: no posterior group")
+        post = fh["posterior"]
+        n_chain, n_draw = len(post["chain"]), len(post["draw"])
+        out = {}
+        for name, ds in post.items():
+            if name in ("chain", "draw") or not isinstance(ds, h5py.Dataset):
+                continue
+            if ds.shape == (n_chain, n_draw):  # shapes: (chain, draw) = a scalar variable
+                out[name] = np.asarray(ds[...], dtype=float).reshape(-1)
     return out
 
 

@@ -147,7 +147,7 @@ def mle_fit(curve: pd.DataFrame, form: str, window: tuple | None, offset: float 
     if fitting is None:
         return None, None, why
     try:
-        res = fitting.fit_mle(curve, form=form, window=window, offset=offset)
+        res = fitting.fit_mle(curve, form=form, window=window, offset=offset, n_starts=3)
     except Exception as err:  # noqa: BLE001 - bad windows, too few points, failed optimiser
         return None, None, str(err)
     row = {"curve": str(curve["curve"].iloc[0]), "group": str(curve["group"].iloc[0]),

@@ -1,0 +1,211 @@
+"""The explorer driven headlessly by streamlit.testing.v1.AppTest: every page, widget changes,
+query-parameter state, and partial/corrupt inputs shown as messages rather than tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from app_helpers import make_demo_like  # noqa: E402
+
+APP = str(Path(__file__).resolve().parent.parent / "apps" / "explorer.py")
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    return make_demo_like(tmp_path_factory.mktemp("runs") / "demo", seeds=2)
+
+
+def _app(monkeypatch, runs: Path, page: str, **params) -> AppTest:
+    monkeypatch.setenv("CRAM_APP_RUNS", str(runs))
+    monkeypatch.delenv("CRAM_APP_FITS", raising=False)
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.query_params["page"] = page
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def _clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_runs_page_widgets_and_query_params(monkeypatch, demo_root):
+    at = _app(monkeypatch, demo_root, "Runs")
+    _clean(at)
+    assert at.multiselect(key="run").value == ["cram-seed0", "cram-seed1"]
+    headers = [s.value for s in at.subheader]
+    assert "Attention fraction against step" in headers
+    assert any(h.startswith("Share of each tier per layer") for h in headers)
+    assert any(h.startswith("Per-pattern consolidation") for h in headers)
+    assert "Library against novel queries" in headers
+    # the transition table lists each run's change point and interval from transition.json
+    trans = at.dataframe[0].value
+    tj = json.loads((demo_root / "cram-seed0" / "transition.json").read_text())
+    row = trans[trans["run"] == "cram-seed0"].iloc[0]
+    assert (row["step"], row["low"], row["high"]) == (tj["step"], tj["low"], tj["high"])
+    # change widgets: the view goes into the query parameters
+    at.multiselect(key="run").set_value(["cram-seed1"]).run()
+    at.selectbox(key="series").set_value("attention_library").run()
+    at.checkbox(key="logy").check().run()
+    at.selectbox(key="pvalue").set_value("qhat").run()
+    _clean(at)
+    assert at.query_params["run"] == "cram-seed1"
+    assert at.query_params["series"] == "attention_library"
+    assert at.query_params["logy"] == "1"
+    assert at.query_params["focus"] == "cram-seed1"
+    assert at.query_params["pvalue"] == "qhat"
+
+
+def test_state_restored_from_a_shared_link(monkeypatch, demo_root):
+    at = _app(monkeypatch, demo_root, "Runs", run="cram-seed1", series="attention_novel",
+              logy="1")
+    _clean(at)
+    assert at.multiselect(key="run").value == ["cram-seed1"]
+    assert at.selectbox(key="series").value == "attention_novel"
+    assert at.checkbox(key="logy").value is True
+    # a link naming a run that no longer exists falls back instead of failing
+    at = _app(monkeypatch, demo_root, "Runs", run="gone", series="no_such_series")
+    _clean(at)
+    assert at.multiselect(key="run").value == []
+    assert at.selectbox(key="series").value == "attention_fraction"
+    assert any("Choose at least one run" in i.value for i in at.info)
+
+
+def test_human_page_shows_datasets_with_citations(monkeypatch, demo_root):
+    at = _app(monkeypatch, demo_root, "Human data")
+    _clean(at)
+    from cram.psych_data import list_datasets
+
+    listing = list_datasets()
+    titles = [s.value for s in at.subheader]
+    assert titles == list(listing["title"])
+    captions = " ".join(c.value for c in at.caption)
+    assert "Ebbinghaus" in captions and "Rubin" in captions
+    text = " ".join(m.value for m in at.markdown)
+    assert "Delay unit: **hours**" in text and "Delay unit: **intervening_items**" in text
+    at.checkbox(key="hderived").uncheck().run()
+    _clean(at)
+    rubin = [d.value for d in at.dataframe if "curve" in d.value.columns]
+    assert all(not df["derived"].any() for df in rubin)
+    assert at.query_params["hderived"] == "0"
+
+
+def test_compare_page_curves_mle_and_posterior(monkeypatch, demo_root):
+    at = _app(monkeypatch, demo_root, "Compare")
+    _clean(at)
+    assert at.multiselect(key="mcurves").value  # model curves chosen by default
+    assert at.multiselect(key="hcurves").value  # human curves chosen by default
+    table = at.dataframe[0].value
+    assert set(table["group"]) == {"model", "human"}
+    assert table["gamma"].between(0.05, 2.0).all()
+    metrics = {m.label: m.value for m in at.metric}
+    assert "Δγ posterior mean" in metrics and "90% HDI" in metrics
+    result = json.loads((demo_root / "fit" / "result.json").read_text())
+    assert float(metrics["Δγ posterior mean"]) == pytest.approx(
+        result["delta_gamma"]["mean"], abs=2e-3)
+    stated = " ".join(m.value for m in at.markdown)
+    assert "form: power" in stated and "window: all delays" in stated and "measure:" in stated
+
+    # window + another form: the live fit changes and the view is in the URL
+    g0 = table.set_index("curve")["gamma"]
+    at.checkbox(key="win").check().run()
+    at.slider(key="wdec").set_value((0.0, 1.0)).run()
+    at.selectbox(key="form").set_value("wickelgren").run()
+    _clean(at)
+    table2 = at.dataframe[0].value.set_index("curve")
+    assert "lam" in table2.columns and not table2["gamma"].equals(g0)
+    assert at.query_params["form"] == "wickelgren"
+    assert at.query_params["wdec"] == "0,1"
+    assert any("This fit used form `power`" in c.value for c in at.caption)
+
+    # another model-curve kind offers other curves
+    at.selectbox(key="mkind").set_value("per_pattern").run()
+    _clean(at)
+    assert at.multiselect(key="mcurves").value
+    assert all(":pattern" in c for c in at.multiselect(key="mcurves").value)
+    at.radio(key="axes").set_value("linear").run()
+    _clean(at)
+
+
+def test_claims_page_renders_table(monkeypatch, demo_root, tmp_path):
+    claims = tmp_path / "claims.md"
+    claims.write_text(
+        "# Claims\n\n| claim | paper says | status | what we measured | seeds / intervals | "
+        "command |\n|---|---|---|---|---|---|\n"
+        "| γ | 0.43 | qualified | 0.26 \\| 0.49 | 3 | `cram fit gamma` |\n"
+        "| 37.8x | 37.8x | not yet tested | — | — | — |\n")
+    monkeypatch.setenv("CRAM_APP_CLAIMS", str(claims))
+    at = _app(monkeypatch, demo_root, "Claims")
+    _clean(at)
+    df = at.dataframe[0].value
+    assert list(df["claim"]) == ["γ", "37.8x"]
+    assert df["what we measured"].iloc[0] == "0.26 | 0.49"
+    at.multiselect(key="status").set_value(["qualified"]).run()
+    assert list(at.dataframe[0].value["status"]) == ["qualified"]
+    monkeypatch.setenv("CRAM_APP_CLAIMS", str(tmp_path / "missing.md"))
+    at = _app(monkeypatch, demo_root, "Claims")
+    assert not at.exception
+    assert any("No claims table" in w.value for w in at.warning)
+
+
+def test_partial_and_corrupt_runs_show_messages(monkeypatch, tmp_path):
+    from cram.testing import write_synthetic_run
+
+    root = tmp_path / "runs"
+    write_synthetic_run(root / "good", seed=0)
+    bad_json = write_synthetic_run(root / "bad_json", seed=1)
+    (bad_json / "config.json").write_text("{not json")
+    partial = write_synthetic_run(root / "partial", seed=2)
+    (partial / "patterns.csv").unlink()
+    (partial / "transition.json").write_text("[1, 2")
+    (root / "only_config").mkdir()
+    (root / "only_config" / "config.json").write_text("{}")
+    text_metrics = write_synthetic_run(root / "text_metrics", seed=3)
+    m = (text_metrics / "metrics.csv").read_text().splitlines()
+    cells = m[2].split(",")
+    cells[2] = "oops"
+    (text_metrics / "metrics.csv").write_text("\n".join([m[0], m[1], ",".join(cells)] + m[3:]))
+    for page in ("Runs", "Compare"):
+        at = _app(monkeypatch, root, page)
+        assert not at.exception, [e.value for e in at.exception]
+        errors = " ".join(e.value for e in at.error)
+        assert "bad_json" in errors and "not valid JSON" in errors
+        assert "only_config" in errors and "metrics.csv" in errors
+        assert "text_metrics" in errors and "'oops' is not a number" in errors
+        assert "Traceback" not in errors
+    at = _app(monkeypatch, root, "Runs")
+    assert at.multiselect(key="run").value == ["good", "partial"]
+    notes = " ".join(e.label for e in at.expander)
+    assert "partial run folders" in notes
+    at.selectbox(key="focus").set_value("partial").run()
+    assert not at.exception
+    assert any("has no patterns.csv" in i.value for i in at.info)
+
+
+def test_empty_or_missing_folders(monkeypatch, tmp_path):
+    at = _app(monkeypatch, tmp_path / "nowhere", "Runs")
+    assert not at.exception
+    assert any("does not exist" in w.value for w in at.warning)
+    assert any("make demo" in i.value for i in at.info)
+    at = _app(monkeypatch, tmp_path / "nowhere", "Compare")
+    assert not at.exception
+    assert any("No precomputed fit" in i.value for i in at.info)
+
+
+def test_corrupt_fit_folder_is_a_message(monkeypatch, tmp_path):
+    root = make_demo_like(tmp_path / "demo", seeds=1)
+    (root / "fit" / "posterior.nc").write_bytes(b"not a netcdf file")
+    at = _app(monkeypatch, root, "Compare")
+    assert not at.exception
+    assert any("posterior.nc: cannot be read" in w.value for w in at.warning)
+    (root / "fit" / "result.json").write_text("{")
+    at = _app(monkeypatch, root, "Compare")
+    assert not at.exception
+    assert any("cannot be shown" in e.value and "result.json" in e.value for e in at.error)
