@@ -25,6 +25,8 @@ def routed_attention_reference(
     n_rows, _, head_dim = q.shape
     seq_len = k.shape[2]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    if n_rows == 0:
+        return q.clone()  # (0, H, Dh), still attached to the graph
     out = q.new_zeros(q.shape)
     key_pos = torch.arange(seq_len, device=q.device)  # (T,)
     for start in range(0, n_rows, chunk):
