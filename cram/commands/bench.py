@@ -1,14 +1,184 @@
-"""`cram bench`: not built yet."""
+"""``cram bench``: experiments that print a table and append it to docs/benchmarks.md.
+
+Sub-verbs: ``srcd`` (models × seeds on SRCD), ``transfer`` (frozen semantic memory and router on
+unseen tasks), ``recurrence`` (attention against the library share f), ``kernels`` (routed attention
+and the CT scan against their dense / loop baselines, plus whole-model timings).
+"""
 
 from __future__ import annotations
 
-from cram.errors import NotBuiltError
+import argparse
+import sys
+import time
+
+from cram._cli_util import add_set_argument, emit_json, log
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="(bench: not built yet)", description="Not built yet.")
-    p.set_defaults(func=_run)
+    p = sub.add_parser("bench", help="benchmarks and experiments (tables → docs/benchmarks.md)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bsub = p.add_subparsers(dest="bench", metavar="EXPERIMENT")
+    bsub.required = True
+
+    s = bsub.add_parser("srcd", help="CRAM, its ablations and the baselines on SRCD",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _common(s, models_default="all")
+    s.add_argument("--infer-length", type=int, default=2048,
+                   help="sequence length for infer_ms_per_seq (batch 1, one thread); 0 skips it")
+    s.set_defaults(func=_srcd)
+
+    t = bsub.add_parser("transfer", help="frozen semantic memory + router on unseen tasks",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _common(t, models_default="cram")
+    t.add_argument("--finetune-steps", type=int, default=None,
+                   help="task-head training steps on each new task (default: the preset's steps/2)")
+    t.set_defaults(func=_transfer)
+
+    r = bsub.add_parser("recurrence", help="attention fraction against the library share f",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _common(r, models_default="cram,cram-static,mod")
+    r.add_argument("--shares", default="0,0.25,0.5,0.7,0.9")
+    r.set_defaults(func=_recurrence)
+
+    k = bsub.add_parser("kernels", help="routed attention and CT scan vs dense / loop baselines",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    k.add_argument("--threads", type=int, default=1)
+    k.add_argument("--quick", action="store_true", help="fewer repeats and sizes (smoke test)")
+    k.add_argument("--model-runs", default=None,
+                   help="folder with trained cram-seed*/transformer-seed* runs for model_infer / "
+                        "model_step rows (default: runs/bench-srcd-cpu, then runs/bench-srcd-demo)")
+    k.add_argument("--json", action="store_true")
+    k.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
+    k.set_defaults(func=_kernels)
 
 
-def _run(args) -> int:
-    raise NotBuiltError("'cram bench' is not built yet")
+def _common(p, models_default: str) -> None:
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--models", default=models_default,
+                   help="comma-separated model names, or 'all'")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1")
+    p.add_argument("--runs-dir", default=None,
+                   help="where runs are trained (finished runs are reused, partial ones resumed); "
+                        "default runs/bench-<experiment>-<preset>")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
+    p.add_argument("--quiet", action="store_true")
+    add_set_argument(p)
+
+
+def _models(arg: str) -> list[str]:
+    from cram.consolidation.bench import DEFAULT_MODELS, check_models
+
+    models = list(DEFAULT_MODELS) if arg == "all" else [m.strip() for m in arg.split(",") if m.strip()]
+    check_models(models)
+    return models
+
+
+def _runs_dir(args, experiment: str):
+    from pathlib import Path
+
+    return Path(args.runs_dir or f"runs/bench-{experiment}-{args.preset}")
+
+
+def _report(title: str, rows: list[dict], columns: list[str], args, notes: str = "",
+            summary: list[dict] | None = None, summary_columns: list[str] | None = None) -> None:
+    from cram.benchlog import append_benchmark, markdown_table
+
+    table = markdown_table(rows, columns)
+    log(table)
+    text = table
+    if summary:
+        st = markdown_table(summary, summary_columns)
+        log(st)
+        text += "\nMean and 95% t-interval over seeds:\n\n" + st
+    if not args.no_docs:
+        path = append_benchmark(title, text, notes)
+        log(f"appended to {path}")
+    if args.json:
+        emit_json(rows)
+
+
+def _srcd(args) -> int:
+    from cram.consolidation.bench import ensure_run, srcd_row, summarize
+    from cram.consolidation.config import get_preset
+
+    get_preset(args.preset)
+    models = _models(args.models)
+    root = _runs_dir(args, "srcd")
+    t0 = time.perf_counter()
+    rows = []
+    for model in models:
+        for seed in range(args.seeds):
+            run_dir = root / f"{model}-seed{seed}"
+            log(f"[bench srcd] {model} seed {seed} → {run_dir}")
+            ensure_run(model, args.preset, seed, run_dir, args.overrides, progress=not args.quiet)
+            rows.append(srcd_row(model, seed, run_dir, args.infer_length or None))
+    elapsed = time.perf_counter() - t0
+    cols = ["model", "seed", "retrieval_acc", "retrieval_acc_library", "retrieval_acc_novel",
+            "attention_fraction", "attention_library_queries", "attention_novel_queries",
+            "attention_computed", "dynamics_mse", "reduction", "reduction_all_tokens",
+            "transition_step", "train_seconds", "infer_ms_per_seq", "infer_acc"]
+    summary = summarize(rows) if args.seeds > 1 else None
+    scols = None
+    if summary:
+        scols = ["model", "seeds"] + [c for k in ("retrieval_acc_library", "retrieval_acc_novel",
+                                                  "attention_fraction", "attention_library_queries",
+                                                  "dynamics_mse", "reduction", "infer_ms_per_seq")
+                                      for c in (k, f"{k}_ci95")]
+    notes = (f"Preset `{args.preset}`, runs in `{root}`. This invocation took {elapsed:.0f} s "
+             "(finished runs are reused, so this is not a training time; see train_seconds). "
+             "`reduction` = library-query attention at its peak after warm-up / at the end "
+             "(a lower bound when the end value is below one query). "
+             f"infer_ms_per_seq: hard-routed, batch 1, one thread, N={args.infer_length}.")
+    _report(f"SRCD: models × seeds (preset {args.preset})", rows, cols, args, notes, summary, scols)
+    return 0
+
+
+def _transfer(args) -> int:
+    from cram.consolidation.transfer import run_transfer
+
+    rows = run_transfer(_models(args.models), args.preset, args.seeds, _runs_dir(args, "transfer"),
+                        args.overrides, args.finetune_steps, progress=not args.quiet)
+    cols = ["model", "seed", "task", "library", "attention_library_frozen",
+            "attention_library_scratch", "attention_query_frozen", "attention_query_scratch",
+            "attention_reduction_pct", "retrieval_acc_frozen", "retrieval_acc_scratch"]
+    _report(f"Transfer to unseen tasks (preset {args.preset})", rows, cols, args,
+            "attention_reduction_pct = 100·(1 − query attention with frozen semantic memory and "
+            "router / query attention of a model trained from scratch on the same task and steps).")
+    return 0
+
+
+def _recurrence(args) -> int:
+    from cram.consolidation.recurrence import run_recurrence
+
+    shares = [float(s) for s in args.shares.split(",")]
+    rows = run_recurrence(_models(args.models), args.preset, args.seeds, shares,
+                          _runs_dir(args, "recurrence"), args.overrides, progress=not args.quiet)
+    cols = ["model", "seed", "library_share", "attention_query", "attention_fraction",
+            "retrieval_acc", "retrieval_acc_novel", "static_floor"]
+    _report(f"Recurrence sweep (preset {args.preset})", rows, cols, args,
+            "static_floor = the query share a static router needs to keep accuracy "
+            "(every query attends); CRAM can go below it only on recurring (library) queries.")
+    return 0
+
+
+def _kernels(args) -> int:
+    try:
+        from cram.kernels.bench import run_kernel_bench, write_kernel_bench_tables
+    except ImportError as err:
+        from cram.errors import NotBuiltError
+
+        raise NotBuiltError(f"kernel benchmark not available: {err}") from None
+    from cram.consolidation.bench import model_timing_rows
+
+    rows = run_kernel_bench(threads=args.threads, quick=args.quick)
+    rows += model_timing_rows(args.model_runs, threads=args.threads, quick=args.quick)
+    if not args.no_docs:
+        write_kernel_bench_tables(rows)
+    if args.json:
+        emit_json(rows)
+    else:
+        from cram.benchlog import markdown_table
+
+        print(markdown_table(rows), file=sys.stderr)
+    return 0

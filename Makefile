@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   create .venv, install, train CRAM on the demo preset, fit γ, write a report
+#   make test   create .venv, install, run the test suite (CI runs this through .ci/run)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.cram-installed
+DEMO   ?= runs/demo
+SEEDS  ?= 1
+export PYTENSOR_FLAGS ?= base_compiledir=$(CURDIR)/.cache/pytensor
+export MPLBACKEND ?= Agg
+
+.PHONY: install demo test test-slow bench lint clean-demo
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/python -c "import torch, sys; cuda = torch.version.cuda; sys.exit(f'a CUDA build of torch ({cuda}) was installed on a machine without a GPU: reinstall torch==2.13.0 with plain pip' if cuda and not torch.cuda.is_available() else 0)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python -m cram.consolidation.demo --out $(DEMO) --seeds $(SEEDS)
+
+test: install
+	$(BIN)/python -m pytest -q --nbmake tests notebooks
+
+test-slow: install
+	$(BIN)/python -m pytest -q --runslow tests
+
+lint: install
+	$(BIN)/ruff check cram models kernels consolidation psych_data fitting apps tests
+
+clean-demo:
+	rm -rf $(DEMO)

@@ -1,0 +1,175 @@
+"""Experiments behind ``cram bench``: SRCD comparison, transfer, recurrence sweep, inference timing.
+
+Every experiment trains real runs (resuming finished or partial ones in its runs folder), reads them
+back through ``cram.load_run``, and returns one row per model and seed. Nothing here is hard-coded:
+each number is measured in the same invocation or read from a run this module trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cram.errors import ConfigError
+
+DEFAULT_MODELS = ("cram", "cram-raw-q", "cram-no-consolidation", "cram-oracle-q", "cram-static",
+                  "transformer", "sliding-window", "ct-only", "static-hybrid", "mod", "seqboat")
+ROW_KEYS = ("model", "seed", "retrieval_acc", "retrieval_acc_library", "retrieval_acc_novel",
+            "attention_fraction", "dynamics_mse", "train_seconds", "infer_ms_per_seq", "reduction",
+            "reduction_is_lower_bound", "reduction_all_tokens", "transition_step",
+            "transition_low", "transition_high", "attention_library_queries",
+            "attention_novel_queries", "attention_computed")
+
+
+def ensure_run(model: str, preset: str, seed: int, run_dir: Path, overrides: list[str],
+               progress: bool = True) -> Path:
+    """Train ``run_dir`` unless it already holds a finished run (a partial one is resumed)."""
+    import json
+
+    from .config import resolve
+    from .train import train
+
+    meta = run_dir / "meta.json"
+    if meta.is_file():
+        status = json.loads(meta.read_text()).get("status")
+        if status == "finished":
+            return run_dir
+        if (run_dir / "checkpoints" / "last.pt").is_file():
+            return train(model, resolve(model, preset, overrides), run_dir, seed=seed,
+                         preset=preset, resume=True, progress=progress)
+        import shutil
+
+        shutil.rmtree(run_dir)  # started but never checkpointed: nothing to keep
+    return train(model, resolve(model, preset, overrides), run_dir, seed=seed, preset=preset,
+                 progress=progress)
+
+
+def attention_reduction(run) -> dict:
+    """``reduction`` (library-query attention: peak after warm-up / end) and the all-token one.
+
+    When the end value is below the evaluation's resolution (one library query, or one
+    (token, layer) pair), the resolution is used instead, so the ratio is a finite lower bound.
+    """
+    m = run.metrics
+    cfg = run.config
+    n_eval = cfg["train"]["eval_sequences"]
+    length = cfg["data"]["length"]
+    n_queries = n_eval * max(1, round(cfg["data"]["query_rate"] * length))
+    lib_resolution = 1.0 / max(1.0, n_queries * cfg["data"]["library_share"])
+    tok_resolution = 1.0 / (n_eval * length * cfg["model_config"]["n_layers"])
+    after = m[m["step"] >= run.warmup_steps]
+    peak = float(after["attention_library"].max()) if len(after) else float("nan")
+    end = float(m["attention_library"].iloc[-1])
+    start_all = float(m["attention_fraction"].iloc[0])
+    end_all = float(m["attention_fraction"].iloc[-1])
+    return {
+        "reduction": peak / max(end, lib_resolution) if peak > 0 else float("nan"),
+        "reduction_is_lower_bound": bool(end < lib_resolution),
+        "reduction_all_tokens": start_all / max(end_all, tok_resolution) if start_all > 0 else float("nan"),
+        "reduction_all_tokens_is_lower_bound": bool(end_all < tok_resolution),
+    }
+
+
+def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: int = 3,
+                              threads: int = 1, seed: int = 123) -> dict:
+    """Hard-routed inference time of a trained run's model: batch 1, ``threads`` threads.
+
+    Returns the median ms per sequence and the retrieval accuracy at that length.
+    """
+    import torch
+
+    from .checkpoint import load_checkpoint, rebuild_model
+    from .config import ExperimentConfig
+    from .srcd import EVENT_QUERY, SRCD
+
+    state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
+    config = ExperimentConfig.from_dict(state["experiment"])
+    model = rebuild_model(state).eval()
+    data_cfg = dataclasses.replace(config.data, length=length)
+    batch = SRCD(data_cfg).sample(n_sequences + 1, seed)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    times, correct, total, attn = [], 0, 0, []
+    try:
+        with torch.inference_mode():
+            for i in range(n_sequences + 1):  # the first is a warm-up, not timed
+                b = batch.slice(i, i + 1).to_torch()
+                t0 = time.perf_counter()
+                out = model(b, mode="hard")
+                elapsed = time.perf_counter() - t0
+                if i == 0:
+                    continue
+                times.append(elapsed)
+                query = b["event"] == EVENT_QUERY
+                correct += int((out.value_logits.argmax(-1) == b["answer"])[query].sum())
+                total += int(query.sum())
+                attn.append(float(np.mean([s.episodic.float().mean().item() for s in out.layers])))
+    finally:
+        torch.set_num_threads(old_threads)
+    return {"infer_ms_per_seq": 1000 * float(np.median(times)), "infer_length": length,
+            "infer_acc": correct / max(total, 1), "infer_attention_fraction": float(np.mean(attn))}
+
+
+def srcd_row(model: str, seed: int, run_dir: Path, infer_length: int | None) -> dict:
+    import cram
+
+    run = cram.load_run(run_dir)
+    last = run.metrics.iloc[-1]
+    tr = run.transition or {}
+    row = {"model": model, "seed": seed,
+           **{k: float(last[k]) for k in ("retrieval_acc", "retrieval_acc_library",
+                                          "retrieval_acc_novel", "attention_fraction",
+                                          "dynamics_mse", "attention_computed")},
+           "train_seconds": float(run.meta.get("train_seconds", float("nan"))),
+           "attention_library_queries": float(last["attention_library"]),
+           "attention_novel_queries": float(last["attention_novel"]),
+           "transition_step": tr.get("step"), "transition_low": tr.get("low"),
+           "transition_high": tr.get("high"), "run": str(run_dir)}
+    row.update(attention_reduction(run))
+    if infer_length:
+        row.update(inference_ms_per_sequence(run_dir, length=infer_length))
+    else:
+        row["infer_ms_per_seq"] = float("nan")
+    return row
+
+
+def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and a t-interval; with one value the interval is (nan, nan)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], float)
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    if x.size == 1:
+        return float(x[0]), float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
+def summarize(rows: list[dict], keys=("retrieval_acc", "retrieval_acc_library",
+                                      "retrieval_acc_novel", "attention_fraction",
+                                      "attention_library_queries", "dynamics_mse", "reduction",
+                                      "infer_ms_per_seq")) -> list[dict]:
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        s = {"model": model, "seeds": len(mine)}
+        for k in keys:
+            mean, low, high = mean_interval([r.get(k) for r in mine])
+            s[k] = mean
+            s[f"{k}_ci95"] = f"[{low:.4g}, {high:.4g}]" if np.isfinite(low) else ""
+        out.append(s)
+    return out
+
+
+def check_models(models: list[str]) -> None:
+    from cram.models import check_model_name
+
+    if not models:
+        raise ConfigError("--models: give at least one model")
+    for m in models:
+        check_model_name(m)
