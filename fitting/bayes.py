@@ -331,7 +331,9 @@ def fit_bayes(df: pd.DataFrame, rules: ComparisonRules | None = None, *, likelih
     model = build_model(md, fm, hierarchical)
     rng = np.random.default_rng(seed)
     seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=4)]
-    with model, warnings.catch_warnings():
+    from cram.fitting.mle import _one_blas_thread
+
+    with model, warnings.catch_warnings(), _one_blas_thread():
         warnings.filterwarnings("ignore", category=FutureWarning)
         kw = dict(draws=draws, tune=tune, chains=chains, random_seed=seeds[0],
                   progressbar=progress, target_accept=target_accept)

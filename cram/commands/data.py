@@ -1,14 +1,84 @@
-"""`cram data`: not built yet (see the issue tracker)."""
+"""`cram data`: list, show and check human forgetting datasets (no heavy imports)."""
 
 from __future__ import annotations
 
-from cram.errors import NotBuiltError
-
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="(data: not built yet)", description="Not built yet.")
-    p.set_defaults(func=_run)
+    p = sub.add_parser("data", help="human forgetting datasets: list, show, check",
+                       description="Human forgetting data shipped with cram, and checks of your "
+                                   "own curve CSVs.")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    dsub.required = True
+    ls = dsub.add_parser("list", help="list the shipped datasets",
+                         description="List shipped datasets with measure, unit, n and licence.")
+    ls.add_argument("--json", action="store_true", help="print one JSON document")
+    ls.set_defaults(func=_list)
+    sh = dsub.add_parser("show", help="show one dataset (schema and rows)",
+                         description="Show a dataset's schema (citation, licence, units) and rows.")
+    sh.add_argument("name", help="dataset name (see `cram data list`)")
+    sh.add_argument("--json", action="store_true", help="print one JSON document")
+    sh.add_argument("--csv", action="store_true", help="print the tidy table as CSV")
+    sh.set_defaults(func=_show)
+    ck = dsub.add_parser("check", help="check your own curve CSV",
+                         description="Validate a user CSV (delay_value, delay_unit, measure, "
+                                     "value[, n, source, curve]) and list its curves.")
+    ck.add_argument("file", help="CSV file")
+    ck.add_argument("--json", action="store_true", help="print one JSON document")
+    ck.set_defaults(func=_check)
 
 
-def _run(args) -> int:
-    raise NotBuiltError("'cram data' is not built yet")
+def _list(args) -> int:
+    from cram._cli_util import emit_json
+    from cram.psych_data import list_datasets
+
+    df = list_datasets()
+    if args.json:
+        emit_json({"datasets": df.to_dict("records")})
+    else:
+        with __import__("pandas").option_context("display.max_colwidth", 60,
+                                                 "display.width", 200):
+            print(df[["name", "title", "measure", "delay_unit", "n", "n_kind", "curves",
+                      "derived_curves", "confidence"]].to_string(index=False))
+    return 0
+
+
+def _show(args) -> int:
+    import pandas as pd
+
+    from cram._cli_util import emit_json
+    from cram.psych_data import dataset_info, load_dataset
+
+    info = dataset_info(args.name)
+    df = load_dataset(args.name)
+    if args.json:
+        emit_json({"name": args.name, "schema": info, "rows": df.to_dict("records")})
+    elif args.csv:
+        print(df.to_csv(index=False), end="")
+    else:
+        print(f"{args.name}: {info['title']}")
+        for key in ("citation", "measure", "measure_definition", "delay_unit", "n", "n_kind",
+                    "n_note", "likelihood", "licence", "confidence"):
+            if key in info:
+                print(f"  {key}: {info[key]}")
+        with pd.option_context("display.width", 200):
+            print(df[["curve", "delay_value", "delay_unit", "measure", "value", "n",
+                      "derived"]].to_string(index=False))
+    return 0
+
+
+def _check(args) -> int:
+    from cram._cli_util import emit_json
+    from cram.psych_data import load_curves_csv
+
+    df = load_curves_csv(args.file)
+    summary = (df.groupby("curve", sort=False)
+               .agg(points=("value", "size"), delay_unit=("delay_unit", "first"),
+                    measure=("measure", "first"), delay_min=("delay_value", "min"),
+                    delay_max=("delay_value", "max"))
+               .reset_index())
+    if args.json:
+        emit_json({"file": args.file, "ok": True, "curves": summary.to_dict("records")})
+    else:
+        print(f"{args.file}: ok, {len(summary)} curve(s), {len(df)} row(s)")
+        print(summary.to_string(index=False))
+    return 0

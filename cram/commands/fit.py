@@ -1,14 +1,115 @@
-"""`cram fit`: not built yet (see the issue tracker)."""
+"""`cram fit gamma`: point or Bayesian γ fits of model and human forgetting curves.
+
+Imports nothing heavy at module import; PyMC is loaded only for ``--method bayes``.
+"""
 
 from __future__ import annotations
 
-from cram.errors import NotBuiltError
+import argparse
+import sys
+
+FORM_NAMES = ("power", "wickelgren", "fsrs", "power_asymptote", "exponential",
+              "exponential_floor", "hyperbolic", "logarithmic")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("fit", help="(fit: not built yet)", description="Not built yet.")
-    p.set_defaults(func=_run)
+    p = sub.add_parser(
+        "fit", help="fit forgetting curves (γ) of model runs and human data",
+        description="Fit forgetting curves of model runs and human datasets under comparison "
+                    "rules fixed in advance (form, window, offset, ROPE).")
+    fsub = p.add_subparsers(dest="fit_command", metavar="SUBCOMMAND")
+    fsub.required = True
+    g = fsub.add_parser(
+        "gamma", help="estimate γ per curve, and Δγ = γ_model − γ_human (Bayesian)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Estimate the forgetting exponent γ of each curve.\n\n"
+            "Model curves come from run folders (--run, read via cram.load_run); human curves\n"
+            "from shipped datasets (--human, see `cram data list`) or your own CSV (--human-csv,\n"
+            "columns delay_value, delay_unit, measure, value[, n, source, curve]).\n"
+            "--method bayes fits a hierarchical PyMC model with group-level γ for human and\n"
+            "model curves and reports Δγ against a ROPE; mle/ols fit each curve alone.\n"
+            "The rules (form, window, offset, onset, ROPE) are written into every result."),
+        epilog=("example: cram fit gamma --human rubin1999 --human ebbinghaus1885 "
+                "--run runs/demo/cram-seed0 --form power --offset 1 --method bayes "
+                "--out runs/demo/fit --json"))
+    g.add_argument("--run", action="append", default=[], metavar="DIR",
+                   help="run folder (repeatable); gives one model curve each")
+    g.add_argument("--curve-kind", default="episodic_reliance",
+                   choices=("episodic_reliance", "per_pattern", "retention"),
+                   help="which model curve to take from each run (default: episodic_reliance)")
+    g.add_argument("--human", action="append", default=[], metavar="NAME",
+                   help="shipped human dataset (repeatable; see `cram data list`)")
+    g.add_argument("--human-csv", action="append", default=[], metavar="FILE",
+                   help="your own curve CSV (repeatable)")
+    g.add_argument("--form", default="power", choices=FORM_NAMES, help="curve form")
+    g.add_argument("--method", default="bayes", choices=("mle", "ols", "bayes"),
+                   help="mle (scipy), ols (log-log statsmodels baseline) or bayes (PyMC)")
+    g.add_argument("--window", default=None, metavar="A:B",
+                   help="fit window in decades from the first t > 0 (default: all points)")
+    g.add_argument("--offset", type=float, default=None,
+                   help="t = delay + offset; needed for forms that need t > 0 when a delay is 0")
+    g.add_argument("--rope", type=float, default=0.05, help="ROPE half-width for Δγ (0.05)")
+    g.add_argument("--interval", type=float, default=0.90, help="interval level (0.90)")
+    g.add_argument("--likelihood", default="auto",
+                   choices=("auto", "beta", "binomial", "normal"),
+                   help="auto: binomial where trial counts are known, else beta (bayes) / "
+                        "normal (mle)")
+    g.add_argument("--draws", type=int, default=1000, help="posterior draws per chain")
+    g.add_argument("--tune", type=int, default=1000, help="tuning steps per chain")
+    g.add_argument("--chains", type=int, default=2, help="chains")
+    g.add_argument("--sampler", default=None, choices=("nutpie", "pymc"),
+                   help="NUTS implementation (default: nutpie, faster in docs/benchmarks.md)")
+    g.add_argument("--loo-forms", default="", metavar="F1,F2",
+                   help="also fit these forms and compare all by LOO (bayes only)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (sampler, restarts)")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="write the fit folder here (must not exist)")
+    g.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    g.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    g.add_argument("--no-window-sensitivity", action="store_true",
+                   help="skip the γ-against-window table")
+    g.add_argument("--strict", action="store_true",
+                   help="exit with code 4 when diagnostics fail (R-hat, ESS, divergences)")
+    g.set_defaults(func=_gamma)
 
 
-def _run(args) -> int:
-    raise NotBuiltError("'cram fit' is not built yet")
+def _gamma(args) -> int:
+    from cram._cli_util import emit_json, log
+    from cram.errors import ConfigError
+    from cram.fitting.pipeline import fit_gamma, gather_curves, rules_from_args
+
+    if args.draws < 1 or args.tune < 0 or args.chains < 1:
+        raise ConfigError("--draws and --chains must be >= 1 and --tune >= 0")
+    if args.loo_forms and args.method != "bayes":
+        raise ConfigError("--loo-forms needs --method bayes")
+    rules = rules_from_args(args.form, args.window, args.offset, args.rope, args.interval)
+    if args.out is not None:
+        from cram.fitting.io import check_out_free
+
+        check_out_free(args.out)
+    df = gather_curves(args.run, args.human, args.human_csv, args.curve_kind)
+    log(f"cram fit: {df['curve'].nunique()} curve(s), {len(df)} point(s); rules: "
+        f"form={rules.form} window={rules.window} offset={rules.offset} rope={rules.rope}")
+    doc = fit_gamma(df, rules, args.method, out=args.out, seed=args.seed,
+                    likelihood=args.likelihood, draws=args.draws, tune=args.tune,
+                    chains=args.chains, sampler=args.sampler, figures=not args.no_figures,
+                    window_sens=not args.no_window_sensitivity,
+                    loo_forms=[f for f in args.loo_forms.split(",") if f.strip()],
+                    progress=sys.stderr.isatty() or True, argv=["cram", *sys.argv[1:]])
+    if args.json:
+        emit_json(doc)
+    else:
+        for c in doc["curves"]:
+            g = c.get("gamma")
+            gs = "γ = null (form has no power exponent)" if g is None else (
+                f"γ = {g:.4f} [{c['gamma_low']:.4f}, {c['gamma_high']:.4f}]")
+            log(f"  {c['curve']:<50} {gs}")
+        if doc.get("delta_gamma"):
+            log(f"  Δγ: {doc['delta_gamma']['statement']}")
+    diag = doc["diagnostics"]
+    if not diag.get("ok", True):
+        log("cram fit: WARNING: diagnostics failed; see 'diagnostics' in the result")
+        if args.strict:
+            return 4
+    return 0

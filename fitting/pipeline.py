@@ -1,0 +1,194 @@
+"""The scripted γ fit behind ``cram fit gamma``: gather curves, fit, write the fit folder.
+
+Kept here (not in the CLI module) so that notebooks and scripts run exactly what the CLI runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cram.errors import ConfigError, DataError
+from cram.fitting.forms import get_form
+from cram.fitting.io import (
+    CURVES_FILE, FIGURES_DIR, POSTERIOR_FILE, SUMMARY_FILE, FitFolderWriter, check_out_free,
+    created_stamp, write_result_json,
+)
+from cram.fitting.mle import fit_mle_many
+from cram.fitting.rules import ComparisonRules, apply_rules
+from cram.fitting.sensitivity import window_sensitivity
+
+METHODS = ("mle", "ols", "bayes")
+
+
+def _log(*parts):
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def gather_curves(runs=(), humans=(), human_csvs=(), curve_kind: str = "episodic_reliance"
+                  ) -> pd.DataFrame:
+    """One tidy table from run folders, shipped datasets and user CSVs."""
+    from cram.psych_data import load_curves_csv, load_dataset
+
+    frames = []
+    if runs:
+        from cram.fitting.model_curves import model_curves
+
+        frames.append(model_curves(list(runs), kind=curve_kind))
+    frames += [load_dataset(h) for h in humans]
+    frames += [load_curves_csv(f) for f in human_csvs]
+    if not frames:
+        raise ConfigError("nothing to fit: give --run DIR, --human NAME or --human-csv FILE")
+    df = pd.concat(frames, ignore_index=True)
+    dup = df.groupby("curve")["source"].nunique()
+    if (dup > 1).any():
+        raise DataError(f"curve ids clash between inputs: {list(dup[dup > 1].index)[:3]}")
+    if df.duplicated(["curve", "delay_value"]).any():
+        c = df.loc[df.duplicated(["curve", "delay_value"]), "curve"].iloc[0]
+        raise DataError(f"curve {c!r} is given twice (same dataset or file passed twice?)")
+    return df
+
+
+def _point_doc(fits, rules: ComparisonRules) -> dict:
+    alpha = 1 - rules.interval
+    rows, warn = [], []
+    for f in fits:
+        ci = f.conf_int(alpha)
+        g = f.gamma
+        rows.append({"curve": f.curve, "group": None, "gamma": g,
+                     "gamma_low": float(ci.loc["gamma", "lower"]) if g is not None else None,
+                     "gamma_high": float(ci.loc["gamma", "upper"]) if g is not None else None,
+                     "gamma_stderr": f.stderr.get("gamma") if g is not None else None,
+                     "params": f.params, "stderr": f.stderr, "likelihood": f.likelihood,
+                     "loglik": f.loglik, "aic": f.aic, "bic": f.bic, "n_points": f.n_obs,
+                     "converged": f.converged})
+        if not f.converged:
+            warn.append(f"{f.curve}: optimiser did not converge ({f.message})")
+        if g is not None and not np.isfinite(f.stderr.get("gamma", np.nan)):
+            warn.append(f"{f.curve}: γ standard error undefined (singular Hessian or bound)")
+    return {"curves": rows, "delta_gamma": None,
+            "diagnostics": {"converged_all": all(f.converged for f in fits), "warnings": warn,
+                            "ok": not warn}}
+
+
+def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *,
+              out: str | Path | None = None, seed: int = 0, likelihood: str = "auto",
+              draws: int = 1000, tune: int = 1000, chains: int = 2, sampler: str | None = None,
+              figures: bool = True, window_sens: bool = True, loo_forms=(),
+              progress: bool = True, argv: list[str] | None = None) -> dict:
+    """Fit γ for every curve of ``df`` under ``rules``; write ``out`` if given; return the doc.
+
+    The returned document is what ``--json`` prints: ``curves`` (one entry per curve, plus
+    ``group:human`` / ``group:model`` entries for hierarchical fits), ``delta_gamma`` (or None)
+    and ``diagnostics``.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    if method == "ols" and rules.form != "power":
+        raise ConfigError("--method ols fits the power form only (log-log regression)")
+    for f in loo_forms:
+        get_form(f)
+    if out is not None:
+        check_out_free(out)
+    group_of = dict(zip(df["curve"], df["group"]))
+    extras: dict[str, pd.DataFrame] = {}
+    idata = None
+    if method in ("mle", "ols"):
+        fits = fit_mle_many(df, rules, method=method, likelihood=likelihood, seed=seed,
+                            progress=progress)
+        doc = _point_doc(fits, rules)
+        for r in doc["curves"]:
+            r["group"] = group_of.get(r["curve"])
+        summary = pd.concat([f.to_frame(1 - rules.interval) for f in fits], ignore_index=True)
+        fitted = pd.concat([apply_rules(df[df["curve"] == f.curve], rules) for f in fits],
+                           ignore_index=True)
+        fit_by_curve = {f.curve: f for f in fits}
+
+        def predict(cid, t):
+            return fit_by_curve[cid].predict(t)
+        ppc = None
+    else:
+        from cram.fitting.bayes import DEFAULT_SAMPLER, fit_bayes
+
+        _log(f"cram fit: Bayesian {rules.form} fit of {df['curve'].nunique()} curve(s), "
+             f"{chains} chains x {draws} draws, sampler {sampler or DEFAULT_SAMPLER}, seed {seed}")
+        res = fit_bayes(df, rules, likelihood=likelihood, draws=draws, tune=tune, chains=chains,
+                        sampler=sampler or DEFAULT_SAMPLER, seed=seed, progress=progress)
+        doc = res.to_json_doc()
+        summary, fitted, idata, ppc = res.summary, res.curves, res.idata, res.ppc
+        if res.ppc is not None:
+            extras["ppc"] = res.ppc
+        if res.prior_sensitivity is not None:
+            extras["prior_sensitivity"] = res.prior_sensitivity
+        post = idata.posterior
+        fm = get_form(rules.form)
+
+        def predict(cid, t):
+            p = {k: float(post[k].sel(curve=cid).mean()) for k in fm.params if k in post}
+            return fm(t, **p) if len(p) == len(fm.params) else None
+        if loo_forms:
+            from cram.fitting.bayes import compare_forms
+
+            forms = list(dict.fromkeys([rules.form, *loo_forms]))
+            _log(f"cram fit: LOO comparison of forms {forms}")
+            cmp, _ = compare_forms(df, forms, rules, likelihood=likelihood, draws=draws,
+                                   tune=tune, chains=chains, sampler=sampler or DEFAULT_SAMPLER,
+                                   seed=seed, progress=progress, prior_sensitivity=False)
+            extras["loo_compare"] = cmp
+            doc["loo_compare"] = cmp[["form", "rank", "elpd_loo", "se", "dse", "weight"]].to_dict(
+                "records")
+    if window_sens and get_form(rules.form).has_gamma:
+        ws = window_sensitivity(df[~df["derived"]] if method == "bayes" else df, rules)
+        extras["window_sensitivity"] = ws
+    for w in doc["diagnostics"].get("warnings", []):
+        _log(f"cram fit: WARNING: {w}")
+    doc = {**doc, "form": rules.form, "method": method,
+           "window": list(rules.window) if rules.window else None, "rules": rules.to_dict(),
+           "seed": seed, "created": created_stamp(),
+           "inputs": sorted(set(df["source"].astype(str)))}
+    if argv is not None:
+        doc["command"] = argv
+    if out is not None:
+        with FitFolderWriter(out) as w:
+            write_result_json(w.path, doc)
+            summary.to_csv(w.path / SUMMARY_FILE, index=False)
+            fitted.to_csv(w.path / CURVES_FILE, index=False)
+            for name, table in extras.items():
+                table.to_csv(w.path / f"{name}.csv", index=False)
+            if idata is not None:
+                idata.to_netcdf(str(w.path / POSTERIOR_FILE))
+            if figures:
+                _figures(w.path / FIGURES_DIR, fitted, predict, doc, idata, ppc, extras, rules)
+        _log(f"cram fit: wrote {out}")
+    return doc
+
+
+def _figures(fig_dir, fitted, predict, doc, idata, ppc, extras, rules):
+    from cram.fitting import plots
+
+    plots.plot_curves_fit(fitted, predict, fig_dir / "curves.png",
+                          f"{doc.get('method', '')} fit, form {rules.form}", ppc=ppc)
+    table = pd.DataFrame(doc["curves"])
+    if "gamma" in table and table["gamma"].notna().any():
+        plots.plot_gamma_forest(table, fig_dir / "gamma_forest.png",
+                                f"γ per curve ({rules.interval:.0%} intervals)")
+    if idata is not None and "delta_gamma" in idata.posterior:
+        plots.plot_delta(idata.posterior["delta_gamma"].values.ravel(), rules.rope,
+                         fig_dir / "delta_gamma.png")
+    if "window_sensitivity" in extras:
+        plots.plot_window_sensitivity(extras["window_sensitivity"],
+                                      fig_dir / "window_sensitivity.png")
+
+
+def rules_from_args(form: str, window, offset, rope: float, interval: float) -> ComparisonRules:
+    from cram.fitting.rules import parse_window
+
+    w = parse_window(window) if isinstance(window, (str, type(None))) else tuple(window)
+    return ComparisonRules(form=form, window=w, offset=offset, rope=rope, interval=interval)
+
+
+__all__ = ["fit_gamma", "gather_curves", "rules_from_args", "replace"]

@@ -1,0 +1,115 @@
+"""Seaborn/matplotlib figures for fit folders (written as PNG under ``figures/``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    return plt, sns
+
+
+def plot_curves_fit(curves: pd.DataFrame, predict, path: Path, title: str, ppc=None) -> Path:
+    """Observed points and fitted curves on log-log axes, one panel per delay unit."""
+    plt, sns = _plt()
+    units = list(dict.fromkeys(curves["delay_unit"]))
+    fig, axes = plt.subplots(1, len(units), figsize=(6 * len(units), 4.5), squeeze=False)
+    for ax, unit in zip(axes[0], units):
+        sub = curves[curves["delay_unit"] == unit]
+        pal = sns.color_palette("tab10", sub["curve"].nunique())
+        for col, (cid, c) in zip(pal, sub.groupby("curve", sort=False)):
+            c = c.sort_values("t")
+            ax.scatter(c["t"], c["value"], color=col, s=18, label=cid)
+            tt = np.geomspace(max(c["t"].min(), 1e-3), c["t"].max(), 100)
+            yy = predict(cid, tt)
+            if yy is not None:
+                ax.plot(tt, yy, color=col, lw=1.4)
+            if ppc is not None:
+                p = ppc[ppc["curve"] == cid].sort_values("t")
+                ax.fill_between(p["t"], p["pp_low"], p["pp_high"], color=col, alpha=0.15)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"t = delay + offset ({unit})")
+        ax.set_ylabel("value (proportion)")
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_gamma_forest(table: pd.DataFrame, path: Path, title: str) -> Path:
+    """γ estimate and interval per curve (and group means), coloured by group."""
+    plt, sns = _plt()
+    t = table.dropna(subset=["gamma"]).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(t) + 1.5))
+    colors = {"human": "tab:blue", "model": "tab:orange"}
+    for i, r in t.iterrows():
+        ax.errorbar(r["gamma"], i, xerr=[[r["gamma"] - r["gamma_low"]],
+                                         [r["gamma_high"] - r["gamma"]]],
+                    fmt="D" if str(r["curve"]).startswith("group:") else "o",
+                    color=colors.get(r["group"], "k"))
+    ax.set_yticks(range(len(t)), t["curve"], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("γ (estimate and interval)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_delta(delta: np.ndarray, rope: float, path: Path) -> Path:
+    """Posterior of Δγ = γ_model − γ_human with the ROPE shaded."""
+    plt, sns = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    sns.histplot(delta, stat="density", kde=True, ax=ax, color="tab:purple")
+    ax.axvspan(-rope, rope, color="grey", alpha=0.25, label=f"ROPE ±{rope}")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("Δγ = γ_model − γ_human")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_window_sensitivity(ws: pd.DataFrame, path: Path) -> Path:
+    """γ (MLE, interval) against fit window: one line per curve, coloured by group."""
+    plt, sns = _plt()
+    order = list(dict.fromkeys(ws["window"]))
+    colors = {"human": "tab:blue", "model": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    curves = list(dict.fromkeys(ws["curve"]))
+    for j, cid in enumerate(curves):
+        c = ws[(ws["curve"] == cid) & (ws["status"] == "ok")]
+        if c.empty:
+            continue
+        x = np.array([order.index(w) for w in c["window"]]) + (j - len(curves) / 2) * 0.03
+        col = colors.get(c["group"].iloc[0], "k")
+        ax.errorbar(x, c["gamma"], yerr=[c["gamma"] - c["gamma_low"],
+                                          c["gamma_high"] - c["gamma"]],
+                    color=col, marker="o", ms=3, lw=0.8, alpha=0.8, capsize=0)
+    for g, col in colors.items():
+        if (ws["group"] == g).any():
+            ax.plot([], [], color=col, marker="o", label=g)
+    ax.set_xticks(range(len(order)), order)
+    ax.set_ylabel("γ (MLE, interval)")
+    ax.set_xlabel("fit window (decades from first t > 0)")
+    ax.set_title("Window sensitivity: one line per curve")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
