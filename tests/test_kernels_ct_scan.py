@@ -142,3 +142,23 @@ def test_cuda_entry_point_runs_triton(diagonal):
     _assert_close(out, ref, 1e-4, "h")
     for g, rg in zip(grads, ref_grads):
         _assert_close(g, rg, 1e-3, "grad")
+
+
+def test_no_compiler_falls_back_once_with_a_notice():
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from cram.kernels.ct_scan import ct_scan, ct_scan_reference, select_backend\n"
+        "u = torch.randn(2, 9, 4); g = torch.rand(2, 9, 4); w = torch.randn(4, 4)\n"
+        "for _ in range(3): out = ct_scan(u, g, w)\n"
+        "assert torch.allclose(out, ct_scan_reference(u, g, w), atol=1e-5)\n"
+        "print(select_backend(u.device, u.dtype))\n"
+    )
+    env = {**__import__("os").environ, "CRAM_DISABLE_CPP": "1"}
+    res = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() in {"numba", "loop"}
+    assert res.stderr.count("C++ extension unavailable") == 1
