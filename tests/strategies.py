@@ -1,0 +1,49 @@
+"""Hypothesis strategies the package's property tests draw on.
+
+SRCD: ``srcd_configs()`` draws small, valid ``SRCDConfig``s (every parameter free within the
+checks of ``SRCDConfig.__post_init__``), so that the generator's properties are tested away from the
+defaults too.
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from cram.consolidation.srcd import SRCDConfig
+
+
+@st.composite
+def srcd_configs(draw, max_length: int = 160, encodings: tuple[str, ...] = ("id", "vector"),
+                 max_queries: int = 24) -> SRCDConfig:
+    """A small valid SRCDConfig; ``query_rate`` is drawn so that n_queries is exact."""
+    length = draw(st.integers(2, max_length))
+    n_q = draw(st.integers(1, max(1, min(length // 2, max_queries))))
+    gap_scale = draw(st.floats(0.005, 0.5))
+    signal_min = draw(st.integers(1, 4))
+    decay_min = draw(st.floats(0.01, 1.0))
+    freq_min = draw(st.floats(0.1, 3.0))
+    return SRCDConfig(
+        length=length,
+        query_rate=n_q / length,
+        library_share=draw(st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0)),
+        n_library=draw(st.integers(1, 30)),
+        library_seed=draw(st.integers(0, 2**31 - 1)),
+        n_novel_keys=n_q + draw(st.integers(0, 60)),
+        n_values=draw(st.integers(2, 40)),
+        key_encoding=draw(st.sampled_from(encodings)),
+        key_dim=draw(st.integers(1, 8)),
+        key_noise=draw(st.floats(0.0, 1.0)),
+        gap_shape=draw(st.floats(0.5, 6.0)),
+        gap_scale=gap_scale,
+        gap_max=gap_scale * draw(st.floats(1.0, 100.0)),
+        signal_dim_min=signal_min,
+        signal_dim_max=draw(st.integers(signal_min, 4)),
+        decay_min=decay_min,
+        decay_max=decay_min + draw(st.floats(0.0, 1.0)),
+        freq_min=freq_min,
+        freq_max=freq_min + draw(st.floats(0.0, 3.0)),
+        obs_noise=draw(st.floats(0.0, 0.5)),
+    )
+
+
+seeds = st.integers(0, 2**32 - 1)
