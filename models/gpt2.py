@@ -26,13 +26,14 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from cram.errors import CheckpointError, ConfigError
 
@@ -92,7 +93,7 @@ class GPT2Config:
         return self.n_inner if self.n_inner is not None else 4 * self.n_embd
 
     @classmethod
-    def from_hf_dict(cls, d: dict, where: str = "config.json") -> "GPT2Config":
+    def from_hf_dict(cls, d: dict, where: str = "config.json") -> GPT2Config:
         """Build from a Hugging Face ``config.json`` dict (unknown keys are ignored)."""
         act = d.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
@@ -239,7 +240,7 @@ class GPT2(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
 
-    def init_weights(self, seed: int | torch.Generator | None = None) -> "GPT2":
+    def init_weights(self, seed: int | torch.Generator | None = None) -> GPT2:
         """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)."""
         gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(
             0 if seed is None else int(seed)
@@ -277,7 +278,7 @@ class GPT2(nn.Module):
             ``override(layer, h, a) -> a_new`` replaces the attention output before it is added
             to the residual (used by the causal check).
         """
-        B, T = idx.shape
+        _, T = idx.shape  # (B, T)
         if T > self.config.n_positions:
             raise ConfigError(
                 f"sequence length {T} exceeds the model's n_positions={self.config.n_positions}"
@@ -340,7 +341,7 @@ def hf_to_ours(hf: dict[str, torch.Tensor], cfg: GPT2Config, source: str = "weig
     out: dict[str, torch.Tensor] = {}
     unexpected = []
     for key, t in hf.items():
-        k = key[len("transformer."):] if key.startswith("transformer.") else key
+        k = key.removeprefix("transformer.")
         if k == "lm_head.weight":
             continue  # tied to wte; checked below
         if k.startswith("h."):
@@ -428,7 +429,7 @@ def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
             ) from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # UnpicklingError, EOFError, RuntimeError (zip), ...
+    except Exception as err:  # noqa: BLE001 - UnpicklingError, EOFError, RuntimeError (zip), ...
         raise CheckpointError(
             f"{path}: cannot read with torch.load(weights_only=True) ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}); the file is truncated or corrupt, "
@@ -507,7 +508,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[GPT2, dict]:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - torch.load raises many types
         raise CheckpointError(
             f"{path}: cannot read checkpoint ({type(err).__name__}); truncated or corrupt?"
         ) from None

@@ -8,11 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from cram.errors import CheckpointError, ConfigError
 from cram.models.gpt2 import (
-    PRESETS,
     GPT2,
+    PRESETS,
     GPT2Config,
     load_checkpoint,
     load_hf_dir,
@@ -20,12 +18,14 @@ from cram.models.gpt2 import (
     save_hf_dir,
 )
 
+from cram.errors import CheckpointError, ConfigError
+
 V, P, D, L, H = 50, 12, 16, 2, 4  # vocab, positions, width, layers, heads
 
 
 def _hf_state(rng: np.random.Generator, prefix: str = "transformer.") -> dict[str, np.ndarray]:
     """Random weights under Hugging Face names in Conv1D layout (in, out)."""
-    f = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)  # noqa: E731
+    f = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)
     sd = {f"{prefix}wte.weight": f(V, D), f"{prefix}wpe.weight": f(P, D),
           f"{prefix}ln_f.weight": 1 + f(D), f"{prefix}ln_f.bias": f(D)}
     for i in range(L):
@@ -63,7 +63,7 @@ def _np_forward(sd: dict[str, np.ndarray], ids: np.ndarray, prefix="transformer.
     x = w["wte.weight"][ids] + w["wpe.weight"][:T]
     dh = D // H
     for i in range(L):
-        g = lambda n: w[f"h.{i}.{n}"]  # noqa: E731
+        g = lambda n: w[f"h.{i}.{n}"]
         qkv = ln(x, g("ln_1.weight"), g("ln_1.bias")) @ g("attn.c_attn.weight") + g("attn.c_attn.bias")
         out = np.zeros((T, D))
         for hh in range(H):

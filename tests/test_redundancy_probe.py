@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from cram.consolidation import redundancy as R
-from cram.errors import ConfigError, DataError
 from cram.models.gpt2 import GPT2, GPT2Config
+
+from cram.errors import ConfigError, DataError
 
 
 def test_fit_ridge_matches_numpy_closed_form_and_recovers_map():
@@ -119,7 +119,7 @@ def test_causal_check_thresholds_bracket_the_replacement(tiny_model, tiny_window
     for c in c_none:
         assert c["replaced_fraction"] < 0.01 and abs(c["delta_loss_redundant"]) < 1e-3
     # mean ablation of every layer at once really changes the loss of a random model
-    allrow = [c for c in c_all if c["layer"] == "all"][0]
+    allrow = next(c for c in c_all if c["layer"] == "all")
     assert abs(allrow["delta_loss_mean_ablation"]) > 1e-4
 
 
