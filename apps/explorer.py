@@ -467,8 +467,7 @@ def compare_page(runs_root: Path, fits_root: Path) -> None:
     listing, human, _, herr = load_human()
     if herr:
         st.error(f"The human datasets cannot be loaded: {herr}")
-    fitting, why = _fitting()
-    forms = list(fitting.FORMS) if fitting is not None else _forms_fallback()
+    forms = _forms_fallback()
 
     kind = measure_ui()
     model_all, merrs = load_model_curves(str(runs_root), sig, kind)
@@ -490,12 +489,25 @@ def compare_page(runs_root: Path, fits_root: Path) -> None:
              f"`{', '.join(sel['measure']['human']) or '—'}` · form: `{sel['form']}` · "
              f"offset: {sel['offset'] or 'none'} · window: {D.format_window(sel['window'])} "
              "(decades from each curve's first t)")
-    if curves.empty:
-        st.info("Choose at least one model or human curve.")
-    else:
-        _overlay(curves, sel, fitting, why, rules)
+    # layout: curves, MLE table, then the posterior; filled in the order that is fastest to
+    # show (data points and the stored posterior first, the live fits last)
+    curves_box, mle_box = st.container(), st.container()
     st.divider()
-    bayes_ui(fits_root, curves, sel, fitting)
+    bayes_box = st.container()
+    slot = None
+    if curves.empty:
+        curves_box.info("Choose at least one model or human curve.")
+    else:
+        with curves_box:
+            slot = _overlay_points(curves, sel, rules)
+    with bayes_box:
+        bayes_ui(fits_root, sel)
+    if slot is not None:
+        fitting, why = _fitting()
+        with mle_box:
+            _overlay_fits(curves, sel, fitting, why, slot)
+    with bayes_box:
+        _on_demand_ui(curves, sel)
 
 
 def _forms_fallback() -> list[str]:
@@ -507,31 +519,16 @@ def _forms_fallback() -> list[str]:
         return ["power"]
 
 
-def _overlay(curves: pd.DataFrame, sel: dict, fitting, why: str | None, rules: str) -> None:
-    st.subheader("Curves")
-    st.caption(rules)
+def _points_frame(curves: pd.DataFrame, sel: dict) -> pd.DataFrame:
     pts = D.normalise_curves(D.add_time(curves, sel["offset"]), time_col="t")
     pts["in window"] = D.window_mask(pts, sel["window"])
-    log = sel["axes"] == "log-log"
-    if log:
+    if sel["axes"] == "log-log":
         pts = pts[(pts["t_norm"] > 0) & (pts["v_norm"] > 0)]
+    return pts
+
+
+def _curves_chart(pts: pd.DataFrame, lines: pd.DataFrame | None, log: bool):
     scale = alt.Scale(type="log") if log else alt.Scale(zero=True)
-    rows, lines, errors = [], [], []
-    if fitting is not None:
-        for cid, sub in curves.groupby("curve", sort=False):
-            row, line, err = mle_fit(sub.reset_index(drop=True), sel["form"], sel["window"],
-                                     sel["offset"])
-            if err:
-                errors.append(f"{cid}: {err}")
-                continue
-            rows.append(row)
-            if line is not None:
-                ref = pts[pts["curve"] == cid]
-                if len(ref) and np.isfinite(ref["t0"].iloc[0]) and ref["v0"].iloc[0] > 0:
-                    line = line.assign(curve=cid, group=row["group"],
-                                       t_norm=line["t"] / ref["t0"].iloc[0],
-                                       v_norm=line["pred"] / ref["v0"].iloc[0])
-                    lines.append(line[(line["v_norm"] > 0) | (not log)])
     base = alt.Chart(pts).mark_point(filled=True, size=45).encode(
         x=alt.X("t_norm:Q", scale=scale, title="t / t₀ (t₀ = first t > 0 of each curve)"),
         y=alt.Y("v_norm:Q", scale=scale, title="value / value at t₀"),
@@ -539,17 +536,50 @@ def _overlay(curves: pd.DataFrame, sel: dict, fitting, why: str | None, rules: s
         opacity=alt.condition("datum['in window']", alt.value(1.0), alt.value(0.25)),
         tooltip=["curve", "group", "measure", "delay_value", "delay_unit", "value", "n"])
     layers = [base]
-    if lines:
-        fl = pd.concat(lines, ignore_index=True)
-        layers.append(alt.Chart(fl).mark_line(strokeDash=[4, 2]).encode(
+    if lines is not None and len(lines):
+        layers.append(alt.Chart(lines).mark_line(strokeDash=[4, 2]).encode(
             x="t_norm:Q", y="v_norm:Q", color="curve:N", detail="curve:N"))
-    st.altair_chart(alt.layer(*layers).interactive(), width="stretch")
+    return alt.layer(*layers).interactive()
+
+
+def _overlay_points(curves: pd.DataFrame, sel: dict, rules: str):
+    """Draw the data at once; return the chart's slot, redrawn with the fits later."""
+    st.subheader("Curves")
+    st.caption(rules)
+    slot = st.empty()
+    slot.altair_chart(_curves_chart(_points_frame(curves, sel), None,
+                                    sel["axes"] == "log-log"), width="stretch")
     st.caption("Points: data (faded outside the fit window). Dashed: the live MLE fit of each "
                "curve. On log-log axes a power law is a straight line of slope −γ.")
+    return slot
+
+
+def _overlay_fits(curves: pd.DataFrame, sel: dict, fitting, why: str | None, slot) -> None:
+    """Quick MLE fit of every chosen curve: the table, and the fitted lines on the chart."""
     st.subheader("Quick MLE fits (live)")
     if fitting is None:
         st.warning(f"Live fits are unavailable: {why}")
         return
+    log = sel["axes"] == "log-log"
+    pts = _points_frame(curves, sel)
+    rows, lines, errors = [], [], []
+    for cid, sub in curves.groupby("curve", sort=False):
+        row, line, err = mle_fit(sub.reset_index(drop=True), sel["form"], sel["window"],
+                                 sel["offset"])
+        if err:
+            errors.append(f"{cid}: {err}")
+            continue
+        rows.append(row)
+        ref = pts[pts["curve"] == cid]
+        if line is not None and len(ref) and np.isfinite(ref["t0"].iloc[0]) \
+                and ref["v0"].iloc[0] > 0:
+            line = line.assign(curve=cid, group=row["group"],
+                               t_norm=line["t"] / ref["t0"].iloc[0],
+                               v_norm=line["pred"] / ref["v0"].iloc[0])
+            lines.append(line[line["v_norm"] > 0] if log else line)
+    if lines:
+        slot.altair_chart(_curves_chart(pts, pd.concat(lines, ignore_index=True), log),
+                          width="stretch")
     for e in errors:
         st.warning(f"No fit for {e}")
     if rows:
@@ -567,7 +597,7 @@ def _overlay(curves: pd.DataFrame, sel: dict, fitting, why: str | None, rules: s
 # Bayesian results
 
 
-def bayes_ui(fits_root: Path, curves: pd.DataFrame, sel: dict, fitting) -> None:
+def bayes_ui(fits_root: Path, sel: dict) -> None:
     st.subheader("Posterior of Δγ = γ_model − γ_human")
     fits = D.find_fits(fits_root) if fits_root.exists() else []
     bayes = [f for f in fits]
@@ -586,7 +616,6 @@ def bayes_ui(fits_root: Path, curves: pd.DataFrame, sel: dict, fitting) -> None:
             st.error(f"The fit folder `{path}` cannot be shown: {err}")
         else:
             show_fit(fit, sel)
-    _on_demand_ui(curves, sel, fitting)
 
 
 def show_fit(fit: D.FitFolder, sel: dict | None = None) -> None:
@@ -627,6 +656,9 @@ def show_fit(fit: D.FitFolder, sel: dict | None = None) -> None:
     st.altair_chart(alt.layer(band, bars, hdi, zero), width="stretch")
     st.caption(f"{s['n_draws']} posterior draws. Grey band: ROPE ±{rope:g}; red dashed: 90% HDI; "
                f"black: 0. {fit.describe()}.")
+    stored = fit.result.get("delta_gamma")
+    if isinstance(stored, dict) and stored.get("statement"):
+        st.markdown(f"Verdict (`{stored.get('verdict', '?')}`): {stored['statement']}.")
     other = {k: v for k, v in fit.draws.items() if k.startswith("gamma") or k.startswith("mu_g")}
     if other:
         rows = [{"variable": k, **D.posterior_stats(v)} for k, v in other.items()]
@@ -634,22 +666,86 @@ def show_fit(fit: D.FitFolder, sel: dict | None = None) -> None:
     if fit.summary is not None:
         with st.expander("ArviZ summary (summary.csv)"):
             st.dataframe(fit.summary, hide_index=True, width="stretch")
+    ws = fit.path / "window_sensitivity.csv"
+    if ws.is_file():
+        with st.expander("Window sensitivity (window_sensitivity.csv)"):
+            try:
+                st.dataframe(pd.read_csv(ws), hide_index=True, width="stretch")
+            except Exception as err:  # noqa: BLE001
+                st.warning(f"{ws}: cannot be read ({err})")
 
 
-def _bayes_backend(fitting):
-    """The on-demand Bayesian fit function of cram.fitting, or ``None``."""
-    return None
+@st.cache_data(show_spinner=False, max_entries=8)
+def bayes_fit(curves: pd.DataFrame, form: str, window: tuple | None, offset: float | None,
+              seed: int, draws: int) -> dict:
+    """Hierarchical PyMC fit of the selection (cached per data and rules).
+
+    Returns the flattened scalar draws, the ArviZ summary and the Δγ statement of
+    :func:`cram.fitting.bayes.fit_bayes`; predictive checks, LOO and prior sensitivity are
+    skipped to keep it to about a minute on 2 cores.
+    """
+    from cram.fitting import ComparisonRules
+    from cram.fitting.bayes import fit_bayes
+
+    rules = ComparisonRules(form=form, window=window, offset=offset)
+    res = fit_bayes(curves, rules, draws=draws, tune=draws, chains=2, seed=seed,
+                    progress=False, prior_predictive=False, posterior_predictive=False,
+                    loo=False, prior_sensitivity=False)
+    post = res.idata.posterior
+    out = {}
+    for name, var in post.data_vars.items():
+        if set(var.dims) <= {"chain", "draw"}:
+            out[str(name)] = np.asarray(var.values, dtype=float).reshape(-1)
+        elif name == "mu_gamma" and "group" in var.dims:
+            for g in var["group"].values:
+                out[f"mu_gamma[{g}]"] = np.asarray(var.sel(group=g).values).reshape(-1)
+    return {"draws": out, "summary": res.summary, "delta": res.delta_gamma,
+            "warnings": list(res.warnings), "rules": rules.to_dict(),
+            "measures": sorted(res.curves["measure"].astype(str).unique()),
+            "seconds": res.timings.get("total_s")}
 
 
-def _on_demand_ui(curves: pd.DataFrame, sel: dict, fitting) -> None:
-    backend = _bayes_backend(fitting)
+def _on_demand_ui(curves: pd.DataFrame, sel: dict) -> None:
     with st.expander("Bayesian fit of the current selection (on demand)"):
-        if backend is None:
-            st.info("On-demand Bayesian fits need cram.fitting's Bayesian fit, which this "
-                    "install does not provide; use `cram fit gamma ... --out DIR`.")
+        try:
+            import cram.fitting.bayes  # noqa: F401 - PyMC itself loads only when sampling
+        except Exception as err:  # noqa: BLE001
+            st.info(f"On-demand Bayesian fits are unavailable ({type(err).__name__}: {err}); "
+                    "use `cram fit gamma ... --out DIR`.")
             return
-        st.caption("Takes about a minute on 2 cores the first time; the result is cached for "
-                   "this selection.")
+        groups = set(curves["group"]) if len(curves) else set()
+        if groups != {"model", "human"}:
+            st.info("Choose at least one model curve and one human curve to fit Δγ.")
+            return
+        c1, c2 = st.columns(2)
+        _qp_init("bseed", 0, cast=int)
+        seed = c1.number_input("Seed", min_value=0, step=1, key="bseed")
+        draws = c2.select_slider("Draws per chain (2 chains)", [250, 500, 1000], value=500,
+                                 key="bdraws")
+        _qp_sync("bseed")
+        st.caption("PyMC + nutpie, hierarchical over curves; about a minute on 2 cores the "
+                   "first time, instant afterwards (cached for this selection and seed).")
+        if not st.button("Run Bayesian fit", key="bayes_go"):
+            return
+        with st.status("Bayesian fit: compiling and sampling…", expanded=True) as status:
+            st.write(f"{curves['curve'].nunique()} curves · form `{sel['form']}` · "
+                     f"window {D.format_window(sel['window'])} · offset {sel['offset'] or 'none'}")
+            try:
+                res = bayes_fit(curves, sel["form"], sel["window"], sel["offset"], int(seed),
+                                int(draws))
+            except Exception as err:  # noqa: BLE001 - shown, never a traceback
+                status.update(label="Bayesian fit failed", state="error")
+                st.error(f"The fit failed: {err}")
+                return
+            status.update(label=f"Bayesian fit done ({res['seconds'] or 0:.0f} s)",
+                          state="complete")
+        fit = D.FitFolder(path=Path("(on demand)"),
+                          result={"form": sel["form"], "method": "bayes (on demand)",
+                                  "window": list(sel["window"]) if sel["window"] else None,
+                                  "rules": res["rules"], "measure": res["measures"],
+                                  "delta_gamma": res["delta"]},
+                          summary=res["summary"], draws=res["draws"], warnings=res["warnings"])
+        show_fit(fit, sel)
 
 
 # ============================================================================================

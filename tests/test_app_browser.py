@@ -1,0 +1,126 @@
+"""The explorer in a real browser: `cram app` on 127.0.0.1, driven by headless Chromium.
+
+Uses Debian's ``chromium`` (``/usr/bin/chromium``, or ``$CRAM_CHROMIUM``) through Playwright's
+Python API; no browser is downloaded. The Compare page must show model and human curves and the
+Δγ posterior within 10 s of the first page load (the issue's requirement, on 2 cores); the
+screenshot goes to the test's tmp folder, and to ``docs/img/explorer_compare.png`` when
+``CRAM_UPDATE_SCREENSHOT=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from app_helpers import make_demo_like
+
+CHROMIUM = os.environ.get("CRAM_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LOAD_BUDGET_S = 10.0
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+                       reason=f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("playwright")
+    root = make_demo_like(tmp_path_factory.mktemp("runs") / "demo", seeds=3)
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cram", "app", "--runs", str(root), "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"streamlit did not start; see {log.name}")
+        time.sleep(0.3)
+    yield url, root
+    os.killpg(proc.pid, signal.SIGTERM)  # our own process group (start_new_session)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log.close()
+
+
+def test_compare_page_in_chromium(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, root = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 2400})
+            t0 = time.perf_counter()
+            page.goto(f"{url}/?page=Compare", wait_until="domcontentloaded")
+            # the posterior's metrics come last on the page: when they are there, all is drawn
+            page.get_by_text("Δγ posterior mean").wait_for(timeout=60_000)
+            page.wait_for_selector('[data-testid="stDataFrame"]', timeout=30_000)
+            charts = page.locator('[data-testid="stVegaLiteChart"]')
+            charts.first.wait_for(timeout=30_000)
+            while charts.count() < 2 and time.perf_counter() - t0 < 60:
+                page.wait_for_timeout(100)
+            elapsed = time.perf_counter() - t0
+            page.wait_for_timeout(800)  # let the charts finish their first paint
+            shot = tmp_path / "explorer_compare.png"
+            page.screenshot(path=str(shot), full_page=True)
+            body = page.inner_text("body")
+            assert page.locator('[data-testid="stException"]').count() == 0
+            assert charts.count() >= 2  # curve overlay + Δγ posterior histogram
+            assert "cram-seed0:attention_library" in body  # a model curve is chosen
+            assert "rubin1999/matched" in body  # a human curve is chosen
+            assert "form: power" in body and "window: all delays" in body
+            assert "90% HDI" in body
+            # the budget holds for an otherwise idle 2-core machine: when other jobs share the
+            # cores (a load average above the core count), it is scaled by the excess load
+            load = os.getloadavg()[0] / (os.cpu_count() or 1)
+            budget = LOAD_BUDGET_S * max(1.0, load)
+            assert elapsed < budget, (f"Compare page took {elapsed:.1f} s (budget {budget:.1f} s "
+                                      f"at load {load:.2f} per core)")
+            # the view is in the URL: page parameters were written back
+            assert "mkind=episodic_reliance" in page.url and "form=power" in page.url
+            # the other pages render in the same browser
+            for name, marker in (("Runs", "Attention fraction against step"),
+                                 ("Human data", "Ebbinghaus (1885)")):
+                page.goto(f"{url}/?page={name.replace(' ', '+')}")
+                page.get_by_text(marker).first.wait_for(timeout=30_000)
+                assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 20_000
+    print(f"Compare page ready in {elapsed:.2f} s (load {load:.2f} per core); screenshot {shot}")
+    if os.environ.get("CRAM_UPDATE_SCREENSHOT") == "1":
+        dest = REPO / "docs" / "img" / "explorer_compare.png"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        from PIL import Image  # a palette PNG keeps the committed screenshot small
+
+        Image.open(shot).convert("RGB").quantize(colors=128).save(dest, optimize=True)
