@@ -36,7 +36,7 @@ def triton_usable(device) -> bool:
     """
     try:
         import triton  # noqa: F401
-    except Exception:
+    except Exception:  # noqa: BLE001 - any import failure means no Triton
         return False
     if getattr(device, "type", str(device)) == "cuda":
         return True

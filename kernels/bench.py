@@ -71,7 +71,6 @@ def routed_tile_counts(batch_idx, pos, seq_len: int, n_batch: int, window: int |
 def _routed_rows(seq_len, p, threads, device, reps, seed):
     import torch
     import torch.nn.functional as F
-
     from cram.kernels.routed_attention import routed_attention, select_backend
 
     B, H, Dh = ROUTED_SHAPE["B"], ROUTED_SHAPE["H"], ROUTED_SHAPE["Dh"]
@@ -98,7 +97,6 @@ def _routed_rows(seq_len, p, threads, device, reps, seed):
 
 def _scan_rows(dim, threads, device, reps, seed):
     import torch
-
     from cram.kernels.ct_scan import ct_scan, ct_scan_reference, select_backend
 
     B, T = SCAN_SHAPE["B"], SCAN_SHAPE["T"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-
 from cram.kernels.bench import routed_tile_counts, run_kernel_bench, write_kernel_bench_tables
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from cram.kernels._common import KernelInputError
-from cram.kernels.routed_attention import routed_attention, routed_attention_reference, select_backend
+from cram.kernels.routed_attention import (
+    routed_attention,
+    routed_attention_reference,
+    select_backend,
+)
 
 TOL = {torch.float32: 2e-5, torch.float16: 2e-2}
 
@@ -157,5 +160,5 @@ def test_bad_input_is_rejected():
 def test_cuda_entry_point_against_dense(dtype, p):
     q, k, v, b, pos = _case(2, 4, 1000, 64, p, dtype, device="cuda")
     assert select_backend(q.device) == "triton"
-    fn = lambda *a: routed_attention(*a[:5], window=a[5])  # noqa: E731
+    fn = lambda *a: routed_attention(*a[:5], window=a[5])
     _check_against_dense(fn, q, k, v, b, pos, None, 4 * TOL.get(dtype, 3e-2))

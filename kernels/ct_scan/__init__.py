@@ -13,7 +13,7 @@ import torch
 from .._common import KernelInputError, notice_once, triton_usable
 from .reference import ct_scan_reference
 
-__all__ = ["ct_scan", "ct_scan_reference", "select_backend", "BACKENDS"]
+__all__ = ["BACKENDS", "ct_scan", "ct_scan_reference", "select_backend"]
 
 BACKENDS = ("auto", "triton", "cpp", "numba", "loop")
 

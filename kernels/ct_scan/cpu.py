@@ -55,7 +55,7 @@ def load_extension():
                 build_directory=str(extension_dir()),
                 verbose=False,
             )
-        except Exception as exc:  # no compiler, no ninja, broken headers: fall back, never raise
+        except Exception as exc:  # noqa: BLE001 - no compiler, no ninja, broken headers: fall back, never raise
             _ext_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
             _ext = None
     return _ext
@@ -153,7 +153,7 @@ def load_numba():
     if _numba_fns is None and _numba_error is None:
         try:
             _numba_fns = _build_numba()
-        except Exception as exc:  # numba missing or broken
+        except Exception as exc:  # noqa: BLE001 - numba missing or broken
             _numba_error = f"{type(exc).__name__}: {exc}"
     return _numba_fns
 

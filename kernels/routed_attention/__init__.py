@@ -12,7 +12,7 @@ import torch
 from .._common import KernelInputError, notice_once, triton_usable
 from .reference import routed_attention_reference
 
-__all__ = ["routed_attention", "routed_attention_reference", "select_backend", "BACKENDS"]
+__all__ = ["BACKENDS", "routed_attention", "routed_attention_reference", "select_backend"]
 
 BACKENDS = ("auto", "triton", "torch", "reference")
 

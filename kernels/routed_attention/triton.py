@@ -196,7 +196,7 @@ class _RoutedAttentionTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, batch_idx, pos, window, scale, block_m, block_n):
         n_rows, n_heads, head_dim = q.shape
-        n_batch, _, seq_len, _ = k.shape
+        seq_len = k.shape[2]
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         out = torch.empty_like(q)  # (N, H, Dh)
         lse = torch.empty(n_rows, n_heads, device=q.device, dtype=torch.float32)  # (N, H)
