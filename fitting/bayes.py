@@ -44,6 +44,8 @@ DEFAULT_SAMPLER = "nutpie"
 SIGMA_GAMMA_PRIOR = Prior("halfnormal", (0.15,))
 PHI_PRIOR = Prior("lognormal", (math.log(50.0), 1.0))
 SIGMA_PRIOR = Prior("halfnormal", (0.1,))
+#: power form: prior on the curve's value at its geometric-mean time (a proportion)
+A_REF_PRIOR = Prior("beta", (1.5, 1.5))
 RHAT_MAX = 1.01
 ESS_MIN = 400
 
@@ -118,8 +120,9 @@ def build_model(md: ModelData, form: str | Form, hierarchical: bool | None = Non
     with pm.Model(coords=coords) as model:
         t = pm.Data("t", d["t"].to_numpy(float))
         params = {}
+        centred_power = fm.name == "power"
         for p in fm.params:
-            if p == "gamma":
+            if p == "gamma" or (centred_power and p == "a"):
                 continue
             params[p] = _dist(p, fm.priors[p].scaled(prior_scale), dims="curve")
         if fm.has_gamma:
@@ -134,6 +137,14 @@ def build_model(md: ModelData, form: str | Form, hierarchical: bool | None = Non
             else:
                 gamma = _dist("gamma", gp, dims="curve")
             params["gamma"] = pt.maximum(gamma, 0.01) if fm.name == "fsrs" else gamma
+        if centred_power:
+            # a and γ are strongly correlated when t is far from 1; sample the curve's height at
+            # its geometric-mean time t_ref instead: R(t) = a_ref · (t / t_ref)^(−γ), and recover
+            # a = a_ref · t_ref^γ as a deterministic.
+            t_ref = np.array([np.exp(np.log(d.loc[d["curve"] == c, "t"]).mean())
+                              for c in md.curves])
+            a_ref = _dist("a_ref", A_REF_PRIOR.scaled(prior_scale), dims="curve")
+            params["a"] = pm.Deterministic("a", a_ref * t_ref ** params["gamma"], dims="curve")
         cidx = md.curve_idx
         mu = fm.fn(t, {p: v[cidx] for p, v in params.items()}, pt)
         mu = pm.math.clip(mu, 1e-6, 1 - 1e-6)
@@ -360,7 +371,7 @@ def fit_bayes(df: pd.DataFrame, rules: ComparisonRules | None = None, *, likelih
             pm.compute_log_prior(idata, progressbar=False)
     var_names = [v for v in ("mu_gamma", "sigma_gamma", "delta_gamma", "gamma")
                  if v in idata.posterior]
-    var_names += [p for p in fm.params if p != "gamma"]
+    var_names += [p for p in (*fm.params, "a_ref") if p != "gamma" and p in idata.posterior]
     if not var_names:
         var_names = list(idata.posterior.data_vars)
     diag = diagnose(idata, var_names)

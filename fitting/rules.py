@@ -33,7 +33,7 @@ class ComparisonRules:
 
     form: str = "power"
     window: tuple[float, float] | None = None
-    offset: float | None = None
+    offset: float | dict | None = None
     rope: float = 0.05
     onset: str = ONSET
     exclude_derived: bool = True
@@ -46,8 +46,16 @@ class ComparisonRules:
             if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b <= a:
                 raise ConfigError(f"window {self.window}: need 0 <= A < B (decades from the "
                                   "first delay)")
-        if self.offset is not None and (not math.isfinite(self.offset) or self.offset < 0):
-            raise ConfigError(f"offset {self.offset}: must be a finite number >= 0")
+        if isinstance(self.offset, dict):
+            object.__setattr__(self, "offset", {str(k): float(v) for k, v in self.offset.items()})
+            vals = list(self.offset.values())
+        else:
+            vals = [] if self.offset is None else [float(self.offset)]
+            if self.offset is not None:
+                object.__setattr__(self, "offset", float(self.offset))
+        for v in vals:
+            if not math.isfinite(v) or v < 0:
+                raise ConfigError(f"offset {self.offset}: must be finite and >= 0")
         if not self.rope > 0:
             raise ConfigError(f"rope {self.rope}: must be > 0")
         if not 0 < self.interval < 1:
@@ -57,11 +65,41 @@ class ComparisonRules:
         d = asdict(self)
         d["window"] = list(self.window) if self.window is not None else None
         d["gamma_reported"] = get_form(self.form).has_gamma
-        d["t_definition"] = ("t = delay_value + offset" if self.offset is not None
-                             else "t = delay_value")
+        d["t_definition"] = ("t = delay_value" if self.offset is None else
+                             "t = delay_value + offset[delay_unit] (units not listed: + 0)"
+                             if isinstance(self.offset, dict) else "t = delay_value + offset")
         d["window_definition"] = "A <= log10(t / t_first) <= B, t_first = first t > 0 of the curve"
         d["rope_definition"] = f"|delta_gamma| < {self.rope}"
         return d
+
+
+def offset_for(units: pd.Series, offset) -> np.ndarray:
+    """The offset of each row: one number for all, or per delay unit (missing units: 0)."""
+    if offset is None:
+        return np.zeros(len(units))
+    if isinstance(offset, dict):
+        return units.map(lambda u: offset.get(str(u), 0.0)).to_numpy(float)
+    return np.full(len(units), float(offset))
+
+
+def parse_offset(items) -> float | dict | None:
+    """``["1"]`` -> 1.0; ``["steps=20", "intervening_items=1"]`` -> per-unit dict."""
+    if not items:
+        return None
+    items = [str(x) for x in items]
+    try:
+        if len(items) == 1 and "=" not in items[0]:
+            return float(items[0])
+        out = {}
+        for it in items:
+            if "=" not in it:
+                raise ValueError
+            unit, val = it.split("=", 1)
+            out[unit.strip()] = float(val)
+        return out
+    except ValueError:
+        raise ConfigError(f"--offset {items}: give one number (all units) or UNIT=NUMBER "
+                          "per unit, e.g. --offset steps=20 --offset intervening_items=1") from None
 
 
 def parse_window(text: str | None) -> tuple[float, float] | None:
@@ -93,7 +131,7 @@ def apply_rules(df: pd.DataFrame, rules: ComparisonRules, *, pooled: bool = Fals
     if df.empty:
         raise DataError(f"{where}: no curves left to fit (derived curves are excluded from "
                         "pooled fits)")
-    df["t"] = df["delay_value"].astype(float) + (rules.offset or 0.0)
+    df["t"] = df["delay_value"].astype(float) + offset_for(df["delay_unit"], rules.offset)
     kept = []
     for cid, sub in df.groupby("curve", sort=False):
         sub = sub.sort_values("t")

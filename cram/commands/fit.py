@@ -47,8 +47,10 @@ def register(sub) -> None:
                    help="mle (scipy), ols (log-log statsmodels baseline) or bayes (PyMC)")
     g.add_argument("--window", default=None, metavar="A:B",
                    help="fit window in decades from the first t > 0 (default: all points)")
-    g.add_argument("--offset", type=float, default=None,
-                   help="t = delay + offset; needed for forms that need t > 0 when a delay is 0")
+    g.add_argument("--offset", action="append", default=[], metavar="X|UNIT=X",
+                   help="t = delay + offset; one number for all curves, or per delay unit "
+                        "(repeatable: --offset steps=20 --offset intervening_items=1); needed "
+                        "for forms that need t > 0 when a delay is 0")
     g.add_argument("--rope", type=float, default=0.05, help="ROPE half-width for Δγ (0.05)")
     g.add_argument("--interval", type=float, default=0.90, help="interval level (0.90)")
     g.add_argument("--likelihood", default="auto",
@@ -83,7 +85,10 @@ def _gamma(args) -> int:
         raise ConfigError("--draws and --chains must be >= 1 and --tune >= 0")
     if args.loo_forms and args.method != "bayes":
         raise ConfigError("--loo-forms needs --method bayes")
-    rules = rules_from_args(args.form, args.window, args.offset, args.rope, args.interval)
+    from cram.fitting.rules import parse_offset
+
+    rules = rules_from_args(args.form, args.window, parse_offset(args.offset), args.rope,
+                            args.interval)
     if args.out is not None:
         from cram.fitting.io import check_out_free
 
