@@ -10,6 +10,7 @@
 //   dW = sum_t dz_t^T h_{t-1}  (one GEMM after the loop),  dh0 = e_0.
 // The per-step loops are plain C++ over contiguous rows; the inner loops are written in axpy form
 // (contiguous in the innermost index) so that the compiler vectorises them without -ffast-math.
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <cmath>
@@ -98,8 +99,10 @@ template <typename scalar_t>
 void forward_loop(const scalar_t* u, const scalar_t* g, const scalar_t* w_t, const scalar_t* h0,
                   scalar_t* h_out, scalar_t* a_out, int64_t B, int64_t T, int64_t D, bool diagonal) {
   // u, g, h_out, a_out: (B, T, D) contiguous; w_t: (D, D) = W^T contiguous, or (D,); h0: (B, D)
+  // sequences are independent: split them over torch's intra-op threads
+  at::parallel_for(0, B, 1, [&](int64_t b_begin, int64_t b_end) {
   std::vector<scalar_t> z(D);
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const scalar_t* h_prev = h0 + b * D;
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = (b * T + t) * D;
@@ -117,6 +120,7 @@ void forward_loop(const scalar_t* u, const scalar_t* g, const scalar_t* w_t, con
       h_prev = h_t;
     }
   }
+  });
 }
 
 template <typename scalar_t>
@@ -124,8 +128,9 @@ void backward_loop(const scalar_t* grad_out, const scalar_t* g, const scalar_t* 
                    scalar_t* dz_out, scalar_t* dg_out, scalar_t* dh0, int64_t B, int64_t T, int64_t D,
                    bool diagonal) {
   // grad_out, g, a, dz_out, dg_out: (B, T, D); w: (D, D) = W (not transposed) or (D,); dh0: (B, D)
+  at::parallel_for(0, B, 1, [&](int64_t b_begin, int64_t b_end) {
   std::vector<scalar_t> e(D), e_next(D);
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     for (int64_t i = 0; i < D; ++i) e[i] = 0;
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t off = (b * T + t) * D;
@@ -149,6 +154,7 @@ void backward_loop(const scalar_t* grad_out, const scalar_t* g, const scalar_t* 
     }
     for (int64_t i = 0; i < D; ++i) dh0[b * D + i] = e[i];
   }
+  });
 }
 
 void check_inputs(const torch::Tensor& u, const torch::Tensor& g, const torch::Tensor& w,
