@@ -146,9 +146,25 @@ def _as_bool(col: pd.Series, where: str) -> pd.Series:
 
 def read_csv_checked(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV file, turning parser failures into :class:`DataError` naming the file."""
+    import csv
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err})") from None
+    except csv.Error as err:
+        raise DataError(f"{path}: malformed CSV ({err})") from None
+    rows = [(i + 1, r) for i, r in enumerate(rows) if r and any(c.strip() for c in r)]
+    if rows:
+        width = len(rows[0][1])
+        for line, r in rows[1:]:
+            if len(r) != width:
+                raise DataError(f"{path}: malformed CSV: line {line} (row {line - 1}) has "
+                                f"{len(r)} fields, the header has {width}")
     try:
         return pd.read_csv(path, dtype={"curve": str, "source": str, "delay_unit": str,
                                         "measure": str})
