@@ -7,13 +7,18 @@ Two regimes, chosen from the routed fraction ``p = N / (B·T)``:
   queries are scattered into a full (B, H, T, Dh) query tensor and one masked/causal SDPA runs.
 - otherwise: per sequence, the sorted routed rows go in chunks of ``chunk`` rows; a chunk attends
   only the key prefix it needs, ``[lo, last_pos]`` (``lo = first_pos - window + 1`` with a window,
-  else 0), with a per-row causal mask, through SDPA. The work is about ``p + chunk/T`` of dense.
+  else 0): scores by one batched matmul, the causal mask applied only to the tail of keys after
+  the chunk's first row, softmax in fp32, then a matmul with V. Work ≈ ``p + chunk/(2T)`` of
+  dense. (Plain matmuls beat per-chunk masked SDPA calls here: about 0.04 against 0.075 of dense
+  time at p = 0.02, T = 4096.)
 
 Autograd flows through SDPA and the gathers, so the model trains through this path. Loop bounds are
 read on the host (``tolist``), which is free on CPU; on CUDA the Triton kernel is used instead.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +33,7 @@ def routed_attention_torch(
     window: int | None = None,
     scale: float | None = None,
     chunk: int = 32,
-    dense_above: float = 0.5,
+    dense_above: float = 0.8,
 ) -> torch.Tensor:  # (N, H, Dh)
     n_rows, n_heads, head_dim = q.shape
     n_batch, _, seq_len, _ = k.shape
@@ -59,25 +64,31 @@ def _scatter_dense(q, k, v, batch_idx, pos, window, scale):
 
 
 def _chunked(q, k, v, batch_idx, pos, window, scale, chunk):
-    n_batch = k.shape[0]
+    n_batch, _, _, head_dim = k.shape
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     counts = torch.bincount(batch_idx, minlength=n_batch).tolist()
     pos_host = pos.tolist()
     outs = []
     start = 0
     for b, count in enumerate(counts):
+        k_b, v_b = k[b], v[b]  # (H, T, Dh)
         for c0 in range(start, start + count, chunk):
             c1 = min(c0 + chunk, start + count)
-            hi = pos_host[c1 - 1] + 1  # keys [lo, hi) cover every row of the chunk
-            lo = 0 if window is None else max(0, pos_host[c0] - window + 1)
-            key_pos = torch.arange(lo, hi, device=q.device)  # (L,)
+            first, hi = pos_host[c0], pos_host[c1 - 1] + 1  # keys [lo, hi) cover the chunk
+            lo = 0 if window is None else max(0, first - window + 1)
             p = pos[c0:c1]  # (C,)
-            allowed = key_pos[None, :] <= p[:, None]  # (C, L)
-            if window is not None:
-                allowed &= key_pos[None, :] > p[:, None] - window
-            q_c = q[c0:c1].transpose(0, 1)  # (H, C, Dh)
-            out = F.scaled_dot_product_attention(
-                q_c, k[b, :, lo:hi], v[b, :, lo:hi], attn_mask=allowed, scale=scale
-            )  # (H, C, Dh)
-            outs.append(out.transpose(0, 1))  # (C, H, Dh)
+            q_c = q[c0:c1].transpose(0, 1) * scale  # (H, C, Dh)
+            scores = torch.matmul(q_c, k_b[:, lo:hi].transpose(1, 2))  # (H, C, L)
+            if window is None:
+                # keys <= first are visible to every row: mask only the tail (first, hi)
+                if hi - 1 > first:
+                    tail = torch.arange(first + 1, hi, device=q.device)  # (L_tail,)
+                    scores[:, :, first + 1 - lo:].masked_fill_(tail[None, :] > p[:, None], float("-inf"))
+            else:
+                key_pos = torch.arange(lo, hi, device=q.device)  # (L,)
+                hidden = (key_pos[None, :] > p[:, None]) | (key_pos[None, :] <= p[:, None] - window)
+                scores.masked_fill_(hidden, float("-inf"))  # (C, L) broadcast over heads
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)  # (H, C, L)
+            outs.append(torch.matmul(probs, v_b[:, lo:hi]).transpose(0, 1))  # (C, H, Dh)
         start += count
     return torch.cat(outs, dim=0)  # (N, H, Dh)
