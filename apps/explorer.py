@@ -623,6 +623,10 @@ def show_fit(fit: D.FitFolder, sel: dict | None = None) -> None:
     for w in fit.warnings:
         st.warning(w)
     st.markdown(f"**{fit.describe()}**")
+    diag = fit.result.get("diagnostics")
+    if isinstance(diag, dict) and diag.get("ok") is False:
+        st.warning("Sampler diagnostics failed for this fit; read the posterior with care: "
+                   + "; ".join(str(w) for w in diag.get("warnings", [])[:4]))
     if sel is not None and fit.form != sel["form"]:
         st.caption(f"This fit used form `{fit.form}`; the live fits above use `{sel['form']}`.")
     draws = fit.draws.get("delta_gamma")
@@ -639,7 +643,7 @@ def show_fit(fit: D.FitFolder, sel: dict | None = None) -> None:
         return
     s = D.posterior_stats(draws, hdi_prob=0.9)
     in_rope = float(np.mean(np.abs(draws) < rope))
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4 = st.columns([1, 1.7, 1, 1])
     c1.metric("Δγ posterior mean", f"{s['mean']:+.3f}")
     c2.metric("90% HDI", f"[{s['hdi_low']:+.3f}, {s['hdi_high']:+.3f}]")
     c3.metric("P(Δγ > 0)", f"{s['p_positive']:.2f}")

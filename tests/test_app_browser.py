@@ -43,7 +43,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("playwright")
-    root = make_demo_like(tmp_path_factory.mktemp("runs") / "demo", seeds=3)
+    given = os.environ.get("CRAM_APP_TEST_RUNS")  # e.g. runs/demo after `make demo`
+    root = Path(given) if given else make_demo_like(tmp_path_factory.mktemp("runs") / "demo",
+                                                    seeds=3)
     port = _free_port()
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")
     proc = subprocess.Popen(
