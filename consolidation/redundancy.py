@@ -33,9 +33,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -313,10 +313,9 @@ def train_small(cfg: TrainSmallConfig, out_dir: str | os.PathLike, progress: boo
     ``out_dir/training.csv`` (step, lr, train_loss, val_loss at each checkpoint). Returns the list
     of ``(step, checkpoint path)``.
     """
-    from tqdm.auto import tqdm
-
     from cram.models.gpt2 import GPT2, save_checkpoint
     from cram.models.gpt2 import preset as model_preset
+    from tqdm.auto import tqdm
 
     mcfg = dataclasses.replace(model_preset(cfg.model), dropout=cfg.dropout)
     tok = ByteTokenizer()
