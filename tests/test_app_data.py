@@ -1,0 +1,132 @@
+"""Unit tests of cram.apps.data (no Streamlit): run scans, curves, windows, posteriors, claims."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cram.apps import data as D
+from cram.errors import DataError
+from cram.testing import write_synthetic_run
+
+
+def test_scan_runs_sorts_good_partial_and_broken(tmp_path):
+    write_synthetic_run(tmp_path / "a" / "cram-seed0", seed=0)
+    write_synthetic_run(tmp_path / "b" / "cram-seed0", seed=1)  # same name, other folder
+    broken = write_synthetic_run(tmp_path / "broken", seed=2)
+    (broken / "metrics.csv").write_text("")
+    scan = D.scan_runs(tmp_path)
+    assert sorted(scan.runs) == ["a/cram-seed0", "b/cram-seed0"]
+    assert "broken" in scan.errors and "metrics.csv" in scan.errors["broken"]
+    curves, errors = D.model_curves(scan.runs, "episodic_reliance")
+    assert not errors
+    # two runs with the same folder name get distinct curve ids
+    assert curves["curve"].nunique() == 2
+    warm = scan.runs["a/cram-seed0"].warmup_steps
+    sub = curves[curves["run_label"] == "a/cram-seed0"]
+    assert sub["delay_value"].min() == 0 and (sub["step"] - warm == sub["delay_value"]).all()
+    with pytest.raises(DataError, match="unknown model-curve kind"):
+        D.model_curves(scan.runs, "nope")
+
+
+def test_model_curve_errors_are_per_run(tmp_path):
+    write_synthetic_run(tmp_path / "good", seed=0)
+    bad = write_synthetic_run(tmp_path / "nopatterns", seed=1)
+    (bad / "patterns.csv").unlink()
+    scan = D.scan_runs(tmp_path)
+    curves, errors = D.model_curves(scan.runs, "per_pattern")
+    assert set(errors) == {"nopatterns"} and "patterns.csv" in errors["nopatterns"]
+    assert set(curves["run_label"]) == {"good"}
+    assert any("no patterns.csv" in w for w in scan.warnings["nopatterns"])
+
+
+def test_normalised_power_law_keeps_its_slope():
+    t = np.array([0.0, 1.0, 2.0, 5.0, 10.0, 50.0])
+    gamma = 0.37
+    df = pd.DataFrame({"curve": "c", "group": "human", "delay_value": t,
+                       "value": 0.8 * (t + 1.0) ** -gamma})
+    pts = D.normalise_curves(D.add_time(df, 1.0), time_col="t")
+    assert pts["t_norm"].iloc[0] == 1.0 and pts["v_norm"].iloc[0] == pytest.approx(1.0)
+    slope = np.polyfit(np.log(pts["t_norm"]), np.log(pts["v_norm"]), 1)[0]
+    assert slope == pytest.approx(-gamma, abs=1e-9)
+
+
+def test_window_mask_matches_the_fitting_rules():
+    from cram.fitting import ComparisonRules, apply_rules
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for cid, scale in (("a", 1.0), ("b", 24.0)):
+        t = np.unique(np.round(scale * np.geomspace(0.3, 2000, 25), 3))
+        rows.append(pd.DataFrame({"curve": cid, "group": "human", "source": "x",
+                                  "delay_value": t, "delay_unit": "hours", "measure": "recall",
+                                  "value": np.clip(0.9 * (t + 1) ** -0.3
+                                                   + rng.normal(0, 0.01, len(t)), 0, 1),
+                                  "n": np.nan, "derived": False}))
+    df = pd.concat(rows, ignore_index=True)
+    for window in [(0.0, 1.0), (0.5, 2.0), (1.0, 3.0)]:
+        mask = D.window_mask(D.add_time(df, 1.0), window)
+        used = apply_rules(df, ComparisonRules(window=window, offset=1.0))
+        for cid in ("a", "b"):
+            ours = np.sort(df.loc[mask & (df["curve"] == cid).to_numpy(), "delay_value"])
+            theirs = np.sort(used.loc[used["curve"] == cid, "delay_value"])
+            np.testing.assert_allclose(ours, theirs)
+    assert D.window_mask(df, None).all()
+
+
+def test_posterior_stats_on_normal_draws():
+    x = np.random.default_rng(1).normal(0.2, 0.1, 200_000)
+    s = D.posterior_stats(x, hdi_prob=0.9)
+    assert s["mean"] == pytest.approx(0.2, abs=2e-3)
+    assert s["sd"] == pytest.approx(0.1, rel=1e-2)
+    # the 90% HDI of a normal is mean ± 1.645 sd
+    assert s["hdi_low"] == pytest.approx(0.2 - 0.16449, abs=3e-3)
+    assert s["hdi_high"] == pytest.approx(0.2 + 0.16449, abs=3e-3)
+    assert s["p_positive"] == pytest.approx(0.97725, abs=3e-3)
+    skewed = np.random.default_rng(2).exponential(1.0, 100_000)
+    hs = D.posterior_stats(skewed, hdi_prob=0.9)
+    assert hs["hdi_low"] < 0.01 and hs["hdi_high"] == pytest.approx(-np.log(0.1), rel=0.03)
+
+
+def test_fit_folder_round_trip_and_errors(tmp_path):
+    import arviz as az
+
+    from cram.apps.fixtures import write_laplace_fit
+    from cram.fitting.model_curves import model_curves
+    from cram.psych_data import load_dataset
+
+    run = write_synthetic_run(tmp_path / "run", seed=0)
+    curves = pd.concat([model_curves([run]), load_dataset("rubin1999")], ignore_index=True)
+    out = write_laplace_fit(tmp_path / "fit", curves, seed=3)
+    fit = D.load_fit_folder(out)
+    assert fit.warnings == []
+    idata = az.from_netcdf(out / "posterior.nc")
+    np.testing.assert_allclose(fit.draws["delta_gamma"],
+                               idata.posterior["delta_gamma"].values.reshape(-1))
+    assert fit.measures() == ["attention_library", "recall"]
+    assert "form: power" in fit.describe() and "window: all delays" in fit.describe()
+    assert D.find_fits(tmp_path) == [out]
+    with pytest.raises(Exception, match="already exists"):
+        write_laplace_fit(out, curves)
+    (out / "curves.csv").write_bytes(b"\xff\xfe\x00bad")
+    assert any("curves.csv" in w for w in D.load_fit_folder(out).warnings)
+    (out / "result.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="expected a JSON object"):
+        D.load_fit_folder(out)
+    with pytest.raises(DataError, match="no result.json"):
+        D.load_fit_folder(tmp_path / "run")
+
+
+def test_claims_tables(tmp_path):
+    md = tmp_path / "claims.md"
+    md.write_text("intro\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+                  "| Claim | status |\n|:--|--:|\n| x \\| y | reproduced |\n| z | refuted |\n")
+    df = D.load_claims(md)
+    assert list(df.columns) == ["claim", "status"]
+    assert list(df["claim"]) == ["x | y", "z"]
+    md.write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    with pytest.raises(DataError, match="no markdown table with a 'claim' column"):
+        D.load_claims(md)
+    with pytest.raises(DataError, match="no such file"):
+        D.load_claims(tmp_path / "nope.md")
