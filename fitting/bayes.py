@@ -7,12 +7,16 @@ Model (one row per point, ``t`` from the comparison rules, curves ``c``)::
     value       ~ Beta(mean R_c(t), precision φ_c)   otherwise (proportions, n unknown)
     θ_c         ~ form.priors (per curve, independent)
 
-and, for forms with a power exponent γ, either per curve γ_c ~ Normal(0.3, 0.3) (single curve /
-``hierarchical=False``) or, hierarchically over curves with group g(c) ∈ {human, model},
+and, for forms with a power exponent γ, either per curve γ_c ~ LogNormal(log 0.3, 0.6) (single
+curve / ``hierarchical=False``) or, hierarchically over curves with group g(c) ∈ {human, model},
 
-    μ_γ[g] ~ Normal(0.3, 0.3),  σ_γ[g] ~ HalfNormal(0.15),  z_c ~ Normal(0, 1)
-    γ_c    = μ_γ[g(c)] + σ_γ[g(c)] · z_c                   (non-centred)
-    Δγ     = μ_γ[model] − μ_γ[human]                       (when both groups are present)
+    m[g] ~ Normal(log 0.3, 0.6),  s[g] ~ HalfNormal(0.5),  z_c ~ Normal(0, 1)
+    γ_c  = exp(m[g(c)] + s[g(c)] · z_c)                   (non-centred, γ > 0)
+    mu_gamma[g] = exp(m[g])                               (group γ: median γ of its curves)
+    Δγ   = mu_gamma[model] − mu_gamma[human]              (when both groups are present)
+
+For the power form the per-curve height is sampled at the curve's first fitted time t1:
+``a_first ~ Beta(2, 1.5)`` and ``a = a_first · t1^γ`` (so R <= a_first < 1, no clipping).
 
 Priors are documented in docs/fitting.md with the reasons. Results are ArviZ InferenceData
 (posterior, sample_stats, observed_data, prior, prior_predictive, posterior_predictive,
@@ -41,11 +45,12 @@ from cram.fitting.rules import ComparisonRules, apply_rules  # noqa: E402
 SAMPLERS = ("nutpie", "pymc")
 #: the default: nutpie was faster than PyMC's NUTS on this model (docs/benchmarks.md)
 DEFAULT_SAMPLER = "nutpie"
-SIGMA_GAMMA_PRIOR = Prior("halfnormal", (0.15,))
 PHI_PRIOR = Prior("lognormal", (math.log(50.0), 1.0))
 SIGMA_PRIOR = Prior("halfnormal", (0.1,))
-#: power form: prior on the curve's value at its geometric-mean time (a proportion)
-A_REF_PRIOR = Prior("beta", (1.5, 1.5))
+#: power form: prior on the curve's value at its first fitted time (a proportion)
+A_FIRST_PRIOR = Prior("beta", (2.0, 1.5))
+#: spread of log γ across curves within a group
+SIGMA_LOG_GAMMA_PRIOR = Prior("halfnormal", (0.5,))
 RHAT_MAX = 1.01
 ESS_MIN = 400
 
@@ -127,24 +132,31 @@ def build_model(md: ModelData, form: str | Form, hierarchical: bool | None = Non
             params[p] = _dist(p, fm.priors[p].scaled(prior_scale), dims="curve")
         if fm.has_gamma:
             gp = (gamma_prior or fm.priors["gamma"]).scaled(prior_scale)
+            if gp.kind != "lognormal":
+                raise ConfigError(f"γ prior must be lognormal (γ > 0); got {gp.describe()}")
             if hierarchical:
-                mu_g = _dist("mu_gamma", gp, dims="group")
-                sd_g = _dist("sigma_gamma", SIGMA_GAMMA_PRIOR.scaled(prior_scale), dims="group")
+                # log γ_c = μ_g + σ_g z_c (non-centred); the group γ is exp(μ_g), the median
+                # of its curves' γ; Δγ compares group γs.
+                mu_lg = pm.Normal("mu_log_gamma", gp.args[0], gp.args[1], dims="group")
+                sd_lg = _dist("sigma_log_gamma", SIGMA_LOG_GAMMA_PRIOR.scaled(prior_scale),
+                              dims="group")
                 z = pm.Normal("z_gamma", 0.0, 1.0, dims="curve")
-                gamma = pm.Deterministic("gamma", mu_g[gidx] + sd_g[gidx] * z, dims="curve")
+                gamma = pm.Deterministic("gamma", pt.exp(mu_lg[gidx] + sd_lg[gidx] * z),
+                                         dims="curve")
+                mu_g = pm.Deterministic("mu_gamma", pt.exp(mu_lg), dims="group")
                 if len(md.group_names) == 2:
                     pm.Deterministic("delta_gamma", mu_g[1] - mu_g[0])
             else:
                 gamma = _dist("gamma", gp, dims="curve")
-            params["gamma"] = pt.maximum(gamma, 0.01) if fm.name == "fsrs" else gamma
+            params["gamma"] = gamma
         if centred_power:
-            # a and γ are strongly correlated when t is far from 1; sample the curve's height at
-            # its geometric-mean time t_ref instead: R(t) = a_ref · (t / t_ref)^(−γ), and recover
-            # a = a_ref · t_ref^γ as a deterministic.
-            t_ref = np.array([np.exp(np.log(d.loc[d["curve"] == c, "t"]).mean())
-                              for c in md.curves])
-            a_ref = _dist("a_ref", A_REF_PRIOR.scaled(prior_scale), dims="curve")
-            params["a"] = pm.Deterministic("a", a_ref * t_ref ** params["gamma"], dims="curve")
+            # Sample the curve's value at its first fitted time t1 instead of a (a proportion,
+            # so R(t) = a_first · (t / t1)^(−γ) <= a_first < 1 for γ > 0: the mean never needs
+            # clipping); a = a_first · t1^γ is kept as a deterministic.
+            t_first = np.array([d.loc[d["curve"] == c, "t"].min() for c in md.curves])
+            a_first = _dist("a_first", A_FIRST_PRIOR.scaled(prior_scale), dims="curve")
+            params["a"] = pm.Deterministic("a", a_first * t_first ** params["gamma"],
+                                           dims="curve")
         cidx = md.curve_idx
         mu = fm.fn(t, {p: v[cidx] for p, v in params.items()}, pt)
         mu = pm.math.clip(mu, 1e-6, 1 - 1e-6)
@@ -369,9 +381,9 @@ def fit_bayes(df: pd.DataFrame, rules: ComparisonRules | None = None, *, likelih
             timings["log_likelihood_s"] = time.perf_counter() - t1
         if prior_sensitivity:
             pm.compute_log_prior(idata, progressbar=False)
-    var_names = [v for v in ("mu_gamma", "sigma_gamma", "delta_gamma", "gamma")
+    var_names = [v for v in ("mu_gamma", "sigma_log_gamma", "delta_gamma", "gamma")
                  if v in idata.posterior]
-    var_names += [p for p in (*fm.params, "a_ref") if p != "gamma" and p in idata.posterior]
+    var_names += [p for p in (*fm.params, "a_first") if p != "gamma" and p in idata.posterior]
     if not var_names:
         var_names = list(idata.posterior.data_vars)
     diag = diagnose(idata, var_names)
