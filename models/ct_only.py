@@ -13,7 +13,7 @@ content-addressed read: novel bindings must survive in a fixed-size state across
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .common import DataSpec, FeedForward, LayerStats, ModelConfig, ModelOutput, SRCDModel
 from .working_memory import CTODE

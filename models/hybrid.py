@@ -11,7 +11,7 @@ attention in an attention layer, no token reads it in a CT layer: the attention 
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .common import DataSpec, LayerStats, ModelConfig, ModelOutput, SRCDModel
 from .ct_only import CTBlock, attention_switched_off, no_attention

@@ -27,7 +27,7 @@ retrievable.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .attention import CausalSelfAttention
 from .common import DataSpec, LayerStats, ModelConfig, ModelOutput, SRCDModel

@@ -7,9 +7,8 @@ defaults too.
 
 from __future__ import annotations
 
-from hypothesis import strategies as st
-
 from cram.consolidation.srcd import SRCDConfig
+from hypothesis import strategies as st
 
 
 @st.composite

@@ -4,7 +4,6 @@ dense read at the routed rows."""
 from __future__ import annotations
 
 import torch
-
 from cram.consolidation.srcd import SRCD, SRCDConfig
 from cram.models import DataSpec, ModelConfig, build_model
 from cram.models.attention import CausalSelfAttention

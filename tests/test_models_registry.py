@@ -8,18 +8,18 @@ import math
 
 import pytest
 import torch
-
 from cram.consolidation.srcd import EVENT_QUERY, SRCD, SRCDConfig
-from cram.errors import ConfigError
 from cram.models import MODEL_NAMES, MODEL_VARIANTS, DataSpec, ModelConfig, build_model
 from cram.models.mod import capacity_k
+
+from cram.errors import ConfigError
 
 B, T = 3, 40
 
 
 def tiny_config(name: str, **changes) -> ModelConfig:
-    fields = dict(d_model=16, n_layers=2, n_heads=2, d_ff=16, ct_dim=8, semantic_rank=4,
-                  familiarity_hidden=8)
+    fields = {"d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 16, "ct_dim": 8,
+              "semantic_rank": 4, "familiarity_hidden": 8}
     base = ModelConfig(**{**fields, **changes})
     return dataclasses.replace(base, **MODEL_VARIANTS[name][2])
 

@@ -7,13 +7,20 @@ import math
 
 import numpy as np
 import pytest
+from cram.consolidation.srcd import (
+    EVENT_NONE,
+    EVENT_QUERY,
+    EVENT_STORE,
+    IGNORE_INDEX,
+    SRCD,
+    SRCDConfig,
+    describe,
+    stream_rng,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import seeds, srcd_configs
 
-from cram.consolidation.srcd import (
-    EVENT_NONE, EVENT_QUERY, EVENT_STORE, IGNORE_INDEX, SRCD, SRCDConfig, describe, stream_rng,
-)
 from cram.errors import ConfigError
 
 PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -76,7 +76,7 @@ def data_config(preset: str, overrides: list[str]):
     from cram.consolidation.config import get_preset
 
     config = get_preset(preset).data
-    return apply_overrides(config, [o[5:] if o.startswith("data.") else o for o in overrides])
+    return apply_overrides(config, [o.removeprefix("data.") for o in overrides])
 
 
 def _positive(name: str, value: int) -> None:
@@ -180,8 +180,8 @@ def format_sequence(seq, config, width: int = 72) -> str:
     tau = np.cumsum(seq.dtau[0])
     query_pos = np.flatnonzero(event == EVENT_QUERY)
     store_of = {int(p - seq.lag[0][p] - 1): int(p) for p in query_pos}  # store position → query
-    lines = [f"SRCD sequence: length {config.length}, {len(query_pos)} bindings, "
-             f"key encoding {config.key_encoding}, elapsed time {tau[-1]:.2f}",
+    lines = [(f"SRCD sequence: length {config.length}, {len(query_pos)} bindings, "
+              f"key encoding {config.key_encoding}, elapsed time {tau[-1]:.2f}"),
              f"signal  {_sparkline(seq.signal[0], width)}",
              "",
              f"{'pos':>5} {'time':>8}  {'event':<6} {'key':>6} {'kind':<8} {'value':>5}  note"]
@@ -221,10 +221,10 @@ def _speed(args) -> int:
     if args.append:
         from cram.benchlog import append_benchmark, markdown_table
 
+        notes = ("Median of the timed repeats after one warm-up; gen/step is the share of a step "
+                 "that generation would add if it ran in the same thread.")
         path = append_benchmark("SRCD generation vs one training step", markdown_table(rows),
-                                notes="Median of the timed repeats after one warm-up; "
-                                      "gen/step is the share of a step that generation would add "
-                                      "if it ran in the same thread.")
+                                notes=notes)
         log(f"appended to {path}")
     if args.json:
         emit_json({"rows": rows})
