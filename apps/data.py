@@ -37,18 +37,18 @@ DEMO_RUNS = Path("runs") / "demo"
 MODEL_MEASURES: dict[str, tuple[str, str]] = {
     "episodic_reliance": (
         "steps",
-        "share of library queries that read episodic memory (attention_library), against "
-        "optimiser steps since the end of warm-up; one curve per run",
+        ("share of library queries that read episodic memory (attention_library), against "
+        "optimiser steps since the end of warm-up; one curve per run"),
     ),
     "per_pattern": (
         "exposures",
-        "episodic share of one library pattern's queries against its exposure count; one curve "
-        "per run and pattern",
+        ("episodic share of one library pattern's queries against its exposure count; one curve "
+        "per run and pattern"),
     ),
     "retention": (
         "intervening_items",
-        "retrieval accuracy of novel bindings against the store-to-query lag (intervening "
-        "items), one curve per run, training stage and condition (episodic memory on/off)",
+        ("retrieval accuracy of novel bindings against the store-to-query lag (intervening "
+        "items), one curve per run, training stage and condition (episodic memory on/off)"),
     ),
 }
 
@@ -469,7 +469,7 @@ def read_posterior_draws(nc: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     try:
         return _read_posterior_h5py(nc)
-    except Exception:  # noqa: BLE001 - e.g. a netCDF-3 file: let ArviZ try
+    except Exception:  # noqa: BLE001, S110 - e.g. a netCDF-3 file: let ArviZ try
         pass
     import arviz as az
 
@@ -508,7 +508,7 @@ def posterior_stats(draws: np.ndarray, hdi_prob: float = 0.9) -> dict[str, float
     if len(x) == 0:
         return {"mean": math.nan, "sd": math.nan, "hdi_low": math.nan, "hdi_high": math.nan,
                 "p_positive": math.nan, "n_draws": 0}
-    k = max(1, int(math.floor(hdi_prob * len(x))))
+    k = max(1, math.floor(hdi_prob * len(x)))
     if k >= len(x):
         lo, hi = x[0], x[-1]
     else:
@@ -517,7 +517,7 @@ def posterior_stats(draws: np.ndarray, hdi_prob: float = 0.9) -> dict[str, float
         lo, hi = x[i], x[i + k]
     return {"mean": float(x.mean()), "sd": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
             "hdi_low": float(lo), "hdi_high": float(hi), "p_positive": float((x > 0).mean()),
-            "n_draws": int(len(x))}
+            "n_draws": len(x)}
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
-
 from cram.apps import data as D
 
 PAGES = ("Runs", "Human data", "Compare", "Claims")
@@ -130,7 +129,7 @@ def load_claims(path: str, signature: tuple) -> tuple[pd.DataFrame | None, str |
 def _fitting():
     """The fitting package, or ``None`` with a message if its point fits are not available."""
     try:
-        import cram.fitting as fitting
+        from cram import fitting
     except Exception as err:  # noqa: BLE001
         return None, f"cram.fitting cannot be imported ({type(err).__name__}: {err})"
     missing = [n for n in ("fit_mle", "FORMS") if not hasattr(fitting, n)]
@@ -159,7 +158,7 @@ def mle_fit(curve: pd.DataFrame, form: str, window: tuple | None, offset: float 
         if "gamma" in params and ci is not None and "gamma" in getattr(ci, "index", []):
             lo, hi = ci.loc["gamma"].iloc[0], ci.loc["gamma"].iloc[1]
             row["gamma 90% low"], row["gamma 90% high"] = float(lo), float(hi)
-    except Exception:  # noqa: BLE001 - intervals are optional in the table
+    except Exception:  # noqa: BLE001, S110 - intervals are optional in the table
         pass
     for k in ("loglik", "aic", "bic"):
         v = getattr(res, k, None)
@@ -464,7 +463,7 @@ def compare_page(runs_root: Path, fits_root: Path) -> None:
     _show_scan_messages(scan)
     if not scan.runs:
         _no_runs_message(runs_root)
-    listing, human, _, herr = load_human()
+    _, human, _, herr = load_human()
     if herr:
         st.error(f"The human datasets cannot be loaded: {herr}")
     forms = _forms_fallback()
@@ -663,7 +662,7 @@ def show_fit(fit: D.FitFolder, sel: dict | None = None) -> None:
     stored = fit.result.get("delta_gamma")
     if isinstance(stored, dict) and stored.get("statement"):
         st.markdown(f"Verdict (`{stored.get('verdict', '?')}`): {stored['statement']}.")
-    other = {k: v for k, v in fit.draws.items() if k.startswith("gamma") or k.startswith("mu_g")}
+    other = {k: v for k, v in fit.draws.items() if k.startswith(("gamma", "mu_g"))}
     if other:
         rows = [{"variable": k, **D.posterior_stats(v)} for k, v in other.items()]
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

@@ -55,8 +55,8 @@ def write_laplace_fit(out: str | Path, curves: pd.DataFrame, form: str = "power"
         The folder written.
     """
     import arviz as az
-
     from cram.fitting import ComparisonRules, apply_rules, fit_mle, get_form
+
     from cram.runs import atomic_write_json, atomic_write_text
 
     out = Path(out)

@@ -19,7 +19,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from app_helpers import make_demo_like
 
 CHROMIUM = os.environ.get("CRAM_CHROMIUM", "/usr/bin/chromium")
@@ -47,7 +46,7 @@ def server(tmp_path_factory):
     root = Path(given) if given else make_demo_like(tmp_path_factory.mktemp("runs") / "demo",
                                                     seeds=3)
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
         [sys.executable, "-m", "cram", "app", "--runs", str(root), "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
@@ -77,7 +76,7 @@ def server(tmp_path_factory):
 def test_compare_page_in_chromium(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    url, root = server
+    url, _ = server
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         try:
