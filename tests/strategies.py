@@ -46,3 +46,15 @@ def srcd_configs(draw, max_length: int = 160, encodings: tuple[str, ...] = ("id"
 
 
 seeds = st.integers(0, 2**32 - 1)
+
+
+@st.composite
+def score_rows(draw, max_batch: int = 4, max_length: int = 64):
+    """(scores, capacity): a (B, T) float score matrix with distinct entries, and a capacity."""
+    import numpy as np
+
+    b = draw(st.integers(1, max_batch))
+    t = draw(st.integers(1, max_length))
+    seed = draw(st.integers(0, 2**32 - 1))
+    scores = np.random.default_rng(seed).permutation(b * t).reshape(b, t).astype(np.float32)
+    return scores, draw(st.floats(1e-3, 1.0))

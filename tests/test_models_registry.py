@@ -6,11 +6,14 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from cram.consolidation.srcd import EVENT_QUERY, SRCD, SRCDConfig
 from cram.models import MODEL_NAMES, MODEL_VARIANTS, DataSpec, ModelConfig, build_model
-from cram.models.mod import capacity_k
+from cram.models.mod import capacity_k, top_k_mask
+from hypothesis import given, settings
+from strategies import score_rows
 
 from cram.errors import ConfigError
 
@@ -69,6 +72,7 @@ def test_forward_shapes_gradients_and_computed(name, mode, data):
     out = model(batch, mode=mode, temperature=0.7, generator=torch.Generator().manual_seed(1))
     assert out.value_logits.shape == (B, T, spec.n_values)
     assert out.signal_pred.shape == (B, T)
+    assert torch.isfinite(out.value_logits).all() and torch.isfinite(out.signal_pred).all()
     assert len(out.layers) == model.config.n_layers
     for s in out.layers:
         assert s.episodic.shape == (B, T) and s.episodic.is_floating_point()
@@ -175,3 +179,22 @@ def test_static_hybrid_layout_is_data():
     model = build("static-hybrid", spec, n_layers=4, attention_layers=(1, 3))
     kinds = [type(b).__name__ for b in model.blocks]
     assert kinds == ["CTBlock", "TransformerBlock", "CTBlock", "TransformerBlock"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(case=score_rows())
+def test_top_k_mask_keeps_exactly_the_k_best(case):
+    scores, capacity = case
+    t = scores.shape[1]
+    k = capacity_k(capacity, t)
+    assert 1 <= k <= t and k >= capacity * t - 1e-6
+    mask = top_k_mask(torch.from_numpy(scores), k).numpy()
+    assert (mask.sum(1) == k).all()
+    kth = np.sort(scores, axis=1)[:, -k]  # (B,) the k-th largest score per row
+    np.testing.assert_array_equal(mask, scores >= kth[:, None])
+
+
+def test_mod_force_episodic_opens_every_token(data):
+    batch, spec = data
+    out = build("mod", spec)(batch, mode="hard", force="episodic")
+    assert all(s.computed.all() for s in out.layers)

@@ -91,3 +91,11 @@ def test_cli_subprocess_json_and_exit_code():
     bad = subprocess.run([sys.executable, "-m", "cram", "srcd", "describe", "--set",
                           "library_share=2"], capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2 and "library_share" in bad.stderr and bad.stdout == ""
+
+
+def test_srcd_command_module_imports_nothing_heavy():
+    code = ("import sys, cram.commands.srcd; "
+            "sys.exit(1 if {'torch', 'numpy'} & set(sys.modules) else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert res.returncode == 0, res.stderr
