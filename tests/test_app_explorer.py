@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-from app_helpers import make_demo_like  # noqa: E402
+from app_helpers import make_demo_like
+from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parent.parent / "apps" / "explorer.py")
 
@@ -209,3 +208,18 @@ def test_corrupt_fit_folder_is_a_message(monkeypatch, tmp_path):
     at = _app(monkeypatch, root, "Compare")
     assert not at.exception
     assert any("cannot be shown" in e.value and "result.json" in e.value for e in at.error)
+
+
+@pytest.mark.slow
+def test_on_demand_bayesian_fit(monkeypatch, tmp_path):
+    """The button runs a real PyMC fit of the selection (about a minute) and shows Δγ."""
+    root = make_demo_like(tmp_path / "demo", seeds=2, with_fit=False)
+    at = _app(monkeypatch, root, "Compare", hcurves="rubin1999/matched,rubin1999/white")
+    _clean(at)
+    assert any("No precomputed fit" in i.value for i in at.info)
+    at.select_slider(key="bdraws").set_value(250).run()
+    at.button(key="bayes_go").click().run(timeout=600)
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert "Δγ posterior mean" in metrics
+    assert any("method: bayes (on demand)" in m.value for m in at.markdown)
