@@ -198,3 +198,14 @@ def test_mod_force_episodic_opens_every_token(data):
     batch, spec = data
     out = build("mod", spec)(batch, mode="hard", force="episodic")
     assert all(s.computed.all() for s in out.layers)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_shortest_sequences_run(name):
+    """T=2 (one store, one query): top-k, routing and the scan must handle the smallest case."""
+    cfg = SRCDConfig(length=2, query_rate=0.5, n_library=3, n_novel_keys=5, n_values=3)
+    batch = SRCD(cfg).sample(2, seed=0).to_torch()
+    model = build(name, DataSpec(cfg.n_keys, cfg.n_values))
+    for mode in ("soft", "hard"):
+        out = model(batch, mode=mode)
+        assert out.value_logits.shape == (2, 2, 3) and torch.isfinite(out.value_logits).all()
