@@ -1,0 +1,108 @@
+"""`cram fit gamma` end to end: MLE and a tiny Bayesian fit, fit folders, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# keep PyTensor's compile cache inside the checkout (before anything imports pytensor)
+os.environ.setdefault("CRAM_PYTENSOR_CACHE",
+                      str(Path(__file__).resolve().parent.parent / ".cache" / "pytensor"))
+
+from cram.cli import main  # noqa: E402
+from cram.fitting import load_fit  # noqa: E402
+from cram.testing import write_synthetic_run  # noqa: E402
+
+
+def _json(capsys):
+    return json.loads(capsys.readouterr().out)
+
+
+def test_mle_ebbinghaus_json_and_folder(tmp_path, capsys):
+    out = tmp_path / "fit"
+    code = main(["fit", "gamma", "--human", "ebbinghaus1885", "--method", "mle", "--json",
+                 "--out", str(out), "--seed", "3"])
+    assert code == 0
+    doc = _json(capsys)
+    (c,) = doc["curves"]
+    assert c["curve"] == "ebbinghaus1885" and abs(c["gamma"] - 0.13) < 0.01
+    assert c["gamma_low"] < c["gamma"] < c["gamma_high"]
+    assert doc["delta_gamma"] is None and doc["diagnostics"]["ok"]
+    fit = load_fit(out)
+    for key in ("form", "method", "window", "rules", "seed", "created"):
+        assert key in fit.result
+    assert fit.result["seed"] == 3 and fit.result["rules"]["rope"] == 0.05
+    assert fit.idata is None and {"param", "estimate"} <= set(fit.summary.columns)
+    assert "t" in fit.curves.columns
+    assert {p.name for p in fit.figures} >= {"curves.png", "gamma_forest.png"}
+    # never overwrite an existing --out
+    before = (out / "result.json").read_text()
+    assert main(["fit", "gamma", "--human", "ebbinghaus1885", "--method", "mle",
+                 "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "result.json").read_text() == before
+
+
+def test_exponential_reports_null_gamma(capsys):
+    assert main(["fit", "gamma", "--human", "ebbinghaus1885", "--method", "mle",
+                 "--form", "exponential", "--json", "--no-window-sensitivity"]) == 0
+    doc = _json(capsys)
+    assert doc["curves"][0]["gamma"] is None
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--human", "rubin1999", "--method", "mle"], "needs t > 0"),
+    (["--human", "nope", "--method", "mle"], "unknown dataset"),
+    (["--method", "mle"], "nothing to fit"),
+    (["--human", "ebbinghaus1885", "--window", "oops"], "--window"),
+    (["--human-csv", "/no/such.csv"], "no such file"),
+])
+def test_bad_input_exits_nonzero_with_message(argv, pattern, capsys):
+    assert main(["fit", "gamma", *argv]) != 0
+    assert pattern in capsys.readouterr().err
+
+
+def test_bad_csv_names_file_row_column(tmp_path, capsys):
+    f = tmp_path / "bad.csv"
+    f.write_text("delay_value,delay_unit,measure,value\n1,days,recall,0.5\n2,days,recall,nan\n")
+    assert main(["fit", "gamma", "--human-csv", str(f), "--method", "mle"]) == 2
+    err = capsys.readouterr().err
+    assert str(f) in err and "row 2" in err and "'value'" in err
+
+
+def test_unknown_form_is_rejected():
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "gamma", "--human", "ebbinghaus1885", "--form", "cubic"])
+    assert e.value.code != 0
+
+
+def test_tiny_bayesian_fit_human_vs_model(tmp_path, capsys):
+    """Small and fast (nutpie, 2 chains x 150 draws): checks the contract, not calibration."""
+    run = write_synthetic_run(tmp_path / "cram-seed0", seed=0)
+    out = tmp_path / "bfit"
+    code = main(["fit", "gamma", "--human", "rubin1999", "--run", str(run), "--method", "bayes",
+                 "--offset", "intervening_items=1", "--offset", "steps=10", "--draws", "150",
+                 "--tune", "150", "--chains", "2", "--seed", "1", "--json", "--out", str(out),
+                 "--no-window-sensitivity"])
+    assert code == 0
+    doc = _json(capsys)
+    curves = {c["curve"]: c for c in doc["curves"]}
+    assert "rubin1999/mean" not in curves  # derived: kept out of pooled fits
+    assert {"group:human", "group:model", "cram-seed0:attention_library"} <= set(curves)
+    for c in curves.values():
+        assert c["gamma_low"] <= c["gamma"] <= c["gamma_high"]
+    d = doc["delta_gamma"]
+    assert d["rope"] == 0.05 and d["verdict"] in {"equivalent", "different", "undecided"}
+    for key in ("r_hat_max", "ess_bulk_min", "divergences", "warnings"):
+        assert key in doc["diagnostics"]
+    fit = load_fit(out)
+    assert "delta_gamma" in fit.idata.posterior
+    for group in ("posterior", "prior", "posterior_predictive", "log_likelihood"):
+        assert group in fit.idata.groups()
+    assert {"variable", "mean", "r_hat", "ess_bulk"} <= set(fit.summary.columns)
+    assert fit.result["rules"]["offset"] == {"intervening_items": 1.0, "steps": 10.0}
+    assert (out / "figures" / "delta_gamma.png").is_file()
+    assert fit.extra("ppc") is not None
