@@ -147,7 +147,8 @@ def _numeric_hessian(f, x, rel=1e-4):
         for j in range(i, k):
             ei, ej = np.zeros(k), np.zeros(k)
             ei[i], ej[j] = h[i], h[j]
-            v = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * h[i] * h[j])
+            v = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej))
+            v /= 4 * h[i] * h[j]
             H[i, j] = H[j, i] = v
     return H
 
@@ -188,8 +189,8 @@ def fit_mle(curve_df: pd.DataFrame, form: str = "power", window=None, offset=Non
         Seed of the jitter of the restarts.
     """
     with _one_blas_thread():
-        return _fit_mle(curve_df, rules or ComparisonRules(form=form, window=window,
-                                                          offset=offset), likelihood, n_starts, seed)
+        rules = rules or ComparisonRules(form=form, window=window, offset=offset)
+        return _fit_mle(curve_df, rules, likelihood, n_starts, seed)
 
 
 def _fit_mle(curve_df, rules, likelihood, n_starts, seed) -> PointFitResult:
@@ -226,7 +227,8 @@ def _fit_mle(curve_df, rules, likelihood, n_starts, seed) -> PointFitResult:
         return s if math.isfinite(s) else 1e12
 
     x0 = fm.start(t, y)
-    x0 = np.clip(np.array([x0[p] for p in names], float), lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
+    pad = 1e-9 * (hi - lo)
+    x0 = np.clip(np.array([x0[p] for p in names], float), lo + pad, hi - pad)
     b_lo, b_hi = lo.copy(), hi.copy()
     if nuis:
         resid = y - fm.fn(t, dict(zip(names, x0)), np)

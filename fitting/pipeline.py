@@ -6,7 +6,6 @@ Kept here (not in the CLI module) so that notebooks and scripts run exactly what
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -191,4 +190,4 @@ def rules_from_args(form: str, window, offset, rope: float, interval: float) -> 
     return ComparisonRules(form=form, window=w, offset=offset, rope=rope, interval=interval)
 
 
-__all__ = ["fit_gamma", "gather_curves", "rules_from_args", "replace"]
+__all__ = ["fit_gamma", "gather_curves", "rules_from_args"]
