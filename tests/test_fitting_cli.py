@@ -81,11 +81,13 @@ def test_unknown_form_is_rejected():
 
 def test_tiny_bayesian_fit_human_vs_model(tmp_path, capsys):
     """Small and fast (nutpie, 2 chains x 150 draws): checks the contract, not calibration."""
+    # nutpie here: no worker processes, so the tiny fit starts fastest
     run = write_synthetic_run(tmp_path / "cram-seed0", seed=0)
     out = tmp_path / "bfit"
     code = main(["fit", "gamma", "--human", "rubin1999", "--run", str(run), "--method", "bayes",
                  "--offset", "intervening_items=1", "--offset", "steps=10", "--draws", "150",
                  "--tune", "150", "--chains", "2", "--seed", "1", "--json", "--out", str(out),
+                 "--sampler", "nutpie",
                  "--no-window-sensitivity"])
     assert code == 0
     doc = _json(capsys)
