@@ -83,7 +83,7 @@ def _routed_rows(seq_len, p, threads, device, reps, seed):
     batch_idx, pos = (x.to(device) for x in sel.nonzero(as_tuple=True))
     q_rows = q.transpose(1, 2)[batch_idx, pos].contiguous()  # (N, H, Dh)
     with torch.no_grad():
-        ms = _timer(lambda: routed_attention(q_rows, k, v, batch_idx, pos, check=False), device, reps)
+        ms = _timer(lambda: routed_attention(q_rows, k, v, batch_idx, pos), device, reps)
         dense_ms = _timer(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), device, reps)
     tiles, dense_tiles = routed_tile_counts(batch_idx.cpu(), pos.cpu(), seq_len, B)
     return {

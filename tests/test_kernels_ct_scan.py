@@ -49,7 +49,8 @@ def cpp_ext():
 @pytest.mark.parametrize("steps", [1, 63, 100])
 @pytest.mark.parametrize("dim", [5, 64, 72])
 def test_cpp_matches_loop_fp32(cpp_ext, diagonal, steps, dim):
-    inputs = _inputs(3, steps, dim, diagonal)
+    # B = 6: one group of 4 sequences stepped together (the blocked matvec) plus 2 single ones
+    inputs = _inputs(6, steps, dim, diagonal)
     out, grads = _fwd_bwd(lambda *a: ct_cpu.ct_scan_cpp(*a), inputs)
     ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
     ref, ref_grads = _fwd_bwd(ct_scan_reference, ref_inputs)
@@ -60,7 +61,7 @@ def test_cpp_matches_loop_fp32(cpp_ext, diagonal, steps, dim):
 
 @pytest.mark.parametrize("diagonal", [False, True])
 def test_cpp_gradcheck_fp64(cpp_ext, diagonal):
-    inputs = _inputs(2, 9, 4, diagonal, dtype=torch.float64)
+    inputs = _inputs(5, 9, 4, diagonal, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda *a: ct_cpu.ct_scan_cpp(*a), inputs)
 
 
