@@ -152,7 +152,7 @@ def run_kernel_bench(threads: int = 1, device=None, quick: bool = False, seed: i
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     seq_lens = (256, 512) if quick else ROUTED_T
-    reps = 2 if quick else 5
+    reps = 2 if quick else 9
     jobs = [("routed", t, p) for t in seq_lens for p in ROUTED_P] + [("scan", d, None) for d in SCAN_D]
     rows = []
     saved_scan_t = SCAN_SHAPE["T"]

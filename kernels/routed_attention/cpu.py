@@ -32,7 +32,7 @@ def routed_attention_torch(
     pos: torch.Tensor,  # (N,) int64
     window: int | None = None,
     scale: float | None = None,
-    chunk: int = 32,
+    chunk: int = 16,
     dense_above: float = 0.8,
 ) -> torch.Tensor:  # (N, H, Dh)
     n_rows, n_heads, head_dim = q.shape
