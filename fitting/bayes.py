@@ -216,6 +216,7 @@ class BayesFitResult:
     timings: dict
     loo: dict | None = None
     ppc: pd.DataFrame | None = None
+    prior_pc: pd.DataFrame | None = None
     prior_sensitivity: pd.DataFrame | None = None
     warnings: list = field(default_factory=list)
 
@@ -298,14 +299,18 @@ def _combine_loglik(idata) -> None:
         idata.log_likelihood["obs"] = comb
 
 
-def ppc_table(idata, md: ModelData, level: float = 0.9) -> pd.DataFrame:
-    """Per point: observed value, posterior-predictive mean and interval (as proportions)."""
+def ppc_table(idata, md: ModelData, level: float = 0.9,
+              group: str = "posterior_predictive") -> pd.DataFrame:
+    """Per point: observed value, predictive mean and interval (as proportions).
+
+    ``group="prior_predictive"`` gives the prior predictive check of the same points.
+    """
     d = md.data.reset_index(drop=True)
     out = d[["curve", "group", "delay_value", "t", "value"]].copy()
     out["pp_mean"] = np.nan
     out["pp_low"] = np.nan
     out["pp_high"] = np.nan
-    pp = idata.posterior_predictive
+    pp = idata[group]
     n = d["n"].to_numpy(float)
     for v in OBS_VARS:
         if v not in pp:
@@ -435,6 +440,8 @@ def fit_bayes(df: pd.DataFrame, rules: ComparisonRules | None = None, *, likelih
                         "elpd_loo is unreliable there")
         del caught
     ppc = ppc_table(idata, md, rules.interval) if posterior_predictive else None
+    prior_pc = (ppc_table(idata, md, rules.interval, group="prior_predictive")
+                if prior_predictive else None)
     sens = None
     if prior_sensitivity:
         sens = prior_sensitivity_table(idata, [v for v in ("mu_gamma", "delta_gamma", "gamma")
@@ -450,7 +457,8 @@ def fit_bayes(df: pd.DataFrame, rules: ComparisonRules | None = None, *, likelih
                           rules=rules.to_dict(), likelihoods=md.lik, hierarchical=hierarchical,
                           sampler=sampler, seed=seed, diagnostics=diag,
                           gamma_table=pd.DataFrame(gamma_rows), delta_gamma=delta,
-                          timings=timings, loo=loo_doc, ppc=ppc, prior_sensitivity=sens,
+                          timings=timings, loo=loo_doc, ppc=ppc, prior_pc=prior_pc,
+                          prior_sensitivity=sens,
                           warnings=warn)
 
 

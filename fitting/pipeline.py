@@ -121,6 +121,8 @@ def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *
         summary, fitted, idata, ppc = res.summary, res.curves, res.idata, res.ppc
         if res.ppc is not None:
             extras["ppc"] = res.ppc
+        if res.prior_pc is not None:
+            extras["prior_predictive"] = res.prior_pc
         if res.prior_sensitivity is not None:
             extras["prior_sensitivity"] = res.prior_sensitivity
         post = idata.posterior
@@ -178,6 +180,10 @@ def _figures(fig_dir, fitted, predict, doc, idata, ppc, extras, rules):
     if idata is not None and "delta_gamma" in idata.posterior:
         plots.plot_delta(idata.posterior["delta_gamma"].values.ravel(), rules.rope,
                          fig_dir / "delta_gamma.png")
+    if "prior_predictive" in extras:
+        plots.plot_curves_fit(fitted, lambda cid, t: None, fig_dir / "prior_predictive.png",
+                              f"prior predictive check ({rules.interval:.0%} bands), form "
+                              f"{rules.form}", ppc=extras["prior_predictive"])
     if "window_sensitivity" in extras:
         plots.plot_window_sensitivity(extras["window_sensitivity"],
                                       fig_dir / "window_sensitivity.png")

@@ -113,3 +113,35 @@ def plot_window_sensitivity(ws: pd.DataFrame, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_model_curves(df: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """Model curves as tidy rows: retention (one panel per condition, a line per training
+    stage), per-pattern or reliance curves (one line per curve), on log-x axes."""
+    plt, sns = _plt()
+    d = df.copy()
+    d["x"] = d["delay_value"] + 1.0
+    if "condition" in d.columns and d["condition"].astype(str).str.len().gt(0).all():
+        conds = list(dict.fromkeys(d["condition"]))
+        fig, axes = plt.subplots(1, len(conds), figsize=(5.5 * len(conds), 4.2), squeeze=False,
+                                 sharey=True)
+        for ax, cond in zip(axes[0], conds):
+            sub = d[d["condition"] == cond]
+            sns.lineplot(data=sub, x="x", y="value", hue="step", style="binding", marker="o",
+                         ax=ax, palette="viridis", errorbar=None)
+            ax.set_title(f"{cond}")
+            ax.set_xscale("log")
+            ax.set_xlabel(f"lag + 1 ({sub['delay_unit'].iloc[0]})")
+            ax.set_ylabel("retrieval accuracy")
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        sns.lineplot(data=d, x="x", y="value", hue="curve", ax=ax, legend=d["curve"].nunique() <= 12,
+                     errorbar=None)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"delay + 1 ({d['delay_unit'].iloc[0]})")
+        ax.set_ylabel(d["measure"].iloc[0])
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -107,4 +107,5 @@ def test_tiny_bayesian_fit_human_vs_model(tmp_path, capsys):
     assert {"variable", "mean", "r_hat", "ess_bulk"} <= set(fit.summary.columns)
     assert fit.result["rules"]["offset"] == {"intervening_items": 1.0, "steps": 10.0}
     assert (out / "figures" / "delta_gamma.png").is_file()
-    assert fit.extra("ppc") is not None
+    assert fit.extra("ppc") is not None and fit.extra("prior_predictive") is not None
+    assert (out / "figures" / "prior_predictive.png").is_file()

@@ -82,3 +82,32 @@ def test_fitting_never_imports_torch():
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
     assert np.isfinite(1.0)
+
+
+def test_cli_data_curves_retention_figure(runs, tmp_path, capsys):
+    from cram.cli import main
+
+    fig, table = tmp_path / "ret.png", tmp_path / "ret.csv"
+    assert main(["data", "curves", "--run", str(runs[0]), "--kind", "retention",
+                 "--binding", "novel", "--binding", "library", "--figure", str(fig),
+                 "--csv", str(table)]) == 0
+    assert fig.stat().st_size > 10_000
+    import pandas as pd
+
+    df = pd.read_csv(table)
+    assert set(df["binding"]) == {"novel", "library"} and df["step"].nunique() == 2
+    # never overwrite
+    assert main(["data", "curves", "--run", str(runs[0]), "--csv", str(table)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_cli_fit_retention_curves_use_binomial(runs, capsys):
+    import json
+
+    from cram.cli import main
+
+    assert main(["fit", "gamma", "--run", str(runs[0]), "--curve-kind", "retention",
+                 "--method", "mle", "--offset", "1", "--json", "--no-window-sensitivity"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["curves"]) == 4
+    assert {c["likelihood"] for c in doc["curves"]} == {"binomial"}

@@ -25,6 +25,22 @@ def register(sub) -> None:
     ck.add_argument("file", help="CSV file")
     ck.add_argument("--json", action="store_true", help="print one JSON document")
     ck.set_defaults(func=_check)
+    mc = dsub.add_parser(
+        "curves", help="model curves from run folders (tidy table and figure)",
+        description="Turn run folders into tidy model curves: episodic_reliance (attention on "
+                    "library queries against steps after warm-up), per_pattern (episodic share "
+                    "against exposures) or retention (accuracy against store-query lag, per "
+                    "training stage, episodic memory on and off).")
+    mc.add_argument("--run", action="append", required=True, metavar="DIR",
+                    help="run folder (repeatable)")
+    mc.add_argument("--kind", default="retention",
+                    choices=("episodic_reliance", "per_pattern", "retention"))
+    mc.add_argument("--binding", action="append", default=None, choices=("novel", "library"),
+                    help="retention: which bindings (default novel; repeatable)")
+    mc.add_argument("--csv", default=None, metavar="FILE", help="write the tidy table here")
+    mc.add_argument("--figure", default=None, metavar="PNG", help="write a figure here")
+    mc.add_argument("--json", action="store_true", help="print the table as one JSON document")
+    mc.set_defaults(func=_curves)
 
 
 def _list(args) -> int:
@@ -81,4 +97,33 @@ def _check(args) -> int:
     else:
         print(f"{args.file}: ok, {len(summary)} curve(s), {len(df)} row(s)")
         print(summary.to_string(index=False))
+    return 0
+
+
+def _curves(args) -> int:
+    from pathlib import Path
+
+    from cram._cli_util import emit_json, log
+    from cram.errors import RunFolderError
+    from cram.fitting.model_curves import model_curves
+
+    kw = {}
+    if args.kind == "retention" and args.binding:
+        kw["bindings"] = tuple(args.binding)
+    df = model_curves(args.run, kind=args.kind, **kw)
+    for target in (args.csv, args.figure):
+        if target and Path(target).exists():
+            raise RunFolderError(f"{target}: already exists (never overwritten)")
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+        log(f"cram data curves: wrote {args.csv}")
+    if args.figure:
+        from cram.fitting.plots import plot_model_curves
+
+        plot_model_curves(df, Path(args.figure), f"{args.kind}: {', '.join(args.run)}")
+        log(f"cram data curves: wrote {args.figure}")
+    if args.json:
+        emit_json({"kind": args.kind, "rows": df.to_dict("records")})
+    elif not args.csv:
+        print(df.to_csv(index=False), end="")
     return 0
