@@ -135,8 +135,8 @@ def plot_model_curves(df: pd.DataFrame, path: Path, title: str = "") -> Path:
             ax.set_ylabel("retrieval accuracy")
     else:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        sns.lineplot(data=d, x="x", y="value", hue="curve", ax=ax, legend=d["curve"].nunique() <= 12,
-                     errorbar=None)
+        sns.lineplot(data=d, x="x", y="value", hue="curve", ax=ax,
+                     legend=d["curve"].nunique() <= 12, errorbar=None)
         ax.set_xscale("log")
         ax.set_xlabel(f"delay + 1 ({d['delay_unit'].iloc[0]})")
         ax.set_ylabel(d["measure"].iloc[0])
