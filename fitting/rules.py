@@ -61,6 +61,48 @@ class ComparisonRules:
         if not 0 < self.interval < 1:
             raise ConfigError(f"interval {self.interval}: must be in (0, 1)")
 
+    def fingerprint(self) -> str:
+        """sha256 of the canonical rule values: equal fingerprints, same comparison rules."""
+        import hashlib
+        import json
+
+        core = asdict(self)
+        core["window"] = list(self.window) if self.window is not None else None
+        text = json.dumps(core, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_file(cls, path) -> "ComparisonRules":
+        """Rules written down in advance: a JSON object with keys among form, window (``[A,
+        B]`` or ``"A:B"``), offset (number or {unit: number}), rope, onset, exclude_derived,
+        interval. Unknown keys are an error."""
+        import json
+        from pathlib import Path
+
+        path = Path(path)
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such rules file") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        if not isinstance(obj, dict):
+            raise ConfigError(f"{path}: expected a JSON object of rules")
+        known = {"form", "window", "offset", "rope", "onset", "exclude_derived", "interval"}
+        extra = sorted(set(obj) - known - {"gamma_reported", "t_definition", "window_definition",
+                                            "rope_definition", "fingerprint"})
+        if extra:
+            raise ConfigError(f"{path}: unknown rule field(s) {extra}; known: {sorted(known)}")
+        kw = {k: obj[k] for k in known if k in obj}
+        if isinstance(kw.get("window"), str):
+            kw["window"] = parse_window(kw["window"])
+        elif kw.get("window") is not None:
+            kw["window"] = tuple(float(x) for x in kw["window"])
+        try:
+            return cls(**kw)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{path}: {err}") from None
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["window"] = list(self.window) if self.window is not None else None
@@ -70,6 +112,7 @@ class ComparisonRules:
                              if isinstance(self.offset, dict) else "t = delay_value + offset")
         d["window_definition"] = "A <= log10(t / t_first) <= B, t_first = first t > 0 of the curve"
         d["rope_definition"] = f"|delta_gamma| < {self.rope}"
+        d["fingerprint"] = self.fingerprint()
         return d
 
 

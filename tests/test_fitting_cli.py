@@ -109,3 +109,20 @@ def test_tiny_bayesian_fit_human_vs_model(tmp_path, capsys):
     assert (out / "figures" / "delta_gamma.png").is_file()
     assert fit.extra("ppc") is not None and fit.extra("prior_predictive") is not None
     assert (out / "figures" / "prior_predictive.png").is_file()
+
+
+def test_rules_file_fixes_the_rules(tmp_path, capsys):
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"form": "power", "offset": {"intervening_items": 1},
+                                 "window": "0:2", "rope": 0.05}))
+    assert main(["fit", "gamma", "--human", "rubin1999", "--method", "mle", "--rules",
+                 str(rules), "--json", "--no-window-sensitivity"]) == 0
+    doc = _json(capsys)
+    assert doc["rules"]["window"] == [0.0, 2.0] and len(doc["rules"]["fingerprint"]) == 16
+    # the rules file cannot be overridden from the command line
+    assert main(["fit", "gamma", "--human", "rubin1999", "--method", "mle", "--rules",
+                 str(rules), "--window", "0:1"]) == 2
+    assert "fixes the comparison rules" in capsys.readouterr().err
+    rules.write_text(json.dumps({"form": "power", "windw": "0:2"}))
+    assert main(["fit", "gamma", "--human", "rubin1999", "--rules", str(rules)]) == 2
+    assert "unknown rule field(s) ['windw']" in capsys.readouterr().err

@@ -42,7 +42,11 @@ def register(sub) -> None:
                    help="shipped human dataset (repeatable; see `cram data list`)")
     g.add_argument("--human-csv", action="append", default=[], metavar="FILE",
                    help="your own curve CSV (repeatable)")
-    g.add_argument("--form", default="power", choices=FORM_NAMES, help="curve form")
+    g.add_argument("--rules", default=None, metavar="FILE",
+                   help="comparison rules written down in advance (JSON: form, window, offset, "
+                        "rope, interval); then --form/--window/--offset/--rope/--interval must "
+                        "not be given")
+    g.add_argument("--form", default=None, choices=FORM_NAMES, help="curve form (power)")
     g.add_argument("--method", default="bayes", choices=("mle", "ols", "bayes"),
                    help="mle (scipy), ols (log-log statsmodels baseline) or bayes (PyMC)")
     g.add_argument("--window", default=None, metavar="A:B",
@@ -51,8 +55,8 @@ def register(sub) -> None:
                    help="t = delay + offset; one number for all curves, or per delay unit "
                         "(repeatable: --offset steps=20 --offset intervening_items=1); needed "
                         "for forms that need t > 0 when a delay is 0")
-    g.add_argument("--rope", type=float, default=0.05, help="ROPE half-width for Δγ (0.05)")
-    g.add_argument("--interval", type=float, default=0.90, help="interval level (0.90)")
+    g.add_argument("--rope", type=float, default=None, help="ROPE half-width for Δγ (0.05)")
+    g.add_argument("--interval", type=float, default=None, help="interval level (0.90)")
     g.add_argument("--likelihood", default="auto",
                    choices=("auto", "beta", "binomial", "normal"),
                    help="auto: binomial where trial counts are known, else beta (bayes) / "
@@ -86,10 +90,20 @@ def _gamma(args) -> int:
         raise ConfigError("--draws and --chains must be >= 1 and --tune >= 0")
     if args.loo_forms and args.method != "bayes":
         raise ConfigError("--loo-forms needs --method bayes")
-    from cram.fitting.rules import parse_offset
+    from cram.fitting.rules import ComparisonRules, parse_offset
 
-    rules = rules_from_args(args.form, args.window, parse_offset(args.offset), args.rope,
-                            args.interval)
+    if args.rules:
+        given = [f for f, v in (("--form", args.form), ("--window", args.window),
+                                ("--offset", args.offset), ("--rope", args.rope),
+                                ("--interval", args.interval)) if v not in (None, [])]
+        if given:
+            raise ConfigError(f"--rules {args.rules} fixes the comparison rules; do not also "
+                              f"give {', '.join(given)}")
+        rules = ComparisonRules.from_file(args.rules)
+    else:
+        rules = rules_from_args(args.form or "power", args.window, parse_offset(args.offset),
+                                0.05 if args.rope is None else args.rope,
+                                0.90 if args.interval is None else args.interval)
     if args.out is not None:
         from cram.fitting.io import check_out_free
 
