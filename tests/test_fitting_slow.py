@@ -43,3 +43,21 @@ def test_must_show_hierarchical_fit_meets_diagnostic_bars(tmp_path):
     assert d["r_hat_max"] <= 1.01 and d["ess_bulk_min"] >= 400 and d["divergences"] == 0
     assert res.delta_gamma is not None
     assert res.timings["total_s"] < 120  # 60 s is the bar with a warm cache on an idle machine
+
+
+@pytest.mark.slow
+def test_sbc_script_plumbing(tmp_path):
+    """A handful of simulations: checks outputs and the exit-code contract, not calibration."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(root / "scripts" / "sbc_hierarchical.py"),
+                          "--sims", "4", "--draws", "100", "--tune", "100", "--no-bench",
+                          "--out", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode in (0, 1), out.stderr[-2000:]
+    cov = pd.read_csv(tmp_path / "sbc_coverage.csv")
+    assert {"quantity", "coverage_%", "mc_error_%"} <= set(cov.columns)
+    summary = json.loads((tmp_path / "sbc_summary.json").read_text())
+    assert (out.returncode == 1) == bool(summary["fail"])
