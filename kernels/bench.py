@@ -12,11 +12,13 @@ docs/benchmarks.md through :mod:`cram.benchlog`. ``cram bench kernels`` calls bo
 - ``op="ct_scan"``: forward + backward of the CT scan (``backend="auto"``) against the pure-torch
   loop with ``unbind`` slices (``ct_scan_reference``); ``tokens_per_s`` for both.
 
-Timings are the median of ``reps`` runs after one warm-up, with ``torch.set_num_threads(threads)``.
+Timings are medians over ``reps`` rounds that alternate the kernel and its baseline (after one
+warm-up each), with ``torch.set_num_threads(threads)``.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -28,23 +30,35 @@ SCAN_D = (64, 128)
 TILE = 64
 
 
-def _timer(fn, device, reps: int) -> float:
-    """Median wall time of ``fn()`` in ms over ``reps`` runs after one warm-up."""
+def _paired_timer(fn, baseline, device, reps: int) -> tuple[float, float]:
+    """Median wall times (ms) of ``fn()`` and ``baseline()``, measured alternately.
+
+    One warm-up call each, then ``reps`` rounds alternating (fn, baseline) and (baseline, fn), so
+    that drift in machine load and the cost of running first hit both sides alike.
+    """
     import torch
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    fn()
-    sync()
-    times = []
-    for _ in range(reps):
+    def once(f):
         t0 = time.perf_counter()
-        fn()
+        f()
         sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        return (time.perf_counter() - t0) * 1e3
+
+    once(fn)
+    once(baseline)
+    a, b = [], []
+    for i in range(reps):  # ABBA order: whichever runs first in a round does not always lose
+        if i % 2 == 0:
+            a.append(once(fn))
+            b.append(once(baseline))
+        else:
+            b.append(once(baseline))
+            a.append(once(fn))
+    return statistics.median(a), statistics.median(b)
 
 
 def routed_tile_counts(batch_idx, pos, seq_len: int, n_batch: int, window: int | None = None,
@@ -83,8 +97,9 @@ def _routed_rows(seq_len, p, threads, device, reps, seed):
     batch_idx, pos = (x.to(device) for x in sel.nonzero(as_tuple=True))
     q_rows = q.transpose(1, 2)[batch_idx, pos].contiguous()  # (N, H, Dh)
     with torch.no_grad():
-        ms = _timer(lambda: routed_attention(q_rows, k, v, batch_idx, pos), device, reps)
-        dense_ms = _timer(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), device, reps)
+        ms, dense_ms = _paired_timer(
+            lambda: routed_attention(q_rows, k, v, batch_idx, pos),
+            lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), device, reps)
     tiles, dense_tiles = routed_tile_counts(batch_idx.cpu(), pos.cpu(), seq_len, B)
     return {
         "op": "routed_attention", "T": seq_len, "p": p, "ms": ms, "dense_ms": dense_ms,
@@ -110,8 +125,7 @@ def _scan_rows(dim, threads, device, reps, seed):
     def step(fn):
         return lambda: fn(u, gate, w1, h0).sum().backward()
 
-    ms = _timer(step(ct_scan), device, reps)
-    dense_ms = _timer(step(ct_scan_reference), device, reps)
+    ms, dense_ms = _paired_timer(step(ct_scan), step(ct_scan_reference), device, reps)
     return {
         "op": "ct_scan", "T": T, "p": None, "ms": ms, "dense_ms": dense_ms, "ratio": ms / dense_ms,
         "speedup": dense_ms / ms, "tokens_per_s": B * T / ms * 1e3,
@@ -119,6 +133,14 @@ def _scan_rows(dim, threads, device, reps, seed):
         "threads": threads, "device": device.type, "dtype": "float32", "backend": backend,
         "baseline": "torch loop with unbind", "pass": "forward+backward",
     }
+
+
+def _load_1min() -> float | None:
+    """1-minute load average before a row (other jobs on a 2-core machine skew timings)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def run_kernel_bench(threads: int = 1, device=None, quick: bool = False, seed: int = 0,
@@ -160,10 +182,12 @@ def run_kernel_bench(threads: int = 1, device=None, quick: bool = False, seed: i
         SCAN_SHAPE["T"] = 256
     try:
         for kind, a, p in tqdm(jobs, desc="kernel bench", disable=not progress, file=None):
+            load = _load_1min()
             if kind == "routed":
-                rows.append(_routed_rows(a, p, threads, device, reps, seed))
+                row = _routed_rows(a, p, threads, device, reps, seed)
             else:
-                rows.append(_scan_rows(a, threads, device, reps, seed))
+                row = _scan_rows(a, threads, device, reps, seed)
+            rows.append(row | {"load_1min": load})
     finally:
         SCAN_SHAPE["T"] = saved_scan_t
         torch.set_num_threads(old_threads)
@@ -181,12 +205,14 @@ def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, p
         append_benchmark(
             f"Routed attention vs dense causal SDPA ({r0['device']}, {r0['threads']} thread(s))",
             markdown_table(routed, ["T", "p", "N", "ms", "dense_ms", "ratio", "tiles", "dense_tiles",
-                                    "tile_ratio", "backend", "threads", "device"]),
+                                    "tile_ratio", "backend", "threads", "device", "load_1min"]),
             notes=(
                 f"Forward only, fp32, B={r0['B']}, H={r0['H']}, Dh={r0['Dh']}; exactly round(p·T) "
-                "random routed positions per sequence; median of repeated runs. ratio = ms / dense_ms. "
+                "random routed positions per sequence; medians of 9 rounds alternating routed and dense. "
+                "ratio = ms / dense_ms. "
                 "tiles / dense_tiles: 64x64 key tiles the Triton forward visits against a dense causal "
-                "flash kernel (a work count, exact for the GPU kernel whatever device timed the row)."
+                "flash kernel (a work count, exact for the GPU kernel whatever device timed the row). "
+                "load_1min: the machine's 1-minute load average before the row (other jobs skew timings)."
             ),
             argv=argv, path=path,
         )
@@ -195,7 +221,7 @@ def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, p
         append_benchmark(
             f"CT scan vs the torch loop ({s0['device']}, {s0['threads']} thread(s))",
             markdown_table(scan, ["T", "D", "B", "ms", "dense_ms", "speedup", "tokens_per_s",
-                                  "loop_tokens_per_s", "backend", "threads", "device"]),
+                                  "loop_tokens_per_s", "backend", "threads", "device", "load_1min"]),
             notes=(
                 "Forward + backward, fp32, full W_1; dense_ms is the pure-torch loop with unbind slices "
                 "(ct_scan_reference); speedup = dense_ms / ms; tokens/s = B·T per forward+backward."
