@@ -78,7 +78,8 @@ def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *
               out: str | Path | None = None, seed: int = 0, likelihood: str = "auto",
               draws: int = 1000, tune: int = 1000, chains: int = 2, sampler: str | None = None,
               figures: bool = True, window_sens: bool = True, loo_forms=(),
-              progress: bool = True, argv: list[str] | None = None) -> dict:
+              hierarchical: bool | None = None, progress: bool = True,
+              argv: list[str] | None = None) -> dict:
     """Fit γ for every curve of ``df`` under ``rules``; write ``out`` if given; return the doc.
 
     The returned document is what ``--json`` prints: ``curves`` (one entry per curve, plus
@@ -116,7 +117,8 @@ def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *
         _log(f"cram fit: Bayesian {rules.form} fit of {df['curve'].nunique()} curve(s), "
              f"{chains} chains x {draws} draws, sampler {sampler or DEFAULT_SAMPLER}, seed {seed}")
         res = fit_bayes(df, rules, likelihood=likelihood, draws=draws, tune=tune, chains=chains,
-                        sampler=sampler or DEFAULT_SAMPLER, seed=seed, progress=progress)
+                        sampler=sampler or DEFAULT_SAMPLER, seed=seed, progress=progress,
+                        hierarchical=hierarchical)
         doc = res.to_json_doc()
         summary, fitted, idata, ppc = res.summary, res.curves, res.idata, res.ppc
         if res.ppc is not None:
@@ -136,12 +138,21 @@ def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *
 
             forms = list(dict.fromkeys([rules.form, *loo_forms]))
             _log(f"cram fit: LOO comparison of forms {forms}")
-            cmp, _ = compare_forms(df, forms, rules, likelihood=likelihood, draws=draws,
-                                   tune=tune, chains=chains, sampler=sampler or DEFAULT_SAMPLER,
-                                   seed=seed, progress=progress, prior_sensitivity=False)
+            cmp, fits = compare_forms(df, forms, rules, likelihood=likelihood, draws=draws,
+                                      tune=tune, chains=chains,
+                                      sampler=sampler or DEFAULT_SAMPLER, seed=seed,
+                                      progress=progress, prior_sensitivity=False,
+                                      hierarchical=hierarchical)
+            cmp["diagnostics_ok"] = [fits[f].diagnostics["ok"] for f in cmp["form"]]
+            cmp["pareto_k_gt_0.7"] = [fits[f].loo["n_pareto_k_gt_0.7"] for f in cmp["form"]]
+            for f, r in fits.items():
+                if not r.diagnostics["ok"] and f != rules.form:
+                    doc["diagnostics"]["warnings"].append(
+                        f"LOO comparison, form {f}: " + "; ".join(r.diagnostics["warnings"]))
+                    doc["diagnostics"]["ok"] = False
             extras["loo_compare"] = cmp
-            doc["loo_compare"] = cmp[["form", "rank", "elpd_loo", "se", "dse", "weight"]].to_dict(
-                "records")
+            doc["loo_compare"] = cmp[["form", "rank", "elpd_loo", "se", "dse", "weight",
+                                      "diagnostics_ok", "pareto_k_gt_0.7"]].to_dict("records")
     if window_sens and get_form(rules.form).has_gamma:
         ws = window_sensitivity(df[~df["derived"]] if method == "bayes" else df, rules)
         extras["window_sensitivity"] = ws

@@ -67,6 +67,9 @@ def register(sub) -> None:
     g.add_argument("--sampler", default=None, choices=("nutpie", "pymc"),
                    help="NUTS implementation (default: pymc, fastest to bulk ESS 400 in "
                         "docs/benchmarks.md)")
+    g.add_argument("--no-pooling", action="store_true",
+                   help="bayes: fit each curve with its own γ prior (no hierarchy, no Δγ); "
+                        "default: hierarchical when there are several curves")
     g.add_argument("--loo-forms", default="", metavar="F1,F2",
                    help="also fit these forms and compare all by LOO (bayes only)")
     g.add_argument("--seed", type=int, default=0, help="random seed (sampler, restarts)")
@@ -116,6 +119,7 @@ def _gamma(args) -> int:
                     chains=args.chains, sampler=args.sampler, figures=not args.no_figures,
                     window_sens=not args.no_window_sensitivity,
                     loo_forms=[f for f in args.loo_forms.split(",") if f.strip()],
+                    hierarchical=False if args.no_pooling else None,
                     progress=sys.stderr.isatty() or True, argv=["cram", *sys.argv[1:]])
     if args.json:
         emit_json(doc)
