@@ -26,7 +26,7 @@ import triton.language as tl
 @triton.jit
 def _fwd_kernel(Q, K, V, BIDX, POS, O, LSE, N, T, H, scale, WINDOW,
                 HAS_WINDOW: tl.constexpr, DH: tl.constexpr, BLOCK_M: tl.constexpr,
-                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
     # Q, O: (N, H, DH); K, V: (B, H, T, DH); BIDX, POS: (N,) int64; LSE: (N, H) fp32
     mblk = tl.program_id(0)
     h = tl.program_id(1)
@@ -57,7 +57,7 @@ def _fwd_kernel(Q, K, V, BIDX, POS, O, LSE, N, T, H, scale, WINDOW,
             kv_off = kv_base + cols[:, None] * DH + d[None, :]
             k = tl.load(K + kv_off, mask=kv_mask, other=0.0)  # (BN, BD)
             v = tl.load(V + kv_off, mask=kv_mask, other=0.0)
-            s = tl.dot(q, tl.trans(k)) * scale  # (BM, BN) fp32
+            s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale  # (BM, BN) fp32
             allowed = inb[:, None] & (cols[None, :] <= rp[:, None])
             if HAS_WINDOW:
                 allowed = allowed & (cols[None, :] > rp[:, None] - WINDOW)
@@ -67,7 +67,7 @@ def _fwd_kernel(Q, K, V, BIDX, POS, O, LSE, N, T, H, scale, WINDOW,
             p = tl.exp(s - m_safe[:, None])
             alpha = tl.exp(m_i - m_safe)
             l_i = l_i * alpha + tl.sum(p, axis=1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
             m_i = m_new
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     out = acc / l_safe[:, None]
@@ -78,7 +78,7 @@ def _fwd_kernel(Q, K, V, BIDX, POS, O, LSE, N, T, H, scale, WINDOW,
 @triton.jit
 def _dq_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, DQ, N, T, H, scale, WINDOW,
                HAS_WINDOW: tl.constexpr, DH: tl.constexpr, BLOCK_M: tl.constexpr,
-               BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+               BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
     # DO, DQ: (N, H, DH); LSE, DELTA: (N, H) fp32
     mblk = tl.program_id(0)
     h = tl.program_id(1)
@@ -111,21 +111,21 @@ def _dq_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, DQ, N, T, H, scale, WINDOW,
             kv_off = kv_base + cols[:, None] * DH + d[None, :]
             k = tl.load(K + kv_off, mask=kv_mask, other=0.0)  # (BN, BD)
             v = tl.load(V + kv_off, mask=kv_mask, other=0.0)
-            s = tl.dot(q, tl.trans(k)) * scale  # (BM, BN)
+            s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale  # (BM, BN)
             allowed = inb[:, None] & (cols[None, :] <= rp[:, None])
             if HAS_WINDOW:
                 allowed = allowed & (cols[None, :] > rp[:, None] - WINDOW)
             p = tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)
-            dp = tl.dot(do, tl.trans(v))  # (BM, BN)
+            dp = tl.dot(do, tl.trans(v), input_precision=PREC)  # (BM, BN)
             ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds.to(k.dtype), k)
+            dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
     tl.store(DQ + q_off, (dq * scale).to(DQ.dtype.element_ty), mask=qd_mask)
 
 
 @triton.jit
 def _dkv_kernel(Q, K, V, POS, DO, LSE, DELTA, ROW_LO, ROW_HI, DK, DV, T, H, scale, WINDOW,
                 N_KBLOCKS, HAS_WINDOW: tl.constexpr, DH: tl.constexpr, BLOCK_M: tl.constexpr,
-                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
     # ROW_LO, ROW_HI: (B * N_KBLOCKS,) first and one-past-last routed row that can see key tile
     pid = tl.program_id(0)
     h = tl.program_id(1)
@@ -152,17 +152,22 @@ def _dkv_kernel(Q, K, V, POS, DO, LSE, DELTA, ROW_LO, ROW_HI, DK, DV, T, H, scal
         do = tl.load(DO + q_off, mask=qd_mask, other=0.0)
         lse = tl.load(LSE + rows * H + h, mask=rmask, other=0.0)
         delta = tl.load(DELTA + rows * H + h, mask=rmask, other=0.0)
-        s = tl.dot(q, tl.trans(k)) * scale  # (BM, BN)
+        s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale  # (BM, BN)
         allowed = rmask[:, None] & (cols[None, :] <= rp[:, None]) & (cols < T)[None, :]
         if HAS_WINDOW:
             allowed = allowed & (cols[None, :] > rp[:, None] - WINDOW)
         p = tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)  # (BM, BN)
-        dv += tl.dot(tl.trans(p).to(do.dtype), do)  # (BN, BD)
-        dp = tl.dot(do, tl.trans(v))  # (BM, BN)
+        dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PREC)  # (BN, BD)
+        dp = tl.dot(do, tl.trans(v), input_precision=PREC)  # (BM, BN)
         ds = p * (dp - delta[:, None])
-        dk += tl.dot(tl.trans(ds).to(q.dtype), q)
+        dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PREC)
     tl.store(DK + kv_off, (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + kv_off, dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+def _precision(dtype) -> str:
+    """fp32 inputs get IEEE fp32 dots (as dense SDPA does), not TF32; half types ignore it."""
+    return "ieee" if dtype == torch.float32 else "tf32"
 
 
 def _blocks(head_dim: int, block_m: int | None, block_n: int | None, device) -> tuple[int, int, int]:
@@ -205,7 +210,7 @@ class _RoutedAttentionTriton(torch.autograd.Function):
             _fwd_kernel[(triton.cdiv(n_rows, bm), n_heads)](
                 q, k, v, batch_idx, pos, out, lse, n_rows, seq_len, n_heads, scale,
                 window or 0, HAS_WINDOW=window is not None, DH=head_dim,
-                BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd)
+                BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, PREC=_precision(q.dtype))
         ctx.save_for_backward(q, k, v, batch_idx, pos, out, lse)
         ctx.cfg = (window, scale, bm, bn, bd)
         return out
@@ -225,13 +230,13 @@ class _RoutedAttentionTriton(torch.autograd.Function):
             _dq_kernel[(triton.cdiv(n_rows, bm), n_heads)](
                 q, k, v, batch_idx, pos, d_out, lse, delta, dq, n_rows, seq_len, n_heads, scale,
                 window or 0, HAS_WINDOW=window is not None, DH=head_dim,
-                BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd)
+                BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, PREC=_precision(q.dtype))
             row_lo, row_hi = key_tile_row_ranges(batch_idx, pos, n_batch, seq_len, bn, window)
             n_kb = triton.cdiv(seq_len, bn)
             _dkv_kernel[(n_batch * n_kb, n_heads)](
                 q, k, v, pos, d_out, lse, delta, row_lo, row_hi, dk, dv, seq_len, n_heads, scale,
                 window or 0, n_kb, HAS_WINDOW=window is not None, DH=head_dim,
-                BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd)
+                BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, PREC=_precision(q.dtype))
         return dq, dk, dv, None, None, None, None, None, None
 
 
