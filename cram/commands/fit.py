@@ -120,7 +120,7 @@ def _gamma(args) -> int:
                     window_sens=not args.no_window_sensitivity,
                     loo_forms=[f for f in args.loo_forms.split(",") if f.strip()],
                     hierarchical=False if args.no_pooling else None,
-                    progress=sys.stderr.isatty() or True, argv=["cram", *sys.argv[1:]])
+                    progress=True, argv=["cram", *sys.argv[1:]])
     if args.json:
         emit_json(doc)
     else:
