@@ -63,3 +63,24 @@ def test_gamma_prior_must_keep_gamma_positive():
     md = prepare(load_dataset("ebbinghaus1885"), ComparisonRules())
     with pytest.raises(ConfigError, match="lognormal"):
         build_model(md, "power", gamma_prior=Prior("normal", (0.3, 0.3)))
+
+
+def test_pymc_likelihoods_match_scipy_and_numpy_versions():
+    """The PyMC terms the models use have the parameterisation of fitting.likelihoods."""
+    import pymc as pm
+    from scipy import stats
+
+    from cram.fitting.likelihoods import loglik_beta, loglik_binomial
+
+    rng = np.random.default_rng(5)
+    mu = rng.uniform(0.05, 0.95, 12)
+    y = rng.uniform(0.02, 0.98, 12)
+    phi = 23.0
+    lp = pm.logp(pm.Beta.dist(mu=mu, nu=phi), y).eval()
+    np.testing.assert_allclose(lp, stats.beta.logpdf(y, mu * phi, (1 - mu) * phi), rtol=1e-6)
+    np.testing.assert_allclose(lp, loglik_beta(y, mu, phi), rtol=1e-6)
+    n = rng.integers(5, 60, 12)
+    k = rng.binomial(n, mu)
+    lb = pm.logp(pm.Binomial.dist(n=n, p=mu), k).eval()
+    np.testing.assert_allclose(lb, stats.binom.logpmf(k, n, mu), rtol=1e-6)
+    np.testing.assert_allclose(lb, loglik_binomial(k, n, mu), rtol=1e-6)
