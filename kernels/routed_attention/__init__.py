@@ -75,7 +75,12 @@ def select_backend(device: torch.device, backend: str = "auto") -> str:
     if backend not in BACKENDS:
         raise KernelInputError(f"routed_attention: backend={backend!r}; choose one of {list(BACKENDS)}")
     if backend == "auto":
-        return "triton" if device.type == "cuda" and triton_usable(device) else "torch"
+        if device.type == "cuda":
+            if triton_usable(device):
+                return "triton"
+            notice_once("routed_attention.auto", "routed_attention: Triton is not importable; "
+                        "using the torch path on CUDA")
+        return "torch"
     if backend == "triton" and not triton_usable(device):
         notice_once("routed_attention.triton",
                     f"routed_attention: Triton cannot run on {device}; using the torch path")
