@@ -31,8 +31,8 @@ def register(sub) -> None:
             "model curves and reports Δγ against a ROPE; mle/ols fit each curve alone.\n"
             "The rules (form, window, offset, onset, ROPE) are written into every result."),
         epilog=("example: cram fit gamma --human rubin1999 --human ebbinghaus1885 "
-                "--run runs/demo/cram-seed0 --form power --offset 1 --method bayes "
-                "--out runs/demo/fit --json"))
+                "--run runs/demo/cram-seed0 --form power --offset intervening_items=1 "
+                "--offset steps=10 --method bayes --out runs/demo/fit --json"))
     g.add_argument("--run", action="append", default=[], metavar="DIR",
                    help="run folder (repeatable); gives one model curve each")
     g.add_argument("--curve-kind", default="episodic_reliance",
