@@ -195,11 +195,17 @@ def run_kernel_bench(threads: int = 1, device=None, quick: bool = False, seed: i
 
 
 def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, path=None) -> None:
-    """Append the routed-attention and CT-scan tables to docs/benchmarks.md (via cram.benchlog)."""
+    """Append the benchmark tables to docs/benchmarks.md (via cram.benchlog).
+
+    One table each for routed attention, the CT scan and, when present, the model-level rows
+    (``op`` = ``model_infer`` / ``model_step``, produced elsewhere): their columns are the common
+    ``op, T, p, ms, dense_ms, ratio`` followed by every other key the rows carry.
+    """
     from cram.benchlog import append_benchmark, markdown_table
 
     routed = [r for r in rows if r["op"] == "routed_attention"]
     scan = [r for r in rows if r["op"] == "ct_scan"]
+    model = [r for r in rows if r["op"] in ("model_infer", "model_step")]
     if routed:
         r0 = routed[0]
         append_benchmark(
@@ -226,5 +232,15 @@ def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, p
                 "Forward + backward, fp32, full W_1; dense_ms is the pure-torch loop with unbind slices "
                 "(ct_scan_reference); speedup = dense_ms / ms; tokens/s = B·T per forward+backward."
             ),
+            argv=argv, path=path,
+        )
+    if model:
+        common = ["op", "T", "p", "ms", "dense_ms", "ratio"]
+        extra = [k for r in model for k in r if k not in common]
+        columns = common + list(dict.fromkeys(extra))
+        append_benchmark(
+            "CRAM vs dense Transformer, whole model",
+            markdown_table(model, columns),
+            notes="ratio = ms / dense_ms (the dense Transformer of the same width).",
             argv=argv, path=path,
         )

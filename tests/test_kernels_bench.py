@@ -41,3 +41,9 @@ def test_quick_bench_rows_and_tables(tmp_path):
     text = out.read_text()
     assert "Routed attention vs dense causal SDPA" in text and "CT scan vs the torch loop" in text
     assert "1 thread(s)" in text and "`cram bench kernels`" in text
+    assert "whole model" not in text
+    model_rows = [{"op": "model_infer", "T": 2048, "p": 0.02, "ms": 3.0, "dense_ms": 12.0,
+                   "ratio": 0.25, "run": "cram-seed0"}]
+    write_kernel_bench_tables(model_rows, argv=["cram", "bench", "kernels"], path=out)
+    text = out.read_text()
+    assert "CRAM vs dense Transformer, whole model" in text and "| cram-seed0 |" in text
