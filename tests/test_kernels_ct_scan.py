@@ -126,8 +126,19 @@ def test_bad_input_is_rejected():
         ct_scan(u, gate, w1[:3], h0)
     with pytest.raises(KernelInputError, match="h0 must be"):
         ct_scan(u, gate, w1, h0[:1])
-    with pytest.raises(KernelInputError, match="dtype"):
-        ct_scan(u, gate.double(), w1, h0)
+    with pytest.raises(KernelInputError, match="floating point"):
+        ct_scan(u, gate, w1.long(), h0)
+
+
+def test_mixed_dtypes_are_promoted():
+    # autocast gives a bf16 drive while W_1 stays fp32: the scan runs in fp32
+    u, gate, w1, h0 = _inputs(2, 7, 4, False)
+    out = ct_scan(u.bfloat16(), gate, w1, h0)
+    assert out.dtype == torch.float32
+    ref = ct_scan_reference(u.detach().bfloat16().float(), gate.detach(), w1.detach(), h0.detach())
+    _assert_close(out, ref, TOL[torch.float32], "h")
+    out.sum().backward()
+    assert u.grad is not None and u.grad.dtype == torch.float32
     with pytest.raises(KernelInputError, match="backend"):
         ct_scan(u, gate, w1, h0, backend="fortran")
 

@@ -37,13 +37,17 @@ def _validate(u, gate, w1, h0):
     if h0 is not None and h0.shape != (batch, dim):
         raise KernelInputError(f"ct_scan: h0 must be ({batch}, {dim}), got {tuple(h0.shape)}")
     tensors = {"u": u, "gate": gate, "w1": w1} | ({} if h0 is None else {"h0": h0})
-    if not u.is_floating_point():
-        raise KernelInputError(f"ct_scan: u must be floating point, got {u.dtype}")
     for name, x in tensors.items():
-        if x.dtype != u.dtype:
-            raise KernelInputError(f"ct_scan: {name} has dtype {x.dtype}, u has {u.dtype}")
+        if not x.is_floating_point():
+            raise KernelInputError(f"ct_scan: {name} must be floating point, got {x.dtype}")
         if x.device != u.device:
             raise KernelInputError(f"ct_scan: {name} is on {x.device}, u is on {u.device}")
+
+
+def _common_dtype(u, gate, w1, h0) -> torch.dtype:
+    """The widest float dtype among the inputs (bf16 drive under autocast with fp32 W_1 -> fp32)."""
+    dtype = torch.promote_types(torch.promote_types(u.dtype, gate.dtype), w1.dtype)
+    return dtype if h0 is None else torch.promote_types(dtype, h0.dtype)
 
 
 def select_backend(device: torch.device, dtype: torch.dtype, backend: str = "auto") -> str:
@@ -99,7 +103,10 @@ def ct_scan(
     Parameters
     ----------
     u, gate : torch.Tensor
-        ``(B, T, D)``, same dtype and device. Non-contiguous inputs are copied (documented fix-up).
+        ``(B, T, D)`` on one device. Non-contiguous inputs are copied, and mixed float dtypes are
+        promoted to the widest (e.g. a bf16 drive under autocast with an fp32 ``w1`` runs in fp32
+        and returns fp32); both are documented fix-ups, and gradients flow back in each input's
+        own dtype.
     w1 : torch.Tensor
         ``(D, D)`` recurrent matrix, or ``(D,)`` for a diagonal W_1 (then ``h_{t-1} * w1``).
     h0 : torch.Tensor or None
@@ -115,9 +122,12 @@ def ct_scan(
     Raises
     ------
     KernelInputError
-        Mismatched shapes, dtypes or devices, or an unknown backend.
+        Mismatched shapes or devices, non-float inputs, or an unknown backend.
     """
     _validate(u, gate, w1, h0)
+    dtype = _common_dtype(u, gate, w1, h0)
+    u, gate, w1 = u.to(dtype), gate.to(dtype), w1.to(dtype)  # no-ops when dtypes already agree
+    h0 = None if h0 is None else h0.to(dtype)
     path = select_backend(u.device, u.dtype, backend)
     if path == "loop" or u.shape[1] == 0:
         return ct_scan_reference(u, gate, w1, h0)
