@@ -252,16 +252,18 @@ void backward_loop(const scalar_t* grad_out, const scalar_t* g, const scalar_t* 
       for (int64_t t = T - 1; t >= 0; --t) {
         for (int q = 0; q < rows; ++q) {
           const int64_t off = ((b0 + q) * T + t) * D;
-          const scalar_t* go = grad_out + off;
-          const scalar_t* g_t = g + off;
-          const scalar_t* a_t = a + off;
-          scalar_t* dz = dz_out + off;
-          scalar_t* dg = dg_out + off;
+          const scalar_t* __restrict go = grad_out + off;
+          const scalar_t* __restrict g_t = g + off;
+          const scalar_t* __restrict a_t = a + off;
+          scalar_t* __restrict dz = dz_out + off;
+          scalar_t* __restrict dg = dg_out + off;
+          const scalar_t* __restrict e_q = e[q];
+          scalar_t* __restrict en_q = e_next[q];
           for (int64_t i = 0; i < D; ++i) {
-            const scalar_t ei = e[q][i] + go[i];  // dL/dh_t
+            const scalar_t ei = e_q[i] + go[i];  // dL/dh_t
             dg[i] = ei * a_t[i];
             dz[i] = ei * g_t[i] * (scalar_t(1) - a_t[i] * a_t[i]);
-            e_next[q][i] = ei;  // identity path h_{t-1} -> h_t
+            en_q[i] = ei;  // identity path h_{t-1} -> h_t
           }
           dz_t[q] = dz;
         }
@@ -333,13 +335,17 @@ std::vector<torch::Tensor> ct_scan_backward(torch::Tensor grad_out, torch::Tenso
                             w_c.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), dz.data_ptr<scalar_t>(),
                             dg.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(), B, T, D, diagonal);
   });
-  // h_prev: (B, T, D) = [h0, h_1 .. h_{T-1}]
-  auto h_prev = torch::cat({h0.unsqueeze(1), h.narrow(1, 0, T - 1)}, 1);
+  // dW = sum_t dz_t^T h_{t-1} with h_{t-1} = h0 at t = 0: no concatenated copy of h (a fresh
+  // B*T*D buffer costs page faults that were about 10% of the whole backward at D = 64)
   torch::Tensor dw;
   if (diagonal) {
-    dw = (dz * h_prev).sum({0, 1});  // (D,)
+    dw = (dz.narrow(1, 0, 1).squeeze(1) * h0).sum(0);  // (D,)
+    if (T > 1) dw += (dz.narrow(1, 1, T - 1) * h.narrow(1, 0, T - 1)).sum({0, 1});
   } else {
-    dw = torch::mm(dz.reshape({B * T, D}).t(), h_prev.reshape({B * T, D}));  // (D, D)
+    dw = torch::mm(dz.select(1, 0).t(), h0);  // (D, D): the t = 0 term
+    for (int64_t b = 0; b < B && T > 1; ++b) {  // contiguous (T-1, D) slices of each sequence
+      dw.addmm_(dz[b].narrow(0, 1, T - 1).t(), h[b].narrow(0, 0, T - 1));
+    }
   }
   return {dz, dg, dw, dh0};
 }
