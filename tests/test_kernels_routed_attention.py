@@ -11,6 +11,7 @@ from cram.kernels.routed_attention import (
     routed_attention_reference,
     select_backend,
 )
+from cram.kernels.routed_attention.cpu import routed_attention_torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,6 +75,14 @@ def _torch(q, k, v, b, p, window):
     return routed_attention(q, k, v, b, p, window=window, backend="torch")
 
 
+def _torch_chunked(q, k, v, b, p, window):  # the chunked branch whatever the cost model says
+    return routed_attention_torch(q, k, v, b, p, window=window, chunk_cost=0.0, dense_above=1.01)
+
+
+def _torch_scatter(q, k, v, b, p, window):  # the scatter-into-dense branch
+    return routed_attention_torch(q, k, v, b, p, window=window, chunk_cost=float("inf"))
+
+
 def _reference(q, k, v, b, p, window):
     return routed_attention_reference(q, k, v, b, p, window=window)
 
@@ -105,8 +114,10 @@ def test_triton_blocks_spanning_many_sequences():
 
 # the oracle twin runs fp16 einsums on CPU very slowly, so it is checked in fp32 only
 @pytest.mark.parametrize("fn,dtype", [(_torch, torch.float32), (_torch, torch.float16),
-                                      (_reference, torch.float32)],
-                         ids=["torch-fp32", "torch-fp16", "reference-fp32"])
+                                      (_torch_chunked, torch.float32), (_torch_chunked, torch.float16),
+                                      (_torch_scatter, torch.float32), (_reference, torch.float32)],
+                         ids=["torch-fp32", "torch-fp16", "chunked-fp32", "chunked-fp16",
+                              "scatter-fp32", "reference-fp32"])
 @pytest.mark.parametrize("seq_len", [1, 63, 100, 300])
 @pytest.mark.parametrize("p", [1.0, 0.6, 0.1, 0.02, 0.0])
 @pytest.mark.parametrize("window", [None, 17])
@@ -177,6 +188,7 @@ def test_cuda_entry_point_against_dense(dtype, p):
 def test_torch_path_matches_twin_on_random_selections(n_batch, seq_len, p, window, seed):
     q, k, v, b, pos = _case(n_batch, 2, seq_len, 4, p, seed=seed)
     rows = q.detach().transpose(1, 2)[b, pos]
-    got = routed_attention(rows, k.detach(), v.detach(), b, pos, window=window)
     want = routed_attention_reference(rows, k.detach(), v.detach(), b, pos, window=window)
-    torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
+    for fn in (_torch, _torch_chunked, _torch_scatter):
+        got = fn(rows, k.detach(), v.detach(), b, pos, window)
+        torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
