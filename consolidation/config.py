@@ -19,6 +19,8 @@ from .srcd import SRCDConfig
 class TrainConfig:
     steps: int = 700
     batch_size: int = 32  # global batch (split across DDP ranks)
+    data_shards: int = 1  # single process: draw the global batch as this many rank streams, so it
+    #                       sees exactly the data of a DDP run with that many ranks
     lr: float = 3e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -49,7 +51,7 @@ class TrainConfig:
     device: str = "auto"  # auto: CUDA (with AMP) if present, then MPS, else CPU
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "eval_sequences", "eval_batch_size",
+        for name in ("steps", "batch_size", "data_shards", "log_every", "eval_sequences", "eval_batch_size",
                      "pattern_every", "checkpoint_every", "threads"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:

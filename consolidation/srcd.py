@@ -160,6 +160,13 @@ class SRCDBatch:
             out[f.name] = None if arr is None else torch.from_numpy(np.ascontiguousarray(arr)).to(device)
         return out
 
+    @staticmethod
+    def concat(parts: list["SRCDBatch"]) -> "SRCDBatch":
+        """Stack batches along the sequence axis (e.g. the per-rank shards of a global batch)."""
+        return SRCDBatch(**{f.name: (None if getattr(parts[0], f.name) is None
+                                     else np.concatenate([getattr(p, f.name) for p in parts]))
+                            for f in dataclasses.fields(parts[0])})
+
     def slice(self, start: int, stop: int) -> "SRCDBatch":
         return SRCDBatch(**{f.name: (None if getattr(self, f.name) is None
                                      else getattr(self, f.name)[start:stop])

@@ -37,7 +37,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig
 from .evaluate import evaluate
 from .losses import compute_loss
-from .srcd import SRCD
+from .srcd import SRCD, SRCDBatch, stream_rng
 from .transition import change_point
 
 LOSS_COLUMNS = ("loss_total", "loss_value", "loss_signal", "loss_consolidation", "loss_familiarity",
@@ -227,12 +227,20 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
                 log.truncate_after(start_step)
         eval_set = gen.eval_set(cfg_t.eval_sequences, cfg_t.eval_seed)
     retention_at = _retention_steps(config)
-    per_rank_batch = max(cfg_t.batch_size // dist.world, 1)
+    shards = dist.world if dist.enabled else cfg_t.data_shards
+    if cfg_t.batch_size % shards:
+        raise CramError(f"train.batch_size={cfg_t.batch_size} is not divisible by "
+                        f"{shards} {'ranks' if dist.enabled else 'data_shards'}")
+    per_shard = cfg_t.batch_size // shards
+
+    def draw_batch(step: int):
+        """Batch ``step``: rank r's shard is a function of (seed, r, step) only."""
+        ranks = [dist.rank] if dist.enabled else range(shards)
+        return SRCDBatch.concat([gen.sample(per_shard, stream_rng(seed, r, step)) for r in ranks])
     sums: dict[str, float] = {}
     n_summed = 0
 
     def log_row(step: int, temperature: float, lr: float) -> None:
-        nonlocal sums, n_summed
         ev = evaluate(model, eval_set, cfg_t.eval_batch_size, device,
                       n_library=config.data.n_library,
                       patterns=is_cram and step % cfg_t.pattern_every == 0,
@@ -247,7 +255,6 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
                                  for r in ev.pattern_rows])
         if ev.retention_rows:
             retention_log.append([{"step": step, **r} for r in ev.retention_rows])
-        sums, n_summed = {}, 0
         if bar is not None:
             bar.set_postfix(attn=f"{ev.metrics['attention_fraction']:.3f}",
                             lib=f"{ev.metrics['attention_library']:.2f}",
@@ -274,7 +281,6 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
 
         bar = tqdm(total=cfg_t.steps, initial=start_step, desc=f"train {model_name}",
                    file=sys.stderr, dynamic_ncols=True)
-    stream = gen.stream(per_rank_batch, seed, rank=dist.rank, start_step=start_step)
     step = start_step
     model.train()
     try:
@@ -283,15 +289,20 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
             lr = cfg_t.lr * min(1.0, (step + 1) / max(cfg_t.lr_warmup_steps, 1))
             if step % cfg_t.log_every == 0 or step == cfg_t.steps:
                 if step != start_step or not resume:
+                    if dist.enabled and sums:  # log the global-batch mean of every loss term
+                        keys = sorted(sums)
+                        reduced = dist.all_sum(np.array([sums[k] for k in keys])) / dist.world
+                        sums = dict(zip(keys, reduced.tolist()))
                     if dist.main:
                         log_row(step, temperature, lr)
+                    sums, n_summed = {}, 0  # every rank starts the next averaging window
                     if step % cfg_t.checkpoint_every == 0 or step == cfg_t.steps:
                         checkpoint(step)
                     dist.barrier()
             if step >= cfg_t.steps:
                 break
             t0 = time.perf_counter()
-            batch_np = next(stream)
+            batch_np = draw_batch(step)
             counts = np.bincount(batch_np.pattern[batch_np.pattern >= 0],
                                  minlength=config.data.n_library)
             exposures += dist.all_sum(counts.astype(float))
@@ -303,6 +314,9 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
                 out_ = train_model(batch, mode="soft", temperature=temperature, force=force,
                                    generator=gumbel)
                 loss = compute_loss(out_, batch, cfg_t, step)
+                if dist.enabled:  # DDP waits for a gradient from every output it can see; outputs
+                    # kept only for logging (e.g. router probs in warm-up) join the graph at weight 0
+                    loss.total = loss.total + 0.0 * _output_sum(out_)
             if not torch.isfinite(loss.total):
                 raise TrainingDiverged(
                     f"non-finite loss at step {step} ({', '.join(f'{k}={v:.4g}' for k, v in loss.terms.items())}); "
@@ -341,6 +355,24 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
         atomic_write_json(out / META_FILE, meta)
     dist.barrier()
     return out
+
+
+def _output_sum(out) -> torch.Tensor:
+    """Sum of every floating tensor in a ModelOutput that requires grad (for DDP; times zero)."""
+    total = out.value_logits.new_zeros(())
+    stack = [out]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            if obj.requires_grad and obj.is_floating_point():
+                total = total + obj.float().sum()
+        elif dataclasses.is_dataclass(obj):
+            stack.extend(getattr(obj, f.name) for f in dataclasses.fields(obj))
+        elif isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+    return total
 
 
 def _cram_version() -> str:

@@ -1,0 +1,177 @@
+"""Training: run folders, crash safety (kill -9 + resume), bad input, DDP equivalence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import cram
+from cram.consolidation.checkpoint import load_checkpoint, rebuild_model
+from cram.consolidation.config import resolve
+from cram.consolidation.train import TrainingDiverged, train
+from cram.errors import CheckpointError, ConfigError, RunFolderError
+
+# train_seconds and tokens/s are wall-clock: everything else must be bit-identical across resumes
+TIMING = ["train_seconds"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "cram", *args], capture_output=True, text=True,
+                          env=ENV, **kw)
+
+
+def test_run_folder_has_every_file_and_rebuilds(tmp_path):
+    run_dir = train("cram", resolve("cram", "cpu-tiny"), tmp_path / "run", seed=3, progress=False)
+    for name in ("config.json", "meta.json", "metrics.csv", "patterns.csv", "retention.csv",
+                 "transition.json", "checkpoints/last.pt"):
+        assert (run_dir / name).is_file(), name
+    run = cram.load_run(run_dir)
+    assert run.config["model"] == "cram" and run.config["seed"] == 3
+    assert run.meta["status"] == "finished" and run.meta["schema_version"] == 1
+    assert list(run.metrics["step"]) == [0, 10, 20, 30]
+    assert run.metrics["attention_fraction"].between(0, 1).all()
+    assert {"episodic_on", "episodic_off"} <= set(run.retention["condition"])
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt", expect_model="cram")
+    model = rebuild_model(state)
+    assert sum(p.numel() for p in model.parameters()) == run.meta["parameters"]
+
+
+def test_same_seed_same_log(tmp_path):
+    a = train("cram", resolve("cram", "cpu-tiny"), tmp_path / "a", seed=1, progress=False)
+    b = train("cram", resolve("cram", "cpu-tiny"), tmp_path / "b", seed=1, progress=False)
+    ma, mb = (cram.load_run(p).metrics.drop(columns=TIMING) for p in (a, b))
+    pd.testing.assert_frame_equal(ma, mb)
+
+
+def test_refuses_to_overwrite_existing_run(tmp_path):
+    run_dir = train("transformer", resolve("transformer", "cpu-tiny"), tmp_path / "r", progress=False)
+    before = (run_dir / "metrics.csv").read_bytes()
+    with pytest.raises(RunFolderError, match="refusing to overwrite"):
+        train("transformer", resolve("transformer", "cpu-tiny"), run_dir, progress=False)
+    assert (run_dir / "metrics.csv").read_bytes() == before
+    proc = _cli("train", "--model", "transformer", "--preset", "cpu-tiny", "--out", str(run_dir))
+    assert proc.returncode != 0 and "refusing to overwrite" in proc.stderr
+
+
+def test_kill9_then_resume_matches_uninterrupted_run(tmp_path):
+    common = ["train", "--model", "cram", "--preset", "cpu-tiny", "--seed", "5", "--quiet",
+              "--set", "train.steps=60", "--set", "train.checkpoint_every=10"]
+    ref = tmp_path / "ref"
+    assert _cli(*common, "--out", str(ref)).returncode == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "cram", *common, "--out", str(killed)],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once a mid-run checkpoint exists
+        if (killed / "checkpoints" / "prev.pt").exists():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    meta = json.loads((killed / "meta.json").read_text())
+    assert meta["status"] == "running", "the run finished before it could be killed"
+    resumed = _cli(*common, "--out", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a = cram.load_run(ref).metrics.drop(columns=TIMING)
+    b = cram.load_run(killed).metrics.drop(columns=TIMING)
+    raw = pd.read_csv(killed / "metrics.csv")
+    assert raw["step"].is_unique, "a resumed run duplicated log rows"
+    assert list(raw["step"]) == list(range(0, 61, 10)), "a resumed run lost log rows"
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(cram.load_run(ref).patterns, cram.load_run(killed).patterns)
+
+
+def test_resume_rejects_truncated_checkpoint_and_keeps_older(tmp_path):
+    run_dir = train("cram", resolve("cram", "cpu-tiny"), tmp_path / "r", progress=False)
+    last, prev = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "prev.pt"
+    prev_bytes = prev.read_bytes()
+    last.write_bytes(last.read_bytes()[:1000])
+    proc = _cli("train", "--model", "cram", "--preset", "cpu-tiny", "--out", str(run_dir), "--resume")
+    assert proc.returncode != 0
+    assert "last.pt" in proc.stderr and "truncated" in proc.stderr
+    assert prev.read_bytes() == prev_bytes
+
+
+def test_foreign_checkpoints_are_refused(tmp_path):
+    bad = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, bad)
+    with pytest.raises(CheckpointError, match="not a cram checkpoint"):
+        load_checkpoint(bad)
+    run_dir = train("transformer", resolve("transformer", "cpu-tiny"), tmp_path / "t", progress=False)
+    with pytest.raises(CheckpointError, match="holds model 'transformer'"):
+        load_checkpoint(run_dir / "checkpoints" / "last.pt", expect_model="cram")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    import cram.consolidation.train as train_mod
+
+    real = train_mod.compute_loss
+
+    def poisoned(out, batch, cfg, step):
+        terms = real(out, batch, cfg, step)
+        if step == 15:
+            terms.total = terms.total * float("nan")
+        return terms
+
+    monkeypatch.setattr(train_mod, "compute_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 15"):
+        train("cram", resolve("cram", "cpu-tiny"), tmp_path / "r", progress=False)
+    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert state["step"] == 10
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert json.loads((tmp_path / "r" / "meta.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("override, field", [
+    ("model.semantic_rank=0", "semantic_rank"), ("model.attention_window=0", "attention_window"),
+    ("train.tau_end=0", "tau_start/tau_end"), ("data.query_rate=1.5", "query_rate"),
+    ("data.length=-5", "length"),
+])
+def test_impossible_configs_fail_up_front_naming_the_field(override, field):
+    with pytest.raises(ConfigError, match=field):
+        resolve("cram", "cpu-tiny", [override])
+
+
+def test_cli_bad_model_and_preset():
+    for args, word in ((["--model", "nope", "--preset", "cpu-tiny"], "unknown model"),
+                       (["--model", "cram", "--preset", "huge"], "unknown preset"),
+                       (["--model", "cram", "--preset", "cpu-tiny", "--set", "train.bogus=1"], "bogus")):
+        proc = _cli("train", *args, "--out", "/nonexistent/never")
+        assert proc.returncode != 0 and word in proc.stderr
+
+
+def test_ddp_two_cpu_processes_match_single_process(tmp_path):
+    """gloo DDP with 2 ranks == one process drawing the same 2 shards (tolerance 1e-4 on losses).
+
+    Routing is forced during warm-up, so no Gumbel noise enters and the comparison is exact up to
+    floating-point reduction order.
+    """
+    sets = ["--set", "train.steps=20", "--set", "train.warmup_steps=20", "--set", "train.log_every=10",
+            "--set", "train.batch_size=8"]
+    single = tmp_path / "single"
+    proc = _cli("train", "--model", "cram", "--preset", "cpu-tiny", "--quiet", "--out", str(single),
+                *sets, "--set", "train.data_shards=2")
+    assert proc.returncode == 0, proc.stderr
+    ddp = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "cram", "train", "--model", "cram", "--preset", "cpu-tiny", "--quiet",
+         "--out", str(ddp), *sets], capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = cram.load_run(single), cram.load_run(ddp)
+    assert b.meta["world_size"] == 2
+    for col in ("loss_total", "loss_value", "loss_signal", "dynamics_mse", "q_library"):
+        np.testing.assert_allclose(a.metrics[col].to_numpy(float), b.metrics[col].to_numpy(float),
+                                   rtol=1e-4, atol=1e-5, err_msg=col)
+    assert not (ddp / "checkpoints" / "rank1").exists()
