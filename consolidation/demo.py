@@ -45,8 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     fit_note = ""
     if not (fit_dir / "result.json").is_file():
         cmd = [sys.executable, "-m", "cram", "fit", "gamma", "--form", "power", "--method", "bayes",
-               "--human", "ebbinghaus_1885", "--human", "rubin_hinton_wenzel_1999",
-               "--out", str(fit_dir), "--json"]
+               "--human", "ebbinghaus1885", "--human", "rubin1999",
+               # forms with t > 0 need a stated offset: lag + 1 for intervening items (the Rubin
+               # et al. convention) and one logging interval for training steps after onset
+               "--offset", "intervening_items=1",
+               "--offset", f"steps={runs[0].config['train']['log_every']}",
+               "--seed", "0", "--out", str(fit_dir), "--json"]
         for d in run_dirs:
             cmd += ["--run", str(d)]
         print("[demo] fitting γ: " + " ".join(cmd[2:]), file=sys.stderr)
