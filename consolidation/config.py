@@ -36,7 +36,7 @@ class TrainConfig:
     consolidation_raw_weight: float = 0.1  # extra raw-vector term (keeps downstream inputs alike)
     familiarity_weight: float = 1.0  # q̂ regression toward q
     probe_weight: float = 1.0  # value probe on r_E (defines value-space q)
-    cost_query: float = 0.05  # λ on the expected episodic share of query tokens
+    cost_query: float = 2.0  # λ on the expected episodic share of query tokens
     cost_nonquery: float = 0.5  # λ on the expected episodic share of other tokens
     cost_ramp_steps: int = 100  # λ ramps linearly from 0 after warm-up
     # logging and evaluation
