@@ -86,8 +86,9 @@ class SRCDConfig:
                 raise ConfigError(f"SRCDConfig.{name}={getattr(self, name)!r}: must be >= 0")
         if self.gap_max < self.gap_scale:
             raise ConfigError("SRCDConfig.gap_max must be >= gap_scale")
-        if not (1 <= self.signal_dim_min <= self.signal_dim_max):
-            raise ConfigError("SRCDConfig.signal_dim_min/max: need 1 <= min <= max")
+        if not (1 <= self.signal_dim_min <= self.signal_dim_max <= 5):
+            raise ConfigError("SRCDConfig.signal_dim_min/signal_dim_max: need 1 <= min <= max <= 5 "
+                              "(two rotation blocks plus one real mode)")
         if self.decay_max < self.decay_min or self.freq_max < self.freq_min:
             raise ConfigError("SRCDConfig: decay_max/freq_max must be >= decay_min/freq_min")
         n_q = self.n_queries

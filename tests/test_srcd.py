@@ -251,8 +251,6 @@ def test_inconsistent_configs_raise_config_error_naming_the_field(changes, field
         SRCDConfig(**changes)
 
 
-@pytest.mark.xfail(strict=True, reason="SRCD._signal has 5 latent coordinates (two rotation "
-                   "blocks + one real mode); signal_dim_max > 5 is silently capped, not rejected")
 def test_signal_dim_above_what_the_generator_supports_is_rejected():
     with pytest.raises(ConfigError, match="signal_dim_max"):
         SRCDConfig(signal_dim_min=2, signal_dim_max=8)
