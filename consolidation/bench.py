@@ -173,3 +173,81 @@ def check_models(models: list[str]) -> None:
         raise ConfigError("--models: give at least one model")
     for m in models:
         check_model_name(m)
+
+
+def _find_trained(root: Path, model: str) -> Path | None:
+    for d in sorted(root.glob(f"{model}-seed*")):
+        if (d / "checkpoints" / "last.pt").is_file():
+            return d
+    return None
+
+
+def model_step_ms(run_dir: Path, length: int = 2048, batch_size: int = 1, repeats: int = 3,
+                  threads: int = 1, seed: int = 123) -> float:
+    """Median ms of one training step (soft routing, forward + backward + AdamW) of a run's model."""
+    import torch
+
+    from .checkpoint import load_checkpoint, rebuild_model
+    from .config import ExperimentConfig
+    from .losses import compute_loss
+    from .srcd import SRCD
+
+    state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
+    config = ExperimentConfig.from_dict(state["experiment"])
+    model = rebuild_model(state).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = SRCD(dataclasses.replace(config.data, length=length)).sample(batch_size, seed).to_torch()
+    gen = torch.Generator().manual_seed(seed)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    times = []
+    try:
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            out = model(batch, mode="soft", temperature=config.train.tau_end, generator=gen)
+            loss = compute_loss(out, batch, config.train, config.train.steps)
+            opt.zero_grad()
+            loss.total.backward()
+            opt.step()
+            if i:
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return 1000 * float(np.median(times))
+
+
+def model_timing_rows(runs_root: str | None = None, threads: int = 1, quick: bool = False,
+                      length: int = 2048) -> list[dict]:
+    """``model_infer`` / ``model_step`` rows: trained, consolidated CRAM vs the dense Transformer.
+
+    Uses trained runs from ``cram bench srcd`` (never a forced routing ratio); returns no rows (and
+    says so) when none exist yet.
+    """
+    import sys
+
+    roots = [Path(runs_root)] if runs_root else [Path("runs/bench-srcd-cpu"),
+                                                 Path("runs/bench-srcd-demo")]
+    for root in roots:
+        cram_dir, dense_dir = _find_trained(root, "cram"), _find_trained(root, "transformer")
+        if cram_dir and dense_dir:
+            break
+    else:
+        print("[bench kernels] no trained cram + transformer runs found (run `cram bench srcd` "
+              "first); skipping model-level rows", file=sys.stderr)
+        return []
+    n = 2 if quick else 5
+    cram_inf = inference_ms_per_sequence(cram_dir, length=length, n_sequences=n, threads=threads)
+    dense_inf = inference_ms_per_sequence(dense_dir, length=length, n_sequences=n, threads=threads)
+    rows = [{"op": "model_infer", "T": length, "p": cram_inf["infer_attention_fraction"],
+             "ms": cram_inf["infer_ms_per_seq"], "dense_ms": dense_inf["infer_ms_per_seq"],
+             "ratio": cram_inf["infer_ms_per_seq"] / dense_inf["infer_ms_per_seq"],
+             "acc": cram_inf["infer_acc"], "dense_acc": dense_inf["infer_acc"],
+             "run": str(cram_dir), "dense_run": str(dense_dir), "threads": threads}]
+    reps = 1 if quick else 3
+    cram_step = model_step_ms(cram_dir, length=length, repeats=reps, threads=threads)
+    dense_step = model_step_ms(dense_dir, length=length, repeats=reps, threads=threads)
+    rows.append({"op": "model_step", "T": length, "p": 1.0, "ms": cram_step, "dense_ms": dense_step,
+                 "ratio": cram_step / dense_step, "run": str(cram_dir), "dense_run": str(dense_dir),
+                 "threads": threads,
+                 "note": "training uses soft routing, so attention is computed for every token"})
+    return rows
