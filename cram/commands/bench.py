@@ -36,7 +36,7 @@ def register(sub) -> None:
 
     r = bsub.add_parser("recurrence", help="attention fraction against the library share f",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _common(r, models_default="cram,cram-static,mod")
+    _common(r, models_default="cram,cram-static")
     r.add_argument("--shares", default="0,0.25,0.5,0.7,0.9")
     r.set_defaults(func=_recurrence)
 
@@ -154,8 +154,8 @@ def _recurrence(args) -> int:
     shares = [float(s) for s in args.shares.split(",")]
     rows = run_recurrence(_models(args.models), args.preset, args.seeds, shares,
                           _runs_dir(args, "recurrence"), args.overrides, progress=not args.quiet)
-    cols = ["model", "seed", "library_share", "attention_query", "attention_fraction",
-            "retrieval_acc", "retrieval_acc_novel", "static_floor"]
+    cols = ["model", "seed", "library_share", "attention_query", "attention_library",
+            "attention_fraction", "retrieval_acc", "retrieval_acc_novel", "static_floor"]
     _report(f"Recurrence sweep (preset {args.preset})", rows, cols, args,
             "static_floor = the query share a static router needs to keep accuracy "
             "(every query attends); CRAM can go below it only on recurring (library) queries.")
