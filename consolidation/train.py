@@ -349,7 +349,10 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
         after = metrics[metrics["step"] >= cfg_t.warmup_steps]
         transition = change_point(after["step"], after["attention_library"], seed=seed) \
             if is_cram else {"step": None, "method": "not a routed model"}
-        atomic_write_json(out / TRANSITION_FILE, {"series": "attention_library", **transition})
+        atomic_write_json(out / TRANSITION_FILE, {
+            "series": "attention_library", "onset": cfg_t.warmup_steps,
+            "resolution": cfg_t.log_every,  # steps between evaluations: the interval's granularity
+            **transition})
         meta.update(status="finished", train_seconds=train_seconds,
                     finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         atomic_write_json(out / META_FILE, meta)
