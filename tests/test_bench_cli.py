@@ -1,0 +1,63 @@
+"""`cram bench srcd` / `recurrence` on the cpu-tiny preset: rows, keys, reuse of finished runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+SRCD_KEYS = {"model", "seed", "retrieval_acc", "retrieval_acc_library", "retrieval_acc_novel",
+             "attention_fraction", "dynamics_mse", "train_seconds", "infer_ms_per_seq", "reduction",
+             "reduction_all_tokens", "transition_step", "attention_library_queries",
+             "attention_novel_queries"}
+
+
+def _bench(*args, tmp_path):
+    env = {**ENV, "CRAM_BENCHMARKS_MD": str(tmp_path / "benchmarks.md")}
+    return subprocess.run([sys.executable, "-m", "cram", "bench", *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def test_bench_srcd_rows_and_docs(tmp_path):
+    runs = tmp_path / "runs"
+    proc = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram,transformer", "--seeds", "2",
+                  "--runs-dir", str(runs), "--infer-length", "128", "--json", "--quiet",
+                  tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout)
+    assert len(rows) == 4 and {r["model"] for r in rows} == {"cram", "transformer"}
+    for row in rows:
+        assert SRCD_KEYS <= set(row)
+        assert 0 <= row["attention_fraction"] <= 1 and row["infer_ms_per_seq"] > 0
+    dense = [r for r in rows if r["model"] == "transformer"]
+    assert all(r["attention_fraction"] == 1.0 for r in dense)
+    doc = (tmp_path / "benchmarks.md").read_text()
+    assert "SRCD: models × seeds (preset cpu-tiny)" in doc and "95% t-interval" in doc
+    # a second invocation reuses the finished runs: same numbers, nothing retrained
+    mtime = (runs / "cram-seed0" / "metrics.csv").stat().st_mtime
+    again = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram", "--seeds", "1",
+                   "--runs-dir", str(runs), "--infer-length", "0", "--json", "--no-docs", "--quiet",
+                   tmp_path=tmp_path)
+    assert again.returncode == 0
+    assert (runs / "cram-seed0" / "metrics.csv").stat().st_mtime == mtime
+    assert json.loads(again.stdout)[0]["retrieval_acc"] == rows[0]["retrieval_acc"]
+
+
+def test_bench_rejects_unknown_model(tmp_path):
+    proc = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram,gpt5", "--no-docs",
+                  tmp_path=tmp_path)
+    assert proc.returncode != 0 and "unknown model 'gpt5'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_recurrence(tmp_path):
+    proc = _bench("recurrence", "--preset", "cpu-tiny", "--models", "cram", "--seeds", "1",
+                  "--shares", "0,0.9", "--runs-dir", str(tmp_path / "r"), "--json", "--no-docs",
+                  "--quiet", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout)
+    assert [r["library_share"] for r in rows] == [0.0, 0.9]
