@@ -67,6 +67,10 @@ class SRCDConfig:
     freq_min: float = 0.5  # angular frequencies ω ~ U(freq_min, freq_max)
     freq_max: float = 3.0
     obs_noise: float = 0.1  # observation noise, relative to the latent signal's std
+    # task variants (cram bench transfer): same library, another task
+    answer_permutation_seed: int | None = None  # query format: answer = π(value) for a fixed π
+    library_keys: Literal["default", "shifted"] = "default"  # shifted: library keys take ids
+    #   n_library+1..2·n_library (keys the default task uses as novel), novel keys the ids above
 
     def __post_init__(self) -> None:
         check = _Checker("SRCDConfig")
@@ -97,13 +101,26 @@ class SRCDConfig:
                 f"SRCDConfig.query_rate={self.query_rate}: {n_q} queries plus their stores do not "
                 f"fit in length {self.length}"
             )
-        if n_q > self.n_novel_keys:
-            raise ConfigError(f"SRCDConfig.n_novel_keys={self.n_novel_keys} < {n_q} bindings")
+        if self.library_keys not in ("default", "shifted"):
+            raise ConfigError(f"SRCDConfig.library_keys={self.library_keys!r}: 'default' or 'shifted'")
+        if n_q > self.novel_pool:
+            raise ConfigError(f"SRCDConfig.n_novel_keys={self.n_novel_keys}: the novel pool "
+                              f"({self.novel_pool}) is smaller than {n_q} bindings")
 
     @property
     def n_queries(self) -> int:
         """Queries (= bindings) per sequence."""
         return max(1, int(round(self.query_rate * self.length)))
+
+    @property
+    def key_shift(self) -> int:
+        """Offset of the library key ids (n_library when ``library_keys='shifted'``)."""
+        return self.n_library if self.library_keys == "shifted" else 0
+
+    @property
+    def novel_pool(self) -> int:
+        """Novel key ids available (the shifted library takes the first n_library of them)."""
+        return self.n_novel_keys - self.key_shift
 
     @property
     def n_keys(self) -> int:
@@ -189,6 +206,8 @@ class SRCD:
         c = self.config
         self.library_values = lib_rng.integers(0, c.n_values, c.n_library)  # (n_library,)
         self.library_vectors = lib_rng.standard_normal((c.n_library, c.key_dim)).astype(np.float32)
+        self.answer_permutation = (None if c.answer_permutation_seed is None else
+                                   np.random.default_rng(c.answer_permutation_seed).permutation(c.n_values))
 
     # ------------------------------------------------------------------ sampling
     def sample(self, batch_size: int, seed: int | np.random.Generator | None = None) -> SRCDBatch:
@@ -210,9 +229,10 @@ class SRCD:
         is_lib = rng.random((b, n)) < c.library_share  # (B, n)
         lib_pick = np.argsort(rng.random((b, c.n_library)), axis=1)  # (B, n_library)
         lib_pattern = lib_pick[:, np.arange(n) % c.n_library]  # (B, n); distinct when n <= n_library
-        novel_pick = np.argsort(rng.random((b, c.n_novel_keys)), axis=1)[:, :n]  # (B, n)
+        novel_pick = np.argsort(rng.random((b, c.novel_pool)), axis=1)[:, :n]  # (B, n)
         pattern = np.where(is_lib, lib_pattern, -1)
-        key_id = np.where(is_lib, 1 + lib_pattern, 1 + c.n_library + novel_pick)
+        shift = c.key_shift
+        key_id = np.where(is_lib, 1 + shift + lib_pattern, 1 + c.n_library + shift + novel_pick)
         value = np.where(is_lib, self.library_values[lib_pattern], rng.integers(0, c.n_values, (b, n)))
 
         event = np.zeros((b, t), np.int64)
@@ -228,7 +248,8 @@ class SRCD:
             key[rows, store_pos] = key_id
             key[rows, query_pos] = key_id
         value_in[rows, store_pos] = value + 1
-        answer[rows, query_pos] = value
+        answer[rows, query_pos] = value if self.answer_permutation is None \
+            else self.answer_permutation[value]
         is_library[rows, query_pos] = is_lib
         pattern_at[rows, query_pos] = pattern
         lag[rows, query_pos] = query_pos - store_pos - 1

@@ -61,3 +61,14 @@ def test_bench_recurrence(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(proc.stdout)
     assert [r["library_share"] for r in rows] == [0.0, 0.9]
+
+
+@pytest.mark.slow
+def test_bench_transfer_rows(tmp_path):
+    proc = _bench("transfer", "--preset", "cpu-tiny", "--seeds", "1", "--runs-dir",
+                  str(tmp_path / "t"), "--finetune-steps", "12", "--json", "--no-docs", "--quiet",
+                  tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout)
+    assert [r["task"] for r in rows] == ["dynamics", "query-format", "new-library"]
+    assert all(0 <= r["attention_query_frozen"] <= 1 for r in rows)

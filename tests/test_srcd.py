@@ -254,3 +254,18 @@ def test_inconsistent_configs_raise_config_error_naming_the_field(changes, field
 def test_signal_dim_above_what_the_generator_supports_is_rejected():
     with pytest.raises(ConfigError, match="signal_dim_max"):
         SRCDConfig(signal_dim_min=2, signal_dim_max=8)
+
+
+def test_transfer_task_variants():
+    """query-format permutes answers; a shifted library uses keys the default task calls novel."""
+    base = SRCD(SRCDConfig(length=256)).sample(8, 0)
+    perm_gen = SRCD(SRCDConfig(length=256, answer_permutation_seed=5))
+    permuted = perm_gen.sample(8, 0)
+    q = base.event == EVENT_QUERY
+    assert (permuted.answer[q] == perm_gen.answer_permutation[base.answer[q]]).all()
+    assert (permuted.value_in == base.value_in).all()
+    shifted = SRCD(SRCDConfig(length=256, library_keys="shifted")).sample(8, 0)
+    q = shifted.event == EVENT_QUERY
+    lib_keys = shifted.key[q][shifted.is_library[q]]
+    assert lib_keys.min() > 100 and lib_keys.max() <= 200
+    assert shifted.key[q][~shifted.is_library[q]].min() > 200

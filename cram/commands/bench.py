@@ -139,7 +139,7 @@ def _transfer(args) -> int:
 
     rows = run_transfer(_models(args.models), args.preset, args.seeds, _runs_dir(args, "transfer"),
                         args.overrides, args.finetune_steps, progress=not args.quiet)
-    cols = ["model", "seed", "task", "library", "attention_library_frozen",
+    cols = ["model", "seed", "task", "library", "finetune_steps", "attention_library_frozen",
             "attention_library_scratch", "attention_query_frozen", "attention_query_scratch",
             "attention_reduction_pct", "retrieval_acc_frozen", "retrieval_acc_scratch"]
     _report(f"Transfer to unseen tasks (preset {args.preset})", rows, cols, args,
