@@ -12,7 +12,9 @@ and reused from there afterwards. When no compiler works, :func:`cpu_backend` re
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -29,7 +31,10 @@ _numba_fns = None
 def extension_dir() -> Path:
     """Folder that holds the compiled extension (created if missing)."""
     root = os.environ.get("CRAM_EXTENSIONS_DIR") or Path.home() / ".cache" / "cram" / "torch_extensions"
-    path = Path(root) / f"torch{torch.__version__.replace('+', '_')}"
+    # one build per torch version *and* environment: two venvs sharing a cache would otherwise
+    # rebuild the extension each time the other one used it (different include paths)
+    env = hashlib.sha1(sys.prefix.encode()).hexdigest()[:8]
+    path = Path(root) / f"torch{torch.__version__.replace('+', '_')}-{env}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
