@@ -82,7 +82,7 @@ def run_transfer(models: list[str], preset: str, seeds: int, root: Path, overrid
             for task, changes in TASKS.items():
                 frozen = finetune_heads(source, changes, steps, seed)
                 scratch_dir = ensure_run(
-                    model, preset, seed, root / f"{model}-scratch-{task}-seed{seed}",
+                    model, preset, seed, root / f"{model}-scratch-{task}-{steps}steps-seed{seed}",
                     [*overrides, f"train.steps={steps}",
                      *(f"data.{k}={v}" for k, v in changes.items())], progress=progress)
                 scratch = cram.load_run(scratch_dir).metrics.iloc[-1]
