@@ -173,3 +173,21 @@ def test_no_compiler_falls_back_once_with_a_notice():
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() in {"numba", "loop"}
     assert res.stderr.count("C++ extension unavailable") == 1
+
+
+def test_stale_build_lock_is_cleared_fresh_one_kept(tmp_path):
+    """A lock left by a build killed long ago must not hang later runs; a young one is respected."""
+    import os
+    import time
+
+    from cram.kernels.ct_scan.cpu import STALE_LOCK_SECONDS, _clear_stale_lock
+
+    lock = tmp_path / "lock"
+    lock.touch()
+    _clear_stale_lock(lock)
+    assert lock.exists()
+    old = time.time() - STALE_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))
+    with pytest.warns(UserWarning, match="stale C\\+\\+ build lock"):
+        _clear_stale_lock(lock)
+    assert not lock.exists()

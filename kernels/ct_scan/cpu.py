@@ -39,6 +39,27 @@ def extension_dir() -> Path:
     return path
 
 
+STALE_LOCK_SECONDS = 600  # far longer than a build (~30-60 s); a lock this old was left by a kill
+
+
+def _clear_stale_lock(lock: Path) -> None:
+    """Remove a build lock left behind by a process killed mid-build.
+
+    torch's ``load`` waits forever while the lock file exists, so a build interrupted once would
+    otherwise hang every later run.
+    """
+    import time
+    import warnings
+
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_SECONDS:
+        warnings.warn(f"removing a stale C++ build lock ({lock}, {age:.0f} s old)", stacklevel=3)
+        lock.unlink(missing_ok=True)
+
+
 def load_extension():
     """Build (once) and return the C++ module, or ``None`` with the reason kept in ``_ext_error``."""
     global _ext, _ext_error
@@ -53,11 +74,13 @@ def load_extension():
         try:
             from torch.utils.cpp_extension import load
 
+            build_dir = extension_dir()
+            _clear_stale_lock(build_dir / "lock")
             _ext = load(
                 name="cram_ct_scan_cpu",
                 sources=[str(_SOURCE)],
                 extra_cflags=["-O3", "-march=native"],
-                build_directory=str(extension_dir()),
+                build_directory=str(build_dir),
                 verbose=False,
             )
         except Exception as exc:  # noqa: BLE001 - no compiler, no ninja, broken headers: fall back, never raise
