@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import sys
+import types
 import typing
 from typing import Any
 
@@ -83,7 +84,7 @@ def _coerce(field_type: Any, raw: str, name: str) -> Any:
         items = [s for s in raw.replace(";", ",").split(",") if s.strip() != ""]
         values = [_coerce(inner, s.strip(), name) for s in items]
         return tuple(values) if origin is tuple else values
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         args = [a for a in typing.get_args(field_type) if a is not type(None)]
         if raw.strip().lower() in {"none", "null"}:
             return None

@@ -174,3 +174,15 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
         np.testing.assert_allclose(a.metrics[col].to_numpy(float), b.metrics[col].to_numpy(float),
                                    rtol=1e-4, atol=1e-5, err_msg=col)
     assert not (ddp / "checkpoints" / "rank1").exists()
+
+
+def test_set_overrides_are_typed_against_the_dataclass():
+    cfg = resolve("cram", "cpu-tiny", ["model.attention_window=32", "attention_layers=0,1",
+                                       "train.steps=12", "data.answer_permutation_seed=3"])
+    assert cfg.model.attention_window == 32 and cfg.model.attention_layers == (0, 1)
+    assert cfg.train.steps == 12 and cfg.data.answer_permutation_seed == 3
+    assert resolve("cram", "cpu-tiny", ["model.attention_window=none"]).model.attention_window is None
+    with pytest.raises(ConfigError, match="expected an integer"):
+        resolve("cram", "cpu-tiny", ["train.steps=many"])
+    with pytest.raises(ConfigError, match="ambiguous|unknown"):
+        resolve("cram", "cpu-tiny", ["nonsense=1"])
