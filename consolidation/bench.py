@@ -18,11 +18,6 @@ from cram.errors import ConfigError
 
 DEFAULT_MODELS = ("cram", "cram-raw-q", "cram-no-consolidation", "cram-oracle-q", "cram-static",
                   "transformer", "sliding-window", "ct-only", "static-hybrid", "mod", "seqboat")
-ROW_KEYS = ("model", "seed", "retrieval_acc", "retrieval_acc_library", "retrieval_acc_novel",
-            "attention_fraction", "dynamics_mse", "train_seconds", "infer_ms_per_seq", "reduction",
-            "reduction_is_lower_bound", "reduction_all_tokens", "transition_step",
-            "transition_low", "transition_high", "attention_library_queries",
-            "attention_novel_queries", "attention_computed")
 
 
 def ensure_run(model: str, preset: str, seed: int, run_dir: Path, overrides: list[str],

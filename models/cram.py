@@ -155,7 +155,7 @@ class CRAMBlock(nn.Module):
         stats = LayerStats(
             episodic=mix[..., EPISODIC], computed=computed, probs=torch.softmax(logits, -1),
             choice=choice, r_episodic=r_dense, f_semantic=f_sem, probe_episodic=probe_e,
-            probe_semantic=probe_s, q=q, q_space=cfg.q_space, qhat=qhat, extra={"router_probs_used": probs},
+            probe_semantic=probe_s, q=q, q_space=cfg.q_space, qhat=qhat,
         )
         return x, stats
 

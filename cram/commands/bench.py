@@ -163,13 +163,8 @@ def _recurrence(args) -> int:
 
 
 def _kernels(args) -> int:
-    try:
-        from cram.kernels.bench import run_kernel_bench, write_kernel_bench_tables
-    except ImportError as err:
-        from cram.errors import NotBuiltError
-
-        raise NotBuiltError(f"kernel benchmark not available: {err}") from None
     from cram.consolidation.bench import model_timing_rows
+    from cram.kernels.bench import run_kernel_bench, write_kernel_bench_tables
 
     rows = run_kernel_bench(threads=args.threads, quick=args.quick)
     rows += model_timing_rows(args.model_runs, threads=args.threads, quick=args.quick)
