@@ -123,7 +123,9 @@ def srcd_row(model: str, seed: int, run_dir: Path, infer_length: int | None) -> 
            "attention_library_queries": float(last["attention_library"]),
            "attention_novel_queries": float(last["attention_novel"]),
            "transition_step": tr.get("step"), "transition_low": tr.get("low"),
-           "transition_high": tr.get("high"), "run": str(run_dir)}
+           "transition_high": tr.get("high"),
+           "familiarity_rise_step": (tr.get("familiarity_rise") or {}).get("step"),
+           "lag_after_familiarity": tr.get("lag_after_familiarity"), "run": str(run_dir)}
     row.update(attention_reduction(run))
     if infer_length:
         row.update(inference_ms_per_sequence(run_dir, length=infer_length))

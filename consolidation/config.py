@@ -39,6 +39,8 @@ class TrainConfig:
     cost_query: float = 2.0  # λ on the expected episodic share of query tokens
     cost_nonquery: float = 0.5  # λ on the expected episodic share of other tokens
     cost_ramp_steps: int = 100  # λ ramps linearly from 0 after warm-up
+    cost_gate: str = "familiarity"  # each token's cost is scaled by its stop-grad q̂: attention
+    #   is charged only where the model predicts consolidation; "none": the ungated cost
     # logging and evaluation
     log_every: int = 25
     eval_sequences: int = 64
@@ -72,6 +74,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ConfigError(f"TrainConfig.{name}={v!r}: must be a number >= 0")
+        if self.cost_gate not in ("none", "familiarity"):
+            raise ConfigError(f"TrainConfig.cost_gate={self.cost_gate!r}: 'none' or 'familiarity'")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ConfigError(f"TrainConfig.device={self.device!r}: auto, cpu, cuda[:N] or mps")
 

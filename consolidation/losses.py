@@ -11,7 +11,9 @@ For every CRAM layer (``LayerStats.q`` is set):
 - **familiarity**: q̂ regression (squared error) toward stop-grad q where q was computed; query and
   non-query tokens are averaged separately so the 5% of queries are not drowned out.
 - **cost**: λ·E[g_E], the expected episodic share under the router's (noise-free) probabilities,
-  with separate weights for query and non-query tokens, ramped in after warm-up.
+  with separate weights for query and non-query tokens, ramped in after warm-up. With
+  ``cost_gate="familiarity"`` each token's share is weighted by its stop-grad q̂: attention costs
+  only as much as the token is predicted to be consolidated.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
                 err, s.computed & ~is_query)
             if cost_scale > 0 and s.probs is not None:
                 share = s.probs[..., EPISODIC].float()  # (B, T) expected episodic share
+                if cfg.cost_gate == "familiarity":  # charge attention only where q̂ says familiar
+                    share = share * s.qhat.detach().float()
                 cost = cost + cost_scale * (cfg.cost_query * _masked_mean(share, is_query)
                                             + cfg.cost_nonquery * _masked_mean(share, ~is_query))
         n = len(cram_layers)

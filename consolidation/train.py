@@ -38,7 +38,7 @@ from .config import ExperimentConfig
 from .evaluate import evaluate
 from .losses import compute_loss
 from .srcd import SRCD, SRCDBatch, stream_rng
-from .transition import change_point
+from .transition import transition_summary
 
 LOSS_COLUMNS = ("loss_total", "loss_value", "loss_signal", "loss_consolidation", "loss_familiarity",
                 "loss_cost", "loss_probe", "loss_aux")
@@ -346,13 +346,12 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
         import pandas as pd
 
         metrics = pd.read_csv(out / METRICS_FILE)
-        after = metrics[metrics["step"] >= cfg_t.warmup_steps]
-        transition = change_point(after["step"], after["attention_library"], seed=seed) \
-            if is_cram else {"step": None, "method": "not a routed model"}
+        transition = transition_summary(metrics, cfg_t.warmup_steps, seed=seed) if is_cram \
+            else {"series": "attention_library", "onset": cfg_t.warmup_steps, "step": None,
+                  "method": "not a routed model"}
         atomic_write_json(out / TRANSITION_FILE, {
-            "series": "attention_library", "onset": cfg_t.warmup_steps,
-            "resolution": cfg_t.log_every,  # steps between evaluations: the interval's granularity
-            **transition})
+            **transition,
+            "resolution": cfg_t.log_every})  # steps between evaluations: the interval's granularity
         meta.update(status="finished", train_seconds=train_seconds,
                     finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         atomic_write_json(out / META_FILE, meta)

@@ -54,3 +54,38 @@ def change_point(steps, values, n_boot: int = 500, level: float = 0.9, min_drop:
     result.update(step=float(steps[k]), low=float(np.quantile(boot, alpha)),
                   high=float(np.quantile(boot, 1 - alpha)))
     return result
+
+
+def familiarity_rise(steps, qhat_library, qhat_novel, n_boot: int = 500, level: float = 0.9,
+                     min_rise: float = 0.1, seed: int | np.random.Generator | None = 0) -> dict:
+    """Change point of the rise of familiarity: q̂ on library queries minus q̂ on novel ones.
+
+    The same two-segment fit as :func:`change_point`, on the negated separation series, over the
+    whole run (warm-up included: q̂ is trained from step 0). ``step`` is the first step of the
+    higher segment; ``None`` when the separation rises by less than ``min_rise``.
+    """
+    separation = np.asarray(qhat_library, float) - np.asarray(qhat_novel, float)
+    out = change_point(steps, -separation, n_boot=n_boot, level=level, min_drop=min_rise, seed=seed)
+    for key in ("level_before", "level_after"):
+        if out[key] is not None:
+            out[key] = -out[key]
+    out["series"] = "qhat_library - qhat_novel"
+    return out
+
+
+def transition_summary(metrics, warmup_steps: int, seed: int = 0) -> dict:
+    """``transition.json``'s content from a run's metrics table (a pandas DataFrame).
+
+    The attention transition (change point of library-query attention after warm-up), the rise of
+    familiarity (change point of q̂ separation) and ``lag_after_familiarity`` = their difference:
+    a transition that follows q̂ keeps this lag when the schedule moves, a scheduled one does not.
+    """
+    after = metrics[metrics["step"] >= warmup_steps]
+    attention = change_point(after["step"], after["attention_library"], seed=seed)
+    rise = familiarity_rise(metrics["step"], metrics["qhat_library"], metrics["qhat_novel"],
+                            seed=seed)
+    lag = None
+    if attention["step"] is not None and rise["step"] is not None:
+        lag = attention["step"] - rise["step"]
+    return {"series": "attention_library", "onset": int(warmup_steps), **attention,
+            "familiarity_rise": rise, "lag_after_familiarity": lag}

@@ -43,7 +43,10 @@ class ModelConfig:
     # semantic tier + consolidation (CRAM)
     semantic_rank: int = 16  # rank r of the low-rank semantic MLP (paper: d/16)
     q_space: Literal["value", "raw"] = "value"  # where the consolidation score q is measured
-    q_sigma: float = 1.0  # q = exp(-distance / q_sigma)
+    q_sigma: float = 1.0  # q = exp(-distance / q_sigma) (the "kl" score and raw space)
+    q_value_score: Literal["kl", "agreement"] = "agreement"  # value-space q: the agreement
+    #   Σ_v p_E(v)·p_S(v), the chance both readouts name the same value (low while they say
+    #   nothing, so an untrained pair does not look consolidated); "kl": exp(-KL(p_E‖p_S)/σ)
     router_reads: Literal["qhat", "q"] = "qhat"  # "q": the paper as written (oracle q)
     router_episodic_bias: float = 2.0  # router initialised toward episodic memory
     static_routing: bool = False  # cram-static: queries read episodic memory, nothing else does
@@ -66,6 +69,10 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.semantic_rank={self.semantic_rank!r}: rank must be >= 1")
         if self.attention_window is not None and self.attention_window < 1:
             raise ConfigError(f"ModelConfig.attention_window={self.attention_window!r}: buffer must be >= 1")
+        if self.q_value_score not in ("kl", "agreement"):
+            raise ConfigError(f"ModelConfig.q_value_score={self.q_value_score!r}: 'kl' or 'agreement'")
+        if self.q_space not in ("value", "raw"):
+            raise ConfigError(f"ModelConfig.q_space={self.q_space!r}: 'value' or 'raw'")
         if not self.q_sigma > 0:
             raise ConfigError(f"ModelConfig.q_sigma={self.q_sigma!r}: must be > 0")
         if not self.ct_dt > 0:

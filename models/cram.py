@@ -9,7 +9,8 @@ One CRAM block (CRAM.md §2, with the project's decisions)::
     π = router([h, q̂])                               # 3-way over (working, episodic, semantic)
     r_E = attention(h) at tokens that read episodic memory
     q  = exp(-D(f_sem, r_E) / σ)                     # D: KL of value-probe readouts ("value"),
-                                                     #    or mean squared error ("raw")
+                                                     #    or mean squared error ("raw");
+                                                     #    or Σ_v p_E·p_S (value "agreement")
     x ← x + π_episodic · r_E + π_semantic · f_sem
     x ← x + FFN(LN(x))
 
@@ -99,8 +100,10 @@ class CRAMBlock(nn.Module):
                            self.value_probe.bias.detach())  # (B, T, V): trains semantic only
         with torch.no_grad():
             if self.config.q_space == "value":
-                log_p_e = F.log_softmax(probe_e, -1)
+                log_p_e = F.log_softmax(probe_e, -1)  # (B, T, V)
                 log_p_s = F.log_softmax(probe_s, -1)
+                if self.config.q_value_score == "agreement":
+                    return (log_p_e.exp() * log_p_s.exp()).sum(-1), probe_e, probe_s  # (B, T)
                 distance = (log_p_e.exp() * (log_p_e - log_p_s)).sum(-1)  # KL(p_E ‖ p_S), (B, T)
             else:
                 distance = (f_semantic - r_episodic).pow(2).mean(-1)  # (B, T)

@@ -72,3 +72,23 @@ def test_bench_transfer_rows(tmp_path):
     rows = json.loads(proc.stdout)
     assert [r["task"] for r in rows] == ["dynamics", "query-format", "new-library"]
     assert all(0 <= r["attention_query_frozen"] <= 1 for r in rows)
+
+
+def test_bench_schedule_rows_scale_the_preset(tmp_path):
+    proc = _bench("schedule", "--preset", "cpu-tiny", "--variants", "default,warmup x2",
+                  "--runs-dir", str(tmp_path / "s"), "--json", "--quiet", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout)
+    assert [r["variant"] for r in rows] == ["default", "warmup x2"]
+    assert [r["warmup_end"] for r in rows] == [10, 20]  # cpu-tiny warm-up 10, doubled
+    assert rows[1]["settings"] == "train.warmup_steps=20"
+    for row in rows:
+        assert row["schedule_end"] == row["warmup_end"] + 5  # cpu-tiny cost ramp
+        assert {"familiarity_rise_step", "transition_step", "lag_after_familiarity"} <= set(row)
+    assert "Learned or scheduled transition" in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_bench_schedule_rejects_unknown_variant(tmp_path):
+    proc = _bench("schedule", "--preset", "cpu-tiny", "--variants", "warmup x9", "--no-docs",
+                  tmp_path=tmp_path)
+    assert proc.returncode != 0 and "unknown schedule variant" in proc.stderr

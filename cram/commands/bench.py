@@ -1,7 +1,8 @@
 """``cram bench``: experiments that print a table and append it to docs/benchmarks.md.
 
 Sub-verbs: ``srcd`` (models × seeds on SRCD), ``transfer`` (frozen semantic memory and router on
-unseen tasks), ``recurrence`` (attention against the library share f), ``kernels`` (routed attention
+unseen tasks), ``recurrence`` (attention against the library share f), ``schedule`` (is the
+transition learned or scheduled: vary warm-up, temperature and cost schedules), ``kernels`` (routed attention
 and the CT scan against their dense / loop baselines, plus whole-model timings).
 """
 
@@ -39,6 +40,14 @@ def register(sub) -> None:
     _common(r, models_default="cram,cram-static")
     r.add_argument("--shares", default="0,0.25,0.5,0.7,0.9")
     r.set_defaults(func=_recurrence)
+
+    h = bsub.add_parser("schedule", help="is the transition learned or scheduled? (vary schedules)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _common(h, models_default="cram")
+    h.set_defaults(seeds=1)
+    h.add_argument("--variants", default="all",
+                   help="comma-separated variant names from cram.consolidation.schedule, or 'all'")
+    h.set_defaults(func=_schedule)
 
     k = bsub.add_parser("kernels", help="routed attention and CT scan vs dense / loop baselines",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -117,7 +126,8 @@ def _srcd(args) -> int:
     cols = ["model", "seed", "retrieval_acc", "retrieval_acc_library", "retrieval_acc_novel",
             "attention_fraction", "attention_library_queries", "attention_novel_queries",
             "attention_computed", "dynamics_mse", "reduction", "reduction_all_tokens",
-            "transition_step", "train_seconds", "infer_ms_per_seq", "infer_acc"]
+            "transition_step", "familiarity_rise_step", "lag_after_familiarity", "train_seconds",
+            "infer_ms_per_seq", "infer_acc"]
     summary = summarize(rows) if args.seeds > 1 else None
     scols = None
     if summary:
@@ -159,6 +169,28 @@ def _recurrence(args) -> int:
     _report(f"Recurrence sweep (preset {args.preset})", rows, cols, args,
             "static_floor = the query share a static router needs to keep accuracy "
             "(every query attends); CRAM can go below it only on recurring (library) queries.")
+    return 0
+
+
+def _schedule(args) -> int:
+    from cram.consolidation.schedule import SCHEDULE_VARIANTS, run_schedule
+    from cram.errors import ConfigError
+
+    variants = list(SCHEDULE_VARIANTS) if args.variants == "all" else \
+        [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in SCHEDULE_VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown schedule variant(s) {unknown}; choose from: "
+                          + ", ".join(SCHEDULE_VARIANTS))
+    rows = run_schedule(_models(args.models), args.preset, args.seeds, variants,
+                        _runs_dir(args, "schedule"), args.overrides, progress=not args.quiet)
+    cols = ["model", "variant", "seed", "settings", "warmup_end", "schedule_end",
+            "familiarity_rise_step", "transition_step", "lag_after_familiarity", "after_schedule",
+            "attention_library", "attention_novel", "retrieval_acc_novel"]
+    _report(f"Learned or scheduled transition (preset {args.preset})", rows, cols, args,
+            "familiarity_rise_step: change point of q̂(library) − q̂(novel); transition_step: change "
+            "point of library-query attention after warm-up; lag_after_familiarity = their "
+            "difference; after_schedule = transition step − (warm-up + cost ramp).")
     return 0
 
 

@@ -1,0 +1,84 @@
+"""``cram bench schedule``: is the consolidation transition learned, or set by the schedule?
+
+Each variant changes one schedule (warm-up length, temperature annealing, cost ramp) or the speed of
+consolidation itself, and is trained like any other run. For each run we read, from
+``transition.json``:
+
+- ``transition_step``: change point of library-query attention after warm-up;
+- ``familiarity_rise_step``: change point of q̂(library) − q̂(novel), the rise of familiarity;
+- ``lag_after_familiarity``: their difference.
+
+A transition that follows q̂ keeps its lag after the familiarity rise when the schedules move; a
+scheduled one keeps its lag after the end of the schedule (``after_schedule``: transition step minus
+the step where warm-up and cost ramp are both over).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .bench import ensure_run
+
+#: variant → extra ``--set`` overrides (on top of the preset and the user's overrides)
+SCHEDULE_VARIANTS: dict[str, list[str]] = {
+    "default": [],
+    "warmup x2": ["train.warmup_steps=*2"],
+    "tau anneal /4": ["train.tau_anneal_steps=/4"],
+    "tau anneal x3": ["train.tau_anneal_steps=*3"],
+    "no cost ramp": ["train.cost_ramp_steps=0"],
+    "cost ramp x3": ["train.cost_ramp_steps=*3"],
+    "consolidation /5": ["train.consolidation_weight=/5", "train.consolidation_raw_weight=/5"],
+}
+
+
+def _scaled(overrides: list[str], base) -> list[str]:
+    """``train.x=*2`` / ``=/4``: multiply or divide the preset's value (kept an int for ints)."""
+    out = []
+    for item in overrides:
+        name, value = item.split("=", 1)
+        if value[:1] in "*/":
+            section, field = name.split(".")
+            current = getattr(getattr(base, section), field)
+            factor = float(value[1:])
+            new = current * factor if value[0] == "*" else current / factor
+            value = str(int(round(new))) if isinstance(current, int) else repr(new)
+        out.append(f"{name}={value}")
+    return out
+
+
+def run_schedule(models: list[str], preset: str, seeds: int, variants: list[str], root: Path,
+                 overrides: list[str], progress: bool = True) -> list[dict]:
+    import cram
+
+    from .config import resolve
+
+    rows = []
+    for model in models:
+        base = resolve(model, preset, overrides)
+        for variant in variants:
+            extra = _scaled(SCHEDULE_VARIANTS[variant], base)
+            config = resolve(model, preset, [*overrides, *extra])
+            slug = variant.replace(" ", "-").replace("/", "div").replace("*", "x")
+            for seed in range(seeds):
+                run_dir = Path(root) / f"{model}-{slug}-seed{seed}"
+                ensure_run(model, preset, seed, run_dir, [*overrides, *extra], progress=progress)
+                run = cram.load_run(run_dir)
+                tr = run.transition or {}
+                rise = tr.get("familiarity_rise") or {}
+                last = run.metrics.iloc[-1]
+                schedule_end = config.train.warmup_steps + config.train.cost_ramp_steps
+                step = tr.get("step")
+                rows.append({
+                    "model": model, "variant": variant, "seed": seed,
+                    "settings": " ".join(extra) or "preset",
+                    "warmup_end": config.train.warmup_steps, "schedule_end": schedule_end,
+                    "familiarity_rise_step": rise.get("step"),
+                    "transition_step": step, "transition_low": tr.get("low"),
+                    "transition_high": tr.get("high"),
+                    "lag_after_familiarity": tr.get("lag_after_familiarity"),
+                    "after_schedule": None if step is None else step - schedule_end,
+                    "attention_library": float(last["attention_library"]),
+                    "attention_novel": float(last["attention_novel"]),
+                    "retrieval_acc_novel": float(last["retrieval_acc_novel"]),
+                    "run": str(run_dir)})
+    return rows

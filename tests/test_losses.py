@@ -1,0 +1,68 @@
+"""The objective's cost term: ungated, it charges the router's expected episodic share; with
+``cost_gate="familiarity"`` each token's share is weighted by its stop-grad q̂."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from cram.consolidation.config import TrainConfig, resolve
+from cram.consolidation.losses import compute_loss
+from cram.consolidation.srcd import SRCD
+from cram.errors import ConfigError
+from cram.models import DataSpec, build_model
+
+
+def _model_and_batch(seed: int = 0):
+    config = resolve("cram", "cpu-tiny")
+    batch = SRCD(config.data).sample(4, seed=seed).to_torch()
+    torch.manual_seed(seed)
+    spec = DataSpec(config.data.n_keys, config.data.n_values)
+    return build_model("cram", config.model, spec), batch, config.train
+
+
+def _cost(model, batch, train: TrainConfig, step: int) -> tuple[float, torch.Tensor]:
+    """The logged cost term and the gradient it alone puts on the first router's bias."""
+    out = model(batch, mode="soft", temperature=1.0, generator=torch.Generator().manual_seed(0))
+    bias = model.blocks[0].router.bias
+    with_cost = compute_loss(out, batch, train, step)
+    free = dataclasses.replace(train, cost_query=0.0, cost_nonquery=0.0)
+    without_cost = compute_loss(out, batch, free, step)
+    grad = torch.autograd.grad(with_cost.total, bias, retain_graph=True, allow_unused=True)[0]
+    grad_free = torch.autograd.grad(without_cost.total, bias, allow_unused=True)[0]
+    zero = torch.zeros_like(bias)
+    return with_cost.terms["loss_cost"], (zero if grad is None else grad) - (
+        zero if grad_free is None else grad_free)
+
+
+def _set_qhat(model, logit: float) -> None:
+    """Make every familiarity head output q̂ = sigmoid(logit) for all tokens."""
+    for block in model.blocks:
+        torch.nn.init.zeros_(block.familiarity.net[-1].weight)
+        torch.nn.init.constant_(block.familiarity.net[-1].bias, logit)
+
+
+@pytest.mark.parametrize("logit, qhat", [(-30.0, 0.0), (0.0, 0.5), (30.0, 1.0)])
+def test_familiarity_gate_scales_cost_by_qhat(logit, qhat):
+    model, batch, train = _model_and_batch()
+    step = train.warmup_steps + train.cost_ramp_steps  # full cost
+    _set_qhat(model, logit)  # the router reads q̂, so both costs are taken on this same state
+    ungated, ungated_grad = _cost(model, batch, dataclasses.replace(train, cost_gate="none"), step)
+    gated, gated_grad = _cost(model, batch, dataclasses.replace(train, cost_gate="familiarity"), step)
+    assert ungated > 0.1
+    assert gated == pytest.approx(qhat * ungated, rel=1e-4, abs=1e-9)
+    assert torch.allclose(gated_grad, qhat * ungated_grad, atol=1e-7)
+    if qhat == 0.0:  # an unfamiliar token is never pushed off attention
+        assert gated_grad.abs().max() < 1e-7 and ungated_grad.abs().max() > 1e-4
+
+
+def test_cost_is_zero_during_warmup():
+    model, batch, train = _model_and_batch(seed=1)
+    cost, grad = _cost(model, batch, train, step=0)
+    assert cost == 0.0 and grad.abs().max() < 1e-7
+
+
+def test_unknown_cost_gate_is_refused():
+    with pytest.raises(ConfigError, match="cost_gate"):
+        resolve("cram", "cpu-tiny", ["train.cost_gate=sometimes"])
