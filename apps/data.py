@@ -211,7 +211,8 @@ def attention_long(runs: dict[str, Run], series: list[str] | tuple[str, ...]) ->
 
 
 def transitions(runs: dict[str, Run]) -> pd.DataFrame:
-    """One row per run with a detected phase transition: ``run, step, low, high, series``."""
+    """One row per run with a detected phase transition: ``run, step, low, high, series``, plus
+    ``familiarity_rise`` (change point of q̂ library − novel) and ``lag_after_familiarity``."""
     rows = []
     for label, run in runs.items():
         t = run.transition or {}
@@ -221,11 +222,17 @@ def transitions(runs: dict[str, Run]) -> pd.DataFrame:
         try:
             low = float(t.get("low")) if t.get("low") is not None else float(step)
             high = float(t.get("high")) if t.get("high") is not None else float(step)
+            rise = t.get("familiarity_rise") if isinstance(t.get("familiarity_rise"), dict) else {}
+            lag = t.get("lag_after_familiarity")
             rows.append({"run": label, "step": float(step), "low": low, "high": high,
-                         "series": t.get("series", ""), "method": t.get("method", "")})
+                         "series": t.get("series", ""), "method": t.get("method", ""),
+                         "familiarity_rise": (float(rise["step"]) if rise.get("step") is not None
+                                              else float("nan")),
+                         "lag_after_familiarity": float(lag) if lag is not None else float("nan")})
         except (TypeError, ValueError):
             continue
-    return pd.DataFrame(rows, columns=["run", "step", "low", "high", "series", "method"])
+    return pd.DataFrame(rows, columns=["run", "step", "low", "high", "series", "method",
+                                       "familiarity_rise", "lag_after_familiarity"])
 
 
 _TIER_RE = re.compile(r"^share_(working|episodic|semantic)_l(\d+)$")

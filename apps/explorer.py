@@ -287,7 +287,9 @@ def runs_page(runs_root: Path) -> None:
             st.caption("No phase transition recorded (transition.json missing or step null).")
         else:
             st.caption("Dashed line: change-point step of the phase transition (series "
-                       f"`{trans['series'].iloc[0]}`); band: its bootstrap interval.")
+                       f"`{trans['series'].iloc[0]}`); band: its bootstrap interval. "
+                       "familiarity_rise: change point of q̂(library) − q̂(novel); a transition "
+                       "that follows familiarity comes after it.")
             st.dataframe(trans, hide_index=True, width="stretch")
 
     run = scan.runs[focus]

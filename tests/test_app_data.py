@@ -129,3 +129,19 @@ def test_claims_tables(tmp_path):
         D.load_claims(md)
     with pytest.raises(DataError, match="no such file"):
         D.load_claims(tmp_path / "nope.md")
+
+
+def test_transitions_table_carries_the_familiarity_rise(tmp_path):
+    import json
+
+    with_rise = write_synthetic_run(tmp_path / "new", seed=0)
+    (with_rise / "transition.json").write_text(json.dumps({
+        "series": "attention_library", "step": 325.0, "low": 300.0, "high": 350.0,
+        "familiarity_rise": {"step": 250.0}, "lag_after_familiarity": 75.0}))
+    older = write_synthetic_run(tmp_path / "old", seed=1)  # written before the rise was recorded
+    (older / "transition.json").write_text(json.dumps({"series": "attention_library",
+                                                       "step": 245.0, "low": 225.0, "high": 250.0}))
+    table = D.transitions(D.scan_runs(tmp_path).runs).set_index("run")
+    assert table.loc["new", "familiarity_rise"] == 250.0
+    assert table.loc["new", "lag_after_familiarity"] == 75.0
+    assert np.isnan(table.loc["old", "familiarity_rise"]) and table.loc["old", "step"] == 245.0
