@@ -187,7 +187,8 @@ def _schedule(args) -> int:
     cols = ["model", "variant", "seed", "settings", "warmup_end", "schedule_end",
             "familiarity_rise_step", "transition_step", "lag_after_familiarity", "after_schedule",
             "attention_library", "attention_novel", "retrieval_acc_novel"]
-    _report(f"Learned or scheduled transition (preset {args.preset})", rows, cols, args,
+    changed = f"; {' '.join(args.overrides)}" if args.overrides else ""
+    _report(f"Learned or scheduled transition (preset {args.preset}{changed})", rows, cols, args,
             "familiarity_rise_step: change point of q̂(library) − q̂(novel); transition_step: change "
             "point of library-query attention after warm-up; lag_after_familiarity = their "
             "difference; after_schedule = transition step − (warm-up + cost ramp).")
