@@ -92,3 +92,21 @@ def test_bench_schedule_rejects_unknown_variant(tmp_path):
     proc = _bench("schedule", "--preset", "cpu-tiny", "--variants", "warmup x9", "--no-docs",
                   tmp_path=tmp_path)
     assert proc.returncode != 0 and "unknown schedule variant" in proc.stderr
+
+
+def test_bench_srcd_rank_sweep(tmp_path):
+    runs = tmp_path / "ranks"
+    proc = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram", "--seeds", "1",
+                  "--ranks", "2,8", "--runs-dir", str(runs), "--json", "--quiet",
+                  tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout)
+    assert [r["semantic_rank"] for r in rows] == [2, 8]
+    for rank in (2, 8):
+        config = json.loads((runs / f"rank{rank}" / "cram-seed0" / "config.json").read_text())
+        assert config["model_config"]["semantic_rank"] == rank
+    assert all(0 <= r["q_library"] <= 1 for r in rows)
+    assert "Semantic-rank sweep (preset cpu-tiny)" in (tmp_path / "benchmarks.md").read_text()
+    bad = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram", "--ranks", "4,x",
+                 "--no-docs", tmp_path=tmp_path)
+    assert bad.returncode != 0 and "--ranks" in bad.stderr

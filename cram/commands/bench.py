@@ -26,6 +26,9 @@ def register(sub) -> None:
     _common(s, models_default="all")
     s.add_argument("--infer-length", type=int, default=2048,
                    help="sequence length for infer_ms_per_seq (batch 1, one thread); 0 skips it")
+    s.add_argument("--ranks", default=None,
+                   help="semantic-rank sweep: comma-separated ranks (e.g. 4,8,16,32); each rank's "
+                        "runs go to <runs-dir>/rank<R> (default runs-dir runs/rank-sweep-<preset>)")
     s.set_defaults(func=_srcd)
 
     t = bsub.add_parser("transfer", help="frozen semantic memory + router on unseen tasks",
@@ -113,6 +116,8 @@ def _srcd(args) -> int:
 
     get_preset(args.preset)
     models = _models(args.models)
+    if args.ranks:
+        return _rank_sweep(args, models)
     root = _runs_dir(args, "srcd")
     t0 = time.perf_counter()
     rows = []
@@ -141,6 +146,44 @@ def _srcd(args) -> int:
              "(a lower bound when the end value is below one query). "
              f"infer_ms_per_seq: hard-routed, batch 1, one thread, N={args.infer_length}.")
     _report(f"SRCD: models × seeds (preset {args.preset})", rows, cols, args, notes, summary, scols)
+    return 0
+
+
+def _rank_sweep(args, models: list[str]) -> int:
+    """``cram bench srcd --ranks 4,8,16,32``: the same models and seeds at each semantic rank."""
+    from pathlib import Path
+
+    import cram
+    from cram.consolidation.bench import ensure_run, srcd_row
+    from cram.errors import ConfigError
+
+    try:
+        ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
+    except ValueError:
+        raise ConfigError(f"--ranks {args.ranks!r}: comma-separated integers, e.g. 4,8,16,32") from None
+    root = Path(args.runs_dir or f"runs/rank-sweep-{args.preset}")
+    rows = []
+    for rank in ranks:
+        for model in models:
+            for seed in range(args.seeds):
+                run_dir = root / f"rank{rank}" / f"{model}-seed{seed}"
+                log(f"[bench srcd] rank {rank}: {model} seed {seed} → {run_dir}")
+                ensure_run(model, args.preset, seed, run_dir,
+                           [*args.overrides, f"model.semantic_rank={rank}"], progress=not args.quiet)
+                row = srcd_row(model, seed, run_dir, None)
+                last = cram.load_run(run_dir).metrics.iloc[-1]
+                row.update(semantic_rank=rank, **{k: float(last[k]) for k in (
+                    "q_library", "q_novel", "qhat_library", "qhat_novel",
+                    "acc_library_semantic_only")})
+                rows.append(row)
+    cols = ["semantic_rank", "model", "seed", "retrieval_acc_library", "retrieval_acc_novel",
+            "attention_library_queries", "attention_novel_queries", "attention_fraction",
+            "q_library", "q_novel", "qhat_library", "qhat_novel", "acc_library_semantic_only",
+            "familiarity_rise_step", "transition_step"]
+    _report(f"Semantic-rank sweep (preset {args.preset})", rows, cols, args,
+            f"Runs in `{root}/rank<R>`. q: agreement of the semantic and episodic value readouts "
+            "on library / novel queries at the end; acc_library_semantic_only: library accuracy "
+            "with every CRAM layer forced to semantic memory.")
     return 0
 
 
