@@ -222,12 +222,11 @@ def transitions(runs: dict[str, Run]) -> pd.DataFrame:
         try:
             low = float(t.get("low")) if t.get("low") is not None else float(step)
             high = float(t.get("high")) if t.get("high") is not None else float(step)
-            rise = t.get("familiarity_rise") if isinstance(t.get("familiarity_rise"), dict) else {}
+            rise = run.familiarity_rise_step
             lag = t.get("lag_after_familiarity")
             rows.append({"run": label, "step": float(step), "low": low, "high": high,
                          "series": t.get("series", ""), "method": t.get("method", ""),
-                         "familiarity_rise": (float(rise["step"]) if rise.get("step") is not None
-                                              else float("nan")),
+                         "familiarity_rise": float(rise) if rise is not None else float("nan"),
                          "lag_after_familiarity": float(lag) if lag is not None else float("nan")})
         except (TypeError, ValueError):
             continue

@@ -124,8 +124,11 @@ def srcd_row(model: str, seed: int, run_dir: Path, infer_length: int | None) -> 
            "attention_novel_queries": float(last["attention_novel"]),
            "transition_step": tr.get("step"), "transition_low": tr.get("low"),
            "transition_high": tr.get("high"),
-           "familiarity_rise_step": (tr.get("familiarity_rise") or {}).get("step"),
-           "lag_after_familiarity": tr.get("lag_after_familiarity"), "run": str(run_dir)}
+           "familiarity_rise_step": run.familiarity_rise_step,
+           "lag_after_familiarity": tr.get("lag_after_familiarity"),
+           **{k: float(last[k]) for k in ("q_library", "q_novel", "qhat_library", "qhat_novel",
+                                          "acc_library_semantic_only") if k in last},
+           "run": str(run_dir)}
     row.update(attention_reduction(run))
     if infer_length:
         row.update(inference_ms_per_sequence(run_dir, length=infer_length))

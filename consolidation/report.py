@@ -43,9 +43,8 @@ def plot_attention(runs, path: str | Path, title: str = "Attention use over trai
             axes[0].axvline(tr["step"], color=colour, lw=1, alpha=0.7)
             if tr.get("low") is not None:
                 axes[0].axvspan(tr["low"], tr["high"], color=colour, alpha=0.12)
-        rise = tr.get("familiarity_rise") or {}
-        if rise.get("step") is not None:
-            axes[1].axvline(rise["step"], color=colour, lw=1, alpha=0.7)
+        if run.familiarity_rise_step is not None:
+            axes[1].axvline(run.familiarity_rise_step, color=colour, lw=1, alpha=0.7)
         if run.warmup_steps:
             for ax in axes:
                 ax.axvline(run.warmup_steps, color="grey", lw=0.8, ls="-.")
@@ -82,7 +81,7 @@ def summary_rows(runs) -> list[dict]:
             "transition_step": tr.get("step"),
             "transition_90ci": (f"[{tr['low']:.0f}, {tr['high']:.0f}]"
                                 if tr.get("low") is not None else ""),
-            "familiarity_rise_step": (tr.get("familiarity_rise") or {}).get("step"),
+            "familiarity_rise_step": run.familiarity_rise_step,
             "lag_after_familiarity": tr.get("lag_after_familiarity"),
             "train_seconds": float(run.meta.get("train_seconds", np.nan)),
         })

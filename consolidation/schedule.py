@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bench import ensure_run
+from .bench import ensure_run, srcd_row
 
 #: variant → extra ``--set`` overrides (on top of the preset and the user's overrides)
 SCHEDULE_VARIANTS: dict[str, list[str]] = {
@@ -48,8 +48,6 @@ def _scaled(overrides: list[str], base) -> list[str]:
 
 def run_schedule(models: list[str], preset: str, seeds: int, variants: list[str], root: Path,
                  overrides: list[str], progress: bool = True) -> list[dict]:
-    import cram
-
     from .config import resolve
 
     rows = []
@@ -62,23 +60,11 @@ def run_schedule(models: list[str], preset: str, seeds: int, variants: list[str]
             for seed in range(seeds):
                 run_dir = Path(root) / f"{model}-{slug}-seed{seed}"
                 ensure_run(model, preset, seed, run_dir, [*overrides, *extra], progress=progress)
-                run = cram.load_run(run_dir)
-                tr = run.transition or {}
-                rise = tr.get("familiarity_rise") or {}
-                last = run.metrics.iloc[-1]
+                row = srcd_row(model, seed, run_dir, None)
                 schedule_end = config.train.warmup_steps + config.train.cost_ramp_steps
-                step = tr.get("step")
+                step = row["transition_step"]
                 rows.append({
-                    "model": model, "variant": variant, "seed": seed,
-                    "settings": " ".join(extra) or "preset",
+                    "variant": variant, "settings": " ".join(extra) or "preset",
                     "warmup_end": config.train.warmup_steps, "schedule_end": schedule_end,
-                    "familiarity_rise_step": rise.get("step"),
-                    "transition_step": step, "transition_low": tr.get("low"),
-                    "transition_high": tr.get("high"),
-                    "lag_after_familiarity": tr.get("lag_after_familiarity"),
-                    "after_schedule": None if step is None else step - schedule_end,
-                    "attention_library": float(last["attention_library"]),
-                    "attention_novel": float(last["attention_novel"]),
-                    "retrieval_acc_novel": float(last["retrieval_acc_novel"]),
-                    "run": str(run_dir)})
+                    "after_schedule": None if step is None else step - schedule_end, **row})
     return rows

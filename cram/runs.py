@@ -200,6 +200,12 @@ class Run:
     def warmup_steps(self) -> int:
         return int(self.config.get("train", {}).get("warmup_steps", 0) or 0)
 
+    @property
+    def familiarity_rise_step(self) -> float | None:
+        """Change-point step of q̂(library) − q̂(novel) from transition.json (None if absent)."""
+        rise = (self.transition or {}).get("familiarity_rise")
+        return rise.get("step") if isinstance(rise, dict) else None
+
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return f"Run({str(self.path)!r}, model={self.model!r}, rows={len(self.metrics)})"
 

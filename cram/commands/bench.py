@@ -153,7 +153,6 @@ def _rank_sweep(args, models: list[str]) -> int:
     """``cram bench srcd --ranks 4,8,16,32``: the same models and seeds at each semantic rank."""
     from pathlib import Path
 
-    import cram
     from cram.consolidation.bench import ensure_run, srcd_row
     from cram.errors import ConfigError
 
@@ -170,12 +169,7 @@ def _rank_sweep(args, models: list[str]) -> int:
                 log(f"[bench srcd] rank {rank}: {model} seed {seed} → {run_dir}")
                 ensure_run(model, args.preset, seed, run_dir,
                            [*args.overrides, f"model.semantic_rank={rank}"], progress=not args.quiet)
-                row = srcd_row(model, seed, run_dir, None)
-                last = cram.load_run(run_dir).metrics.iloc[-1]
-                row.update(semantic_rank=rank, **{k: float(last[k]) for k in (
-                    "q_library", "q_novel", "qhat_library", "qhat_novel",
-                    "acc_library_semantic_only")})
-                rows.append(row)
+                rows.append({"semantic_rank": rank, **srcd_row(model, seed, run_dir, None)})
     cols = ["semantic_rank", "model", "seed", "retrieval_acc_library", "retrieval_acc_novel",
             "attention_library_queries", "attention_novel_queries", "attention_fraction",
             "q_library", "q_novel", "qhat_library", "qhat_novel", "acc_library_semantic_only",
@@ -229,7 +223,7 @@ def _schedule(args) -> int:
                         _runs_dir(args, "schedule"), args.overrides, progress=not args.quiet)
     cols = ["model", "variant", "seed", "settings", "warmup_end", "schedule_end",
             "familiarity_rise_step", "transition_step", "lag_after_familiarity", "after_schedule",
-            "attention_library", "attention_novel", "retrieval_acc_novel"]
+            "attention_library_queries", "attention_novel_queries", "retrieval_acc_novel"]
     changed = f"; {' '.join(args.overrides)}" if args.overrides else ""
     _report(f"Learned or scheduled transition (preset {args.preset}{changed})", rows, cols, args,
             "familiarity_rise_step: change point of q̂(library) − q̂(novel); transition_step: change "
