@@ -16,8 +16,9 @@ import numpy as np
 
 from cram.errors import ConfigError
 
-DEFAULT_MODELS = ("cram", "cram-raw-q", "cram-no-consolidation", "cram-oracle-q", "cram-static",
-                  "transformer", "sliding-window", "ct-only", "static-hybrid", "mod", "seqboat")
+DEFAULT_MODELS = ("cram", "cram-logit-router", "cram-raw-q", "cram-no-consolidation", "cram-oracle-q",
+                  "cram-static", "transformer", "sliding-window", "ct-only", "static-hybrid", "mod",
+                  "seqboat")
 
 
 def ensure_run(model: str, preset: str, seed: int, run_dir: Path, overrides: list[str],

@@ -39,8 +39,11 @@ class TrainConfig:
     cost_query: float = 2.0  # λ on the expected episodic share of query tokens
     cost_nonquery: float = 0.5  # λ on the expected episodic share of other tokens
     cost_ramp_steps: int = 100  # λ ramps linearly from 0 after warm-up
+    router_logit_weight: float = 0.0  # penalty on the router's centred squared logits (query and
+    #   non-query tokens averaged apart): keeps the router off saturation, where no cost moves it
     cost_gate: str = "familiarity"  # each token's cost is scaled by its stop-grad q̂: attention
-    #   is charged only where the model predicts consolidation; "none": the ungated cost
+    #   is charged only where the model predicts consolidation; "none": the ungated cost;
+    #   "familiarity-queries": query tokens gated, non-query tokens (no binding) charged ungated
     # logging and evaluation
     log_every: int = 25
     eval_sequences: int = 64
@@ -70,12 +73,13 @@ class TrainConfig:
                               f"(got {self.tau_start}, {self.tau_end})")
         for name in ("signal_weight", "consolidation_weight", "consolidation_raw_weight",
                      "familiarity_weight", "probe_weight", "cost_query", "cost_nonquery",
-                     "weight_decay", "grad_clip"):
+                     "router_logit_weight", "weight_decay", "grad_clip"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ConfigError(f"TrainConfig.{name}={v!r}: must be a number >= 0")
-        if self.cost_gate not in ("none", "familiarity"):
-            raise ConfigError(f"TrainConfig.cost_gate={self.cost_gate!r}: 'none' or 'familiarity'")
+        if self.cost_gate not in ("none", "familiarity", "familiarity-queries"):
+            raise ConfigError(f"TrainConfig.cost_gate={self.cost_gate!r}: 'none', 'familiarity' "
+                              "or 'familiarity-queries'")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ConfigError(f"TrainConfig.device={self.device!r}: auto, cpu, cuda[:N] or mps")
 

@@ -13,7 +13,12 @@ For every CRAM layer (``LayerStats.q`` is set):
 - **cost**: λ·E[g_E], the expected episodic share under the router's (noise-free) probabilities,
   with separate weights for query and non-query tokens, ramped in after warm-up. With
   ``cost_gate="familiarity"`` each token's share is weighted by its stop-grad q̂: attention costs
-  only as much as the token is predicted to be consolidated.
+  only as much as the token is predicted to be consolidated; ``"familiarity-queries"`` gates query
+  tokens only and charges non-query tokens (which hold no binding to consolidate) ungated.
+- **router** (``router_logit_weight``, off by default): the centred squared router logits, query
+  and non-query tokens averaged apart, from the end of warm-up (during warm-up the router gets no
+  other gradient, and the penalty alone would undo its episodic-biased start). A saturated softmax passes almost no gradient, so a cost that
+  arrives after the router has saturated cannot move it; this keeps the router where it can.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
 
     cram_layers = [s for s in out.layers if s.q is not None]
     if cram_layers:
-        probe = consolidation = familiarity = cost = loss_value.new_zeros(())
+        probe = consolidation = familiarity = cost = router = loss_value.new_zeros(())
         cost_scale = cfg.cost_scale(step)
         for s in cram_layers:
             where = is_query & s.computed  # (B, T)
@@ -73,16 +78,25 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
                 err, s.computed & ~is_query)
             if cost_scale > 0 and s.probs is not None:
                 share = s.probs[..., EPISODIC].float()  # (B, T) expected episodic share
-                if cfg.cost_gate == "familiarity":  # charge attention only where q̂ says familiar
-                    share = share * s.qhat.detach().float()
-                cost = cost + cost_scale * (cfg.cost_query * _masked_mean(share, is_query)
-                                            + cfg.cost_nonquery * _masked_mean(share, ~is_query))
+                share_query = share_nonquery = share
+                if cfg.cost_gate != "none":  # charge attention only where q̂ says familiar
+                    share_query = share * s.qhat.detach().float()
+                    if cfg.cost_gate == "familiarity":
+                        share_nonquery = share_query
+                cost = cost + cost_scale * (cfg.cost_query * _masked_mean(share_query, is_query)
+                                            + cfg.cost_nonquery * _masked_mean(share_nonquery, ~is_query))
+            if cfg.router_logit_weight and s.logits is not None and step >= cfg.warmup_steps:
+                centred = s.logits.float() - s.logits.float().mean(-1, keepdim=True)  # (B, T, 3)
+                spread = centred.pow(2).sum(-1)  # (B, T)
+                router = router + cfg.router_logit_weight * (
+                    _masked_mean(spread, is_query) + _masked_mean(spread, ~is_query))
         n = len(cram_layers)
-        probe, consolidation, familiarity, cost = probe / n, consolidation / n, familiarity / n, cost / n
+        probe, consolidation, familiarity, cost, router = (
+            probe / n, consolidation / n, familiarity / n, cost / n, router / n)
         total = total + cfg.probe_weight * probe + consolidation \
-            + cfg.familiarity_weight * familiarity + cost
+            + cfg.familiarity_weight * familiarity + cost + router
         terms.update(loss_probe=probe, loss_consolidation=consolidation,
-                     loss_familiarity=familiarity, loss_cost=cost)
+                     loss_familiarity=familiarity, loss_cost=cost, loss_router=router)
     if out.aux_loss is not None:
         total = total + out.aux_loss
         terms["loss_aux"] = out.aux_loss

@@ -41,7 +41,7 @@ from .srcd import SRCD, SRCDBatch, stream_rng
 from .transition import transition_summary
 
 LOSS_COLUMNS = ("loss_total", "loss_value", "loss_signal", "loss_consolidation", "loss_familiarity",
-                "loss_cost", "loss_probe", "loss_aux")
+                "loss_cost", "loss_router", "loss_probe", "loss_aux")
 EVAL_COLUMNS = ("attention_fraction", "attention_computed", "attention_query", "attention_library",
                 "attention_novel", "attention_nonquery", "retrieval_acc", "retrieval_acc_library",
                 "retrieval_acc_novel", "dynamics_mse", "q_library", "q_novel", "qhat_library",

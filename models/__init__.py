@@ -25,6 +25,10 @@ MODEL_VARIANTS: dict[str, tuple[str, str, dict, dict, str]] = {
     "cram-no-consolidation": ("cram", "CRAM", {}, {"consolidation_weight": 0.0,
                                                     "consolidation_raw_weight": 0.0},
                               "ablation: no consolidation loss"),
+    "cram-logit-router": ("cram", "CRAM", {"router_feature": "logit", "familiarity_hidden": 128},
+                          {"router_logit_weight": 0.01, "cost_gate": "familiarity-queries"},
+                          "CRAM for familiarity that must be learned (key vectors): the router reads "
+                          "q̂'s log-odds and is kept off saturation; non-query tokens pay ungated"),
     "transformer": ("transformer", "Transformer", {}, {}, "baseline: dense causal Transformer"),
     "sliding-window": ("transformer", "SlidingWindowTransformer", {}, {},
                        "baseline: causal attention over the last attention_window positions"),

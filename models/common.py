@@ -48,6 +48,8 @@ class ModelConfig:
     #   Σ_v p_E(v)·p_S(v), the chance both readouts name the same value (low while they say
     #   nothing, so an untrained pair does not look consolidated); "kl": exp(-KL(p_E‖p_S)/σ)
     router_reads: Literal["qhat", "q"] = "qhat"  # "q": the paper as written (oracle q)
+    router_feature: Literal["prob", "logit"] = "prob"  # what the router reads of q̂ (or q): the
+    #   probability, or its log-odds (a scale on which a small router weight separates 0.7 from 0.2)
     router_episodic_bias: float = 2.0  # router initialised toward episodic memory
     static_routing: bool = False  # cram-static: queries read episodic memory, nothing else does
     familiarity_hidden: int = 32
@@ -71,6 +73,8 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.attention_window={self.attention_window!r}: buffer must be >= 1")
         if self.q_value_score not in ("kl", "agreement"):
             raise ConfigError(f"ModelConfig.q_value_score={self.q_value_score!r}: 'kl' or 'agreement'")
+        if self.router_feature not in ("prob", "logit"):
+            raise ConfigError(f"ModelConfig.router_feature={self.router_feature!r}: 'prob' or 'logit'")
         if self.q_space not in ("value", "raw"):
             raise ConfigError(f"ModelConfig.q_space={self.q_space!r}: 'value' or 'raw'")
         if not self.q_sigma > 0:
@@ -112,6 +116,7 @@ class LayerStats:
     q: torch.Tensor | None = None  # (B, T) consolidation score (valid where computed)
     q_space: str = "value"  # where q and the consolidation loss are measured
     qhat: torch.Tensor | None = None  # (B, T) familiarity prediction
+    logits: torch.Tensor | None = None  # (B, T, 3) router logits (CRAM)
     extra: dict = field(default_factory=dict)  # model-specific auxiliary tensors
 
 

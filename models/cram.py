@@ -59,8 +59,12 @@ class FamiliarityHead(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
+    def logit(self, h: torch.Tensor) -> torch.Tensor:
+        """log-odds of q̂; (B, T, d) → (B, T)."""
+        return self.net(h).squeeze(-1)
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(h)).squeeze(-1)
+        return torch.sigmoid(self.logit(h))
 
 
 def gumbel_softmax(logits: torch.Tensor, temperature: float,
@@ -117,7 +121,8 @@ class CRAMBlock(nn.Module):
         x = x + self.working(self.norm_working(x), batch["dtau"])  # (B, T, d)
         h = self.norm_memory(x)  # (B, T, d)
         f_sem = self.semantic(h)  # (B, T, d)
-        qhat = self.familiarity(h.detach())  # (B, T)
+        qhat_logit = self.familiarity.logit(h.detach())  # (B, T)
+        qhat = torch.sigmoid(qhat_logit)  # (B, T)
         is_query = batch["event"] == EVENT_QUERY  # (B, T)
 
         oracle = cfg.router_reads == "q"
@@ -126,7 +131,11 @@ class CRAMBlock(nn.Module):
         q = probe_e = probe_s = None
         if r_dense is not None:
             q, probe_e, probe_s = self.consolidation_score(r_dense, f_sem)
-        feature = (q if oracle else qhat).detach()  # (B, T)
+        if cfg.router_feature == "logit":
+            feature = torch.logit(q, eps=1e-4) if oracle else qhat_logit
+        else:
+            feature = q if oracle else qhat
+        feature = feature.detach()  # (B, T)
         logits = self.router(torch.cat([h, feature[..., None]], dim=-1))  # (B, T, 3)
 
         if cfg.static_routing:  # cram-static: queries read episodic memory, others stay working
@@ -158,7 +167,7 @@ class CRAMBlock(nn.Module):
         stats = LayerStats(
             episodic=mix[..., EPISODIC], computed=computed, probs=torch.softmax(logits, -1),
             choice=choice, r_episodic=r_dense, f_semantic=f_sem, probe_episodic=probe_e,
-            probe_semantic=probe_s, q=q, q_space=cfg.q_space, qhat=qhat,
+            probe_semantic=probe_s, q=q, q_space=cfg.q_space, qhat=qhat, logits=logits,
         )
         return x, stats
 

@@ -66,3 +66,43 @@ def test_cost_is_zero_during_warmup():
 def test_unknown_cost_gate_is_refused():
     with pytest.raises(ConfigError, match="cost_gate"):
         resolve("cram", "cpu-tiny", ["train.cost_gate=sometimes"])
+
+
+def test_familiarity_queries_gate_charges_nonquery_tokens_ungated():
+    model, batch, train = _model_and_batch(seed=2)
+    step = train.warmup_steps + train.cost_ramp_steps
+    _set_qhat(model, -30.0)  # q̂ = 0 everywhere: gated queries cost nothing
+    gated, gated_grad = _cost(model, batch, dataclasses.replace(train, cost_gate="familiarity-queries"),
+                              step)
+    nonquery_only, nonquery_grad = _cost(
+        model, batch, dataclasses.replace(train, cost_gate="none", cost_query=0.0), step)
+    assert nonquery_only > 0.01
+    assert gated == pytest.approx(nonquery_only, rel=1e-5)
+    assert torch.allclose(gated_grad, nonquery_grad, atol=1e-7)
+
+
+def test_router_logit_penalty_is_the_centred_spread_and_pulls_the_bias_in():
+    model, batch, train = _model_and_batch(seed=3)
+    train = dataclasses.replace(train, router_logit_weight=0.05)
+    out = model(batch, mode="soft", temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert compute_loss(out, batch, train, step=0).terms["loss_router"] == 0.0  # off in warm-up
+    step = train.warmup_steps
+    loss = compute_loss(out, batch, train, step=step)
+    is_query = batch["event"] == 2
+    expected = 0.0
+    for s in out.layers:
+        spread = (s.logits - s.logits.mean(-1, keepdim=True)).pow(2).sum(-1)
+        expected += 0.05 * (spread[is_query].mean() + spread[~is_query].mean()).item()
+    assert loss.terms["loss_router"] == pytest.approx(expected / len(out.layers), rel=1e-5)
+    penalty_only = dataclasses.replace(train, router_logit_weight=0.05)
+    free = dataclasses.replace(train, router_logit_weight=0.0)
+    bias = model.blocks[0].router.bias  # initialised [0, 2, 0]: episodic-biased
+    g_with = torch.autograd.grad(compute_loss(out, batch, penalty_only, step).total, bias,
+                                 retain_graph=True)[0]
+    g_free = torch.autograd.grad(compute_loss(out, batch, free, step).total, bias)[0]
+    assert (g_with - g_free)[1] > 0  # gradient descent lowers the episodic bias toward the others
+
+
+def test_negative_router_logit_weight_is_refused():
+    with pytest.raises(ConfigError, match="router_logit_weight"):
+        resolve("cram", "cpu-tiny", ["train.router_logit_weight=-1"])

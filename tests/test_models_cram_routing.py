@@ -94,3 +94,41 @@ def test_routed_attention_module_with_window():
         routed, dense = attn.forward_routed(h, selected), attn.forward_dense(h)
     torch.testing.assert_close(routed[selected], dense[selected], rtol=1e-5, atol=1e-6)
     assert (routed[~selected] == 0).all()
+
+
+def _router_reads_only_its_feature(model, value_logit: float) -> None:
+    """Familiarity head outputs the constant log-odds ``value_logit``; the router's episodic logit
+    is its feature input alone (no h, no bias)."""
+    for block in model.blocks:
+        with torch.no_grad():
+            torch.nn.init.zeros_(block.familiarity.net[-1].weight)
+            torch.nn.init.constant_(block.familiarity.net[-1].bias, value_logit)
+            block.router.weight.zero_()
+            block.router.bias.zero_()
+            block.router.weight[EPISODIC, -1] = 1.0
+
+
+def test_router_feature_logit_reads_the_log_odds_of_qhat():
+    for feature, expected in (("prob", torch.sigmoid(torch.tensor(1.5)).item()), ("logit", 1.5)):
+        model, batch = make(seed=3, router_feature=feature)
+        _router_reads_only_its_feature(model, 1.5)
+        out = model(batch, mode="hard")
+        for s in out.layers:
+            assert torch.allclose(s.qhat, torch.full_like(s.qhat, torch.sigmoid(torch.tensor(1.5)).item()))
+            assert torch.allclose(s.logits[..., EPISODIC], torch.full_like(s.qhat, expected), atol=1e-6)
+
+
+def test_oracle_router_feature_logit_reads_the_log_odds_of_q():
+    model, batch = make(seed=4, router_feature="logit", router_reads="q")
+    _router_reads_only_its_feature(model, 0.0)
+    out = model(batch, mode="hard")
+    for s in out.layers:
+        assert torch.allclose(s.logits[..., EPISODIC], torch.logit(s.q, eps=1e-4), atol=1e-5)
+
+
+def test_bad_router_feature_is_refused():
+    import pytest
+    from cram.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="router_feature"):
+        ModelConfig(router_feature="odds")
