@@ -186,3 +186,32 @@ def test_set_overrides_are_typed_against_the_dataclass():
         resolve("cram", "cpu-tiny", ["train.steps=many"])
     with pytest.raises(ConfigError, match="ambiguous|unknown"):
         resolve("cram", "cpu-tiny", ["nonsense=1"])
+
+
+# The paper preset's architecture (d=128, 4 layers, attention layers 1 and 3) with its data and
+# schedules shrunk so that two steps run on CPU; the GPU test runs the real preset's shapes.
+PAPER_SHRUNK = ["data.length=128", "train.steps=4", "train.batch_size=2", "train.warmup_steps=2",
+                "train.tau_anneal_steps=1", "train.cost_ramp_steps=1", "train.log_every=2",
+                "train.eval_sequences=2", "train.eval_batch_size=2", "train.pattern_every=2",
+                "train.checkpoint_every=2", "train.retention_stages=1", "train.lr_warmup_steps=1"]
+
+
+def test_paper_preset_builds_and_trains_past_warmup_on_cpu(tmp_path):
+    config = resolve("cram", "paper", PAPER_SHRUNK)
+    assert (config.model.d_model, config.model.n_layers, config.model.semantic_rank) == (128, 4, 32)
+    run_dir = train("cram", config, tmp_path / "paper", seed=0, progress=False)
+    log = pd.read_csv(run_dir / "metrics.csv")
+    assert list(log["step"]) == [0, 2, 4] and log["phase"].iloc[-1] == "train"
+    assert np.isfinite(log["loss_total"].iloc[1:]).all() and log["loss_cost"].iloc[-1] >= 0
+    assert rebuild_model(load_checkpoint(run_dir / "checkpoints" / "last.pt")).config == config.model
+
+
+@pytest.mark.gpu
+def test_paper_preset_trains_on_cuda_at_full_length(tmp_path):
+    config = resolve("cram", "paper", [o for o in PAPER_SHRUNK if not o.startswith("data.length")]
+                     + ["train.batch_size=16", "train.device=cuda"])
+    assert config.data.length == 2048
+    run_dir = train("cram", config, tmp_path / "paper-gpu", seed=0, progress=False)
+    log = pd.read_csv(run_dir / "metrics.csv")
+    assert np.isfinite(log["loss_total"].iloc[1:]).all()
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "finished"
