@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Literal
 
 from cram.errors import ConfigError
 from cram.models import MODEL_VARIANTS, ModelConfig, check_model_name
@@ -41,7 +42,7 @@ class TrainConfig:
     cost_ramp_steps: int = 100  # λ ramps linearly from 0 after warm-up
     router_logit_weight: float = 0.0  # penalty on the router's centred squared logits (query and
     #   non-query tokens averaged apart): keeps the router off saturation, where no cost moves it
-    cost_gate: str = "familiarity"  # each token's cost is scaled by its stop-grad q̂: attention
+    cost_gate: Literal["none", "familiarity", "familiarity-queries"] = "familiarity"  # each token's cost is scaled by its stop-grad q̂: attention
     #   is charged only where the model predicts consolidation; "none": the ungated cost;
     #   "familiarity-queries": query tokens gated, non-query tokens (no binding) charged ungated
     # logging and evaluation

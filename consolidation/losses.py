@@ -16,9 +16,10 @@ For every CRAM layer (``LayerStats.q`` is set):
   only as much as the token is predicted to be consolidated; ``"familiarity-queries"`` gates query
   tokens only and charges non-query tokens (which hold no binding to consolidate) ungated.
 - **router** (``router_logit_weight``, off by default): the centred squared router logits, query
-  and non-query tokens averaged apart, from the end of warm-up (during warm-up the router gets no
-  other gradient, and the penalty alone would undo its episodic-biased start). A saturated softmax passes almost no gradient, so a cost that
-  arrives after the router has saturated cannot move it; this keeps the router where it can.
+  and non-query tokens averaged apart. A saturated softmax passes almost no gradient, so a cost that
+  arrives after the router has saturated cannot move it; this keeps the router where it can. It
+  starts when warm-up ends: before, the router gets no other gradient, and the penalty alone would
+  undo its episodic-biased start.
 """
 
 from __future__ import annotations
@@ -76,13 +77,11 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
             err = (s.qhat.float() - s.q.detach().float()) ** 2  # (B, T)
             familiarity = familiarity + _masked_mean(err, where) + _masked_mean(
                 err, s.computed & ~is_query)
-            if cost_scale > 0 and s.probs is not None:
-                share = s.probs[..., EPISODIC].float()  # (B, T) expected episodic share
-                share_query = share_nonquery = share
-                if cfg.cost_gate != "none":  # charge attention only where q̂ says familiar
-                    share_query = share * s.qhat.detach().float()
-                    if cfg.cost_gate == "familiarity":
-                        share_nonquery = share_query
+            if cost_scale > 0 and s.logits is not None:
+                share = torch.softmax(s.logits.float(), -1)[..., EPISODIC]  # (B, T) expected share
+                gated = share * s.qhat.detach().float()  # charged only where q̂ says familiar
+                share_query = share if cfg.cost_gate == "none" else gated
+                share_nonquery = gated if cfg.cost_gate == "familiarity" else share
                 cost = cost + cost_scale * (cfg.cost_query * _masked_mean(share_query, is_query)
                                             + cfg.cost_nonquery * _masked_mean(share_nonquery, ~is_query))
             if cfg.router_logit_weight and s.logits is not None and step >= cfg.warmup_steps:

@@ -107,7 +107,6 @@ class LayerStats:
 
     episodic: torch.Tensor  # (B, T) float: episodic weight (soft prob or 0/1 hard choice)
     computed: torch.Tensor  # (B, T) bool: attention was actually computed at this token
-    probs: torch.Tensor | None = None  # (B, T, 3) router probabilities over TIERS
     choice: torch.Tensor | None = None  # (B, T) int64 hard choice (index into TIERS)
     r_episodic: torch.Tensor | None = None  # (B, T, d) episodic output (zeros where not computed)
     f_semantic: torch.Tensor | None = None  # (B, T, d) semantic output
@@ -116,7 +115,7 @@ class LayerStats:
     q: torch.Tensor | None = None  # (B, T) consolidation score (valid where computed)
     q_space: str = "value"  # where q and the consolidation loss are measured
     qhat: torch.Tensor | None = None  # (B, T) familiarity prediction
-    logits: torch.Tensor | None = None  # (B, T, 3) router logits (CRAM)
+    logits: torch.Tensor | None = None  # (B, T, 3) router logits over TIERS (CRAM)
     extra: dict = field(default_factory=dict)  # model-specific auxiliary tensors
 
 

@@ -165,8 +165,7 @@ class CRAMBlock(nn.Module):
         if self.ff is not None:
             x = x + self.ff(self.norm_ff(x))
         stats = LayerStats(
-            episodic=mix[..., EPISODIC], computed=computed, probs=torch.softmax(logits, -1),
-            choice=choice, r_episodic=r_dense, f_semantic=f_sem, probe_episodic=probe_e,
+            episodic=mix[..., EPISODIC], computed=computed, choice=choice, r_episodic=r_dense, f_semantic=f_sem, probe_episodic=probe_e,
             probe_semantic=probe_s, q=q, q_space=cfg.q_space, qhat=qhat, logits=logits,
         )
         return x, stats
