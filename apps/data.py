@@ -2,7 +2,7 @@
 
 Everything here is plain Python (no Streamlit), so that the notebooks and the tests use the same
 code as the app. Every reader turns a missing, partial or corrupt input into a
-:class:`~cram.errors.CramError` (or a warning string) instead of a traceback; the app shows those
+:class:`~cram.core.errors.CramError` (or a warning string) instead of a traceback; the app shows those
 as messages.
 
 Model curves follow the tidy curve table of :mod:`cram.psych_data.tidy` (``curve``, ``group``,
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cram.errors import CramError, DataError, RunFolderError
-from cram.runs import Run, find_runs, load_run
+from cram.core.errors import CramError, DataError, RunFolderError
+from cram.core.runs import Run, find_runs, load_run
 
 #: environment variables set by ``cram app`` (and read by the notebooks)
 RUNS_ENV = "CRAM_APP_RUNS"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cram.errors import DataError, RunFolderError
+from cram.core.errors import DataError, RunFolderError
 
 
 def pooled_gamma(fits: list) -> tuple[float, float]:
@@ -57,7 +57,7 @@ def write_laplace_fit(out: str | Path, curves: pd.DataFrame, form: str = "power"
     import arviz as az
     from cram.fitting import ComparisonRules, apply_rules, fit_mle, get_form
 
-    from cram.runs import atomic_write_json, atomic_write_text
+    from cram.core.jsonio import atomic_write_json, atomic_write_text
 
     out = Path(out)
     if out.exists():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cram.errors import ConfigError
+from cram.core.errors import ConfigError
 
 DEFAULT_MODELS = ("cram", "cram-logit-router", "cram-raw-q", "cram-no-consolidation", "cram-oracle-q",
                   "cram-static", "transformer", "sliding-window", "ct-only", "static-hybrid", "mod",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from cram.errors import CheckpointError
+from cram.core.errors import CheckpointError
 
 FORMAT = "cram-checkpoint-v1"
 

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cram.errors import ConfigError
+from cram.core.errors import ConfigError
 from cram.models import MODEL_VARIANTS, ModelConfig, check_model_name
 
 from .srcd import SRCDConfig
@@ -171,7 +171,7 @@ def get_preset(name: str) -> ExperimentConfig:
 def resolve(model_name: str, preset: str | ExperimentConfig, overrides: list[str] = ()
             ) -> ExperimentConfig:
     """Preset → model-variant changes → ``--set`` overrides (``data.x``, ``model.x``, ``train.x``)."""
-    from cram._cli_util import apply_overrides
+    from cram.core.overrides import apply_overrides
 
     check_model_name(model_name)
     config = get_preset(preset) if isinstance(preset, str) else preset

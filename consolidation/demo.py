@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import cram
-    from cram.benchlog import markdown_table
+    from cram.core.benchlog import markdown_table
 
     from .bench import ensure_run
     from .report import plot_attention, summary_rows

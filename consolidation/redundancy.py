@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cram.errors import ConfigError, DataError, RunFolderError
-from cram.runs import atomic_write_json
+from cram.core.errors import ConfigError, DataError, RunFolderError
+from cram.core.jsonio import atomic_write_json
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 

@@ -10,7 +10,7 @@ import numpy as np
 def plot_attention(runs, path: str | Path, title: str = "Attention use over training"):
     """Attention fraction, familiarity q̂ and accuracy against step, transition and q̂ rise marked.
 
-    ``runs`` are ``cram.runs.Run`` objects (one line style per series, one colour per run).
+    ``runs`` are ``cram.core.runs.Run`` objects (one line style per series, one colour per run).
     """
     import matplotlib
 

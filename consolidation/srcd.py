@@ -37,7 +37,7 @@ from typing import Iterator, Literal
 
 import numpy as np
 
-from cram.errors import ConfigError
+from cram.core.errors import ConfigError
 
 EVENT_NONE, EVENT_STORE, EVENT_QUERY = 0, 1, 2
 IGNORE_INDEX = -100

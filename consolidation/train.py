@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cram.errors import CramError, RunFolderError
+from cram.core.errors import CramError, RunFolderError
 from cram.models import DataSpec, build_model
-from cram.runs import (
+from cram.core.runs import (
     CHECKPOINT_DIR, CONFIG_FILE, META_FILE, METRICS_FILE, PATTERNS_FILE, RETENTION_FILE,
     SCHEMA_VERSION, TRANSITION_FILE, CsvLog, atomic_write_json,
 )

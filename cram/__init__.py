@@ -12,12 +12,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_run": ("cram.runs", "load_run"),
-    "Run": ("cram.runs", "Run"),
+    "load_run": ("cram.core.runs", "load_run"),
+    "Run": ("cram.core.runs", "Run"),
     "load_dataset": ("cram.psych_data", "load_dataset"),
     "list_datasets": ("cram.psych_data", "list_datasets"),
     "load_curves_csv": ("cram.psych_data", "load_curves_csv"),
-    "CramError": ("cram.errors", "CramError"),
+    "CramError": ("cram.core.errors", "CramError"),
 }
 
 __all__ = ["__version__", *_LAZY]

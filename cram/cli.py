@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from cram.errors import CramError
+from cram.core.errors import CramError
 
 #: subject → module under ``cram.commands``; order is the order shown by ``--help``.
 GROUPS = ("srcd", "train", "bench", "data", "fit", "app", "redundancy")

@@ -37,7 +37,7 @@ configure_compiledir()
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cram.errors import ConfigError  # noqa: E402
+from cram.core.errors import ConfigError  # noqa: E402
 from cram.fitting.forms import Form, Prior, get_form  # noqa: E402
 from cram.fitting.likelihoods import choose_likelihood, squeeze01  # noqa: E402
 from cram.fitting.rules import ComparisonRules, apply_rules  # noqa: E402

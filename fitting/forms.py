@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from cram.errors import ConfigError
+from cram.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

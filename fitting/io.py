@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cram.errors import RunFolderError
-from cram.runs import atomic_write_json
+from cram.core.errors import RunFolderError
+from cram.core.jsonio import atomic_write_json
 
 RESULT_FILE = "result.json"
 SUMMARY_FILE = "summary.csv"
@@ -75,9 +75,9 @@ def created_stamp() -> str:
 
 
 def write_result_json(folder: Path, doc: dict) -> None:
-    from cram._cli_util import _finite
+    from cram.core.jsonio import json_safe
 
-    atomic_write_json(folder / RESULT_FILE, _finite(doc))
+    atomic_write_json(folder / RESULT_FILE, json_safe(doc))
 
 
 @dataclass

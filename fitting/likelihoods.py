@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import betaln, gammaln
 
-from cram.errors import ConfigError
+from cram.core.errors import ConfigError
 from cram.psych_data.tidy import COUNT_KINDS
 
 LIKELIHOODS = ("normal", "beta", "binomial")

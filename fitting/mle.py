@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from cram.errors import ConfigError, DataError
+from cram.core.errors import ConfigError, DataError
 from cram.fitting.forms import get_form
 from cram.fitting.likelihoods import (
     choose_likelihood, loglik_beta, loglik_binomial, loglik_normal, squeeze01,

@@ -1,6 +1,6 @@
 """Model curves from run folders, in the tidy curve form of :mod:`cram.psych_data.tidy`.
 
-Run folders are read only through :func:`cram.runs.load_run` (no torch). Three curves:
+Run folders are read only through :func:`cram.core.runs.load_run` (no torch). Three curves:
 
 ``episodic_reliance_curve``
     ``attention_library`` (share of library-pattern queries that read episodic memory, hard
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cram.errors import DataError, RunFolderError
+from cram.core.errors import DataError, RunFolderError
 from cram.psych_data.tidy import validate_curves
-from cram.runs import Run, load_run
+from cram.core.runs import Run, load_run
 
 CURVE_KINDS = ("episodic_reliance", "per_pattern", "retention")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cram.errors import ConfigError, DataError
+from cram.core.errors import ConfigError, DataError
 from cram.fitting.forms import get_form
 from cram.fitting.io import (
     CURVES_FILE, FIGURES_DIR, POSTERIOR_FILE, SUMMARY_FILE, FitFolderWriter, check_out_free,

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from cram.errors import ConfigError, DataError
+from cram.core.errors import ConfigError, DataError
 from cram.fitting.forms import get_form
 
 ONSET = "end_of_warmup"

@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from cram.errors import CramError
+from cram.core.errors import CramError
 from cram.fitting.mle import fit_mle
 from cram.fitting.rules import ComparisonRules
 

@@ -6,7 +6,7 @@ import os
 import sys
 import warnings
 
-from cram.errors import CramError
+from cram.core.errors import CramError
 
 _NOTICES: set[str] = set()
 

@@ -2,7 +2,7 @@
 
 ``run_kernel_bench`` returns rows ``{op, T, p, ms, dense_ms, ratio, ...}``; ``ratio = ms / dense_ms``
 (below 1 means faster than the baseline). ``write_kernel_bench_tables`` appends them to
-docs/benchmarks.md through :mod:`cram.benchlog`. ``cram bench kernels`` calls both.
+docs/benchmarks.md through :mod:`cram.core.benchlog`. ``cram bench kernels`` calls both.
 
 - ``op="routed_attention"``: forward time of ``routed_attention`` (the path ``backend="auto"``
   picks on the device) for exactly ``round(p·T)`` routed positions per sequence, against
@@ -195,13 +195,13 @@ def run_kernel_bench(threads: int = 1, device=None, quick: bool = False, seed: i
 
 
 def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, path=None) -> None:
-    """Append the benchmark tables to docs/benchmarks.md (via cram.benchlog).
+    """Append the benchmark tables to docs/benchmarks.md (via cram.core.benchlog).
 
     One table each for routed attention, the CT scan and, when present, the model-level rows
     (``op`` = ``model_infer`` / ``model_step``, produced elsewhere): their columns are the common
     ``op, T, p, ms, dense_ms, ratio`` followed by every other key the rows carry.
     """
-    from cram.benchlog import append_benchmark, markdown_table
+    from cram.core.benchlog import append_benchmark, markdown_table
 
     routed = [r for r in rows if r["op"] == "routed_attention"]
     scan = [r for r in rows if r["op"] == "ct_scan"]

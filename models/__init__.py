@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from cram.errors import ConfigError
+from cram.core.errors import ConfigError
 
 from .common import DataSpec, LayerStats, ModelConfig, ModelOutput, SRCDModel
 

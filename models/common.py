@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cram.errors import ConfigError
+from cram.core.errors import ConfigError
 
 Mode = Literal["soft", "hard"]
 Force = Literal["none", "working", "episodic", "semantic", "no-episodic"]

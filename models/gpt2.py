@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cram.errors import CheckpointError, ConfigError
+from cram.core.errors import CheckpointError, ConfigError
 
 # ---------------------------------------------------------------------------------------------
 # Config

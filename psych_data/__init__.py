@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cram.errors import DataError
+from cram.core.errors import DataError
 from cram.psych_data.tidy import (
     TIDY_COLUMNS, USER_REQUIRED, load_curves_csv, read_csv_checked, validate_curves,
 )

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cram.errors import DataError
+from cram.core.errors import DataError
 
 TIDY_COLUMNS = ("curve", "group", "source", "delay_value", "delay_unit", "measure", "value", "n",
                 "derived")

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
              "ran.")
     print(notes, file=sys.stderr)
     if not args.no_bench:
-        from cram.benchlog import append_benchmark, markdown_table
+        from cram.core.benchlog import append_benchmark, markdown_table
 
         append_benchmark("Sampler comparison: PyMC NUTS vs nutpie, hierarchical γ fit",
                          markdown_table(rows, cols), notes,

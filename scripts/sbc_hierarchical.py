@@ -151,7 +151,7 @@ def main(argv=None) -> int:
         cov_df.to_csv(out / "sbc_coverage.csv", index=False)
         (out / "sbc_summary.json").write_text(json.dumps({"notes": notes, "fail": fail}, indent=2))
     if not args.no_bench:
-        from cram.benchlog import append_benchmark, markdown_table
+        from cram.core.benchlog import append_benchmark, markdown_table
 
         append_benchmark("SBC: hierarchical γ model, coverage of the 90% interval",
                          markdown_table(cov_df.to_dict("records")), notes,

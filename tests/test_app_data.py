@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from cram.apps import data as D
 
-from cram.errors import DataError
+from cram.core.errors import DataError
 from cram.testing import write_synthetic_run
 
 

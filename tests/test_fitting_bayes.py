@@ -56,7 +56,7 @@ def test_single_curve_fit_default_sampler_matches_point_fit():
 
 
 def test_gamma_prior_must_keep_gamma_positive():
-    from cram.errors import ConfigError
+    from cram.core.errors import ConfigError
     from cram.fitting.bayes import build_model, prepare
     from cram.fitting.forms import Prior
 

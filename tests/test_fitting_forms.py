@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cram.errors import ConfigError, DataError
+from cram.core.errors import ConfigError, DataError
 from cram.fitting import FORMS, ComparisonRules, PointFitResult, fit_loglog_ols, fit_mle
 from cram.fitting.forms import fsrs_factor, get_form
 from cram.fitting.likelihoods import loglik_beta, loglik_binomial, loglik_normal

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from cram.errors import RunFolderError
+from cram.core.errors import RunFolderError
 from cram.fitting import ComparisonRules, fit_mle
 from cram.fitting.model_curves import (
     episodic_reliance_curve, model_curves, per_pattern_curve, retention_curve,

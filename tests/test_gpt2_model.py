@@ -18,7 +18,7 @@ from cram.models.gpt2 import (
     save_hf_dir,
 )
 
-from cram.errors import CheckpointError, ConfigError
+from cram.core.errors import CheckpointError, ConfigError
 
 V, P, D, L, H = 50, 12, 16, 2, 4  # vocab, positions, width, layers, heads
 

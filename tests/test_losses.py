@@ -10,7 +10,7 @@ import torch
 from cram.consolidation.config import TrainConfig, resolve
 from cram.consolidation.losses import compute_loss
 from cram.consolidation.srcd import SRCD
-from cram.errors import ConfigError
+from cram.core.errors import ConfigError
 from cram.models import DataSpec, build_model
 
 

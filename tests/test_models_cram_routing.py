@@ -128,7 +128,7 @@ def test_oracle_router_feature_logit_reads_the_log_odds_of_q():
 
 def test_bad_router_feature_is_refused():
     import pytest
-    from cram.errors import ConfigError
+    from cram.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="router_feature"):
         ModelConfig(router_feature="odds")

@@ -15,7 +15,7 @@ from cram.models.mod import capacity_k, top_k_mask
 from hypothesis import given, settings
 from strategies import score_rows
 
-from cram.errors import ConfigError
+from cram.core.errors import ConfigError
 
 B, T = 3, 40
 

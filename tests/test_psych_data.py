@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from cram.cli import main
-from cram.errors import DataError
+from cram.core.errors import DataError
 from cram.psych_data import (
     TIDY_COLUMNS, dataset_info, list_datasets, load_all_human, load_curves_csv, load_dataset,
 )

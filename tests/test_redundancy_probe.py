@@ -10,7 +10,7 @@ import torch
 from cram.consolidation import redundancy as R
 from cram.models.gpt2 import GPT2, GPT2Config
 
-from cram.errors import ConfigError, DataError
+from cram.core.errors import ConfigError, DataError
 
 
 def test_fit_ridge_matches_numpy_closed_form_and_recovers_map():

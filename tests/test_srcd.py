@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import seeds, srcd_configs
 
-from cram.errors import ConfigError
+from cram.core.errors import ConfigError
 
 PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BATCH = 8

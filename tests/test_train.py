@@ -18,7 +18,7 @@ import cram
 from cram.consolidation.checkpoint import load_checkpoint, rebuild_model
 from cram.consolidation.config import resolve
 from cram.consolidation.train import TrainingDiverged, train
-from cram.errors import CheckpointError, ConfigError, RunFolderError
+from cram.core.errors import CheckpointError, ConfigError, RunFolderError
 
 # train_seconds and tokens/s are wall-clock: everything else must be bit-identical across resumes
 TIMING = ["train_seconds"]

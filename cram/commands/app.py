@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from cram.errors import ConfigError
+from cram.core.errors import ConfigError
 
 LOOPBACK_DEFAULT = "127.0.0.1"
 
@@ -83,7 +83,7 @@ def streamlit_command(args) -> tuple[list[str], dict[str, str]]:
 
 
 def _run(args) -> int:
-    from cram._cli_util import emit_json, log
+    from cram.commands._util import emit_json, log
 
     argv, env = streamlit_command(args)
     if args.dry_run:

@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from cram._cli_util import add_set_argument, emit_json, log
+from cram.commands._util import add_set_argument, emit_json, log
 
 
 def register(sub) -> None:
@@ -94,7 +94,7 @@ def _runs_dir(args, experiment: str):
 
 def _report(title: str, rows: list[dict], columns: list[str], args, notes: str = "",
             summary: list[dict] | None = None, summary_columns: list[str] | None = None) -> None:
-    from cram.benchlog import append_benchmark, markdown_table
+    from cram.core.benchlog import append_benchmark, markdown_table
 
     table = markdown_table(rows, columns)
     log(table)
@@ -154,7 +154,7 @@ def _rank_sweep(args, models: list[str]) -> int:
     from pathlib import Path
 
     from cram.consolidation.bench import ensure_run, srcd_row
-    from cram.errors import ConfigError
+    from cram.core.errors import ConfigError
 
     try:
         ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
@@ -211,7 +211,7 @@ def _recurrence(args) -> int:
 
 def _schedule(args) -> int:
     from cram.consolidation.schedule import SCHEDULE_VARIANTS, run_schedule
-    from cram.errors import ConfigError
+    from cram.core.errors import ConfigError
 
     variants = list(SCHEDULE_VARIANTS) if args.variants == "all" else \
         [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -243,7 +243,7 @@ def _kernels(args) -> int:
     if args.json:
         emit_json(rows)
     else:
-        from cram.benchlog import markdown_table
+        from cram.core.benchlog import markdown_table
 
         print(markdown_table(rows), file=sys.stderr)
     return 0

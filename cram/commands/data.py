@@ -44,7 +44,7 @@ def register(sub) -> None:
 
 
 def _list(args) -> int:
-    from cram._cli_util import emit_json
+    from cram.commands._util import emit_json
     from cram.psych_data import list_datasets
 
     df = list_datasets()
@@ -61,7 +61,7 @@ def _list(args) -> int:
 def _show(args) -> int:
     import pandas as pd
 
-    from cram._cli_util import emit_json
+    from cram.commands._util import emit_json
     from cram.psych_data import dataset_info, load_dataset
 
     info = dataset_info(args.name)
@@ -83,7 +83,7 @@ def _show(args) -> int:
 
 
 def _check(args) -> int:
-    from cram._cli_util import emit_json
+    from cram.commands._util import emit_json
     from cram.psych_data import load_curves_csv
 
     df = load_curves_csv(args.file)
@@ -103,8 +103,8 @@ def _check(args) -> int:
 def _curves(args) -> int:
     from pathlib import Path
 
-    from cram._cli_util import emit_json, log
-    from cram.errors import RunFolderError
+    from cram.commands._util import emit_json, log
+    from cram.core.errors import RunFolderError
     from cram.fitting.model_curves import model_curves
 
     kw = {}

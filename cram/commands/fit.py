@@ -85,8 +85,8 @@ def register(sub) -> None:
 
 
 def _gamma(args) -> int:
-    from cram._cli_util import emit_json, log
-    from cram.errors import ConfigError
+    from cram.commands._util import emit_json, log
+    from cram.core.errors import ConfigError
     from cram.fitting.pipeline import fit_gamma, gather_curves, rules_from_args
 
     if args.draws < 1 or args.tune < 0 or args.chains < 1:

@@ -9,7 +9,8 @@ import argparse
 import datetime as _dt
 from pathlib import Path
 
-from cram._cli_util import add_set_argument, apply_overrides, emit_json, log
+from cram.commands._util import add_set_argument, emit_json, log
+from cram.core.overrides import apply_overrides
 
 DESCRIPTION = """\
 Fit ridge probes from the pre-attention residual h (the residual stream entering each block,
@@ -67,7 +68,7 @@ def _run(args) -> int:
     import torch
 
     from cram.consolidation import redundancy as R
-    from cram.errors import ConfigError
+    from cram.core.errors import ConfigError
 
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from cram._cli_util import add_set_argument, emit_json, log
+from cram.commands._util import add_set_argument, emit_json, log
 
 DEFAULT_PRESET = "paper"
 
@@ -72,7 +72,7 @@ def _data_arguments(p) -> None:
 
 def data_config(preset: str, overrides: list[str]):
     """The preset's SRCDConfig with ``--set`` overrides applied (``data.`` prefix optional)."""
-    from cram._cli_util import apply_overrides
+    from cram.core.overrides import apply_overrides
     from cram.consolidation.config import get_preset
 
     config = get_preset(preset).data
@@ -80,7 +80,7 @@ def data_config(preset: str, overrides: list[str]):
 
 
 def _positive(name: str, value: int) -> None:
-    from cram.errors import ConfigError
+    from cram.core.errors import ConfigError
 
     if value < 1:
         raise ConfigError(f"--{name}={value}: must be an integer >= 1")
@@ -153,7 +153,7 @@ def _sample(args) -> int:
     config = data_config(args.preset, args.overrides)
     if args.length is not None:
         _positive("length", args.length)
-        from cram.errors import ConfigError
+        from cram.core.errors import ConfigError
 
         try:
             config = dataclasses.replace(config, length=args.length)
@@ -219,7 +219,7 @@ def _speed(args) -> int:
     rows = speed_table([p.strip() for p in args.presets.split(",") if p.strip()], args.model,
                        repeats=args.repeats, threads=args.threads, seed=args.seed)
     if args.append:
-        from cram.benchlog import append_benchmark, markdown_table
+        from cram.core.benchlog import append_benchmark, markdown_table
 
         notes = ("Median of the timed repeats after one warm-up; gen/step is the share of a step "
                  "that generation would add if it ran in the same thread.")
@@ -229,7 +229,7 @@ def _speed(args) -> int:
     if args.json:
         emit_json({"rows": rows})
     else:
-        from cram.benchlog import markdown_table
+        from cram.core.benchlog import markdown_table
 
         print(markdown_table(rows), end="")
     return 0

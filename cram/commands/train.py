@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cram._cli_util import add_set_argument, emit_json, log
+from cram.commands._util import add_set_argument, emit_json, log
 
 
 def register(sub) -> None:
@@ -73,13 +73,13 @@ def _eval(args) -> int:
 
     import torch
 
-    from cram._cli_util import apply_overrides
+    from cram.core.overrides import apply_overrides
     from cram.consolidation.checkpoint import load_checkpoint, rebuild_model
     from cram.consolidation.config import ExperimentConfig, _alias
     from cram.consolidation.evaluate import evaluate
     from cram.consolidation.srcd import SRCD
-    from cram.errors import RunFolderError
-    from cram.runs import atomic_write_json
+    from cram.core.errors import RunFolderError
+    from cram.core.jsonio import atomic_write_json
 
     run_dir = Path(args.run_dir)
     state = load_checkpoint(run_dir / "checkpoints" / args.checkpoint)

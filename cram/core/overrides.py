@@ -1,60 +1,17 @@
-"""Small helpers shared by the CLI verbs: JSON output, ``--set`` overrides, logging to stderr.
+"""``FIELD=VALUE`` overrides of frozen config dataclasses, checked against their type hints.
 
-Kept free of heavy imports so that ``cram --help`` and the reading verbs never load torch.
+The parser behind ``--set``; the configs of every layer use it, so it lives in the core.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import sys
 import types
 import typing
 from typing import Any
 
-from cram.errors import ConfigError
-
-
-def log(*parts: object) -> None:
-    """Progress and log lines go to stderr, so that stdout stays one JSON document."""
-    print(*parts, file=sys.stderr, flush=True)
-
-
-def _finite(obj: Any, where: str = "$") -> Any:
-    """Return ``obj`` with numpy scalars turned into Python ones; NaN/inf become ``None``."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a hard dependency
-        np = None
-    if isinstance(obj, dict):
-        return {str(k): _finite(v, f"{where}.{k}") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if np is not None and isinstance(obj, np.generic):
-        obj = obj.item()
-    if np is not None and isinstance(obj, np.ndarray):
-        return _finite(obj.tolist(), where)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def emit_json(obj: Any) -> None:
-    """Print exactly one JSON document on stdout with finite numbers only (non-finite → null)."""
-    sys.stdout.write(json.dumps(_finite(obj), allow_nan=False, indent=None) + "\n")
-    sys.stdout.flush()
-
-
-def add_set_argument(parser) -> None:
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a config field of the preset (repeatable); checked against the dataclass",
-    )
+from cram.core.errors import ConfigError
 
 
 def _coerce(field_type: Any, raw: str, name: str) -> Any:

@@ -9,9 +9,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from cram.runs import atomic_write_text
+from cram.core.jsonio import atomic_write_text
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 
 
 def machine_description() -> str:
