@@ -55,6 +55,8 @@ def routed_attention_flex(q, k, v, batch_idx, pos, window=None, scale=None):
     _, n_heads, head_dim = q.shape
     n_batch, _, seq_len, _ = k.shape
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    if q.device.type != "cuda":  # forward-only there; it refuses inputs that require grad
+        q, k, v = q.detach(), k.detach(), v.detach()
     block_mask = routed_block_mask(batch_idx, pos, seq_len, n_batch, window)
     q1 = q.transpose(0, 1).unsqueeze(0)  # (1, H, N, Dh)
     k1 = k.transpose(0, 1).reshape(1, n_heads, n_batch * seq_len, head_dim)  # (1, H, B·T, Dh)
