@@ -29,6 +29,13 @@ BF16 = pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
     INTERPRETED, reason="the Triton interpreter's bf16 tl.dot is wrong (upstream bug): bf16 on CUDA only"))
 
 
+@pytest.fixture(autouse=True)
+def _fixed_blocks_on_cuda(monkeypatch):
+    """Fixed 64x64 tiles on CUDA: autotuning would compile every config for every dtype and head
+    dim of these tests (minutes). ``test_triton_autotuned_launch`` turns autotuning back on."""
+    monkeypatch.setenv("CRAM_TRITON_AUTOTUNE", "0")
+
+
 def _need_triton():
     pytest.importorskip("triton")
     if INTERPRETED and os.environ.get("TRITON_INTERPRET") != "1":
@@ -193,6 +200,19 @@ def test_autotune_configs_per_device():
     assert rt._n_key(1) == 1 and rt._n_key(100) == 128 and rt._n_key(128) == 128
 
 
+@pytest.mark.parametrize("window", [None, 5])
+def test_triton_autotuned_launch(monkeypatch, window):
+    """The autotuned launch (every config timed once on CUDA; the interpreter's one config)."""
+    _need_triton()
+    monkeypatch.setenv("CRAM_TRITON_AUTOTUNE", "1")
+    from cram.kernels.routed_attention import triton as rt
+
+    q, k, v, b, pos = _case(2, 2, 70, 32, 0.5, seed=9, device=DEVICE)
+    _check_against_dense(_triton, q, k, v, b, pos, window, 4 * TOL[torch.float32], gather=True)
+    for tuned in (rt._fwd_tuned, rt._dq_tuned, rt._dkv_tuned):
+        assert tuned.best_config in tuned.configs
+
+
 def test_fine_row_ranges_compose_to_wide_tiles():
     """The backward's 16-key row ranges give, for any wider tile, the ranges computed directly."""
     from cram.kernels.routed_attention.triton import FINE, key_tile_row_ranges
@@ -231,9 +251,7 @@ def test_flex_forward_against_dense(window, seq_len):
 
 def test_flex_with_gradients_on_cpu_falls_back_with_a_notice():
     pytest.importorskip("torch.nn.attention.flex_attention")
-    from cram.kernels._common import KernelFallbackWarning
-
-    from cram.kernels._common import _NOTICES
+    from cram.kernels._common import _NOTICES, KernelFallbackWarning
 
     _NOTICES.discard("routed_attention.flex.cpu")  # said once per process: forget earlier ones
     q, k, v, b, pos = _case(2, 2, 30, 8, 0.3, seed=6)

@@ -18,8 +18,11 @@ read inside the kernels (forward, dQ) or computed on the device with ``searchsor
 
 Block sizes: on CUDA each kernel is autotuned (``triton.autotune``) over a short config list,
 keyed on T, Dh, the routed-row count rounded up to a power of two, the window flag and the gather
-flag (so a training run tunes a handful of times, not every step); under ``TRITON_INTERPRET=1``
-one fixed 16x16 config runs, so tests stay fast. Derivation and the work count in ``README.md``.
+flag (so a training run tunes a handful of times, not every step); each candidate is timed
+briefly (5 ms warm-up, 20 ms of repeats). ``CRAM_TRITON_AUTOTUNE=0`` (read at each call) runs the
+fixed ``DEFAULT_BLOCKS`` instead: the GPU tests use it, since every config of every dtype and head
+dim would otherwise be compiled. Under ``TRITON_INTERPRET=1`` one fixed 16x16 config runs, so
+tests stay fast. Derivation and the work count in ``README.md``.
 """
 
 from __future__ import annotations
@@ -47,10 +50,31 @@ QUERY_CONFIGS = [(64, 64, 4, 3), (64, 128, 4, 3), (128, 64, 8, 3), (128, 128, 8,
                  (32, 64, 4, 3), (64, 32, 4, 4)]
 KEY_CONFIGS = [(64, 64, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (32, 128, 4, 2), (64, 32, 4, 3)]
 INTERPRETER_CONFIG = (16, 16, 4, 1)
+DEFAULT_BLOCKS = (64, 64)  # CUDA with CRAM_TRITON_AUTOTUNE=0
 
 
 def _configs(table):
     return [_cfg(*INTERPRETER_CONFIG)] if INTERPRETED else [_cfg(*c) for c in table]
+
+
+def _quick_bench(kernel_call, quantiles):
+    """Autotuning timer: a short warm-up and 20 ms of repeats per candidate config."""
+    from triton.testing import do_bench
+
+    return do_bench(kernel_call, warmup=5, rep=20, quantiles=quantiles)
+
+
+def _autotune(table):
+    import inspect
+
+    extra = {"do_bench": _quick_bench} if "do_bench" in inspect.signature(triton.autotune).parameters \
+        else {}
+    return triton.autotune(_configs(table), key=TUNE_KEY, **extra)
+
+
+def autotune_enabled() -> bool:
+    """Whether the CUDA launches autotune (default) or run ``DEFAULT_BLOCKS``."""
+    return os.environ.get("CRAM_TRITON_AUTOTUNE", "1") != "0"
 
 
 @triton.jit
@@ -227,9 +251,9 @@ def _dkv_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, ROW_LO, ROW_HI, DK, DV, T, H
     tl.store(DV + dkv_off, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
-_fwd_tuned = triton.autotune(_configs(QUERY_CONFIGS), key=TUNE_KEY)(_fwd_kernel)
-_dq_tuned = triton.autotune(_configs(QUERY_CONFIGS), key=TUNE_KEY)(_dq_kernel)
-_dkv_tuned = triton.autotune(_configs(KEY_CONFIGS), key=TUNE_KEY)(_dkv_kernel)
+_fwd_tuned = _autotune(QUERY_CONFIGS)(_fwd_kernel)
+_dq_tuned = _autotune(QUERY_CONFIGS)(_dq_kernel)
+_dkv_tuned = _autotune(KEY_CONFIGS)(_dkv_kernel)
 
 
 def _precision(dtype) -> str:
@@ -258,6 +282,8 @@ def _launch(raw, tuned, grid, args, meta, blocks):
 
     ``grid(block_m, block_n)`` gives the launch grid for a config.
     """
+    if blocks is None and not INTERPRETED and not autotune_enabled():
+        blocks = DEFAULT_BLOCKS
     if blocks is None:
         tuned[lambda m: grid(m["BLOCK_M"], m["BLOCK_N"])](*args, **meta)
     else:
