@@ -152,20 +152,27 @@ def _scan_rows(dim, threads, device, reps, seed):
     }
 
 
-def _realistic_inputs(seq_len, head_dim, p, device, seed):
-    """bf16 (B, H, T, Dh) q, k, v and exactly round(p·T) routed positions per sequence."""
+def _realistic_inputs(seq_len, head_dim, device, seed):
+    """bf16 (B, H, T, Dh) q, k, v, drawn on ``device`` (a CPU draw of 3 x 134M values would
+    dominate the benchmark at T = 16384)."""
     import torch
 
     B, H = REALISTIC["B"], REALISTIC["H"]
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return tuple(torch.randn(B, H, seq_len, head_dim, generator=gen, device=device,
+                             dtype=torch.bfloat16) for _ in range(3))
+
+
+def _realistic_selection(seq_len, p, device, seed):
+    """(N,) batch_idx and pos: exactly round(p·T) random routed positions per sequence."""
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(B, H, seq_len, head_dim, generator=gen)
-               .to(device=device, dtype=torch.bfloat16) for _ in range(3))
     n_per = max(1, round(p * seq_len))
-    sel = torch.zeros(B, seq_len, dtype=torch.bool)
-    for b in range(B):
+    sel = torch.zeros(REALISTIC["B"], seq_len, dtype=torch.bool)
+    for b in range(REALISTIC["B"]):
         sel[b, torch.randperm(seq_len, generator=gen)[:n_per]] = True
-    batch_idx, pos = (x.to(device) for x in sel.nonzero(as_tuple=True))
-    return q, k, v, batch_idx, pos
+    return tuple(x.to(device) for x in sel.nonzero(as_tuple=True))
 
 
 def _routed_call(backend, q, k, v, batch_idx, pos):
@@ -177,12 +184,14 @@ def _routed_call(backend, q, k, v, batch_idx, pos):
     return routed_attention(q, k, v, batch_idx, pos, backend=backend)  # gather fused
 
 
-def _realistic_row(seq_len, head_dim, p, backend, pass_, device, seed):
+def _realistic_row(qkv, batch_idx, pos, p, backend, pass_):
+    """One timed row: ``qkv`` the bf16 (B, H, T, Dh) inputs, the selection for fraction ``p``."""
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    q, k, v, batch_idx, pos = _realistic_inputs(seq_len, head_dim, p, device, seed)
+    q, k, v = qkv
+    device, seq_len, head_dim = q.device, q.shape[2], q.shape[3]
     grad = pass_ != "forward"
     for x in (q, k, v):
         x.requires_grad_(grad)
@@ -229,13 +238,22 @@ def run_realistic_bench(device=None, seed: int = 0, progress: bool = True,
     if device.type != "cuda":
         raise NeedsCudaError("cram bench kernels --shapes realistic: needs a CUDA device, and "
                              f"this machine has none (device {device}); use --shapes small here")
-    jobs = [(t, dh, p, be, ps) for t in REALISTIC["T"] for dh in REALISTIC["Dh"]
-            for p in REALISTIC["p"] for be in (backends or REALISTIC["backends"])
-            for ps in REALISTIC["passes"]]
+    backends = backends or REALISTIC["backends"]
+    n_rows = len(REALISTIC["T"]) * len(REALISTIC["Dh"]) * len(REALISTIC["p"]) * len(backends) \
+        * len(REALISTIC["passes"])
     rows = []
-    for t, dh, p, backend, pass_ in tqdm(jobs, desc="realistic bench", disable=not progress):
-        rows.append(_realistic_row(t, dh, p, backend, pass_, device, seed))
-        torch.cuda.empty_cache()
+    with tqdm(total=n_rows, desc="realistic bench", disable=not progress) as bar:
+        for seq_len in REALISTIC["T"]:
+            for head_dim in REALISTIC["Dh"]:
+                qkv = _realistic_inputs(seq_len, head_dim, device, seed)
+                for p in REALISTIC["p"]:
+                    batch_idx, pos = _realistic_selection(seq_len, p, device, seed)
+                    for backend in backends:
+                        for pass_ in REALISTIC["passes"]:
+                            rows.append(_realistic_row(qkv, batch_idx, pos, p, backend, pass_))
+                            bar.update()
+                del qkv
+                torch.cuda.empty_cache()
     return rows
 
 

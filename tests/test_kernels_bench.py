@@ -76,8 +76,10 @@ def test_realistic_row_contract(monkeypatch):
     monkeypatch.setitem(bench.REALISTIC, "H", 2)
     monkeypatch.setitem(bench.REALISTIC, "reps", 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    qkv = bench._realistic_inputs(128, 16, device, seed=0)
+    batch_idx, pos = bench._realistic_selection(128, 0.1, device, seed=0)
     for pass_ in ("forward", "forward+backward"):
-        row = bench._realistic_row(128, 16, 0.1, "torch", pass_, device, seed=0)
+        row = bench._realistic_row(qkv, batch_idx, pos, 0.1, "torch", pass_)
         assert row["N"] == 2 * round(0.1 * 128) and row["dtype"] == "bfloat16"
         assert row["pass"] == pass_ and row["shapes"] == "realistic" and row["ms"] > 0
         assert math.isclose(row["ratio"], row["ms"] / row["dense_ms"]) and row["tile_ratio"] < 1

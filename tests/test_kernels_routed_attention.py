@@ -321,6 +321,10 @@ def test_bad_input_is_rejected():
         routed_attention(rows, k, v, b, pos, window=0)
     with pytest.raises(KernelInputError, match="backend"):
         routed_attention(rows, k, v, b, pos, backend="cuda")
+    with pytest.raises(KernelInputError, match="full q must match"):
+        routed_attention(q.detach()[:, :, :-1], k, v, b, pos)
+    with pytest.raises(KernelInputError, match=f"\\({n},\\)"):  # full q: indices still checked
+        routed_attention(q.detach(), k, v, b[:-1], pos)
     # duplicates are rejected too: they would be attended twice by nobody's intention
     dup_b, dup_p = torch.cat([b[:1], b]), torch.cat([pos[:1], pos])
     with pytest.raises(KernelInputError, match="without repeats"):

@@ -40,7 +40,8 @@ def _validate(q, k, v, batch_idx, pos, window, check_indices):
         raise KernelInputError(
             f"routed_attention: full q must match k's (B, H, T, Dh) = {tuple(k.shape)}, got "
             f"{tuple(q.shape)}")
-    n_rows, n_heads, head_dim = batch_idx.shape[0], q.shape[1], q.shape[-1]
+    n_rows = q.shape[0] if q.dim() == 3 else (batch_idx.shape[0] if batch_idx.dim() == 1 else -1)
+    n_heads, head_dim = q.shape[1], q.shape[-1]
     n_batch, kh, seq_len, kd = k.shape
     if (kh, kd) != (n_heads, head_dim):
         raise KernelInputError(
