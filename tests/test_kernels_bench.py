@@ -110,3 +110,18 @@ def test_realistic_bench_runs_on_cuda(monkeypatch):
     assert len(rows) == 2 * len(bench.REALISTIC["backends"]) * 2
     assert {r["backend"] for r in rows} == set(bench.REALISTIC["backends"])
     assert all(r["ms"] > 0 and r["device"] == "cuda" for r in rows)
+
+
+def test_throughput_script_reads_tokens_and_seconds():
+    """scripts/bench_throughput.py trains through the public CLI and reads metrics.csv."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_throughput.py"
+    spec = importlib.util.spec_from_file_location("bench_throughput", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = mod.measure("transformer", "cpu-tiny", steps=3)
+    assert row["steps"] == 3 and row["tokens_seen"] == 3 * 8 * 64  # batch 8, length 64
+    assert row["train_seconds"] > 0
+    assert math.isclose(row["tokens_per_s"], row["tokens_seen"] / row["train_seconds"])
