@@ -102,12 +102,14 @@ torch.version.cuda); print('triton', triton.__version__); print('device', \
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none')"
 run nvidia_smi nvidia-smi
 
-# 2. tests: GPU-marked ones anywhere, then the kernel files (their Triton tests compile for real)
+# 2. tests: GPU-marked ones anywhere, then the kernel files (their Triton tests compile for real).
+#    --continue-on-collection-errors: with a --no-deps install some optional packages (browser,
+#    PyMC, ...) may be missing; their test files then fail to import, the others still run.
 run tests_gpu "$PYTHON" -m pytest -q -m gpu tests -p no:cacheprovider \
-    --junitxml "$OUTDIR/junit-gpu.xml"
+    --continue-on-collection-errors --junitxml "$OUTDIR/junit-gpu.xml"
 run tests_kernels "$PYTHON" -m pytest -q -m "not gpu" tests/test_kernels_routed_attention.py \
     tests/test_kernels_ct_scan.py tests/test_kernels_bench.py -p no:cacheprovider \
-    --junitxml "$OUTDIR/junit-kernels.xml"
+    --continue-on-collection-errors --junitxml "$OUTDIR/junit-kernels.xml"
 
 # 3. routed attention at GPU-sized shapes against flash attention (no model rows yet: the
 #    --model-runs folder is still empty)
