@@ -250,7 +250,8 @@ def test_flex_forward_against_dense(window, seq_len):
         assert select_backend(q.device, "flex") == "flex"
         got = routed_attention(rows, k, v, b, pos, window=window, backend="flex")
     want = _dense_rows(q.detach(), k.detach(), v.detach(), b, pos, window)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    tol = 1e-5 if INTERPRETED else 1e-4  # compiled kernels on CUDA: other summation orders
+    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
 
 
 def test_flex_with_gradients_on_cpu_falls_back_with_a_notice():
