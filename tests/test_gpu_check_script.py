@@ -106,3 +106,59 @@ def test_summary_reads_what_the_check_writes(tmp_path):
     assert "triton: worst ratio at p = 0.02, T >= 8192: 0.2" in text and "goal met: True" in text
     assert "cram-seed0: step 900" in text and "train_seconds 110.5" in text
     assert "transition.json present" in text and "transformer: no run folder" in text
+
+
+STUB_PYTHON = """#!/bin/sh
+# stands in for python: pytest writes a junit file, everything else runs for real
+if [ "$1" = "-m" ] && [ "$2" = "pytest" ]; then
+    while [ $# -gt 0 ]; do
+        if [ "$1" = "--junitxml" ]; then
+            echo '<testsuite tests="2" failures="0" errors="0" skipped="0"/>' > "$2"; fi
+        shift
+    done
+    exit 0
+fi
+exec {python} "$@"
+"""
+
+STUB_CRAM = """#!/bin/sh
+# stands in for cram: train makes a run folder, bench prints rows, argv is logged
+echo "$@" >> "{log}"
+if [ "$1" = "train" ]; then
+    while [ "$1" != "--out" ]; do shift; done
+    mkdir -p "$2" && printf 'step,tokens_seen,train_seconds\\n900,100,2.0\\n' > "$2/metrics.csv"
+    echo '{{}}' > "$2/transition.json"
+    exit 0
+fi
+echo '[{{"op": "model_step", "ms": 2.0, "dense_ms": 1.0, "ratio": 2.0}}]'
+"""
+
+
+def test_real_run_plumbing_with_stub_tools(tmp_path):
+    """Not a dry run: every step runs (stubbed tools), is logged and timed, a failed step
+    (nvidia-smi missing here) makes the exit status 1, and the summary is written."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "cram-calls.txt"
+    for name, text in (("python", STUB_PYTHON.format(python=sys.executable)),
+                       ("cram", STUB_CRAM.format(log=log))):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    out = tmp_path / "out"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHON": str(bin_dir / "python"),
+           "CRAM": str(bin_dir / "cram"), "CRAM_GPU_CHECK_STEPS": "7", "HOME": str(tmp_path)}
+    res = subprocess.run(["bash", str(SCRIPT), str(out)], capture_output=True, text=True,
+                         env=env, timeout=120, check=False)
+    steps = dict(line.split("\t")[:2] for line in (out / "steps.tsv").read_text().splitlines())
+    assert steps.pop("nvidia_smi") != "0"  # no nvidia-smi on this machine
+    assert res.returncode == 1 and "nvidia_smi failed" in res.stderr
+    assert set(steps) == {"env", "tests_gpu", "tests_kernels", "bench_realistic", "train_cram",
+                          "train_transformer", "bench_model", "summary"}
+    assert all(rc == "0" for rc in steps.values()), steps
+    assert all((out / "logs" / f"{name}.log").is_file() for name in steps)
+    calls = log.read_text().splitlines()
+    assert sum("--steps 7" in c for c in calls) == 2
+    summary = (out / "summary.md").read_text()
+    assert "junit-gpu.xml: 2 tests, 0 failed" in summary and "cram-seed0: step 900" in summary
+    assert "model_step: ms 2.00, dense_ms 1.00, ratio 2.000" in summary
+    assert "| nvidia_smi | 127 |" in summary
