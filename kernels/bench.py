@@ -14,6 +14,13 @@ docs/benchmarks.md through :mod:`cram.core.benchlog`. ``cram bench kernels`` cal
 
 Timings are medians over ``reps`` rounds that alternate the kernel and its baseline (after one
 warm-up each), with ``torch.set_num_threads(threads)``.
+
+``shapes="realistic"`` (CUDA only; ``cram bench kernels --shapes realistic``) replaces the small
+routed-attention shapes by GPU-sized ones (``REALISTIC``): bf16, B·H = 64, Dh ∈ {64, 128},
+T ∈ {4096, 8192, 16384}, p ∈ {1, 0.5, 0.1, 0.02, 0.01}, forward and forward+backward, for each
+backend in ``REALISTIC["backends"]`` (the hand-written Triton kernel, handed the full queries so
+the gather is fused; FlexAttention on the gathered rows, block-mask construction included)
+against ``scaled_dot_product_attention`` restricted to the flash backend on the same inputs.
 """
 
 from __future__ import annotations
@@ -22,12 +29,22 @@ import os
 import statistics
 import time
 
+from cram.core.errors import CramError
+
 ROUTED_P = (1.0, 0.5, 0.1, 0.02)
 ROUTED_T = (1024, 4096)
 ROUTED_SHAPE = {"B": 2, "H": 4, "Dh": 32}
 SCAN_SHAPE = {"B": 8, "T": 2048}
 SCAN_D = (64, 128)
 TILE = 64
+REALISTIC = {"B": 8, "H": 8, "Dh": (64, 128), "T": (4096, 8192, 16384),
+             "p": (1.0, 0.5, 0.1, 0.02, 0.01), "passes": ("forward", "forward+backward"),
+             "backends": ("triton", "flex"), "reps": 5}
+SHAPES = ("small", "realistic")
+
+
+class NeedsCudaError(CramError):
+    """A benchmark that only means something on a GPU was asked for on a machine without one."""
 
 
 def _paired_timer(fn, baseline, device, reps: int) -> tuple[float, float]:
@@ -135,6 +152,111 @@ def _scan_rows(dim, threads, device, reps, seed):
     }
 
 
+def _realistic_inputs(seq_len, head_dim, device, seed):
+    """bf16 (B, H, T, Dh) q, k, v, drawn on ``device`` (a CPU draw of 3 x 134M values would
+    dominate the benchmark at T = 16384)."""
+    import torch
+
+    B, H = REALISTIC["B"], REALISTIC["H"]
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return tuple(torch.randn(B, H, seq_len, head_dim, generator=gen, device=device,
+                             dtype=torch.bfloat16) for _ in range(3))
+
+
+def _realistic_selection(seq_len, p, device, seed):
+    """(N,) batch_idx and pos: exactly round(p·T) random routed positions per sequence."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    n_per = max(1, round(p * seq_len))
+    sel = torch.zeros(REALISTIC["B"], seq_len, dtype=torch.bool)
+    for b in range(REALISTIC["B"]):
+        sel[b, torch.randperm(seq_len, generator=gen)[:n_per]] = True
+    return tuple(x.to(device) for x in sel.nonzero(as_tuple=True))
+
+
+def _routed_call(backend, q, k, v, batch_idx, pos):
+    """The routed forward as a model would run it on this backend: (N, H, Dh)."""
+    from cram.kernels.routed_attention import routed_attention
+
+    if backend == "flex":  # FlexAttention takes the gathered rows; the gather is timed too
+        return routed_attention(q[batch_idx, :, pos], k, v, batch_idx, pos, backend="flex")
+    return routed_attention(q, k, v, batch_idx, pos, backend=backend)  # gather fused
+
+
+def _realistic_row(qkv, batch_idx, pos, p, backend, pass_):
+    """One timed row: ``qkv`` the bf16 (B, H, T, Dh) inputs, the selection for fraction ``p``."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = qkv
+    device, seq_len, head_dim = q.device, q.shape[2], q.shape[3]
+    grad = pass_ != "forward"
+    for x in (q, k, v):
+        x.requires_grad_(grad)
+    n_rows = int(pos.numel())
+    d_rows = torch.randn(n_rows, q.shape[1], head_dim, device=device, dtype=q.dtype)
+    d_full = torch.randn_like(q)
+
+    def routed():
+        out = _routed_call(backend, q, k, v, batch_idx, pos)
+        if grad:  # autograd.grad, not backward: no .grad accumulation inside the timing
+            torch.autograd.grad(out, (q, k, v), d_rows)
+
+    def dense():
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if grad:
+            torch.autograd.grad(out, (q, k, v), d_full)
+
+    with torch.set_grad_enabled(grad):
+        ms, dense_ms = _paired_timer(routed, dense, device, REALISTIC["reps"])
+    tiles, dense_tiles = routed_tile_counts(batch_idx.cpu(), pos.cpu(), seq_len, REALISTIC["B"])
+    return {
+        "op": "routed_attention", "shapes": "realistic", "T": seq_len, "p": p, "ms": ms,
+        "dense_ms": dense_ms, "ratio": ms / dense_ms, "tiles": tiles, "dense_tiles": dense_tiles,
+        "tile_ratio": tiles / dense_tiles, "N": n_rows, "B": REALISTIC["B"], "H": REALISTIC["H"],
+        "Dh": head_dim, "D": None, "device": device.type, "dtype": "bfloat16", "backend": backend,
+        "baseline": "SDPA flash (causal, dense)", "pass": pass_,
+    }
+
+
+def run_realistic_bench(device=None, seed: int = 0, progress: bool = True,
+                        backends: tuple[str, ...] | None = None) -> list[dict]:
+    """Routed attention at GPU-sized shapes (``REALISTIC``) against SDPA flash; CUDA only.
+
+    Raises
+    ------
+    NeedsCudaError
+        No CUDA device (the shapes would take hours on a CPU and say nothing about the GPU path).
+    """
+    import torch
+    from tqdm import tqdm
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cuda":
+        raise NeedsCudaError("cram bench kernels --shapes realistic: needs a CUDA device, and "
+                             f"this machine has none (device {device}); use --shapes small here")
+    backends = backends or REALISTIC["backends"]
+    n_rows = len(REALISTIC["T"]) * len(REALISTIC["Dh"]) * len(REALISTIC["p"]) * len(backends) \
+        * len(REALISTIC["passes"])
+    rows = []
+    with tqdm(total=n_rows, desc="realistic bench", disable=not progress) as bar:
+        for seq_len in REALISTIC["T"]:
+            for head_dim in REALISTIC["Dh"]:
+                qkv = _realistic_inputs(seq_len, head_dim, device, seed)
+                for p in REALISTIC["p"]:
+                    batch_idx, pos = _realistic_selection(seq_len, p, device, seed)
+                    for backend in backends:
+                        for pass_ in REALISTIC["passes"]:
+                            rows.append(_realistic_row(qkv, batch_idx, pos, p, backend, pass_))
+                            bar.update()
+                del qkv
+                torch.cuda.empty_cache()
+    return rows
+
+
 def _load_1min() -> float | None:
     """1-minute load average before a row (other jobs on a 2-core machine skew timings)."""
     try:
@@ -144,7 +266,7 @@ def _load_1min() -> float | None:
 
 
 def run_kernel_bench(threads: int = 1, device=None, quick: bool = False, seed: int = 0,
-                     progress: bool = True) -> list[dict]:
+                     progress: bool = True, shapes: str = "small") -> list[dict]:
     """Time the kernels against their baselines.
 
     Parameters
@@ -159,6 +281,9 @@ def run_kernel_bench(threads: int = 1, device=None, quick: bool = False, seed: i
         Seed of the random inputs and routed positions.
     progress : bool
         Show a tqdm bar on stderr.
+    shapes : {"small", "realistic"}
+        ``"realistic"``: the routed-attention rows come from :func:`run_realistic_bench`
+        (CUDA only, raises ``NeedsCudaError`` elsewhere) instead of the small shapes.
 
     Returns
     -------
@@ -171,11 +296,17 @@ def run_kernel_bench(threads: int = 1, device=None, quick: bool = False, seed: i
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    if shapes not in SHAPES:
+        raise ValueError(f"shapes must be one of {SHAPES}, got {shapes!r}")
+    realistic = []
+    if shapes == "realistic":
+        realistic = run_realistic_bench(device, seed=seed, progress=progress)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     seq_lens = (256, 512) if quick else ROUTED_T
     reps = 2 if quick else 9
-    jobs = [("routed", t, p) for t in seq_lens for p in ROUTED_P] + [("scan", d, None) for d in SCAN_D]
+    jobs = [] if realistic else [("routed", t, p) for t in seq_lens for p in ROUTED_P]
+    jobs += [("scan", d, None) for d in SCAN_D]
     rows = []
     saved_scan_t = SCAN_SHAPE["T"]
     if quick:
@@ -191,7 +322,7 @@ def run_kernel_bench(threads: int = 1, device=None, quick: bool = False, seed: i
     finally:
         SCAN_SHAPE["T"] = saved_scan_t
         torch.set_num_threads(old_threads)
-    return rows
+    return realistic + rows
 
 
 def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, path=None) -> None:
@@ -203,7 +334,8 @@ def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, p
     """
     from cram.core.benchlog import append_benchmark, markdown_table
 
-    routed = [r for r in rows if r["op"] == "routed_attention"]
+    routed = [r for r in rows if r["op"] == "routed_attention" and r.get("shapes") != "realistic"]
+    realistic = [r for r in rows if r.get("shapes") == "realistic"]
     scan = [r for r in rows if r["op"] == "ct_scan"]
     model = [r for r in rows if r["op"] in ("model_infer", "model_step")]
     if routed:
@@ -222,6 +354,8 @@ def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, p
             ),
             argv=argv, path=path,
         )
+    if realistic:
+        append_benchmark(*_realistic_table(realistic), argv=argv, path=path)
     if scan:
         s0 = scan[0]
         append_benchmark(
@@ -244,3 +378,20 @@ def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, p
             notes="ratio = ms / dense_ms (the dense Transformer of the same width).",
             argv=argv, path=path,
         )
+
+
+def _realistic_table(rows: list[dict]) -> tuple[str, str, str]:
+    """(title, markdown table, notes) of the GPU-sized routed-attention rows."""
+    from cram.core.benchlog import markdown_table
+
+    r0 = rows[0]
+    table = markdown_table(rows, ["T", "Dh", "p", "pass", "backend", "N", "ms", "dense_ms", "ratio",
+                                  "tile_ratio", "dtype", "device"])
+    notes = (f"bf16, B={r0['B']}, H={r0['H']}; exactly round(p·T) random routed positions per "
+             "sequence; dense_ms: SDPA restricted to the flash backend, causal, all T positions, on "
+             "the same inputs; medians of "
+             f"{REALISTIC['reps']} rounds alternating routed and dense. triton: the hand-written "
+             "kernel handed the full queries (gather fused), autotuned blocks; flex: "
+             "FlexAttention on the gathered rows, block-mask construction included. "
+             "forward+backward: gradients of q, k and v.")
+    return "Routed attention vs flash attention, GPU-sized shapes", table, notes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from cram.kernels.bench import routed_tile_counts, run_kernel_bench, write_kernel_bench_tables
 
@@ -47,3 +48,80 @@ def test_quick_bench_rows_and_tables(tmp_path):
     write_kernel_bench_tables(model_rows, argv=["cram", "bench", "kernels"], path=out)
     text = out.read_text()
     assert "CRAM vs dense Transformer, whole model" in text and "| cram-seed0 |" in text
+
+
+def test_realistic_shapes_refuse_without_cuda():
+    import subprocess
+    import sys
+
+    from cram.kernels.bench import NeedsCudaError, run_kernel_bench
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal is for machines without one")
+    with pytest.raises(NeedsCudaError, match="needs a CUDA device"):
+        run_kernel_bench(shapes="realistic", progress=False)
+    res = subprocess.run([sys.executable, "-m", "cram.cli", "bench", "kernels", "--shapes",
+                          "realistic", "--no-docs"], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert res.returncode == 2
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "needs a CUDA device" in lines[0]
+
+
+def test_realistic_row_contract(monkeypatch):
+    """One realistic row at a tiny size on whatever device exists (the timing code path)."""
+    from cram.kernels import bench
+
+    monkeypatch.setitem(bench.REALISTIC, "B", 2)
+    monkeypatch.setitem(bench.REALISTIC, "H", 2)
+    monkeypatch.setitem(bench.REALISTIC, "reps", 1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    qkv = bench._realistic_inputs(128, 16, device, seed=0)
+    batch_idx, pos = bench._realistic_selection(128, 0.1, device, seed=0)
+    for pass_ in ("forward", "forward+backward"):
+        row = bench._realistic_row(qkv, batch_idx, pos, 0.1, "torch", pass_)
+        assert row["N"] == 2 * round(0.1 * 128) and row["dtype"] == "bfloat16"
+        assert row["pass"] == pass_ and row["shapes"] == "realistic" and row["ms"] > 0
+        assert math.isclose(row["ratio"], row["ms"] / row["dense_ms"]) and row["tile_ratio"] < 1
+    title, table, notes = bench._realistic_table([row])
+    assert "flash" in title and "| 128 | 16 | 0.1 | forward+backward | torch |" in table
+    assert "B=2, H=2" in notes
+
+
+def test_realistic_rows_stay_out_of_the_small_table(tmp_path):
+    rows = [{"op": "routed_attention", "shapes": "realistic", "T": 4096, "Dh": 64, "p": 0.02,
+             "pass": "forward", "backend": "triton", "N": 655, "ms": 1.0, "dense_ms": 4.0,
+             "ratio": 0.25, "tile_ratio": 0.05, "dtype": "bfloat16", "device": "cuda", "B": 8,
+             "H": 8}]
+    out = tmp_path / "bench.md"
+    write_kernel_bench_tables(rows, argv=["cram", "bench", "kernels"], path=out)
+    text = out.read_text()
+    assert "GPU-sized shapes" in text and "Routed attention vs dense causal SDPA" not in text
+
+
+@pytest.mark.gpu
+def test_realistic_bench_runs_on_cuda(monkeypatch):
+    from cram.kernels import bench
+
+    monkeypatch.setitem(bench.REALISTIC, "T", (1024,))
+    monkeypatch.setitem(bench.REALISTIC, "Dh", (64,))
+    monkeypatch.setitem(bench.REALISTIC, "p", (1.0, 0.02))
+    rows = bench.run_realistic_bench(progress=False)
+    assert len(rows) == 2 * len(bench.REALISTIC["backends"]) * 2
+    assert {r["backend"] for r in rows} == set(bench.REALISTIC["backends"])
+    assert all(r["ms"] > 0 and r["device"] == "cuda" for r in rows)
+
+
+def test_throughput_script_reads_tokens_and_seconds():
+    """scripts/bench_throughput.py trains through the public CLI and reads metrics.csv."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_throughput.py"
+    spec = importlib.util.spec_from_file_location("bench_throughput", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = mod.measure("transformer", "cpu-tiny", steps=3)
+    assert row["steps"] == 3 and row["tokens_seen"] == 3 * 8 * 64  # batch 8, length 64
+    assert row["train_seconds"] > 0
+    assert math.isclose(row["tokens_per_s"], row["tokens_seen"] / row["train_seconds"])

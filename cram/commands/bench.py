@@ -56,6 +56,9 @@ def register(sub) -> None:
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     k.add_argument("--threads", type=int, default=1)
     k.add_argument("--quick", action="store_true", help="fewer repeats and sizes (smoke test)")
+    k.add_argument("--shapes", choices=("small", "realistic"), default="small",
+                   help="routed-attention shapes: small (any device) or realistic (GPU-sized, "
+                        "bf16, against flash attention, triton and flex paths; CUDA only)")
     k.add_argument("--model-runs", default=None,
                    help="folder with trained cram-seed*/transformer-seed* runs for model_infer / "
                         "model_step rows (default: runs/bench-srcd-cpu, then runs/bench-srcd-demo)")
@@ -236,7 +239,7 @@ def _kernels(args) -> int:
     from cram.consolidation.bench import model_timing_rows
     from cram.kernels.bench import run_kernel_bench, write_kernel_bench_tables
 
-    rows = run_kernel_bench(threads=args.threads, quick=args.quick)
+    rows = run_kernel_bench(threads=args.threads, quick=args.quick, shapes=args.shapes)
     rows += model_timing_rows(args.model_runs, threads=args.threads, quick=args.quick)
     if not args.no_docs:
         write_kernel_bench_tables(rows)

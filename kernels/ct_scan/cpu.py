@@ -6,14 +6,19 @@ in reverse once, and ``dW`` is one GEMM over all steps afterwards.
 
 The C++ source (``ct_scan_cpu.cpp``) is compiled lazily by ``torch.utils.cpp_extension.load`` the
 first time it is needed, into ``$CRAM_EXTENSIONS_DIR`` (default ``~/.cache/cram/torch_extensions``),
-and reused from there afterwards. When no compiler works, :func:`cpu_backend` reports ``"numba"``
-(or ``"loop"`` when numba is missing too) and the caller says so once.
+and reused from there afterwards. The build folder is keyed by the torch version, the Python
+environment and the CPU (a hash of its model name and feature flags), because ``-march=native``
+code built on one CPU may not run on another. When no compiler works, the reason (``no C++
+compiler``, or the compiler's last error lines) is kept in ``_ext_error`` and the caller falls
+back to numba (or the loop) and says so once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import platform
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -34,9 +39,46 @@ def extension_dir() -> Path:
     # one build per torch version *and* environment: two venvs sharing a cache would otherwise
     # rebuild the extension each time the other one used it (different include paths)
     env = hashlib.sha1(sys.prefix.encode()).hexdigest()[:8]
-    path = Path(root) / f"torch{torch.__version__.replace('+', '_')}-{env}"
+    path = Path(root) / f"torch{torch.__version__.replace('+', '_')}-{env}-cpu{cpu_key()}"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cpu_key() -> str:
+    """8 hex digits naming this CPU: a hash of its model name and feature flags.
+
+    ``-march=native`` compiles for the build machine's instruction set, so an extension built on
+    one CPU is never loaded on another (a shared home folder or a copied cache would otherwise
+    crash with an illegal instruction).
+    """
+    desc = f"{platform.machine()}|{platform.processor()}"
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        info = []
+    for field in ("model name", "flags", "Features", "CPU part"):
+        line = next((x for x in info if x.split(":")[0].strip() == field), "")
+        desc += "|" + line.split(":", 1)[-1].strip()
+    return hashlib.sha1(desc.encode()).hexdigest()[:8]
+
+
+def compiler() -> str | None:
+    """The C++ compiler torch's extension builder will call (``$CXX`` or ``c++``), if on PATH."""
+    return shutil.which(os.environ.get("CXX", "c++"))
+
+
+def build_failure_reason(exc: BaseException, n_lines: int = 3) -> str:
+    """One line saying why the C++ build failed: the compiler's last error lines if any.
+
+    torch's builder raises with the whole ninja/compiler output in the message; the lines that
+    carry ``error`` are the informative ones, else the last non-empty lines.
+    """
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+    # the first line repeats the whole compile command; ninja's last line says only that it stopped
+    body = [x for x in lines[1:] if not x.startswith(("ninja: build stopped", "[1/", "[2/"))]
+    errors = [x for x in body if "error" in x.lower()]
+    picked = [x[:240] for x in (errors or body or lines)[-n_lines:]]
+    return f"{type(exc).__name__}: " + (" | ".join(picked) if picked else "(no message)")
 
 
 STALE_LOCK_SECONDS = 600  # far longer than a build (~30-60 s); a lock this old was left by a kill
@@ -71,6 +113,9 @@ def load_extension():
         if os.environ.get("CRAM_DISABLE_CPP"):
             _ext_error = "CRAM_DISABLE_CPP is set"
             return None
+        if compiler() is None:
+            _ext_error = f"no C++ compiler ({os.environ.get('CXX', 'c++')} is not on PATH)"
+            return None
         try:
             from torch.utils.cpp_extension import load
 
@@ -83,8 +128,8 @@ def load_extension():
                 build_directory=str(build_dir),
                 verbose=False,
             )
-        except Exception as exc:  # noqa: BLE001 - no compiler, no ninja, broken headers: fall back, never raise
-            _ext_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        except Exception as exc:  # noqa: BLE001 - no ninja, broken headers, compile errors: fall back
+            _ext_error = build_failure_reason(exc)
             _ext = None
     return _ext
 

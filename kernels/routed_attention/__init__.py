@@ -1,8 +1,10 @@
 """Routed causal attention: one public entry point, ``routed_attention``.
 
-``backend="auto"``: the Triton kernel on CUDA; the fast torch path (``cpu.py``) elsewhere. The
-pure-torch twin ``routed_attention_reference`` is the test oracle (``backend="reference"``). A
-missing fast path falls back with a one-time notice, never an error. Derivations: ``README.md``.
+``backend="auto"``: ``GPU_DEFAULT_BACKEND`` on CUDA (the hand-written Triton kernel); the fast
+torch path (``cpu.py``) elsewhere. ``backend="flex"`` runs torch's FlexAttention on the gathered
+queries (``flex.py``). The pure-torch twin ``routed_attention_reference`` is the test oracle
+(``backend="reference"``). A missing fast path falls back with a one-time notice, never an error.
+Derivations: ``README.md``.
 """
 
 from __future__ import annotations
@@ -12,22 +14,34 @@ import torch
 from .._common import KernelInputError, notice_once, triton_usable
 from .reference import routed_attention_reference
 
-__all__ = ["BACKENDS", "routed_attention", "routed_attention_reference", "select_backend"]
+__all__ = ["BACKENDS", "GPU_DEFAULT_BACKEND", "routed_attention", "routed_attention_reference",
+           "select_backend"]
 
-BACKENDS = ("auto", "triton", "torch", "reference")
+BACKENDS = ("auto", "triton", "flex", "torch", "reference")
+
+# The path ``backend="auto"`` takes on CUDA: "triton" (hand-written kernel) or "flex"
+# (FlexAttention on the gathered queries). To be chosen from `cram bench kernels --shapes
+# realistic` on a GPU (whichever is faster there). Not measured: no GPU.
+GPU_DEFAULT_BACKEND = "triton"
 
 
 def _validate(q, k, v, batch_idx, pos, window, check_indices):
     for name, x in (("q", q), ("k", k), ("v", v), ("batch_idx", batch_idx), ("pos", pos)):
         if not isinstance(x, torch.Tensor):
             raise KernelInputError(f"routed_attention: {name} must be a torch tensor")
-    if q.dim() != 3:
-        raise KernelInputError(f"routed_attention: q must be (N, H, Dh), got {tuple(q.shape)}")
+    if q.dim() not in (3, 4):
+        raise KernelInputError(
+            f"routed_attention: q must be (N, H, Dh) or (B, H, T, Dh), got {tuple(q.shape)}")
     if k.dim() != 4 or v.shape != k.shape:
         raise KernelInputError(
             f"routed_attention: k and v must both be (B, H, T, Dh), got {tuple(k.shape)} and {tuple(v.shape)}"
         )
-    n_rows, n_heads, head_dim = q.shape
+    if q.dim() == 4 and q.shape != k.shape:
+        raise KernelInputError(
+            f"routed_attention: full q must match k's (B, H, T, Dh) = {tuple(k.shape)}, got "
+            f"{tuple(q.shape)}")
+    n_rows = q.shape[0] if q.dim() == 3 else (batch_idx.shape[0] if batch_idx.dim() == 1 else -1)
+    n_heads, head_dim = q.shape[1], q.shape[-1]
     n_batch, kh, seq_len, kd = k.shape
     if (kh, kd) != (n_heads, head_dim):
         raise KernelInputError(
@@ -70,17 +84,31 @@ def _validate(q, k, v, batch_idx, pos, window, check_indices):
             )
 
 
-def select_backend(device: torch.device, backend: str = "auto") -> str:
-    """The path ``routed_attention`` runs for tensors on ``device``: "triton", "torch" or "reference"."""
+def select_backend(device: torch.device, backend: str = "auto", needs_grad: bool = False) -> str:
+    """The path ``routed_attention`` runs on ``device``: "triton", "flex", "torch" or "reference".
+
+    ``needs_grad``: the call must support a backward (FlexAttention on CPU does not).
+    """
     if backend not in BACKENDS:
         raise KernelInputError(f"routed_attention: backend={backend!r}; choose one of {list(BACKENDS)}")
     if backend == "auto":
-        if device.type == "cuda":
-            if triton_usable(device):
-                return "triton"
+        if device.type != "cuda":
+            return "torch"
+        backend = GPU_DEFAULT_BACKEND
+        if backend == "triton" and not triton_usable(device):
             notice_once("routed_attention.auto", "routed_attention: Triton is not importable; "
                         "using the torch path on CUDA")
-        return "torch"
+            return "torch"
+    if backend == "flex":
+        if not _flex_available():
+            notice_once("routed_attention.flex", "routed_attention: FlexAttention is not available "
+                        f"in torch {torch.__version__}; using the torch path")
+            return "torch"
+        if needs_grad and device.type != "cuda":
+            notice_once("routed_attention.flex.cpu", "routed_attention: FlexAttention has no "
+                        f"backward on {device.type}; using the torch path when gradients are needed")
+            return "torch"
+        return "flex"
     if backend == "triton" and not triton_usable(device):
         notice_once("routed_attention.triton",
                     f"routed_attention: Triton cannot run on {device}; using the torch path")
@@ -88,8 +116,16 @@ def select_backend(device: torch.device, backend: str = "auto") -> str:
     return backend
 
 
+def _flex_available() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def routed_attention(
-    q: torch.Tensor,  # (N, H, Dh) queries of the routed rows only, sorted by (batch, pos)
+    q: torch.Tensor,  # (N, H, Dh) routed rows sorted by (batch, pos), or (B, H, T, Dh) full
     k: torch.Tensor,  # (B, H, T, Dh)
     v: torch.Tensor,  # (B, H, T, Dh)
     batch_idx: torch.Tensor,  # (N,) int64
@@ -107,8 +143,10 @@ def routed_attention(
     Parameters
     ----------
     q : torch.Tensor
-        ``(N, H, Dh)`` routed rows, flat over the batch, sorted by (batch, position), no repeats.
-        ``N`` may be 0.
+        ``(N, H, Dh)`` queries of the routed rows, or the full ``(B, H, T, Dh)`` queries of which
+        the rows ``(batch_idx[i], :, pos[i])`` are used (the Triton kernel reads them in place;
+        the other paths gather them first). Rows are flat over the batch, sorted by (batch,
+        position), no repeats; ``N`` may be 0.
     k, v : torch.Tensor
         ``(B, H, T, Dh)``, same dtype and device as ``q``. Non-contiguous tensors are copied
         (documented fix-up).
@@ -118,8 +156,9 @@ def routed_attention(
         Number of past keys each row sees, itself included; None = the whole prefix.
     scale : float or None
         Softmax scale; ``1/sqrt(Dh)`` when None.
-    backend : {"auto", "triton", "torch", "reference"}
-        ``"auto"``: Triton on CUDA, the fast torch path elsewhere.
+    backend : {"auto", "triton", "flex", "torch", "reference"}
+        ``"auto"``: ``GPU_DEFAULT_BACKEND`` on CUDA, the fast torch path elsewhere. ``"flex"``:
+        FlexAttention (on CPU forward-only: with gradients it falls back to the torch path).
     check : bool or None
         Check index range and order (needs a host sync). None: on CPU yes, on CUDA no.
 
@@ -136,13 +175,20 @@ def routed_attention(
     if check is None:
         check = q.device.type == "cpu" if isinstance(q, torch.Tensor) else True
     _validate(q, k, v, batch_idx, pos, window, check)
-    path = select_backend(q.device, backend)
-    if path == "reference":
-        return routed_attention_reference(q, k, v, batch_idx, pos, window=window, scale=scale)
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
+    path = select_backend(q.device, backend, needs_grad)
     if path == "triton":
         from .triton import routed_attention_triton
 
         return routed_attention_triton(q, k, v, batch_idx, pos, window=window, scale=scale)
+    if q.dim() == 4:
+        q = q[batch_idx, :, pos]  # (N, H, Dh): the other paths take the gathered rows
+    if path == "flex" and q.shape[0] > 0:
+        from .flex import routed_attention_flex
+
+        return routed_attention_flex(q, k, v, batch_idx, pos, window=window, scale=scale)
+    if path == "reference":
+        return routed_attention_reference(q, k, v, batch_idx, pos, window=window, scale=scale)
     from .cpu import routed_attention_torch
 
     return routed_attention_torch(q, k, v, batch_idx, pos, window=window, scale=scale)

@@ -1,0 +1,90 @@
+"""Training throughput (tokens per second) of CRAM and the Transformer through the public CLI.
+
+For each preset and model, trains ``--steps`` steps with ``cram train`` into a temporary folder
+(evaluation, patterns and checkpoints only at the end, so they do not interleave with the timed
+steps), and reads ``tokens_seen`` and ``train_seconds`` (training time, evaluation excluded) from
+the last row of ``metrics.csv``. Prints one line per run and a JSON list; states the machine,
+the load (``uptime``), the date and the command, so the numbers can be placed in
+docs/benchmarks.md as they are.
+
+Usage::
+
+    python scripts/bench_throughput.py --presets demo --steps 40
+    python scripts/bench_throughput.py --presets demo,cpu,paper --steps 40 --models cram,transformer
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _machine() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+        model = next(x.split(":", 1)[1].strip() for x in info if x.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} logical CPUs"
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return f"load average {os.getloadavg()}"
+
+
+def measure(model: str, preset: str, steps: int, seed: int = 0) -> dict:
+    """Train ``steps`` steps of ``model`` at ``preset`` and return its throughput row."""
+    with tempfile.TemporaryDirectory(prefix="cram-throughput-") as tmp:
+        out = Path(tmp) / f"{model}-{preset}"
+        cmd = [sys.executable, "-m", "cram", "train", "--model", model, "--preset", preset,
+               "--out", str(out), "--seed", str(seed), "--quiet", "--steps", str(steps),
+               "--set", f"train.log_every={steps}", "--set", f"train.pattern_every={steps}",
+               "--set", f"train.checkpoint_every={steps}"]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
+        rows = list(csv.DictReader((out / "metrics.csv").open()))
+        last = rows[-1]
+        meta = json.loads((out / "meta.json").read_text())
+    tokens, seconds = float(last["tokens_seen"]), float(last["train_seconds"])
+    return {"model": model, "preset": preset, "steps": int(last["step"]), "tokens_seen": tokens,
+            "train_seconds": seconds, "tokens_per_s": tokens / seconds,
+            "device": meta.get("device"), "seed": seed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--presets", default="demo", help="comma-separated presets")
+    p.add_argument("--models", default="cram,transformer", help="comma-separated models")
+    p.add_argument("--steps", type=int, default=40, help="training steps per run")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    print(f"# {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; {_machine()}")
+    print(f"# before: {_uptime()}")
+    print(f"# command: python scripts/bench_throughput.py {' '.join(argv or sys.argv[1:])}")
+    rows = []
+    for preset in args.presets.split(","):
+        for model in args.models.split(","):
+            row = measure(model.strip(), preset.strip(), args.steps, args.seed)
+            rows.append(row)
+            print(f"{row['preset']:>8} {row['model']:>12}: {row['tokens_per_s']:10.0f} tokens/s "
+                  f"({row['tokens_seen']:.0f} tokens in {row['train_seconds']:.1f} s, "
+                  f"{row['steps']} steps, {row['device']})", flush=True)
+    print(f"# after: {_uptime()}")
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
