@@ -8,15 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from cram.models.gpt2 import (
-    GPT2,
-    PRESETS,
-    GPT2Config,
-    load_checkpoint,
-    load_hf_dir,
-    save_checkpoint,
-    save_hf_dir,
-)
+from cram.redundancy.checkpoints import load_gpt2_checkpoint, save_gpt2_checkpoint
+from cram.redundancy.gpt2 import GPT2, PRESETS, GPT2Config
+from cram.redundancy.hf import load_hf_dir, save_hf_dir
 
 from cram.core.errors import CheckpointError, ConfigError
 
@@ -141,10 +135,26 @@ def test_roundtrip_save_hf_dir_and_checkpoint(tmp_path):
         back = load_hf_dir(save_hf_dir(m, tmp_path / fmt, fmt=fmt))
         assert back.config == cfg
         torch.testing.assert_close(back(ids).logits, ref)
-    save_checkpoint(tmp_path / "c.pt", m, step=7, tokenizer="bytes")
-    m2, extra = load_checkpoint(tmp_path / "c.pt")
-    assert extra == {"step": 7, "tokenizer": "bytes"} and m2.config == cfg
+    save_gpt2_checkpoint(tmp_path / "ck" / "c.pt", m, step=7, tokenizer="bytes")
+    assert [p.name for p in (tmp_path / "ck").iterdir()] == ["c.pt"]  # no staging left behind
+    m2, extra = load_gpt2_checkpoint(tmp_path / "ck" / "c.pt")
+    assert extra == {"model_name": "gpt2", "step": 7, "tokenizer": "bytes"} and m2.config == cfg
     torch.testing.assert_close(m2(ids).logits, ref)
+
+
+def test_checkpoint_is_the_trainers_format(tmp_path):
+    from cram.consolidation.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+
+    m = GPT2(GPT2Config(vocab_size=20, n_positions=6, n_embd=8, n_layer=1, n_head=2))
+    path = save_gpt2_checkpoint(tmp_path / "g.pt", m.init_weights(seed=0), step=3)
+    state = load_checkpoint(path, expect_model="gpt2")  # the trainer's own validating loader
+    assert state["format"] == FORMAT and state["step"] == 3
+    assert state["model_args"]["n_embd"] == 8
+    # a checkpoint of another model is refused by name
+    other = save_checkpoint(tmp_path / "cram", {"model_name": "cram", "model_args": {},
+                                                "model": {}, "step": 0})
+    with pytest.raises(CheckpointError, match="'cram'"):
+        load_gpt2_checkpoint(other)
 
 
 def test_presets_match_hugging_face_sizes():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from cram.models.gpt2 import GPT2, GPT2Config, save_hf_dir
+from cram.redundancy.gpt2 import GPT2, GPT2Config
+from cram.redundancy.hf import save_hf_dir
 
 from cram.cli import main
 

@@ -1,4 +1,4 @@
-"""Ridge probe, metrics, tokenizers and the causal check of cram.consolidation.redundancy."""
+"""Ridge probe, metrics, tokenizers and the causal check of cram.redundancy."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from cram.consolidation import redundancy as R
-from cram.models.gpt2 import GPT2, GPT2Config
+from cram import redundancy as R
+from cram.redundancy.causal import _make_override
+from cram.redundancy.gpt2 import GPT2, GPT2Config
+from cram.redundancy.text import _bytes_to_unicode
 
 from cram.core.errors import ConfigError, DataError
 
@@ -55,7 +57,7 @@ def test_byte_tokenizer_and_corpus_split():
 
 
 def test_gpt2_bpe_tokenizer_on_a_tiny_vocabulary(tmp_path):
-    bmap = R._bytes_to_unicode()
+    bmap = _bytes_to_unicode()
     assert len(set(bmap.values())) == 256 and bmap[ord(" ")] == "Ġ"
     vocab = {c: i for i, c in enumerate(sorted(bmap.values()))}
     merges = [("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w")]
@@ -126,7 +128,7 @@ def test_causal_check_thresholds_bracket_the_replacement(tiny_model, tiny_window
 def test_override_without_first_token_leaves_position_zero(tiny_model, tiny_windows):
     pc, fit, ev = tiny_windows
     _, _, probes = R.probe_model(tiny_model, fit, ev[:, :-1], pc)
-    ovr = R._make_override({0}, probes, "no_first_token", False, "all", 0.0)
+    ovr = _make_override({0}, probes, "no_first_token", False, "all", 0.0)
     x = torch.from_numpy(ev[:2, :-1])
     with torch.no_grad():
         cap = tiny_model(x, capture=True).captures[0]

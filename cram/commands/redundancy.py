@@ -67,7 +67,7 @@ def _run(args) -> int:
 
     import torch
 
-    from cram.consolidation import redundancy as R
+    from cram import redundancy as R
     from cram.core.errors import ConfigError
 
     if args.threads < 1:
