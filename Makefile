@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python -m cram.consolidation.demo --out $(DEMO) --seeds $(SEEDS)
+	$(BIN)/python -m cram.commands.demo --out $(DEMO) --seeds $(SEEDS)
 
 test: install
 	$(BIN)/python -m pytest -q --nbmake tests notebooks

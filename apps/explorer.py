@@ -20,6 +20,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
+
 from cram.apps import data as D
 
 PAGES = ("Runs", "Human data", "Compare", "Claims")

@@ -492,8 +492,9 @@ def compare_forms(df: pd.DataFrame, forms: list[str], rules: ComparisonRules, **
 
     Returns ``(comparison DataFrame, {form: BayesFitResult})``.
     """
-    import arviz as az
     from dataclasses import replace
+
+    import arviz as az
 
     fits = {}
     for f in forms:

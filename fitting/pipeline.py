@@ -14,8 +14,14 @@ import pandas as pd
 from cram.core.errors import ConfigError, DataError
 from cram.fitting.forms import get_form
 from cram.fitting.io import (
-    CURVES_FILE, FIGURES_DIR, POSTERIOR_FILE, SUMMARY_FILE, FitFolderWriter, check_out_free,
-    created_stamp, write_result_json,
+    CURVES_FILE,
+    FIGURES_DIR,
+    POSTERIOR_FILE,
+    SUMMARY_FILE,
+    FitFolderWriter,
+    check_out_free,
+    created_stamp,
+    write_result_json,
 )
 from cram.fitting.mle import fit_mle_many
 from cram.fitting.rules import ComparisonRules, apply_rules

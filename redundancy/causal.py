@@ -1,5 +1,7 @@
-"""The causal check: replace the attention outputs the probe calls redundant and measure
-the change in next-token loss, against random replacement and mean ablation.
+"""The causal check: replace what the probe calls redundant and measure the loss change.
+
+The attention outputs the probe calls redundant are replaced by its prediction; the change in
+next-token loss is compared with random replacement and with mean ablation.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from cram.redundancy.train import eval_loss
 
 def _make_override(layers: set[int], probes: dict, variant: str, first: bool, mode: str,
                    tau: float, fraction_by_layer: dict[int, float] | None = None,
-                   gen: torch.Generator | None = None, mean_a: dict[int, torch.Tensor] | None = None,
-                   counter: dict | None = None):
+                   gen: torch.Generator | None = None,
+                   mean_a: dict[int, torch.Tensor] | None = None, counter: dict | None = None):
     """Build ``override(layer, h, a)`` for the causal check.
 
     ``mode``: ``"redundant"`` replaces a by â where cos(a, â) ≥ τ; ``"random"`` replaces a by â
@@ -51,8 +53,9 @@ def _make_override(layers: set[int], probes: dict, variant: str, first: bool, mo
 def causal_check(model, probes: dict, eval_windows_plus1: np.ndarray, cfg: ProbeConfig,
                  checkpoint: str = "", step: int | None = None,
                  progress: bool = False) -> list[dict]:
-    """Loss change when the attention outputs the probe calls redundant are replaced by its
-    prediction, per layer and in all layers at once.
+    """Loss change when the outputs the probe calls redundant are replaced by its prediction.
+
+    Per layer and in all layers at once.
 
     ``eval_windows_plus1`` is (N, T+1): inputs are ``[:, :-1]``, next-token targets ``[:, 1:]``.
     Each row gives the base loss and, for that layer (``layer`` = "all" for every layer at once),
@@ -69,14 +72,14 @@ def causal_check(model, probes: dict, eval_windows_plus1: np.ndarray, cfg: Probe
     for variant, first, layer in tqdm(jobs, desc=f"causal {checkpoint}", disable=not progress,
                                       leave=False):
         layers = set(range(L)) if layer == "all" else {layer}
-        mean_a = {l: probes[(variant, l)].y_mean for l in layers}  # fit-token mean of a
+        mean_a = {li: probes[(variant, li)].y_mean for li in layers}  # fit-token mean of a
         counter: dict = {}
         ovr = _make_override(layers, probes, variant, first, "redundant", cfg.cos_threshold,
                              counter=counter)
         loss_red = eval_loss(model, eval_windows_plus1, cfg.batch_size, ovr)
         frac = sum(c[0] for c in counter.values()) / max(1, sum(c[1] for c in counter.values()))
         # the random control replaces as many tokens per layer, chosen at random
-        per_layer = {l: c[0] / max(1, c[1]) for l, c in counter.items()}
+        per_layer = {li: c[0] / max(1, c[1]) for li, c in counter.items()}
         gen = torch.Generator().manual_seed(cfg.seed + 7919)
         loss_rand = eval_loss(model, eval_windows_plus1, cfg.batch_size,
                               _make_override(layers, probes, variant, first, "random", 0.0,

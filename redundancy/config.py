@@ -1,5 +1,4 @@
-"""What the redundancy study fits and how it trains: probe and training configs, presets.
-"""
+"""What the redundancy study fits and how it trains: probe and training configs, presets."""
 
 from __future__ import annotations
 
@@ -99,6 +98,7 @@ TRAIN_PRESETS: dict[str, TrainSmallConfig] = {
 
 
 def train_preset(name: str) -> TrainSmallConfig:
+    """The :class:`TrainSmallConfig` preset ``name`` (see :data:`TRAIN_PRESETS`)."""
     if name not in TRAIN_PRESETS:
         raise ConfigError(f"unknown --preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}")
     return TRAIN_PRESETS[name]

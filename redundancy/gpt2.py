@@ -83,10 +83,12 @@ class GPT2Config:
 
     @property
     def head_dim(self) -> int:
+        """Width of one head."""
         return self.n_embd // self.n_head
 
     @property
     def inner_dim(self) -> int:
+        """MLP hidden width."""
         return self.n_inner if self.n_inner is not None else 4 * self.n_embd
 
     @classmethod
@@ -174,12 +176,16 @@ class LayerCapture(NamedTuple):
 
 
 class GPT2Output(NamedTuple):
+    """What :meth:`GPT2.forward` returns."""
+
     logits: torch.Tensor  # (B, T, V)
     loss: torch.Tensor | None  # scalar mean cross-entropy when targets are given
     captures: list[LayerCapture] | None  # one per layer when capture=True
 
 
 class CausalSelfAttention(nn.Module):
+    """GPT-2's causal attention with Hugging Face's fused ``c_attn`` (q, k, v) and ``c_proj``."""
+
     def __init__(self, cfg: GPT2Config):
         super().__init__()
         self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
@@ -202,16 +208,21 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """GPT-2's MLP: ``c_proj(gelu_tanh(c_fc(x)))``."""
+
     def __init__(self, cfg: GPT2Config):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, cfg.inner_dim)
         self.c_proj = nn.Linear(cfg.inner_dim, cfg.n_embd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the MLP to x (B, T, d)."""
         return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # (B, T, d)
 
 
 class Block(nn.Module):
+    """One pre-LayerNorm block's modules; :meth:`GPT2.forward` runs them (to read h, z, a)."""
+
     def __init__(self, cfg: GPT2Config):
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
@@ -299,4 +310,5 @@ class GPT2(nn.Module):
         return GPT2Output(logits, loss, caps if capture else None)
 
     def num_params(self) -> int:
+        """Number of parameters (the tied head counted once)."""
         return sum(p.numel() for p in self.parameters())

@@ -16,7 +16,6 @@ import torch
 from cram.core.errors import CheckpointError, ConfigError
 from cram.redundancy.gpt2 import GPT2, GPT2Config
 
-
 # ---------------------------------------------------------------------------------------------
 # Hugging Face names ↔ ours
 # ---------------------------------------------------------------------------------------------
@@ -104,6 +103,7 @@ def _meta_shapes(cfg: GPT2Config) -> dict:
 
 
 def ours_to_hf_name(k: str) -> str:
+    """Hugging Face name of our parameter ``k`` (without the ``transformer.`` prefix)."""
     if k.startswith("blocks."):
         _, i, rest = k.split(".", 2)
         return f"h.{i}.{rest}"

@@ -1,5 +1,7 @@
-"""The ridge probe from the pre-attention residual h to the attention output a, per layer
-and head, with the metrics that judge it (R², cosine, relative error).
+"""The ridge probe from the pre-attention residual h to the attention output a.
+
+Per layer (to a, after ``c_proj``) and per head (to z, before it), with the metrics that judge a
+probe: pooled R², per-token cosine and relative error.
 """
 
 from __future__ import annotations
@@ -100,9 +102,9 @@ def collect(model, windows: np.ndarray, batch_size: int = 16):
     per_layer: list[list[list[torch.Tensor]]] = [[[], [], []] for _ in model.blocks]
     for i in range(0, len(windows), batch_size):
         caps = model(torch.from_numpy(windows[i:i + batch_size]), capture=True).captures
-        for l, c in enumerate(caps):
+        for li, c in enumerate(caps):
             for j, t in enumerate(c):
-                per_layer[l][j].append(t)
+                per_layer[li][j].append(t)
     return [tuple(torch.cat(ts) for ts in layer) for layer in per_layer]
 
 
@@ -141,45 +143,58 @@ def probe_model(model, fit_windows: np.ndarray, eval_windows: np.ndarray, cfg: P
     fit_caps = collect(model, fit_windows, cfg.batch_size)
     eval_caps = collect(model, eval_windows, cfg.batch_size)
     rows, sens, probes = [], [], {}
-    H = model.config.n_head
-    jobs = [(v, f, l) for v, f in VARIANTS for l in range(len(fit_caps))]
-    for variant, first, l in tqdm(jobs, desc=f"probe {checkpoint}", disable=not progress,
-                                  leave=False):
-        h_f, z_f, a_f = (_flat(t, first) for t in fit_caps[l])
-        h_e, z_e, a_e = (_flat(t, first) for t in eval_caps[l])
-        base = dict(checkpoint=checkpoint, step=step, tokens=variant, layer=l,
+    jobs = [(v, f, li) for v, f in VARIANTS for li in range(len(fit_caps))]
+    for variant, first, li in tqdm(jobs, desc=f"probe {checkpoint}", disable=not progress,
+                                   leave=False):
+        h_f, z_f, a_f = (_flat(t, first) for t in fit_caps[li])
+        h_e, z_e, a_e = (_flat(t, first) for t in eval_caps[li])
+        base = dict(checkpoint=checkpoint, step=step, tokens=variant, layer=li,
                     n_fit=int(h_f.shape[0]), n_eval=int(h_e.shape[0]))
-        p = fit_ridge(h_f, a_f, cfg.ridge_alphas)
-        probes[(variant, l)] = p
-        pred = p.predict(h_e)
-        cos, rel = token_cosine(a_e, pred), token_relerr(a_e, pred)
-        # baseline: predicting the fit-set mean output for every token (no dependence on h)
-        cos0 = token_cosine(a_e, p.y_mean.to(a_e.dtype).expand_as(a_e))
-        rows.append(base | dict(head=None, r2=pooled_r2(a_e, pred),
-                                predictable_fraction=float((cos >= cfg.cos_threshold).double().mean()),
-                                mean_cos=float(cos.mean()), median_relerr=float(rel.median()),
-                                baseline_fraction=float((cos0 >= cfg.cos_threshold).double().mean()),
-                                alpha=p.alpha))
-        for tau in cfg.cos_grid:
-            sens.append(base | dict(criterion="cosine>=", threshold=tau,
-                                    fraction=float((cos >= tau).double().mean()),
-                                    baseline_fraction=float((cos0 >= tau).double().mean())))
-        for eps in cfg.relerr_grid:
-            sens.append(base | dict(criterion="relerr<=", threshold=eps,
-                                    fraction=float((rel <= eps).double().mean())))
-        # heads: one ridge to all heads' z at once (ridge is separable over output columns)
-        ph = fit_ridge(h_f, z_f.reshape(len(z_f), -1), cfg.ridge_alphas)
-        zhat = ph.predict(h_e).reshape(z_e.shape)  # (n, H, dh)
-        for k in range(H):
-            cos_k = token_cosine(z_e[:, k], zhat[:, k])
-            zbar = ph.y_mean.reshape(H, -1)[k].to(z_e.dtype).expand_as(z_e[:, k])
-            cos0_k = token_cosine(z_e[:, k], zbar)
-            rows.append(base | dict(head=k, r2=pooled_r2(z_e[:, k], zhat[:, k]),
-                                    predictable_fraction=float((cos_k >= cfg.cos_threshold)
-                                                               .double().mean()),
-                                    mean_cos=float(cos_k.mean()),
-                                    median_relerr=float(token_relerr(z_e[:, k], zhat[:, k]).median()),
-                                    baseline_fraction=float((cos0_k >= cfg.cos_threshold)
-                                                            .double().mean()),
-                                    alpha=ph.alpha))
+        probes[(variant, li)], layer_row, layer_sens = _probe_layer(h_f, a_f, h_e, a_e, cfg)
+        rows.append(base | layer_row)
+        sens += [base | r for r in layer_sens]
+        rows += [base | r for r in _probe_heads(h_f, z_f, h_e, z_e, cfg)]
     return rows, sens, probes
+
+
+def _fraction(mask: torch.Tensor) -> float:
+    """Share of True in ``mask``, computed in float64."""
+    return float(mask.double().mean())
+
+
+def _probe_layer(h_f, a_f, h_e, a_e, cfg: ProbeConfig):
+    """Ridge from h (n, d) to the layer's a (n, d): ``(probe, row, sensitivity rows)``."""
+    p = fit_ridge(h_f, a_f, cfg.ridge_alphas)
+    pred = p.predict(h_e)
+    cos, rel = token_cosine(a_e, pred), token_relerr(a_e, pred)
+    # baseline: predicting the fit-set mean output for every token (no dependence on h)
+    cos0 = token_cosine(a_e, p.y_mean.to(a_e.dtype).expand_as(a_e))
+    row = dict(head=None, r2=pooled_r2(a_e, pred),
+               predictable_fraction=_fraction(cos >= cfg.cos_threshold),
+               mean_cos=float(cos.mean()), median_relerr=float(rel.median()),
+               baseline_fraction=_fraction(cos0 >= cfg.cos_threshold), alpha=p.alpha)
+    sens = [dict(criterion="cosine>=", threshold=tau, fraction=_fraction(cos >= tau),
+                 baseline_fraction=_fraction(cos0 >= tau)) for tau in cfg.cos_grid]
+    sens += [dict(criterion="relerr<=", threshold=eps, fraction=_fraction(rel <= eps))
+             for eps in cfg.relerr_grid]
+    return p, row, sens
+
+
+def _probe_heads(h_f, z_f, h_e, z_e, cfg: ProbeConfig) -> list[dict]:
+    """One row per head: ridge from h (n, d) to the head outputs z (n, H, dh) before c_proj."""
+    # one ridge to all heads' z at once (ridge is separable over output columns)
+    ph = fit_ridge(h_f, z_f.reshape(len(z_f), -1), cfg.ridge_alphas)
+    zhat = ph.predict(h_e).reshape(z_e.shape)  # (n, H, dh)
+    n_heads = z_e.shape[1]
+    rows = []
+    for k in range(n_heads):
+        z, zk = z_e[:, k], zhat[:, k]  # (n, dh)
+        cos_k = token_cosine(z, zk)
+        zbar = ph.y_mean.reshape(n_heads, -1)[k].to(z_e.dtype).expand_as(z)
+        rows.append(dict(head=k, r2=pooled_r2(z, zk),
+                         predictable_fraction=_fraction(cos_k >= cfg.cos_threshold),
+                         mean_cos=float(cos_k.mean()),
+                         median_relerr=float(token_relerr(z, zk).median()),
+                         baseline_fraction=_fraction(token_cosine(z, zbar) >= cfg.cos_threshold),
+                         alpha=ph.alpha))
+    return rows

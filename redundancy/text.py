@@ -1,5 +1,4 @@
-"""Text for the redundancy study: GPT-2 tokenizers, the shipped corpus and random windows.
-"""
+"""Text for the redundancy study: GPT-2 tokenizers, the shipped corpus and random windows."""
 
 from __future__ import annotations
 
@@ -29,9 +28,11 @@ class ByteTokenizer:
     vocab_size = 256
 
     def encode(self, text: str) -> np.ndarray:
+        """Token ids (n,) int64 of ``text``'s UTF-8 bytes."""
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
 
     def decode(self, ids: Iterable[int]) -> str:
+        """Text of byte ids (invalid UTF-8 replaced)."""
         return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
 
 
@@ -50,10 +51,10 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 class GPT2BPETokenizer:
-    """GPT-2's byte-level BPE, read from a local ``vocab.json`` + ``merges.txt`` (encode only).
+    r"""GPT-2's byte-level BPE, read from a local ``vocab.json`` + ``merges.txt`` (encode only).
 
-    The pre-tokenising pattern is GPT-2's, with ``\\p{L}`` written ``[^\\W\\d_]`` and ``\\p{N}``
-    written ``\\d`` because the standard ``re`` module lacks unicode classes; on ASCII and most
+    The pre-tokenising pattern is GPT-2's, with ``\p{L}`` written ``[^\W\d_]`` and ``\p{N}``
+    written ``\d`` because the standard ``re`` module lacks unicode classes; on ASCII and most
     Latin text the split is the same.
     """
 
@@ -98,6 +99,7 @@ class GPT2BPETokenizer:
         return parts
 
     def encode(self, text: str) -> np.ndarray:
+        """Token ids (n,) int64 of ``text``."""
         ids: list[int] = []
         for piece in self._PAT.findall(text):
             if piece not in self._cache:
@@ -113,6 +115,7 @@ class GPT2BPETokenizer:
 
 
 def corpus_files(corpus_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The corpus ``.txt`` files of ``corpus_dir`` (default: the shipped corpus), sorted."""
     d = Path(corpus_dir) if corpus_dir is not None else CORPUS_DIR
     files = sorted(p for p in d.glob("*.txt") if p.name != "SOURCES.txt")
     if not files:

@@ -1,5 +1,4 @@
-"""Training a small byte-level GPT-2 on the shipped corpus, with checkpoints to probe.
-"""
+"""Training a small byte-level GPT-2 on the shipped corpus, with checkpoints to probe."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """GPT-2 model and loader: a tiny Hugging Face-format checkpoint written here, loaded, and its
-logits compared with an independent NumPy forward pass kept in this file."""
+logits compared with an independent NumPy forward pass kept in this file.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import json
 import numpy as np
 import pytest
 import torch
+
+from cram.core.errors import CheckpointError, ConfigError
 from cram.redundancy.checkpoints import load_gpt2_checkpoint, save_gpt2_checkpoint
 from cram.redundancy.gpt2 import GPT2, PRESETS, GPT2Config
 from cram.redundancy.hf import load_hf_dir, save_hf_dir
-
-from cram.core.errors import CheckpointError, ConfigError
 
 V, P, D, L, H = 50, 12, 16, 2, 4  # vocab, positions, width, layers, heads
 

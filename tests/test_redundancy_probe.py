@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from cram import redundancy as R
+from cram.core.errors import ConfigError, DataError
 from cram.redundancy.causal import _make_override
 from cram.redundancy.gpt2 import GPT2, GPT2Config
 from cram.redundancy.text import _bytes_to_unicode
-
-from cram.core.errors import ConfigError, DataError
 
 
 def test_fit_ridge_matches_numpy_closed_form_and_recovers_map():
@@ -104,7 +104,7 @@ def test_probe_rows_cover_layers_heads_and_both_token_sets(tiny_model, tiny_wind
         es = [s["fraction"] for s in sens if s["tokens"] == v and s["layer"] == 1
               and s["criterion"] == "relerr<="]
         assert cs == sorted(cs, reverse=True) and es == sorted(es)
-    assert set(probes) == {(v, l) for v, _ in R.VARIANTS for l in range(2)}
+    assert set(probes) == {(v, li) for v, _ in R.VARIANTS for li in range(2)}
 
 
 def test_causal_check_thresholds_bracket_the_replacement(tiny_model, tiny_windows):

@@ -72,8 +72,8 @@ def _data_arguments(p) -> None:
 
 def data_config(preset: str, overrides: list[str]):
     """The preset's SRCDConfig with ``--set`` overrides applied (``data.`` prefix optional)."""
-    from cram.core.overrides import apply_overrides
     from cram.consolidation.config import get_preset
+    from cram.core.overrides import apply_overrides
 
     config = get_preset(preset).data
     return apply_overrides(config, [o.removeprefix("data.") for o in overrides])
@@ -89,6 +89,7 @@ def _positive(name: str, value: int) -> None:
 # ---------------------------------------------------------------------------------------- describe
 def _describe(args) -> int:
     from cram.consolidation.srcd import describe
+    from cram.consolidation.srcd_stats import expected_statistics
 
     _positive("samples", args.samples)
     config = data_config(args.preset, args.overrides)
@@ -100,22 +101,6 @@ def _describe(args) -> int:
     else:
         print(format_description(stats))
     return 0
-
-
-def expected_statistics(config) -> dict:
-    """What the parameters imply, to print beside the measured values."""
-    n_q = config.n_queries
-    alpha, xm, cap = config.gap_shape, config.gap_scale, config.gap_max
-    qs = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
-    # Pareto(α, x_m) quantile x_m (1-p)^(-1/α), clipped at gap_max
-    gaps = {str(q): min(xm * (1.0 - q) ** (-1.0 / alpha), cap) for q in qs}
-    return {
-        "query_fraction": n_q / config.length,
-        "store_fraction": n_q / config.length,
-        "library_share": config.library_share,
-        "gap_quantiles": gaps,
-        "attention_floor": n_q / config.length * (1.0 - config.library_share),
-    }
 
 
 def format_description(stats: dict) -> str:
@@ -216,8 +201,11 @@ def _sparkline(x, width: int) -> str:
 def _speed(args) -> int:
     _positive("repeats", args.repeats)
     _positive("threads", args.threads)
-    rows = speed_table([p.strip() for p in args.presets.split(",") if p.strip()], args.model,
-                       repeats=args.repeats, threads=args.threads, seed=args.seed)
+    from cram.consolidation.timing import srcd_speed_table
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    rows = srcd_speed_table(presets, args.model, repeats=args.repeats, threads=args.threads,
+                            seed=args.seed)
     if args.append:
         from cram.core.benchlog import append_benchmark, markdown_table
 
@@ -233,50 +221,3 @@ def _speed(args) -> int:
 
         print(markdown_table(rows), end="")
     return 0
-
-
-def speed_table(presets: list[str], model_name: str, repeats: int = 3, threads: int = 1,
-                seed: int = 0) -> list[dict]:
-    """Per preset: median ms to generate one batch and to run one training step on it."""
-    import statistics
-    import time
-
-    import torch
-    from tqdm import tqdm
-
-    from cram.consolidation.config import resolve
-    from cram.consolidation.losses import compute_loss
-    from cram.consolidation.srcd import SRCD, stream_rng
-    from cram.models import DataSpec, build_model
-
-    torch.set_num_threads(threads)
-    rows = []
-    for preset in tqdm(presets, desc="srcd speed", unit="preset", leave=False):
-        cfg = resolve(model_name, preset)
-        data, bsz = cfg.data, cfg.train.batch_size
-        gen = SRCD(data)
-        gen_ms = []
-        for i in range(repeats + 1):
-            t0 = time.perf_counter()
-            batch = gen.sample(bsz, stream_rng(seed, 0, i))
-            gen_ms.append(1000 * (time.perf_counter() - t0))
-        torch.manual_seed(seed)
-        spec = DataSpec(data.n_keys, data.n_values, data.key_encoding, data.key_dim)
-        model = build_model(model_name, cfg.model, spec)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
-        tb = batch.to_torch()
-        step_ms = []
-        g = torch.Generator().manual_seed(seed)
-        for _ in range(repeats + 1):
-            t0 = time.perf_counter()
-            out = model(tb, mode="soft", temperature=1.0, generator=g)
-            loss = compute_loss(out, tb, cfg.train, cfg.train.warmup_steps + 1).total
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step_ms.append(1000 * (time.perf_counter() - t0))
-        g_med, s_med = statistics.median(gen_ms[1:]), statistics.median(step_ms[1:])
-        rows.append({"preset": preset, "length": data.length, "batch": bsz, "model": model_name,
-                     "threads": threads, "gen_ms_per_batch": g_med, "train_step_ms": s_med,
-                     "gen/step": g_med / s_med})
-    return rows
