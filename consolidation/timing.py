@@ -68,7 +68,8 @@ def train_step_ms(model, batch: dict, train_cfg, *, temperature: float, loss_ste
     return statistics.median(times[1:])
 
 
-def generation_ms(generator, batch_size: int, repeats: int = 3, seed: int = 0) -> tuple[float, dict]:
+def generation_ms(generator, batch_size: int, repeats: int = 3,
+                  seed: int = 0) -> tuple[float, object]:
     """Median ms to generate one SRCD batch (after one warm-up); returns it and the last batch."""
     from cram.consolidation.srcd import stream_rng
 

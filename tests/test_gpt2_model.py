@@ -1,5 +1,7 @@
-"""GPT-2 model and loader: a tiny Hugging Face-format checkpoint written here, loaded, and its
-logits compared with an independent NumPy forward pass kept in this file.
+"""GPT-2 model and loader, checked against an independent NumPy forward pass.
+
+A tiny Hugging Face-format checkpoint is written here, loaded, and its logits compared with the
+NumPy pass kept in this file.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ V, P, D, L, H = 50, 12, 16, 2, 4  # vocab, positions, width, layers, heads
 
 def _hf_state(rng: np.random.Generator, prefix: str = "transformer.") -> dict[str, np.ndarray]:
     """Random weights under Hugging Face names in Conv1D layout (in, out)."""
-    f = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)
+    def f(*s):
+        return (rng.standard_normal(s) * 0.3).astype(np.float32)
+
     sd = {f"{prefix}wte.weight": f(V, D), f"{prefix}wpe.weight": f(P, D),
           f"{prefix}ln_f.weight": 1 + f(D), f"{prefix}ln_f.bias": f(D)}
     for i in range(L):
@@ -58,8 +62,11 @@ def _np_forward(sd: dict[str, np.ndarray], ids: np.ndarray, prefix="transformer.
     x = w["wte.weight"][ids] + w["wpe.weight"][:T]
     dh = D // H
     for i in range(L):
-        g = lambda n: w[f"h.{i}.{n}"]
-        qkv = ln(x, g("ln_1.weight"), g("ln_1.bias")) @ g("attn.c_attn.weight") + g("attn.c_attn.bias")
+        def g(n, i=i):
+            return w[f"h.{i}.{n}"]
+
+        h1 = ln(x, g("ln_1.weight"), g("ln_1.bias"))
+        qkv = h1 @ g("attn.c_attn.weight") + g("attn.c_attn.bias")
         out = np.zeros((T, D))
         for hh in range(H):
             q = qkv[:, hh * dh:(hh + 1) * dh]
@@ -71,7 +78,8 @@ def _np_forward(sd: dict[str, np.ndarray], ids: np.ndarray, prefix="transformer.
             p /= p.sum(-1, keepdims=True)
             out[:, hh * dh:(hh + 1) * dh] = p @ v
         x = x + out @ g("attn.c_proj.weight") + g("attn.c_proj.bias")
-        m = gelu(ln(x, g("ln_2.weight"), g("ln_2.bias")) @ g("mlp.c_fc.weight") + g("mlp.c_fc.bias"))
+        h2 = ln(x, g("ln_2.weight"), g("ln_2.bias"))
+        m = gelu(h2 @ g("mlp.c_fc.weight") + g("mlp.c_fc.bias"))
         x = x + m @ g("mlp.c_proj.weight") + g("mlp.c_proj.bias")
     return ln(x, w["ln_f.weight"], w["ln_f.bias"]) @ w["wte.weight"].T
 

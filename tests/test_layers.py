@@ -6,9 +6,9 @@ The layers (each may import only the ones listed in ``MAY_IMPORT``)::
           └─ psych_data ── fitting ── apps ───────────────────┴── CLI (cram.cli, cram.commands)
 
 ``cram`` itself (``cram/__init__.py``) is a lazy facade over core and psych_data for users and
-notebooks; only the CLI may import it inside the package (``cram.__version__`` counts as core). ``cram.testing`` writes synthetic run
-folders for tests and scripts. Every import counts, also one inside a function (a lazy import is
-still a dependency) and one under ``TYPE_CHECKING``.
+notebooks; only the CLI may import it inside the package (``cram.__version__`` counts as core).
+``cram.testing`` writes synthetic run folders for tests and scripts. Every import counts, also
+one inside a function (a lazy import is still a dependency) and one under ``TYPE_CHECKING``.
 
 The checker runs on the real tree and on small synthetic trees with planted violations, so that
 a checker that finds nothing cannot pass.

@@ -64,7 +64,8 @@ def test_gpt2_bpe_tokenizer_on_a_tiny_vocabulary(tmp_path):
     for a, b in merges:
         vocab[a + b] = len(vocab)
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges))
+    lines = "\n".join(f"{a} {b}" for a, b in merges)
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + lines)
     tok = R.GPT2BPETokenizer(tmp_path / "vocab.json", tmp_path / "merges.txt")
     ids = tok.encode("hello world")
     inv = {v: k for k, v in vocab.items()}
@@ -96,7 +97,8 @@ def test_probe_rows_cover_layers_heads_and_both_token_sets(tiny_model, tiny_wind
         assert {"checkpoint", "layer", "head", "r2", "predictable_fraction"} <= set(r)
         assert 0.0 <= r["predictable_fraction"] <= 1.0 and r["r2"] <= 1.0
     lay = {(r["tokens"], r["layer"]): r for r in rows if r["head"] is None}
-    assert lay[("all_tokens", 0)]["n_eval"] == 8 * 24 and lay[("no_first_token", 0)]["n_eval"] == 8 * 23
+    assert lay[("all_tokens", 0)]["n_eval"] == 8 * 24
+    assert lay[("no_first_token", 0)]["n_eval"] == 8 * 23
     # sensitivity is monotone: stricter cosine → smaller fraction; larger error budget → larger
     for v, _ in R.VARIANTS:
         cs = [s["fraction"] for s in sens if s["tokens"] == v and s["layer"] == 1

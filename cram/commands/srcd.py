@@ -4,7 +4,8 @@ Sub-verbs:
 
 - ``describe``: measured statistics of generated sequences (query fraction, library share, gap and
   lag quantiles, ...) next to the parameters that should produce them;
-- ``sample``: a small text view of one sequence (its events, keys, values and a sketch of the signal);
+- ``sample``: a small text view of one sequence (its events, keys, values and a sketch of the
+  signal);
 - ``speed``: generation time per batch against one training step at the presets' sizes
   ("generation must never be the bottleneck").
 
@@ -23,6 +24,7 @@ DEFAULT_PRESET = "paper"
 
 
 def register(sub) -> None:
+    """Add ``cram srcd`` and its actions to the CLI's subparsers."""
     p = sub.add_parser("srcd", help="describe, sample and time the SRCD benchmark data",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ssub = p.add_subparsers(dest="srcd", metavar="ACTION")
@@ -43,15 +45,17 @@ def register(sub) -> None:
                                     "library or novel, value, lag) and a sketch of its signal.",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _data_arguments(s)
-    s.add_argument("--length", type=int, default=None, help="sequence length (default: the preset's)")
-    s.add_argument("--json", action="store_true", help="print the sequence's arrays as one JSON document")
+    s.add_argument("--length", type=int, default=None,
+                   help="sequence length (default: the preset's)")
+    s.add_argument("--json", action="store_true",
+                   help="print the sequence's arrays as one JSON document")
     s.set_defaults(func=_sample)
 
     t = ssub.add_parser("speed", help="generation time per batch against one training step",
                         description="For each preset: ms to generate one training batch (the "
                                     "preset's length and batch size) and ms for one soft-mode "
-                                    "training step of MODEL (forward, loss, backward, AdamW) at the "
-                                    "same size, on the current torch threads.",
+                                    "training step of MODEL (forward, loss, backward, AdamW) at "
+                                    "the same size, on the current torch threads.",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--presets", default="demo,paper", help="comma-separated preset names")
     t.add_argument("--model", default="cram", help="model whose training step is timed")
@@ -104,6 +108,7 @@ def _describe(args) -> int:
 
 
 def format_description(stats: dict) -> str:
+    """The ``describe`` table: each statistic measured and as the parameters imply."""
     exp = stats["expected"]
     rows = [("length", stats["length"], ""), ("samples", stats["samples"], "")]
     for key in ("query_fraction", "store_fraction", "library_share", "attention_floor"):
@@ -193,7 +198,10 @@ def _sparkline(x, width: int) -> str:
     chunks = np.array_split(np.asarray(x, float), min(width, len(x)))
     means = np.array([c.mean() for c in chunks])
     lo, hi = means.min(), means.max()
-    idx = np.zeros(len(means), int) if hi == lo else np.round((means - lo) / (hi - lo) * 8).astype(int)
+    if hi == lo:
+        idx = np.zeros(len(means), int)
+    else:
+        idx = np.round((means - lo) / (hi - lo) * 8).astype(int)
     return "".join(blocks[i] for i in idx)
 
 
