@@ -123,7 +123,6 @@ def build_model(md: ModelData, form: str | Form, hierarchical: bool | None = Non
     for k, r in rows.items():
         if len(r):
             coords[f"point_{k}"] = [md.obs_labels[i] for i in r]
-    gidx = np.array([md.group_names.index(g) for g in md.groups], dtype=int)
     with pm.Model(coords=coords) as model:
         t = pm.Data("t", d["t"].to_numpy(float))
         params = {}
@@ -136,21 +135,8 @@ def build_model(md: ModelData, form: str | Form, hierarchical: bool | None = Non
             gp = (gamma_prior or fm.priors["gamma"]).scaled(prior_scale)
             if gp.kind != "lognormal":
                 raise ConfigError(f"γ prior must be lognormal (γ > 0); got {gp.describe()}")
-            if hierarchical:
-                # log γ_c = μ_g + σ_g z_c (non-centred); the group γ is exp(μ_g), the median
-                # of its curves' γ; Δγ compares group γs.
-                mu_lg = pm.Normal("mu_log_gamma", gp.args[0], gp.args[1], dims="group")
-                sd_lg = _dist("sigma_log_gamma", SIGMA_LOG_GAMMA_PRIOR.scaled(prior_scale),
-                              dims="group")
-                z = pm.Normal("z_gamma", 0.0, 1.0, dims="curve")
-                gamma = pm.Deterministic("gamma", pt.exp(mu_lg[gidx] + sd_lg[gidx] * z),
-                                         dims="curve")
-                mu_g = pm.Deterministic("mu_gamma", pt.exp(mu_lg), dims="group")
-                if len(md.group_names) == 2:
-                    pm.Deterministic("delta_gamma", mu_g[1] - mu_g[0])
-            else:
-                gamma = _dist("gamma", gp, dims="curve")
-            params["gamma"] = gamma
+            params["gamma"] = (_hierarchical_gamma(md, gp, prior_scale) if hierarchical
+                               else _dist("gamma", gp, dims="curve"))
         if centred_power:
             # Sample the curve's value at its first fitted time t1 instead of a (a proportion,
             # so R(t) = a_first · (t / t1)^(−γ) <= a_first < 1 for γ > 0: the mean never needs
@@ -162,36 +148,63 @@ def build_model(md: ModelData, form: str | Form, hierarchical: bool | None = Non
         cidx = md.curve_idx
         mu = fm.fn(t, {p: v[cidx] for p, v in params.items()}, pt)
         mu = pm.math.clip(mu, 1e-6, 1 - 1e-6)
-        y = d["value"].to_numpy(float)
-        if len(rows["beta"]):
-            r = rows["beta"]
-            beta_curves = [c for c in md.curves if md.lik[c] == "beta"]
-            model.add_coord("curve_beta", beta_curves)
-            phi = _dist("phi", PHI_PRIOR.scaled(prior_scale), dims="curve_beta")
-            bmap = {c: i for i, c in enumerate(beta_curves)}
-            bidx = np.array([bmap[c] for c in d["curve"].iloc[r]], dtype=int)
-            yb = np.empty(len(r))
-            for c in beta_curves:  # squeeze exact 0/1 per curve
-                sel = np.flatnonzero(d["curve"].iloc[r].to_numpy() == c)
-                yb[sel] = squeeze01(y[r][sel])
-            y_beta = pm.Data("y_beta", yb, dims="point_beta")
-            pm.Beta("obs_beta", mu=mu[r], nu=phi[bidx], observed=y_beta, dims="point_beta")
-        if len(rows["binomial"]):
-            r = rows["binomial"]
-            n = d["n"].to_numpy(float)[r].astype("int64")
-            k = np.round(y[r] * n).astype("int64")
-            k_obs = pm.Data("k_binomial", k, dims="point_binomial")
-            pm.Binomial("obs_binomial", n=n, p=mu[r], observed=k_obs, dims="point_binomial")
-        if len(rows["normal"]):
-            r = rows["normal"]
-            norm_curves = [c for c in md.curves if md.lik[c] == "normal"]
-            model.add_coord("curve_normal", norm_curves)
-            sig = _dist("sigma", SIGMA_PRIOR.scaled(prior_scale), dims="curve_normal")
-            nmap = {c: i for i, c in enumerate(norm_curves)}
-            nidx = np.array([nmap[c] for c in d["curve"].iloc[r]], dtype=int)
-            y_n = pm.Data("y_normal", y[r], dims="point_normal")
-            pm.Normal("obs_normal", mu=mu[r], sigma=sig[nidx], observed=y_n, dims="point_normal")
+        _observe(model, md, rows, mu, prior_scale)
     return model
+
+
+def _hierarchical_gamma(md: ModelData, gp: Prior, prior_scale: float):
+    """γ per curve from its group (inside the model context); adds mu_gamma and delta_gamma.
+
+    log γ_c = μ_g + σ_g z_c (non-centred); the group γ is exp(μ_g), the median of its curves' γ;
+    Δγ compares group γs.
+    """
+    pm = _pm()
+    import pytensor.tensor as pt
+
+    gidx = np.array([md.group_names.index(g) for g in md.groups], dtype=int)
+    mu_lg = pm.Normal("mu_log_gamma", gp.args[0], gp.args[1], dims="group")
+    sd_lg = _dist("sigma_log_gamma", SIGMA_LOG_GAMMA_PRIOR.scaled(prior_scale), dims="group")
+    z = pm.Normal("z_gamma", 0.0, 1.0, dims="curve")
+    gamma = pm.Deterministic("gamma", pt.exp(mu_lg[gidx] + sd_lg[gidx] * z), dims="curve")
+    mu_g = pm.Deterministic("mu_gamma", pt.exp(mu_lg), dims="group")
+    if len(md.group_names) == 2:
+        pm.Deterministic("delta_gamma", mu_g[1] - mu_g[0])
+    return gamma
+
+
+def _observe(model, md: ModelData, rows: dict, mu, prior_scale: float) -> None:
+    """The likelihood of each point (beta, binomial or normal), inside the model context."""
+    pm = _pm()
+    d = md.data
+    y = d["value"].to_numpy(float)
+    if len(rows["beta"]):
+        r = rows["beta"]
+        beta_curves = [c for c in md.curves if md.lik[c] == "beta"]
+        model.add_coord("curve_beta", beta_curves)
+        phi = _dist("phi", PHI_PRIOR.scaled(prior_scale), dims="curve_beta")
+        bmap = {c: i for i, c in enumerate(beta_curves)}
+        bidx = np.array([bmap[c] for c in d["curve"].iloc[r]], dtype=int)
+        yb = np.empty(len(r))
+        for c in beta_curves:  # squeeze exact 0/1 per curve
+            sel = np.flatnonzero(d["curve"].iloc[r].to_numpy() == c)
+            yb[sel] = squeeze01(y[r][sel])
+        y_beta = pm.Data("y_beta", yb, dims="point_beta")
+        pm.Beta("obs_beta", mu=mu[r], nu=phi[bidx], observed=y_beta, dims="point_beta")
+    if len(rows["binomial"]):
+        r = rows["binomial"]
+        n = d["n"].to_numpy(float)[r].astype("int64")
+        k = np.round(y[r] * n).astype("int64")
+        k_obs = pm.Data("k_binomial", k, dims="point_binomial")
+        pm.Binomial("obs_binomial", n=n, p=mu[r], observed=k_obs, dims="point_binomial")
+    if len(rows["normal"]):
+        r = rows["normal"]
+        norm_curves = [c for c in md.curves if md.lik[c] == "normal"]
+        model.add_coord("curve_normal", norm_curves)
+        sig = _dist("sigma", SIGMA_PRIOR.scaled(prior_scale), dims="curve_normal")
+        nmap = {c: i for i, c in enumerate(norm_curves)}
+        nidx = np.array([nmap[c] for c in d["curve"].iloc[r]], dtype=int)
+        y_n = pm.Data("y_normal", y[r], dims="point_normal")
+        pm.Normal("obs_normal", mu=mu[r], sigma=sig[nidx], observed=y_n, dims="point_normal")
 
 
 OBS_VARS = ("obs_beta", "obs_binomial", "obs_normal")
