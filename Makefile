@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   create .venv, install, train CRAM on the demo preset, fit γ, write a report
-#   make test   create .venv, install, run the test suite (CI runs this through .ci/run)
+#   make test   create .venv, install, ruff check, run the test suite (CI runs this through .ci/run)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -21,16 +21,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python -m cram.consolidation.demo --out $(DEMO) --seeds $(SEEDS)
+	$(BIN)/python -m cram.commands.demo --out $(DEMO) --seeds $(SEEDS)
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --nbmake tests notebooks
 
 test-slow: install
 	$(BIN)/python -m pytest -q --runslow tests
 
 lint: install
-	$(BIN)/ruff check cram models kernels consolidation psych_data fitting apps tests
+	$(BIN)/ruff check .
 
 clean-demo:
 	rm -rf $(DEMO)

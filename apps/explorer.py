@@ -20,6 +20,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
+
 from cram.apps import data as D
 
 PAGES = ("Runs", "Human data", "Compare", "Claims")
@@ -120,6 +121,7 @@ def load_human() -> tuple[pd.DataFrame, pd.DataFrame, dict, str | None]:
 
 @st.cache_data(show_spinner="Reading docs/claims.md…")
 def load_claims(path: str, signature: tuple) -> tuple[pd.DataFrame | None, str | None]:
+    """The claims table (cached on the file's signature), or the error message."""
     try:
         return D.load_claims(path), None
     except Exception as err:  # noqa: BLE001
@@ -248,6 +250,7 @@ def runs_ui(scan: D.RunScan) -> tuple[list[str], str, bool, str]:
 
 
 def runs_page(runs_root: Path) -> None:
+    """The Runs page: attention over training, tiers, patterns, library/novel and retention."""
     st.header("Runs")
     scan = load_runs(str(runs_root), _runs_signature(str(runs_root)))
     _show_scan_messages(scan)
@@ -259,7 +262,15 @@ def runs_page(runs_root: Path) -> None:
     if not runs:
         st.info("Choose at least one run.")
         return
+    _attention_section(runs, series, log_y)
+    run = scan.runs[focus]
+    _tiers_section(run, focus)
+    _patterns_section(run, focus)
+    _library_section(runs)
+    _retention_section(run, focus)
 
+
+def _attention_section(runs: dict, series: str, log_y: bool) -> None:
     st.subheader("Attention fraction against step")
     df = D.attention_long(runs, [series])
     trans = D.transitions(runs)
@@ -292,7 +303,8 @@ def runs_page(runs_root: Path) -> None:
                        "that follows familiarity comes after it.")
             st.dataframe(trans, hide_index=True, width="stretch")
 
-    run = scan.runs[focus]
+
+def _tiers_section(run, focus: str) -> None:
     st.subheader(f"Share of each tier per layer: {focus}")
     tiers = D.tier_shares(run)
     if tiers.empty:
@@ -305,6 +317,8 @@ def runs_page(runs_root: Path) -> None:
         ).properties(height=180).facet(row=alt.Row("layer:O", title="layer"))
         st.altair_chart(chart, width="stretch")
 
+
+def _patterns_section(run, focus: str) -> None:
     st.subheader(f"Per-pattern consolidation: {focus}")
     if run.patterns is None or run.patterns.empty:
         st.info(f"{focus} has no patterns.csv.")
@@ -319,6 +333,8 @@ def runs_page(runs_root: Path) -> None:
             tooltip=["pattern", "step", "exposures", alt.Tooltip(f"{pval}:Q", format=".3f")])
         st.altair_chart(heat, width="stretch")
 
+
+def _library_section(runs: dict) -> None:
     st.subheader("Library against novel queries")
     lib = D.attention_long(runs, ["attention_library", "attention_novel",
                                   "retrieval_acc_library", "retrieval_acc_novel"])
@@ -334,6 +350,9 @@ def runs_page(runs_root: Path) -> None:
             tooltip=["run", "series", "step", alt.Tooltip("value:Q", format=".3f")],
         ).properties(height=220).facet(column=alt.Column("kind:N", title=None))
         st.altair_chart(chart)
+
+
+def _retention_section(run, focus: str) -> None:
     if run.retention is not None and not run.retention.empty:
         with st.expander(f"Retention against lag: {focus}"):
             ret = run.retention.copy()
@@ -347,12 +366,12 @@ def runs_page(runs_root: Path) -> None:
             ).properties(height=220).facet(column=alt.Column("step:O"))
             st.altair_chart(chart)
 
-
 # ============================================================================================
 # Human data page
 
 
 def human_page() -> None:
+    """The Human data page: the shipped forgetting curves."""
     st.header("Human forgetting data")
     listing, tidy, infos, err = load_human()
     if err:
@@ -454,11 +473,13 @@ def compare_ui(kind: str, model_ids: list[str], human_ids: list[str],
 
 @st.cache_data(show_spinner="Building model curves…", max_entries=16)
 def load_model_curves(root: str, signature: tuple, kind: str) -> tuple[pd.DataFrame, dict]:
+    """Model curves of every run under ``root`` (cached); returns them and the per-run errors."""
     scan = load_runs(root, signature)
     return D.model_curves(scan.runs, kind)
 
 
 def compare_page(runs_root: Path, fits_root: Path) -> None:
+    """The Compare page: model and human curves side by side, with point or Bayesian γ fits."""
     st.header("Compare model and human forgetting curves")
     sig = _runs_signature(str(runs_root))
     scan = load_runs(str(runs_root), sig)
@@ -599,6 +620,7 @@ def _overlay_fits(curves: pd.DataFrame, sel: dict, fitting, why: str | None, slo
 
 
 def bayes_ui(fits_root: Path, sel: dict) -> None:
+    """Pick a precomputed fit folder below ``fits_root`` and show it."""
     st.subheader("Posterior of Δγ = γ_model − γ_human")
     fits = D.find_fits(fits_root) if fits_root.exists() else []
     bayes = [f for f in fits]
@@ -758,6 +780,7 @@ def _on_demand_ui(curves: pd.DataFrame, sel: dict) -> None:
 
 
 def claims_page() -> None:
+    """The Claims page: the paper's claims and what was measured here (docs/claims.md)."""
     st.header("Paper claims and what we measured")
     path = Path(os.environ.get("CRAM_APP_CLAIMS") or D.default_claims_path())
     claims, err = load_claims(str(path), D.folder_signature(path.parent)
@@ -783,6 +806,7 @@ def claims_page() -> None:
 
 
 def main() -> None:
+    """The explorer: the sidebar chooses a page; an unexpected error becomes a message."""
     st.set_page_config(page_title="CRAM explorer", layout="wide")
     page, runs_root, fits_root = sidebar_ui()
     try:

@@ -16,9 +16,9 @@ import numpy as np
 
 from cram.core.errors import ConfigError
 
-DEFAULT_MODELS = ("cram", "cram-logit-router", "cram-raw-q", "cram-no-consolidation", "cram-oracle-q",
-                  "cram-static", "transformer", "sliding-window", "ct-only", "static-hybrid", "mod",
-                  "seqboat")
+DEFAULT_MODELS = ("cram", "cram-logit-router", "cram-raw-q", "cram-no-consolidation",
+                  "cram-oracle-q", "cram-static", "transformer", "sliding-window", "ct-only",
+                  "static-hybrid", "mod", "seqboat")
 
 
 def ensure_run(model: str, preset: str, seed: int, run_dir: Path, overrides: list[str],
@@ -65,7 +65,8 @@ def attention_reduction(run) -> dict:
     return {
         "reduction": peak / max(end, lib_resolution) if peak > 0 else float("nan"),
         "reduction_is_lower_bound": bool(end < lib_resolution),
-        "reduction_all_tokens": start_all / max(end_all, tok_resolution) if start_all > 0 else float("nan"),
+        "reduction_all_tokens": (start_all / max(end_all, tok_resolution) if start_all > 0
+                                 else float("nan")),
         "reduction_all_tokens_is_lower_bound": bool(end_all < tok_resolution),
     }
 
@@ -111,9 +112,10 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
 
 
 def srcd_row(model: str, seed: int, run_dir: Path, infer_length: int | None) -> dict:
-    import cram
+    """One ``cram bench srcd`` row: final metrics, transition and reductions of a trained run."""
+    from cram.core.runs import load_run
 
-    run = cram.load_run(run_dir)
+    run = load_run(run_dir)
     last = run.metrics.iloc[-1]
     tr = run.transition or {}
     row = {"model": model, "seed": seed,
@@ -155,6 +157,7 @@ def summarize(rows: list[dict], keys=("retrieval_acc", "retrieval_acc_library",
                                       "retrieval_acc_novel", "attention_fraction",
                                       "attention_library_queries", "dynamics_mse", "reduction",
                                       "infer_ms_per_seq")) -> list[dict]:
+    """One row per model: the mean over seeds of each key and its 95% t-interval."""
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
@@ -168,6 +171,7 @@ def summarize(rows: list[dict], keys=("retrieval_acc", "retrieval_acc_library",
 
 
 def check_models(models: list[str]) -> None:
+    """Raise ConfigError for an empty list or an unknown model name."""
     from cram.models import check_model_name
 
     if not models:
@@ -185,36 +189,20 @@ def _find_trained(root: Path, model: str) -> Path | None:
 
 def model_step_ms(run_dir: Path, length: int = 2048, batch_size: int = 1, repeats: int = 3,
                   threads: int = 1, seed: int = 123) -> float:
-    """Median ms of one training step (soft routing, forward + backward + AdamW) of a run's model."""
-    import torch
-
+    """Median ms of one training step (soft routing, forward, backward, AdamW) of a run's model."""
     from .checkpoint import load_checkpoint, rebuild_model
     from .config import ExperimentConfig
-    from .losses import compute_loss
     from .srcd import SRCD
+    from .timing import train_step_ms
 
     state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
     config = ExperimentConfig.from_dict(state["experiment"])
     model = rebuild_model(state).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = SRCD(dataclasses.replace(config.data, length=length)).sample(batch_size, seed).to_torch()
-    gen = torch.Generator().manual_seed(seed)
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    times = []
-    try:
-        for i in range(repeats + 1):
-            t0 = time.perf_counter()
-            out = model(batch, mode="soft", temperature=config.train.tau_end, generator=gen)
-            loss = compute_loss(out, batch, config.train, config.train.steps)
-            opt.zero_grad()
-            loss.total.backward()
-            opt.step()
-            if i:
-                times.append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(old)
-    return 1000 * float(np.median(times))
+    data = dataclasses.replace(config.data, length=length)
+    batch = SRCD(data).sample(batch_size, seed).to_torch()
+    return train_step_ms(model, batch, config.train, temperature=config.train.tau_end,
+                         loss_step=config.train.steps, lr=1e-4, repeats=repeats, seed=seed,
+                         threads=threads)
 
 
 def model_timing_rows(runs_root: str | None = None, threads: int = 1, quick: bool = False,

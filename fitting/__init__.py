@@ -6,6 +6,8 @@
 - :mod:`cram.fitting.mle`: scipy MLE and statsmodels log-log OLS point fits;
 - :mod:`cram.fitting.bayes`: PyMC single-curve and hierarchical fits, LOO, checks (lazy import);
 - :mod:`cram.fitting.model_curves`: curves from run folders;
+- :mod:`cram.fitting.results`: the interface every γ fit offers (``GammaFit``);
+- :mod:`cram.fitting.pipeline`: the scripted fit behind ``cram fit gamma``;
 - :mod:`cram.fitting.io`: fit output folders (``load_fit``).
 
 PyMC is imported only inside :mod:`cram.fitting.bayes`, so point fits stay light.
@@ -27,14 +29,22 @@ _LAZY = {
     "episodic_reliance_curve": ("cram.fitting.model_curves", "episodic_reliance_curve"),
     "per_pattern_curve": ("cram.fitting.model_curves", "per_pattern_curve"),
     "retention_curve": ("cram.fitting.model_curves", "retention_curve"),
-    "model_curves": ("cram.fitting.model_curves", "model_curves"),
+    "GammaFit": ("cram.fitting.results", "GammaFit"),
+    "PointFits": ("cram.fitting.results", "PointFits"),
 }
+#: submodules loaded on first access: ``cram.fitting.model_curves`` is always the module (the
+#: function is ``cram.fitting.model_curves.model_curves``)
+_SUBMODULES = ("bayes", "io", "likelihoods", "model_curves", "pipeline", "plots", "results",
+               "sensitivity")
 
 __all__ = ["FORMS", "ComparisonRules", "Form", "PointFitResult", "Prior", "apply_rules",
            "fit_loglog_ols", "fit_mle", "fit_mle_many", "get_form", "parse_window", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    """Load a lazy name (PyMC-backed fits, run-folder curves) or submodule on first access."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"cram.fitting.{name}")
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)

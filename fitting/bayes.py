@@ -123,7 +123,6 @@ def build_model(md: ModelData, form: str | Form, hierarchical: bool | None = Non
     for k, r in rows.items():
         if len(r):
             coords[f"point_{k}"] = [md.obs_labels[i] for i in r]
-    gidx = np.array([md.group_names.index(g) for g in md.groups], dtype=int)
     with pm.Model(coords=coords) as model:
         t = pm.Data("t", d["t"].to_numpy(float))
         params = {}
@@ -136,21 +135,8 @@ def build_model(md: ModelData, form: str | Form, hierarchical: bool | None = Non
             gp = (gamma_prior or fm.priors["gamma"]).scaled(prior_scale)
             if gp.kind != "lognormal":
                 raise ConfigError(f"γ prior must be lognormal (γ > 0); got {gp.describe()}")
-            if hierarchical:
-                # log γ_c = μ_g + σ_g z_c (non-centred); the group γ is exp(μ_g), the median
-                # of its curves' γ; Δγ compares group γs.
-                mu_lg = pm.Normal("mu_log_gamma", gp.args[0], gp.args[1], dims="group")
-                sd_lg = _dist("sigma_log_gamma", SIGMA_LOG_GAMMA_PRIOR.scaled(prior_scale),
-                              dims="group")
-                z = pm.Normal("z_gamma", 0.0, 1.0, dims="curve")
-                gamma = pm.Deterministic("gamma", pt.exp(mu_lg[gidx] + sd_lg[gidx] * z),
-                                         dims="curve")
-                mu_g = pm.Deterministic("mu_gamma", pt.exp(mu_lg), dims="group")
-                if len(md.group_names) == 2:
-                    pm.Deterministic("delta_gamma", mu_g[1] - mu_g[0])
-            else:
-                gamma = _dist("gamma", gp, dims="curve")
-            params["gamma"] = gamma
+            params["gamma"] = (_hierarchical_gamma(md, gp, prior_scale) if hierarchical
+                               else _dist("gamma", gp, dims="curve"))
         if centred_power:
             # Sample the curve's value at its first fitted time t1 instead of a (a proportion,
             # so R(t) = a_first · (t / t1)^(−γ) <= a_first < 1 for γ > 0: the mean never needs
@@ -162,36 +148,63 @@ def build_model(md: ModelData, form: str | Form, hierarchical: bool | None = Non
         cidx = md.curve_idx
         mu = fm.fn(t, {p: v[cidx] for p, v in params.items()}, pt)
         mu = pm.math.clip(mu, 1e-6, 1 - 1e-6)
-        y = d["value"].to_numpy(float)
-        if len(rows["beta"]):
-            r = rows["beta"]
-            beta_curves = [c for c in md.curves if md.lik[c] == "beta"]
-            model.add_coord("curve_beta", beta_curves)
-            phi = _dist("phi", PHI_PRIOR.scaled(prior_scale), dims="curve_beta")
-            bmap = {c: i for i, c in enumerate(beta_curves)}
-            bidx = np.array([bmap[c] for c in d["curve"].iloc[r]], dtype=int)
-            yb = np.empty(len(r))
-            for c in beta_curves:  # squeeze exact 0/1 per curve
-                sel = np.flatnonzero(d["curve"].iloc[r].to_numpy() == c)
-                yb[sel] = squeeze01(y[r][sel])
-            y_beta = pm.Data("y_beta", yb, dims="point_beta")
-            pm.Beta("obs_beta", mu=mu[r], nu=phi[bidx], observed=y_beta, dims="point_beta")
-        if len(rows["binomial"]):
-            r = rows["binomial"]
-            n = d["n"].to_numpy(float)[r].astype("int64")
-            k = np.round(y[r] * n).astype("int64")
-            k_obs = pm.Data("k_binomial", k, dims="point_binomial")
-            pm.Binomial("obs_binomial", n=n, p=mu[r], observed=k_obs, dims="point_binomial")
-        if len(rows["normal"]):
-            r = rows["normal"]
-            norm_curves = [c for c in md.curves if md.lik[c] == "normal"]
-            model.add_coord("curve_normal", norm_curves)
-            sig = _dist("sigma", SIGMA_PRIOR.scaled(prior_scale), dims="curve_normal")
-            nmap = {c: i for i, c in enumerate(norm_curves)}
-            nidx = np.array([nmap[c] for c in d["curve"].iloc[r]], dtype=int)
-            y_n = pm.Data("y_normal", y[r], dims="point_normal")
-            pm.Normal("obs_normal", mu=mu[r], sigma=sig[nidx], observed=y_n, dims="point_normal")
+        _observe(model, md, rows, mu, prior_scale)
     return model
+
+
+def _hierarchical_gamma(md: ModelData, gp: Prior, prior_scale: float):
+    """γ per curve from its group (inside the model context); adds mu_gamma and delta_gamma.
+
+    log γ_c = μ_g + σ_g z_c (non-centred); the group γ is exp(μ_g), the median of its curves' γ;
+    Δγ compares group γs.
+    """
+    pm = _pm()
+    import pytensor.tensor as pt
+
+    gidx = np.array([md.group_names.index(g) for g in md.groups], dtype=int)
+    mu_lg = pm.Normal("mu_log_gamma", gp.args[0], gp.args[1], dims="group")
+    sd_lg = _dist("sigma_log_gamma", SIGMA_LOG_GAMMA_PRIOR.scaled(prior_scale), dims="group")
+    z = pm.Normal("z_gamma", 0.0, 1.0, dims="curve")
+    gamma = pm.Deterministic("gamma", pt.exp(mu_lg[gidx] + sd_lg[gidx] * z), dims="curve")
+    mu_g = pm.Deterministic("mu_gamma", pt.exp(mu_lg), dims="group")
+    if len(md.group_names) == 2:
+        pm.Deterministic("delta_gamma", mu_g[1] - mu_g[0])
+    return gamma
+
+
+def _observe(model, md: ModelData, rows: dict, mu, prior_scale: float) -> None:
+    """The likelihood of each point (beta, binomial or normal), inside the model context."""
+    pm = _pm()
+    d = md.data
+    y = d["value"].to_numpy(float)
+    if len(rows["beta"]):
+        r = rows["beta"]
+        beta_curves = [c for c in md.curves if md.lik[c] == "beta"]
+        model.add_coord("curve_beta", beta_curves)
+        phi = _dist("phi", PHI_PRIOR.scaled(prior_scale), dims="curve_beta")
+        bmap = {c: i for i, c in enumerate(beta_curves)}
+        bidx = np.array([bmap[c] for c in d["curve"].iloc[r]], dtype=int)
+        yb = np.empty(len(r))
+        for c in beta_curves:  # squeeze exact 0/1 per curve
+            sel = np.flatnonzero(d["curve"].iloc[r].to_numpy() == c)
+            yb[sel] = squeeze01(y[r][sel])
+        y_beta = pm.Data("y_beta", yb, dims="point_beta")
+        pm.Beta("obs_beta", mu=mu[r], nu=phi[bidx], observed=y_beta, dims="point_beta")
+    if len(rows["binomial"]):
+        r = rows["binomial"]
+        n = d["n"].to_numpy(float)[r].astype("int64")
+        k = np.round(y[r] * n).astype("int64")
+        k_obs = pm.Data("k_binomial", k, dims="point_binomial")
+        pm.Binomial("obs_binomial", n=n, p=mu[r], observed=k_obs, dims="point_binomial")
+    if len(rows["normal"]):
+        r = rows["normal"]
+        norm_curves = [c for c in md.curves if md.lik[c] == "normal"]
+        model.add_coord("curve_normal", norm_curves)
+        sig = _dist("sigma", SIGMA_PRIOR.scaled(prior_scale), dims="curve_normal")
+        nmap = {c: i for i, c in enumerate(norm_curves)}
+        nidx = np.array([nmap[c] for c in d["curve"].iloc[r]], dtype=int)
+        y_n = pm.Data("y_normal", y[r], dims="point_normal")
+        pm.Normal("obs_normal", mu=mu[r], sigma=sig[nidx], observed=y_n, dims="point_normal")
 
 
 OBS_VARS = ("obs_beta", "obs_binomial", "obs_normal")
@@ -222,12 +235,33 @@ class BayesFitResult:
 
     def to_json_doc(self) -> dict:
         """The ``--json`` document (``curves``, ``delta_gamma``, ``diagnostics`` and more)."""
-        rows = []
-        for r in self.gamma_table.to_dict("records"):
-            rows.append(r)
-        return {"curves": rows, "delta_gamma": self.delta_gamma, "diagnostics": self.diagnostics,
-                "loo": self.loo, "likelihoods": self.likelihoods, "timings": self.timings,
+        return {"curves": self.gamma_table.to_dict("records"), "delta_gamma": self.delta_gamma,
+                "diagnostics": self.diagnostics, "loo": self.loo,
+                "likelihoods": self.likelihoods, "timings": self.timings,
                 "sampler": self.sampler, "hierarchical": self.hierarchical}
+
+    # -- the GammaFit interface (cram.fitting.results) -----------------------------------------
+    @property
+    def fitted(self) -> pd.DataFrame:
+        """The tidy data actually fitted (derived curves dropped, rules applied)."""
+        return self.curves
+
+    def to_frame(self) -> pd.DataFrame:
+        """The tidy ``az.summary`` frame."""
+        return self.summary
+
+    def predict(self, curve: str, t) -> np.ndarray | None:
+        """The form at posterior-mean parameters of ``curve`` (None if one is not sampled)."""
+        fm = get_form(self.form)
+        post = self.idata.posterior
+        p = {k: float(post[k].sel(curve=curve).mean()) for k in fm.params if k in post}
+        return fm(t, **p) if len(p) == len(fm.params) else None
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Predictive checks and prior sensitivity, where computed."""
+        named = {"ppc": self.ppc, "prior_predictive": self.prior_pc,
+                 "prior_sensitivity": self.prior_sensitivity}
+        return {k: v for k, v in named.items() if v is not None}
 
 
 def _ci(x: np.ndarray, level: float) -> tuple[float, float]:
@@ -350,9 +384,6 @@ def fit_bayes(df: pd.DataFrame, rules: ComparisonRules | None = None, *, likelih
     seed : int
         Seeds the sampler and the predictive draws.
     """
-    import arviz as az
-
-    pm = _pm()
     rules = rules or ComparisonRules()
     if sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
@@ -360,106 +391,152 @@ def fit_bayes(df: pd.DataFrame, rules: ComparisonRules | None = None, *, likelih
     md = prepare(df, rules, likelihood)
     if hierarchical is None:
         hierarchical = len(md.curves) > 1
-    timings = {}
     t0 = time.perf_counter()
     model = build_model(md, fm, hierarchical)
-    rng = np.random.default_rng(seed)
-    seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=4)]
+    seeds = [int(s) for s in np.random.default_rng(seed).integers(0, 2**31 - 1, size=4)]
+    steps = _Steps(prior_predictive, posterior_predictive, loo or prior_sensitivity,
+                   prior_sensitivity)
+    idata, timings = _sample(model, seeds, steps, draws=draws, tune=tune, chains=chains,
+                             progressbar=progress, target_accept=target_accept, sampler=sampler)
+    var_names = _summary_vars(idata, fm)
+    diag = diagnose(idata, var_names)
+    warn = list(diag["warnings"])
+    loo_doc = _loo(idata, warn) if loo else None
+    sens = _prior_sensitivity(idata, warn) if prior_sensitivity else None
+    diag["warnings"] = warn
+    diag["ok"] = not [w for w in warn if "R-hat" in w or "ESS" in w or "divergent" in w]
+    post = idata.posterior
+    delta = None
+    if "delta_gamma" in post:
+        delta = rope_statement(post["delta_gamma"].values.ravel(), rules.rope, rules.interval)
+    ppc = ppc_table(idata, md, rules.interval) if posterior_predictive else None
+    prior_pc = (ppc_table(idata, md, rules.interval, group="prior_predictive")
+                if prior_predictive else None)
+    timings["total_s"] = time.perf_counter() - t0
+    return BayesFitResult(idata=idata, summary=_summary_frame(idata, var_names, rules.interval),
+                          curves=md.data, form=fm.name, rules=rules.to_dict(),
+                          likelihoods=md.lik, hierarchical=hierarchical, sampler=sampler,
+                          seed=seed, diagnostics=diag,
+                          gamma_table=pd.DataFrame(_gamma_rows(post, md, rules.interval)),
+                          delta_gamma=delta, timings=timings, loo=loo_doc, ppc=ppc,
+                          prior_pc=prior_pc, prior_sensitivity=sens, warnings=warn)
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """Which draws and terms :func:`_sample` adds after sampling the posterior."""
+
+    prior_predictive: bool
+    posterior_predictive: bool
+    log_likelihood: bool
+    log_prior: bool
+
+
+def _sample(model, seeds: list[int], steps: _Steps, *, sampler: str, chains: int,
+            **kw) -> tuple[object, dict]:
+    """Posterior draws plus the requested predictive draws and pointwise terms, with timings."""
     from cram.fitting.mle import _one_blas_thread
 
+    pm = _pm()
+    timings = {}
+    t0 = time.perf_counter()
     with model, warnings.catch_warnings(), _one_blas_thread():
         warnings.filterwarnings("ignore", category=FutureWarning)
-        kw = dict(draws=draws, tune=tune, chains=chains, random_seed=seeds[0],
-                  progressbar=progress, target_accept=target_accept)
+        kw = dict(draws=kw.pop("draws"), tune=kw.pop("tune"), chains=chains,
+                  random_seed=seeds[0], **kw)
         if sampler == "nutpie":
             idata = pm.sample(nuts_sampler="nutpie", cores=min(chains, 2), **kw)
         else:
             idata = pm.sample(cores=min(chains, 2), compute_convergence_checks=False, **kw)
         timings["sample_s"] = time.perf_counter() - t0
-        if prior_predictive:
+        if steps.prior_predictive:
             t1 = time.perf_counter()
             idata.extend(pm.sample_prior_predictive(draws=500, random_seed=seeds[1]))
             timings["prior_predictive_s"] = time.perf_counter() - t1
-        if posterior_predictive:
+        if steps.posterior_predictive:
             t1 = time.perf_counter()
             pm.sample_posterior_predictive(idata, extend_inferencedata=True,
                                            random_seed=seeds[2], progressbar=False)
             timings["posterior_predictive_s"] = time.perf_counter() - t1
-        if loo or prior_sensitivity:
+        if steps.log_likelihood:
             t1 = time.perf_counter()
             pm.compute_log_likelihood(idata, progressbar=False)
             _combine_loglik(idata)
             timings["log_likelihood_s"] = time.perf_counter() - t1
-        if prior_sensitivity:
+        if steps.log_prior:
             pm.compute_log_prior(idata, progressbar=False)
+    return idata, timings
+
+
+def _summary_vars(idata, fm: Form) -> list[str]:
+    """Posterior variables to summarise and diagnose: γ-level first, then the form's others."""
     var_names = [v for v in ("mu_gamma", "sigma_log_gamma", "delta_gamma", "gamma")
                  if v in idata.posterior]
     var_names += [p for p in (*fm.params, "a_first") if p != "gamma" and p in idata.posterior]
-    if not var_names:
-        var_names = list(idata.posterior.data_vars)
-    diag = diagnose(idata, var_names)
-    summary = az.summary(idata, var_names=var_names, hdi_prob=rules.interval)
+    return var_names or list(idata.posterior.data_vars)
+
+
+def _summary_frame(idata, var_names: list[str], interval: float) -> pd.DataFrame:
+    """``az.summary`` as a tidy frame: variable, param, coord, then ArviZ's columns."""
+    import arviz as az
+
+    summary = az.summary(idata, var_names=var_names, hdi_prob=interval)
     summary = summary.reset_index().rename(columns={"index": "variable"})
     summary.insert(1, "param", summary["variable"].str.replace(r"\[.*\]$", "", regex=True))
     summary.insert(2, "coord", summary["variable"].str.extract(r"\[(.*)\]$")[0])
-    gamma_rows = []
-    post = idata.posterior
+    return summary
+
+
+def _gamma_rows(post, md: ModelData, interval: float) -> list[dict]:
+    """γ per curve (posterior mean, equal-tailed interval, sd), then per group if hierarchical."""
+    rows = []
     for i, c in enumerate(md.curves):
         row = {"curve": c, "group": md.groups[i], "likelihood": md.lik[c],
                "n_points": int((md.data["curve"] == c).sum())}
         if "gamma" in post:
             g = post["gamma"].sel(curve=c).values.ravel()
-            lo, hi = _ci(g, rules.interval)
+            lo, hi = _ci(g, interval)
             row.update(gamma=float(g.mean()), gamma_low=lo, gamma_high=hi, gamma_sd=float(g.std()))
         else:
             row.update(gamma=None, gamma_low=None, gamma_high=None, gamma_sd=None)
-        gamma_rows.append(row)
+        rows.append(row)
     if "mu_gamma" in post:
         for g in md.group_names:
             x = post["mu_gamma"].sel(group=g).values.ravel()
-            lo, hi = _ci(x, rules.interval)
-            gamma_rows.append({"curve": f"group:{g}", "group": g, "likelihood": "",
-                               "n_points": int(sum(md.data["group"] == g)),
-                               "gamma": float(x.mean()), "gamma_low": lo, "gamma_high": hi,
-                               "gamma_sd": float(x.std())})
-    delta = None
-    if "delta_gamma" in post:
-        delta = rope_statement(post["delta_gamma"].values.ravel(), rules.rope, rules.interval)
-    loo_doc = None
-    warn = list(diag["warnings"])
-    if loo:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            lo_res = az.loo(idata, var_name="obs", pointwise=True)
-        k = np.asarray(lo_res.pareto_k)
-        loo_doc = {"elpd_loo": float(lo_res.elpd_loo), "se": float(lo_res.se),
-                   "p_loo": float(lo_res.p_loo), "pareto_k_max": float(k.max()),
-                   "n_pareto_k_gt_0.7": int((k > 0.7).sum())}
-        if (k > 0.7).any():
-            warn.append(f"LOO: {(k > 0.7).sum()} point(s) with Pareto k > 0.7; "
-                        "elpd_loo is unreliable there")
-        del caught
-    ppc = ppc_table(idata, md, rules.interval) if posterior_predictive else None
-    prior_pc = (ppc_table(idata, md, rules.interval, group="prior_predictive")
-                if prior_predictive else None)
-    sens = None
-    if prior_sensitivity:
-        sens = prior_sensitivity_table(idata, [v for v in ("mu_gamma", "delta_gamma", "gamma")
-                                               if v in post])
-        flagged = sens[sens["flag"]] if sens is not None else []
-        if len(flagged):
-            warn.append(f"prior sensitivity: {len(flagged)} quantity(ies) with power-scaling "
-                        f"sensitivity > 0.05 ({', '.join(flagged['variable'].head(4))})")
-    diag["warnings"] = warn
-    diag["ok"] = not [w for w in warn if "R-hat" in w or "ESS" in w or "divergent" in w]
-    timings["total_s"] = time.perf_counter() - t0
-    return BayesFitResult(idata=idata, summary=summary, curves=md.data, form=fm.name,
-                          rules=rules.to_dict(), likelihoods=md.lik, hierarchical=hierarchical,
-                          sampler=sampler, seed=seed, diagnostics=diag,
-                          gamma_table=pd.DataFrame(gamma_rows), delta_gamma=delta,
-                          timings=timings, loo=loo_doc, ppc=ppc, prior_pc=prior_pc,
-                          prior_sensitivity=sens,
-                          warnings=warn)
+            lo, hi = _ci(x, interval)
+            rows.append({"curve": f"group:{g}", "group": g, "likelihood": "",
+                         "n_points": int(sum(md.data["group"] == g)),
+                         "gamma": float(x.mean()), "gamma_low": lo, "gamma_high": hi,
+                         "gamma_sd": float(x.std())})
+    return rows
+
+
+def _loo(idata, warn: list[str]) -> dict:
+    """PSIS-LOO of the pointwise likelihood; appends a warning for Pareto k > 0.7."""
+    import arviz as az
+
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        lo_res = az.loo(idata, var_name="obs", pointwise=True)
+    k = np.asarray(lo_res.pareto_k)
+    if (k > 0.7).any():
+        warn.append(f"LOO: {(k > 0.7).sum()} point(s) with Pareto k > 0.7; "
+                    "elpd_loo is unreliable there")
+    return {"elpd_loo": float(lo_res.elpd_loo), "se": float(lo_res.se),
+            "p_loo": float(lo_res.p_loo), "pareto_k_max": float(k.max()),
+            "n_pareto_k_gt_0.7": int((k > 0.7).sum())}
+
+
+def _prior_sensitivity(idata, warn: list[str]) -> pd.DataFrame | None:
+    """Prior sensitivity of the γ-level quantities; appends a warning for flagged ones."""
+    post = idata.posterior
+    sens = prior_sensitivity_table(idata, [v for v in ("mu_gamma", "delta_gamma", "gamma")
+                                           if v in post])
+    flagged = sens[sens["flag"]] if sens is not None else []
+    if len(flagged):
+        warn.append(f"prior sensitivity: {len(flagged)} quantity(ies) with power-scaling "
+                    f"sensitivity > 0.05 ({', '.join(flagged['variable'].head(4))})")
+    return sens
 
 
 def prior_sensitivity_table(idata, var_names: list[str]) -> pd.DataFrame | None:
@@ -492,8 +569,9 @@ def compare_forms(df: pd.DataFrame, forms: list[str], rules: ComparisonRules, **
 
     Returns ``(comparison DataFrame, {form: BayesFitResult})``.
     """
-    import arviz as az
     from dataclasses import replace
+
+    import arviz as az
 
     fits = {}
     for f in forms:

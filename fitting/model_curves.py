@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from cram.core.errors import DataError, RunFolderError
-from cram.psych_data.tidy import validate_curves
 from cram.core.runs import Run, load_run
+from cram.psych_data.tidy import validate_curves
 
 CURVE_KINDS = ("episodic_reliance", "per_pattern", "retention")
 

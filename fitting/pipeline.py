@@ -8,17 +8,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cram.core.errors import ConfigError, DataError
 from cram.fitting.forms import get_form
 from cram.fitting.io import (
-    CURVES_FILE, FIGURES_DIR, POSTERIOR_FILE, SUMMARY_FILE, FitFolderWriter, check_out_free,
-    created_stamp, write_result_json,
+    CURVES_FILE,
+    FIGURES_DIR,
+    POSTERIOR_FILE,
+    SUMMARY_FILE,
+    FitFolderWriter,
+    check_out_free,
+    created_stamp,
+    write_result_json,
 )
 from cram.fitting.mle import fit_mle_many
-from cram.fitting.rules import ComparisonRules, apply_rules
+from cram.fitting.results import GammaFit, PointFits
+from cram.fitting.rules import ComparisonRules
 from cram.fitting.sensitivity import window_sensitivity
 
 METHODS = ("mle", "ols", "bayes")
@@ -52,26 +58,70 @@ def gather_curves(runs=(), humans=(), human_csvs=(), curve_kind: str = "episodic
     return df
 
 
-def _point_doc(fits, rules: ComparisonRules) -> dict:
-    alpha = 1 - rules.interval
-    rows, warn = [], []
-    for f in fits:
-        ci = f.conf_int(alpha)
-        g = f.gamma
-        rows.append({"curve": f.curve, "group": None, "gamma": g,
-                     "gamma_low": float(ci.loc["gamma", "lower"]) if g is not None else None,
-                     "gamma_high": float(ci.loc["gamma", "upper"]) if g is not None else None,
-                     "gamma_stderr": f.stderr.get("gamma") if g is not None else None,
-                     "params": f.params, "stderr": f.stderr, "likelihood": f.likelihood,
-                     "loglik": f.loglik, "aic": f.aic, "bic": f.bic, "n_points": f.n_obs,
-                     "converged": f.converged})
-        if not f.converged:
-            warn.append(f"{f.curve}: optimiser did not converge ({f.message})")
-        if g is not None and not np.isfinite(f.stderr.get("gamma", np.nan)):
-            warn.append(f"{f.curve}: γ standard error undefined (singular Hessian or bound)")
-    return {"curves": rows, "delta_gamma": None,
-            "diagnostics": {"converged_all": all(f.converged for f in fits), "warnings": warn,
-                            "ok": not warn}}
+def _check(method: str, rules: ComparisonRules, loo_forms, out) -> None:
+    """Refuse an unknown method or form, OLS on a non-power form, or an existing ``out``."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    if method == "ols" and rules.form != "power":
+        raise ConfigError("--method ols fits the power form only (log-log regression)")
+    for f in loo_forms:
+        get_form(f)
+    if out is not None:
+        check_out_free(out)
+
+
+def _fit(df: pd.DataFrame, rules: ComparisonRules, method: str, sampling: dict,
+         hierarchical: bool | None) -> GammaFit:
+    """Point fits of every curve (mle, ols) or one Bayesian fit of all of them (bayes)."""
+    if method in ("mle", "ols"):
+        fits = fit_mle_many(df, rules, method=method, likelihood=sampling["likelihood"],
+                            seed=sampling["seed"], progress=sampling["progress"])
+        return PointFits(fits, rules, df)
+    from cram.fitting.bayes import fit_bayes
+
+    _log(f"cram fit: Bayesian {rules.form} fit of {df['curve'].nunique()} curve(s), "
+         f"{sampling['chains']} chains x {sampling['draws']} draws, sampler "
+         f"{sampling['sampler']}, seed {sampling['seed']}")
+    return fit_bayes(df, rules, hierarchical=hierarchical, **sampling)
+
+
+def _loo_comparison(df, rules: ComparisonRules, loo_forms, sampling: dict,
+                    hierarchical: bool | None, doc: dict) -> pd.DataFrame:
+    """Fit each form, rank them by LOO; failed diagnostics of other forms are added to ``doc``."""
+    from cram.fitting.bayes import compare_forms
+
+    forms = list(dict.fromkeys([rules.form, *loo_forms]))
+    _log(f"cram fit: LOO comparison of forms {forms}")
+    cmp, fits = compare_forms(df, forms, rules, prior_sensitivity=False,
+                              hierarchical=hierarchical, **sampling)
+    cmp["diagnostics_ok"] = [fits[f].diagnostics["ok"] for f in cmp["form"]]
+    cmp["pareto_k_gt_0.7"] = [fits[f].loo["n_pareto_k_gt_0.7"] for f in cmp["form"]]
+    for f, r in fits.items():
+        if not r.diagnostics["ok"] and f != rules.form:
+            doc["diagnostics"]["warnings"].append(
+                f"LOO comparison, form {f}: " + "; ".join(r.diagnostics["warnings"]))
+            doc["diagnostics"]["ok"] = False
+    doc["loo_compare"] = cmp[["form", "rank", "elpd_loo", "se", "dse", "weight",
+                              "diagnostics_ok", "pareto_k_gt_0.7"]].to_dict("records")
+    return cmp
+
+
+def _write_folder(out, doc: dict, fit: GammaFit, extras: dict, rules: ComparisonRules,
+                  figures: bool) -> None:
+    """The fit folder: result.json, summary, fitted curves, extra tables, posterior, figures."""
+    with FitFolderWriter(out) as w:
+        write_result_json(w.path, doc)
+        fit.to_frame().to_csv(w.path / SUMMARY_FILE, index=False)
+        fitted = fit.fitted
+        fitted.to_csv(w.path / CURVES_FILE, index=False)
+        for name, table in extras.items():
+            table.to_csv(w.path / f"{name}.csv", index=False)
+        if fit.idata is not None:
+            fit.idata.to_netcdf(str(w.path / POSTERIOR_FILE))
+        if figures:
+            _figures(w.path / FIGURES_DIR, fitted, fit.predict, doc, fit.idata, fit.ppc, extras,
+                     rules)
+    _log(f"cram fit: wrote {out}")
 
 
 def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *,
@@ -84,78 +134,25 @@ def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *
 
     The returned document is what ``--json`` prints: ``curves`` (one entry per curve, plus
     ``group:human`` / ``group:model`` entries for hierarchical fits), ``delta_gamma`` (or None)
-    and ``diagnostics``.
+    and ``diagnostics``. Every method returns a :class:`~cram.fitting.results.GammaFit`, so
+    what follows the fit does not depend on the method.
     """
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-    if method == "ols" and rules.form != "power":
-        raise ConfigError("--method ols fits the power form only (log-log regression)")
-    for f in loo_forms:
-        get_form(f)
-    if out is not None:
-        check_out_free(out)
-    group_of = dict(zip(df["curve"], df["group"]))
-    extras: dict[str, pd.DataFrame] = {}
-    idata = None
-    if method in ("mle", "ols"):
-        fits = fit_mle_many(df, rules, method=method, likelihood=likelihood, seed=seed,
-                            progress=progress)
-        doc = _point_doc(fits, rules)
-        for r in doc["curves"]:
-            r["group"] = group_of.get(r["curve"])
-        summary = pd.concat([f.to_frame(1 - rules.interval) for f in fits], ignore_index=True)
-        fitted = pd.concat([apply_rules(df[df["curve"] == f.curve], rules) for f in fits],
-                           ignore_index=True)
-        fit_by_curve = {f.curve: f for f in fits}
+    _check(method, rules, loo_forms, out)
+    if method == "bayes" and sampler is None:
+        from cram.fitting.bayes import DEFAULT_SAMPLER  # point fits never import PyMC's module
 
-        def predict(cid, t):
-            return fit_by_curve[cid].predict(t)
-        ppc = None
-    else:
-        from cram.fitting.bayes import DEFAULT_SAMPLER, fit_bayes
-
-        _log(f"cram fit: Bayesian {rules.form} fit of {df['curve'].nunique()} curve(s), "
-             f"{chains} chains x {draws} draws, sampler {sampler or DEFAULT_SAMPLER}, seed {seed}")
-        res = fit_bayes(df, rules, likelihood=likelihood, draws=draws, tune=tune, chains=chains,
-                        sampler=sampler or DEFAULT_SAMPLER, seed=seed, progress=progress,
-                        hierarchical=hierarchical)
-        doc = res.to_json_doc()
-        summary, fitted, idata, ppc = res.summary, res.curves, res.idata, res.ppc
-        if res.ppc is not None:
-            extras["ppc"] = res.ppc
-        if res.prior_pc is not None:
-            extras["prior_predictive"] = res.prior_pc
-        if res.prior_sensitivity is not None:
-            extras["prior_sensitivity"] = res.prior_sensitivity
-        post = idata.posterior
-        fm = get_form(rules.form)
-
-        def predict(cid, t):
-            p = {k: float(post[k].sel(curve=cid).mean()) for k in fm.params if k in post}
-            return fm(t, **p) if len(p) == len(fm.params) else None
-        if loo_forms:
-            from cram.fitting.bayes import compare_forms
-
-            forms = list(dict.fromkeys([rules.form, *loo_forms]))
-            _log(f"cram fit: LOO comparison of forms {forms}")
-            cmp, fits = compare_forms(df, forms, rules, likelihood=likelihood, draws=draws,
-                                      tune=tune, chains=chains,
-                                      sampler=sampler or DEFAULT_SAMPLER, seed=seed,
-                                      progress=progress, prior_sensitivity=False,
-                                      hierarchical=hierarchical)
-            cmp["diagnostics_ok"] = [fits[f].diagnostics["ok"] for f in cmp["form"]]
-            cmp["pareto_k_gt_0.7"] = [fits[f].loo["n_pareto_k_gt_0.7"] for f in cmp["form"]]
-            for f, r in fits.items():
-                if not r.diagnostics["ok"] and f != rules.form:
-                    doc["diagnostics"]["warnings"].append(
-                        f"LOO comparison, form {f}: " + "; ".join(r.diagnostics["warnings"]))
-                    doc["diagnostics"]["ok"] = False
-            extras["loo_compare"] = cmp
-            doc["loo_compare"] = cmp[["form", "rank", "elpd_loo", "se", "dse", "weight",
-                                      "diagnostics_ok", "pareto_k_gt_0.7"]].to_dict("records")
+        sampler = DEFAULT_SAMPLER
+    sampling = dict(likelihood=likelihood, draws=draws, tune=tune, chains=chains,
+                    sampler=sampler, seed=seed, progress=progress)
+    fit = _fit(df, rules, method, sampling, hierarchical)
+    doc = fit.to_json_doc()
+    extras = fit.tables()
+    if loo_forms and method == "bayes":
+        extras["loo_compare"] = _loo_comparison(df, rules, loo_forms, sampling, hierarchical, doc)
     if window_sens and get_form(rules.form).has_gamma:
-        ws = window_sensitivity(df[~df["derived"]] if method == "bayes" else df, rules)
-        extras["window_sensitivity"] = ws
+        # the Bayesian fit pools derived curves away; the point fits keep them
+        extras["window_sensitivity"] = window_sensitivity(
+            df[~df["derived"]] if method == "bayes" else df, rules)
     for w in doc["diagnostics"].get("warnings", []):
         _log(f"cram fit: WARNING: {w}")
     doc = {**doc, "form": rules.form, "method": method,
@@ -165,17 +162,7 @@ def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *
     if argv is not None:
         doc["command"] = argv
     if out is not None:
-        with FitFolderWriter(out) as w:
-            write_result_json(w.path, doc)
-            summary.to_csv(w.path / SUMMARY_FILE, index=False)
-            fitted.to_csv(w.path / CURVES_FILE, index=False)
-            for name, table in extras.items():
-                table.to_csv(w.path / f"{name}.csv", index=False)
-            if idata is not None:
-                idata.to_netcdf(str(w.path / POSTERIOR_FILE))
-            if figures:
-                _figures(w.path / FIGURES_DIR, fitted, predict, doc, idata, ppc, extras, rules)
-        _log(f"cram fit: wrote {out}")
+        _write_folder(out, doc, fit, extras, rules, figures)
     return doc
 
 
@@ -201,6 +188,7 @@ def _figures(fig_dir, fitted, predict, doc, idata, ppc, extras, rules):
 
 
 def rules_from_args(form: str, window, offset, rope: float, interval: float) -> ComparisonRules:
+    """Comparison rules from CLI-style values (``window`` as ``"A:B"`` or a pair)."""
     from cram.fitting.rules import parse_window
 
     w = parse_window(window) if isinstance(window, (str, type(None))) else tuple(window)

@@ -1,5 +1,8 @@
-"""GPT-2 model and loader: a tiny Hugging Face-format checkpoint written here, loaded, and its
-logits compared with an independent NumPy forward pass kept in this file."""
+"""GPT-2 model and loader, checked against an independent NumPy forward pass.
+
+A tiny Hugging Face-format checkpoint is written here, loaded, and its logits compared with the
+NumPy pass kept in this file.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +11,20 @@ import json
 import numpy as np
 import pytest
 import torch
-from cram.models.gpt2 import (
-    GPT2,
-    PRESETS,
-    GPT2Config,
-    load_checkpoint,
-    load_hf_dir,
-    save_checkpoint,
-    save_hf_dir,
-)
 
 from cram.core.errors import CheckpointError, ConfigError
+from cram.redundancy.checkpoints import load_gpt2_checkpoint, save_gpt2_checkpoint
+from cram.redundancy.gpt2 import GPT2, PRESETS, GPT2Config
+from cram.redundancy.hf import load_hf_dir, save_hf_dir
 
 V, P, D, L, H = 50, 12, 16, 2, 4  # vocab, positions, width, layers, heads
 
 
 def _hf_state(rng: np.random.Generator, prefix: str = "transformer.") -> dict[str, np.ndarray]:
     """Random weights under Hugging Face names in Conv1D layout (in, out)."""
-    f = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)
+    def f(*s):
+        return (rng.standard_normal(s) * 0.3).astype(np.float32)
+
     sd = {f"{prefix}wte.weight": f(V, D), f"{prefix}wpe.weight": f(P, D),
           f"{prefix}ln_f.weight": 1 + f(D), f"{prefix}ln_f.bias": f(D)}
     for i in range(L):
@@ -63,8 +62,11 @@ def _np_forward(sd: dict[str, np.ndarray], ids: np.ndarray, prefix="transformer.
     x = w["wte.weight"][ids] + w["wpe.weight"][:T]
     dh = D // H
     for i in range(L):
-        g = lambda n: w[f"h.{i}.{n}"]
-        qkv = ln(x, g("ln_1.weight"), g("ln_1.bias")) @ g("attn.c_attn.weight") + g("attn.c_attn.bias")
+        def g(n, i=i):
+            return w[f"h.{i}.{n}"]
+
+        h1 = ln(x, g("ln_1.weight"), g("ln_1.bias"))
+        qkv = h1 @ g("attn.c_attn.weight") + g("attn.c_attn.bias")
         out = np.zeros((T, D))
         for hh in range(H):
             q = qkv[:, hh * dh:(hh + 1) * dh]
@@ -76,7 +78,8 @@ def _np_forward(sd: dict[str, np.ndarray], ids: np.ndarray, prefix="transformer.
             p /= p.sum(-1, keepdims=True)
             out[:, hh * dh:(hh + 1) * dh] = p @ v
         x = x + out @ g("attn.c_proj.weight") + g("attn.c_proj.bias")
-        m = gelu(ln(x, g("ln_2.weight"), g("ln_2.bias")) @ g("mlp.c_fc.weight") + g("mlp.c_fc.bias"))
+        h2 = ln(x, g("ln_2.weight"), g("ln_2.bias"))
+        m = gelu(h2 @ g("mlp.c_fc.weight") + g("mlp.c_fc.bias"))
         x = x + m @ g("mlp.c_proj.weight") + g("mlp.c_proj.bias")
     return ln(x, w["ln_f.weight"], w["ln_f.bias"]) @ w["wte.weight"].T
 
@@ -141,10 +144,26 @@ def test_roundtrip_save_hf_dir_and_checkpoint(tmp_path):
         back = load_hf_dir(save_hf_dir(m, tmp_path / fmt, fmt=fmt))
         assert back.config == cfg
         torch.testing.assert_close(back(ids).logits, ref)
-    save_checkpoint(tmp_path / "c.pt", m, step=7, tokenizer="bytes")
-    m2, extra = load_checkpoint(tmp_path / "c.pt")
-    assert extra == {"step": 7, "tokenizer": "bytes"} and m2.config == cfg
+    save_gpt2_checkpoint(tmp_path / "ck" / "c.pt", m, step=7, tokenizer="bytes")
+    assert [p.name for p in (tmp_path / "ck").iterdir()] == ["c.pt"]  # no staging left behind
+    m2, extra = load_gpt2_checkpoint(tmp_path / "ck" / "c.pt")
+    assert extra == {"model_name": "gpt2", "step": 7, "tokenizer": "bytes"} and m2.config == cfg
     torch.testing.assert_close(m2(ids).logits, ref)
+
+
+def test_checkpoint_is_the_trainers_format(tmp_path):
+    from cram.consolidation.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+
+    m = GPT2(GPT2Config(vocab_size=20, n_positions=6, n_embd=8, n_layer=1, n_head=2))
+    path = save_gpt2_checkpoint(tmp_path / "g.pt", m.init_weights(seed=0), step=3)
+    state = load_checkpoint(path, expect_model="gpt2")  # the trainer's own validating loader
+    assert state["format"] == FORMAT and state["step"] == 3
+    assert state["model_args"]["n_embd"] == 8
+    # a checkpoint of another model is refused by name
+    other = save_checkpoint(tmp_path / "cram", {"model_name": "cram", "model_args": {},
+                                                "model": {}, "step": 0})
+    with pytest.raises(CheckpointError, match="'cram'"):
+        load_gpt2_checkpoint(other)
 
 
 def test_presets_match_hugging_face_sizes():

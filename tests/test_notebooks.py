@@ -30,8 +30,9 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     assert "SEED" in first.source, f"{path.name}: the first code cell must set the seed"
     imports = [line.split()[1] for c in nb.cells if c.cell_type == "code"
                for line in c.source.splitlines() if line.startswith(("import ", "from "))]
-    project = [m for m in imports if m.split(".")[0] in {"apps", "fitting", "models", "kernels",
-                                                         "consolidation", "psych_data", "tests"}]
+    roots = {"apps", "fitting", "models", "kernels", "consolidation", "psych_data", "redundancy",
+             "tests"}
+    project = [m for m in imports if m.split(".")[0] in roots]
     assert not project, f"{path.name}: import the package as cram.*, not {project}"
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from cram.models.gpt2 import GPT2, GPT2Config, save_hf_dir
 
 from cram.cli import main
+from cram.redundancy.gpt2 import GPT2, GPT2Config
+from cram.redundancy.hf import save_hf_dir
 
 SMALL = ["--set", "checkpoint_steps=0,3,6", "--set", "steps=6", "--set", "probe.n_fit_seqs=8",
          "--set", "probe.n_eval_seqs=4", "--set", "val_batches=1", "--no-progress"]

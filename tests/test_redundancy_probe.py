@@ -1,4 +1,4 @@
-"""Ridge probe, metrics, tokenizers and the causal check of cram.consolidation.redundancy."""
+"""Ridge probe, metrics, tokenizers and the causal check of cram.redundancy."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from cram.consolidation import redundancy as R
-from cram.models.gpt2 import GPT2, GPT2Config
 
+from cram import redundancy as R
 from cram.core.errors import ConfigError, DataError
+from cram.redundancy.causal import _make_override
+from cram.redundancy.gpt2 import GPT2, GPT2Config
+from cram.redundancy.text import _bytes_to_unicode
 
 
 def test_fit_ridge_matches_numpy_closed_form_and_recovers_map():
@@ -55,14 +57,15 @@ def test_byte_tokenizer_and_corpus_split():
 
 
 def test_gpt2_bpe_tokenizer_on_a_tiny_vocabulary(tmp_path):
-    bmap = R._bytes_to_unicode()
+    bmap = _bytes_to_unicode()
     assert len(set(bmap.values())) == 256 and bmap[ord(" ")] == "Ġ"
     vocab = {c: i for i, c in enumerate(sorted(bmap.values()))}
     merges = [("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w")]
     for a, b in merges:
         vocab[a + b] = len(vocab)
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges))
+    lines = "\n".join(f"{a} {b}" for a, b in merges)
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + lines)
     tok = R.GPT2BPETokenizer(tmp_path / "vocab.json", tmp_path / "merges.txt")
     ids = tok.encode("hello world")
     inv = {v: k for k, v in vocab.items()}
@@ -94,7 +97,8 @@ def test_probe_rows_cover_layers_heads_and_both_token_sets(tiny_model, tiny_wind
         assert {"checkpoint", "layer", "head", "r2", "predictable_fraction"} <= set(r)
         assert 0.0 <= r["predictable_fraction"] <= 1.0 and r["r2"] <= 1.0
     lay = {(r["tokens"], r["layer"]): r for r in rows if r["head"] is None}
-    assert lay[("all_tokens", 0)]["n_eval"] == 8 * 24 and lay[("no_first_token", 0)]["n_eval"] == 8 * 23
+    assert lay[("all_tokens", 0)]["n_eval"] == 8 * 24
+    assert lay[("no_first_token", 0)]["n_eval"] == 8 * 23
     # sensitivity is monotone: stricter cosine → smaller fraction; larger error budget → larger
     for v, _ in R.VARIANTS:
         cs = [s["fraction"] for s in sens if s["tokens"] == v and s["layer"] == 1
@@ -102,7 +106,7 @@ def test_probe_rows_cover_layers_heads_and_both_token_sets(tiny_model, tiny_wind
         es = [s["fraction"] for s in sens if s["tokens"] == v and s["layer"] == 1
               and s["criterion"] == "relerr<="]
         assert cs == sorted(cs, reverse=True) and es == sorted(es)
-    assert set(probes) == {(v, l) for v, _ in R.VARIANTS for l in range(2)}
+    assert set(probes) == {(v, li) for v, _ in R.VARIANTS for li in range(2)}
 
 
 def test_causal_check_thresholds_bracket_the_replacement(tiny_model, tiny_windows):
@@ -126,7 +130,7 @@ def test_causal_check_thresholds_bracket_the_replacement(tiny_model, tiny_window
 def test_override_without_first_token_leaves_position_zero(tiny_model, tiny_windows):
     pc, fit, ev = tiny_windows
     _, _, probes = R.probe_model(tiny_model, fit, ev[:, :-1], pc)
-    ovr = R._make_override({0}, probes, "no_first_token", False, "all", 0.0)
+    ovr = _make_override({0}, probes, "no_first_token", False, "all", 0.0)
     x = torch.from_numpy(ev[:2, :-1])
     with torch.no_grad():
         cap = tiny_model(x, capture=True).captures[0]

@@ -1,4 +1,4 @@
-"""`cram redundancy`: how predictable is GPT-2's attention output from its residual stream?
+"""`cram redundancy`: how predictable GPT-2's attention output is from its residual stream.
 
 Imports nothing heavy at module import; torch and the analysis load inside the handler.
 """
@@ -29,6 +29,7 @@ summary.json and redundancy.png to --out."""
 
 
 def register(sub) -> None:
+    """Add ``cram redundancy`` to the CLI's subparsers."""
     p = sub.add_parser(
         "redundancy",
         help="probe GPT-2 attention redundancy (ridge probe, over training, causal check)",
@@ -67,7 +68,7 @@ def _run(args) -> int:
 
     import torch
 
-    from cram.consolidation import redundancy as R
+    from cram import redundancy as R
     from cram.core.errors import ConfigError
 
     if args.threads < 1:

@@ -4,7 +4,8 @@ Sub-verbs:
 
 - ``describe``: measured statistics of generated sequences (query fraction, library share, gap and
   lag quantiles, ...) next to the parameters that should produce them;
-- ``sample``: a small text view of one sequence (its events, keys, values and a sketch of the signal);
+- ``sample``: a small text view of one sequence (its events, keys, values and a sketch of the
+  signal);
 - ``speed``: generation time per batch against one training step at the presets' sizes
   ("generation must never be the bottleneck").
 
@@ -23,6 +24,7 @@ DEFAULT_PRESET = "paper"
 
 
 def register(sub) -> None:
+    """Add ``cram srcd`` and its actions to the CLI's subparsers."""
     p = sub.add_parser("srcd", help="describe, sample and time the SRCD benchmark data",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ssub = p.add_subparsers(dest="srcd", metavar="ACTION")
@@ -43,15 +45,17 @@ def register(sub) -> None:
                                     "library or novel, value, lag) and a sketch of its signal.",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _data_arguments(s)
-    s.add_argument("--length", type=int, default=None, help="sequence length (default: the preset's)")
-    s.add_argument("--json", action="store_true", help="print the sequence's arrays as one JSON document")
+    s.add_argument("--length", type=int, default=None,
+                   help="sequence length (default: the preset's)")
+    s.add_argument("--json", action="store_true",
+                   help="print the sequence's arrays as one JSON document")
     s.set_defaults(func=_sample)
 
     t = ssub.add_parser("speed", help="generation time per batch against one training step",
                         description="For each preset: ms to generate one training batch (the "
                                     "preset's length and batch size) and ms for one soft-mode "
-                                    "training step of MODEL (forward, loss, backward, AdamW) at the "
-                                    "same size, on the current torch threads.",
+                                    "training step of MODEL (forward, loss, backward, AdamW) at "
+                                    "the same size, on the current torch threads.",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--presets", default="demo,paper", help="comma-separated preset names")
     t.add_argument("--model", default="cram", help="model whose training step is timed")
@@ -72,8 +76,8 @@ def _data_arguments(p) -> None:
 
 def data_config(preset: str, overrides: list[str]):
     """The preset's SRCDConfig with ``--set`` overrides applied (``data.`` prefix optional)."""
-    from cram.core.overrides import apply_overrides
     from cram.consolidation.config import get_preset
+    from cram.core.overrides import apply_overrides
 
     config = get_preset(preset).data
     return apply_overrides(config, [o.removeprefix("data.") for o in overrides])
@@ -89,6 +93,7 @@ def _positive(name: str, value: int) -> None:
 # ---------------------------------------------------------------------------------------- describe
 def _describe(args) -> int:
     from cram.consolidation.srcd import describe
+    from cram.consolidation.srcd_stats import expected_statistics
 
     _positive("samples", args.samples)
     config = data_config(args.preset, args.overrides)
@@ -102,23 +107,8 @@ def _describe(args) -> int:
     return 0
 
 
-def expected_statistics(config) -> dict:
-    """What the parameters imply, to print beside the measured values."""
-    n_q = config.n_queries
-    alpha, xm, cap = config.gap_shape, config.gap_scale, config.gap_max
-    qs = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
-    # Pareto(α, x_m) quantile x_m (1-p)^(-1/α), clipped at gap_max
-    gaps = {str(q): min(xm * (1.0 - q) ** (-1.0 / alpha), cap) for q in qs}
-    return {
-        "query_fraction": n_q / config.length,
-        "store_fraction": n_q / config.length,
-        "library_share": config.library_share,
-        "gap_quantiles": gaps,
-        "attention_floor": n_q / config.length * (1.0 - config.library_share),
-    }
-
-
 def format_description(stats: dict) -> str:
+    """The ``describe`` table: each statistic measured and as the parameters imply."""
     exp = stats["expected"]
     rows = [("length", stats["length"], ""), ("samples", stats["samples"], "")]
     for key in ("query_fraction", "store_fraction", "library_share", "attention_floor"):
@@ -208,7 +198,10 @@ def _sparkline(x, width: int) -> str:
     chunks = np.array_split(np.asarray(x, float), min(width, len(x)))
     means = np.array([c.mean() for c in chunks])
     lo, hi = means.min(), means.max()
-    idx = np.zeros(len(means), int) if hi == lo else np.round((means - lo) / (hi - lo) * 8).astype(int)
+    if hi == lo:
+        idx = np.zeros(len(means), int)
+    else:
+        idx = np.round((means - lo) / (hi - lo) * 8).astype(int)
     return "".join(blocks[i] for i in idx)
 
 
@@ -216,8 +209,11 @@ def _sparkline(x, width: int) -> str:
 def _speed(args) -> int:
     _positive("repeats", args.repeats)
     _positive("threads", args.threads)
-    rows = speed_table([p.strip() for p in args.presets.split(",") if p.strip()], args.model,
-                       repeats=args.repeats, threads=args.threads, seed=args.seed)
+    from cram.consolidation.timing import srcd_speed_table
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    rows = srcd_speed_table(presets, args.model, repeats=args.repeats, threads=args.threads,
+                            seed=args.seed)
     if args.append:
         from cram.core.benchlog import append_benchmark, markdown_table
 
@@ -233,50 +229,3 @@ def _speed(args) -> int:
 
         print(markdown_table(rows), end="")
     return 0
-
-
-def speed_table(presets: list[str], model_name: str, repeats: int = 3, threads: int = 1,
-                seed: int = 0) -> list[dict]:
-    """Per preset: median ms to generate one batch and to run one training step on it."""
-    import statistics
-    import time
-
-    import torch
-    from tqdm import tqdm
-
-    from cram.consolidation.config import resolve
-    from cram.consolidation.losses import compute_loss
-    from cram.consolidation.srcd import SRCD, stream_rng
-    from cram.models import DataSpec, build_model
-
-    torch.set_num_threads(threads)
-    rows = []
-    for preset in tqdm(presets, desc="srcd speed", unit="preset", leave=False):
-        cfg = resolve(model_name, preset)
-        data, bsz = cfg.data, cfg.train.batch_size
-        gen = SRCD(data)
-        gen_ms = []
-        for i in range(repeats + 1):
-            t0 = time.perf_counter()
-            batch = gen.sample(bsz, stream_rng(seed, 0, i))
-            gen_ms.append(1000 * (time.perf_counter() - t0))
-        torch.manual_seed(seed)
-        spec = DataSpec(data.n_keys, data.n_values, data.key_encoding, data.key_dim)
-        model = build_model(model_name, cfg.model, spec)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
-        tb = batch.to_torch()
-        step_ms = []
-        g = torch.Generator().manual_seed(seed)
-        for _ in range(repeats + 1):
-            t0 = time.perf_counter()
-            out = model(tb, mode="soft", temperature=1.0, generator=g)
-            loss = compute_loss(out, tb, cfg.train, cfg.train.warmup_steps + 1).total
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step_ms.append(1000 * (time.perf_counter() - t0))
-        g_med, s_med = statistics.median(gen_ms[1:]), statistics.median(step_ms[1:])
-        rows.append({"preset": preset, "length": data.length, "batch": bsz, "model": model_name,
-                     "threads": threads, "gen_ms_per_batch": g_med, "train_step_ms": s_med,
-                     "gen/step": g_med / s_med})
-    return rows

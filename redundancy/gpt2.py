@@ -1,6 +1,7 @@
 """GPT-2, written to match Hugging Face's ``GPT2LMHeadModel`` so that its weights load unchanged.
 
-Read top to bottom: config, attention, MLP, block, model, then loading and saving.
+Read top to bottom: config, attention, MLP, block, model. Hugging Face loading and saving are in
+:mod:`cram.redundancy.hf`, checkpoints in :mod:`cram.redundancy.checkpoints`.
 
 Architecture (Radford et al. 2019, as implemented by Hugging Face ``transformers``): pre-LayerNorm
 blocks ``x ← x + attn(ln_1(x)); x ← x + mlp(ln_2(x))``, learned absolute position embeddings,
@@ -15,27 +16,23 @@ Where the redundancy probe reads (``capture=True``), per layer ``l``:
 - ``a``: the attention sub-layer's output **after** ``c_proj`` (bias included), i.e. exactly what is
   added to the residual stream.
 
-Weights load from a local directory in the Hugging Face layout (``config.json`` plus
-``model.safetensors`` or ``pytorch_model.bin``), the latter read with ``torch.load(...,
-weights_only=True)`` so that no arbitrary object is ever unpickled. Nothing is downloaded.
+The attention is this module's own, not :class:`cram.models.attention.CausalSelfAttention`: it
+keeps Hugging Face's fused ``c_attn`` layout, returns the per-head output before ``c_proj`` and
+applies attention dropout (docs/redundancy.md, "Shared code").
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cram.core.errors import CheckpointError, ConfigError
+from cram.core.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
 # Config
@@ -86,10 +83,12 @@ class GPT2Config:
 
     @property
     def head_dim(self) -> int:
+        """Width of one head."""
         return self.n_embd // self.n_head
 
     @property
     def inner_dim(self) -> int:
+        """MLP hidden width."""
         return self.n_inner if self.n_inner is not None else 4 * self.n_embd
 
     @classmethod
@@ -177,12 +176,16 @@ class LayerCapture(NamedTuple):
 
 
 class GPT2Output(NamedTuple):
+    """What :meth:`GPT2.forward` returns."""
+
     logits: torch.Tensor  # (B, T, V)
     loss: torch.Tensor | None  # scalar mean cross-entropy when targets are given
     captures: list[LayerCapture] | None  # one per layer when capture=True
 
 
 class CausalSelfAttention(nn.Module):
+    """GPT-2's causal attention with Hugging Face's fused ``c_attn`` (q, k, v) and ``c_proj``."""
+
     def __init__(self, cfg: GPT2Config):
         super().__init__()
         self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
@@ -205,16 +208,21 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """GPT-2's MLP: ``c_proj(gelu_tanh(c_fc(x)))``."""
+
     def __init__(self, cfg: GPT2Config):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, cfg.inner_dim)
         self.c_proj = nn.Linear(cfg.inner_dim, cfg.n_embd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the MLP to x (B, T, d)."""
         return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # (B, T, d)
 
 
 class Block(nn.Module):
+    """One pre-LayerNorm block's modules; :meth:`GPT2.forward` runs them (to read h, z, a)."""
+
     def __init__(self, cfg: GPT2Config):
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
@@ -302,226 +310,5 @@ class GPT2(nn.Module):
         return GPT2Output(logits, loss, caps if capture else None)
 
     def num_params(self) -> int:
+        """Number of parameters (the tied head counted once)."""
         return sum(p.numel() for p in self.parameters())
-
-
-# ---------------------------------------------------------------------------------------------
-# Hugging Face names ↔ ours
-# ---------------------------------------------------------------------------------------------
-
-#: HF suffix inside ``h.{i}.`` → our suffix inside ``blocks.{i}.``; Conv1D weights are (in, out).
-_BLOCK_MAP = {
-    "ln_1.weight": "ln_1.weight",
-    "ln_1.bias": "ln_1.bias",
-    "attn.c_attn.weight": "attn.c_attn.weight",
-    "attn.c_attn.bias": "attn.c_attn.bias",
-    "attn.c_proj.weight": "attn.c_proj.weight",
-    "attn.c_proj.bias": "attn.c_proj.bias",
-    "ln_2.weight": "ln_2.weight",
-    "ln_2.bias": "ln_2.bias",
-    "mlp.c_fc.weight": "mlp.c_fc.weight",
-    "mlp.c_fc.bias": "mlp.c_fc.bias",
-    "mlp.c_proj.weight": "mlp.c_proj.weight",
-    "mlp.c_proj.bias": "mlp.c_proj.bias",
-}
-_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-#: Buffers some HF checkpoints carry (causal masks); they hold no learned values.
-_IGNORED_SUFFIXES = ("attn.bias", "attn.masked_bias")
-
-
-def hf_to_ours(hf: dict[str, torch.Tensor], cfg: GPT2Config, source: str = "weights") -> dict:
-    """Map a Hugging Face GPT-2 state dict (with or without the ``transformer.`` prefix) to ours.
-
-    Raises
-    ------
-    CheckpointError
-        On missing or unexpected tensors, or a shape that does not match ``cfg`` (the message
-        names the tensor, both shapes and the config fields involved).
-    """
-    out: dict[str, torch.Tensor] = {}
-    unexpected = []
-    for key, t in hf.items():
-        k = key.removeprefix("transformer.")
-        if k == "lm_head.weight":
-            continue  # tied to wte; checked below
-        if k.startswith("h."):
-            _, i, rest = k.split(".", 2)
-            if rest in _IGNORED_SUFFIXES:
-                continue
-            if rest not in _BLOCK_MAP or not i.isdigit():
-                unexpected.append(key)
-                continue
-            if int(i) >= cfg.n_layer:
-                raise CheckpointError(
-                    f"{source}: tensor {key!r} belongs to layer {i}, but config.json says "
-                    f"n_layer={cfg.n_layer}: the config and the weights do not match"
-                )
-            ours = f"blocks.{i}.{_BLOCK_MAP[rest]}"
-            out[ours] = t.t().contiguous() if rest in _CONV1D else t
-        elif k in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"):
-            ours = {"wte.weight": "tok_emb.weight", "wpe.weight": "pos_emb.weight"}.get(k, k)
-            out[ours] = t
-        else:
-            unexpected.append(key)
-    if unexpected:
-        raise CheckpointError(f"{source}: unexpected tensors for GPT-2: {unexpected[:8]}")
-    expected = _meta_shapes(cfg)
-    missing = [k for k in expected if k not in out]
-    if missing:
-        raise CheckpointError(
-            f"{source}: missing tensors {[ours_to_hf_name(k) for k in missing[:8]]}"
-            + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        )
-    for k, ref in expected.items():
-        if tuple(out[k].shape) != tuple(ref.shape):
-            raise CheckpointError(
-                f"{source}: tensor {ours_to_hf_name(k)!r} has shape {tuple(out[k].shape)} "
-                f"(as ours: after transposing Conv1D) but config.json (n_embd={cfg.n_embd}, "
-                f"n_head={cfg.n_head}, vocab_size={cfg.vocab_size}, "
-                f"n_positions={cfg.n_positions}) needs {tuple(ref.shape)}: "
-                "the config and the weights do not match"
-            )
-    if "lm_head.weight" in hf and not torch.equal(hf["lm_head.weight"], out["tok_emb.weight"]):
-        raise CheckpointError(f"{source}: lm_head.weight differs from wte.weight (GPT-2 ties them)")
-    return {k: v.float() for k, v in out.items()}
-
-
-def _meta_shapes(cfg: GPT2Config) -> dict:
-    with torch.device("meta"):
-        return GPT2(cfg).state_dict()
-
-
-def ours_to_hf_name(k: str) -> str:
-    if k.startswith("blocks."):
-        _, i, rest = k.split(".", 2)
-        return f"h.{i}.{rest}"
-    return {"tok_emb.weight": "wte.weight", "pos_emb.weight": "wpe.weight"}.get(k, k)
-
-
-def ours_to_hf(model: GPT2) -> dict[str, torch.Tensor]:
-    """Our state dict under Hugging Face names, Conv1D weights transposed to (in, out)."""
-    out = {}
-    for k, t in model.state_dict().items():
-        hk = ours_to_hf_name(k)
-        rest = hk.split(".", 2)[2] if hk.startswith("h.") else ""
-        out["transformer." + hk] = (t.t() if rest in _CONV1D else t).contiguous().clone()
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading and saving
-# ---------------------------------------------------------------------------------------------
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors or ``.bin`` file; never unpickles arbitrary objects."""
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise CheckpointError(
-                f"{path}: cannot read safetensors file ({err}); is it truncated or corrupt?"
-            ) from None
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - UnpicklingError, EOFError, RuntimeError (zip), ...
-        raise CheckpointError(
-            f"{path}: cannot read with torch.load(weights_only=True) ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); the file is truncated or corrupt, "
-            "or holds objects other than tensors, which are refused"
-        ) from None
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict)")
-    return obj
-
-
-def load_hf_dir(model_dir: str | os.PathLike) -> GPT2:
-    """Load GPT-2 from a local Hugging Face directory (``config.json`` + weights), in eval mode.
-
-    Weights are read from ``model.safetensors`` if present, else ``pytorch_model.bin`` (with
-    ``weights_only=True``). Nothing is downloaded.
-    """
-    d = Path(model_dir)
-    if not d.is_dir():
-        raise CheckpointError(f"{d}: not a directory")
-    cfg_path = d / "config.json"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{d}: no config.json (a Hugging Face GPT-2 directory has one)")
-    try:
-        cfg_dict = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({err})") from None
-    cfg = GPT2Config.from_hf_dict(cfg_dict, where=str(cfg_path))
-    weights = next((d / f for f in WEIGHT_FILES if (d / f).is_file()), None)
-    if weights is None:
-        raise CheckpointError(
-            f"{d}: no weights file; expected one of {list(WEIGHT_FILES)} "
-            "(sharded checkpoints are not supported)"
-        )
-    state = hf_to_ours(_read_tensor_file(weights), cfg, source=str(weights))
-    model = GPT2(cfg)
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def save_hf_dir(model: GPT2, model_dir: str | os.PathLike, fmt: str = "safetensors") -> Path:
-    """Write ``config.json`` and weights in the Hugging Face layout (``fmt``: safetensors | bin)."""
-    d = Path(model_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(json.dumps(model.config.to_hf_dict(), indent=2))
-    sd = ours_to_hf(model)
-    if fmt == "safetensors":
-        from safetensors.torch import save_file
-
-        save_file(sd, str(d / "model.safetensors"))
-    elif fmt == "bin":
-        torch.save(sd, d / "pytorch_model.bin")
-    else:
-        raise ConfigError(f"save_hf_dir: fmt must be 'safetensors' or 'bin', got {fmt!r}")
-    return d
-
-
-def save_checkpoint(path: str | os.PathLike, model: GPT2, **extra) -> Path:
-    """Save a checkpoint that rebuilds its model: ``{"model_args", "model", **extra}``.
-
-    ``extra`` values must be plain data (numbers, strings, lists, dicts, tensors), so that
-    :func:`load_checkpoint` can read it with ``weights_only=True``. Written atomically.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"model_args": dataclasses.asdict(model.config), "model": model.state_dict(),
-                **extra}, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike) -> tuple[GPT2, dict]:
-    """Rebuild a model saved by :func:`save_checkpoint`; returns ``(model in eval mode, extra)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch.load raises many types
-        raise CheckpointError(
-            f"{path}: cannot read checkpoint ({type(err).__name__}); truncated or corrupt?"
-        ) from None
-    if not isinstance(obj, dict) or "model_args" not in obj or "model" not in obj:
-        raise CheckpointError(f"{path}: not a cram GPT-2 checkpoint (needs model_args and model)")
-    try:
-        cfg = GPT2Config(**obj["model_args"])
-    except TypeError as err:
-        raise CheckpointError(f"{path}: model_args do not fit GPT2Config ({err})") from None
-    model = GPT2(cfg)
-    try:
-        model.load_state_dict(obj["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not match model_args: {err}") from None
-    extra = {k: v for k, v in obj.items() if k not in ("model_args", "model")}
-    return model.eval(), extra
