@@ -11,6 +11,7 @@ from .protocol import TokenTask, check_task
 from .recall import RecallConfig, RecallTask
 from .registry import get_task, list_tasks, load_task
 from .srcd import SRCDTask, srcd_task
+from .stats import batch_stats, describe
 
 __all__ = [
     "IGNORE_INDEX",
@@ -24,7 +25,9 @@ __all__ = [
     "TaskLoadError",
     "TokenBatch",
     "TokenTask",
+    "batch_stats",
     "check_task",
+    "describe",
     "get_task",
     "list_tasks",
     "load_task",

@@ -101,8 +101,9 @@ class TokenBatch:
         first = parts[0]
         return TokenBatch(
             tokens=cat(lambda p: p.tokens), labels=cat(lambda p: p.labels),
-            pattern=None if first.pattern is None else cat(lambda p: p.pattern_or_novel()),
-            dtau=None if first.dtau is None else cat(lambda p: p.dtau_or_ones()),
+            pattern=(None if all(p.pattern is None for p in parts)
+                     else cat(lambda p: p.pattern_or_novel())),
+            dtau=None if all(p.dtau is None for p in parts) else cat(lambda p: p.dtau_or_ones()),
             extras={k: np.concatenate([p.extras[k] for p in parts]) for k in first.extras})
 
     def slice(self, start: int, stop: int) -> TokenBatch:
