@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from cram.tasks import IGNORE_INDEX, TaskBatchError, TokenBatch
 
 
@@ -13,7 +12,7 @@ def make(b: int = 2, t: int = 5, **changes) -> TokenBatch:
     tokens = np.arange(b * t, dtype=np.int64).reshape(b, t) % 7
     labels = np.full((b, t), IGNORE_INDEX, np.int64)
     labels[:, -1] = 3
-    fields = dict(tokens=tokens, labels=labels)
+    fields = {"tokens": tokens, "labels": labels}
     fields.update(changes)
     return TokenBatch(**fields)
 
@@ -26,23 +25,23 @@ def test_a_good_batch_validates_and_fills_defaults():
 
 
 @pytest.mark.parametrize("changes, match", [
-    (dict(tokens=[[1, 2]]), r"TokenBatch\.tokens: expected a numpy int64 array, got list"),
-    (dict(tokens=np.zeros((2, 5), np.int32)), r"\.tokens: expected dtype int64, got int32"),
-    (dict(tokens=np.zeros(5, np.int64)), r"\.tokens: expected shape \(B, T\), got \(5,\)"),
-    (dict(labels=np.zeros((2, 4), np.int64)), r"\.labels: expected shape \(2, 5\), got \(2, 4\)"),
-    (dict(labels=np.full((2, 5), 7, np.int64)), r"\.labels\[0, 0\] = 7: must lie in \[0, 7\) "
-                                                r"or -100 \(10 such entries\)"),
-    (dict(labels=np.full((2, 5), -1, np.int64)), r"\.labels\[0, 0\] = -1"),
-    (dict(labels=np.full((2, 5), -100, np.int64)), "every label is -100"),
-    (dict(tokens=np.full((2, 5), 9, np.int64)), r"\.tokens\[0, 0\] = 9: must lie in \[0, 7\)"),
-    (dict(pattern=np.full((2, 5), 4, np.int64)), r"\.pattern\[0, 0\] = 4: must lie in -1 or "
-                                                 r"\[0, 3\)"),
-    (dict(pattern=np.full((2, 5), -2, np.int64)), r"\.pattern\[0, 0\] = -2"),
-    (dict(dtau=np.ones((2, 5), np.int64)), r"\.dtau: expected a numpy float array, got int64"),
-    (dict(dtau=np.ones((2, 4), np.float32)), r"\.dtau: expected shape \(2, 5\), got \(2, 4\)"),
-    (dict(dtau=np.full((2, 5), np.nan, np.float32)), r"\.dtau: must be finite and >= 0"),
-    (dict(extras={"signal": np.zeros((2, 4))}), r"\.extras\['signal'\]: expected a numpy array "
-                                                r"of shape \(2, 5\) \+ \(\.\.\.\), got \(2, 4\)"),
+    ({"tokens": [[1, 2]]}, r"TokenBatch\.tokens: expected a numpy int64 array, got list"),
+    ({"tokens": np.zeros((2, 5), np.int32)}, r"\.tokens: expected dtype int64, got int32"),
+    ({"tokens": np.zeros(5, np.int64)}, r"\.tokens: expected shape \(B, T\), got \(5,\)"),
+    ({"labels": np.zeros((2, 4), np.int64)}, r"\.labels: expected shape \(2, 5\), got \(2, 4\)"),
+    ({"labels": np.full((2, 5), 7, np.int64)}, (r"\.labels\[0, 0\] = 7: must lie in \[0, 7\) "
+                                                r"or -100 \(10 such entries\)")),
+    ({"labels": np.full((2, 5), -1, np.int64)}, r"\.labels\[0, 0\] = -1"),
+    ({"labels": np.full((2, 5), -100, np.int64)}, "every label is -100"),
+    ({"tokens": np.full((2, 5), 9, np.int64)}, r"\.tokens\[0, 0\] = 9: must lie in \[0, 7\)"),
+    ({"pattern": np.full((2, 5), 4, np.int64)}, (r"\.pattern\[0, 0\] = 4: must lie in -1 or "
+                                                 r"\[0, 3\)")),
+    ({"pattern": np.full((2, 5), -2, np.int64)}, r"\.pattern\[0, 0\] = -2"),
+    ({"dtau": np.ones((2, 5), np.int64)}, r"\.dtau: expected a numpy float array, got int64"),
+    ({"dtau": np.ones((2, 4), np.float32)}, r"\.dtau: expected shape \(2, 5\), got \(2, 4\)"),
+    ({"dtau": np.full((2, 5), np.nan, np.float32)}, r"\.dtau: must be finite and >= 0"),
+    ({"extras": {"signal": np.zeros((2, 4))}}, (r"\.extras\['signal'\]: expected a numpy array "
+                                                r"of shape \(2, 5\) \+ \(\.\.\.\), got \(2, 4\)")),
 ])
 def test_validation_names_the_field(changes, match):
     with pytest.raises(TaskBatchError, match=match):

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
-
-from cram.core.errors import ConfigError
 from cram.tasks import IGNORE_INDEX, RecallConfig, RecallTask, batch_stats
 from cram.tasks.recall import QUERY_TOKEN
+
+from cram.core.errors import ConfigError
 
 SEQS = 256
 
@@ -56,7 +56,7 @@ def test_seeded_determinism_and_a_fixed_eval_set():
 
 @pytest.mark.parametrize("share", [0.0, 0.3, 0.5, 0.9])
 def test_library_share_within_binomial_tolerance(share):
-    task, batch = draw(library_share=share)
+    _task, batch = draw(library_share=share)
     scored = batch.labels != IGNORE_INDEX
     measured = (batch.pattern[scored] >= 0).mean()
     se = math.sqrt(max(share * (1 - share), 1e-12) / scored.sum())
@@ -90,7 +90,7 @@ def test_library_bindings_are_fixed_and_novel_ones_vary():
 
 
 def test_every_query_is_answerable_from_earlier_in_the_sequence():
-    task, batch = draw(n_repeats=2)
+    _task, batch = draw(n_repeats=2)
     for b in range(SEQS):
         for t in np.flatnonzero(batch.labels[b] != IGNORE_INDEX):
             key, answer = batch.tokens[b, t], batch.labels[b, t]
