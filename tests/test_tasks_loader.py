@@ -114,3 +114,13 @@ def test_builtin_args_are_checked_against_their_config():
         load_task("recall-unmarked", ["library_share=1.5"])
     with pytest.raises(TaskLoadError, match="unexpected keyword argument 'width'"):
         load_task("phrases", ["width=2"])
+
+
+def test_importing_tasks_loads_no_model_consolidation_or_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, cram.tasks; bad = [m for m in sys.modules if m == 'torch' or "
+            "m.startswith(('cram.models', 'cram.consolidation', 'cram.commands'))]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
