@@ -225,8 +225,8 @@ def load_run(path: str | os.PathLike) -> Run:
     RunFolderError
         If the folder, its ``config.json`` or its ``metrics.csv`` is missing or corrupt (not
         UTF-8, not JSON, binary, duplicate or out-of-order steps), if ``schema_version`` is not an
-        integer, or if it was written with a newer schema. Optional tables that are missing or corrupt are reported
-        in ``Run.warnings`` instead.
+        integer, or if it was written with a newer schema. Optional tables that are missing or
+        corrupt are reported in ``Run.warnings`` instead.
     """
     path = Path(path)
     if not path.is_dir():
