@@ -59,8 +59,9 @@ def register(sub) -> None:
     g.add_argument("--interval", type=float, default=None, help="interval level (0.90)")
     g.add_argument("--likelihood", default="auto",
                    choices=("auto", "beta", "binomial", "normal"),
-                   help="auto: binomial where trial counts are known, else beta (bayes) / "
-                        "normal (mle)")
+                   help="auto: binomial where trial counts are known (n with n_kind trials or "
+                        "queries), else beta (bayes) / normal (mle); binomial: reads n as trials "
+                        "(a user CSV needs a column n; n_kind may be left out)")
     g.add_argument("--draws", type=int, default=1000, help="posterior draws per chain")
     g.add_argument("--tune", type=int, default=1000, help="tuning steps per chain")
     g.add_argument("--chains", type=int, default=2, help="chains")
@@ -121,14 +122,12 @@ def _gamma(args) -> int:
                     loo_forms=[f for f in args.loo_forms.split(",") if f.strip()],
                     hierarchical=False if args.no_pooling else None,
                     progress=True, argv=["cram", *sys.argv[1:]])
+    _flag_bounds(doc, args.method)
     if args.json:
         emit_json(doc)
     else:
         for c in doc["curves"]:
-            g = c.get("gamma")
-            gs = "γ = null (form has no power exponent)" if g is None else (
-                f"γ = {g:.4f} [{c['gamma_low']:.4f}, {c['gamma_high']:.4f}]")
-            log(f"  {c['curve']:<50} {gs}")
+            log(f"  {c['curve']:<50} {_gamma_text(c)}")
         if doc.get("delta_gamma"):
             log(f"  Δγ: {doc['delta_gamma']['statement']}")
     diag = doc["diagnostics"]
@@ -137,3 +136,34 @@ def _gamma(args) -> int:
         if args.strict:
             return 4
     return 0
+
+
+def _flag_bounds(doc: dict, method: str) -> None:
+    """Point fits: mark parameters stuck at a bound of the form (``at_bound`` per curve) and add
+    a diagnostics warning for each, so that neither the JSON nor the text hides them."""
+    if method == "bayes":
+        return
+    from cram.fitting.mle import params_at_bound
+
+    for c in doc.get("curves", []):
+        stuck = params_at_bound(doc["form"], c.get("params") or {})
+        c["at_bound"] = stuck
+        if stuck:
+            diag = doc.setdefault("diagnostics", {})
+            diag.setdefault("warnings", []).append(
+                f"{c['curve']}: {', '.join(stuck)} at a bound of form {doc['form']!r}; not "
+                "identified by these data (no interval)")
+            diag["ok"] = False
+
+
+def _gamma_text(c: dict) -> str:
+    import math
+
+    g, lo, hi = c.get("gamma"), c.get("gamma_low"), c.get("gamma_high")
+    if g is None:
+        return "γ = null (form has no power exponent)"
+    if "gamma" in c.get("at_bound", []):
+        return f"γ = {g:.4f} AT ITS BOUND: not identified by these data (no interval)"
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"γ = {g:.4f} (interval undefined)"
+    return f"γ = {g:.4f} [{lo:.4f}, {hi:.4f}]"
