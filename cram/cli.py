@@ -66,13 +66,22 @@ def _one_line(text: object) -> str:
     return "; ".join(lines) or "(no message)"
 
 
+#: locals that name the file or folder a frame works on, most specific first
+_PATH_LOCALS = ("path", "file", "filename", "fname", "f", "target", "ckpt", "checkpoint",
+                "run_dir", "out")
+STDOUT = "standard output"
+
+
 def _path_from_traceback(err: BaseException) -> str | None:
-    """The file a failing frame was working on: the innermost local named like a path."""
+    """The file a failing frame was working on: the innermost local named like a path (or
+    standard output when the failing write was the JSON document on stdout)."""
     tb, found = err.__traceback__, None
     while tb is not None:
-        local = tb.tb_frame.f_locals
-        for name in ("path", "file", "filename", "fname", "f", "target"):
-            v = local.get(name)
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "emit_json":
+            found = STDOUT
+        for name in _PATH_LOCALS:
+            v = frame.f_locals.get(name)
             if isinstance(v, (str, Path)) and str(v):
                 found = str(v)
                 break
@@ -99,6 +108,10 @@ def _torch_oom(err: BaseException) -> bool:
 
 def _os_error(err: OSError) -> tuple[str, int]:
     where = err.filename or _path_from_traceback(err) or "a file"
+    if where == STDOUT or err.errno == errno.EPIPE:
+        _silence_stdout()
+    if err.errno == errno.EPIPE:
+        return "output closed early (broken pipe)", 141
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"no space left on device writing {where}", 3
     if err.errno in (errno.EACCES, errno.EPERM):
@@ -112,6 +125,15 @@ def _os_error(err: OSError) -> tuple[str, int]:
     if err.errno == errno.EISDIR:
         return f"is a folder, expected a file: {where}", 2
     return f"{err.strerror or type(err).__name__}: {where}", 3
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the exit-time flush cannot fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - stdout already gone
+        pass
 
 
 def boundary_error(err: BaseException) -> tuple[str, int] | None:

@@ -73,10 +73,12 @@ def register(sub) -> None:
                         "default: hierarchical when there are several curves")
     g.add_argument("--loo-forms", default="", metavar="F1,F2",
                    help="also fit these forms and compare all by LOO (bayes only)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (sampler, restarts)")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="write the fit folder here (must not exist)")
     g.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bars or summary lines on stderr (warnings still shown)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (sampler, restarts)")
     g.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     g.add_argument("--no-window-sensitivity", action="store_true",
                    help="skip the γ-against-window table")
@@ -92,6 +94,8 @@ def _gamma(args) -> int:
 
     if args.draws < 1 or args.tune < 0 or args.chains < 1:
         raise ConfigError("--draws and --chains must be >= 1 and --tune >= 0")
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed {args.seed}: must be in 0 .. 2**32 - 1")
     if args.loo_forms and args.method != "bayes":
         raise ConfigError("--loo-forms needs --method bayes")
     from cram.fitting.rules import ComparisonRules, parse_offset
@@ -113,15 +117,16 @@ def _gamma(args) -> int:
 
         check_out_free(args.out)
     df = gather_curves(args.run, args.human, args.human_csv, args.curve_kind)
-    log(f"cram fit: {df['curve'].nunique()} curve(s), {len(df)} point(s); rules: "
-        f"form={rules.form} window={rules.window} offset={rules.offset} rope={rules.rope}")
+    if not args.quiet:
+        log(f"cram fit: {df['curve'].nunique()} curve(s), {len(df)} point(s); rules: "
+            f"form={rules.form} window={rules.window} offset={rules.offset} rope={rules.rope}")
     doc = fit_gamma(df, rules, args.method, out=args.out, seed=args.seed,
                     likelihood=args.likelihood, draws=args.draws, tune=args.tune,
                     chains=args.chains, sampler=args.sampler, figures=not args.no_figures,
                     window_sens=not args.no_window_sensitivity,
                     loo_forms=[f for f in args.loo_forms.split(",") if f.strip()],
                     hierarchical=False if args.no_pooling else None,
-                    progress=True, argv=["cram", *sys.argv[1:]])
+                    progress=not args.quiet, argv=["cram", *sys.argv[1:]])
     _flag_bounds(doc, args.method)
     if args.json:
         emit_json(doc)
