@@ -219,7 +219,7 @@ def test_resume_on_foreign_shaped_checkpoint(tmp_path):
             shutil.copy(tmp_path / "b" / "checkpoints" / name, tmp_path / "a" / "checkpoints")
     snap = _snapshot(tmp_path / "a")
     proc = _cram([*base[:-2], "--steps", "4", "--quiet", "--out", "a", "--resume"], tmp_path)
-    _check_one_line_error(proc, "a")
+    _check_one_line_error(proc, "checkpoint")
     assert _snapshot(tmp_path / "a") == snap
 
 
