@@ -192,6 +192,9 @@ def sidebar_ui() -> tuple[str, Path, Path]:
     _qp_init("page", PAGES[0], options=PAGES)
     page = st.sidebar.radio("Page", PAGES, key="page")
     runs_root, fits_root = D.app_roots()  # from the command line only, never from the URL
+    for stale in ("runs", "fits"):  # links made before: the parameters are dropped, not obeyed
+        if stale in st.query_params:
+            del st.query_params[stale]
     st.sidebar.caption(f"Runs: `{runs_root}`  \nFits: `{fits_root}`  \n"
                        "(set with `cram app --runs DIR --fits DIR`)")
     _qp_sync("page")

@@ -231,7 +231,11 @@ def test_url_cannot_change_the_folders(monkeypatch, demo_root, tmp_path):
 
     other = tmp_path / "other"
     write_synthetic_run(other / "intruder", seed=0)
-    at = _app(monkeypatch, demo_root, "Runs", runs=str(other), fits=str(other))
+    monkeypatch.setenv("CRAM_APP_RUNS", str(demo_root))
+    monkeypatch.delenv("CRAM_APP_FITS", raising=False)
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.query_params.update({"page": "Runs", "runs": str(other), "fits": str(other)})
+    at = at.run()
     _clean(at)
     assert "intruder" not in at.multiselect(key="run").options
     assert at.multiselect(key="run").value == ["cram-seed0", "cram-seed1"]
