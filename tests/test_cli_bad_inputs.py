@@ -381,3 +381,63 @@ def test_default_doc_is_in_the_working_folder(tmp_path, monkeypatch):
     assert default_doc_path() == Path("benchmarks.md")
     path = append_benchmark("t", "x\n", argv=["cram"])
     assert (tmp_path / path).is_file() and not (REPO / "cram" / "benchmarks.md").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# at the source: the core checks
+
+
+def test_run_files_get_the_umask_mode(tmp_path):
+    """Atomic writes give 0o666 less the umask (0644 under umask 022), not mkstemp's 0600."""
+    from cram.core.jsonio import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        run = write_synthetic_run(tmp_path / "run")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o600
+    for name in ("config.json", "meta.json", "metrics.csv"):
+        assert (run / name).stat().st_mode & 0o777 == 0o644, name
+
+
+@pytest.mark.parametrize("item, fragment", [
+    ("b=inf", "finite"), ("b=nan", "finite"), ("b=-inf", "finite"), ("b=1e999", "finite"),
+    ("c=inf", "finite"), ("a=1e20", "expected an integer"), ("a=2.5", "expected an integer"),
+    (f"a={2**63}", "out of range"),
+])
+def test_overrides_reject_non_finite_and_non_integers(item, fragment):
+    from dataclasses import dataclass
+
+    from cram.core.errors import ConfigError
+    from cram.core.overrides import apply_overrides
+
+    @dataclass(frozen=True)
+    class Cfg:
+        a: int = 1
+        b: float = 1.0
+        c: float | None = None
+
+    with pytest.raises(ConfigError, match=fragment):
+        apply_overrides(Cfg(), [item])
+    assert apply_overrides(Cfg(), ["a=7", "b=0.5", "c=none"]) == Cfg(7, 0.5, None)
+
+
+def test_load_run_refuses_duplicate_and_out_of_order_steps(tmp_path):
+    from cram.core.errors import RunFolderError
+    from cram.core.runs import load_run
+
+    run = write_synthetic_run(tmp_path / "run", steps=100, log_every=20, warmup_steps=20)
+    good = (run / "metrics.csv").read_text()
+    assert list(load_run(run).metrics["step"]) == [0, 20, 40, 60, 80, 100]
+    _dup_step(run)
+    with pytest.raises(RunFolderError, match=r"metrics.csv: step 20 appears twice \(lines 3 and 4"):
+        load_run(run)
+    (run / "metrics.csv").write_text(good)
+    _swap_steps(run)
+    with pytest.raises(RunFolderError, match=r"metrics.csv: line 3: step 0 comes after step 20"):
+        load_run(run)
