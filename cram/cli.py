@@ -80,11 +80,13 @@ def _path_from_traceback(err: BaseException) -> str | None:
         frame = tb.tb_frame
         if frame.f_code.co_name == "emit_json":
             found = STDOUT
-        for name in _PATH_LOCALS:
-            v = frame.f_locals.get(name)
-            if isinstance(v, (str, Path)) and str(v):
-                found = str(v)
-                break
+        local = frame.f_locals
+        opened = [v.name for v in local.values()  # an open file object names itself
+                  if callable(getattr(v, "read", None)) and isinstance(getattr(v, "name", 0), str)]
+        named = [str(local[n]) for n in _PATH_LOCALS
+                 if isinstance(local.get(n), (str, Path)) and str(local[n])]
+        if opened or named:
+            found = (opened or named)[0]
         tb = tb.tb_next
     return found
 
