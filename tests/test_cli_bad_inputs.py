@@ -92,7 +92,7 @@ CASES = [
      "config.json: not UTF-8"),
     ("resume-config-garbled", _run_edit(lambda r: (r / "config.json").write_text("{\"seed\": ")),
      ["train", "--model", "cram", "--preset", "cpu-tiny", "--out", "run", "--resume", "--quiet"],
-     "config.json"),
+     "not valid JSON"),
     ("metrics-binary", _run_edit(lambda r: (r / "metrics.csv").write_bytes(BINARY)),
      RUN_CURVES, "metrics.csv: binary data"),
     ("schema-version-text", _run_edit(lambda r: _edit_meta(r, schema_version="one")),

@@ -159,6 +159,12 @@ class Run:
         return f"Run({str(self.path)!r}, model={self.model!r}, rows={len(self.metrics)})"
 
 
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object from ``path``; :class:`RunFolderError` naming the file if it is not UTF-8,
+    not JSON or not an object."""
+    return _read_json(Path(path))
+
+
 def _read_json(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
