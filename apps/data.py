@@ -80,6 +80,14 @@ def default_fits_root(runs_root: str | os.PathLike | None = None) -> Path:
     return Path(runs_root) if runs_root is not None else default_runs_root()
 
 
+def app_roots() -> tuple[Path, Path]:
+    """``(runs_root, fits_root)`` the explorer reads: set by ``cram app --runs/--fits`` (through
+    ``$CRAM_APP_RUNS`` / ``$CRAM_APP_FITS``), never by the page's URL, so a link cannot point the
+    app at another folder of the machine."""
+    runs = default_runs_root()
+    return runs, default_fits_root(runs)
+
+
 def folder_signature(path: str | os.PathLike) -> tuple:
     """Names, sizes and modification times of the files in a folder (a cache key).
 
@@ -418,12 +426,27 @@ def format_window(window: Any) -> str:
     return str(window)
 
 
+def _hidden_below(path: Path, root: Path) -> bool:
+    """True when a folder between ``root`` and ``path`` is hidden (``.name``): the temp folder of
+    a fit still being written, or left by a killed one, is never a fit."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        parts = path.parts
+    return any(part.startswith(".") for part in parts)
+
+
 def find_fits(root: str | os.PathLike) -> list[Path]:
-    """Every folder at or below ``root`` holding a ``result.json`` (newest first)."""
+    """Every folder at or below ``root`` holding a ``result.json`` (newest first).
+
+    Hidden folders (a fit's temp folder, see ``cram.fitting.io.FitFolderWriter``) and
+    checkpoint folders are skipped.
+    """
     root = Path(root)
     if not root.exists():
         return []
-    found = {p.parent for p in root.rglob("result.json") if "checkpoints" not in p.parts}
+    found = {p.parent for p in root.rglob("result.json")
+             if "checkpoints" not in p.parts and not _hidden_below(p.parent, root)}
     return sorted(found, key=lambda p: (-(p / "result.json").stat().st_mtime, str(p)))
 
 

@@ -193,15 +193,15 @@ def sidebar_ui() -> tuple[str, Path, Path]:
     st.sidebar.title("CRAM explorer")
     _qp_init("page", PAGES[0], options=PAGES)
     page = st.sidebar.radio("Page", PAGES, key="page")
-    _qp_init("runs", str(D.default_runs_root()))
-    runs_root = st.sidebar.text_input("Runs folder", key="runs",
-                                      help="A folder of run folders written by `cram train`.")
-    _qp_init("fits", str(D.default_fits_root(runs_root)))
-    fits_root = st.sidebar.text_input("Fit folders", key="fits",
-                                      help="Searched for `cram fit gamma --out` folders.")
-    _qp_sync("page", "runs", "fits")
+    runs_root, fits_root = D.app_roots()  # from the command line only, never from the URL
+    for stale in ("runs", "fits"):  # links made before: the parameters are dropped, not obeyed
+        if stale in st.query_params:
+            del st.query_params[stale]
+    st.sidebar.caption(f"Runs: `{runs_root}`  \nFits: `{fits_root}`  \n"
+                       "(set with `cram app --runs DIR --fits DIR`)")
+    _qp_sync("page")
     st.sidebar.caption("The URL holds this view: copy it to share it.")
-    return page, Path(runs_root), Path(fits_root)
+    return page, runs_root, fits_root
 
 
 def _show_scan_messages(scan: D.RunScan) -> None:

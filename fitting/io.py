@@ -10,8 +10,9 @@ Layout::
       figures/*.png   fitted curves, γ forest, Δγ posterior, window sensitivity
       *.csv           extras: window_sensitivity, ppc, prior_sensitivity, loo_compare
 
-The folder is built under a temporary name next to DIR and renamed at the end, so a crash never
-leaves a half-written DIR, and an existing DIR is never overwritten.
+The folder is built under a hidden temporary name next to DIR (``.DIR.tmp-<pid>-XXXX``) and
+renamed at the end, so a crash never leaves a half-written DIR, and an existing DIR is never
+overwritten; temp folders of killed fits are removed by the next write next to them.
 """
 
 from __future__ import annotations
@@ -45,13 +46,50 @@ def check_out_free(out: str | os.PathLike) -> Path:
     return out
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temp_folders(out: Path) -> list[Path]:
+    """Delete the hidden temp folders of earlier writes of ``out`` whose process is gone.
+
+    A killed fit (``kill -9``, power loss) leaves ``.<name>.tmp-<pid>-XXXX`` next to ``out``; the
+    PID in the name tells whether its writer still runs. Returns the folders removed.
+    """
+    removed = []
+    for tmp in out.parent.glob(f".{out.name}.tmp-*-*"):
+        try:
+            pid = int(tmp.name[len(f".{out.name}.tmp-"):].split("-", 1)[0])
+        except ValueError:
+            continue
+        if tmp.is_dir() and pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 class FitFolderWriter:
-    """Context manager: write into a temp folder, rename to ``out`` on success."""
+    """Context manager: write into a hidden temp folder, rename to ``out`` on success.
+
+    The temp folder is ``.<name>.tmp-<pid>-XXXX`` next to ``out`` (the app never lists hidden
+    folders as fits); temp folders of killed writers are removed when the next write starts.
+    """
 
     def __init__(self, out: str | os.PathLike):
+        from cram.core.jsonio import current_umask
+
         self.out = check_out_free(out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
+        remove_stale_temp_folders(self.out)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-{os.getpid()}-",
+                                         dir=self.out.parent))
+        os.chmod(self.tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 → what mkdir would give
         (self.tmp / FIGURES_DIR).mkdir()
 
     @property
@@ -118,10 +156,12 @@ def load_fit(path: str | os.PathLike) -> FitFolder:
         result = json.loads((path / RESULT_FILE).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise RunFolderError(f"{path / RESULT_FILE}: not valid JSON ({err.msg})") from None
+    except UnicodeDecodeError:
+        raise RunFolderError(f"{path / RESULT_FILE}: not UTF-8 text") from None
     try:
         summary = pd.read_csv(path / SUMMARY_FILE)
         curves = pd.read_csv(path / CURVES_FILE)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+    except (ValueError, UnicodeDecodeError) as err:  # ParserError, EmptyDataError, bad bytes
         raise RunFolderError(f"{path}: corrupt CSV ({err})") from None
     idata = None
     if (path / POSTERIOR_FILE).is_file():

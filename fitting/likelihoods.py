@@ -2,8 +2,11 @@
 
 Which one a fit uses (``choose_likelihood``):
 
-- ``binomial``: ``k = round(value · n)`` correct out of ``n`` independent trials; used only when
-  the rows say what ``n`` counts and it counts trials or queries (``n_kind`` in trials/queries).
+- ``binomial``: ``k = round(value · n)`` correct out of ``n`` independent trials. ``auto`` picks
+  it only when the rows say what ``n`` counts and it counts trials or queries (``n_kind`` in
+  trials/queries); asked for by name (``--likelihood binomial``) it also takes rows whose
+  ``n_kind`` is not given, reading ``n`` as trials (the user's assertion), but never rows whose
+  ``n`` counts participants.
 - ``beta``: a proportion with mean R and precision φ, ``value ~ Beta(R·φ, (1 − R)·φ)``; the
   Bayesian default for proportions whose trial counts are unknown (savings, recall averaged over
   participants, attention shares). Values of exactly 0 or 1 are squeezed as
@@ -56,17 +59,38 @@ def squeeze01(y) -> np.ndarray:
     return (y * (n - 1) + 0.5) / n
 
 
-def has_counts(df: pd.DataFrame) -> bool:
-    """True when every row's ``n`` is known and counts trials/queries (binomial is justified)."""
+def _n_kinds(df: pd.DataFrame) -> set[str]:
+    """What ``n`` counts per row; rows (or tables) without ``n_kind`` give ``""``."""
     if "n_kind" not in df.columns:
-        return False
-    kinds = set(df["n_kind"].astype(str))
+        return {""}
+    kinds = df["n_kind"].where(df["n_kind"].notna(), "").astype(str).str.strip()
+    return set(kinds.replace({"nan": "", "None": ""}))
+
+
+def _counts_known(df: pd.DataFrame) -> bool:
     n = df["n"].to_numpy(dtype=float)
-    return kinds <= COUNT_KINDS and bool(np.isfinite(n).all()) and bool((n >= 1).all())
+    return bool(len(n)) and bool(np.isfinite(n).all()) and bool((n >= 1).all())
+
+
+def has_counts(df: pd.DataFrame, *, unlabelled_ok: bool = False) -> bool:
+    """True when every row's ``n`` is known and counts trials/queries (binomial is justified).
+
+    ``unlabelled_ok`` also accepts rows without an ``n_kind`` (an explicit binomial request).
+    """
+    allowed = COUNT_KINDS | ({""} if unlabelled_ok else set())
+    return _n_kinds(df) <= allowed and _counts_known(df)
 
 
 def choose_likelihood(df: pd.DataFrame, requested: str = "auto", bayes: bool = False) -> str:
-    """Resolve ``auto``: binomial with trial counts, else beta (Bayesian) or normal (point fits)."""
+    """Resolve ``auto``: binomial with trial counts, else beta (Bayesian) or normal (point fits).
+
+    ``binomial`` by name needs ``n`` on every row; an absent ``n_kind`` is read as trials.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name, or ``binomial`` on a curve without trial counts (naming the fix).
+    """
     if requested == "auto":
         if has_counts(df):
             return "binomial"
@@ -74,8 +98,14 @@ def choose_likelihood(df: pd.DataFrame, requested: str = "auto", bayes: bool = F
     if requested not in LIKELIHOODS:
         raise ConfigError(f"unknown likelihood {requested!r}; choose auto or one of "
                           f"{list(LIKELIHOODS)}")
-    if requested == "binomial" and not has_counts(df):
+    if requested == "binomial" and not has_counts(df, unlabelled_ok=True):
         curve = df["curve"].iloc[0] if len(df) else "?"
-        raise ConfigError(f"curve {curve!r}: a binomial likelihood needs trial counts (n known "
-                          "and n_kind trials/queries); this curve has none")
+        other = sorted(_n_kinds(df) - COUNT_KINDS - {""})
+        if other:
+            raise ConfigError(f"curve {curve!r}: n counts {', '.join(other)} (column n_kind), not "
+                              "trials; a binomial likelihood needs trial counts: give n as "
+                              "trials with n_kind=trials, or use --likelihood beta or normal")
+        raise ConfigError(f"curve {curve!r}: a binomial likelihood needs the number of trials "
+                          "behind every value: add a column 'n' (an integer >= 1 on every row), "
+                          "or use --likelihood beta or normal")
     return requested

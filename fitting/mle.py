@@ -45,6 +45,7 @@ class PointFitResult:
     message: str = ""
     t: list = field(default_factory=list)
     y: list = field(default_factory=list)
+    at_bound: list = field(default_factory=list)  # parameters stuck at a bound of the form
 
     @property
     def gamma(self) -> float | None:
@@ -86,7 +87,8 @@ class PointFitResult:
                          "stderr": self.stderr.get(name), "lower": ci.loc[name, "lower"],
                          "upper": ci.loc[name, "upper"], "interval": 1 - alpha,
                          "loglik": self.loglik, "aic": self.aic, "bic": self.bic,
-                         "n_obs": self.n_obs, "converged": self.converged})
+                         "n_obs": self.n_obs, "converged": self.converged,
+                         "at_bound": name in self.at_bound})
         return pd.DataFrame(rows)
 
     def summary(self, alpha: float = 0.1) -> str:
@@ -104,6 +106,9 @@ class PointFitResult:
                          f"{ci.loc[name, 'lower']:12.5g} {ci.loc[name, 'upper']:12.5g}")
         for name, v in self.nuisance.items():
             lines.append(f"{name:>10} {v:12.5g}   (nuisance)")
+        if self.at_bound:
+            lines.append(f"at a bound (not identified by the data, no interval): "
+                         f"{', '.join(self.at_bound)}")
         lines.append(f"rules: {json.dumps(self.rules, default=str)}")
         return "\n".join(lines)
 
@@ -128,6 +133,24 @@ def _nan_to_none(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def params_at_bound(form: str, params: dict, rel: float = 1e-6) -> list[str]:
+    """Names of ``params`` within ``rel`` of the range of a bound of ``form``'s point-fit bounds.
+
+    A parameter there is not identified by the data (e.g. all-zero recall drives γ to its upper
+    bound); its Wald interval would be meaningless, so the fits report it and give no interval.
+    """
+    bounds = get_form(form).bounds
+    out = []
+    for name, value in params.items():
+        if name not in bounds or value is None or not math.isfinite(value):
+            continue
+        lo, hi = bounds[name]
+        tol = rel * (hi - lo) + 1e-12
+        if value <= lo + tol or value >= hi - tol:
+            out.append(name)
+    return out
 
 
 def _single_curve(df: pd.DataFrame) -> str:
@@ -257,7 +280,9 @@ def _fit_mle(curve_df, rules, likelihood, n_starts, seed) -> PointFitResult:
     except np.linalg.LinAlgError:
         se = np.full(len(x), np.nan)
     params = {p: float(v) for p, v in zip(names, x[: len(names)])}
-    stderr = {p: float(v) for p, v in zip(names, se[: len(names)])}
+    at_bound = params_at_bound(fm.name, params)
+    stderr = {p: float("nan") if p in at_bound else float(v)  # no Wald interval at a bound
+              for p, v in zip(names, se[: len(names)])}
     nuisance = {}
     if nuis:
         nuisance[nuis[0].replace("log_", "")] = float(math.exp(x[-1]))
@@ -265,7 +290,8 @@ def _fit_mle(curve_df, rules, likelihood, n_starts, seed) -> PointFitResult:
                           stderr=stderr, loglik=-float(best.fun), n_obs=len(t), k=len(x),
                           rules=rules.to_dict(), nuisance=nuisance, converged=bool(best.success)
                           or bool(getattr(best, "status", 1) == 0),
-                          message=str(getattr(best, "message", "")), t=t.tolist(), y=y.tolist())
+                          message=str(getattr(best, "message", "")), t=t.tolist(), y=y.tolist(),
+                          at_bound=at_bound)
 
 
 def fit_loglog_ols(curve_df: pd.DataFrame, window=None, offset=None, *,

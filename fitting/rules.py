@@ -56,8 +56,9 @@ class ComparisonRules:
         for v in vals:
             if not math.isfinite(v) or v < 0:
                 raise ConfigError(f"offset {self.offset}: must be finite and >= 0")
-        if not self.rope > 0:
-            raise ConfigError(f"rope {self.rope}: must be > 0")
+        if not (isinstance(self.rope, (int, float)) and math.isfinite(self.rope)
+                and self.rope > 0):
+            raise ConfigError(f"rope {self.rope}: must be a finite number > 0")
         if not 0 < self.interval < 1:
             raise ConfigError(f"interval {self.interval}: must be in (0, 1)")
 
@@ -86,6 +87,10 @@ class ComparisonRules:
             raise ConfigError(f"{path}: no such rules file") from None
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text (byte offset {err.start})") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a folder, not a rules file") from None
         if not isinstance(obj, dict):
             raise ConfigError(f"{path}: expected a JSON object of rules")
         known = {"form", "window", "offset", "rope", "onset", "exclude_derived", "interval"}

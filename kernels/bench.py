@@ -1,8 +1,8 @@
 """Kernel benchmark: routed attention against dense causal SDPA, CT scan against the torch loop.
 
 ``run_kernel_bench`` returns rows ``{op, T, p, ms, dense_ms, ratio, ...}``; ``ratio = ms / dense_ms``
-(below 1 means faster than the baseline). ``write_kernel_bench_tables`` appends them to
-docs/benchmarks.md through :mod:`cram.core.benchlog`. ``cram bench kernels`` calls both.
+(below 1 means faster than the baseline). ``write_kernel_bench_tables`` appends them to a
+markdown file (``--doc``) through :mod:`cram.core.benchlog`. ``cram bench kernels`` calls both.
 
 - ``op="routed_attention"``: forward time of ``routed_attention`` (the path ``backend="auto"``
   picks on the device) for exactly ``round(p·T)`` routed positions per sequence, against
@@ -326,7 +326,8 @@ def run_kernel_bench(threads: int = 1, device=None, quick: bool = False, seed: i
 
 
 def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, path=None) -> None:
-    """Append the benchmark tables to docs/benchmarks.md (via cram.core.benchlog).
+    """Append the benchmark tables to ``path`` via cram.core.benchlog (default ./benchmarks.md;
+    the project's table: ``path="docs/benchmarks.md"``).
 
     One table each for routed attention, the CT scan and, when present, the model-level rows
     (``op`` = ``model_infer`` / ``model_step``, produced elsewhere): their columns are the common

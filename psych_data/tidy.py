@@ -182,14 +182,16 @@ def load_curves_csv(path: str | os.PathLike, group: str = "human") -> pd.DataFra
     The CSV needs the columns ``delay_value, delay_unit, measure, value`` and may have ``n``,
     ``n_kind``, ``source``, ``curve``, ``group`` and ``derived``. ``curve`` groups rows into
     curves; without it, each ``source`` is one curve (and without ``source``, the whole file is
-    one curve named after the file). Curve ids are prefixed with the file stem so that they do
+    one curve named after the file); a source text found on one row only is refused then, since
+    it would make a curve of one point. One row per delay within a curve. Curve ids are prefixed with the file stem so that they do
     not clash with shipped datasets. Extra columns are kept.
 
     Raises
     ------
     DataError
-        For a malformed file, a missing column, NaN, a value outside [0, 1] for a proportion, or
-        a negative delay, naming the file, the row (and CSV line) and the column.
+        For a malformed or header-only file, a missing column, NaN, a value outside [0, 1] for a
+        proportion, a negative delay, two rows at one delay of a curve, or a per-row ``source``
+        without a ``curve`` column, naming the file, the row (and CSV line) and the column.
     """
     path = Path(path)
     raw = read_csv_checked(path)
@@ -198,11 +200,15 @@ def load_curves_csv(path: str | os.PathLike, group: str = "human") -> pd.DataFra
     if missing:
         raise DataError(f"{path}: missing required column(s) {missing}; a curve CSV needs "
                         f"{list(USER_REQUIRED)} plus optional n, source, curve")
+    if raw.empty:
+        raise DataError(f"{path}: no data rows (only a header); a curve needs at least one row "
+                        "per delay")
     df = raw.copy()
     if "source" not in df.columns:
         df["source"] = str(path)
     df["source"] = df["source"].where(df["source"].notna(), str(path)).astype(str)
     if "curve" not in df.columns:
+        _check_source_grouping(df, path)
         df["curve"] = df["source"]
     else:
         empty = df["curve"].isna() | (df["curve"].astype(str).str.strip() == "")
@@ -216,4 +222,36 @@ def load_curves_csv(path: str | os.PathLike, group: str = "human") -> pd.DataFra
         df["group"] = group
     if "derived" not in df.columns:
         df["derived"] = False
-    return validate_curves(df, str(path))
+    df = validate_curves(df, str(path))
+    _check_unique_delays(df, path)
+    return df
+
+
+def _check_source_grouping(df: pd.DataFrame, path: Path) -> None:
+    """Without a ``curve`` column, rows are grouped by ``source``: refuse a grouping in which a
+    source text that differs from row to row makes curves of one point each."""
+    sizes = df.groupby("source", sort=False)["source"].transform("size").to_numpy()
+    single = np.flatnonzero(sizes == 1)
+    if len(df) > 1 and len(single) > 0:
+        i = int(single[0])
+        raise DataError(
+            f"{path}: row {i + 1} (line {_line(i)}): its 'source' text "
+            f"{df['source'].iloc[i]!r} is on no other row, so it would be a curve of one point "
+            f"({len(single)} such row(s)); without a 'curve' column rows are grouped into curves "
+            "by 'source': add a 'curve' column naming each row's curve, or give the rows of one "
+            "curve the same source")
+
+
+def _check_unique_delays(df: pd.DataFrame, path: Path) -> None:
+    """One point per delay within a curve: two rows at the same delay are refused by line."""
+    dup = df.duplicated(["curve", "delay_value"], keep=False).to_numpy()
+    if dup.any():
+        rows = np.flatnonzero(dup)
+        first = df.iloc[int(rows[0])]
+        same = [int(j) for j in rows if df["curve"].iloc[int(j)] == first["curve"]
+                and df["delay_value"].iloc[int(j)] == first["delay_value"]]
+        raise DataError(
+            f"{path}: curve {first['curve']!r} has {len(same)} rows at delay_value "
+            f"{first['delay_value']:g} (lines {', '.join(str(_line(j)) for j in same)}); give "
+            "one row per delay (average repeated measurements) or put them in separate curves "
+            "with a 'curve' column")

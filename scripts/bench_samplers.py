@@ -64,7 +64,10 @@ def main(argv=None) -> int:
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1, help="warm repeats per sampler")
-    ap.add_argument("--no-bench", action="store_true", help="do not append to docs/benchmarks.md")
+    ap.add_argument("--no-bench", action="store_true", help="do not append to --doc")
+    ap.add_argument("--doc", default="benchmarks.md", metavar="PATH",
+                    help="markdown file the table is appended to (the project's: "
+                         "docs/benchmarks.md)")
     args = ap.parse_args(argv)
     if args.worker:
         worker(args)
@@ -110,7 +113,8 @@ def main(argv=None) -> int:
 
         append_benchmark("Sampler comparison: PyMC NUTS vs nutpie, hierarchical γ fit",
                          markdown_table(rows, cols), notes,
-                         argv=["python", "scripts/bench_samplers.py", *sys.argv[1:]])
+                         argv=["python", "scripts/bench_samplers.py", *sys.argv[1:]],
+                         path=args.doc)
     return 0
 
 

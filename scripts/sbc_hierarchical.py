@@ -66,7 +66,10 @@ def main(argv=None) -> int:
     ap.add_argument("--level", type=float, default=0.90)
     ap.add_argument("--tol", type=float, default=5.0, help="coverage tolerance in points")
     ap.add_argument("--out", default=None, help="folder for sbc_ranks.csv and sbc_coverage.csv")
-    ap.add_argument("--no-bench", action="store_true", help="do not append to docs/benchmarks.md")
+    ap.add_argument("--no-bench", action="store_true", help="do not append to --doc")
+    ap.add_argument("--doc", default="benchmarks.md", metavar="PATH",
+                    help="markdown file the table is appended to (the project's: "
+                         "docs/benchmarks.md)")
     args = ap.parse_args(argv)
     if args.sims < 1:
         ap.error("--sims must be >= 1")
@@ -155,7 +158,8 @@ def main(argv=None) -> int:
 
         append_benchmark("SBC: hierarchical γ model, coverage of the 90% interval",
                          markdown_table(cov_df.to_dict("records")), notes,
-                         argv=["python", "scripts/sbc_hierarchical.py", *sys.argv[1:]])
+                         argv=["python", "scripts/sbc_hierarchical.py", *sys.argv[1:]],
+                         path=args.doc)
     return 1 if fail else 0
 
 

@@ -145,3 +145,21 @@ def test_transitions_table_carries_the_familiarity_rise(tmp_path):
     assert table.loc["new", "familiarity_rise"] == 250.0
     assert table.loc["new", "lag_after_familiarity"] == 75.0
     assert np.isnan(table.loc["old", "familiarity_rise"]) and table.loc["old", "step"] == 245.0
+
+
+def test_find_fits_skips_hidden_temp_folders(tmp_path):
+    """A killed `cram fit --out` leaves `.fit.tmp-<pid>-XXXX`: never listed as a fit."""
+    (tmp_path / "fit").mkdir()
+    (tmp_path / "fit" / "result.json").write_text("{}")
+    tmp = tmp_path / ".fit.tmp-99999999-abcd"
+    tmp.mkdir()
+    (tmp / "result.json").write_text("{}")
+    assert D.find_fits(tmp_path) == [tmp_path / "fit"]
+
+
+def test_app_roots_come_from_the_environment_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRAM_APP_RUNS", str(tmp_path / "r"))
+    monkeypatch.setenv("CRAM_APP_FITS", str(tmp_path / "f"))
+    assert D.app_roots() == (tmp_path / "r", tmp_path / "f")
+    monkeypatch.delenv("CRAM_APP_FITS")
+    assert D.app_roots() == (tmp_path / "r", tmp_path / "r")

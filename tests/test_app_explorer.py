@@ -223,3 +223,20 @@ def test_on_demand_bayesian_fit(monkeypatch, tmp_path):
     metrics = {m.label: m.value for m in at.metric}
     assert "Δγ posterior mean" in metrics
     assert any("method: bayes (on demand)" in m.value for m in at.markdown)
+
+
+def test_url_cannot_change_the_folders(monkeypatch, demo_root, tmp_path):
+    """`?runs=/etc&fits=/` in a link is ignored: the folders are the command line's."""
+    from cram.testing import write_synthetic_run
+
+    other = tmp_path / "other"
+    write_synthetic_run(other / "intruder", seed=0)
+    monkeypatch.setenv("CRAM_APP_RUNS", str(demo_root))
+    monkeypatch.delenv("CRAM_APP_FITS", raising=False)
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.query_params.update({"page": "Runs", "runs": str(other), "fits": str(other)})
+    at = at.run()
+    _clean(at)
+    assert "intruder" not in at.multiselect(key="run").options
+    assert at.multiselect(key="run").value == ["cram-seed0", "cram-seed1"]
+    assert "runs" not in at.query_params and "fits" not in at.query_params

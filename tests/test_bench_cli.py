@@ -17,6 +17,7 @@ SRCD_KEYS = {"model", "seed", "retrieval_acc", "retrieval_acc_library", "retriev
 
 
 def _bench(*args, tmp_path):
+    # the default doc (./benchmarks.md) is pointed into tmp_path; --json writes only with --doc
     env = {**ENV, "CRAM_BENCHMARKS_MD": str(tmp_path / "benchmarks.md")}
     return subprocess.run([sys.executable, "-m", "cram", "bench", *args], capture_output=True,
                           text=True, env=env, timeout=600)
@@ -26,7 +27,7 @@ def test_bench_srcd_rows_and_docs(tmp_path):
     runs = tmp_path / "runs"
     proc = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram,transformer", "--seeds", "2",
                   "--runs-dir", str(runs), "--infer-length", "128", "--json", "--quiet",
-                  tmp_path=tmp_path)
+                  "--doc", str(tmp_path / "benchmarks.md"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(proc.stdout)
     assert len(rows) == 4 and {r["model"] for r in rows} == {"cram", "transformer"}
@@ -76,7 +77,8 @@ def test_bench_transfer_rows(tmp_path):
 
 def test_bench_schedule_rows_scale_the_preset(tmp_path):
     proc = _bench("schedule", "--preset", "cpu-tiny", "--variants", "default,warmup x2",
-                  "--runs-dir", str(tmp_path / "s"), "--json", "--quiet", tmp_path=tmp_path)
+                  "--runs-dir", str(tmp_path / "s"), "--json", "--quiet",
+                  "--doc", str(tmp_path / "benchmarks.md"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(proc.stdout)
     assert [r["variant"] for r in rows] == ["default", "warmup x2"]
@@ -98,7 +100,7 @@ def test_bench_srcd_rank_sweep(tmp_path):
     runs = tmp_path / "ranks"
     proc = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram", "--seeds", "1",
                   "--ranks", "2,8", "--runs-dir", str(runs), "--json", "--quiet",
-                  tmp_path=tmp_path)
+                  "--doc", str(tmp_path / "benchmarks.md"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(proc.stdout)
     assert [r["semantic_rank"] for r in rows] == [2, 8]
@@ -110,3 +112,10 @@ def test_bench_srcd_rank_sweep(tmp_path):
     bad = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram", "--ranks", "4,x",
                  "--no-docs", tmp_path=tmp_path)
     assert bad.returncode != 0 and "--ranks" in bad.stderr
+
+
+def test_bench_refuses_zero_seeds(tmp_path):
+    proc = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram", "--seeds", "0",
+                  tmp_path=tmp_path)
+    assert proc.returncode == 2 and "--seeds" in proc.stderr and "at least 1" in proc.stderr
+    assert not (tmp_path / "benchmarks.md").exists()

@@ -126,3 +126,64 @@ def test_rules_file_fixes_the_rules(tmp_path, capsys):
     rules.write_text(json.dumps({"form": "power", "windw": "0:2"}))
     assert main(["fit", "gamma", "--human", "rubin1999", "--rules", str(rules)]) == 2
     assert "unknown rule field(s) ['windw']" in capsys.readouterr().err
+
+
+def _csv(tmp_path, text: str) -> Path:
+    f = tmp_path / "user.csv"
+    f.write_text(text)
+    return f
+
+
+def test_binomial_on_a_user_csv_with_n_but_no_n_kind(tmp_path, capsys):
+    f = _csv(tmp_path, "delay_value,delay_unit,measure,value,n\n1,hours,recall,0.9,40\n"
+                       "2,hours,recall,0.8,40\n4,hours,recall,0.7,40\n8,hours,recall,0.62,40\n")
+    code = main(["fit", "gamma", "--human-csv", str(f), "--method", "mle", "--likelihood",
+                 "binomial", "--json", "--quiet"])
+    assert code == 0
+    (c,) = _json(capsys)["curves"]
+    assert c["likelihood"] == "binomial" and 0 < c["gamma"] < 1
+
+
+def test_gamma_at_its_bound_is_flagged(tmp_path, capsys):
+    """All-zero recall drives γ to its upper bound: flagged, no interval, diagnostics not ok."""
+    f = _csv(tmp_path, "delay_value,delay_unit,measure,value\n1,hours,recall,0\n"
+                       "2,hours,recall,0\n4,hours,recall,0\n8,hours,recall,0\n")
+    out = tmp_path / "fit"
+    code = main(["fit", "gamma", "--human-csv", str(f), "--method", "mle", "--json", "--quiet",
+                 "--out", str(out), "--no-figures", "--no-window-sensitivity"])
+    assert code == 0
+    doc = _json(capsys)
+    (c,) = doc["curves"]
+    assert "gamma" in c["at_bound"] and c["gamma_low"] is None and c["gamma_high"] is None
+    assert not doc["diagnostics"]["ok"]
+    assert any("gamma" in w and "at a bound" in w for w in doc["diagnostics"]["warnings"])
+    summary = load_fit(out).summary
+    assert bool(summary.loc[summary["param"] == "gamma", "at_bound"].iloc[0])
+    code = main(["fit", "gamma", "--human-csv", str(f), "--method", "mle", "--quiet"])
+    assert "AT ITS BOUND" in capsys.readouterr().err
+
+
+def test_a_normal_fit_is_not_at_a_bound(capsys):
+    assert main(["fit", "gamma", "--human", "ebbinghaus1885", "--method", "mle", "--json",
+                 "--quiet"]) == 0
+    (c,) = _json(capsys)["curves"]
+    assert c["at_bound"] == [] and c["gamma_low"] < c["gamma"] < c["gamma_high"]
+
+
+def test_stale_temp_folder_of_a_killed_fit_is_removed(tmp_path):
+    from cram.fitting.io import FitFolderWriter
+
+    dead = tmp_path / ".fit.tmp-999999999-abcd"  # no such PID
+    dead.mkdir()
+    (dead / "result.json").write_text("{}")
+    alive = tmp_path / f".fit.tmp-{os.getpid()}-efgh"  # a live writer's: kept
+    alive.mkdir()
+    with FitFolderWriter(tmp_path / "fit") as w:
+        assert w.path.name.startswith(f".fit.tmp-{os.getpid()}-")
+        (w.path / "result.json").write_text("{}")
+    assert not dead.exists() and alive.exists()
+    assert (tmp_path / "fit" / "result.json").is_file()
+    mode = (tmp_path / "fit").stat().st_mode & 0o777
+    from cram.core.jsonio import current_umask
+
+    assert mode == 0o777 & ~current_umask()

@@ -21,7 +21,9 @@ def register(sub) -> None:
             "Start the CRAM explorer in Streamlit on 127.0.0.1. It reads run folders written by "
             "'cram train' (default: runs/demo, written by 'make demo', else runs/), fit folders "
             "written by 'cram fit gamma --out' (default: searched below the runs folder) and "
-            "docs/claims.md. The app only reads; it never trains."
+            "docs/claims.md. The app only reads; it never trains. The folders come from these "
+            "options only (a link's URL cannot change them). SIGINT, SIGTERM or SIGHUP stop the "
+            "server."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -31,7 +33,8 @@ def register(sub) -> None:
                    help="folder searched for 'cram fit --out' folders (default: the runs folder)")
     p.add_argument("--port", type=int, default=8501, help="TCP port")
     p.add_argument("--address", default=LOOPBACK_DEFAULT,
-                   help="address to listen on; a non-loopback address needs --allow-remote")
+                   help="IP address (or 'localhost') to listen on; a non-loopback address needs "
+                        "--allow-remote")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow an address other than loopback (the app has no authentication)")
     p.add_argument("--dry-run", action="store_true",
@@ -45,16 +48,13 @@ def streamlit_command(args) -> tuple[list[str], dict[str, str]]:
     Raises
     ------
     ConfigError
-        For a port outside 1-65535, an address that is not an IP address, or a non-loopback
-        address without ``--allow-remote``; for ``--runs``/``--fits`` that exist but are not
-        folders.
+        For a port outside 1-65535, an address that is not an IP address or ``localhost``, or a
+        non-loopback address without ``--allow-remote``; for ``--runs``/``--fits`` that exist
+        but are not folders.
     """
     if not 1 <= int(args.port) <= 65535:
         raise ConfigError(f"--port {args.port}: must be in 1-65535")
-    try:
-        addr = ipaddress.ip_address(args.address)
-    except ValueError:
-        raise ConfigError(f"--address {args.address!r}: not an IP address") from None
+    addr = _address(args.address)
     if not addr.is_loopback and not args.allow_remote:
         raise ConfigError(f"--address {args.address}: not a loopback address; the explorer has "
                           "no authentication, so pass --allow-remote to listen on it anyway")
@@ -82,7 +82,51 @@ def streamlit_command(args) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IP address ``--address`` names: an IP literal, or ``localhost`` (→ 127.0.0.1)."""
+    if text.strip().lower() == "localhost":
+        return ipaddress.ip_address(LOOPBACK_DEFAULT)
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(f"--address {text!r}: not an IP address (or 'localhost')") from None
+
+
+class _Stopped(Exception):
+    """Raised in the main thread by the SIGTERM / SIGHUP handler of :func:`_run`."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped(signum)
+
+
+def _stop_server(proc, timeout: float = 10.0) -> None:
+    """Terminate the server's process group (SIGTERM, then SIGKILL after ``timeout`` s)."""
+    import signal
+    import subprocess
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def _run(args) -> int:
+    import signal
+    import subprocess
+
     from cram.commands._util import emit_json, log
 
     argv, env = streamlit_command(args)
@@ -94,15 +138,23 @@ def _run(args) -> int:
             log(f"cram app: note: {env[var]} does not exist yet; the app will say so")
     log(f"cram app: serving on http://{args.address}:{args.port} (Ctrl-C to stop)")
     full_env = {**os.environ, **env}
-    import subprocess
-
-    proc = subprocess.Popen(argv, env=full_env)
+    # the server gets its own process group: this process forwards SIGINT, SIGTERM and SIGHUP
+    # to all of it, so no server outlives `cram app`
+    handled = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in handled}
+    proc = None
     try:
+        proc = subprocess.Popen(argv, env=full_env, start_new_session=True)
         return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        raise
+    except (KeyboardInterrupt, _Stopped) as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        log(f"cram app: stopped ({signal.Signals(signum).name})")
+        return 128 + int(signum)
+    finally:
+        previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
+        for sig in previous:  # a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        if proc is not None:
+            _stop_server(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

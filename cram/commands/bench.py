@@ -1,4 +1,8 @@
-"""``cram bench``: experiments that print a table and append it to docs/benchmarks.md.
+"""``cram bench``: experiments that print a table and append it to a markdown file.
+
+The tables go to ``--doc PATH`` (default ``./benchmarks.md`` in the working directory, never into
+the installed package; the project's table is ``--doc docs/benchmarks.md``). With ``--json`` the
+rows go to stdout and nothing is written unless ``--doc`` is given; ``--no-docs`` never writes.
 
 Sub-verbs: ``srcd`` (models × seeds on SRCD), ``transfer`` (frozen semantic memory and router on
 unseen tasks), ``recurrence`` (attention against the library share f), ``schedule`` (is the
@@ -11,12 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from cram.commands._util import add_set_argument, emit_json, log
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="benchmarks and experiments (tables → docs/benchmarks.md)",
+    p = sub.add_parser("bench", help="benchmarks and experiments (tables → --doc PATH)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bsub = p.add_subparsers(dest="bench", metavar="EXPERIMENT")
     bsub.required = True
@@ -62,8 +67,7 @@ def register(sub) -> None:
     k.add_argument("--model-runs", default=None,
                    help="folder with trained cram-seed*/transformer-seed* runs for model_infer / "
                         "model_step rows (default: runs/bench-srcd-cpu, then runs/bench-srcd-demo)")
-    k.add_argument("--json", action="store_true")
-    k.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
+    _doc_arguments(k)
     k.set_defaults(func=_kernels)
 
 
@@ -71,14 +75,60 @@ def _common(p, models_default: str) -> None:
     p.add_argument("--preset", default="demo")
     p.add_argument("--models", default=models_default,
                    help="comma-separated model names, or 'all'")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1")
+    p.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..K-1 (K >= 1)")
     p.add_argument("--runs-dir", default=None,
                    help="where runs are trained (finished runs are reused, partial ones resumed); "
                         "default runs/bench-<experiment>-<preset>")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
+    _doc_arguments(p)
     p.add_argument("--quiet", action="store_true")
     add_set_argument(p)
+
+
+def _doc_arguments(p) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print the rows as one JSON document (writes no file unless --doc)")
+    p.add_argument("--doc", default=None, metavar="PATH",
+                   help="markdown file the tables are appended to (default: ./benchmarks.md, "
+                        "or $CRAM_BENCHMARKS_MD; not written with --json unless given)")
+    p.add_argument("--no-docs", action="store_true", help="append the tables to no file")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def doc_target(args):
+    """The markdown file this invocation appends to, or None (``--no-docs``; ``--json`` alone)."""
+    from cram.core.benchlog import default_doc_path
+
+    if args.no_docs or (args.json and args.doc is None):
+        return None
+    return default_doc_path() if args.doc is None else Path(args.doc)
+
+
+def _check_writable(target: Path) -> None:
+    """Refuse a --doc target that cannot be appended to, before any training or timing runs."""
+    import os
+
+    from cram.core.errors import ConfigError
+
+    if target.is_dir():
+        raise ConfigError(f"--doc {target}: is a folder; give a markdown file")
+    folder = next((q for q in [target.parent, *target.parent.parents] if q.exists()), Path("."))
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ConfigError(f"--doc {target}: not writable; give a path you can write, or --no-docs")
+
+
+def _check_doc(args) -> None:
+    target = doc_target(args)
+    if target is not None:
+        _check_writable(target)
 
 
 def _models(arg: str) -> list[str]:
@@ -106,14 +156,16 @@ def _report(title: str, rows: list[dict], columns: list[str], args, notes: str =
         st = markdown_table(summary, summary_columns)
         log(st)
         text += "\nMean and 95% t-interval over seeds:\n\n" + st
-    if not args.no_docs:
-        path = append_benchmark(title, text, notes)
+    target = doc_target(args)
+    if target is not None:
+        path = append_benchmark(title, text, notes, path=target)
         log(f"appended to {path}")
     if args.json:
         emit_json(rows)
 
 
 def _srcd(args) -> int:
+    _check_doc(args)
     from cram.consolidation.bench import ensure_run, srcd_row, summarize
     from cram.consolidation.config import get_preset
 
@@ -185,6 +237,7 @@ def _rank_sweep(args, models: list[str]) -> int:
 
 
 def _transfer(args) -> int:
+    _check_doc(args)
     from cram.consolidation.transfer import run_transfer
 
     rows = run_transfer(_models(args.models), args.preset, args.seeds, _runs_dir(args, "transfer"),
@@ -199,6 +252,7 @@ def _transfer(args) -> int:
 
 
 def _recurrence(args) -> int:
+    _check_doc(args)
     from cram.consolidation.recurrence import run_recurrence
 
     shares = [float(s) for s in args.shares.split(",")]
@@ -213,6 +267,7 @@ def _recurrence(args) -> int:
 
 
 def _schedule(args) -> int:
+    _check_doc(args)
     from cram.consolidation.schedule import SCHEDULE_VARIANTS, run_schedule
     from cram.core.errors import ConfigError
 
@@ -239,10 +294,13 @@ def _kernels(args) -> int:
     from cram.consolidation.bench import model_timing_rows
     from cram.kernels.bench import run_kernel_bench, write_kernel_bench_tables
 
+    _check_doc(args)
+    target = doc_target(args)
     rows = run_kernel_bench(threads=args.threads, quick=args.quick, shapes=args.shapes)
     rows += model_timing_rows(args.model_runs, threads=args.threads, quick=args.quick)
-    if not args.no_docs:
-        write_kernel_bench_tables(rows)
+    if target is not None:
+        write_kernel_bench_tables(rows, path=target)
+        log(f"appended to {target}")
     if args.json:
         emit_json(rows)
     else:

@@ -59,8 +59,9 @@ def register(sub) -> None:
     g.add_argument("--interval", type=float, default=None, help="interval level (0.90)")
     g.add_argument("--likelihood", default="auto",
                    choices=("auto", "beta", "binomial", "normal"),
-                   help="auto: binomial where trial counts are known, else beta (bayes) / "
-                        "normal (mle)")
+                   help="auto: binomial where trial counts are known (n with n_kind trials or "
+                        "queries), else beta (bayes) / normal (mle); binomial: reads n as trials "
+                        "(a user CSV needs a column n; n_kind may be left out)")
     g.add_argument("--draws", type=int, default=1000, help="posterior draws per chain")
     g.add_argument("--tune", type=int, default=1000, help="tuning steps per chain")
     g.add_argument("--chains", type=int, default=2, help="chains")
@@ -72,10 +73,12 @@ def register(sub) -> None:
                         "default: hierarchical when there are several curves")
     g.add_argument("--loo-forms", default="", metavar="F1,F2",
                    help="also fit these forms and compare all by LOO (bayes only)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (sampler, restarts)")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="write the fit folder here (must not exist)")
     g.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bars or summary lines on stderr (warnings still shown)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (sampler, restarts)")
     g.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     g.add_argument("--no-window-sensitivity", action="store_true",
                    help="skip the γ-against-window table")
@@ -91,6 +94,8 @@ def _gamma(args) -> int:
 
     if args.draws < 1 or args.tune < 0 or args.chains < 1:
         raise ConfigError("--draws and --chains must be >= 1 and --tune >= 0")
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed {args.seed}: must be in 0 .. 2**32 - 1")
     if args.loo_forms and args.method != "bayes":
         raise ConfigError("--loo-forms needs --method bayes")
     from cram.fitting.rules import ComparisonRules, parse_offset
@@ -112,23 +117,22 @@ def _gamma(args) -> int:
 
         check_out_free(args.out)
     df = gather_curves(args.run, args.human, args.human_csv, args.curve_kind)
-    log(f"cram fit: {df['curve'].nunique()} curve(s), {len(df)} point(s); rules: "
-        f"form={rules.form} window={rules.window} offset={rules.offset} rope={rules.rope}")
+    if not args.quiet:
+        log(f"cram fit: {df['curve'].nunique()} curve(s), {len(df)} point(s); rules: "
+            f"form={rules.form} window={rules.window} offset={rules.offset} rope={rules.rope}")
     doc = fit_gamma(df, rules, args.method, out=args.out, seed=args.seed,
                     likelihood=args.likelihood, draws=args.draws, tune=args.tune,
                     chains=args.chains, sampler=args.sampler, figures=not args.no_figures,
                     window_sens=not args.no_window_sensitivity,
                     loo_forms=[f for f in args.loo_forms.split(",") if f.strip()],
                     hierarchical=False if args.no_pooling else None,
-                    progress=True, argv=["cram", *sys.argv[1:]])
+                    progress=not args.quiet, argv=["cram", *sys.argv[1:]])
+    _flag_bounds(doc, args.method)
     if args.json:
         emit_json(doc)
     else:
         for c in doc["curves"]:
-            g = c.get("gamma")
-            gs = "γ = null (form has no power exponent)" if g is None else (
-                f"γ = {g:.4f} [{c['gamma_low']:.4f}, {c['gamma_high']:.4f}]")
-            log(f"  {c['curve']:<50} {gs}")
+            log(f"  {c['curve']:<50} {_gamma_text(c)}")
         if doc.get("delta_gamma"):
             log(f"  Δγ: {doc['delta_gamma']['statement']}")
     diag = doc["diagnostics"]
@@ -137,3 +141,34 @@ def _gamma(args) -> int:
         if args.strict:
             return 4
     return 0
+
+
+def _flag_bounds(doc: dict, method: str) -> None:
+    """Point fits: mark parameters stuck at a bound of the form (``at_bound`` per curve) and add
+    a diagnostics warning for each, so that neither the JSON nor the text hides them."""
+    if method == "bayes":
+        return
+    from cram.fitting.mle import params_at_bound
+
+    for c in doc.get("curves", []):
+        stuck = params_at_bound(doc["form"], c.get("params") or {})
+        c["at_bound"] = stuck
+        if stuck:
+            diag = doc.setdefault("diagnostics", {})
+            diag.setdefault("warnings", []).append(
+                f"{c['curve']}: {', '.join(stuck)} at a bound of form {doc['form']!r}; not "
+                "identified by these data (no interval)")
+            diag["ok"] = False
+
+
+def _gamma_text(c: dict) -> str:
+    import math
+
+    g, lo, hi = c.get("gamma"), c.get("gamma_low"), c.get("gamma_high")
+    if g is None:
+        return "γ = null (form has no power exponent)"
+    if "gamma" in c.get("at_bound", []):
+        return f"γ = {g:.4f} AT ITS BOUND: not identified by these data (no interval)"
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"γ = {g:.4f} (interval undefined)"
+    return f"γ = {g:.4f} [{lo:.4f}, {hi:.4f}]"

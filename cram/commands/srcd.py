@@ -63,7 +63,9 @@ def register(sub) -> None:
     t.add_argument("--threads", type=int, default=1, help="torch threads")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", action="store_true")
-    t.add_argument("--append", action="store_true", help="append the table to docs/benchmarks.md")
+    t.add_argument("--append", action="store_true",
+                   help="append the table to --doc (default ./benchmarks.md)")
+    t.add_argument("--doc", default=None, metavar="PATH", help="markdown file for --append")
     t.set_defaults(func=_speed)
 
 
@@ -220,7 +222,7 @@ def _speed(args) -> int:
         notes = ("Median of the timed repeats after one warm-up; gen/step is the share of a step "
                  "that generation would add if it ran in the same thread.")
         path = append_benchmark("SRCD generation vs one training step", markdown_table(rows),
-                                notes=notes)
+                                notes=notes, path=args.doc)
         log(f"appended to {path}")
     if args.json:
         emit_json({"rows": rows})

@@ -1,7 +1,15 @@
-"""Append benchmark tables to ``docs/benchmarks.md`` with the command, the machine and the date."""
+"""Append benchmark tables to a markdown file with the command, the machine and the date.
+
+The file is the one the user names (``cram bench ... --doc PATH``); without one it is
+``$CRAM_BENCHMARKS_MD``, else ``benchmarks.md`` in the working directory, never a file inside the
+installed package. The project's own table is regenerated with ``--doc docs/benchmarks.md``.
+Appends are atomic and serialised: an exclusive ``flock`` on the file's folder around the
+read-append-rename, so concurrent benches never lose each other's sections.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
@@ -11,7 +19,15 @@ from pathlib import Path
 
 from cram.core.jsonio import atomic_write_text
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+#: the file appended to when neither ``path`` nor ``$CRAM_BENCHMARKS_MD`` is given (in the cwd)
+DEFAULT_NAME = "benchmarks.md"
+HEADER = ("# Benchmarks\n\nMeasured tables, newest last. Each section names its command, machine "
+          "and date.\n")
+
+
+def default_doc_path() -> Path:
+    """``$CRAM_BENCHMARKS_MD`` if set, else ``./benchmarks.md`` (relative to the working dir)."""
+    return Path(os.environ.get("CRAM_BENCHMARKS_MD") or DEFAULT_NAME)
 
 
 def machine_description() -> str:
@@ -50,10 +66,30 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None, floatfmt:
     return "\n".join(lines) + "\n"
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """Hold an exclusive ``flock`` on ``folder`` (no lock file is left behind; POSIX only)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no serialisation, appends stay atomic
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def append_benchmark(title: str, table_md: str, notes: str = "", argv: list[str] | None = None,
                      path: str | os.PathLike | None = None) -> Path:
-    """Append a section (title, command, machine, date, table, notes) to docs/benchmarks.md."""
-    path = Path(path or os.environ.get("CRAM_BENCHMARKS_MD", DEFAULT_PATH))
+    """Append a section (title, command, machine, date, table, notes) to a markdown file.
+
+    ``path`` defaults to :func:`default_doc_path`. The file is created with a header if missing;
+    the read-append-rename runs under an exclusive lock on its folder.
+    """
+    path = Path(path) if path is not None else default_doc_path()
     argv = argv if argv is not None else ["cram", *sys.argv[1:]]
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = (
@@ -64,6 +100,8 @@ def append_benchmark(title: str, table_md: str, notes: str = "", argv: list[str]
         f"{table_md}\n"
         + (f"{notes.strip()}\n" if notes.strip() else "")
     )
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\nMeasured tables, newest last. Each section names its command, machine and date.\n"
-    atomic_write_text(path, old.rstrip("\n") + "\n" + section)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(path.parent):
+        old = path.read_text(encoding="utf-8") if path.exists() else HEADER
+        atomic_write_text(path, old.rstrip("\n") + "\n" + section)
     return path

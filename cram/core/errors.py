@@ -3,6 +3,11 @@
 ``CramError`` is the one error the CLI turns into a clean message and a non-zero exit code; every
 check of user input (configs, CSVs, checkpoints, run folders) raises it or a subclass, with a
 message that says *what* is wrong and *where* (file, row, column or config field).
+
+Exit codes: 2 for bad input (``CramError`` and its subclasses, and argument errors), 3 for a
+resource the machine lacks (``ResourceError``: no space left, out of memory, permission denied),
+4 for ``cram fit --strict`` when diagnostics fail, 70 for an internal error (a bug: the CLI prints
+one line and, with ``CRAM_DEBUG=1``, the traceback), 130 for Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ class RunFolderError(CramError):
     """A run folder is missing, partial or corrupt, or would be overwritten."""
 
 
-class NotBuiltError(CramError):
-    """A CLI verb that exists in the design but is not implemented yet."""
+class ResourceError(CramError):
+    """The machine ran out of something the command needs: disk space, memory, permissions."""
 
     exit_code = 3

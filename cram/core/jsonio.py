@@ -32,12 +32,36 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc where possible, so no other thread sees it change)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file: 0o666 less the umask (0644 usually)."""
+    return 0o666 & ~current_umask()
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a temp file in the same folder, fsync, rename."""
+    """Write ``text`` to ``path`` atomically: a temp file in the same folder, fsync, rename.
+
+    The file gets the mode a plain ``open`` would give it (0o666 less the umask), not the 0600
+    of ``mkstemp``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

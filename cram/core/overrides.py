@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any
 
 from cram.core.errors import ConfigError
+
+#: integers must fit a signed 64-bit integer (numpy and torch store them so)
+INT_LIMIT = 2**63
 
 
 def _coerce(field_type: Any, raw: str, name: str) -> Any:
@@ -25,14 +29,21 @@ def _coerce(field_type: Any, raw: str, name: str) -> Any:
         raise ConfigError(f"--set {name}={raw!r}: expected a boolean (true/false)")
     if field_type is int:
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
-            raise ConfigError(f"--set {name}={raw!r}: expected an integer") from None
+            raise ConfigError(f"--set {name}={raw!r}: expected an integer (digits only, "
+                              "no decimal point or exponent)") from None
+        if not -INT_LIMIT <= value < INT_LIMIT:
+            raise ConfigError(f"--set {name}={raw!r}: integer out of range (|value| < 2**63)")
+        return value
     if field_type is float:
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
             raise ConfigError(f"--set {name}={raw!r}: expected a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"--set {name}={raw!r}: expected a finite number (not inf or nan)")
+        return value
     if field_type is str:
         return raw
     if origin in (tuple, list):
@@ -45,6 +56,8 @@ def _coerce(field_type: Any, raw: str, name: str) -> Any:
         args = [a for a in typing.get_args(field_type) if a is not type(None)]
         if raw.strip().lower() in {"none", "null"}:
             return None
+        if len(args) == 1:  # Optional[X]: X's own message says what is wrong
+            return _coerce(args[0], raw, name)
         for a in args:
             try:
                 return _coerce(a, raw, name)

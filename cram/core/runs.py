@@ -8,7 +8,7 @@ Layout (``SCHEMA_VERSION`` 1)::
       config.json      the resolved config: {"model", "preset", "seed", "data", "model_config", "train"}
       meta.json        schema_version, command line, cram version, git commit, library versions,
                        device, status ("running" | "finished" | "failed"), train_seconds
-      metrics.csv      one row per logged step (columns: see ``METRIC_COLUMNS`` and docs/run_folder.md)
+      metrics.csv      one row per logged step (columns: docs/run_folder.md)
       patterns.csv     every K steps, one row per library pattern: step, pattern, exposures,
                        episodic_share, q, qhat, n_queries
       retention.csv    retrieval accuracy against store→query lag at several training stages,
@@ -28,9 +28,10 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from cram.core.errors import RunFolderError
 from cram.core.jsonio import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
@@ -43,22 +44,6 @@ PATTERNS_FILE = "patterns.csv"
 RETENTION_FILE = "retention.csv"
 TRANSITION_FILE = "transition.json"
 CHECKPOINT_DIR = "checkpoints"
-
-#: Columns every model writes to metrics.csv (models without a tier leave it empty/NaN).
-METRIC_COLUMNS = (
-    "step",
-    "attention_fraction",  # hard-routed eval: share of (token, layer) pairs that read episodic memory
-    "attention_computed",  # share of (token, layer) pairs where attention was actually computed
-    "attention_query",  # share of query tokens that attend in any layer
-    "attention_library",  # ... among library queries
-    "attention_novel",  # ... among novel queries
-    "attention_nonquery",  # share of non-query (token, layer) pairs that read episodic memory
-    "retrieval_acc",
-    "retrieval_acc_library",
-    "retrieval_acc_novel",
-    "dynamics_mse",
-)
-
 
 class CsvLog:
     """Append-only CSV table with a fixed header, flushed and fsynced row by row.
@@ -104,7 +89,7 @@ class CsvLog:
         with open(self.path, encoding="utf-8", newline="") as fh:
             text = fh.read()
         lines = text.split("\n")
-        complete = lines[:-1] if not text.endswith("\n") else lines[:-1]
+        complete = lines[:-1]  # a complete last line leaves '' after the split; else partial
         header, body = complete[0], complete[1:]
         idx = header.split(",").index("step")
         kept = []
@@ -174,12 +159,21 @@ class Run:
         return f"Run({str(self.path)!r}, model={self.model!r}, rows={len(self.metrics)})"
 
 
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object from ``path``; :class:`RunFolderError` naming the file if it is not UTF-8,
+    not JSON or not an object."""
+    return _read_json(Path(path))
+
+
 def _read_json(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
             obj = json.load(fh)
     except json.JSONDecodeError as err:
         raise RunFolderError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError as err:
+        raise RunFolderError(f"{path}: not UTF-8 text (byte offset {err.start}); is the file "
+                             "damaged?") from None
     if not isinstance(obj, dict):
         raise RunFolderError(f"{path}: expected a JSON object")
     return obj
@@ -189,9 +183,44 @@ def _read_csv(path: Path):
     import pandas as pd
 
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(65536)
+        if b"\x00" in head:
+            raise RunFolderError(f"{path}: binary data (NUL bytes), not a CSV table")
         return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise RunFolderError(f"{path}: cannot be read as CSV ({err})") from None
+    except (ValueError, UnicodeDecodeError) as err:  # ParserError, EmptyDataError, bad bytes
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RunFolderError(f"{path}: cannot be read as CSV ({msg})") from None
+
+
+def _schema_version(path: Path, meta: dict) -> int:
+    raw = meta.get("schema_version", SCHEMA_VERSION)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise RunFolderError(f"{path / META_FILE}: schema_version {raw!r} is not an integer")
+    return raw
+
+
+def check_metric_steps(metrics, where: str | os.PathLike):
+    """Raise :class:`RunFolderError` unless ``metrics.step`` is finite and strictly increasing.
+
+    Duplicate rows come from two writers on one folder (or a copy); rows out of order from a log
+    pieced together by hand. Either way the table cannot be trusted, so it is refused, naming the
+    file, the step and the CSV line.
+    """
+    import pandas as pd
+
+    steps = pd.to_numeric(metrics["step"], errors="coerce").to_numpy(dtype=float)
+    for i, s in enumerate(steps):
+        line = i + 2  # line 1 is the header
+        if not math.isfinite(s):
+            raise RunFolderError(f"{where}: line {line}: step {metrics['step'].iloc[i]!r} is "
+                                 "not a number")
+        if i and s == steps[i - 1]:
+            raise RunFolderError(f"{where}: step {s:g} appears twice (lines {line - 1} and "
+                                 f"{line}); did two processes write this run folder?")
+        if i and s < steps[i - 1]:
+            raise RunFolderError(f"{where}: line {line}: step {s:g} comes after step "
+                                 f"{steps[i - 1]:g} (rows out of order)")
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -200,9 +229,10 @@ def load_run(path: str | os.PathLike) -> Run:
     Raises
     ------
     RunFolderError
-        If the folder, its ``config.json`` or its ``metrics.csv`` is missing or corrupt, or if it
-        was written with a newer schema. Optional tables that are missing or corrupt are reported
-        in ``Run.warnings`` instead.
+        If the folder, its ``config.json`` or its ``metrics.csv`` is missing or corrupt (not
+        UTF-8, not JSON, binary, duplicate or out-of-order steps), if ``schema_version`` is not an
+        integer, or if it was written with a newer schema. Optional tables that are missing or
+        corrupt are reported in ``Run.warnings`` instead.
     """
     path = Path(path)
     if not path.is_dir():
@@ -212,7 +242,7 @@ def load_run(path: str | os.PathLike) -> Run:
             raise RunFolderError(f"{path}: missing {required}; is this a cram run folder?")
     config = _read_json(path / CONFIG_FILE)
     meta = _read_json(path / META_FILE) if (path / META_FILE).is_file() else {}
-    schema = int(meta.get("schema_version", SCHEMA_VERSION))
+    schema = _schema_version(path, meta)
     if schema > SCHEMA_VERSION:
         raise RunFolderError(
             f"{path}: run folder schema {schema} is newer than this cram ({SCHEMA_VERSION})"
@@ -220,7 +250,7 @@ def load_run(path: str | os.PathLike) -> Run:
     metrics = _read_csv(path / METRICS_FILE)
     if "step" not in metrics.columns:
         raise RunFolderError(f"{path / METRICS_FILE}: no 'step' column")
-    metrics = metrics.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
+    check_metric_steps(metrics, path / METRICS_FILE)
     warnings: list[str] = []
     optional = {}
     for key, fname in (("patterns", PATTERNS_FILE), ("retention", RETENTION_FILE)):
