@@ -80,6 +80,8 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
 
     from .checkpoint import load_checkpoint, rebuild_model
     from .config import ExperimentConfig
+    from cram.models import HARD
+
     from .srcd import EVENT_QUERY, SRCD
 
     state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
@@ -95,7 +97,7 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
             for i in range(n_sequences + 1):  # the first is a warm-up, not timed
                 b = batch.slice(i, i + 1).to_torch()
                 t0 = time.perf_counter()
-                out = model(b, mode="hard")
+                out = model(b, HARD)
                 elapsed = time.perf_counter() - t0
                 if i == 0:
                     continue
@@ -191,6 +193,8 @@ def model_step_ms(run_dir: Path, length: int = 2048, batch_size: int = 1, repeat
     from .checkpoint import load_checkpoint, rebuild_model
     from .config import ExperimentConfig
     from .losses import compute_loss
+    from cram.models import Route
+
     from .srcd import SRCD
 
     state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
@@ -205,7 +209,7 @@ def model_step_ms(run_dir: Path, length: int = 2048, batch_size: int = 1, repeat
     try:
         for i in range(repeats + 1):
             t0 = time.perf_counter()
-            out = model(batch, mode="soft", temperature=config.train.tau_end, generator=gen)
+            out = model(batch, Route(temperature=config.train.tau_end, generator=gen))
             loss = compute_loss(out, batch, config.train, config.train.steps)
             opt.zero_grad()
             loss.total.backward()

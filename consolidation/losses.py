@@ -30,11 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from cram.models.common import ModelOutput
+from cram.models.tiers import EVENT_QUERY, Tier, raw_mse, readout_kl
 
 from .config import TrainConfig
-from .srcd import EVENT_QUERY, IGNORE_INDEX
-
-EPISODIC = 1
+from .srcd import IGNORE_INDEX
 
 
 @dataclass
@@ -68,8 +67,8 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
                 if where.any() else probe
             log_p_e = F.log_softmax(s.probe_episodic.detach().float(), -1)  # (B, T, V)
             log_p_s = F.log_softmax(s.probe_semantic.float(), -1)
-            kl = (log_p_e.exp() * (log_p_e - log_p_s)).sum(-1)  # (B, T)
-            mse = (s.f_semantic.float() - s.r_episodic.detach().float()).pow(2).mean(-1)  # (B, T)
+            kl = readout_kl(log_p_e, log_p_s)  # (B, T)
+            mse = raw_mse(s.f_semantic.float(), s.r_episodic.detach().float())  # (B, T)
             primary = kl if s.q_space == "value" else mse
             consolidation = consolidation + cfg.consolidation_weight * _masked_mean(primary, where)
             if s.q_space == "value" and cfg.consolidation_raw_weight:
@@ -78,7 +77,7 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
             familiarity = familiarity + _masked_mean(err, where) + _masked_mean(
                 err, s.computed & ~is_query)
             if cost_scale > 0 and s.logits is not None:
-                share = torch.softmax(s.logits.float(), -1)[..., EPISODIC]  # (B, T) expected share
+                share = torch.softmax(s.logits.float(), -1)[..., Tier.EPISODIC]  # (B, T) expected share
                 gated = share * s.qhat.detach().float()  # charged only where q̂ says familiar
                 share_query = share if cfg.cost_gate == "none" else gated
                 share_nonquery = gated if cfg.cost_gate == "familiarity" else share

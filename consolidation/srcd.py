@@ -38,8 +38,10 @@ from typing import Iterator, Literal
 import numpy as np
 
 from cram.core.errors import ConfigError
+from cram.models.tiers import EVENT_NONE, EVENT_QUERY, EVENT_STORE
 
-EVENT_NONE, EVENT_STORE, EVENT_QUERY = 0, 1, 2
+__all__ = ["EVENT_NONE", "EVENT_QUERY", "EVENT_STORE", "IGNORE_INDEX", "SRCD", "SRCDBatch",
+           "SRCDConfig", "describe", "stream_rng"]
 IGNORE_INDEX = -100
 
 

@@ -38,6 +38,8 @@ def finetune_heads(source_dir: Path, task: dict, steps: int, seed: int, lr: floa
     from .config import ExperimentConfig
     from .evaluate import evaluate
     from .losses import compute_loss
+    from cram.models import HARD
+
     from .srcd import SRCD, stream_rng
 
     state = load_checkpoint(Path(source_dir) / "checkpoints" / "last.pt")
@@ -53,7 +55,7 @@ def finetune_heads(source_dir: Path, task: dict, steps: int, seed: int, lr: floa
     model.train()
     for step in range(steps):
         batch = gen.sample(config.train.batch_size, stream_rng(seed + 7919, 0, step)).to_torch()
-        out = model(batch, mode="hard")
+        out = model(batch, HARD)
         loss = compute_loss(out, batch, config.train, config.train.steps)
         opt.zero_grad(set_to_none=True)
         loss.total.backward()

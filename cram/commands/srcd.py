@@ -247,7 +247,7 @@ def speed_table(presets: list[str], model_name: str, repeats: int = 3, threads: 
     from cram.consolidation.config import resolve
     from cram.consolidation.losses import compute_loss
     from cram.consolidation.srcd import SRCD, stream_rng
-    from cram.models import DataSpec, build_model
+    from cram.models import DataSpec, Route, build_model
 
     torch.set_num_threads(threads)
     rows = []
@@ -269,7 +269,7 @@ def speed_table(presets: list[str], model_name: str, repeats: int = 3, threads: 
         g = torch.Generator().manual_seed(seed)
         for _ in range(repeats + 1):
             t0 = time.perf_counter()
-            out = model(tb, mode="soft", temperature=1.0, generator=g)
+            out = model(tb, Route(temperature=1.0, generator=g))
             loss = compute_loss(out, tb, cfg.train, cfg.train.warmup_steps + 1).total
             opt.zero_grad(set_to_none=True)
             loss.backward()
