@@ -3,7 +3,7 @@
 ``build_model(name, config, spec)`` builds any of ``MODEL_NAMES``. ``MODEL_VARIANTS`` holds, per
 name, the model half of a variant: the class to build and the ``ModelConfig`` changes the name
 implies (applied when a run's config is resolved, so config.json shows them). The training half
-(``TrainConfig`` changes) belongs to the consolidation layer: ``cram.consolidation.config.VARIANTS``.
+(``TrainConfig`` changes) belongs to the consolidation layer (``cram.consolidation.config``).
 """
 
 from __future__ import annotations

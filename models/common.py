@@ -36,7 +36,7 @@ class ModelConfig:
     ct_dt: float = 1.0  # Euler step Δt; the gate σ(W_τ log(1+Δτ)) scales it per channel
     ct_diagonal: bool = False  # diagonal W_1 (parallel over channels in the Triton kernel)
     # episodic tier
-    attention_window: int | None = None  # episodic buffer B (keys j with pos-B < j <= pos); None = all
+    attention_window: int | None = None  # episodic buffer B: keys j, pos-B < j <= pos; None: all
     # semantic tier + consolidation (CRAM)
     semantic_rank: int = 16  # rank r of the low-rank semantic MLP (paper: d/16)
     # routing switches (typed and validated as ``RoutingConfig``; read them as ``.routing``)
@@ -62,13 +62,16 @@ class ModelConfig:
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"ModelConfig.{name}={v!r}: must be an integer >= 1")
         if self.d_model % self.n_heads:
-            raise ConfigError(f"ModelConfig.d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+            raise ConfigError(f"ModelConfig.d_model={self.d_model} must be divisible by "
+                              f"n_heads={self.n_heads}")
         if not isinstance(self.d_ff, int) or self.d_ff < 0:
             raise ConfigError(f"ModelConfig.d_ff={self.d_ff!r}: must be an integer >= 0")
         if not isinstance(self.semantic_rank, int) or self.semantic_rank < 1:
-            raise ConfigError(f"ModelConfig.semantic_rank={self.semantic_rank!r}: rank must be >= 1")
+            raise ConfigError(f"ModelConfig.semantic_rank={self.semantic_rank!r}: "
+                              "rank must be >= 1")
         if self.attention_window is not None and self.attention_window < 1:
-            raise ConfigError(f"ModelConfig.attention_window={self.attention_window!r}: buffer must be >= 1")
+            raise ConfigError(f"ModelConfig.attention_window={self.attention_window!r}: "
+                              "buffer must be >= 1")
         self.routing  # noqa: B018 (builds the RoutingConfig, which validates the switches)
         if not self.q_sigma > 0:
             raise ConfigError(f"ModelConfig.q_sigma={self.q_sigma!r}: must be > 0")
@@ -110,7 +113,7 @@ class LayerStats:
     r_episodic: torch.Tensor | None = None  # (B, T, d) dense episodic output (every token)
     f_semantic: torch.Tensor | None = None  # (B, T, d) semantic output
     probe_episodic: torch.Tensor | None = None  # (B, T, V) value-probe logits of r_E (probe grads)
-    probe_semantic: torch.Tensor | None = None  # (B, T, V) value-probe logits of f_sem (probe frozen)
+    probe_semantic: torch.Tensor | None = None  # (B, T, V) probe logits of f_sem (probe frozen)
     q: torch.Tensor | None = None  # (B, T) consolidation score (valid where computed)
     q_space: QSpace = "value"  # where q and the consolidation loss are measured
     qhat: torch.Tensor | None = None  # (B, T) familiarity prediction

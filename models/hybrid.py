@@ -1,4 +1,4 @@
-"""Baseline: static hybrid, CT-ODE layers plus dense attention layers at a fixed ratio (Jamba-style).
+"""Baseline: static hybrid, CT-ODE layers plus dense attention layers at a fixed ratio (Jamba).
 
 The layout is data: layer ``i`` is a dense causal attention block (``TransformerBlock``) when
 ``i in config.attention_layers`` and a CT-ODE block (``CTBlock``) otherwise. Jamba interleaves one
@@ -40,7 +40,7 @@ class StaticHybrid(SRCDModel):
             if isinstance(block, CTBlock):
                 x = block(x, batch["dtau"])
                 layers.append(no_attention(batch))
-            elif route.attention_off:  # a tier other than episodic forced: keep the block's FFN, skip its attention read
+            elif route.attention_off:  # attention switched off: keep the FFN, skip the read
                 if block.ff is not None:
                     x = x + block.ff(block.norm_ff(x))
                 layers.append(no_attention(batch))

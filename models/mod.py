@@ -20,8 +20,8 @@ selection pattern can leak a little information about later positions into earli
 top-k cannot be run token by token during autoregressive decoding. MoD's fix is a small causal
 predictor trained (on stop-gradient hidden states, with binary cross-entropy) to guess membership of
 the top-k; we train one (``aux_loss``) and report its logits in ``LayerStats.extra``, but routing
-uses the exact top-k so that the capacity holds exactly. SRCD evaluation is teacher-forced over whole
-sequences, where top-k is well defined.
+uses the exact top-k so that the capacity holds exactly. SRCD evaluation is teacher-forced over
+whole sequences, where top-k is well defined.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ class MoDBlock(nn.Module):
         self.norm_attn = nn.LayerNorm(d)
         self.attn = CausalSelfAttention(d, config.n_heads, config.attention_window)
         self.router = nn.Linear(d, 1)
-        self.predictor = nn.Sequential(nn.Linear(d, d // 2 or 1), nn.GELU(), nn.Linear(d // 2 or 1, 1))
+        self.predictor = nn.Sequential(nn.Linear(d, d // 2 or 1), nn.GELU(),
+                                       nn.Linear(d // 2 or 1, 1))
 
     def forward(self, x: torch.Tensor, dtau: torch.Tensor, route: Route
                 ) -> tuple[torch.Tensor, LayerStats, torch.Tensor]:

@@ -58,7 +58,8 @@ class RoutingConfig:
     def __post_init__(self) -> None:
         check_literals(self)
         if not isinstance(self.static_routing, bool):
-            raise ConfigError(f"RoutingConfig.static_routing={self.static_routing!r}: true or false")
+            raise ConfigError(f"RoutingConfig.static_routing={self.static_routing!r}: "
+                              "true or false")
 
     @property
     def oracle(self) -> bool:

@@ -79,7 +79,8 @@ class SeqBoat(SRCDModel):
 
     def __init__(self, config: ModelConfig, spec: DataSpec):
         super().__init__(config, spec)
-        self.blocks = nn.ModuleList(SeqBoatBlock(config, self.gate_bias) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(SeqBoatBlock(config, self.gate_bias)
+                                    for _ in range(config.n_layers))
 
     def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
                 ) -> ModelOutput:

@@ -30,7 +30,8 @@ class Transformer(SRCDModel):
 
     def __init__(self, config: ModelConfig, spec: DataSpec, window: int | None = None):
         super().__init__(config, spec)
-        self.blocks = nn.ModuleList(TransformerBlock(config, window) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(TransformerBlock(config, window)
+                                    for _ in range(config.n_layers))
 
     def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
                 ) -> ModelOutput:

@@ -49,7 +49,8 @@ def test_familiarity_gate_scales_cost_by_qhat(logit, qhat):
     step = train.warmup_steps + train.cost_ramp_steps  # full cost
     _set_qhat(model, logit)  # the router reads q̂, so both costs are taken on this same state
     ungated, ungated_grad = _cost(model, batch, dataclasses.replace(train, cost_gate="none"), step)
-    gated, gated_grad = _cost(model, batch, dataclasses.replace(train, cost_gate="familiarity"), step)
+    gated, gated_grad = _cost(model, batch, dataclasses.replace(train, cost_gate="familiarity"),
+                              step)
     assert ungated > 0.1
     assert gated == pytest.approx(qhat * ungated, rel=1e-4, abs=1e-9)
     assert torch.allclose(gated_grad, qhat * ungated_grad, atol=1e-7)
@@ -72,7 +73,8 @@ def test_familiarity_queries_gate_charges_nonquery_tokens_ungated():
     model, batch, train = _model_and_batch(seed=2)
     step = train.warmup_steps + train.cost_ramp_steps
     _set_qhat(model, -30.0)  # q̂ = 0 everywhere: gated queries cost nothing
-    gated, gated_grad = _cost(model, batch, dataclasses.replace(train, cost_gate="familiarity-queries"),
+    gated, gated_grad = _cost(model, batch,
+                              dataclasses.replace(train, cost_gate="familiarity-queries"),
                               step)
     nonquery_only, nonquery_grad = _cost(
         model, batch, dataclasses.replace(train, cost_gate="none", cost_query=0.0), step)

@@ -18,8 +18,8 @@ def make(seed: int = 0, **changes):
     cfg = SRCDConfig(length=T, query_rate=0.1, n_library=6, n_novel_keys=30, n_values=5)
     batch = SRCD(cfg).sample(B, seed=seed).to_torch()
     torch.manual_seed(seed)
-    model = build_model("cram", ModelConfig(d_model=16, n_heads=2, d_ff=16, ct_dim=8, semantic_rank=4,
-                                            familiarity_hidden=8, **changes),
+    model = build_model("cram", ModelConfig(d_model=16, n_heads=2, d_ff=16, ct_dim=8,
+                                            semantic_rank=4, familiarity_hidden=8, **changes),
                         DataSpec(cfg.n_keys, cfg.n_values))
     return model.eval(), batch
 
@@ -41,7 +41,8 @@ def test_force_semantic_in_hard_mode_computes_no_attention():
     model, batch = make(seed=1)
     calls = []
     for block in model.blocks:
-        block.episodic.forward_dense = lambda h, _f=block.episodic.forward_dense: calls.append(1) or _f(h)
+        block.episodic.forward_dense = \
+            lambda h, _f=block.episodic.forward_dense: calls.append(1) or _f(h)
     out = model(batch, Route("hard", force="semantic"))
     assert not any(s.computed.any() for s in out.layers)
     assert calls == []  # the dense path was never entered
@@ -116,8 +117,10 @@ def test_router_feature_logit_reads_the_log_odds_of_qhat():
         _router_reads_only_its_feature(model, 1.5)
         out = model(batch, HARD)
         for s in out.layers:
-            assert torch.allclose(s.qhat, torch.full_like(s.qhat, torch.sigmoid(torch.tensor(1.5)).item()))
-            assert torch.allclose(s.logits[..., EPISODIC], torch.full_like(s.qhat, expected), atol=1e-6)
+            qhat = torch.sigmoid(torch.tensor(1.5)).item()
+            assert torch.allclose(s.qhat, torch.full_like(s.qhat, qhat))
+            assert torch.allclose(s.logits[..., EPISODIC], torch.full_like(s.qhat, expected),
+                                  atol=1e-6)
 
 
 def test_oracle_router_feature_logit_reads_the_log_odds_of_q():

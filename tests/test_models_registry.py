@@ -3,7 +3,6 @@ exactly where it claims to."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
