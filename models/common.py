@@ -23,8 +23,9 @@ from .routing import QSpace, QValueScore, RouterFeature, RouterReads, RoutingCon
 class ModelConfig:
     """Architecture of every SRCD model; fields a model does not use are ignored by it.
 
-    The hybrid layout is data: ``attention_layers`` lists which layers carry attention in the static
-    hybrid, and ``name`` picks the family (see ``cram.models.MODEL_NAMES``).
+    The model name (``cram.models.MODEL_NAMES``) picks the class and its changes to these fields.
+    The hybrid layout is data: ``attention_layers`` lists which layers carry attention in the
+    static hybrid. CRAM's routing switches are grouped and validated as ``routing``.
     """
 
     d_model: int = 64
