@@ -78,10 +78,10 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
     """
     import torch
 
-    from .checkpoint import load_checkpoint, rebuild_model
-    from .config import ExperimentConfig
     from cram.models import HARD
 
+    from .checkpoint import load_checkpoint, rebuild_model
+    from .config import ExperimentConfig
     from .srcd import EVENT_QUERY, SRCD
 
     state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
@@ -190,11 +190,11 @@ def model_step_ms(run_dir: Path, length: int = 2048, batch_size: int = 1, repeat
     """Median ms of one training step (soft routing, forward + backward + AdamW) of a run's model."""
     import torch
 
+    from cram.models import Route
+
     from .checkpoint import load_checkpoint, rebuild_model
     from .config import ExperimentConfig
     from .losses import compute_loss
-    from cram.models import Route
-
     from .srcd import SRCD
 
     state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")

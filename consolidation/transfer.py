@@ -34,12 +34,12 @@ def finetune_heads(source_dir: Path, task: dict, steps: int, seed: int, lr: floa
     """Retrain only the heads of a trained run's model on ``task``; return hard-routed metrics."""
     import torch
 
+    from cram.models import HARD
+
     from .checkpoint import load_checkpoint, rebuild_model
     from .config import ExperimentConfig
     from .evaluate import evaluate
     from .losses import compute_loss
-    from cram.models import HARD
-
     from .srcd import SRCD, stream_rng
 
     state = load_checkpoint(Path(source_dir) / "checkpoints" / "last.pt")
