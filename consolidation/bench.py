@@ -1,7 +1,7 @@
 """Experiments behind ``cram bench``: SRCD comparison, transfer, recurrence sweep, inference timing.
 
 Every experiment trains real runs (resuming finished or partial ones in its runs folder), reads them
-back through ``cram.load_run``, and returns one row per model and seed. Nothing here is hard-coded:
+back through ``cram.core.runs.load_run``, and returns one row per model and seed. Nothing here is hard-coded:
 each number is measured in the same invocation or read from a run this module trained.
 """
 
@@ -79,6 +79,8 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
     """
     import torch
 
+    from cram.models import HARD
+
     from .checkpoint import load_checkpoint, rebuild_model
     from .config import ExperimentConfig
     from .srcd import EVENT_QUERY, SRCD
@@ -96,7 +98,7 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
             for i in range(n_sequences + 1):  # the first is a warm-up, not timed
                 b = batch.slice(i, i + 1).to_torch()
                 t0 = time.perf_counter()
-                out = model(b, mode="hard")
+                out = model(b, HARD)
                 elapsed = time.perf_counter() - t0
                 if i == 0:
                     continue

@@ -7,11 +7,13 @@ checked when the dataclass is built, so configs that cannot work fail up front, 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 from cram.core.errors import ConfigError
-from cram.models import MODEL_VARIANTS, ModelConfig, check_model_name
+from cram.models import MODEL_VARIANTS, ModelConfig, ModelVariant, check_model_name
 
 from .srcd import SRCDConfig
 
@@ -168,6 +170,43 @@ def get_preset(name: str) -> ExperimentConfig:
     return PRESETS[name]
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A model name as a whole: its model half (``cram.models``) and its training changes."""
+
+    model: ModelVariant
+    train: Mapping[str, object] = field(default_factory=dict)  # TrainConfig field → value
+
+    def __post_init__(self) -> None:
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(self.train) - known)
+        if unknown:
+            raise ConfigError(f"variant {self.name!r}: unknown TrainConfig fields {unknown}")
+        object.__setattr__(self, "train", MappingProxyType(dict(self.train)))
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def description(self) -> str:
+        return self.model.description
+
+    def apply(self, config: ExperimentConfig) -> ExperimentConfig:
+        """``config`` with this variant's model and training changes."""
+        return dataclasses.replace(config, model=self.model.apply(config.model),
+                                   train=dataclasses.replace(config.train, **self.train))
+
+
+#: training changes of the variants that have any (the model changes live in cram.models)
+TRAIN_CHANGES: dict[str, dict[str, object]] = {
+    "cram-no-consolidation": {"consolidation_weight": 0.0, "consolidation_raw_weight": 0.0},
+    "cram-logit-router": {"router_logit_weight": 0.01, "cost_gate": "familiarity-queries"},
+}
+VARIANTS: dict[str, Variant] = {name: Variant(mv, TRAIN_CHANGES.get(name, {}))
+                                for name, mv in MODEL_VARIANTS.items()}
+
+
 def resolve(model_name: str, preset: str | ExperimentConfig, overrides: list[str] = ()
             ) -> ExperimentConfig:
     """Preset → model-variant changes → ``--set`` overrides (``data.x``, ``model.x``, ``train.x``)."""
@@ -175,10 +214,7 @@ def resolve(model_name: str, preset: str | ExperimentConfig, overrides: list[str
 
     check_model_name(model_name)
     config = get_preset(preset) if isinstance(preset, str) else preset
-    _, _, model_changes, train_changes, _ = MODEL_VARIANTS[model_name]
-    config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, **model_changes),
-        train=dataclasses.replace(config.train, **train_changes))
+    config = VARIANTS[model_name].apply(config)
     return apply_overrides(config, [_alias(o) for o in overrides])
 
 

@@ -5,7 +5,8 @@ Definitions (also in docs/run_folder.md):
 - ``attention_fraction``: share of (token, layer) pairs that read episodic memory;
 - a query *attends* if any layer reads episodic memory for it (``attention_query`` and the library /
   novel splits);
-- ``attention_computed``: share of (token, layer) pairs where attention was actually computed.
+- ``attention_computed``: share of (token, layer) pairs where attention was actually computed by
+  inference (the dense diagnostic pass of a consolidating model is not counted).
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from cram.models.common import TIERS
+from cram.models.routing import HARD, Route
+from cram.models.tiers import EVENT_QUERY, TIERS
 
-from .srcd import EVENT_QUERY, SRCDBatch
+from .srcd import SRCDBatch
 
 LAG_EDGES = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+#: forced-tier accuracies a consolidating model is evaluated with: key → forced route
+FORCED = (("correct_sem", Route("hard", force="semantic")),
+          ("correct_work", Route("hard", force="working")),
+          ("correct_off", Route("hard", force="no-episodic")))
 
 
 @dataclass
@@ -29,55 +35,50 @@ class EvalResult:
     retention_rows: list[dict] = field(default_factory=list)
 
 
-def _is_cram(model) -> bool:
-    return getattr(model, "family", "") == "cram"
-
-
 def _nanmean(x: np.ndarray) -> float:
     return float(np.mean(x)) if x.size else float("nan")
 
 
-@torch.no_grad()
-def evaluate(model, data: SRCDBatch, batch_size: int, device, *, n_library: int,
-             patterns: bool = False, retention: bool = False, autocast=None) -> EvalResult:
-    was_training = model.training
-    model.eval()
-    cram = _is_cram(model)
-    n_layers = len(model.blocks)
-    acc = {k: [] for k in ("correct", "is_lib", "pattern", "lag", "q", "qhat", "attend",
-                           "correct_sem", "correct_work", "correct_off")}
-    sq_err = n_sig = 0.0
-    layer_episodic = np.zeros(n_layers)
-    layer_nonquery = np.zeros(n_layers)
-    layer_computed = np.zeros(n_layers)
-    tier_counts = np.zeros((n_layers, len(TIERS)))
-    n_tokens = n_nonquery = 0
-    ctx = autocast if autocast is not None else torch.autocast("cpu", enabled=False)
-    for start in range(0, len(data), batch_size):
-        b = data.slice(start, start + batch_size).to_torch(device)
-        with ctx:
-            out = model(b, mode="hard", diagnose=cram)
-        query = b["event"] == EVENT_QUERY  # (B, T)
-        pred = out.value_logits.argmax(-1)
-        acc["correct"].append((pred == b["answer"])[query].cpu().numpy())
-        acc["is_lib"].append(b["is_library"][query].cpu().numpy())
-        acc["pattern"].append(b["pattern"][query].cpu().numpy())
-        acc["lag"].append(b["lag"][query].cpu().numpy())
+@dataclass
+class _Tally:
+    """Per-query arrays (lists of per-batch pieces) and per-layer counts over the evaluation set."""
+
+    n_layers: int
+    per_query: dict[str, list] = field(default_factory=lambda: {k: [] for k in (
+        "correct", "is_lib", "pattern", "lag", "q", "qhat", "attend",
+        "correct_sem", "correct_work", "correct_off")})
+    sq_err: float = 0.0
+    n_sig: float = 0.0
+    n_tokens: int = 0
+    n_nonquery: int = 0
+
+    def __post_init__(self) -> None:
+        self.layer_episodic = np.zeros(self.n_layers)  # (L,) tokens that read episodic memory
+        self.layer_nonquery = np.zeros(self.n_layers)  # (L,) ... of them non-query tokens
+        self.layer_computed = np.zeros(self.n_layers)  # (L,) tokens whose attention was computed
+        self.tier_counts = np.zeros((self.n_layers, len(TIERS)))  # (L, 3) hard tier choices
+
+    def add(self, out, b: dict, query: torch.Tensor) -> None:
+        """Count one batch's inference output ``out``; query: (B, T) bool."""
+        acc = self.per_query
+        acc["correct"].append((out.value_logits.argmax(-1) == b["answer"])[query].cpu().numpy())
+        for key, name in (("is_lib", "is_library"), ("pattern", "pattern"), ("lag", "lag")):
+            acc[key].append(b[name][query].cpu().numpy())
         mask = b["signal_mask"]
-        sq_err += float(((out.signal_pred.float() - b["target_signal"]) ** 2)[mask].sum())
-        n_sig += float(mask.sum())
-        n_tokens += query.numel()
-        n_nonquery += int((~query).sum())
-        attend = torch.zeros_like(query)
+        self.sq_err += float(((out.signal_pred.float() - b["target_signal"]) ** 2)[mask].sum())
+        self.n_sig += float(mask.sum())
+        self.n_tokens += query.numel()
+        self.n_nonquery += int((~query).sum())
+        attend = torch.zeros_like(query)  # (B, T): any layer read episodic memory
         qs, qhats = [], []
         for i, s in enumerate(out.layers):
             epi = s.episodic.float() > 0.5  # (B, T)
             attend |= epi
-            layer_episodic[i] += float(epi.sum())
-            layer_nonquery[i] += float(epi[~query].sum())
-            layer_computed[i] += float(s.computed.sum())
+            self.layer_episodic[i] += float(epi.sum())
+            self.layer_nonquery[i] += float(epi[~query].sum())
+            self.layer_computed[i] += float(s.computed.sum())
             if s.choice is not None:
-                tier_counts[i] += torch.bincount(s.choice.flatten(), minlength=3).cpu().numpy()
+                self.tier_counts[i] += torch.bincount(s.choice.flatten(), minlength=3).cpu().numpy()
             if s.q is not None:
                 qs.append(s.q[query].float().cpu().numpy())
                 qhats.append(s.qhat[query].float().cpu().numpy())
@@ -85,27 +86,62 @@ def evaluate(model, data: SRCDBatch, batch_size: int, device, *, n_library: int,
         if qs:
             acc["q"].append(np.mean(qs, 0))
             acc["qhat"].append(np.mean(qhats, 0))
-        if cram:
-            for key, force in (("correct_sem", "semantic"), ("correct_work", "working"),
-                               ("correct_off", "no-episodic")):
-                if key == "correct_off" and not retention:
-                    continue
-                with ctx:
-                    forced = model(b, mode="hard", force=force)
-                acc[key].append((forced.value_logits.argmax(-1) == b["answer"])[query].cpu().numpy())
-    cat = {k: (np.concatenate(v) if v else np.array([])) for k, v in acc.items()}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: (np.concatenate(v) if v else np.array([])) for k, v in self.per_query.items()}
+
+
+@torch.no_grad()
+def evaluate(model, data: SRCDBatch, batch_size: int, device, *, n_library: int,
+             patterns: bool = False, retention: bool = False, autocast=None) -> EvalResult:
+    """Hard-routed inference over ``data``; a consolidating model also gets its diagnostics.
+
+    Inference computes routed attention only. For a consolidating model the same call asks for
+    the dense diagnostic pass (``diagnose_dense``: q and q̂ at every query, never counted in
+    ``attention_computed``) and runs the forced-tier passes of ``FORCED``.
+    """
+    was_training = model.training
+    model.eval()
+    diagnose = getattr(model, "consolidates", False)
+    tally = _Tally(len(model.blocks))
+    ctx = autocast if autocast is not None else torch.autocast("cpu", enabled=False)
+    for start in range(0, len(data), batch_size):
+        b = data.slice(start, start + batch_size).to_torch(device)
+        with ctx:
+            out = model(b, HARD, diagnose_dense=diagnose)
+        query = b["event"] == EVENT_QUERY  # (B, T)
+        tally.add(out, b, query)
+        for key, route in FORCED if diagnose else ():
+            if key == "correct_off" and not retention:
+                continue
+            with ctx:
+                forced = model(b, route)
+            tally.per_query[key].append(
+                (forced.value_logits.argmax(-1) == b["answer"])[query].cpu().numpy())
+    cat = tally.arrays()
+    result = EvalResult(_metrics(tally, cat))
+    if patterns:
+        result.pattern_rows = _pattern_rows(cat, n_library)
+    if retention:
+        result.retention_rows = _retention_rows(cat)
+    model.train(was_training)
+    return result
+
+
+def _metrics(t: _Tally, cat: dict[str, np.ndarray]) -> dict:
     lib, correct, attend = cat["is_lib"].astype(bool), cat["correct"], cat["attend"]
+    n_layers = t.n_layers
     m = {
-        "attention_fraction": float(layer_episodic.sum() / (n_tokens * n_layers)),
-        "attention_computed": float(layer_computed.sum() / (n_tokens * n_layers)),
+        "attention_fraction": float(t.layer_episodic.sum() / (t.n_tokens * n_layers)),
+        "attention_computed": float(t.layer_computed.sum() / (t.n_tokens * n_layers)),
         "attention_query": _nanmean(attend),
         "attention_library": _nanmean(attend[lib]),
         "attention_novel": _nanmean(attend[~lib]),
-        "attention_nonquery": float(layer_nonquery.sum() / max(n_nonquery * n_layers, 1)),
+        "attention_nonquery": float(t.layer_nonquery.sum() / max(t.n_nonquery * n_layers, 1)),
         "retrieval_acc": _nanmean(correct),
         "retrieval_acc_library": _nanmean(correct[lib]),
         "retrieval_acc_novel": _nanmean(correct[~lib]),
-        "dynamics_mse": sq_err / max(n_sig, 1.0),
+        "dynamics_mse": t.sq_err / max(t.n_sig, 1.0),
     }
     if cat["q"].size:
         m.update(q_library=_nanmean(cat["q"][lib]), q_novel=_nanmean(cat["q"][~lib]),
@@ -114,35 +150,39 @@ def evaluate(model, data: SRCDBatch, batch_size: int, device, *, n_library: int,
         m["acc_library_semantic_only"] = _nanmean(cat["correct_sem"][lib])
         m["acc_library_working_only"] = _nanmean(cat["correct_work"][lib])
     for i in range(n_layers):
-        if tier_counts[i].sum() > 0:
-            shares = tier_counts[i] / tier_counts[i].sum()
+        if t.tier_counts[i].sum() > 0:
+            shares = t.tier_counts[i] / t.tier_counts[i].sum()
             for j, tier in enumerate(TIERS):
                 m[f"share_{tier}_l{i}"] = float(shares[j])
         else:
-            m[f"share_episodic_l{i}"] = float(layer_episodic[i] / n_tokens)
-    result = EvalResult(m)
-    if patterns:
-        pat = cat["pattern"]
-        for p in range(n_library):
-            sel = pat == p
-            if not sel.any():
-                continue
-            row = {"pattern": p, "episodic_share": _nanmean(attend[sel]), "n_queries": int(sel.sum())}
-            row["q"] = _nanmean(cat["q"][sel]) if cat["q"].size else float("nan")
-            row["qhat"] = _nanmean(cat["qhat"][sel]) if cat["qhat"].size else float("nan")
-            result.pattern_rows.append(row)
-    if retention:
-        conditions = [("episodic_on", correct)]
-        if cat["correct_off"].size:
-            conditions.append(("episodic_off", cat["correct_off"]))
-        for cond, corr in conditions:
-            for binding, sel_b in (("novel", ~lib), ("library", lib)):
-                for lo, hi in zip(LAG_EDGES[:-1], LAG_EDGES[1:]):
-                    sel = sel_b & (cat["lag"] >= lo) & (cat["lag"] < hi)
-                    if sel.any():
-                        c = int(corr[sel].sum())
-                        result.retention_rows.append({
-                            "condition": cond, "binding": binding, "lag": lo, "lag_high": hi,
-                            "n": int(sel.sum()), "correct": c, "accuracy": c / int(sel.sum())})
-    model.train(was_training)
-    return result
+            m[f"share_episodic_l{i}"] = float(t.layer_episodic[i] / t.n_tokens)
+    return m
+
+
+def _pattern_rows(cat: dict[str, np.ndarray], n_library: int) -> list[dict]:
+    rows, attend, pat = [], cat["attend"], cat["pattern"]
+    for p in range(n_library):
+        sel = pat == p
+        if not sel.any():
+            continue
+        row = {"pattern": p, "episodic_share": _nanmean(attend[sel]), "n_queries": int(sel.sum())}
+        row["q"] = _nanmean(cat["q"][sel]) if cat["q"].size else float("nan")
+        row["qhat"] = _nanmean(cat["qhat"][sel]) if cat["qhat"].size else float("nan")
+        rows.append(row)
+    return rows
+
+
+def _retention_rows(cat: dict[str, np.ndarray]) -> list[dict]:
+    lib, rows = cat["is_lib"].astype(bool), []
+    conditions = [("episodic_on", cat["correct"])]
+    if cat["correct_off"].size:
+        conditions.append(("episodic_off", cat["correct_off"]))
+    for cond, corr in conditions:
+        for binding, sel_b in (("novel", ~lib), ("library", lib)):
+            for lo, hi in zip(LAG_EDGES[:-1], LAG_EDGES[1:]):
+                sel = sel_b & (cat["lag"] >= lo) & (cat["lag"] < hi)
+                if sel.any():
+                    c = int(corr[sel].sum())
+                    rows.append({"condition": cond, "binding": binding, "lag": lo, "lag_high": hi,
+                                 "n": int(sel.sum()), "correct": c, "accuracy": c / int(sel.sum())})
+    return rows

@@ -4,10 +4,11 @@ For every CRAM layer (``LayerStats.q`` is set):
 
 - **probe**: cross-entropy of the value probe on stop-grad r_E at query tokens. The probe defines
   "what an output says" for the value-space score q.
-- **consolidation**: semantic output toward stop-grad episodic output on query tokens where attention
-  was computed, in q's space: KL(p_E ‖ p_S) of the probe's readouts (value space; the probe is frozen
-  for this term so it cannot cheat) or mean squared error (``q_space="raw"``). An optional raw-vector
-  term (``consolidation_raw_weight``) keeps the semantic output usable by the layers above.
+- **consolidation**: semantic output toward stop-grad episodic output on query tokens where
+  attention was computed, in q's space: KL(p_E ‖ p_S) of the probe's readouts (value space; the
+  probe is frozen for this term so it cannot cheat) or mean squared error (``q_space="raw"``), the
+  same distances q is scored with (``cram.models.tiers``). An optional raw-vector term
+  (``consolidation_raw_weight``) keeps the semantic output usable by the layers above.
 - **familiarity**: q̂ regression (squared error) toward stop-grad q where q was computed; query and
   non-query tokens are averaged separately so the 5% of queries are not drowned out.
 - **cost**: λ·E[g_E], the expected episodic share under the router's (noise-free) probabilities,
@@ -30,11 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from cram.models.common import ModelOutput
+from cram.models.tiers import EVENT_QUERY, Tier, raw_mse, readout_kl
 
 from .config import TrainConfig
-from .srcd import EVENT_QUERY, IGNORE_INDEX
-
-EPISODIC = 1
+from .srcd import IGNORE_INDEX
 
 
 @dataclass
@@ -68,22 +68,24 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
                 if where.any() else probe
             log_p_e = F.log_softmax(s.probe_episodic.detach().float(), -1)  # (B, T, V)
             log_p_s = F.log_softmax(s.probe_semantic.float(), -1)
-            kl = (log_p_e.exp() * (log_p_e - log_p_s)).sum(-1)  # (B, T)
-            mse = (s.f_semantic.float() - s.r_episodic.detach().float()).pow(2).mean(-1)  # (B, T)
+            kl = readout_kl(log_p_e, log_p_s)  # (B, T)
+            mse = raw_mse(s.f_semantic.float(), s.r_episodic.detach().float())  # (B, T)
             primary = kl if s.q_space == "value" else mse
             consolidation = consolidation + cfg.consolidation_weight * _masked_mean(primary, where)
             if s.q_space == "value" and cfg.consolidation_raw_weight:
-                consolidation = consolidation + cfg.consolidation_raw_weight * _masked_mean(mse, where)
+                consolidation = consolidation \
+                    + cfg.consolidation_raw_weight * _masked_mean(mse, where)
             err = (s.qhat.float() - s.q.detach().float()) ** 2  # (B, T)
             familiarity = familiarity + _masked_mean(err, where) + _masked_mean(
                 err, s.computed & ~is_query)
             if cost_scale > 0 and s.logits is not None:
-                share = torch.softmax(s.logits.float(), -1)[..., EPISODIC]  # (B, T) expected share
+                share = torch.softmax(s.logits.float(), -1)[..., Tier.EPISODIC]  # (B, T) expected
                 gated = share * s.qhat.detach().float()  # charged only where q̂ says familiar
                 share_query = share if cfg.cost_gate == "none" else gated
                 share_nonquery = gated if cfg.cost_gate == "familiarity" else share
-                cost = cost + cost_scale * (cfg.cost_query * _masked_mean(share_query, is_query)
-                                            + cfg.cost_nonquery * _masked_mean(share_nonquery, ~is_query))
+                cost = cost + cost_scale * (
+                    cfg.cost_query * _masked_mean(share_query, is_query)
+                    + cfg.cost_nonquery * _masked_mean(share_nonquery, ~is_query))
             if cfg.router_logit_weight and s.logits is not None and step >= cfg.warmup_steps:
                 centred = s.logits.float() - s.logits.float().mean(-1, keepdim=True)  # (B, T, 3)
                 spread = centred.pow(2).sum(-1)  # (B, T)

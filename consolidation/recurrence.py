@@ -15,7 +15,7 @@ from .bench import ensure_run
 
 def run_recurrence(models: list[str], preset: str, seeds: int, shares: list[float], root: Path,
                    overrides: list[str], progress: bool = True) -> list[dict]:
-    import cram
+    from cram.core.runs import load_run
 
     rows = []
     for f in shares:
@@ -24,7 +24,7 @@ def run_recurrence(models: list[str], preset: str, seeds: int, shares: list[floa
                 run_dir = Path(root) / f"{model}-f{f:g}-seed{seed}"
                 ensure_run(model, preset, seed, run_dir, [*overrides, f"data.library_share={f}"],
                            progress=progress)
-                last = cram.load_run(run_dir).metrics.iloc[-1]
+                last = load_run(run_dir).metrics.iloc[-1]
                 rows.append({"model": model, "seed": seed, "library_share": f,
                              "attention_query": float(last["attention_query"]),
                              "attention_fraction": float(last["attention_fraction"]),

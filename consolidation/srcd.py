@@ -1,4 +1,4 @@
-"""SRCD: Sparse Retrieval in Continuous Dynamics (the paper's benchmark, construction per CRAM.md §3).
+"""SRCD: Sparse Retrieval in Continuous Dynamics (the paper's benchmark, per CRAM.md §3).
 
 Each sequence is a stream of ``length`` irregularly sampled positions. Every position carries the
 time gap Δτ_t (Pareto-distributed) and a noisy observation x(τ_t) of a random stable linear ODE; a
@@ -10,7 +10,8 @@ few positions are events:
 Each binding is stored once and queried once, later. A share ``library_share`` (the recurrence f of
 the paper's theorem) of the bindings comes from a fixed **library** of ``n_library`` keys, each
 always bound to the same value (fixed by ``library_seed``); the rest are **novel**: keys from a
-disjoint pool with values drawn fresh per sequence. Library bindings are stored too, so attention can
+disjoint pool with values drawn fresh per sequence. Library bindings are stored too, so attention
+can
 always answer; consolidation is what makes attention unnecessary for them.
 
 Key encodings:
@@ -23,7 +24,8 @@ Key encodings:
 Signal family (documented decision): per sequence, a latent linear SDE with ``k ∈ [signal_dim_min,
 signal_dim_max]`` dimensions made of damped-rotation 2×2 blocks (decay a, angular frequency ω) and,
 for odd k, one real decaying mode, driven by isotropic noise so that it stays alive (an
-Ornstein-Uhlenbeck oscillator, discretised exactly at the irregular times). It is observed through one
+Ornstein-Uhlenbeck oscillator, discretised exactly at the irregular times). It is observed through
+one
 random projection plus Gaussian noise and standardised per sequence to unit variance, so that a
 dynamics MSE of 1.0 is the trivial level. The model predicts the next observation x(τ_{t+1}) at each
 position t (the next gap is not an input).
@@ -38,8 +40,10 @@ from typing import Iterator, Literal
 import numpy as np
 
 from cram.core.errors import ConfigError
+from cram.models.tiers import EVENT_NONE, EVENT_QUERY, EVENT_STORE
 
-EVENT_NONE, EVENT_STORE, EVENT_QUERY = 0, 1, 2
+__all__ = ["EVENT_NONE", "EVENT_QUERY", "EVENT_STORE", "IGNORE_INDEX", "SRCD", "SRCDBatch",
+           "SRCDConfig", "describe", "stream_rng"]
 IGNORE_INDEX = -100
 
 
@@ -82,7 +86,8 @@ class SRCDConfig:
         check.positive_int("n_values", self.n_values, minimum=2)
         check.positive_int("key_dim", self.key_dim)
         if self.key_encoding not in ("id", "vector"):
-            raise ConfigError(f"SRCDConfig.key_encoding={self.key_encoding!r}: choose 'id' or 'vector'")
+            raise ConfigError(f"SRCDConfig.key_encoding={self.key_encoding!r}: "
+                              "choose 'id' or 'vector'")
         for name in ("gap_shape", "gap_scale", "gap_max", "decay_min", "freq_min"):
             check.positive(name, getattr(self, name))
         for name in ("key_noise", "obs_noise"):
@@ -102,7 +107,8 @@ class SRCDConfig:
                 f"fit in length {self.length}"
             )
         if self.library_keys not in ("default", "shifted"):
-            raise ConfigError(f"SRCDConfig.library_keys={self.library_keys!r}: 'default' or 'shifted'")
+            raise ConfigError(f"SRCDConfig.library_keys={self.library_keys!r}: "
+                              "'default' or 'shifted'")
         if n_q > self.novel_pool:
             raise ConfigError(f"SRCDConfig.n_novel_keys={self.n_novel_keys}: the novel pool "
                               f"({self.novel_pool}) is smaller than {n_q} bindings")
@@ -175,7 +181,8 @@ class SRCDBatch:
         out = {}
         for f in dataclasses.fields(self):
             arr = getattr(self, f.name)
-            out[f.name] = None if arr is None else torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+            out[f.name] = None if arr is None \
+                else torch.from_numpy(np.ascontiguousarray(arr)).to(device)
         return out
 
     @staticmethod
@@ -228,12 +235,13 @@ class SRCD:
         # --- bindings: library or novel; keys distinct within a sequence
         is_lib = rng.random((b, n)) < c.library_share  # (B, n)
         lib_pick = np.argsort(rng.random((b, c.n_library)), axis=1)  # (B, n_library)
-        lib_pattern = lib_pick[:, np.arange(n) % c.n_library]  # (B, n); distinct when n <= n_library
+        lib_pattern = lib_pick[:, np.arange(n) % c.n_library]  # (B, n); distinct if n <= n_library
         novel_pick = np.argsort(rng.random((b, c.novel_pool)), axis=1)[:, :n]  # (B, n)
         pattern = np.where(is_lib, lib_pattern, -1)
         shift = c.key_shift
         key_id = np.where(is_lib, 1 + shift + lib_pattern, 1 + c.n_library + shift + novel_pick)
-        value = np.where(is_lib, self.library_values[lib_pattern], rng.integers(0, c.n_values, (b, n)))
+        value = np.where(is_lib, self.library_values[lib_pattern],
+                         rng.integers(0, c.n_values, (b, n)))
 
         event = np.zeros((b, t), np.int64)
         key = np.zeros((b, t), np.int64)
@@ -284,9 +292,9 @@ class SRCD:
         freq = rng.uniform(c.freq_min, c.freq_max, (b, n_rot))
         # observation weights per latent coordinate, masked to the sequence's k dims
         weights = rng.standard_normal((b, 2 * n_rot + 1))
+        odd_dims = np.array([1, 1, 1, 1, 0])[None, :] * (np.arange(5)[None, :] < k[:, None] - 1)
         dims_used = np.where(k[:, None] % 2 == 1,
-                             np.array([1, 1, 1, 1, 0])[None, :] * (np.arange(5)[None, :] < k[:, None] - 1)
-                             + (np.arange(5)[None, :] == 4),
+                             odd_dims + (np.arange(5)[None, :] == 4),
                              np.arange(5)[None, :] < k[:, None])
         weights = weights * dims_used
         z_rot = rng.standard_normal((b, n_rot, 2))  # stationary start (unit variance)
@@ -304,7 +312,8 @@ class SRCD:
             z_rot = z_rot + amp[:, :n_rot, None] * eps[i, :, : 2 * n_rot].reshape(b, n_rot, 2)
             z_real = rho[:, n_rot] * z_real + amp[:, n_rot] * eps[i, :, 2 * n_rot]
             out[:, i] = (z_rot.reshape(b, -1) * weights[:, :4]).sum(1) + weights[:, 4] * z_real
-        out = out + c.obs_noise * np.sqrt((weights**2).sum(1, keepdims=True)) * rng.standard_normal((b, t))
+        out = out + c.obs_noise * np.sqrt((weights**2).sum(1, keepdims=True)) \
+            * rng.standard_normal((b, t))
         out = out - out.mean(1, keepdims=True)
         return out / (out.std(1, keepdims=True) + 1e-8)
 
@@ -324,7 +333,7 @@ class SRCD:
 
 
 def stream_rng(seed: int, rank: int, step: int) -> np.random.Generator:
-    """The generator of training batch ``step`` on ``rank``: one helper derives every stream seed."""
+    """The generator of training batch ``step`` on ``rank``: the one source of stream seeds."""
     return np.random.default_rng([int(seed), int(rank), int(step), 0x5CD])
 
 

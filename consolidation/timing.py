@@ -52,6 +52,7 @@ def train_step_ms(model, batch: dict, train_cfg, *, temperature: float, loss_ste
         Torch CPU threads for the timing (restored afterwards).
     """
     from cram.consolidation.losses import compute_loss
+    from cram.models import Route
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -59,7 +60,7 @@ def train_step_ms(model, batch: dict, train_cfg, *, temperature: float, loss_ste
     with torch_threads(threads):
         for _ in range(repeats + 1):
             t0 = time.perf_counter()
-            out = model(batch, mode="soft", temperature=temperature, generator=gen)
+            out = model(batch, Route(temperature=temperature, generator=gen))
             loss = compute_loss(out, batch, train_cfg, loss_step).total
             opt.zero_grad(set_to_none=True)
             loss.backward()

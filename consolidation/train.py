@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from cram.core.errors import CramError, RunFolderError
-from cram.models import DataSpec, build_model
+from cram.models import DataSpec, Route, build_model
 from cram.core.runs import (
     CHECKPOINT_DIR, CONFIG_FILE, META_FILE, METRICS_FILE, PATTERNS_FILE, RETENTION_FILE,
     SCHEMA_VERSION, TRANSITION_FILE, CsvLog, atomic_write_json,
@@ -311,8 +311,8 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
                 group["lr"] = lr
             force = "episodic" if (is_cram and step < cfg_t.warmup_steps) else "none"
             with autocast:
-                out_ = train_model(batch, mode="soft", temperature=temperature, force=force,
-                                   generator=gumbel)
+                out_ = train_model(batch, Route(temperature=temperature, force=force,
+                                                generator=gumbel))
                 loss = compute_loss(out_, batch, cfg_t, step)
                 if dist.enabled:  # DDP waits for a gradient from every output it can see; outputs
                     # kept only for logging (e.g. router probs in warm-up) join the graph at weight 0

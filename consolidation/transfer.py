@@ -34,6 +34,8 @@ def finetune_heads(source_dir: Path, task: dict, steps: int, seed: int, lr: floa
     """Retrain only the heads of a trained run's model on ``task``; return hard-routed metrics."""
     import torch
 
+    from cram.models import HARD
+
     from .checkpoint import load_checkpoint, rebuild_model
     from .config import ExperimentConfig
     from .evaluate import evaluate
@@ -53,7 +55,7 @@ def finetune_heads(source_dir: Path, task: dict, steps: int, seed: int, lr: floa
     model.train()
     for step in range(steps):
         batch = gen.sample(config.train.batch_size, stream_rng(seed + 7919, 0, step)).to_torch()
-        out = model(batch, mode="hard")
+        out = model(batch, HARD)
         loss = compute_loss(out, batch, config.train, config.train.steps)
         opt.zero_grad(set_to_none=True)
         loss.total.backward()
@@ -65,7 +67,7 @@ def finetune_heads(source_dir: Path, task: dict, steps: int, seed: int, lr: floa
 
 def run_transfer(models: list[str], preset: str, seeds: int, root: Path, overrides: list[str],
                  finetune_steps: int | None = None, progress: bool = True) -> list[dict]:
-    import cram
+    from cram.core.runs import load_run
 
     from .config import get_preset
 
@@ -85,7 +87,7 @@ def run_transfer(models: list[str], preset: str, seeds: int, root: Path, overrid
                     model, preset, seed, root / f"{model}-scratch-{task}-{steps}steps-seed{seed}",
                     [*overrides, f"train.steps={steps}",
                      *(f"data.{k}={v}" for k, v in changes.items())], progress=progress)
-                scratch = cram.load_run(scratch_dir).metrics.iloc[-1]
+                scratch = load_run(scratch_dir).metrics.iloc[-1]
                 a_frozen, a_scratch = frozen["attention_query"], float(scratch["attention_query"])
                 rows.append({
                     "model": model, "seed": seed, "task": task,

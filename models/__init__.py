@@ -1,45 +1,79 @@
 """SRCD sequence models: CRAM, its ablations and the baselines, behind one registry.
 
-``build_model(name, config, spec)`` builds any of ``MODEL_NAMES``; ``MODEL_VARIANTS`` holds the
-config changes each name implies (applied when a run's config is resolved, so config.json shows
-them).
+``build_model(name, config, spec)`` builds any of ``MODEL_NAMES``. ``MODEL_VARIANTS`` holds, per
+name, the model half of a variant: the class to build and the ``ModelConfig`` changes the name
+implies (applied when a run's config is resolved, so config.json shows them). The training half
+(``TrainConfig`` changes) belongs to the consolidation layer (``cram.consolidation.config``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from cram.core.errors import ConfigError
 
 from .common import DataSpec, LayerStats, ModelConfig, ModelOutput, SRCDModel
+from .routing import HARD, Route, RoutingConfig
+from .tiers import TIERS, Event, Tier
 
-#: name → (module, class, model-config changes, train-config changes, one-line description)
-MODEL_VARIANTS: dict[str, tuple[str, str, dict, dict, str]] = {
-    "cram": ("cram", "CRAM", {}, {}, "CRAM: working + episodic + semantic tiers, learned router reading q̂"),
-    "cram-raw-q": ("cram", "CRAM", {"q_space": "raw"}, {},
-                   "ablation: q and the consolidation loss in raw vector space (the paper's form)"),
-    "cram-oracle-q": ("cram", "CRAM", {"router_reads": "q"}, {},
-                      "ablation: router reads the true q (the paper as written); attends everywhere"),
-    "cram-static": ("cram", "CRAM", {"static_routing": True}, {},
-                    "ablation: every query reads episodic memory, no other token does"),
-    "cram-no-consolidation": ("cram", "CRAM", {}, {"consolidation_weight": 0.0,
-                                                    "consolidation_raw_weight": 0.0},
-                              "ablation: no consolidation loss"),
-    "cram-logit-router": ("cram", "CRAM", {"router_feature": "logit", "familiarity_hidden": 128},
-                          {"router_logit_weight": 0.01, "cost_gate": "familiarity-queries"},
-                          "CRAM for familiarity that must be learned (key vectors): the router reads "
-                          "q̂'s log-odds and is kept off saturation; non-query tokens pay ungated"),
-    "transformer": ("transformer", "Transformer", {}, {}, "baseline: dense causal Transformer"),
-    "sliding-window": ("transformer", "SlidingWindowTransformer", {}, {},
-                       "baseline: causal attention over the last attention_window positions"),
-    "ct-only": ("ct_only", "CTOnly", {}, {}, "baseline: CT-ODE working memory only, no attention"),
-    "static-hybrid": ("hybrid", "StaticHybrid", {}, {},
-                      "baseline: CT layers plus attention layers at a fixed ratio (Jamba-style)"),
-    "mod": ("mod", "MixtureOfDepths", {}, {},
-            "baseline: Mixture-of-Depths top-k routing to attention with fixed capacity"),
-    "seqboat": ("seqboat", "SeqBoat", {}, {},
-                "baseline: SeqBoat-style learned per-token gate on attention, no consolidation"),
-}
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    """A registered model name: what to build and how it changes the preset's ``ModelConfig``."""
+
+    name: str
+    description: str  # one line; docs/models.md lists it (a test keeps the two in step)
+    module: str  # under cram.models
+    cls: str
+    changes: Mapping[str, object] = field(default_factory=dict)  # ModelConfig field → value
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.changes) - _CONFIG_FIELDS)
+        if unknown:
+            raise ConfigError(f"model variant {self.name!r}: unknown ModelConfig fields {unknown}")
+        object.__setattr__(self, "changes", MappingProxyType(dict(self.changes)))
+
+    def apply(self, config: ModelConfig) -> ModelConfig:
+        """``config`` with this variant's changes."""
+        return dataclasses.replace(config, **self.changes)
+
+    def build(self, config: ModelConfig, spec: DataSpec) -> SRCDModel:
+        klass = getattr(importlib.import_module(f"cram.models.{self.module}"), self.cls)
+        return klass(config, spec)
+
+
+_VARIANTS = (
+    ModelVariant("cram", "CRAM: working + episodic + semantic tiers, learned router reading q̂",
+                 "cram", "CRAM"),
+    ModelVariant("cram-raw-q", "ablation: q and the consolidation loss in raw vector space "
+                 "(the paper's form)", "cram", "CRAM", {"q_space": "raw"}),
+    ModelVariant("cram-oracle-q", "ablation: router reads the true q (the paper as written); "
+                 "attends everywhere", "cram", "CRAM", {"router_reads": "q"}),
+    ModelVariant("cram-static", "ablation: every query reads episodic memory, no other token does",
+                 "cram", "CRAM", {"static_routing": True}),
+    ModelVariant("cram-no-consolidation", "ablation: no consolidation loss", "cram", "CRAM"),
+    ModelVariant("cram-logit-router", "CRAM for familiarity that must be learned (key vectors): "
+                 "the router reads q̂'s log-odds and is kept off saturation; non-query tokens pay "
+                 "ungated", "cram", "CRAM", {"router_feature": "logit", "familiarity_hidden": 128}),
+    ModelVariant("transformer", "baseline: dense causal Transformer", "transformer", "Transformer"),
+    ModelVariant("sliding-window", "baseline: causal attention over the last attention_window "
+                 "positions", "transformer", "SlidingWindowTransformer"),
+    ModelVariant("ct-only", "baseline: CT-ODE working memory only, no attention",
+                 "ct_only", "CTOnly"),
+    ModelVariant("static-hybrid", "baseline: CT layers plus attention layers at a fixed ratio "
+                 "(Jamba-style)", "hybrid", "StaticHybrid"),
+    ModelVariant("mod", "baseline: Mixture-of-Depths top-k routing to attention with fixed "
+                 "capacity", "mod", "MixtureOfDepths"),
+    ModelVariant("seqboat", "baseline: SeqBoat-style learned per-token gate on attention, "
+                 "no consolidation", "seqboat", "SeqBoat"),
+)
+MODEL_VARIANTS: dict[str, ModelVariant] = {v.name: v for v in _VARIANTS}
 MODEL_NAMES = tuple(MODEL_VARIANTS)
 
 
@@ -51,10 +85,9 @@ def check_model_name(name: str) -> None:
 def build_model(name: str, config: ModelConfig, spec: DataSpec) -> SRCDModel:
     """Build model ``name`` from an already-resolved config (variant changes applied)."""
     check_model_name(name)
-    module, cls, _, _, _ = MODEL_VARIANTS[name]
-    klass = getattr(importlib.import_module(f"cram.models.{module}"), cls)
-    return klass(config, spec)
+    return MODEL_VARIANTS[name].build(config, spec)
 
 
-__all__ = ["DataSpec", "LayerStats", "ModelConfig", "ModelOutput", "SRCDModel", "MODEL_NAMES",
-           "MODEL_VARIANTS", "build_model", "check_model_name"]
+__all__ = ["DataSpec", "Event", "HARD", "LayerStats", "ModelConfig", "ModelOutput",
+           "ModelVariant", "MODEL_NAMES", "MODEL_VARIANTS", "Route", "RoutingConfig",
+           "SRCDModel", "TIERS", "Tier", "build_model", "check_model_name"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -17,17 +16,16 @@ import torch.nn.functional as F
 
 from cram.core.errors import ConfigError
 
-Mode = Literal["soft", "hard"]
-Force = Literal["none", "working", "episodic", "semantic", "no-episodic"]
-TIERS = ("working", "episodic", "semantic")
+from .routing import QSpace, QValueScore, RouterFeature, RouterReads, RoutingConfig
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of every SRCD model; fields a model does not use are ignored by it.
 
-    The hybrid layout is data: ``attention_layers`` lists which layers carry attention in the static
-    hybrid, and ``name`` picks the family (see ``cram.models.MODEL_NAMES``).
+    The model name (``cram.models.MODEL_NAMES``) picks the class and its changes to these fields.
+    The hybrid layout is data: ``attention_layers`` lists which layers carry attention in the
+    static hybrid. CRAM's routing switches are grouped and validated as ``routing``.
     """
 
     d_model: int = 64
@@ -39,16 +37,17 @@ class ModelConfig:
     ct_dt: float = 1.0  # Euler step Δt; the gate σ(W_τ log(1+Δτ)) scales it per channel
     ct_diagonal: bool = False  # diagonal W_1 (parallel over channels in the Triton kernel)
     # episodic tier
-    attention_window: int | None = None  # episodic buffer B (keys j with pos-B < j <= pos); None = all
+    attention_window: int | None = None  # episodic buffer B: keys j, pos-B < j <= pos; None: all
     # semantic tier + consolidation (CRAM)
     semantic_rank: int = 16  # rank r of the low-rank semantic MLP (paper: d/16)
-    q_space: Literal["value", "raw"] = "value"  # where the consolidation score q is measured
+    # routing switches (typed and validated as ``RoutingConfig``; read them as ``.routing``)
+    q_space: QSpace = "value"  # where the consolidation score q is measured
     q_sigma: float = 1.0  # q = exp(-distance / q_sigma) (the "kl" score and raw space)
-    q_value_score: Literal["kl", "agreement"] = "agreement"  # value-space q: the agreement
+    q_value_score: QValueScore = "agreement"  # value-space q: the agreement
     #   Σ_v p_E(v)·p_S(v), the chance both readouts name the same value (low while they say
     #   nothing, so an untrained pair does not look consolidated); "kl": exp(-KL(p_E‖p_S)/σ)
-    router_reads: Literal["qhat", "q"] = "qhat"  # "q": the paper as written (oracle q)
-    router_feature: Literal["prob", "logit"] = "prob"  # what the router reads of q̂ (or q): the
+    router_reads: RouterReads = "qhat"  # "q": the paper as written (oracle q)
+    router_feature: RouterFeature = "prob"  # what the router reads of q̂ (or q): the
     #   probability, or its log-odds (a scale on which a small router weight separates 0.7 from 0.2)
     router_episodic_bias: float = 2.0  # router initialised toward episodic memory
     static_routing: bool = False  # cram-static: queries read episodic memory, nothing else does
@@ -64,19 +63,17 @@ class ModelConfig:
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"ModelConfig.{name}={v!r}: must be an integer >= 1")
         if self.d_model % self.n_heads:
-            raise ConfigError(f"ModelConfig.d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+            raise ConfigError(f"ModelConfig.d_model={self.d_model} must be divisible by "
+                              f"n_heads={self.n_heads}")
         if not isinstance(self.d_ff, int) or self.d_ff < 0:
             raise ConfigError(f"ModelConfig.d_ff={self.d_ff!r}: must be an integer >= 0")
         if not isinstance(self.semantic_rank, int) or self.semantic_rank < 1:
-            raise ConfigError(f"ModelConfig.semantic_rank={self.semantic_rank!r}: rank must be >= 1")
+            raise ConfigError(f"ModelConfig.semantic_rank={self.semantic_rank!r}: "
+                              "rank must be >= 1")
         if self.attention_window is not None and self.attention_window < 1:
-            raise ConfigError(f"ModelConfig.attention_window={self.attention_window!r}: buffer must be >= 1")
-        if self.q_value_score not in ("kl", "agreement"):
-            raise ConfigError(f"ModelConfig.q_value_score={self.q_value_score!r}: 'kl' or 'agreement'")
-        if self.router_feature not in ("prob", "logit"):
-            raise ConfigError(f"ModelConfig.router_feature={self.router_feature!r}: 'prob' or 'logit'")
-        if self.q_space not in ("value", "raw"):
-            raise ConfigError(f"ModelConfig.q_space={self.q_space!r}: 'value' or 'raw'")
+            raise ConfigError(f"ModelConfig.attention_window={self.attention_window!r}: "
+                              "buffer must be >= 1")
+        self.routing  # noqa: B018 (builds the RoutingConfig, which validates the switches)
         if not self.q_sigma > 0:
             raise ConfigError(f"ModelConfig.q_sigma={self.q_sigma!r}: must be > 0")
         if not self.ct_dt > 0:
@@ -86,6 +83,12 @@ class ModelConfig:
         if any(not 0 <= i < self.n_layers for i in self.attention_layers):
             raise ConfigError(f"ModelConfig.attention_layers={self.attention_layers!r}: "
                               f"indices must lie in [0, {self.n_layers})")
+
+    @property
+    def routing(self) -> RoutingConfig:
+        """The routing switches as one typed, validated object."""
+        return RoutingConfig(**{f.name: getattr(self, f.name)
+                                for f in dataclasses.fields(RoutingConfig)})
 
 
 @dataclass(frozen=True)
@@ -107,15 +110,15 @@ class LayerStats:
 
     episodic: torch.Tensor  # (B, T) float: episodic weight (soft prob or 0/1 hard choice)
     computed: torch.Tensor  # (B, T) bool: attention was actually computed at this token
-    choice: torch.Tensor | None = None  # (B, T) int64 hard choice (index into TIERS)
-    r_episodic: torch.Tensor | None = None  # (B, T, d) episodic output (zeros where not computed)
+    choice: torch.Tensor | None = None  # (B, T) int64 hard choice (a ``Tier``)
+    r_episodic: torch.Tensor | None = None  # (B, T, d) dense episodic output (every token)
     f_semantic: torch.Tensor | None = None  # (B, T, d) semantic output
     probe_episodic: torch.Tensor | None = None  # (B, T, V) value-probe logits of r_E (probe grads)
-    probe_semantic: torch.Tensor | None = None  # (B, T, V) value-probe logits of f_sem (probe frozen)
+    probe_semantic: torch.Tensor | None = None  # (B, T, V) probe logits of f_sem (probe frozen)
     q: torch.Tensor | None = None  # (B, T) consolidation score (valid where computed)
-    q_space: str = "value"  # where q and the consolidation loss are measured
+    q_space: QSpace = "value"  # where q and the consolidation loss are measured
     qhat: torch.Tensor | None = None  # (B, T) familiarity prediction
-    logits: torch.Tensor | None = None  # (B, T, 3) router logits over TIERS (CRAM)
+    logits: torch.Tensor | None = None  # (B, T, 3) router logits over the tiers (CRAM)
     extra: dict = field(default_factory=dict)  # model-specific auxiliary tensors
 
 
@@ -183,13 +186,18 @@ class FeedForward(nn.Module):
 
 
 class SRCDModel(nn.Module):
-    """Base class: owns the embedding and the heads; subclasses define ``blocks``.
+    """Base class: owns the embedding and the heads; subclasses define ``blocks`` and
+    ``forward(batch, route=Route(), diagnose_dense=False) -> ModelOutput``.
 
-    ``forward(batch, mode="soft"|"hard", temperature=1.0, force="none", generator=None)``;
-    baselines ignore the routing arguments they do not use.
+    Baselines ignore the parts of the ``Route`` they do not use. ``diagnose_dense=True`` asks a
+    model with a consolidation score to compute dense attention for every token as a diagnostic
+    (q and the probe readouts in ``LayerStats``); it never changes the output or ``computed``.
     """
 
     family: str = "base"
+    #: the model has a semantic tier trained by consolidation and a learned router: the trainer
+    #: forces episodic routing in warm-up, the evaluator measures forced-tier accuracy and q
+    consolidates: bool = False
 
     def __init__(self, config: ModelConfig, spec: DataSpec):
         super().__init__()

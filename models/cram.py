@@ -16,12 +16,17 @@ One CRAM block (CRAM.md §2, with the project's decisions)::
 
 Routing "working" means: no retrieval beyond the working memory already added.
 
-Modes: ``soft`` (training): Gumbel-softmax probabilities at a temperature; attention is computed for
-every token so that the mixture has gradients. ``hard`` (evaluation, inference): the router's argmax
-without noise; only tokens routed to episodic memory gather their queries and attend
-(``CausalSelfAttention.forward_routed``), so a consolidated token computes no attention. The router
-reads q̂ (never q) unless ``router_reads="q"`` (``cram-oracle-q``, the paper as written, which must
-compute attention for every token to know q).
+A forward pass takes one ``Route`` (``cram.models.routing``). ``soft`` (training): Gumbel-softmax
+probabilities at a temperature; attention is computed for every token so that the mixture has
+gradients. ``hard`` (evaluation, inference): the router's argmax without noise; only tokens routed
+to episodic memory gather their queries and attend (``CausalSelfAttention.forward_routed``), so a
+consolidated token computes no attention. The router reads q̂ (never q) unless
+``routing.router_reads="q"`` (``cram-oracle-q``, the paper as written, which must compute attention
+for every token to know q).
+
+Diagnostics: q needs the dense episodic output of every token. In hard mode it is computed only on
+request (``diagnose_dense=True``, the evaluator's q and probe statistics), as a pass of its own that
+never feeds the output and is never counted in ``LayerStats.computed``.
 """
 
 from __future__ import annotations
@@ -31,13 +36,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import CausalSelfAttention
-from .common import (
-    TIERS, DataSpec, FeedForward, LayerStats, ModelConfig, ModelOutput, SRCDModel,
-)
+from .common import DataSpec, FeedForward, LayerStats, ModelConfig, ModelOutput, SRCDModel
+from .routing import Route
+from .tiers import EVENT_QUERY, TIERS, Tier, raw_mse, readout_kl
 from .working_memory import CTODE
 
-WORKING, EPISODIC, SEMANTIC = 0, 1, 2
-EVENT_QUERY = 2
+WORKING, EPISODIC, SEMANTIC = int(Tier.WORKING), int(Tier.EPISODIC), int(Tier.SEMANTIC)
 
 
 class SemanticMemory(nn.Module):
@@ -80,7 +84,8 @@ class CRAMBlock(nn.Module):
     def __init__(self, config: ModelConfig, spec: DataSpec):
         super().__init__()
         d = config.d_model
-        self.config = config
+        self.routing = config.routing
+        self.q_sigma = config.q_sigma
         self.norm_working = nn.LayerNorm(d)
         self.working = CTODE(d, config.ct_dim, config.ct_dt, config.ct_diagonal)
         self.norm_memory = nn.LayerNorm(d)
@@ -103,21 +108,47 @@ class CRAMBlock(nn.Module):
         probe_s = F.linear(f_semantic, self.value_probe.weight.detach(),
                            self.value_probe.bias.detach())  # (B, T, V): trains semantic only
         with torch.no_grad():
-            if self.config.q_space == "value":
+            if self.routing.q_space == "value":
                 log_p_e = F.log_softmax(probe_e, -1)  # (B, T, V)
                 log_p_s = F.log_softmax(probe_s, -1)
-                if self.config.q_value_score == "agreement":
+                if self.routing.q_value_score == "agreement":
                     return (log_p_e.exp() * log_p_s.exp()).sum(-1), probe_e, probe_s  # (B, T)
-                distance = (log_p_e.exp() * (log_p_e - log_p_s)).sum(-1)  # KL(p_E ‖ p_S), (B, T)
+                distance = readout_kl(log_p_e, log_p_s)  # KL(p_E ‖ p_S), (B, T)
             else:
-                distance = (f_semantic - r_episodic).pow(2).mean(-1)  # (B, T)
-            q = torch.exp(-distance / self.config.q_sigma)
+                distance = raw_mse(f_semantic, r_episodic)  # (B, T)
+            q = torch.exp(-distance / self.q_sigma)
         return q, probe_e, probe_s
 
+    # ------------------------------------------------------------------ routing
+    def router_feature(self, q: torch.Tensor | None, qhat: torch.Tensor, qhat_logit: torch.Tensor
+                       ) -> torch.Tensor:
+        """What the router reads besides h: q̂ (or the oracle q), as probability or log-odds."""
+        oracle = self.routing.oracle
+        if self.routing.router_feature == "logit":
+            feature = torch.logit(q, eps=1e-4) if oracle else qhat_logit
+        else:
+            feature = q if oracle else qhat
+        return feature.detach()  # (B, T)
+
+    def choose(self, logits: torch.Tensor, is_query: torch.Tensor, route: Route, dtype: torch.dtype
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tier choice (B, T) int64 and the weights that mix the tiers (B, T, 3)."""
+        if self.routing.static_routing:  # queries read episodic memory, others stay working
+            choice = torch.where(is_query, EPISODIC, WORKING)
+        elif route.samples:
+            probs = gumbel_softmax(logits, route.temperature, route.generator)  # (B, T, 3)
+            choice = probs.argmax(-1)
+        else:
+            choice = logits.argmax(-1)  # (B, T)
+        choice = route.apply_force(choice)
+        if route.mixes and not self.routing.static_routing:
+            return choice, probs
+        return choice, F.one_hot(choice, len(TIERS)).to(dtype)
+
     # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor, batch: dict, mode: str, temperature: float, force: str,
-                generator: torch.Generator | None, diagnose: bool) -> tuple[torch.Tensor, LayerStats]:
-        cfg = self.config
+    def forward(self, x: torch.Tensor, batch: dict, route: Route, diagnose_dense: bool = False
+                ) -> tuple[torch.Tensor, LayerStats]:
+        """One CRAM layer: x (B, T, d) → x (B, T, d) and what the layer did."""
         x = x + self.working(self.norm_working(x), batch["dtau"])  # (B, T, d)
         h = self.norm_memory(x)  # (B, T, d)
         f_sem = self.semantic(h)  # (B, T, d)
@@ -125,66 +156,43 @@ class CRAMBlock(nn.Module):
         qhat = torch.sigmoid(qhat_logit)  # (B, T)
         is_query = batch["event"] == EVENT_QUERY  # (B, T)
 
-        oracle = cfg.router_reads == "q"
-        dense = mode == "soft" or oracle  # attention for every token
-        r_dense = self.episodic.forward_dense(h) if (dense or diagnose) else None  # (B, T, d)
-        q = probe_e = probe_s = None
-        if r_dense is not None:
-            q, probe_e, probe_s = self.consolidation_score(r_dense, f_sem)
-        if cfg.router_feature == "logit":
-            feature = torch.logit(q, eps=1e-4) if oracle else qhat_logit
-        else:
-            feature = q if oracle else qhat
-        feature = feature.detach()  # (B, T)
+        dense = route.soft or self.routing.oracle  # the layer itself needs every token's r_E
+        r_dense = q = probe_e = probe_s = None
+        if dense or diagnose_dense:
+            r_dense = self.episodic.forward_dense(h)  # (B, T, d)
+            q, probe_e, probe_s = self.consolidation_score(r_dense, f_sem)  # (B, T), (B, T, V) x2
+        feature = self.router_feature(q, qhat, qhat_logit)  # (B, T)
         logits = self.router(torch.cat([h, feature[..., None]], dim=-1))  # (B, T, 3)
+        choice, mix = self.choose(logits, is_query, route, x.dtype)  # (B, T), (B, T, 3)
 
-        if cfg.static_routing:  # cram-static: queries read episodic memory, others stay working
-            choice = torch.where(is_query, EPISODIC, WORKING)
-            probs = F.one_hot(choice, 3).to(x.dtype)
-        elif mode == "soft" and force in ("none", "no-episodic"):
-            probs = gumbel_softmax(logits, temperature, generator)  # (B, T, 3)
-            choice = probs.argmax(-1)
-        else:
-            choice = logits.argmax(-1)  # (B, T)
-            probs = torch.softmax(logits, -1)
-        if force == "no-episodic":  # episodic memory switched off: those tokens stay working
-            choice = torch.where(choice == EPISODIC, WORKING, choice)
-        elif force != "none":
-            choice = torch.full_like(choice, TIERS.index(force))
-        mix = probs if (mode == "soft" and force == "none" and not cfg.static_routing) \
-            else F.one_hot(choice, 3).to(x.dtype)  # (B, T, 3)
-
-        if mode == "soft" or oracle:
-            r_e = r_dense
-            computed = torch.ones_like(is_query)
-        else:
-            selected = choice == EPISODIC  # (B, T)
-            r_e = self.episodic.forward_routed(h, selected)
-            computed = selected
+        if dense:
+            r_e, computed = r_dense, torch.ones_like(is_query)
+        else:  # inference: only the tokens routed to episodic memory attend
+            computed = choice == EPISODIC  # (B, T)
+            r_e = self.episodic.forward_routed(h, computed)  # (B, T, d), zeros elsewhere
         x = x + mix[..., EPISODIC, None] * r_e + mix[..., SEMANTIC, None] * f_sem
         if self.ff is not None:
             x = x + self.ff(self.norm_ff(x))
-        stats = LayerStats(
-            episodic=mix[..., EPISODIC], computed=computed, choice=choice, r_episodic=r_dense, f_semantic=f_sem, probe_episodic=probe_e,
-            probe_semantic=probe_s, q=q, q_space=cfg.q_space, qhat=qhat, logits=logits,
-        )
-        return x, stats
+        return x, LayerStats(
+            episodic=mix[..., EPISODIC], computed=computed, choice=choice, r_episodic=r_dense,
+            f_semantic=f_sem, probe_episodic=probe_e, probe_semantic=probe_s, q=q,
+            q_space=self.routing.q_space, qhat=qhat, logits=logits)
 
 
 class CRAM(SRCDModel):
     family = "cram"
+    consolidates = True
 
     def __init__(self, config: ModelConfig, spec: DataSpec):
         super().__init__(config, spec)
         self.blocks = nn.ModuleList(CRAMBlock(config, spec) for _ in range(config.n_layers))
 
-    def forward(self, batch: dict, mode: str = "soft", temperature: float = 1.0,
-                force: str = "none", generator: torch.Generator | None = None,
-                diagnose: bool = False) -> ModelOutput:
+    def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
+                ) -> ModelOutput:
         x = self.embed(batch)  # (B, T, d)
         layers = []
         for block in self.blocks:
-            x, stats = block(x, batch, mode, temperature, force, generator, diagnose)
+            x, stats = block(x, batch, route, diagnose_dense)
             layers.append(stats)
-        value_logits, signal_pred = self.heads(x)
+        value_logits, signal_pred = self.heads(x)  # (B, T, V), (B, T)
         return ModelOutput(value_logits, signal_pred, layers)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .common import DataSpec, FeedForward, LayerStats, ModelConfig, ModelOutput, SRCDModel
+from .routing import Route
 from .working_memory import CTODE
 
 
@@ -43,13 +44,6 @@ def no_attention(batch: dict) -> LayerStats:
     return LayerStats(episodic=zeros, computed=zeros.bool())
 
 
-def attention_switched_off(force: str) -> bool:
-    """True when the caller forces a tier other than episodic (``working``, ``semantic``,
-    ``no-episodic``): the attention-capable baselines then skip attention entirely, which is how
-    the evaluator measures accuracy without episodic reads."""
-    return force in ("working", "semantic", "no-episodic")
-
-
 class CTOnly(SRCDModel):
     family = "ct-only"
 
@@ -57,9 +51,8 @@ class CTOnly(SRCDModel):
         super().__init__(config, spec)
         self.blocks = nn.ModuleList(CTBlock(config) for _ in range(config.n_layers))
 
-    def forward(self, batch: dict, mode: str = "soft", temperature: float = 1.0,
-                force: str = "none", generator: torch.Generator | None = None,
-                diagnose: bool = False, **_) -> ModelOutput:
+    def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
+                ) -> ModelOutput:
         x = self.embed(batch)  # (B, T, d)
         layers = []
         for block in self.blocks:

@@ -1,4 +1,4 @@
-"""Baseline: static hybrid, CT-ODE layers plus dense attention layers at a fixed ratio (Jamba-style).
+"""Baseline: static hybrid, CT-ODE layers plus dense attention layers at a fixed ratio (Jamba).
 
 The layout is data: layer ``i`` is a dense causal attention block (``TransformerBlock``) when
 ``i in config.attention_layers`` and a CT-ODE block (``CTBlock``) otherwise. Jamba interleaves one
@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from .common import DataSpec, LayerStats, ModelConfig, ModelOutput, SRCDModel
-from .ct_only import CTBlock, attention_switched_off, no_attention
+from .ct_only import CTBlock, no_attention
+from .routing import Route
 from .transformer import TransformerBlock
 
 
@@ -30,18 +31,16 @@ class StaticHybrid(SRCDModel):
             for i in range(config.n_layers)
         )
 
-    def forward(self, batch: dict, mode: str = "soft", temperature: float = 1.0,
-                force: str = "none", generator: torch.Generator | None = None,
-                diagnose: bool = False, **_) -> ModelOutput:
+    def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
+                ) -> ModelOutput:
         x = self.embed(batch)  # (B, T, d)
         ones = torch.ones_like(batch["dtau"])  # (B, T)
-        off = attention_switched_off(force)
         layers = []
         for block in self.blocks:
             if isinstance(block, CTBlock):
                 x = block(x, batch["dtau"])
                 layers.append(no_attention(batch))
-            elif off:  # attention switched off: keep the block's FFN, skip its attention read
+            elif route.attention_off:  # attention switched off: keep the FFN, skip the read
                 if block.ff is not None:
                     x = x + block.ff(block.norm_ff(x))
                 layers.append(no_attention(batch))

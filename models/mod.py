@@ -20,8 +20,8 @@ selection pattern can leak a little information about later positions into earli
 top-k cannot be run token by token during autoregressive decoding. MoD's fix is a small causal
 predictor trained (on stop-gradient hidden states, with binary cross-entropy) to guess membership of
 the top-k; we train one (``aux_loss``) and report its logits in ``LayerStats.extra``, but routing
-uses the exact top-k so that the capacity holds exactly. SRCD evaluation is teacher-forced over whole
-sequences, where top-k is well defined.
+uses the exact top-k so that the capacity holds exactly. SRCD evaluation is teacher-forced over
+whole sequences, where top-k is well defined.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from torch import nn
 
 from .attention import CausalSelfAttention
 from .common import DataSpec, LayerStats, ModelConfig, ModelOutput, SRCDModel
-from .ct_only import CTBlock, attention_switched_off
+from .ct_only import CTBlock
+from .routing import Route
 
 
 def capacity_k(capacity: float, length: int) -> int:
@@ -57,9 +58,10 @@ class MoDBlock(nn.Module):
         self.norm_attn = nn.LayerNorm(d)
         self.attn = CausalSelfAttention(d, config.n_heads, config.attention_window)
         self.router = nn.Linear(d, 1)
-        self.predictor = nn.Sequential(nn.Linear(d, d // 2 or 1), nn.GELU(), nn.Linear(d // 2 or 1, 1))
+        self.predictor = nn.Sequential(nn.Linear(d, d // 2 or 1), nn.GELU(),
+                                       nn.Linear(d // 2 or 1, 1))
 
-    def forward(self, x: torch.Tensor, dtau: torch.Tensor, force: str
+    def forward(self, x: torch.Tensor, dtau: torch.Tensor, route: Route
                 ) -> tuple[torch.Tensor, LayerStats, torch.Tensor]:
         # x: (B, T, d), dtau: (B, T)
         x = self.ct(x, dtau)  # (B, T, d)
@@ -67,9 +69,9 @@ class MoDBlock(nn.Module):
         scores = self.router(h).squeeze(-1)  # (B, T)
         k = capacity_k(self.capacity, x.shape[1])
         selected = top_k_mask(scores.detach(), k)  # (B, T) bool, k per row
-        if attention_switched_off(force):
+        if route.attention_off:
             selected = torch.zeros_like(selected)
-        elif force == "episodic":
+        elif route.force == "episodic":
             selected = torch.ones_like(selected)
         r = self.attn.forward_routed(h, selected)  # (B, T, d), zeros off the selection
         x = x + torch.sigmoid(scores)[..., None] * r
@@ -90,13 +92,12 @@ class MixtureOfDepths(SRCDModel):
         super().__init__(config, spec)
         self.blocks = nn.ModuleList(MoDBlock(config) for _ in range(config.n_layers))
 
-    def forward(self, batch: dict, mode: str = "soft", temperature: float = 1.0,
-                force: str = "none", generator: torch.Generator | None = None,
-                diagnose: bool = False, **_) -> ModelOutput:
+    def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
+                ) -> ModelOutput:
         x = self.embed(batch)  # (B, T, d)
         layers, aux = [], x.new_zeros(())
         for block in self.blocks:
-            x, stats, pred_loss = block(x, batch["dtau"], force)
+            x, stats, pred_loss = block(x, batch["dtau"], route)
             layers.append(stats)
             aux = aux + pred_loss
         value_logits, signal_pred = self.heads(x)  # (B, T, V), (B, T)

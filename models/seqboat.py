@@ -31,7 +31,8 @@ from torch import nn
 
 from .attention import CausalSelfAttention
 from .common import DataSpec, LayerStats, ModelConfig, ModelOutput, SRCDModel
-from .ct_only import CTBlock, attention_switched_off
+from .ct_only import CTBlock
+from .routing import Route
 
 
 class SeqBoatBlock(nn.Module):
@@ -46,22 +47,23 @@ class SeqBoatBlock(nn.Module):
         with torch.no_grad():
             self.gate.bias.fill_(gate_bias)
 
-    def forward(self, x: torch.Tensor, dtau: torch.Tensor, mode: str, force: str
+    def forward(self, x: torch.Tensor, dtau: torch.Tensor, route: Route
                 ) -> tuple[torch.Tensor, LayerStats]:
         # x: (B, T, d), dtau: (B, T)
         x = self.ct(x, dtau)  # (B, T, d)
         h = self.norm_attn(x)  # (B, T, d)
         g = torch.sigmoid(self.gate(h).squeeze(-1))  # (B, T)
-        if attention_switched_off(force):
+        if route.attention_off:
             off = torch.zeros_like(g, dtype=torch.bool)  # (B, T)
             return x, LayerStats(episodic=off.to(x.dtype), computed=off, extra={"gate": g})
-        if mode == "soft" and force == "none":
+        if route.mixes:
             r = self.attn.forward_dense(h)  # (B, T, d)
             x = x + g[..., None] * r
             computed = torch.ones_like(g, dtype=torch.bool)
             episodic = g
         else:
-            selected = g > self.threshold if force == "none" else torch.ones_like(g, dtype=torch.bool)
+            selected = g > self.threshold if route.force == "none" \
+                else torch.ones_like(g, dtype=torch.bool)  # (B, T), every token when forced
             r = self.attn.forward_routed(h, selected)  # (B, T, d), zeros off the selection
             x = x + g[..., None] * r
             computed, episodic = selected, selected.to(x.dtype)
@@ -77,15 +79,15 @@ class SeqBoat(SRCDModel):
 
     def __init__(self, config: ModelConfig, spec: DataSpec):
         super().__init__(config, spec)
-        self.blocks = nn.ModuleList(SeqBoatBlock(config, self.gate_bias) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(SeqBoatBlock(config, self.gate_bias)
+                                    for _ in range(config.n_layers))
 
-    def forward(self, batch: dict, mode: str = "soft", temperature: float = 1.0,
-                force: str = "none", generator: torch.Generator | None = None,
-                diagnose: bool = False, **_) -> ModelOutput:
+    def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
+                ) -> ModelOutput:
         x = self.embed(batch)  # (B, T, d)
         layers, penalty = [], x.new_zeros(())
         for block in self.blocks:
-            x, stats = block(x, batch["dtau"], mode, force)
+            x, stats = block(x, batch["dtau"], route)
             layers.append(stats)
             penalty = penalty + stats.extra["gate"].mean()
         value_logits, signal_pred = self.heads(x)  # (B, T, V), (B, T)

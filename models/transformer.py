@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from .attention import CausalSelfAttention
 from .common import DataSpec, FeedForward, LayerStats, ModelConfig, ModelOutput, SRCDModel
+from .routing import Route
 
 
 class TransformerBlock(nn.Module):
@@ -29,9 +30,12 @@ class Transformer(SRCDModel):
 
     def __init__(self, config: ModelConfig, spec: DataSpec, window: int | None = None):
         super().__init__(config, spec)
-        self.blocks = nn.ModuleList(TransformerBlock(config, window) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(TransformerBlock(config, window)
+                                    for _ in range(config.n_layers))
 
-    def forward(self, batch: dict, **_routing) -> ModelOutput:
+    def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
+                ) -> ModelOutput:
+        """Dense attention everywhere; ``route`` and ``diagnose_dense`` change nothing here."""
         x = self.embed(batch)  # (B, T, d)
         layers = []
         ones = torch.ones_like(batch["dtau"])  # (B, T)

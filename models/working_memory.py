@@ -25,7 +25,8 @@ class CTODE(nn.Module):
         if diagonal:
             self.w1 = nn.Parameter(-0.5 * torch.ones(state_dim))
         else:  # start near a contracting map so that the state stays bounded
-            self.w1 = nn.Parameter(-0.5 * torch.eye(state_dim) + 0.05 * torch.randn(state_dim, state_dim))
+            self.w1 = nn.Parameter(-0.5 * torch.eye(state_dim)
+                                   + 0.05 * torch.randn(state_dim, state_dim))
         self.readout = nn.Linear(state_dim, d_model)
 
     def forward(self, x: torch.Tensor, dtau: torch.Tensor) -> torch.Tensor:

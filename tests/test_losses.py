@@ -11,7 +11,7 @@ from cram.consolidation.config import TrainConfig, resolve
 from cram.consolidation.losses import compute_loss
 from cram.consolidation.srcd import SRCD
 from cram.core.errors import ConfigError
-from cram.models import DataSpec, build_model
+from cram.models import DataSpec, Route, build_model
 
 
 def _model_and_batch(seed: int = 0):
@@ -24,7 +24,7 @@ def _model_and_batch(seed: int = 0):
 
 def _cost(model, batch, train: TrainConfig, step: int) -> tuple[float, torch.Tensor]:
     """The logged cost term and the gradient it alone puts on the first router's bias."""
-    out = model(batch, mode="soft", temperature=1.0, generator=torch.Generator().manual_seed(0))
+    out = model(batch, Route(temperature=1.0, generator=torch.Generator().manual_seed(0)))
     bias = model.blocks[0].router.bias
     with_cost = compute_loss(out, batch, train, step)
     free = dataclasses.replace(train, cost_query=0.0, cost_nonquery=0.0)
@@ -49,7 +49,8 @@ def test_familiarity_gate_scales_cost_by_qhat(logit, qhat):
     step = train.warmup_steps + train.cost_ramp_steps  # full cost
     _set_qhat(model, logit)  # the router reads q̂, so both costs are taken on this same state
     ungated, ungated_grad = _cost(model, batch, dataclasses.replace(train, cost_gate="none"), step)
-    gated, gated_grad = _cost(model, batch, dataclasses.replace(train, cost_gate="familiarity"), step)
+    gated, gated_grad = _cost(model, batch, dataclasses.replace(train, cost_gate="familiarity"),
+                              step)
     assert ungated > 0.1
     assert gated == pytest.approx(qhat * ungated, rel=1e-4, abs=1e-9)
     assert torch.allclose(gated_grad, qhat * ungated_grad, atol=1e-7)
@@ -72,7 +73,8 @@ def test_familiarity_queries_gate_charges_nonquery_tokens_ungated():
     model, batch, train = _model_and_batch(seed=2)
     step = train.warmup_steps + train.cost_ramp_steps
     _set_qhat(model, -30.0)  # q̂ = 0 everywhere: gated queries cost nothing
-    gated, gated_grad = _cost(model, batch, dataclasses.replace(train, cost_gate="familiarity-queries"),
+    gated, gated_grad = _cost(model, batch,
+                              dataclasses.replace(train, cost_gate="familiarity-queries"),
                               step)
     nonquery_only, nonquery_grad = _cost(
         model, batch, dataclasses.replace(train, cost_gate="none", cost_query=0.0), step)
@@ -84,7 +86,7 @@ def test_familiarity_queries_gate_charges_nonquery_tokens_ungated():
 def test_router_logit_penalty_is_the_centred_spread_and_pulls_the_bias_in():
     model, batch, train = _model_and_batch(seed=3)
     train = dataclasses.replace(train, router_logit_weight=0.05)
-    out = model(batch, mode="soft", temperature=1.0, generator=torch.Generator().manual_seed(0))
+    out = model(batch, Route(temperature=1.0, generator=torch.Generator().manual_seed(0)))
     assert compute_loss(out, batch, train, step=0).terms["loss_router"] == 0.0  # off in warm-up
     step = train.warmup_steps
     loss = compute_loss(out, batch, train, step=step)

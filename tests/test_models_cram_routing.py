@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import torch
 from cram.consolidation.srcd import SRCD, SRCDConfig
-from cram.models import DataSpec, ModelConfig, build_model
+from cram.models import HARD, DataSpec, ModelConfig, Route, build_model
 from cram.models.attention import CausalSelfAttention
-from cram.models.cram import EPISODIC, SEMANTIC
+from cram.models.tiers import Tier
+
+EPISODIC, SEMANTIC = Tier.EPISODIC, Tier.SEMANTIC
 
 B, T = 3, 48
 
@@ -16,8 +18,8 @@ def make(seed: int = 0, **changes):
     cfg = SRCDConfig(length=T, query_rate=0.1, n_library=6, n_novel_keys=30, n_values=5)
     batch = SRCD(cfg).sample(B, seed=seed).to_torch()
     torch.manual_seed(seed)
-    model = build_model("cram", ModelConfig(d_model=16, n_heads=2, d_ff=16, ct_dim=8, semantic_rank=4,
-                                            familiarity_hidden=8, **changes),
+    model = build_model("cram", ModelConfig(d_model=16, n_heads=2, d_ff=16, ct_dim=8,
+                                            semantic_rank=4, familiarity_hidden=8, **changes),
                         DataSpec(cfg.n_keys, cfg.n_values))
     return model.eval(), batch
 
@@ -28,19 +30,20 @@ def test_router_biased_to_semantic_computes_no_attention():
         with torch.no_grad():
             block.router.weight.zero_()
             block.router.bias.copy_(torch.tensor([0.0, 0.0, 5.0]))
-    out = model(batch, mode="hard")
+    out = model(batch, HARD)
     for s in out.layers:
         assert (s.choice == SEMANTIC).all()
         assert not s.computed.any() and (s.episodic == 0).all()
-        assert s.r_episodic is None  # nothing dense was computed either (diagnose=False)
+        assert s.r_episodic is None  # nothing dense was computed either (diagnose_dense=False)
 
 
 def test_force_semantic_in_hard_mode_computes_no_attention():
     model, batch = make(seed=1)
     calls = []
     for block in model.blocks:
-        block.episodic.forward_dense = lambda h, _f=block.episodic.forward_dense: calls.append(1) or _f(h)
-    out = model(batch, mode="hard", force="semantic")
+        block.episodic.forward_dense = \
+            lambda h, _f=block.episodic.forward_dense: calls.append(1) or _f(h)
+    out = model(batch, Route("hard", force="semantic"))
     assert not any(s.computed.any() for s in out.layers)
     assert calls == []  # the dense path was never entered
 
@@ -63,7 +66,7 @@ def test_routed_read_equals_dense_read_at_routed_rows():
 
         attn.forward_routed = spy
     with torch.no_grad():
-        out = model(batch, mode="hard")
+        out = model(batch, HARD)
     assert len(seen) == len(model.blocks)
     for (attn, h, selected, routed), s in zip(seen, out.layers):
         assert torch.equal(selected, s.choice == EPISODIC) and torch.equal(selected, s.computed)
@@ -79,8 +82,8 @@ def test_hard_all_episodic_equals_soft_all_episodic():
     the dense (soft) forward give the same outputs."""
     model, batch = make(seed=3)
     with torch.no_grad():
-        soft = model(batch, mode="soft", force="episodic")
-        hard = model(batch, mode="hard", force="episodic")
+        soft = model(batch, Route(force="episodic"))
+        hard = model(batch, Route("hard", force="episodic"))
     torch.testing.assert_close(hard.value_logits, soft.value_logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(hard.signal_pred, soft.signal_pred, rtol=1e-5, atol=1e-5)
 
@@ -112,16 +115,18 @@ def test_router_feature_logit_reads_the_log_odds_of_qhat():
     for feature, expected in (("prob", torch.sigmoid(torch.tensor(1.5)).item()), ("logit", 1.5)):
         model, batch = make(seed=3, router_feature=feature)
         _router_reads_only_its_feature(model, 1.5)
-        out = model(batch, mode="hard")
+        out = model(batch, HARD)
         for s in out.layers:
-            assert torch.allclose(s.qhat, torch.full_like(s.qhat, torch.sigmoid(torch.tensor(1.5)).item()))
-            assert torch.allclose(s.logits[..., EPISODIC], torch.full_like(s.qhat, expected), atol=1e-6)
+            qhat = torch.sigmoid(torch.tensor(1.5)).item()
+            assert torch.allclose(s.qhat, torch.full_like(s.qhat, qhat))
+            assert torch.allclose(s.logits[..., EPISODIC], torch.full_like(s.qhat, expected),
+                                  atol=1e-6)
 
 
 def test_oracle_router_feature_logit_reads_the_log_odds_of_q():
     model, batch = make(seed=4, router_feature="logit", router_reads="q")
     _router_reads_only_its_feature(model, 0.0)
-    out = model(batch, mode="hard")
+    out = model(batch, HARD)
     for s in out.layers:
         assert torch.allclose(s.logits[..., EPISODIC], torch.logit(s.q, eps=1e-4), atol=1e-5)
 

@@ -3,14 +3,15 @@ exactly where it claims to."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 from cram.consolidation.srcd import EVENT_QUERY, SRCD, SRCDConfig
-from cram.models import MODEL_NAMES, MODEL_VARIANTS, DataSpec, ModelConfig, build_model
+from cram.models import (
+    HARD, MODEL_NAMES, MODEL_VARIANTS, DataSpec, ModelConfig, Route, build_model,
+)
 from cram.models.mod import capacity_k, top_k_mask
 from hypothesis import given, settings
 from strategies import score_rows
@@ -24,7 +25,7 @@ def tiny_config(name: str, **changes) -> ModelConfig:
     fields = {"d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 16, "ct_dim": 8,
               "semantic_rank": 4, "familiarity_hidden": 8}
     base = ModelConfig(**{**fields, **changes})
-    return dataclasses.replace(base, **MODEL_VARIANTS[name][2])
+    return MODEL_VARIANTS[name].apply(base)
 
 
 @pytest.fixture(scope="module", params=["id", "vector"])
@@ -69,7 +70,7 @@ def expected_computed(name: str, model, out, batch, mode: str) -> list[torch.Ten
 def test_forward_shapes_gradients_and_computed(name, mode, data):
     batch, spec = data
     model = build(name, spec)
-    out = model(batch, mode=mode, temperature=0.7, generator=torch.Generator().manual_seed(1))
+    out = model(batch, Route(mode, temperature=0.7, generator=torch.Generator().manual_seed(1)))
     assert out.value_logits.shape == (B, T, spec.n_values)
     assert out.signal_pred.shape == (B, T)
     assert torch.isfinite(out.value_logits).all() and torch.isfinite(out.signal_pred).all()
@@ -113,7 +114,7 @@ def test_mod_computes_exactly_k_per_sequence_per_layer(capacity, data):
     k = capacity_k(capacity, T)
     assert k == max(1, math.ceil(capacity * T - 1e-9))
     for mode in ("soft", "hard"):
-        out = model(batch, mode=mode)
+        out = model(batch, Route(mode))
         for s in out.layers:
             assert (s.computed.sum(-1) == k).all()
             scores = s.extra["router_scores"]  # (B, T): the chosen tokens are the k best
@@ -125,7 +126,7 @@ def test_mod_computes_exactly_k_per_sequence_per_layer(capacity, data):
 def test_mod_router_receives_gradient_through_the_selected_tokens(data):
     batch, spec = data
     model = build("mod", spec)
-    out = model(batch, mode="soft")
+    out = model(batch, Route())
     out.value_logits.square().mean().backward()
     for block in model.blocks:
         assert block.router.weight.grad.abs().sum() > 0
@@ -139,7 +140,7 @@ def test_seqboat_hard_equals_soft_at_gated_rows_when_every_gate_is_open(data):
         with torch.no_grad():
             block.gate.weight.zero_()
             block.gate.bias.fill_(3.0)
-    soft, hard = model(batch, mode="soft"), model(batch, mode="hard")
+    soft, hard = model(batch, Route()), model(batch, HARD)
     assert all(s.computed.all() for s in hard.layers)
     torch.testing.assert_close(hard.value_logits, soft.value_logits, rtol=1e-5, atol=1e-5)
 
@@ -147,7 +148,7 @@ def test_seqboat_hard_equals_soft_at_gated_rows_when_every_gate_is_open(data):
 def test_seqboat_sparsity_penalty_pushes_gates_down(data):
     batch, spec = data
     model = build("seqboat", spec)
-    out = model(batch, mode="soft")
+    out = model(batch, Route())
     out.aux_loss.backward()
     for block in model.blocks:  # d(mean σ(b))/db > 0, so descent lowers the bias
         assert block.gate.bias.grad.item() > 0
@@ -158,7 +159,7 @@ def test_forcing_attention_off_computes_none(name, data):
     batch, spec = data
     model = build(name, spec)
     for force in ("working", "semantic", "no-episodic"):
-        out = model(batch, mode="hard", force=force)
+        out = model(batch, Route("hard", force=force))
         assert not any(s.computed.any() for s in out.layers)
         assert all((s.episodic == 0).all() for s in out.layers)
 
@@ -196,7 +197,7 @@ def test_top_k_mask_keeps_exactly_the_k_best(case):
 
 def test_mod_force_episodic_opens_every_token(data):
     batch, spec = data
-    out = build("mod", spec)(batch, mode="hard", force="episodic")
+    out = build("mod", spec)(batch, Route("hard", force="episodic"))
     assert all(s.computed.all() for s in out.layers)
 
 
@@ -207,5 +208,5 @@ def test_shortest_sequences_run(name):
     batch = SRCD(cfg).sample(2, seed=0).to_torch()
     model = build(name, DataSpec(cfg.n_keys, cfg.n_values))
     for mode in ("soft", "hard"):
-        out = model(batch, mode=mode)
+        out = model(batch, Route(mode))
         assert out.value_logits.shape == (2, 2, 3) and torch.isfinite(out.value_logits).all()

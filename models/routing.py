@@ -1,0 +1,117 @@
+"""CRAM's routing switches as one typed config, and the route spec every forward pass takes.
+
+``RoutingConfig`` groups the architecture switches of the CRAM layer (how q is scored, what the
+router reads, whether routing is learned at all). ``Route`` is the per-call request: soft (training,
+Gumbel-softmax) or hard (evaluation, argmax) routing, its temperature, an optional forced tier and
+the generator of the Gumbel noise. Every field is a ``Literal`` checked when the object is built, so
+a misspelt switch fails up front naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from cram.core.errors import ConfigError
+
+from .tiers import TIERS, Tier
+
+QSpace = Literal["value", "raw"]  # where q and the consolidation loss are measured
+QValueScore = Literal["kl", "agreement"]  # value-space q: exp(-KL/σ) or Σ_v p_E·p_S
+RouterReads = Literal["qhat", "q"]  # "q": the oracle (the paper as written); needs dense attention
+RouterFeature = Literal["prob", "logit"]  # the router reads q̂ (or q) or its log-odds
+Mode = Literal["soft", "hard"]
+Force = Literal["none", "working", "episodic", "semantic", "no-episodic"]
+
+
+def check_literals(obj: object) -> None:
+    """Raise ``ConfigError`` naming the first ``Literal``-typed field of ``obj`` out of its set."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is Literal \
+            else None
+        value = getattr(obj, f.name)
+        if choices and value not in choices:
+            raise ConfigError(f"{type(obj).__name__}.{f.name}={value!r}: choose one of "
+                              + ", ".join(repr(c) for c in choices))
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """The CRAM layer's routing switches (``ModelConfig.routing``).
+
+    The fields keep their flat names in ``ModelConfig`` (config.json, checkpoints and
+    ``--set model.q_space=raw`` read them there); this object is the one typed, validated view
+    the layer reads.
+    """
+
+    q_space: QSpace = "value"
+    q_value_score: QValueScore = "agreement"
+    router_reads: RouterReads = "qhat"
+    router_feature: RouterFeature = "prob"
+    static_routing: bool = False  # queries read episodic memory, nothing else does (cram-static)
+
+    def __post_init__(self) -> None:
+        check_literals(self)
+        if not isinstance(self.static_routing, bool):
+            raise ConfigError(f"RoutingConfig.static_routing={self.static_routing!r}: "
+                              "true or false")
+
+    @property
+    def oracle(self) -> bool:
+        """The router reads the true q, so attention must be computed for every token."""
+        return self.router_reads == "q"
+
+
+@dataclass(frozen=True, eq=False)
+class Route:
+    """How one forward pass routes: ``Route()`` is soft routing at temperature 1.
+
+    ``force`` overrides the router: a tier name sends every token there, ``"no-episodic"`` keeps
+    the router's choice but turns episodic reads into working ones. ``generator`` draws the
+    Gumbel noise of soft routing (a seed argument; ``None``: the global generator).
+    """
+
+    mode: Mode = "soft"
+    temperature: float = 1.0
+    force: Force = "none"
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        check_literals(self)
+        if not self.temperature > 0:
+            raise ConfigError(f"Route.temperature={self.temperature!r}: must be > 0")
+
+    @property
+    def soft(self) -> bool:
+        return self.mode == "soft"
+
+    @property
+    def samples(self) -> bool:
+        """Gumbel noise is drawn: soft routing where the router's choice is kept."""
+        return self.soft and self.force in ("none", "no-episodic")
+
+    @property
+    def mixes(self) -> bool:
+        """The layer output mixes the tiers by probability (else by the 0/1 choice)."""
+        return self.soft and self.force == "none"
+
+    @property
+    def attention_off(self) -> bool:
+        """A tier other than episodic is forced: no token reads attention."""
+        return self.force in ("working", "semantic", "no-episodic")
+
+    def apply_force(self, choice: torch.Tensor) -> torch.Tensor:
+        """The router's choice (B, T) int64 after ``force`` (B, T)."""
+        if self.force == "no-episodic":  # episodic memory switched off: those tokens stay working
+            return torch.where(choice == Tier.EPISODIC, int(Tier.WORKING), choice)
+        if self.force != "none":
+            return torch.full_like(choice, TIERS.index(self.force))
+        return choice
+
+
+HARD = Route("hard")

@@ -1,0 +1,66 @@
+"""Typed variants: every model name resolves to exactly the configs it resolved to before the
+``Variant`` table replaced the positional tuples (golden file captured from that code), and the
+table refuses changes to fields that do not exist."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+from cram.consolidation.config import PRESETS, TRAIN_CHANGES, VARIANTS, Variant, resolve
+from cram.core.errors import ConfigError
+from cram.models import MODEL_NAMES, MODEL_VARIANTS, ModelVariant
+
+GOLDEN = json.loads((Path(__file__).parent / "data" / "variants_golden.json").read_text())
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_golden_covers_every_name_and_preset():
+    assert sorted(GOLDEN) == sorted(MODEL_NAMES)
+    assert all(sorted(GOLDEN[name]) == sorted(PRESETS) for name in GOLDEN)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_resolved_configs_are_unchanged(name):
+    for preset, want in GOLDEN[name].items():
+        config = resolve(name, preset)
+        model = json.loads(json.dumps(dataclasses.asdict(config.model)))  # tuples → lists
+        assert model == want["model"], (name, preset)
+        assert json.loads(json.dumps(dataclasses.asdict(config.train))) == want["train"], preset
+        mv = MODEL_VARIANTS[name]
+        assert f"{mv.module}.{mv.cls}" == want["model_class"]
+
+
+def test_every_training_change_names_a_model():
+    assert set(TRAIN_CHANGES) <= set(MODEL_NAMES)
+    assert list(VARIANTS) == list(MODEL_NAMES)
+    assert VARIANTS["cram-no-consolidation"].train["consolidation_weight"] == 0.0
+    assert dict(VARIANTS["cram"].train) == {} and dict(VARIANTS["cram"].model.changes) == {}
+
+
+def test_variant_changes_are_checked_and_frozen():
+    with pytest.raises(ConfigError, match="unknown ModelConfig fields.*q_spaec"):
+        ModelVariant("x", "typo", "cram", "CRAM", {"q_spaec": "raw"})
+    with pytest.raises(ConfigError, match="unknown TrainConfig fields.*cost_gat"):
+        Variant(MODEL_VARIANTS["cram"], {"cost_gat": "none"})
+    with pytest.raises(TypeError):
+        MODEL_VARIANTS["cram-raw-q"].changes["q_space"] = "value"  # read-only mapping
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        MODEL_VARIANTS["cram"].name = "other"
+
+
+def test_a_bad_value_in_a_variant_fails_when_applied():
+    bad = ModelVariant("x", "bad value", "cram", "CRAM", {"router_reads": "qq"})
+    with pytest.raises(ConfigError, match="router_reads"):
+        Variant(bad).apply(PRESETS["cpu-tiny"])
+
+
+def test_docs_table_lists_every_variant_with_its_description():
+    text = (ROOT / "docs" / "models.md").read_text().split("## Variants", 1)[1].split("\n## ")[0]
+    rows = dict(re.findall(r"^\| `([\w-]+)` \| (.+?) \|", text, flags=re.M))
+    for name, variant in VARIANTS.items():
+        assert name in rows, f"docs/models.md has no row for {name}"
+        assert rows[name] == variant.description, name
