@@ -190,6 +190,9 @@ class SRCDModel(nn.Module):
     """
 
     family: str = "base"
+    #: routes each token among working/episodic/semantic memory and accepts force="episodic"
+    #: (the trainer forces episodic routing in warm-up and logs patterns and the transition)
+    tiered_routing: bool = False
 
     def __init__(self, config: ModelConfig, spec: DataSpec):
         super().__init__()

@@ -173,6 +173,7 @@ class CRAMBlock(nn.Module):
 
 class CRAM(SRCDModel):
     family = "cram"
+    tiered_routing = True
 
     def __init__(self, config: ModelConfig, spec: DataSpec):
         super().__init__(config, spec)
