@@ -78,13 +78,11 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
     """
     import torch
 
-    from .checkpoint import load_checkpoint, rebuild_model
-    from .config import ExperimentConfig
+    from .checkpoint import load_trained
     from .srcd import EVENT_QUERY, SRCD
 
-    state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
-    config = ExperimentConfig.from_dict(state["experiment"])
-    model = rebuild_model(state).eval()
+    model, config, _ = load_trained(run_dir)
+    model.eval()
     data_cfg = dataclasses.replace(config.data, length=length)
     batch = SRCD(data_cfg).sample(n_sequences + 1, seed)
     old_threads = torch.get_num_threads()
@@ -188,14 +186,12 @@ def model_step_ms(run_dir: Path, length: int = 2048, batch_size: int = 1, repeat
     """Median ms of one training step (soft routing, forward + backward + AdamW) of a run's model."""
     import torch
 
-    from .checkpoint import load_checkpoint, rebuild_model
-    from .config import ExperimentConfig
+    from .checkpoint import load_trained
     from .losses import compute_loss
     from .srcd import SRCD
 
-    state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
-    config = ExperimentConfig.from_dict(state["experiment"])
-    model = rebuild_model(state).train()
+    model, config, _ = load_trained(run_dir)
+    model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = SRCD(dataclasses.replace(config.data, length=length)).sample(batch_size, seed).to_torch()
     gen = torch.Generator().manual_seed(seed)
