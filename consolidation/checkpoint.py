@@ -87,7 +87,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def load_checkpoint(path: Path, expect_model: str | None = None) -> dict:
-    """Load and validate a checkpoint; raise :class:`CheckpointError` naming the file and problem."""
+    """Load and validate a checkpoint; raise :class:`CheckpointError` naming file and problem."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint here")
@@ -114,7 +114,7 @@ def load_checkpoint(path: Path, expect_model: str | None = None) -> dict:
 
 def load_latest(directory: Path, expect_model: str,
                 warn: Callable[[str], None] = lambda msg: None) -> dict | None:
-    """The newest loadable checkpoint in ``directory``: ``last.pt``, else ``prev.pt``.
+    """Load the newest loadable checkpoint in ``directory``: ``last.pt``, else ``prev.pt``.
 
     Returns None when the folder holds no checkpoint at all (a run killed before its first save
     restarts from step 0). A ``last.pt`` that fails to load is renamed to
@@ -142,7 +142,7 @@ def load_latest(directory: Path, expect_model: str,
 
 
 def rebuild_model(state: dict):
-    """The model a checkpoint describes, with its weights loaded."""
+    """Build the model a checkpoint describes and load its weights."""
     from cram.models import DataSpec, ModelConfig, build_model
 
     args = state["model_args"]
@@ -169,7 +169,7 @@ class Trained(NamedTuple):
 
 
 def expected_model_args(config) -> dict:
-    """The ``model_args`` a model built from ``config`` (an ExperimentConfig) saves."""
+    """Return the ``model_args`` a model built from ``config`` (an ExperimentConfig) saves."""
     import dataclasses
 
     from cram.models import DataSpec
@@ -208,5 +208,5 @@ def load_trained(run_dir: Path, checkpoint: str = LAST) -> Trained:
 
 
 def _canon(obj) -> str:
-    """Order- and tuple/list-insensitive text of a JSON-like object, for equality checks."""
+    """Return key-order- and tuple/list-insensitive text of a JSON-like object."""
     return json.dumps(obj, sort_keys=True, default=list)

@@ -30,6 +30,8 @@ class TrainingDiverged(CramError):
 
 @dataclass
 class TrainState:
+    """Everything that changes while training and is saved in a checkpoint."""
+
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     gumbel: torch.Generator  # this rank's routing-noise generator
@@ -40,7 +42,7 @@ class TrainState:
 
 def fresh_state(model_name: str, config: ExperimentConfig, seed: int, rank: int,
                 device: torch.device) -> TrainState:
-    """A new model (initialised from ``seed`` without touching the global RNG) and optimiser."""
+    """Build a new model (seeded, global RNG untouched), its optimiser and Gumbel generator."""
     d = config.data
     spec = DataSpec(d.n_keys, d.n_values, d.key_encoding, d.key_dim)
     with torch.random.fork_rng(devices=[]):
@@ -68,7 +70,7 @@ def restore(ts: TrainState, ckpt: dict, rank: int) -> None:
 
 
 def saved_run(run_dir: Path, model_name: str) -> dict:
-    """The config.json record of a run to resume, checked against ``model_name``."""
+    """Read the config.json record of a run to resume and check it against ``model_name``."""
     path = Path(run_dir) / CONFIG_FILE
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -84,7 +86,7 @@ def saved_run(run_dir: Path, model_name: str) -> dict:
 
 def load_resume_checkpoint(run_dir: Path, model_name: str,
                            warn: Callable[[str], None]) -> dict | None:
-    """last.pt, else prev.pt (warned), else None: a run with no checkpoint starts at step 0."""
+    """Load last.pt, else prev.pt (warned); None: a run without checkpoint starts at step 0."""
     ckpt = load_latest(Path(run_dir) / CHECKPOINT_DIR, model_name, warn)
     if ckpt is None:
         warn(f"{run_dir}: no checkpoint yet; starting the run over from step 0")

@@ -54,6 +54,7 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
+        """Take the lock or raise :class:`RunLocked` naming the holder's PID."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -62,7 +63,8 @@ class RunLock:
             os.close(fd)
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise RunLocked(f"{self.path.parent}: another cram process (pid {holder}) is "
-                                "writing this run folder; wait for it or use another --out") from None
+                                "writing this run folder; wait for it or use another --out"
+                                ) from None
             raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -70,6 +72,7 @@ class RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
+        """Release the lock (the file stays)."""
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
@@ -85,6 +88,7 @@ def folder_contents(run_dir: Path) -> list[str]:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir/checkpoints`` holds last.pt or prev.pt."""
     ckpts = Path(run_dir) / CHECKPOINT_DIR
     return any((ckpts / name).exists() for name in ("last.pt", "prev.pt"))
 
@@ -145,6 +149,7 @@ class RunWriter:
         return writer
 
     def start_progress(self, total: int, initial: int, desc: str) -> None:
+        """Show a tqdm bar on stderr."""
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, initial=initial, desc=desc, file=sys.stderr,
@@ -163,10 +168,12 @@ class RunWriter:
                                  acc=f"{row['retrieval_acc']:.2f}")
 
     def advance(self) -> None:
+        """Count one training step on the bar."""
         if self.bar is not None:
             self.bar.update(1)
 
     def close_progress(self) -> None:
+        """Close the bar (if any)."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -181,6 +188,7 @@ class RunWriter:
             pass
 
     def finish(self, transition: dict, train_seconds: float) -> None:
+        """Write transition.json and status ``finished``."""
         atomic_write_json(self.dir / TRANSITION_FILE, transition)
         self.meta.update(status="finished", train_seconds=train_seconds, finished=_now())
         self.meta.pop("error", None)
@@ -189,7 +197,7 @@ class RunWriter:
 
 def run_meta(argv: list[str] | None, device, world_size: int, train_seconds: float,
              parameters: int) -> dict:
-    """The provenance fields of meta.json (status and timestamps are added by the writer)."""
+    """Collect the provenance fields of meta.json (the writer adds status and timestamps)."""
     from cram import __version__
 
     return {"command": argv or sys.argv, "cram_version": __version__,

@@ -74,7 +74,9 @@ class OutOfResources(CramError):
 
 
 def metric_columns(n_layers: int) -> list[str]:
-    tiers = [f"share_{t}_l{i}" for i in range(n_layers) for t in ("working", "episodic", "semantic")]
+    """Columns of metrics.csv for a model with ``n_layers`` layers."""
+    tiers = [f"share_{t}_l{i}" for i in range(n_layers)
+             for t in ("working", "episodic", "semantic")]
     return ["step", "phase", "tokens_seen", "train_seconds", "temperature", "lr", *LOSS_COLUMNS,
             *EVAL_COLUMNS, *tiers]
 
@@ -130,7 +132,7 @@ class _Dist:
 
 
 def retention_steps(config: ExperimentConfig) -> set[int]:
-    """Steps with retention curves: the end of warm-up, ``retention_stages`` more, the last."""
+    """Return the steps with retention curves: warm-up end, ``retention_stages`` more, last."""
     t = config.train
     stages = {min(t.warmup_steps, t.steps)} if t.warmup_steps else set()
     if t.retention_stages:
@@ -189,7 +191,8 @@ def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, see
     if resume and restart:
         raise ConfigError("--resume and --restart exclude each other")
     if (resume or restart) and not out.is_dir():
-        raise RunFolderError(f"{out}: nothing to {'resume' if resume else 'restart'} (no such folder)")
+        verb = "resume" if resume else "restart"
+        raise RunFolderError(f"{out}: nothing to {verb} (no such folder)")
     if not resume:
         check_run_args(config, seed)
     rank = int(os.environ.get("RANK", "0"))
@@ -222,6 +225,7 @@ def _warn(message: str) -> None:
 
 def _train(model_name, config, out, seed, preset, resume, argv, progress, data, dist,
            extended) -> Path:
+    """Restore or build the state, open the writer (rank 0), run the loop, finish the folder."""
     if dist.main:
         remove_temp_files(out / CHECKPOINT_DIR)
     ckpt = load_resume_checkpoint(out, model_name, _warn if dist.main else lambda m: None) \
@@ -230,30 +234,17 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, data, 
         raise ConfigError(f"--steps {config.train.steps}: before the checkpoint's step "
                           f"{int(ckpt['step'])} in {out / CHECKPOINT_DIR}")
     dist.barrier()
-    device = pick_device(config.train.device)
-    if device.type == "cpu":
-        torch.set_num_threads(config.train.threads)
-    data = data if data is not None else SRCD(config.data)
-    ts = fresh_state(model_name, config, seed, dist.rank, device)
-    if ckpt is not None:
-        restore(ts, ckpt, dist.rank)
-    run = _Run(model_name, config, seed, out, device, dist, data, ts.model,
-               bool(getattr(ts.model, "tiered_routing", False)),
-               torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-               else contextlib.nullcontext())
-    if dist.enabled:
-        run.train_model = torch.nn.parallel.DistributedDataParallel(
-            ts.model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True)
+    run, ts = _setup(model_name, config, out, seed, dist, data, ckpt)
     writer = None
     if dist.main:
-        record = {"model": model_name, "preset": preset, "seed": seed, **config.to_dict()}
         writer = RunWriter.open(
-            out, record, metric_columns(config.model.n_layers),
+            out, {"model": model_name, "preset": preset, "seed": seed, **config.to_dict()},
+            metric_columns(config.model.n_layers),
             after_step=(ts.step if ckpt is not None else -1) if resume else None,
             write_config=not resume or extended,
-            meta=run_meta(argv, device, dist.world, ts.train_seconds, ts.model.num_parameters()))
-        run.eval_set = data.eval_set(config.train.eval_sequences, config.train.eval_seed)
+            meta=run_meta(argv, run.device, dist.world, ts.train_seconds,
+                          ts.model.num_parameters()))
+        run.eval_set = run.data.eval_set(config.train.eval_sequences, config.train.eval_seed)
         if progress:
             writer.start_progress(config.train.steps, ts.step, f"train {model_name}")
     try:
@@ -272,6 +263,27 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, data, 
         writer.finish(_transition(run), ts.train_seconds)
     dist.barrier()
     return out
+
+
+def _setup(model_name, config, out, seed, dist, data, ckpt) -> tuple[_Run, TrainState]:
+    """Device, data source, model and optimiser (restored from ``ckpt`` if given), DDP wrap."""
+    device = pick_device(config.train.device)
+    if device.type == "cpu":
+        torch.set_num_threads(config.train.threads)
+    data = data if data is not None else SRCD(config.data)
+    ts = fresh_state(model_name, config, seed, dist.rank, device)
+    if ckpt is not None:
+        restore(ts, ckpt, dist.rank)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    train_model = ts.model
+    if dist.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            ts.model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
+    tiered = bool(getattr(ts.model, "tiered_routing", False))
+    return _Run(model_name, config, seed, out, device, dist, data, train_model, tiered,
+                autocast), ts
 
 
 def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) -> None:
@@ -321,8 +333,7 @@ def draw_batch(run: _Run, step: int):
 
 
 def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: float, cfg_t,
-               force: str = "none", autocast=contextlib.nullcontext(), ddp: bool = False
-               ) -> dict[str, float]:
+               force: str = "none", autocast=None, ddp: bool = False) -> dict[str, float]:
     """One optimiser step on ``batch`` (soft routing); returns the loss terms as floats.
 
     Raises :class:`TrainingDiverged` before the backward pass if the loss is not finite, so the
@@ -330,7 +341,7 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
     """
     for group in ts.optimizer.param_groups:
         group["lr"] = lr
-    with autocast:
+    with autocast if autocast is not None else contextlib.nullcontext():
         out = model(batch, mode="soft", temperature=temperature, force=force,
                     generator=ts.gumbel)
         loss = compute_loss(out, batch, cfg_t, step)
@@ -367,7 +378,7 @@ class _LossWindow:
         if dist.enabled and sums:
             keys = sorted(sums)
             reduced = dist.all_sum(np.array([sums[k] for k in keys])) / dist.world
-            sums = dict(zip(keys, reduced.tolist()))
+            sums = dict(zip(keys, reduced.tolist(), strict=True))
         return {k: v / max(self.n, 1) for k, v in sums.items()}
 
 
