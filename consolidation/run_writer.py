@@ -100,6 +100,8 @@ def prepare_folder(run_dir: Path, mode: str) -> None:
     checkpoint: its files are removed and the run starts over) or ``"resume"`` (config.json must
     exist).
     """
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise RunFolderError(f"{run_dir}: exists and is not a folder")
     if mode == "fresh" and folder_contents(run_dir):
         raise RunFolderError(f"{run_dir}: already exists; refusing to overwrite "
                              "(use --resume to continue it, or another --out)")

@@ -199,7 +199,10 @@ def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, see
     if rank == 0:
         if not (resume or restart):
             prepare_folder(out, "fresh")  # read-only early refusal; repeated under the lock
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunFolderError(f"{out}: cannot create the run folder ({err.strerror})") from None
     with RunLock(out) if rank == 0 else contextlib.nullcontext():
         if rank == 0:
             prepare_folder(out, "resume" if resume else "restart" if restart else "fresh")

@@ -315,4 +315,10 @@ def test_eval_refuses_a_checkpoint_of_another_model_or_size(tmp_path):
     with pytest.raises(CheckpointError, match="holds model 'transformer'"):
         load_trained(run, "t.pt")
     assert issubclass(CheckpointError, CramError)
+    # the same checkpoint as last.pt: --resume refuses it in one line, status stays
+    meta = (run / "meta.json").read_bytes()
+    (run / "checkpoints" / "last.pt").write_bytes((other / "checkpoints" / "last.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="does not fit"):
+        train("cram", resolve("cram", "cpu-tiny"), run, resume=True, progress=False)
+    assert (run / "meta.json").read_bytes() == meta
     assert cram.load_run(run).meta["status"] == "finished"
