@@ -81,13 +81,11 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
 
     from cram.models import HARD
 
-    from .checkpoint import load_checkpoint, rebuild_model
-    from .config import ExperimentConfig
+    from .checkpoint import load_trained
     from .srcd import EVENT_QUERY, SRCD
 
-    state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
-    config = ExperimentConfig.from_dict(state["experiment"])
-    model = rebuild_model(state).eval()
+    model, config, _ = load_trained(run_dir)
+    model.eval()
     data_cfg = dataclasses.replace(config.data, length=length)
     batch = SRCD(data_cfg).sample(n_sequences + 1, seed)
     old_threads = torch.get_num_threads()
@@ -192,14 +190,12 @@ def _find_trained(root: Path, model: str) -> Path | None:
 def model_step_ms(run_dir: Path, length: int = 2048, batch_size: int = 1, repeats: int = 3,
                   threads: int = 1, seed: int = 123) -> float:
     """Median ms of one training step (soft routing, forward, backward, AdamW) of a run's model."""
-    from .checkpoint import load_checkpoint, rebuild_model
-    from .config import ExperimentConfig
+    from .checkpoint import load_trained
     from .srcd import SRCD
     from .timing import train_step_ms
 
-    state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
-    config = ExperimentConfig.from_dict(state["experiment"])
-    model = rebuild_model(state).train()
+    model, config, _ = load_trained(run_dir)
+    model.train()
     data = dataclasses.replace(config.data, length=length)
     batch = SRCD(data).sample(batch_size, seed).to_torch()
     return train_step_ms(model, batch, config.train, temperature=config.train.tau_end,

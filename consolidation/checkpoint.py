@@ -3,29 +3,44 @@
 A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts only, so that the safe
 unpickler accepts it): ``format``, ``model_name``, ``model_args`` (config + data spec),
 ``experiment`` (the resolved config), ``model`` (state dict), ``optimizer``, ``step``,
-``generator_state``, ``exposures`` and ``torch_version``. ``last.pt`` is the newest; the one before
-it is kept as ``prev.pt``, so a checkpoint truncated by a kill never leaves the run without one.
+``generator_states``, ``exposures``, ``train_seconds`` and ``torch_version``.
+
+``last.pt`` is the newest; the one before it is kept as ``prev.pt``. :func:`load_latest` falls
+back to ``prev.pt`` (with a warning) when ``last.pt`` is missing, truncated or empty, so a kill in
+the middle of a save never leaves a run without a checkpoint. :func:`load_trained` is the one way
+to get a trained run's model back: it checks the checkpoint against the run's ``config.json``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
-from cram.core.errors import CheckpointError
+from cram.core.errors import CheckpointError, RunFolderError
 
 FORMAT = "cram-checkpoint-v1"
+LAST, PREV = "last.pt", "prev.pt"
+TMP_PREFIX, TMP_SUFFIX = ".last.", ".pt.tmp"
+UNREADABLE_SUFFIX = ".unreadable"  # a last.pt that failed to load is renamed aside, not deleted
 
 
 def save_checkpoint(directory: Path, state: dict) -> Path:
+    """Write ``state`` as ``directory/last.pt`` atomically; the old ``last.pt`` becomes ``prev.pt``.
+
+    The bytes go to a temp file that is fsynced and then renamed, so a kill or a full disk leaves
+    the previous ``last.pt`` untouched (the temp file is removed on any error).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    last, prev = directory / "last.pt", directory / "prev.pt"
-    fd, tmp = tempfile.mkstemp(prefix=".last.", suffix=".pt.tmp", dir=directory)
+    last, prev = directory / LAST, directory / PREV
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=TMP_SUFFIX, dir=directory)
     os.close(fd)
     try:
         torch.save({"format": FORMAT, **state}, tmp)
@@ -40,22 +55,54 @@ def save_checkpoint(directory: Path, state: dict) -> Path:
     return last
 
 
+def remove_temp_files(directory: Path) -> list[Path]:
+    """Delete temp checkpoints left by a killed save (call only while holding the run's lock)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = sorted(directory.glob(f"{TMP_PREFIX}*{TMP_SUFFIX}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Names of the floating tensors in a (nested) state dict that hold NaN or inf."""
+    bad, stack = [], [("", state)]
+    while stack:
+        prefix, obj = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
+                bad.append(prefix)
+        elif isinstance(obj, dict):
+            stack.extend((f"{prefix}.{k}" if prefix else str(k), v) for k, v in obj.items())
+        elif isinstance(obj, (list, tuple)):
+            stack.extend((f"{prefix}[{i}]", v) for i, v in enumerate(obj))
+    return sorted(bad)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:200]}" if text else type(err).__name__
+
+
 def load_checkpoint(path: Path, expect_model: str | None = None) -> dict:
-    """Load and validate a checkpoint; raise :class:`CheckpointError` naming the file and problem."""
+    """Load and validate a checkpoint; raise :class:`CheckpointError` naming file and problem."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint here")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty (zero-byte) checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:200]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError) as err:
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint "
+                              f"({_first_line(err)})") from None
     except Exception as err:  # the safe unpickler refuses foreign objects
-        raise CheckpointError(f"{path}: not a cram checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path}: not a cram checkpoint ({_first_line(err)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a cram checkpoint (format "
-                              f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: not a cram checkpoint (format {found!r})")
     for key in ("model_name", "model_args", "model", "step"):
         if key not in state:
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
@@ -65,16 +112,101 @@ def load_checkpoint(path: Path, expect_model: str | None = None) -> dict:
     return state
 
 
+def load_latest(directory: Path, expect_model: str,
+                warn: Callable[[str], None] = lambda msg: None) -> dict | None:
+    """Load the newest loadable checkpoint in ``directory``: ``last.pt``, else ``prev.pt``.
+
+    Returns None when the folder holds no checkpoint at all (a run killed before its first save
+    restarts from step 0). A ``last.pt`` that fails to load is renamed to
+    ``last.pt.unreadable`` once ``prev.pt`` has loaded, so the next save cannot rotate it into
+    ``prev.pt``. Raises :class:`CheckpointError` naming both files when neither loads.
+    """
+    directory = Path(directory)
+    last, prev = directory / LAST, directory / PREV
+    if not last.exists() and not prev.exists():
+        return None
+    try:
+        return load_checkpoint(last, expect_model)
+    except CheckpointError as err:
+        first = err
+    try:
+        state = load_checkpoint(prev, expect_model)
+    except CheckpointError as err:
+        raise CheckpointError(f"no usable checkpoint: {first}; and {err}") from None
+    try:
+        os.replace(last, last.with_name(LAST + UNREADABLE_SUFFIX))
+    except FileNotFoundError:  # missing, or another rank moved it first
+        pass
+    warn(f"{first}; resuming from {prev} (step {int(state['step'])})")
+    return state
+
+
 def rebuild_model(state: dict):
-    """The model a checkpoint describes, with its weights loaded."""
+    """Build the model a checkpoint describes and load its weights."""
     from cram.models import DataSpec, ModelConfig, build_model
 
     args = state["model_args"]
     cfg = dict(args["config"])
     cfg["attention_layers"] = tuple(cfg.get("attention_layers", ()))
     model = build_model(state["model_name"], ModelConfig(**cfg), DataSpec(**args["spec"]))
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        raise CheckpointError(f"checkpoint weights do not fit model {state['model_name']!r} "
+                              f"({_first_line(err)})") from None
     if missing or unexpected:
         raise CheckpointError(f"checkpoint weights do not fit model {state['model_name']!r}: "
                               f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
     return model
+
+
+class Trained(NamedTuple):
+    """A trained run read back: its model (weights loaded), its config and the raw checkpoint."""
+
+    model: torch.nn.Module
+    config: object  # ExperimentConfig
+    state: dict
+
+
+def expected_model_args(config) -> dict:
+    """Return the ``model_args`` a model built from ``config`` (an ExperimentConfig) saves."""
+    import dataclasses
+
+    from cram.models import DataSpec
+
+    d = config.data
+    spec = DataSpec(d.n_keys, d.n_values, d.key_encoding, d.key_dim)
+    return {"config": dataclasses.asdict(config.model), "spec": dataclasses.asdict(spec)}
+
+
+def load_trained(run_dir: Path, checkpoint: str = LAST) -> Trained:
+    """Rebuild a run's model from ``run_dir/checkpoints/<checkpoint>`` and its config.json.
+
+    Refuses (:class:`CheckpointError`) a checkpoint whose model name or model arguments differ
+    from the run's ``config.json``: a checkpoint dropped in from another run is never reported as
+    this run's.
+    """
+    from .config import ExperimentConfig
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise RunFolderError(f"{run_dir}: no config.json; is this a cram run folder?")
+    try:
+        saved = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunFolderError(f"{config_path}: not valid JSON ({_first_line(err)})") from None
+    if not isinstance(saved, dict):
+        raise RunFolderError(f"{config_path}: expected a JSON object")
+    config = ExperimentConfig.from_dict(saved)
+    path = run_dir / "checkpoints" / checkpoint
+    state = load_checkpoint(path, expect_model=saved.get("model"))
+    if _canon(state["model_args"]) != _canon(expected_model_args(config)):
+        raise CheckpointError(f"{path}: model arguments differ from {config_path} "
+                              "(a checkpoint of another size or data spec)")
+    return Trained(rebuild_model(state), config, state)
+
+
+def _canon(obj) -> str:
+    """Return key-order- and tuple/list-insensitive text of a JSON-like object."""
+    return json.dumps(obj, sort_keys=True, default=list)

@@ -1,44 +1,65 @@
 """One readable training loop that writes a self-describing, crash-safe run folder.
 
-``train(model_name, config, out, seed)`` trains any registered model on an endless SRCD stream,
+``train(model_name, config, out, seed)`` trains a registered model on an endless data stream,
 evaluates it with hard routing on a fixed evaluation set every ``log_every`` steps, and writes the
-run folder described in docs/run_folder.md. Under ``torchrun`` it trains with DistributedDataParallel
-(gloo on CPU, NCCL on CUDA): each rank draws its own seeded stream, and only rank 0 evaluates, logs
-and checkpoints.
+run folder described in docs/run_folder.md. Where things happen:
 
-Crash safety: rows are appended with fsync *before* the checkpoint of the same step is written, and
-``resume`` truncates every table back to the checkpoint's step, so a run killed at any instant and
-resumed loses and duplicates no row; on CPU with a seed it ends with the same metrics as an
-uninterrupted run (the data stream is a function of (seed, rank, step), and all RNG state is saved).
+- a batch comes from the *data source* (:func:`draw_batch`; SRCD unless ``data=`` is given);
+- the loss and the optimiser step are :func:`train_step` (loss terms from ``losses.compute_loss``);
+- files are written by ``run_writer.RunWriter`` under a ``run_writer.RunLock``; checkpoints by
+  ``restore.save_state`` (after a finiteness check) and read back by ``restore`` / ``checkpoint``.
+
+The data source seam: any object with ``sample(batch_size, rng) -> batch`` (``rng`` a
+``numpy.random.Generator``) and ``eval_set(n_sequences, seed) -> batch``. A batch needs
+``type(batch).concat(list_of_batches)``, ``batch.to_torch(device)`` (what the model and
+``compute_loss`` take) and ``batch.pattern`` (int array, library pattern per query, -1 elsewhere:
+for the exposure counts). ``evaluate`` reads the eval batch as it reads an ``SRCDBatch``.
+
+Under ``torchrun`` it trains with DistributedDataParallel (gloo on CPU, NCCL on CUDA): each rank
+draws its own seeded stream, and only rank 0 evaluates, logs and checkpoints. Crash safety: rows
+are appended with fsync *before* the checkpoint of the same step is written, and a resume
+truncates every table back to the checkpoint's step, so a run killed at any instant and resumed
+ends with the same metrics as an uninterrupted run (batch ``i`` of rank ``r`` is a function of
+(seed, r, i), and all RNG state is in the checkpoint).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as _dt
+import errno
 import os
-import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from cram.core.errors import CramError, RunFolderError
-from cram.models import DataSpec, Route, build_model
-from cram.core.runs import (
-    CHECKPOINT_DIR, CONFIG_FILE, META_FILE, METRICS_FILE, PATTERNS_FILE, RETENTION_FILE,
-    SCHEMA_VERSION, TRANSITION_FILE, CsvLog, atomic_write_json,
-)
+from cram.core.errors import ConfigError, CramError, RunFolderError
+from cram.core.runs import CHECKPOINT_DIR, METRICS_FILE
+from cram.models import Route
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import remove_temp_files
 from .config import ExperimentConfig
 from .evaluate import evaluate
 from .losses import compute_loss
-from .srcd import SRCD, SRCDBatch, stream_rng
+from .restore import (
+    TrainingDiverged,
+    TrainState,
+    fresh_state,
+    load_resume_checkpoint,
+    restore,
+    save_state,
+    saved_run,
+)
+from .run_writer import RunLock, RunWriter, prepare_folder, run_meta
+from .srcd import SRCD, stream_rng
 from .transition import transition_summary
+
+__all__ = ["OutOfResources", "TrainingDiverged", "metric_columns", "train", "train_step"]
 
 LOSS_COLUMNS = ("loss_total", "loss_value", "loss_signal", "loss_consolidation", "loss_familiarity",
                 "loss_cost", "loss_router", "loss_probe", "loss_aux")
@@ -46,47 +67,39 @@ EVAL_COLUMNS = ("attention_fraction", "attention_computed", "attention_query", "
                 "attention_novel", "attention_nonquery", "retrieval_acc", "retrieval_acc_library",
                 "retrieval_acc_novel", "dynamics_mse", "q_library", "q_novel", "qhat_library",
                 "qhat_novel", "acc_library_semantic_only", "acc_library_working_only")
+MAX_SEED = 2**32 - 1
 
 
-class TrainingDiverged(CramError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+class OutOfResources(CramError):
+    """Out of memory or disk space while training; the last checkpoint is kept, --resume works."""
 
 
 def metric_columns(n_layers: int) -> list[str]:
-    tiers = [f"share_{t}_l{i}" for i in range(n_layers) for t in ("working", "episodic", "semantic")]
+    """Columns of metrics.csv for a model with ``n_layers`` layers."""
+    tiers = [f"share_{t}_l{i}" for i in range(n_layers)
+             for t in ("working", "episodic", "semantic")]
     return ["step", "phase", "tokens_seen", "train_seconds", "temperature", "lr", *LOSS_COLUMNS,
             *EVAL_COLUMNS, *tiers]
 
 
 def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _library_versions() -> dict:
-    import importlib.metadata as md
-
-    versions = {}
-    for name in ("torch", "numpy", "pandas", "scipy", "triton"):
-        try:
-            versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return versions
+    """``auto``: CUDA (this rank's), then MPS, else CPU; a named device must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r}: this torch has no usable CUDA device "
+                          "(use train.device=auto or cpu)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"train.device={name!r}: only {torch.cuda.device_count()} CUDA devices")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise ConfigError(f"train.device={name!r}: MPS is not available here")
+    return device
 
 
 class _Dist:
@@ -97,8 +110,7 @@ class _Dist:
         self.rank = int(os.environ.get("RANK", "0"))
         self.enabled = self.world > 1
         if self.enabled and not torch.distributed.is_initialized():
-            backend = "nccl" if device_kind == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend)
+            torch.distributed.init_process_group("nccl" if device_kind == "cuda" else "gloo")
 
     @property
     def main(self) -> bool:
@@ -115,20 +127,14 @@ class _Dist:
         torch.distributed.all_reduce(t)
         return t.numpy()
 
-    def broadcast_flag(self, flag: bool) -> bool:
-        if not self.enabled:
-            return flag
-        t = torch.tensor([1 if flag else 0])
-        torch.distributed.broadcast(t, 0)
-        return bool(t.item())
-
     def close(self) -> None:
         if self.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
-def _retention_steps(cfg) -> set[int]:
-    t = cfg.train
+def retention_steps(config: ExperimentConfig) -> set[int]:
+    """Return the steps with retention curves: warm-up end, ``retention_stages`` more, last."""
+    t = config.train
     stages = {min(t.warmup_steps, t.steps)} if t.warmup_steps else set()
     if t.retention_stages:
         for x in np.linspace(t.warmup_steps, t.steps, t.retention_stages + 1)[1:]:
@@ -137,226 +143,310 @@ def _retention_steps(cfg) -> set[int]:
     return {min(s, t.steps) for s in stages}
 
 
+def check_run_args(config: ExperimentConfig, seed: Any) -> None:
+    """Every argument check that needs no run folder, so a bad one never leaves a folder behind."""
+    t = config.train
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not (
+            0 <= seed <= MAX_SEED):
+        raise ConfigError(f"seed={seed!r}: must be an integer in [0, {MAX_SEED}]")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    shards, what = (world, "ranks") if world > 1 else (t.data_shards, "train.data_shards")
+    if t.batch_size % shards:
+        raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by {what}={shards}")
+    lost = sorted(s for s in retention_steps(config) if s % t.log_every and s != t.steps)
+    if lost:
+        raise ConfigError(f"train.warmup_steps={t.warmup_steps}: retention curves are due at steps "
+                          f"{lost}, which are not multiples of train.log_every={t.log_every}")
+    pick_device(t.device)
+
+
+@dataclass
+class _Run:
+    """What the loop needs besides the trainer state (fixed for the whole run)."""
+
+    model_name: str
+    config: ExperimentConfig
+    seed: int
+    out: Path
+    device: torch.device
+    dist: _Dist
+    data: Any  # the data source (see the module docstring)
+    train_model: torch.nn.Module  # the model, or its DDP wrapper
+    tiered: bool  # the model routes among memory tiers (forced episodic in warm-up, patterns)
+    autocast: Any
+    eval_set: Any = None  # rank 0 only
+
+
 def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, seed: int = 0,
           preset: str = "custom", resume: bool = False, argv: list[str] | None = None,
-          progress: bool = True) -> Path:
-    """Train ``model_name`` and write the run folder ``out``; return its path."""
+          progress: bool = True, *, data: Any = None, restart: bool = False,
+          steps: int | None = None) -> Path:
+    """Train ``model_name`` and write the run folder ``out``; return its path.
+
+    ``resume`` continues ``out`` from its newest checkpoint with its saved config (from step 0
+    if it has none); ``steps`` then moves ``train.steps`` (the run is extended, or shortened to
+    a step not before the checkpoint's). ``restart`` starts over a folder that has no
+    checkpoint. ``data`` replaces the SRCD source built from ``config.data``.
+    """
     out = Path(out)
-    device = pick_device(config.train.device)
-    dist = _Dist(device.type)
-    try:
-        return _train(model_name, config, out, seed, preset, resume, argv, progress, device, dist)
-    finally:
-        dist.close()
-
-
-def _train(model_name, config, out, seed, preset, resume, argv, progress, device, dist) -> Path:
-    if resume:
-        if not (out / CONFIG_FILE).is_file():
-            raise RunFolderError(f"{out}: nothing to resume (no {CONFIG_FILE})")
-        import json
-
-        saved = json.loads((out / CONFIG_FILE).read_text())
-        if saved.get("model") != model_name:
-            raise RunFolderError(f"{out}: run was trained as {saved.get('model')!r}, "
-                                 f"not {model_name!r}")
-        config = ExperimentConfig.from_dict(saved)
-        seed = int(saved.get("seed", seed))
-        preset = saved.get("preset", preset)
-        state = load_checkpoint(out / CHECKPOINT_DIR / "last.pt", expect_model=model_name)
-    else:
-        if out.exists() and any(out.iterdir()):
-            raise RunFolderError(f"{out}: already exists; refusing to overwrite "
-                                 "(use --resume to continue it, or another --out)")
-        state = None
-    dist.barrier()
-    cfg_t = config.train
-    if device.type == "cpu":
-        torch.set_num_threads(cfg_t.threads)
-    gen = SRCD(config.data)
-    spec = DataSpec(config.data.n_keys, config.data.n_values, config.data.key_encoding,
-                    config.data.key_dim)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(model_name, config.model, spec).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg_t.lr, weight_decay=cfg_t.weight_decay)
-    gumbel = torch.Generator(device=device).manual_seed(seed * 1000 + 7 + dist.rank)
-    start_step = 0
-    exposures = np.zeros(config.data.n_library)
-    train_seconds = 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if dist.rank < len(state["generator_states"]):
-            gumbel.set_state(state["generator_states"][dist.rank].to("cpu"))
-        start_step = int(state["step"])
-        exposures = np.asarray(state["exposures"], float)
-        train_seconds = float(state["train_seconds"])
-    train_model = model
-    if dist.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True)
-    is_cram = getattr(model, "family", "") == "cram"
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
-
-    # ---------------------------------------------------------------- run folder (rank 0 only)
-    ckpt_dir = out / CHECKPOINT_DIR
-    metrics_log = patterns_log = retention_log = None
-    meta = {}
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
-        record = {"model": model_name, "preset": preset, "seed": seed, **config.to_dict()}
-        if not resume:
-            atomic_write_json(out / CONFIG_FILE, record)
-        meta = {"schema_version": SCHEMA_VERSION, "command": argv or sys.argv,
-                "cram_version": _cram_version(), "git_commit": _git_commit(),
-                "libraries": _library_versions(), "device": str(device), "world_size": dist.world,
-                "status": "running", "train_seconds": train_seconds,
-                "parameters": model.num_parameters(),
-                "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        atomic_write_json(out / META_FILE, meta)
-        metrics_log = CsvLog(out / METRICS_FILE, metric_columns(config.model.n_layers))
-        patterns_log = CsvLog(out / PATTERNS_FILE, ["step", "pattern", "exposures",
-                                                    "episodic_share", "q", "qhat", "n_queries"])
-        retention_log = CsvLog(out / RETENTION_FILE, ["step", "condition", "binding", "lag",
-                                                      "lag_high", "n", "correct", "accuracy"])
+    if resume and restart:
+        raise ConfigError("--resume and --restart exclude each other")
+    if (resume or restart) and not out.is_dir():
+        verb = "resume" if resume else "restart"
+        raise RunFolderError(f"{out}: nothing to {verb} (no such folder)")
+    if not resume:
+        check_run_args(config, seed)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        if not (resume or restart):
+            prepare_folder(out, "fresh")  # read-only early refusal; repeated under the lock
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunFolderError(f"{out}: cannot create the run folder ({err.strerror})") from None
+    with RunLock(out) if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            prepare_folder(out, "resume" if resume else "restart" if restart else "fresh")
         if resume:
-            for log in (metrics_log, patterns_log, retention_log):
-                log.truncate_after(start_step)
-        eval_set = gen.eval_set(cfg_t.eval_sequences, cfg_t.eval_seed)
-    retention_at = _retention_steps(config)
-    shards = dist.world if dist.enabled else cfg_t.data_shards
-    if cfg_t.batch_size % shards:
-        raise CramError(f"train.batch_size={cfg_t.batch_size} is not divisible by "
-                        f"{shards} {'ranks' if dist.enabled else 'data_shards'}")
-    per_shard = cfg_t.batch_size // shards
+            saved = saved_run(out, model_name)
+            config, seed, preset = ExperimentConfig.from_dict(saved), saved.get("seed", seed), \
+                saved.get("preset", preset)
+            if steps is not None:
+                config = dataclasses.replace(
+                    config, train=dataclasses.replace(config.train, steps=steps))
+            check_run_args(config, seed)
+        dist = _Dist(pick_device(config.train.device).type)
+        try:
+            return _train(model_name, config, out, int(seed), preset, resume, argv, progress,
+                          data, dist, extended=resume and steps is not None)
+        finally:
+            dist.close()
 
-    def draw_batch(step: int):
-        """Batch ``step``: rank r's shard is a function of (seed, r, step) only."""
-        ranks = [dist.rank] if dist.enabled else range(shards)
-        return SRCDBatch.concat([gen.sample(per_shard, stream_rng(seed, r, step)) for r in ranks])
-    sums: dict[str, float] = {}
-    n_summed = 0
 
-    def log_row(step: int, temperature: float, lr: float) -> None:
-        ev = evaluate(model, eval_set, cfg_t.eval_batch_size, device,
-                      n_library=config.data.n_library,
-                      patterns=is_cram and step % cfg_t.pattern_every == 0,
-                      retention=step in retention_at, autocast=autocast)
-        row = {"step": step, "phase": "warmup" if step < cfg_t.warmup_steps else "train",
-               "tokens_seen": step * cfg_t.batch_size * config.data.length,
-               "train_seconds": train_seconds, "temperature": temperature, "lr": lr,
-               **{k: v / max(n_summed, 1) for k, v in sums.items()}, **ev.metrics}
-        metrics_log.append({k: v for k, v in row.items() if k in metrics_log.columns})
-        if ev.pattern_rows:
-            patterns_log.append([{"step": step, "exposures": int(exposures[r["pattern"]]), **r}
-                                 for r in ev.pattern_rows])
-        if ev.retention_rows:
-            retention_log.append([{"step": step, **r} for r in ev.retention_rows])
-        if bar is not None:
-            bar.set_postfix(attn=f"{ev.metrics['attention_fraction']:.3f}",
-                            lib=f"{ev.metrics['attention_library']:.2f}",
-                            acc=f"{ev.metrics['retrieval_acc']:.2f}")
+def _warn(message: str) -> None:
+    print(f"cram train: warning: {message}", file=sys.stderr)
 
-    def checkpoint(step: int) -> None:
-        gens = [gumbel.get_state()]
-        if dist.enabled:
-            gathered = [torch.empty_like(gens[0]) for _ in range(dist.world)]
-            torch.distributed.all_gather(gathered, gens[0].to(device) if device.type == "cuda"
-                                         else gens[0])
-            gens = [g.cpu() for g in gathered]
-        if dist.main:
-            save_checkpoint(ckpt_dir, {
-                "model_name": model_name, "model_args": model.model_args(),
-                "experiment": {"model": model_name, "seed": seed, **config.to_dict()},
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "generator_states": gens, "exposures": torch.as_tensor(exposures),
-                "train_seconds": train_seconds, "torch_version": str(torch.__version__)})
 
-    bar = None
-    if dist.main and progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg_t.steps, initial=start_step, desc=f"train {model_name}",
-                   file=sys.stderr, dynamic_ncols=True)
-    step = start_step
-    model.train()
+def _train(model_name, config, out, seed, preset, resume, argv, progress, data, dist,
+           extended) -> Path:
+    """Restore or build the state, open the writer (rank 0), run the loop, finish the folder."""
+    if dist.main:
+        remove_temp_files(out / CHECKPOINT_DIR)
+    ckpt = load_resume_checkpoint(out, model_name, _warn if dist.main else lambda m: None) \
+        if resume else None
+    if ckpt is not None and int(ckpt["step"]) > config.train.steps:
+        raise ConfigError(f"--steps {config.train.steps}: before the checkpoint's step "
+                          f"{int(ckpt['step'])} in {out / CHECKPOINT_DIR}")
+    dist.barrier()
+    run, ts = _setup(model_name, config, out, seed, dist, data, ckpt)
+    writer = None
+    if dist.main:
+        writer = RunWriter.open(
+            out, {"model": model_name, "preset": preset, "seed": seed, **config.to_dict()},
+            metric_columns(config.model.n_layers),
+            after_step=(ts.step if ckpt is not None else -1) if resume else None,
+            write_config=not resume or extended,
+            meta=run_meta(argv, run.device, dist.world, ts.train_seconds,
+                          ts.model.num_parameters()))
+        run.eval_set = run.data.eval_set(config.train.eval_sequences, config.train.eval_seed)
+        if progress:
+            writer.start_progress(config.train.steps, ts.step, f"train {model_name}")
     try:
-        while True:
-            temperature = cfg_t.temperature(step)
-            lr = cfg_t.lr * min(1.0, (step + 1) / max(cfg_t.lr_warmup_steps, 1))
-            if step % cfg_t.log_every == 0 or step == cfg_t.steps:
-                if step != start_step or not resume:
-                    if dist.enabled and sums:  # log the global-batch mean of every loss term
-                        keys = sorted(sums)
-                        reduced = dist.all_sum(np.array([sums[k] for k in keys])) / dist.world
-                        sums = dict(zip(keys, reduced.tolist()))
-                    if dist.main:
-                        log_row(step, temperature, lr)
-                    sums, n_summed = {}, 0  # every rank starts the next averaging window
-                    if step % cfg_t.checkpoint_every == 0 or step == cfg_t.steps:
-                        checkpoint(step)
-                    dist.barrier()
-            if step >= cfg_t.steps:
-                break
-            t0 = time.perf_counter()
-            batch_np = draw_batch(step)
-            counts = np.bincount(batch_np.pattern[batch_np.pattern >= 0],
-                                 minlength=config.data.n_library)
-            exposures += dist.all_sum(counts.astype(float))
-            batch = batch_np.to_torch(device)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            force = "episodic" if (is_cram and step < cfg_t.warmup_steps) else "none"
-            with autocast:
-                out_ = train_model(batch, Route(temperature=temperature, force=force,
-                                                generator=gumbel))
-                loss = compute_loss(out_, batch, cfg_t, step)
-                if dist.enabled:  # DDP waits for a gradient from every output it can see; outputs
-                    # kept only for logging (e.g. router probs in warm-up) join the graph at weight 0
-                    loss.total = loss.total + 0.0 * _output_sum(out_)
-            if not torch.isfinite(loss.total):
-                raise TrainingDiverged(
-                    f"non-finite loss at step {step} ({', '.join(f'{k}={v:.4g}' for k, v in loss.terms.items())}); "
-                    f"the last good checkpoint is kept in {ckpt_dir}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.total.backward()
-            if cfg_t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg_t.grad_clip)
-            optimizer.step()
-            train_seconds += time.perf_counter() - t0
-            for k, v in loss.terms.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n_summed += 1
-            step += 1
-            if bar is not None:
-                bar.update(1)
+        _loop(run, ts, writer, log_first=ckpt is None)
     except BaseException as err:
-        if dist.main:
-            meta.update(status="failed", error=f"{type(err).__name__}: {err}",
-                        train_seconds=train_seconds)
-            atomic_write_json(out / META_FILE, meta)
+        mapped = _resource_error(err, run, ts)
+        if writer is not None:
+            writer.fail(mapped or err, ts.train_seconds)
+        if mapped is not None:
+            raise mapped from None
         raise
     finally:
-        if bar is not None:
-            bar.close()
-    if dist.main:
-        import pandas as pd
-
-        metrics = pd.read_csv(out / METRICS_FILE)
-        transition = transition_summary(metrics, cfg_t.warmup_steps, seed=seed) if is_cram \
-            else {"series": "attention_library", "onset": cfg_t.warmup_steps, "step": None,
-                  "method": "not a routed model"}
-        atomic_write_json(out / TRANSITION_FILE, {
-            **transition,
-            "resolution": cfg_t.log_every})  # steps between evaluations: the interval's granularity
-        meta.update(status="finished", train_seconds=train_seconds,
-                    finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        atomic_write_json(out / META_FILE, meta)
+        if writer is not None:
+            writer.close_progress()
+    if writer is not None:
+        writer.finish(_transition(run), ts.train_seconds)
     dist.barrier()
     return out
+
+
+def _setup(model_name, config, out, seed, dist, data, ckpt) -> tuple[_Run, TrainState]:
+    """Device, data source, model and optimiser (restored from ``ckpt`` if given), DDP wrap."""
+    device = pick_device(config.train.device)
+    if device.type == "cpu":
+        torch.set_num_threads(config.train.threads)
+    data = data if data is not None else SRCD(config.data)
+    ts = fresh_state(model_name, config, seed, dist.rank, device)
+    if ckpt is not None:
+        restore(ts, ckpt, dist.rank)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    train_model = ts.model
+    if dist.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            ts.model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
+    tiered = bool(ts.model.consolidates)
+    return _Run(model_name, config, seed, out, device, dist, data, train_model, tiered,
+                autocast), ts
+
+
+def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) -> None:
+    """Log/checkpoint at every ``log_every`` step, then one training step, until ``steps``."""
+    t = run.config.train
+    start = ts.step
+    window = _LossWindow()
+    while True:
+        step = ts.step
+        temperature = t.temperature(step)
+        lr = t.lr * min(1.0, (step + 1) / max(t.lr_warmup_steps, 1))
+        if (step % t.log_every == 0 or step == t.steps) and (step != start or log_first):
+            losses = window.mean(run.dist)
+            _check_finite_weights(run, ts)  # the weights every rank is about to log and save
+            if writer is not None:
+                writer.log(*_eval_rows(run, ts, temperature, lr, losses))
+            window = _LossWindow()  # every rank starts the next averaging window
+            if step % t.checkpoint_every == 0 or step == t.steps:
+                gens = _generator_states(run, ts)
+                if writer is not None:
+                    save_state(run.out, ts, run.model_name, run.seed, run.config, gens)
+            run.dist.barrier()
+        if step >= t.steps:
+            return
+        t0 = time.perf_counter()
+        batch_np = draw_batch(run, step)
+        counts = np.bincount(batch_np.pattern[batch_np.pattern >= 0],
+                             minlength=run.config.data.n_library)
+        ts.exposures += run.dist.all_sum(counts.astype(float))
+        batch = batch_np.to_torch(run.device)
+        force = "episodic" if (run.tiered and step < t.warmup_steps) else "none"
+        window.add(train_step(ts, run.train_model, batch, step, temperature, lr, t, force,
+                              run.autocast, ddp=run.dist.enabled))
+        ts.train_seconds += time.perf_counter() - t0
+        ts.step += 1
+        if writer is not None:
+            writer.advance()
+
+
+def draw_batch(run: _Run, step: int):
+    """Batch ``step``: rank r's shard is a function of (seed, r, step) only."""
+    t = run.config.train
+    shards = run.dist.world if run.dist.enabled else t.data_shards
+    ranks = [run.dist.rank] if run.dist.enabled else range(shards)
+    parts = [run.data.sample(t.batch_size // shards, stream_rng(run.seed, r, step)) for r in ranks]
+    return type(parts[0]).concat(parts)
+
+
+def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: float, cfg_t,
+               force: str = "none", autocast=None, ddp: bool = False) -> dict[str, float]:
+    """One optimiser step on ``batch`` (soft routing); returns the loss terms as floats.
+
+    Raises :class:`TrainingDiverged` before the backward pass if the loss is not finite, so the
+    weights stay those of the last finite step.
+    """
+    for group in ts.optimizer.param_groups:
+        group["lr"] = lr
+    with autocast if autocast is not None else contextlib.nullcontext():
+        out = model(batch, Route(temperature=temperature, force=force, generator=ts.gumbel))
+        loss = compute_loss(out, batch, cfg_t, step)
+        if ddp:  # DDP waits for a gradient from every output it can see; outputs kept only for
+            # logging (e.g. router probs in warm-up) join the graph at weight 0
+            loss.total = loss.total + 0.0 * _output_sum(out)
+    if not torch.isfinite(loss.total):
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in loss.terms.items())
+        raise TrainingDiverged(f"non-finite loss at step {step} ({terms}); "
+                               "the last finite checkpoint is kept")
+    ts.optimizer.zero_grad(set_to_none=True)
+    loss.total.backward()
+    if cfg_t.grad_clip:
+        torch.nn.utils.clip_grad_norm_(ts.model.parameters(), cfg_t.grad_clip)
+    ts.optimizer.step()
+    return loss.terms
+
+
+class _LossWindow:
+    """Running sums of the loss terms since the last logged row."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.n = 0
+
+    def add(self, terms: dict[str, float]) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.n += 1
+
+    def mean(self, dist: _Dist) -> dict[str, float]:
+        """Per-step mean of every term (under DDP: of the global batch)."""
+        sums = self.sums
+        if dist.enabled and sums:
+            keys = sorted(sums)
+            reduced = dist.all_sum(np.array([sums[k] for k in keys])) / dist.world
+            sums = dict(zip(keys, reduced.tolist(), strict=True))
+        return {k: v / max(self.n, 1) for k, v in sums.items()}
+
+
+def _eval_rows(run: _Run, ts: TrainState, temperature: float, lr: float,
+               losses: dict[str, float]) -> tuple[dict, list[dict], list[dict]]:
+    """Evaluate on the fixed set: the metrics row, the pattern rows and the retention rows."""
+    t, step = run.config.train, ts.step
+    ev = evaluate(ts.model, run.eval_set, t.eval_batch_size, run.device,
+                  n_library=run.config.data.n_library,
+                  patterns=run.tiered and step % t.pattern_every == 0,
+                  retention=step in retention_steps(run.config), autocast=run.autocast)
+    row = {"step": step, "phase": "warmup" if step < t.warmup_steps else "train",
+           "tokens_seen": step * t.batch_size * run.config.data.length,
+           "train_seconds": ts.train_seconds, "temperature": temperature, "lr": lr,
+           **losses, **ev.metrics}
+    patterns = [{"step": step, "exposures": int(ts.exposures[r["pattern"]]), **r}
+                for r in ev.pattern_rows]
+    return row, patterns, [{"step": step, **r} for r in ev.retention_rows]
+
+
+def _check_finite_weights(run: _Run, ts: TrainState) -> None:
+    bad = [n for n, p in ts.model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise TrainingDiverged(
+            f"non-finite weights after step {ts.step} ({len(bad)} tensors, e.g. {bad[0]}); "
+            f"the last finite checkpoint is kept in {run.out / CHECKPOINT_DIR}")
+
+
+def _generator_states(run: _Run, ts: TrainState) -> list[torch.Tensor]:
+    """Every rank's Gumbel generator state (gathered to all ranks under DDP)."""
+    gens = [ts.gumbel.get_state()]
+    if run.dist.enabled:
+        local = gens[0].to(run.device) if run.device.type == "cuda" else gens[0]
+        gathered = [torch.empty_like(local) for _ in range(run.dist.world)]
+        torch.distributed.all_gather(gathered, local)
+        gens = [g.cpu() for g in gathered]
+    return gens
+
+
+def _transition(run: _Run) -> dict:
+    """transition.json: the change point of library-query attention (routed models only)."""
+    import pandas as pd
+
+    t = run.config.train
+    if run.tiered:
+        summary = transition_summary(pd.read_csv(run.out / METRICS_FILE), t.warmup_steps,
+                                     seed=run.seed)
+    else:
+        summary = {"series": "attention_library", "onset": t.warmup_steps, "step": None,
+                   "method": "not a routed model"}
+    return {**summary, "resolution": t.log_every}  # steps between evaluations
+
+
+def _resource_error(err: BaseException, run: _Run, ts: TrainState) -> OutOfResources | None:
+    """Out-of-memory and disk-full errors as one-line :class:`OutOfResources` (else None)."""
+    where = f"at step {ts.step}; the last checkpoint in {run.out / CHECKPOINT_DIR} is kept"
+    oom = isinstance(err, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+    if oom:
+        return OutOfResources(f"out of memory on {run.device} {where}; lower train.batch_size "
+                              "or data.length, then --resume")
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        name = f" writing {err.filename}" if err.filename else ""
+        return OutOfResources(f"no space left on device{name} {where}; free space, then --resume")
+    return None
 
 
 def _output_sum(out) -> torch.Tensor:
@@ -375,9 +465,3 @@ def _output_sum(out) -> torch.Tensor:
         elif isinstance(obj, dict):
             stack.extend(obj.values())
     return total
-
-
-def _cram_version() -> str:
-    from cram import __version__
-
-    return __version__

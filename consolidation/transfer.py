@@ -36,16 +36,13 @@ def finetune_heads(source_dir: Path, task: dict, steps: int, seed: int, lr: floa
 
     from cram.models import HARD
 
-    from .checkpoint import load_checkpoint, rebuild_model
-    from .config import ExperimentConfig
+    from .checkpoint import load_trained
     from .evaluate import evaluate
     from .losses import compute_loss
     from .srcd import SRCD, stream_rng
 
-    state = load_checkpoint(Path(source_dir) / "checkpoints" / "last.pt")
-    config = ExperimentConfig.from_dict(state["experiment"])
+    model, config, _ = load_trained(source_dir)
     data = dataclasses.replace(config.data, **task)
-    model = rebuild_model(state)
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("heads."))
     heads = [p for p in model.parameters() if p.requires_grad]

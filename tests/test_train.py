@@ -8,21 +8,23 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-import cram
-from cram.consolidation.checkpoint import load_checkpoint, rebuild_model
+from cram.consolidation.checkpoint import load_checkpoint, load_trained, rebuild_model
 from cram.consolidation.config import resolve
 from cram.consolidation.train import TrainingDiverged, train
+
+import cram
 from cram.core.errors import CheckpointError, ConfigError, RunFolderError
 
 # train_seconds and tokens/s are wall-clock: everything else must be bit-identical across resumes
 TIMING = ["train_seconds"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+GOLDEN = Path(__file__).parent / "data" / "golden_cpu_tiny"
 
 
 def _cli(*args, **kw):
@@ -54,7 +56,8 @@ def test_same_seed_same_log(tmp_path):
 
 
 def test_refuses_to_overwrite_existing_run(tmp_path):
-    run_dir = train("transformer", resolve("transformer", "cpu-tiny"), tmp_path / "r", progress=False)
+    run_dir = train("transformer", resolve("transformer", "cpu-tiny"), tmp_path / "r",
+                    progress=False)
     before = (run_dir / "metrics.csv").read_bytes()
     with pytest.raises(RunFolderError, match="refusing to overwrite"):
         train("transformer", resolve("transformer", "cpu-tiny"), run_dir, progress=False)
@@ -91,15 +94,29 @@ def test_kill9_then_resume_matches_uninterrupted_run(tmp_path):
     pd.testing.assert_frame_equal(cram.load_run(ref).patterns, cram.load_run(killed).patterns)
 
 
-def test_resume_rejects_truncated_checkpoint_and_keeps_older(tmp_path):
+@pytest.mark.parametrize("model", ["cram", "cram-no-consolidation", "transformer"])
+def test_cpu_tiny_metrics_match_the_golden_files(tmp_path, model):
+    """Seed-0 cpu-tiny runs are bit-identical to the runs made before the trainer was split.
+
+    The golden files are the reference runs' metrics.csv (made with ``cram train --model M
+    --preset cpu-tiny --seed 0``); only the wall-clock column differs.
+    """
+    run_dir = train(model, resolve(model, "cpu-tiny"), tmp_path / model, seed=0, progress=False)
+    golden = pd.read_csv(GOLDEN / f"{model}_metrics.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "metrics.csv").drop(columns=TIMING),
+                                  golden.drop(columns=TIMING))
+
+
+def test_resume_refuses_when_both_checkpoints_are_truncated(tmp_path):
     run_dir = train("cram", resolve("cram", "cpu-tiny"), tmp_path / "r", progress=False)
     last, prev = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "prev.pt"
-    prev_bytes = prev.read_bytes()
     last.write_bytes(last.read_bytes()[:1000])
-    proc = _cli("train", "--model", "cram", "--preset", "cpu-tiny", "--out", str(run_dir), "--resume")
+    prev.write_bytes(prev.read_bytes()[:1000])
+    proc = _cli("train", "--model", "cram", "--preset", "cpu-tiny", "--out", str(run_dir),
+                "--resume")
     assert proc.returncode != 0
-    assert "last.pt" in proc.stderr and "truncated" in proc.stderr
-    assert prev.read_bytes() == prev_bytes
+    assert "last.pt" in proc.stderr and "prev.pt" in proc.stderr and "truncated" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_foreign_checkpoints_are_refused(tmp_path):
@@ -107,7 +124,8 @@ def test_foreign_checkpoints_are_refused(tmp_path):
     torch.save({"weights": torch.zeros(3)}, bad)
     with pytest.raises(CheckpointError, match="not a cram checkpoint"):
         load_checkpoint(bad)
-    run_dir = train("transformer", resolve("transformer", "cpu-tiny"), tmp_path / "t", progress=False)
+    run_dir = train("transformer", resolve("transformer", "cpu-tiny"), tmp_path / "t",
+                    progress=False)
     with pytest.raises(CheckpointError, match="holds model 'transformer'"):
         load_checkpoint(run_dir / "checkpoints" / "last.pt", expect_model="cram")
 
@@ -145,7 +163,8 @@ def test_impossible_configs_fail_up_front_naming_the_field(override, field):
 def test_cli_bad_model_and_preset():
     for args, word in ((["--model", "nope", "--preset", "cpu-tiny"], "unknown model"),
                        (["--model", "cram", "--preset", "huge"], "unknown preset"),
-                       (["--model", "cram", "--preset", "cpu-tiny", "--set", "train.bogus=1"], "bogus")):
+                       (["--model", "cram", "--preset", "cpu-tiny", "--set", "train.bogus=1"],
+                        "bogus")):
         proc = _cli("train", *args, "--out", "/nonexistent/never")
         assert proc.returncode != 0 and word in proc.stderr
 
@@ -156,7 +175,8 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     Routing is forced during warm-up, so no Gumbel noise enters and the comparison is exact up to
     floating-point reduction order.
     """
-    sets = ["--set", "train.steps=20", "--set", "train.warmup_steps=20", "--set", "train.log_every=10",
+    sets = ["--set", "train.steps=20", "--set", "train.warmup_steps=20",
+            "--set", "train.log_every=10",
             "--set", "train.batch_size=8"]
     single = tmp_path / "single"
     proc = _cli("train", "--model", "cram", "--preset", "cpu-tiny", "--quiet", "--out", str(single),
@@ -181,7 +201,8 @@ def test_set_overrides_are_typed_against_the_dataclass():
                                        "train.steps=12", "data.answer_permutation_seed=3"])
     assert cfg.model.attention_window == 32 and cfg.model.attention_layers == (0, 1)
     assert cfg.train.steps == 12 and cfg.data.answer_permutation_seed == 3
-    assert resolve("cram", "cpu-tiny", ["model.attention_window=none"]).model.attention_window is None
+    cfg = resolve("cram", "cpu-tiny", ["model.attention_window=none"])
+    assert cfg.model.attention_window is None
     with pytest.raises(ConfigError, match="expected an integer"):
         resolve("cram", "cpu-tiny", ["train.steps=many"])
     with pytest.raises(ConfigError, match="ambiguous|unknown"):
@@ -203,7 +224,7 @@ def test_paper_preset_builds_and_trains_past_warmup_on_cpu(tmp_path):
     log = pd.read_csv(run_dir / "metrics.csv")
     assert list(log["step"]) == [0, 2, 4] and log["phase"].iloc[-1] == "train"
     assert np.isfinite(log["loss_total"].iloc[1:]).all() and log["loss_cost"].iloc[-1] >= 0
-    assert rebuild_model(load_checkpoint(run_dir / "checkpoints" / "last.pt")).config == config.model
+    assert load_trained(run_dir).model.config == config.model
 
 
 @pytest.mark.gpu

@@ -9,18 +9,28 @@ from cram.commands._util import add_set_argument, emit_json, log
 
 
 def register(sub) -> None:
+    """Add ``train`` and ``eval`` to the CLI's subparsers."""
     p = sub.add_parser(
         "train", help="train a model on SRCD and write a run folder",
-        description="Train MODEL at PRESET on an endless SRCD stream, evaluating with hard routing "
-                    "every log_every steps, and write a crash-safe run folder (docs/run_folder.md). "
+        description="Train MODEL at PRESET on an endless SRCD stream, evaluating with hard "
+                    "routing every log_every steps, and write a crash-safe run folder "
+                    "(docs/run_folder.md). One process writes a folder at a time (a lock). "
                     "Under torchrun it trains with DistributedDataParallel.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="model name (see 'cram train --list')")
+    p.add_argument("--model", required=True,
+                   help="model name, e.g. cram or transformer (an unknown name lists all)")
     p.add_argument("--preset", default="demo", help="cpu-tiny, demo, cpu or paper")
-    p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
+    p.add_argument("--out", required=True,
+                   help="run folder to create (or to continue with --resume)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="override train.steps")
-    p.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoint")
+    p.add_argument("--steps", type=int, default=None,
+                   help="override train.steps; with --resume, extend (or shorten) the saved run "
+                        "to this many steps and record it in config.json")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run from its newest checkpoint (last.pt, else prev.pt; from "
+                        "step 0 if it has none) with its saved config")
+    p.add_argument("--restart", action="store_true",
+                   help="start over a run folder that has no checkpoint (e.g. killed early)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the final metrics row as JSON")
     add_set_argument(p)
@@ -30,8 +40,10 @@ def register(sub) -> None:
         "eval", help="evaluate a trained run on other settings",
         description="Rebuild a run's model from its last checkpoint and evaluate it with hard "
                     "routing on a new evaluation set: another length, recurrence f or seed "
-                    "(--set data.length=1024 --set data.library_share=0.5 --set train.eval_seed=7). "
-                    "Writes the same metrics; never modifies the run folder unless --out is given.")
+                    "(--set data.length=1024 --set data.library_share=0.5 "
+                    "--set train.eval_seed=7). Writes the same metrics; never modifies the run "
+                    "folder unless --out is given. Refuses a checkpoint that does not match the "
+                    "run's config.json.")
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", default="last.pt")
     e.add_argument("--json", action="store_true")
@@ -45,13 +57,14 @@ def _train(args) -> int:
     from cram.consolidation.train import train
 
     overrides = list(args.overrides)
-    if args.steps is not None:
+    if args.steps is not None and not args.resume:
         overrides.append(f"train.steps={args.steps}")
     config = resolve(args.model, args.preset, overrides)
     if args.resume and args.overrides:
         log("cram train: --resume continues the saved config; --set overrides are ignored")
     run = train(args.model, config, args.out, seed=args.seed, preset=args.preset,
-                resume=args.resume, argv=["cram", *sys.argv[1:]], progress=not args.quiet)
+                resume=args.resume, argv=["cram", *sys.argv[1:]], progress=not args.quiet,
+                restart=args.restart, steps=args.steps if args.resume else None)
     import cram
 
     final = cram.load_run(run).metrics.iloc[-1].to_dict()
@@ -61,8 +74,8 @@ def _train(args) -> int:
         log(f"run written to {run}")
         keys = ("step", "retrieval_acc", "retrieval_acc_library", "retrieval_acc_novel",
                 "attention_fraction", "attention_library", "attention_novel", "dynamics_mse")
-        log("  ".join(f"{k}={final.get(k):.4g}" if isinstance(final.get(k), float) else f"{k}={final.get(k)}"
-                      for k in keys))
+        log("  ".join(f"{k}={final.get(k):.4g}" if isinstance(final.get(k), float)
+                      else f"{k}={final.get(k)}" for k in keys))
     return 0
 
 
@@ -73,19 +86,17 @@ def _eval(args) -> int:
 
     import torch
 
-    from cram.core.overrides import apply_overrides
-    from cram.consolidation.checkpoint import load_checkpoint, rebuild_model
-    from cram.consolidation.config import ExperimentConfig, _alias
+    from cram.consolidation.checkpoint import load_trained
+    from cram.consolidation.config import _alias
     from cram.consolidation.evaluate import evaluate
     from cram.consolidation.srcd import SRCD
     from cram.core.errors import RunFolderError
     from cram.core.jsonio import atomic_write_json
+    from cram.core.overrides import apply_overrides
 
     run_dir = Path(args.run_dir)
-    state = load_checkpoint(run_dir / "checkpoints" / args.checkpoint)
-    config = ExperimentConfig.from_dict(state["experiment"])
+    model, config, state = load_trained(run_dir, args.checkpoint)
     config = apply_overrides(config, [_alias(o) for o in args.overrides])
-    model = rebuild_model(state)
     spec = model.spec
     if (config.data.n_keys, config.data.n_values, config.data.key_encoding) != (
             spec.n_keys, spec.n_values, spec.key_encoding):

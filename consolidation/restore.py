@@ -1,0 +1,110 @@
+"""The trainer's state and the restore step: build it fresh, load it from a checkpoint, save it.
+
+:class:`TrainState` is everything a resumed run needs to continue bit-identically: weights,
+optimiser moments, the Gumbel generator of every rank, the step, the per-pattern exposure counts
+and the training wall-clock so far. The data stream needs no state (batch ``i`` of rank ``r`` is
+a function of (seed, r, i), see ``srcd.stream_rng``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from cram.models import DataSpec, build_model
+
+from cram.core.errors import CheckpointError, CramError, RunFolderError
+from cram.core.runs import CHECKPOINT_DIR, CONFIG_FILE
+
+from .checkpoint import load_latest, nonfinite_tensors, save_checkpoint
+from .config import ExperimentConfig
+
+
+class TrainingDiverged(CramError):
+    """The loss or the weights became NaN or infinite; the last finite checkpoint is kept."""
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while training and is saved in a checkpoint."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    gumbel: torch.Generator  # this rank's routing-noise generator
+    step: int = 0
+    exposures: np.ndarray | None = None  # (n_library,) training queries seen per library pattern
+    train_seconds: float = 0.0
+
+
+def fresh_state(model_name: str, config: ExperimentConfig, seed: int, rank: int,
+                device: torch.device) -> TrainState:
+    """Build a new model (seeded, global RNG untouched), its optimiser and Gumbel generator."""
+    d = config.data
+    spec = DataSpec(d.n_keys, d.n_values, d.key_encoding, d.key_dim)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(model_name, config.model, spec).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
+                                  weight_decay=config.train.weight_decay)
+    gumbel = torch.Generator(device=device).manual_seed(seed * 1000 + 7 + rank)
+    return TrainState(model, optimizer, gumbel, exposures=np.zeros(d.n_library))
+
+
+def restore(ts: TrainState, ckpt: dict, rank: int) -> None:
+    """Load a checkpoint's weights, optimiser, generator, step and counters into ``ts``."""
+    try:
+        ts.model.load_state_dict(ckpt["model"])
+        ts.optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint does not fit this run's model ({first})") from None
+    if rank < len(ckpt["generator_states"]):
+        ts.gumbel.set_state(ckpt["generator_states"][rank].to("cpu"))
+    ts.step = int(ckpt["step"])
+    ts.exposures = np.asarray(ckpt["exposures"], float)
+    ts.train_seconds = float(ckpt["train_seconds"])
+
+
+def saved_run(run_dir: Path, model_name: str) -> dict:
+    """Read the config.json record of a run to resume and check it against ``model_name``."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunFolderError(f"{path}: cannot be read ({type(err).__name__})") from None
+    if not isinstance(saved, dict):
+        raise RunFolderError(f"{path}: expected a JSON object")
+    if saved.get("model") != model_name:
+        raise RunFolderError(f"{run_dir}: run was trained as {saved.get('model')!r}, "
+                             f"not {model_name!r}")
+    return saved
+
+
+def load_resume_checkpoint(run_dir: Path, model_name: str,
+                           warn: Callable[[str], None]) -> dict | None:
+    """Load last.pt, else prev.pt (warned); None: a run without checkpoint starts at step 0."""
+    ckpt = load_latest(Path(run_dir) / CHECKPOINT_DIR, model_name, warn)
+    if ckpt is None:
+        warn(f"{run_dir}: no checkpoint yet; starting the run over from step 0")
+    return ckpt
+
+
+def save_state(run_dir: Path, ts: TrainState, model_name: str, seed: int,
+               config: ExperimentConfig, generator_states: list[torch.Tensor]) -> None:
+    """Write ``ts`` as the run's last.pt; refuse non-finite weights or optimiser moments."""
+    model_state, opt_state = ts.model.state_dict(), ts.optimizer.state_dict()
+    bad = nonfinite_tensors({"model": model_state, "optimizer": opt_state})
+    if bad:
+        raise TrainingDiverged(
+            f"non-finite weights after step {ts.step} ({len(bad)} tensors, e.g. {bad[0]}); "
+            f"the last finite checkpoint is kept in {Path(run_dir) / CHECKPOINT_DIR}")
+    save_checkpoint(Path(run_dir) / CHECKPOINT_DIR, {
+        "model_name": model_name, "model_args": ts.model.model_args(),
+        "experiment": {"model": model_name, "seed": seed, **config.to_dict()},
+        "model": model_state, "optimizer": opt_state, "step": ts.step,
+        "generator_states": generator_states, "exposures": torch.as_tensor(ts.exposures),
+        "train_seconds": ts.train_seconds, "torch_version": str(torch.__version__)})

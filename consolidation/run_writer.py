@@ -1,0 +1,232 @@
+"""Everything ``cram train`` writes into a run folder, and the lock that makes it one writer's.
+
+- :class:`RunLock`: an exclusive ``fcntl.flock`` on ``RUN_DIR/.lock`` held for the life of a
+  training (or resume) process. The file records the holder's PID for the error message; the
+  kernel drops the lock when the process dies, so a lock left by a killed run is simply taken.
+- :func:`prepare_folder`: the checks on the folder before anything is written in it (fresh,
+  restart or resume).
+- :class:`RunWriter`: ``config.json``, ``meta.json`` (status), the three CSV logs,
+  ``transition.json`` at the end, and the progress bar. Only rank 0 has one.
+
+The file layout is in docs/run_folder.md; the file names come from ``cram.core.runs``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from cram.core.errors import RunFolderError
+from cram.core.runs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    META_FILE,
+    METRICS_FILE,
+    PATTERNS_FILE,
+    RETENTION_FILE,
+    SCHEMA_VERSION,
+    TRANSITION_FILE,
+    CsvLog,
+    atomic_write_json,
+)
+
+LOCK_FILE = ".lock"
+RUN_FILES = (CONFIG_FILE, META_FILE, METRICS_FILE, PATTERNS_FILE, RETENTION_FILE, TRANSITION_FILE)
+PATTERN_COLUMNS = ["step", "pattern", "exposures", "episodic_share", "q", "qhat", "n_queries"]
+RETENTION_COLUMNS = ["step", "condition", "binding", "lag", "lag_high", "n", "correct", "accuracy"]
+
+
+class RunLocked(RunFolderError):
+    """Another live process is writing this run folder."""
+
+
+class RunLock:
+    """Exclusive lock on a run folder (context manager); the folder must exist."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        """Take the lock or raise :class:`RunLocked` naming the holder's PID."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunLocked(f"{self.path.parent}: another cram process (pid {holder}) is "
+                                "writing this run folder; wait for it or use another --out"
+                                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Release the lock (the file stays)."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def folder_contents(run_dir: Path) -> list[str]:
+    """Names in ``run_dir`` other than the lock file (empty if the folder does not exist)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir/checkpoints`` holds last.pt or prev.pt."""
+    ckpts = Path(run_dir) / CHECKPOINT_DIR
+    return any((ckpts / name).exists() for name in ("last.pt", "prev.pt"))
+
+
+def prepare_folder(run_dir: Path, mode: str) -> None:
+    """Check (and for ``restart`` empty) a locked run folder before training writes into it.
+
+    ``mode`` is ``"fresh"`` (the folder must be empty), ``"restart"`` (a folder without a
+    checkpoint: its files are removed and the run starts over) or ``"resume"`` (config.json must
+    exist).
+    """
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise RunFolderError(f"{run_dir}: exists and is not a folder")
+    if mode == "fresh" and folder_contents(run_dir):
+        raise RunFolderError(f"{run_dir}: already exists; refusing to overwrite "
+                             "(use --resume to continue it, or another --out)")
+    if mode == "restart":
+        if has_checkpoint(run_dir):
+            raise RunFolderError(f"{run_dir}: has checkpoints; --restart only starts over a run "
+                                 "that never saved one (use --resume, or delete the folder)")
+        for name in RUN_FILES:
+            (Path(run_dir) / name).unlink(missing_ok=True)
+        shutil.rmtree(Path(run_dir) / CHECKPOINT_DIR, ignore_errors=True)
+    if mode == "resume" and not (Path(run_dir) / CONFIG_FILE).is_file():
+        raise RunFolderError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); "
+                             "use --restart to start it over")
+
+
+class RunWriter:
+    """The rank-0 writer of one run folder (created by :meth:`open` once the folder is locked)."""
+
+    def __init__(self, run_dir: Path, record: dict, metric_columns: list[str], meta: dict):
+        self.dir = Path(run_dir)
+        self.record = record
+        self.meta = meta
+        self.metrics = CsvLog(self.dir / METRICS_FILE, metric_columns)
+        self.patterns = CsvLog(self.dir / PATTERNS_FILE, PATTERN_COLUMNS)
+        self.retention = CsvLog(self.dir / RETENTION_FILE, RETENTION_COLUMNS)
+        self.bar = None
+
+    @classmethod
+    def open(cls, run_dir: Path, record: dict, metric_columns: list[str], *, after_step: int | None,
+             write_config: bool, meta: dict) -> RunWriter:
+        """Write config.json (if asked) and meta.json with status ``running``; open the logs.
+
+        ``after_step``: on resume, rows past the checkpoint's step are dropped from every log
+        (-1 drops all rows: a run restarted from step 0).
+        """
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if write_config:
+            atomic_write_json(run_dir / CONFIG_FILE, record)
+        meta = {"schema_version": SCHEMA_VERSION, **meta, "status": "running",
+                "started": _now()}
+        atomic_write_json(run_dir / META_FILE, meta)
+        writer = cls(run_dir, record, metric_columns, meta)
+        if after_step is not None:
+            for log in (writer.metrics, writer.patterns, writer.retention):
+                log.truncate_after(after_step)
+        return writer
+
+    def start_progress(self, total: int, initial: int, desc: str) -> None:
+        """Show a tqdm bar on stderr."""
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, desc=desc, file=sys.stderr,
+                        dynamic_ncols=True)
+
+    def log(self, row: dict, pattern_rows: list[dict], retention_rows: list[dict]) -> None:
+        """Append one metrics row (and that step's pattern and retention rows)."""
+        self.metrics.append({k: v for k, v in row.items() if k in self.metrics.columns})
+        if pattern_rows:
+            self.patterns.append(pattern_rows)
+        if retention_rows:
+            self.retention.append(retention_rows)
+        if self.bar is not None:
+            self.bar.set_postfix(attn=f"{row['attention_fraction']:.3f}",
+                                 lib=f"{row['attention_library']:.2f}",
+                                 acc=f"{row['retrieval_acc']:.2f}")
+
+    def advance(self) -> None:
+        """Count one training step on the bar."""
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close_progress(self) -> None:
+        """Close the bar (if any)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def fail(self, err: BaseException, train_seconds: float) -> None:
+        """Record status ``failed``; never raises (the disk may be the thing that failed)."""
+        self.meta.update(status="failed", error=f"{type(err).__name__}: {err}",
+                         train_seconds=train_seconds)
+        try:
+            atomic_write_json(self.dir / META_FILE, self.meta)
+        except OSError:
+            pass
+
+    def finish(self, transition: dict, train_seconds: float) -> None:
+        """Write transition.json and status ``finished``."""
+        atomic_write_json(self.dir / TRANSITION_FILE, transition)
+        self.meta.update(status="finished", train_seconds=train_seconds, finished=_now())
+        self.meta.pop("error", None)
+        atomic_write_json(self.dir / META_FILE, self.meta)
+
+
+def run_meta(argv: list[str] | None, device, world_size: int, train_seconds: float,
+             parameters: int) -> dict:
+    """Collect the provenance fields of meta.json (the writer adds status and timestamps)."""
+    from cram import __version__
+
+    return {"command": argv or sys.argv, "cram_version": __version__,
+            "git_commit": _git_commit(), "libraries": _library_versions(), "device": str(device),
+            "world_size": world_size, "train_seconds": train_seconds, "parameters": parameters}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _library_versions() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for name in ("torch", "numpy", "pandas", "scipy", "triton"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return versions
