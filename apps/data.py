@@ -83,7 +83,8 @@ def default_fits_root(runs_root: str | os.PathLike | None = None) -> Path:
 def app_roots() -> tuple[Path, Path]:
     """``(runs_root, fits_root)`` the explorer reads: set by ``cram app --runs/--fits`` (through
     ``$CRAM_APP_RUNS`` / ``$CRAM_APP_FITS``), never by the page's URL, so a link cannot point the
-    app at another folder of the machine."""
+    app at another folder of the machine.
+    """
     runs = default_runs_root()
     return runs, default_fits_root(runs)
 
@@ -220,7 +221,8 @@ def attention_long(runs: dict[str, Run], series: list[str] | tuple[str, ...]) ->
 
 def transitions(runs: dict[str, Run]) -> pd.DataFrame:
     """One row per run with a detected phase transition: ``run, step, low, high, series``, plus
-    ``familiarity_rise`` (change point of q̂ library − novel) and ``lag_after_familiarity``."""
+    ``familiarity_rise`` (change point of q̂ library − novel) and ``lag_after_familiarity``.
+    """
     rows = []
     for label, run in runs.items():
         t = run.transition or {}
@@ -428,7 +430,8 @@ def format_window(window: Any) -> str:
 
 def _hidden_below(path: Path, root: Path) -> bool:
     """True when a folder between ``root`` and ``path`` is hidden (``.name``): the temp folder of
-    a fit still being written, or left by a killed one, is never a fit."""
+    a fit still being written, or left by a killed one, is never a fit.
+    """
     try:
         parts = path.relative_to(root).parts
     except ValueError:

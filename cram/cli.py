@@ -74,7 +74,8 @@ STDOUT = "standard output"
 
 def _path_from_traceback(err: BaseException) -> str | None:
     """The file a failing frame was working on: the innermost local named like a path (or
-    standard output when the failing write was the JSON document on stdout)."""
+    standard output when the failing write was the JSON document on stdout).
+    """
     tb, found = err.__traceback__, None
     while tb is not None:
         frame = tb.tb_frame

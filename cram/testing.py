@@ -12,8 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from cram.core.runs import (
-    CONFIG_FILE, META_FILE, METRICS_FILE, PATTERNS_FILE, RETENTION_FILE, SCHEMA_VERSION,
-    TRANSITION_FILE, CsvLog, atomic_write_json,
+    CONFIG_FILE,
+    META_FILE,
+    METRICS_FILE,
+    PATTERNS_FILE,
+    RETENTION_FILE,
+    SCHEMA_VERSION,
+    TRANSITION_FILE,
+    CsvLog,
+    atomic_write_json,
 )
 
 

@@ -20,7 +20,11 @@ from scipy import optimize, stats
 from cram.core.errors import ConfigError, DataError
 from cram.fitting.forms import get_form
 from cram.fitting.likelihoods import (
-    choose_likelihood, loglik_beta, loglik_binomial, loglik_normal, squeeze01,
+    choose_likelihood,
+    loglik_beta,
+    loglik_binomial,
+    loglik_normal,
+    squeeze01,
 )
 from cram.fitting.rules import ComparisonRules, apply_rules
 

@@ -76,7 +76,8 @@ class ComparisonRules:
     def from_file(cls, path) -> "ComparisonRules":
         """Rules written down in advance: a JSON object with keys among form, window (``[A,
         B]`` or ``"A:B"``), offset (number or {unit: number}), rope, onset, exclude_derived,
-        interval. Unknown keys are an error."""
+        interval. Unknown keys are an error.
+        """
         import json
         from pathlib import Path
 

@@ -102,6 +102,7 @@ def routed_tile_counts(batch_idx, pos, seq_len: int, n_batch: int, window: int |
 def _routed_rows(seq_len, p, threads, device, reps, seed):
     import torch
     import torch.nn.functional as F
+
     from cram.kernels.routed_attention import routed_attention, select_backend
 
     B, H, Dh = ROUTED_SHAPE["B"], ROUTED_SHAPE["H"], ROUTED_SHAPE["Dh"]
@@ -129,6 +130,7 @@ def _routed_rows(seq_len, p, threads, device, reps, seed):
 
 def _scan_rows(dim, threads, device, reps, seed):
     import torch
+
     from cram.kernels.ct_scan import ct_scan, ct_scan_reference, select_backend
 
     B, T = SCAN_SHAPE["B"], SCAN_SHAPE["T"]
@@ -154,7 +156,8 @@ def _scan_rows(dim, threads, device, reps, seed):
 
 def _realistic_inputs(seq_len, head_dim, device, seed):
     """bf16 (B, H, T, Dh) q, k, v, drawn on ``device`` (a CPU draw of 3 x 134M values would
-    dominate the benchmark at T = 16384)."""
+    dominate the benchmark at T = 16384).
+    """
     import torch
 
     B, H = REALISTIC["B"], REALISTIC["H"]

@@ -229,7 +229,8 @@ def load_curves_csv(path: str | os.PathLike, group: str = "human") -> pd.DataFra
 
 def _check_source_grouping(df: pd.DataFrame, path: Path) -> None:
     """Without a ``curve`` column, rows are grouped by ``source``: refuse a grouping in which a
-    source text that differs from row to row makes curves of one point each."""
+    source text that differs from row to row makes curves of one point each.
+    """
     sizes = df.groupby("source", sort=False)["source"].transform("size").to_numpy()
     single = np.flatnonzero(sizes == 1)
     if len(df) > 1 and len(single) > 0:

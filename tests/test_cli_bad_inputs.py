@@ -203,7 +203,7 @@ def test_bad_inputs_table(template, tmp_path):
 
 
 def test_full_disk_is_one_line(tmp_path):
-    """stdout on a full device (/dev/full gives ENOSPC): one line naming what was written."""
+    """Stdout on a full device (/dev/full gives ENOSPC): one line naming what was written."""
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full")
     with open("/dev/full", "w") as full:
@@ -216,7 +216,8 @@ def test_full_disk_is_one_line(tmp_path):
 
 def test_resume_on_foreign_shaped_checkpoint(tmp_path):
     """A checkpoint of another size dropped into a run folder: resume refuses in one line and
-    changes nothing (cpu-tiny, 2 steps)."""
+    changes nothing (cpu-tiny, 2 steps).
+    """
     base = ["train", "--model", "cram", "--preset", "cpu-tiny", "--quiet"]
     for out, extra in (("a", []), ("b", ["--set", "model.d_model=48"])):
         proc = _cram([*base, "--steps", "2", "--out", out, *extra], tmp_path)
@@ -338,7 +339,8 @@ def _package_docs_state() -> dict[str, tuple[int, int]]:
 
 def test_bench_json_writes_nothing_and_doc_writes_there(tmp_path):
     """``--json`` alone writes no file anywhere (not into the package, not into the working
-    folder); ``--doc PATH`` writes exactly that file."""
+    folder); ``--doc PATH`` writes exactly that file.
+    """
     work = tmp_path / "work"
     (work / "runs").mkdir(parents=True)
     before = _package_docs_state()

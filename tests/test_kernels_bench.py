@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from cram.kernels.bench import routed_tile_counts, run_kernel_bench, write_kernel_bench_tables
 
 

@@ -10,6 +10,7 @@ import os
 
 import pytest
 import torch
+
 from cram.kernels._common import KernelInputError
 from cram.kernels.ct_scan import cpu as ct_cpu
 from cram.kernels.ct_scan import ct_scan, ct_scan_reference, select_backend
@@ -207,7 +208,7 @@ def test_no_compiler_falls_back_once_with_a_notice():
 
 
 def _fallback_reason(tmp_path, cxx: str) -> str:
-    """stderr of a fresh process whose C++ build uses compiler ``cxx`` (a fresh cache folder)."""
+    """Stderr of a fresh process whose C++ build uses compiler ``cxx`` (a fresh cache folder)."""
     import subprocess
     import sys
 

@@ -12,6 +12,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+
 from cram.kernels._common import KernelInputError
 from cram.kernels.routed_attention import (
     routed_attention,
@@ -36,7 +37,8 @@ BF16 = pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
 @pytest.fixture(autouse=True)
 def _fixed_blocks_on_cuda(monkeypatch):
     """Fixed 64x64 tiles on CUDA: autotuning would compile every config for every dtype and head
-    dim of these tests (minutes). ``test_triton_autotuned_launch`` turns autotuning back on."""
+    dim of these tests (minutes). ``test_triton_autotuned_launch`` turns autotuning back on.
+    """
     monkeypatch.setenv("CRAM_TRITON_AUTOTUNE", "0")
 
 
@@ -163,7 +165,7 @@ def test_triton_blocks_spanning_many_sequences(blocks, dtype):
 
 @pytest.mark.parametrize("window", [None, 7])
 def test_triton_fused_gather_of_full_queries(window):
-    """q given as the full (B, H, T, Dh) tensor: rows read in place, dQ zero off the routed rows."""
+    """Q given as the full (B, H, T, Dh) tensor: rows read in place, dQ zero off the routed rows."""
     _need_triton()
     q, k, v, b, pos = _case(2, 2, 40, 16, 0.3, seed=11, device=DEVICE)
     _check_against_dense(_triton, q, k, v, b, pos, window, 4 * TOL[torch.float32], gather=True)

@@ -145,7 +145,8 @@ def _gamma(args) -> int:
 
 def _flag_bounds(doc: dict, method: str) -> None:
     """Point fits: mark parameters stuck at a bound of the form (``at_bound`` per curve) and add
-    a diagnostics warning for each, so that neither the JSON nor the text hides them."""
+    a diagnostics warning for each, so that neither the JSON nor the text hides them.
+    """
     if method == "bayes":
         return
     from cram.fitting.mle import params_at_bound

@@ -73,13 +73,13 @@ def _eval(args) -> int:
 
     import torch
 
-    from cram.core.overrides import apply_overrides
     from cram.consolidation.checkpoint import load_checkpoint, rebuild_model
     from cram.consolidation.config import ExperimentConfig, _alias
     from cram.consolidation.evaluate import evaluate
     from cram.consolidation.srcd import SRCD
     from cram.core.errors import RunFolderError
     from cram.core.jsonio import atomic_write_json
+    from cram.core.overrides import apply_overrides
 
     run_dir = Path(args.run_dir)
     state = load_checkpoint(run_dir / "checkpoints" / args.checkpoint)

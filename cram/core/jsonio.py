@@ -15,7 +15,8 @@ from typing import Any
 
 def json_safe(obj: Any) -> Any:
     """Return ``obj`` as plain JSON types: arrays become lists, numpy/torch scalars Python numbers,
-    and NaN or infinite floats ``None`` (so the document parses everywhere)."""
+    and NaN or infinite floats ``None`` (so the document parses everywhere).
+    """
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -161,7 +161,8 @@ class Run:
 
 def read_json(path: str | os.PathLike) -> dict:
     """A JSON object from ``path``; :class:`RunFolderError` naming the file if it is not UTF-8,
-    not JSON or not an object."""
+    not JSON or not an object.
+    """
     return _read_json(Path(path))
 
 

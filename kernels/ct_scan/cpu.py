@@ -263,7 +263,7 @@ class _CtScanNumba(torch.autograd.Function):
 
 
 def ct_scan_numba(u, gate, w1, h0):
-    """numba scan; inputs validated, float32/float64, on CPU. Returns (B, T, D)."""
+    """Numba scan; inputs validated, float32/float64, on CPU. Returns (B, T, D)."""
     if load_numba() is None:
         raise RuntimeError(f"numba ct_scan unavailable: {_numba_error}")
     return _CtScanNumba.apply(u, gate, w1, h0)

@@ -86,7 +86,8 @@ def _scatter_dense(q, k, v, batch_idx, pos, window, scale):
 
 def _plan_chunks(batch_idx, pos, n_batch, window, chunk):
     """[(b, c0, c1, lo, hi, first)]: rows c0:c1 of sequence b (first at position ``first``)
-    attend keys [lo, hi). Host-side lists."""
+    attend keys [lo, hi). Host-side lists.
+    """
     counts = torch.bincount(batch_idx, minlength=n_batch).tolist()
     pos_host = pos.tolist()
     plan = []
