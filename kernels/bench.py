@@ -155,8 +155,9 @@ def _scan_rows(dim, threads, device, reps, seed):
 
 
 def _realistic_inputs(seq_len, head_dim, device, seed):
-    """bf16 (B, H, T, Dh) q, k, v, drawn on ``device`` (a CPU draw of 3 x 134M values would
-    dominate the benchmark at T = 16384).
+    """Random bf16 (B, H, T, Dh) q, k, v, drawn on ``device``.
+
+    Drawn there because a CPU draw of 3 x 134M values would dominate the benchmark at T = 16384.
     """
     import torch
 
@@ -329,8 +330,9 @@ def run_kernel_bench(threads: int = 1, device=None, quick: bool = False, seed: i
 
 
 def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, path=None) -> None:
-    """Append the benchmark tables to ``path`` via cram.core.benchlog (default ./benchmarks.md;
-    the project's table: ``path="docs/benchmarks.md"``).
+    """Append the benchmark tables to ``path`` via cram.core.benchlog.
+
+    The default is ./benchmarks.md; the project's table is ``path="docs/benchmarks.md"``.
 
     One table each for routed attention, the CT scan and, when present, the model-level rows
     (``op`` = ``model_infer`` / ``model_step``, produced elsewhere): their columns are the common

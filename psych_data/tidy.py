@@ -228,8 +228,10 @@ def load_curves_csv(path: str | os.PathLike, group: str = "human") -> pd.DataFra
 
 
 def _check_source_grouping(df: pd.DataFrame, path: Path) -> None:
-    """Without a ``curve`` column, rows are grouped by ``source``: refuse a grouping in which a
-    source text that differs from row to row makes curves of one point each.
+    """Refuse a grouping by ``source`` that makes curves of one point each.
+
+    Without a ``curve`` column, rows are grouped by ``source``; a source text that differs from
+    row to row would make every curve a single point.
     """
     sizes = df.groupby("source", sort=False)["source"].transform("size").to_numpy()
     single = np.flatnonzero(sizes == 1)

@@ -82,6 +82,7 @@ class TokenMetrics:
         self.per_layer += layers.flatten(1).sum(1).cpu().numpy()
 
     def result(self) -> dict:
+        """The accumulated accuracies and attention shares as a dict of floats (NaN when empty)."""
         def share(num, den) -> float:
             return float(num / den) if den else float("nan")
 

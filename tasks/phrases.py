@@ -85,10 +85,12 @@ class PhrasesConfig:
 
     @property
     def head_base(self) -> int:
+        """First token id of the phrase heads (after padding and the words)."""
         return 1 + self.n_words
 
     @property
     def vocab_size(self) -> int:
+        """Number of token ids the task uses."""
         return self.head_base + self.n_library + self.n_novel_heads
 
     @property

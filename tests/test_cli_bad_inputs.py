@@ -1,5 +1,7 @@
-"""Every bad input a user can give the CLI ends in one line on stderr, a non-zero exit code, no
-traceback, and leaves the files that existed before byte-identical (issue 17).
+"""Every bad input a user can give the CLI ends in one line on stderr (issue 17).
+
+It also gives a non-zero exit code, no traceback, and leaves the files that existed before
+byte-identical.
 
 Table-driven: each case builds its inputs in a fresh folder (a copy of one tiny synthetic run plus
 small CSVs), runs ``python -m cram ...`` there as a subprocess with progress bars off, and checks
@@ -215,8 +217,9 @@ def test_full_disk_is_one_line(tmp_path):
 
 
 def test_resume_on_foreign_shaped_checkpoint(tmp_path):
-    """A checkpoint of another size dropped into a run folder: resume refuses in one line and
-    changes nothing (cpu-tiny, 2 steps).
+    """A checkpoint of another size dropped into a run folder: resume refuses in one line.
+
+    And it changes nothing (cpu-tiny, 2 steps).
     """
     base = ["train", "--model", "cram", "--preset", "cpu-tiny", "--quiet"]
     for out, extra in (("a", []), ("b", ["--set", "model.d_model=48"])):
@@ -338,8 +341,9 @@ def _package_docs_state() -> dict[str, tuple[int, int]]:
 
 
 def test_bench_json_writes_nothing_and_doc_writes_there(tmp_path):
-    """``--json`` alone writes no file anywhere (not into the package, not into the working
-    folder); ``--doc PATH`` writes exactly that file.
+    """``--json`` alone writes no file anywhere; ``--doc PATH`` writes exactly that file.
+
+    Not into the package, not into the working folder.
     """
     work = tmp_path / "work"
     (work / "runs").mkdir(parents=True)

@@ -36,8 +36,10 @@ BF16 = pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
 
 @pytest.fixture(autouse=True)
 def _fixed_blocks_on_cuda(monkeypatch):
-    """Fixed 64x64 tiles on CUDA: autotuning would compile every config for every dtype and head
-    dim of these tests (minutes). ``test_triton_autotuned_launch`` turns autotuning back on.
+    """Fixed 64x64 tiles on CUDA.
+
+    Autotuning would compile every config for every dtype and head dim of these tests (minutes).
+    ``test_triton_autotuned_launch`` turns autotuning back on.
     """
     monkeypatch.setenv("CRAM_TRITON_AUTOTUNE", "0")
 
@@ -62,7 +64,7 @@ def _case(batch, heads, seq_len, head_dim, p, dtype=torch.float32, seed=0, devic
 
 
 def _dense_rows(q_full, k, v, batch_idx, pos, window=None):
-    """Dense SDPA over every position, read at the routed rows: the oracle. (N, H, Dh)"""
+    """Dense SDPA over every position, read at the routed rows: the oracle, (N, H, Dh)."""
     seq_len = k.shape[2]
     if window is None:
         out = F.scaled_dot_product_attention(q_full.float(), k.float(), v.float(), is_causal=True)
@@ -275,7 +277,9 @@ def test_flex_with_gradients_on_cpu_falls_back_with_a_notice():
 @pytest.mark.parametrize("window", [None, 64])
 def test_flex_fwd_bwd_against_dense_on_cuda(dtype, window):
     q, k, v, b, pos = _case(2, 4, 600, 64, 0.1, dtype, device="cuda")
-    fn = lambda *a: routed_attention(*a[:5], window=a[5], backend="flex")
+    def fn(*a):
+        return routed_attention(*a[:5], window=a[5], backend="flex")
+
     _check_against_dense(fn, q, k, v, b, pos, window, 4 * TOL[dtype])
 
 
@@ -346,7 +350,9 @@ def test_cuda_entry_point_against_dense(dtype, p):
 
     q, k, v, b, pos = _case(2, 4, 1000, 64, p, dtype, device="cuda")
     assert select_backend(q.device) == GPU_DEFAULT_BACKEND
-    fn = lambda *a: routed_attention(*a[:5], window=a[5])
+    def fn(*a):
+        return routed_attention(*a[:5], window=a[5])
+
     _check_against_dense(fn, q, k, v, b, pos, None, 4 * TOL[dtype])
     _check_against_dense(fn, q, k, v, b, pos, None, 4 * TOL[dtype], gather=True)
 

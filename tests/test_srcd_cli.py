@@ -38,7 +38,9 @@ def test_describe_table_and_seed(capsys):
     _, a, _ = run(capsys, "srcd", "describe", "--preset", "cpu-tiny", "--seed", "3", "--json")
     _, b, _ = run(capsys, "srcd", "describe", "--preset", "cpu-tiny", "--seed", "3", "--json")
     _, c, _ = run(capsys, "srcd", "describe", "--preset", "cpu-tiny", "--seed", "4", "--json")
-    strip = lambda s: {k: v for k, v in json.loads(s).items() if k != "generation_ms_per_sequence"}
+    def strip(text):
+        return {k: v for k, v in json.loads(text).items() if k != "generation_ms_per_sequence"}
+
     assert strip(a) == strip(b) and strip(a) != strip(c)
 
 

@@ -21,6 +21,7 @@ from cram.commands._util import add_set_argument, emit_json, log
 
 
 def register(sub) -> None:
+    """Add the ``bench`` subcommand and its experiments to ``sub``."""
     p = sub.add_parser("bench", help="benchmarks and experiments (tables → --doc PATH)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bsub = p.add_subparsers(dest="bench", metavar="EXPERIMENT")

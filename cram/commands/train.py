@@ -9,6 +9,7 @@ from cram.commands._util import add_set_argument, emit_json, log
 
 
 def register(sub) -> None:
+    """Add the ``train`` subcommand to ``sub``."""
     p = sub.add_parser(
         "train", help="train a model on SRCD and write a run folder",
         description="Train MODEL at PRESET on an endless SRCD stream, evaluating with hard routing "

@@ -88,12 +88,12 @@ def _row_offsets(rows, rb, rp, rmask, SR, SB, ST, GATHER: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, BIDX, POS, O, LSE, N, T, H, N_KEY, scale, WINDOW,
+def _fwd_kernel(Q, K, V, BIDX, POS, OUT, LSE, N, T, H, N_KEY, scale, WINDOW,
                 SQR, SQB, SQT, SQH, SKB, SKH, SKT, SVB, SVH, SVT,
                 HAS_WINDOW: tl.constexpr, GATHER: tl.constexpr, DH: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                 PREC: tl.constexpr):
-    # Q: (N, H, DH) or (B, H, T, DH); O: (N, H, DH) contiguous; K, V: (B, H, T, DH) strided;
+    # Q: (N, H, DH) or (B, H, T, DH); OUT: (N, H, DH) contiguous; K, V: (B, H, T, DH) strided;
     # BIDX, POS: (N,) int64; LSE: (N, H) fp32
     mblk = tl.program_id(0)
     h = tl.program_id(1)
@@ -140,7 +140,7 @@ def _fwd_kernel(Q, K, V, BIDX, POS, O, LSE, N, T, H, N_KEY, scale, WINDOW,
             m_i = m_new
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     out = acc / l_safe[:, None]
-    tl.store(O + o_off, out.to(O.dtype.element_ty), mask=qd_mask)
+    tl.store(OUT + o_off, out.to(OUT.dtype.element_ty), mask=qd_mask)
     tl.store(LSE + rows * H + h, m_i + tl.log(l_safe), mask=rmask)
 
 
