@@ -2,8 +2,8 @@
 
 Everything here is plain Python (no Streamlit), so that the notebooks and the tests use the same
 code as the app. Every reader turns a missing, partial or corrupt input into a
-:class:`~cram.core.errors.CramError` (or a warning string) instead of a traceback; the app shows those
-as messages.
+:class:`~cram.core.errors.CramError` (or a warning string) instead of a traceback; the app shows
+those as messages.
 
 Model curves follow the tidy curve table of :mod:`cram.psych_data.tidy` (``curve``, ``group``,
 ``source``, ``delay_value``, ``delay_unit``, ``measure``, ``value``, ``n``, ``derived``) so that

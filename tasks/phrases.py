@@ -42,7 +42,7 @@ EVAL_TAG = 0xE7A3
 
 @dataclass(frozen=True)
 class PhrasesConfig:
-    """Every parameter of the phrases task (defaults: T=256, 6 phrases of 4 tokens, half library)."""
+    """Every parameter of the phrases task (default T=256, 6 phrases of 4 tokens, half library)."""
 
     length: int = 256  # tokens per sequence T
     n_phrases: int = 6  # distinct phrases per sequence

@@ -31,7 +31,8 @@ TOL = {torch.float32: 2e-5, torch.float16: 2e-2, torch.bfloat16: 3e-2}
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the Triton kernels run
 INTERPRETED = DEVICE == "cpu"
 BF16 = pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
-    INTERPRETED, reason="the Triton interpreter's bf16 tl.dot is wrong (upstream bug): bf16 on CUDA only"))
+    INTERPRETED,
+    reason="the Triton interpreter's bf16 tl.dot is wrong (upstream bug): bf16 on CUDA only"))
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +106,8 @@ def _check_against_dense(fn, q_full, k, v, batch_idx, pos, window, tol, gather=F
         got = torch.zeros_like(want) if got is None else got.float()
         assert torch.isfinite(got).all(), f"{name}: non-finite"
         err = (got - want).abs().max().item() if want.numel() else 0.0
-        assert err <= tol * max(1.0, want.abs().max().item() if want.numel() else 1.0), f"{name}: {err:.3g}"
+        peak = want.abs().max().item() if want.numel() else 1.0
+        assert err <= tol * max(1.0, peak), f"{name}: {err:.3g}"
 
 
 def _triton(q, k, v, b, p, window):
@@ -285,7 +287,8 @@ def test_flex_fwd_bwd_against_dense_on_cuda(dtype, window):
 
 # the oracle twin runs fp16 einsums on CPU very slowly, so it is checked in fp32 only
 @pytest.mark.parametrize("fn,dtype", [(_torch, torch.float32), (_torch, torch.float16),
-                                      (_torch_chunked, torch.float32), (_torch_chunked, torch.float16),
+                                      (_torch_chunked, torch.float32),
+                                      (_torch_chunked, torch.float16),
                                       (_torch_scatter, torch.float32), (_reference, torch.float32)],
                          ids=["torch-fp32", "torch-fp16", "chunked-fp32", "chunked-fp16",
                               "scatter-fp32", "reference-fp32"])

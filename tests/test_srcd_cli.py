@@ -87,11 +87,13 @@ def test_speed_json(capsys):
 
 def test_cli_subprocess_json_and_exit_code():
     ok = subprocess.run([sys.executable, "-m", "cram", "srcd", "describe", "--preset", "cpu-tiny",
-                         "--samples", "4", "--json"], capture_output=True, text=True, timeout=120, check=False)
+                         "--samples", "4", "--json"], capture_output=True, text=True, timeout=120,
+                        check=False)
     assert ok.returncode == 0, ok.stderr
     json.loads(ok.stdout)
     bad = subprocess.run([sys.executable, "-m", "cram", "srcd", "describe", "--set",
-                          "library_share=2"], capture_output=True, text=True, timeout=120, check=False)
+                          "library_share=2"], capture_output=True, text=True, timeout=120,
+                         check=False)
     assert bad.returncode == 2 and "library_share" in bad.stderr and bad.stdout == ""
 
 

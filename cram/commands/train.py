@@ -13,15 +13,17 @@ def register(sub) -> None:
     p = sub.add_parser(
         "train", help="train a model on SRCD and write a run folder",
         description="Train MODEL at PRESET on an endless SRCD stream, evaluating with hard routing "
-                    "every log_every steps, and write a crash-safe run folder (docs/run_folder.md). "
-                    "Under torchrun it trains with DistributedDataParallel.",
+                    "every log_every steps, and write a crash-safe run folder "
+                    "(docs/run_folder.md). Under torchrun it trains with DistributedDataParallel.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="model name (see 'cram train --list')")
     p.add_argument("--preset", default="demo", help="cpu-tiny, demo, cpu or paper")
-    p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
+    p.add_argument("--out", required=True,
+                   help="run folder to create (or to continue with --resume)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="override train.steps")
-    p.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the final metrics row as JSON")
     add_set_argument(p)
@@ -31,8 +33,9 @@ def register(sub) -> None:
         "eval", help="evaluate a trained run on other settings",
         description="Rebuild a run's model from its last checkpoint and evaluate it with hard "
                     "routing on a new evaluation set: another length, recurrence f or seed "
-                    "(--set data.length=1024 --set data.library_share=0.5 --set train.eval_seed=7). "
-                    "Writes the same metrics; never modifies the run folder unless --out is given.")
+                    "(--set data.length=1024 --set data.library_share=0.5 "
+                    "--set train.eval_seed=7). Writes the same metrics; never modifies the run "
+                    "folder unless --out is given.")
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", default="last.pt")
     e.add_argument("--json", action="store_true")
@@ -62,8 +65,8 @@ def _train(args) -> int:
         log(f"run written to {run}")
         keys = ("step", "retrieval_acc", "retrieval_acc_library", "retrieval_acc_novel",
                 "attention_fraction", "attention_library", "attention_novel", "dynamics_mse")
-        log("  ".join(f"{k}={final.get(k):.4g}" if isinstance(final.get(k), float) else f"{k}={final.get(k)}"
-                      for k in keys))
+        log("  ".join(f"{k}={final.get(k):.4g}" if isinstance(final.get(k), float)
+                      else f"{k}={final.get(k)}" for k in keys))
     return 0
 
 

@@ -5,7 +5,8 @@ This module never imports torch: the fitting code, the app and the notebooks rea
 Layout (``SCHEMA_VERSION`` 1)::
 
     RUN_DIR/
-      config.json      the resolved config: {"model", "preset", "seed", "data", "model_config", "train"}
+      config.json      the resolved config: {"model", "preset", "seed", "data", "model_config",
+                       "train"}
       meta.json        schema_version, command line, cram version, git commit, library versions,
                        device, status ("running" | "finished" | "failed"), train_seconds
       metrics.csv      one row per logged step (columns: docs/run_folder.md)

@@ -116,7 +116,8 @@ def _chunked(q, k, v, pos, scale, window, plan):
             # keys <= first are visible to every row: mask only the tail (first, hi)
             if hi - 1 > first:
                 tail = torch.arange(first + 1, hi, device=q.device)  # (L_tail,)
-                scores[:, :, first + 1 - lo:].masked_fill_(tail[None, :] > p[:, None], float("-inf"))
+                scores[:, :, first + 1 - lo:].masked_fill_(tail[None, :] > p[:, None],
+                                                           float("-inf"))
         else:
             key_pos = torch.arange(lo, hi, device=q.device)  # (L,)
             hidden = (key_pos[None, :] > p[:, None]) | (key_pos[None, :] <= p[:, None] - window)

@@ -67,8 +67,8 @@ def _quick_bench(kernel_call, quantiles):
 def _autotune(table):
     import inspect
 
-    extra = {"do_bench": _quick_bench} if "do_bench" in inspect.signature(triton.autotune).parameters \
-        else {}
+    has_do_bench = "do_bench" in inspect.signature(triton.autotune).parameters
+    extra = {"do_bench": _quick_bench} if has_do_bench else {}
     return triton.autotune(_configs(table), key=TUNE_KEY, **extra)
 
 
@@ -160,8 +160,10 @@ def _dq_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, DQ, N, T, H, N_KEY, scale, WI
     d = tl.arange(0, BLOCK_D)
     dmask = d < DH
     qd_mask = rmask[:, None] & dmask[None, :]
-    q_off = _row_offsets(rows, rb, rp, rmask, SQR, SQB, SQT, GATHER)[:, None] + h * SQH + d[None, :]
-    dq_off = _row_offsets(rows, rb, rp, rmask, SDR, SDB, SDT, GATHER)[:, None] + h * SDH + d[None, :]
+    q_off = _row_offsets(rows, rb, rp, rmask, SQR, SQB, SQT, GATHER)[:, None] + h * SQH \
+        + d[None, :]
+    dq_off = _row_offsets(rows, rb, rp, rmask, SDR, SDB, SDT, GATHER)[:, None] + h * SDH \
+        + d[None, :]
     do_off = rows[:, None].to(tl.int64) * (H * DH) + h * DH + d[None, :]
     q = tl.load(Q + q_off, mask=qd_mask, other=0.0)  # (BM, BD)
     do = tl.load(DO + do_off, mask=qd_mask, other=0.0)  # (BM, BD)
@@ -352,7 +354,8 @@ class _RoutedAttentionTriton(torch.autograd.Function):
                 (q, k, v, batch_idx, pos, d_out, lse, delta, dq, n_rows, seq_len, *common,
                  *_q_strides(q), *_kv_strides(k, v), *_q_strides(dq)), meta, blocks)
         row_lo, row_hi = key_tile_row_ranges(batch_idx, pos, n_batch, seq_len, FINE, window)
-        _launch(_dkv_kernel, _dkv_tuned, lambda bm, bn: (n_batch * triton.cdiv(seq_len, bn), n_heads),
+        _launch(_dkv_kernel, _dkv_tuned,
+                lambda bm, bn: (n_batch * triton.cdiv(seq_len, bn), n_heads),
                 (q, k, v, batch_idx, pos, d_out, lse, delta, row_lo, row_hi, dk, dv, seq_len,
                  *common, triton.cdiv(seq_len, FINE), *_q_strides(q), *_kv_strides(k, v)),
                 meta | {"FINE_N": FINE}, blocks)
