@@ -2,8 +2,8 @@
 
 Everything here is plain Python (no Streamlit), so that the notebooks and the tests use the same
 code as the app. Every reader turns a missing, partial or corrupt input into a
-:class:`~cram.core.errors.CramError` (or a warning string) instead of a traceback; the app shows those
-as messages.
+:class:`~cram.core.errors.CramError` (or a warning string) instead of a traceback; the app shows
+those as messages.
 
 Model curves follow the tidy curve table of :mod:`cram.psych_data.tidy` (``curve``, ``group``,
 ``source``, ``delay_value``, ``delay_unit``, ``measure``, ``value``, ``n``, ``derived``) so that
@@ -81,9 +81,11 @@ def default_fits_root(runs_root: str | os.PathLike | None = None) -> Path:
 
 
 def app_roots() -> tuple[Path, Path]:
-    """``(runs_root, fits_root)`` the explorer reads: set by ``cram app --runs/--fits`` (through
-    ``$CRAM_APP_RUNS`` / ``$CRAM_APP_FITS``), never by the page's URL, so a link cannot point the
-    app at another folder of the machine."""
+    """``(runs_root, fits_root)``, the two folders the explorer reads.
+
+    Set by ``cram app --runs/--fits`` (through ``$CRAM_APP_RUNS`` / ``$CRAM_APP_FITS``), never by
+    the page's URL, so a link cannot point the app at another folder of the machine.
+    """
     runs = default_runs_root()
     return runs, default_fits_root(runs)
 
@@ -195,12 +197,6 @@ def _check_metrics(run: Run) -> None:
         raise RunFolderError(f"{run.path / 'metrics.csv'}: no rows yet")
 
 
-def run_title(label: str, run: Run) -> str:
-    """``label (model, seed s)`` for legends."""
-    seed = run.seed
-    return f"{label} ({run.model}, seed {seed})" if seed is not None else f"{label} ({run.model})"
-
-
 def attention_long(runs: dict[str, Run], series: list[str] | tuple[str, ...]) -> pd.DataFrame:
     """Long table ``run, model, seed, step, series, value`` of the chosen metrics.csv columns."""
     frames = []
@@ -219,8 +215,11 @@ def attention_long(runs: dict[str, Run], series: list[str] | tuple[str, ...]) ->
 
 
 def transitions(runs: dict[str, Run]) -> pd.DataFrame:
-    """One row per run with a detected phase transition: ``run, step, low, high, series``, plus
-    ``familiarity_rise`` (change point of q̂ library − novel) and ``lag_after_familiarity``."""
+    """One row per run with a detected phase transition.
+
+    Columns: ``run, step, low, high, series``, plus ``familiarity_rise`` (change point of
+    q̂ library − novel) and ``lag_after_familiarity``.
+    """
     rows = []
     for label, run in runs.items():
         t = run.transition or {}
@@ -386,14 +385,17 @@ class FitFolder:
 
     @property
     def method(self) -> str:
+        """The fitting method recorded in the result (``mle``, ``bayes``, ...), or ``?``."""
         return str(self.result.get("method", "?"))
 
     @property
     def form(self) -> str:
+        """The curve form recorded in the result, or ``?``."""
         return str(self.result.get("form", "?"))
 
     @property
     def window(self) -> Any:
+        """The fitting window recorded in the result (None when unset)."""
         return self.result.get("window")
 
     def measures(self) -> list[str]:
@@ -427,8 +429,10 @@ def format_window(window: Any) -> str:
 
 
 def _hidden_below(path: Path, root: Path) -> bool:
-    """True when a folder between ``root`` and ``path`` is hidden (``.name``): the temp folder of
-    a fit still being written, or left by a killed one, is never a fit."""
+    """True when a folder between ``root`` and ``path`` is hidden (``.name``).
+
+    The temp folder of a fit still being written, or left by a killed one, is never a fit.
+    """
     try:
         parts = path.relative_to(root).parts
     except ValueError:

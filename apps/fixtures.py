@@ -55,9 +55,9 @@ def write_laplace_fit(out: str | Path, curves: pd.DataFrame, form: str = "power"
         The folder written.
     """
     import arviz as az
-    from cram.fitting import ComparisonRules, apply_rules, fit_mle, get_form
 
     from cram.core.jsonio import atomic_write_json, atomic_write_text
+    from cram.fitting import ComparisonRules, apply_rules, fit_mle, get_form
 
     out = Path(out)
     if out.exists():

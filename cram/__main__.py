@@ -1,3 +1,5 @@
+"""``python -m cram``: run the command-line interface."""
+
 import sys
 
 from cram.cli import main

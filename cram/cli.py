@@ -35,10 +35,12 @@ class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line on stderr (exit code 2), naming --help."""
 
     def error(self, message: str):
+        """Exit with code 2 after printing ``message`` as one line that names --help."""
         self.exit(2, f"{self.prog}: error: {_one_line(message)} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``cram`` argument parser with every group's subcommands registered."""
     parser = OneLineParser(
         prog="cram",
         description=(
@@ -73,8 +75,11 @@ STDOUT = "standard output"
 
 
 def _path_from_traceback(err: BaseException) -> str | None:
-    """The file a failing frame was working on: the innermost local named like a path (or
-    standard output when the failing write was the JSON document on stdout)."""
+    """The file a failing frame was working on.
+
+    The innermost local named like a path (or standard output when the failing write was the JSON
+    document on stdout).
+    """
     tb, found = err.__traceback__, None
     while tb is not None:
         frame = tb.tb_frame
@@ -171,6 +176,7 @@ def _fail(message: str, code: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``cram`` with ``argv``; return the exit code (errors as one line on stderr)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -12,8 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from cram.core.runs import (
-    CONFIG_FILE, META_FILE, METRICS_FILE, PATTERNS_FILE, RETENTION_FILE, SCHEMA_VERSION,
-    TRANSITION_FILE, CsvLog, atomic_write_json,
+    CONFIG_FILE,
+    META_FILE,
+    METRICS_FILE,
+    PATTERNS_FILE,
+    RETENTION_FILE,
+    SCHEMA_VERSION,
+    TRANSITION_FILE,
+    CsvLog,
+    atomic_write_json,
 )
 
 
@@ -43,36 +50,61 @@ def write_synthetic_run(
         "git_commit": None, "libraries": {}, "device": "none", "status": "finished",
         "train_seconds": 0.0, "world_size": 1, "synthetic": True,
     })
-    tiers = [f"share_{t}_l{i}" for i in range(n_layers) for t in ("working", "episodic", "semantic")]
+    # one generator, drawn in this order: metrics, then patterns, then retention
+    _write_metrics(path, rng, steps, log_every, warmup_steps, gamma, n_layers)
+    _write_patterns(path, rng, steps, log_every, gamma, n_patterns)
+    _write_retention(path, rng, steps, warmup_steps)
+    atomic_write_json(path / TRANSITION_FILE, {
+        "series": "attention_library", "method": "synthetic", "step": warmup_steps + 40,
+        "low": warmup_steps + 20, "high": warmup_steps + 80, "level_before": 1.0,
+        "level_after": 0.2, "n_boot": 0,
+    })
+    return path
+
+
+def _metrics_row(step: int, rng: np.random.Generator, warmup_steps: int, gamma: float,
+                 n_layers: int) -> dict:
+    """One synthetic metrics.csv row: library attention decays as a power law after warm-up."""
+    after = max(step - warmup_steps, 0)
+    lib = 1.0 if step <= warmup_steps else float(np.clip(
+        (1 + after / 10) ** (-gamma) * np.exp(rng.normal(0, 0.05)), 0, 1))
+    novel = float(np.clip(0.97 + rng.normal(0, 0.01), 0, 1))
+    query = 0.7 * lib + 0.3 * novel
+    frac = 0.05 * query + 0.95 * (1.0 if step <= warmup_steps else 0.01)
+    row = {"step": step, "phase": "warmup" if step <= warmup_steps else "train",
+           "attention_fraction": frac, "attention_computed": 1.0, "attention_query": query,
+           "attention_library": lib, "attention_novel": novel,
+           "attention_nonquery": 1.0 if step <= warmup_steps else 0.01,
+           "retrieval_acc": 0.98, "retrieval_acc_library": 0.99, "retrieval_acc_novel": 0.96,
+           "dynamics_mse": 0.3 + 0.5 * np.exp(-step / 200), "q_library": 1 - lib * 0.5,
+           "q_novel": 0.05, "qhat_library": 1 - lib * 0.5, "qhat_novel": 0.05,
+           "acc_library_semantic_only": 1 - lib * 0.9, "acc_library_working_only": 0.1,
+           "loss_total": 1.0 / (1 + step / 100)}
+    for i in range(n_layers):
+        row[f"share_episodic_l{i}"] = frac
+        row[f"share_semantic_l{i}"] = 0.035 * (1 - lib)
+        row[f"share_working_l{i}"] = 1 - frac - row[f"share_semantic_l{i}"]
+    return row
+
+
+def _write_metrics(path: Path, rng: np.random.Generator, steps: int, log_every: int,
+                   warmup_steps: int, gamma: float, n_layers: int) -> None:
+    """metrics.csv: one row every ``log_every`` steps from 0 to ``steps``."""
+    tiers = [f"share_{t}_l{i}" for i in range(n_layers)
+             for t in ("working", "episodic", "semantic")]
     cols = ["step", "phase", "attention_fraction", "attention_computed", "attention_query",
             "attention_library", "attention_novel", "attention_nonquery", "retrieval_acc",
             "retrieval_acc_library", "retrieval_acc_novel", "dynamics_mse", "q_library", "q_novel",
             "qhat_library", "qhat_novel", "acc_library_semantic_only", "acc_library_working_only",
             "loss_total", *tiers]
     log = CsvLog(path / METRICS_FILE, cols)
-    rows = []
-    for step in range(0, steps + 1, log_every):
-        after = max(step - warmup_steps, 0)
-        lib = 1.0 if step <= warmup_steps else float(np.clip(
-            (1 + after / 10) ** (-gamma) * np.exp(rng.normal(0, 0.05)), 0, 1))
-        novel = float(np.clip(0.97 + rng.normal(0, 0.01), 0, 1))
-        query = 0.7 * lib + 0.3 * novel
-        frac = 0.05 * query + 0.95 * (1.0 if step <= warmup_steps else 0.01)
-        row = {"step": step, "phase": "warmup" if step <= warmup_steps else "train",
-               "attention_fraction": frac, "attention_computed": 1.0, "attention_query": query,
-               "attention_library": lib, "attention_novel": novel,
-               "attention_nonquery": 1.0 if step <= warmup_steps else 0.01,
-               "retrieval_acc": 0.98, "retrieval_acc_library": 0.99, "retrieval_acc_novel": 0.96,
-               "dynamics_mse": 0.3 + 0.5 * np.exp(-step / 200), "q_library": 1 - lib * 0.5,
-               "q_novel": 0.05, "qhat_library": 1 - lib * 0.5, "qhat_novel": 0.05,
-               "acc_library_semantic_only": 1 - lib * 0.9, "acc_library_working_only": 0.1,
-               "loss_total": 1.0 / (1 + step / 100)}
-        for i in range(n_layers):
-            row[f"share_episodic_l{i}"] = frac
-            row[f"share_semantic_l{i}"] = 0.035 * (1 - lib)
-            row[f"share_working_l{i}"] = 1 - frac - row[f"share_semantic_l{i}"]
-        rows.append(row)
-    log.append(rows)
+    log.append([_metrics_row(step, rng, warmup_steps, gamma, n_layers)
+                for step in range(0, steps + 1, log_every)])
+
+
+def _write_patterns(path: Path, rng: np.random.Generator, steps: int, log_every: int,
+                    gamma: float, n_patterns: int) -> None:
+    """patterns.csv: per-pattern episodic share, decaying with exposures, every 5 log steps."""
     pat = CsvLog(path / PATTERNS_FILE, ["step", "pattern", "exposures", "episodic_share", "q",
                                         "qhat", "n_queries"])
     prow = []
@@ -84,6 +116,10 @@ def write_synthetic_run(
                          "episodic_share": share, "q": 1 - share, "qhat": 1 - share,
                          "n_queries": 10})
     pat.append(prow)
+
+
+def _write_retention(path: Path, rng: np.random.Generator, steps: int, warmup_steps: int) -> None:
+    """retention.csv: binomial accuracy per lag bin, with episodic memory on and off."""
     ret = CsvLog(path / RETENTION_FILE, ["step", "condition", "binding", "lag", "lag_high", "n",
                                          "correct", "accuracy"])
     rrow = []
@@ -101,9 +137,3 @@ def write_synthetic_run(
                                  "lag_high": hi, "n": n, "correct": correct,
                                  "accuracy": correct / n})
     ret.append(rrow)
-    atomic_write_json(path / TRANSITION_FILE, {
-        "series": "attention_library", "method": "synthetic", "step": warmup_steps + 40,
-        "low": warmup_steps + 20, "high": warmup_steps + 80, "level_before": 1.0,
-        "level_after": 0.2, "n_boot": 0,
-    })
-    return path

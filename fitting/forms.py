@@ -32,6 +32,7 @@ class Prior:
     args: tuple[float, ...]
 
     def describe(self) -> str:
+        """The prior written as ``kind(arg, ...)``."""
         return f"{self.kind}({', '.join(f'{a:g}' for a in self.args)})"
 
     def scaled(self, scale: float) -> "Prior":
@@ -81,6 +82,7 @@ class Form:
     start: Callable = field(repr=False, default=None)
 
     def __call__(self, t, **params):
+        """Evaluate the form at times ``t`` with the given parameter values."""
         missing = [p for p in self.params if p not in params]
         if missing:
             raise ConfigError(f"form {self.name!r}: missing parameter(s) {missing}")
@@ -196,7 +198,6 @@ def _start_logarithmic(t, y):
     return {"a": float(icpt), "b": float(max(-slope, 1e-4))}
 
 
-_INF = np.inf
 _G_BOUNDS = (1e-4, 5.0)
 # gamma prior (Bayesian fits): γ > 0, median 0.3 (between the reported human values 0.1-0.5),
 # 90% prior interval about 0.11-0.80; hierarchical fits put this prior on exp(μ_logγ).

@@ -94,6 +94,7 @@ class FitFolderWriter:
 
     @property
     def path(self) -> Path:
+        """The temp folder being written (renamed to ``out`` on a clean exit)."""
         return self.tmp
 
     def __enter__(self) -> "FitFolderWriter":
@@ -109,10 +110,12 @@ class FitFolderWriter:
 
 
 def created_stamp() -> str:
+    """The current UTC time as an ISO 8601 string, to the second."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def write_result_json(folder: Path, doc: dict) -> None:
+    """Write ``doc`` as ``result.json`` into ``folder`` atomically (made JSON-safe)."""
     from cram.core.jsonio import json_safe
 
     atomic_write_json(folder / RESULT_FILE, json_safe(doc))
@@ -135,6 +138,7 @@ class FitFolder:
 
     @property
     def figures(self) -> list[Path]:
+        """The PNG figures of the fit folder, sorted by name."""
         return sorted((self.path / FIGURES_DIR).glob("*.png"))
 
 

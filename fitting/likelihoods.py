@@ -28,14 +28,14 @@ EPS = 1e-6
 
 
 def loglik_normal(y, mu, sigma) -> np.ndarray:
-    """log N(y | mu, sigma), elementwise."""
+    """Log N(y | mu, sigma), elementwise."""
     y, mu = np.asarray(y, float), np.asarray(mu, float)
     z = (y - mu) / sigma
     return -0.5 * z * z - np.log(sigma) - 0.5 * np.log(2 * np.pi)
 
 
 def loglik_beta(y, mu, phi) -> np.ndarray:
-    """log Beta(y | mu·phi, (1 − mu)·phi), elementwise (mu clipped to [EPS, 1 − EPS])."""
+    """Log Beta(y | mu·phi, (1 − mu)·phi), elementwise (mu clipped to [EPS, 1 − EPS])."""
     y = np.asarray(y, float)
     mu = np.clip(np.asarray(mu, float), EPS, 1 - EPS)
     a, b = mu * phi, (1 - mu) * phi
@@ -43,7 +43,7 @@ def loglik_beta(y, mu, phi) -> np.ndarray:
 
 
 def loglik_binomial(k, n, mu) -> np.ndarray:
-    """log Binomial(k | n, mu), elementwise (mu clipped to [EPS, 1 − EPS])."""
+    """Log Binomial(k | n, mu), elementwise (mu clipped to [EPS, 1 − EPS])."""
     k, n = np.asarray(k, float), np.asarray(n, float)
     mu = np.clip(np.asarray(mu, float), EPS, 1 - EPS)
     return (gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)

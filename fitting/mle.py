@@ -20,7 +20,11 @@ from scipy import optimize, stats
 from cram.core.errors import ConfigError, DataError
 from cram.fitting.forms import get_form
 from cram.fitting.likelihoods import (
-    choose_likelihood, loglik_beta, loglik_binomial, loglik_normal, squeeze01,
+    choose_likelihood,
+    loglik_beta,
+    loglik_binomial,
+    loglik_normal,
+    squeeze01,
 )
 from cram.fitting.rules import ComparisonRules, apply_rules
 
@@ -54,10 +58,12 @@ class PointFitResult:
 
     @property
     def aic(self) -> float:
+        """Akaike information criterion, 2k − 2 log L."""
         return 2 * self.k - 2 * self.loglik
 
     @property
     def bic(self) -> float:
+        """Bayesian information criterion, k log n − 2 log L."""
         return self.k * math.log(max(self.n_obs, 1)) - 2 * self.loglik
 
     def conf_int(self, alpha: float = 0.1) -> pd.DataFrame:
@@ -113,11 +119,13 @@ class PointFitResult:
         return "\n".join(lines)
 
     def to_json(self) -> str:
+        """The result as a JSON string (NaN written as null)."""
         d = asdict(self)
         return json.dumps(_nan_to_none(d), allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str) -> "PointFitResult":
+        """A result read back from :meth:`to_json` output (null stderr back to NaN)."""
         d = json.loads(text)
         d["stderr"] = {k: (float("nan") if v is None else v) for k, v in d["stderr"].items()}
         return cls(**d)

@@ -116,8 +116,11 @@ def plot_window_sensitivity(ws: pd.DataFrame, path: Path) -> Path:
 
 
 def plot_model_curves(df: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """Model curves as tidy rows: retention (one panel per condition, a line per training
-    stage), per-pattern or reliance curves (one line per curve), on log-x axes."""
+    """Plot model curves given as tidy rows, on log-x axes.
+
+    Retention: one panel per condition, a line per training stage; per-pattern or reliance
+    curves: one line per curve.
+    """
     plt, sns = _plt()
     d = df.copy()
     d["x"] = d["delay_value"] + 1.0

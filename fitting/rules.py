@@ -74,9 +74,11 @@ class ComparisonRules:
 
     @classmethod
     def from_file(cls, path) -> "ComparisonRules":
-        """Rules written down in advance: a JSON object with keys among form, window (``[A,
-        B]`` or ``"A:B"``), offset (number or {unit: number}), rope, onset, exclude_derived,
-        interval. Unknown keys are an error."""
+        """Rules written down in advance, read from a JSON object.
+
+        Keys among form, window (``[A, B]`` or ``"A:B"``), offset (number or {unit: number}),
+        rope, onset, exclude_derived, interval. Unknown keys are an error.
+        """
         import json
         from pathlib import Path
 
@@ -109,6 +111,7 @@ class ComparisonRules:
             raise ConfigError(f"{path}: {err}") from None
 
     def to_dict(self) -> dict:
+        """The rules as a JSON-ready dict, with the derived γ and t definitions added."""
         d = asdict(self)
         d["window"] = list(self.window) if self.window is not None else None
         d["gamma_reported"] = get_form(self.form).has_gamma

@@ -1,8 +1,9 @@
 """Kernel benchmark: routed attention against dense causal SDPA, CT scan against the torch loop.
 
-``run_kernel_bench`` returns rows ``{op, T, p, ms, dense_ms, ratio, ...}``; ``ratio = ms / dense_ms``
-(below 1 means faster than the baseline). ``write_kernel_bench_tables`` appends them to a
-markdown file (``--doc``) through :mod:`cram.core.benchlog`. ``cram bench kernels`` calls both.
+``run_kernel_bench`` returns rows ``{op, T, p, ms, dense_ms, ratio, ...}``;
+``ratio = ms / dense_ms`` (below 1 means faster than the baseline). ``write_kernel_bench_tables``
+appends them to a markdown file (``--doc``) through :mod:`cram.core.benchlog`. ``cram bench
+kernels`` calls both.
 
 - ``op="routed_attention"``: forward time of ``routed_attention`` (the path ``backend="auto"``
   picks on the device) for exactly ``round(p·T)`` routed positions per sequence, against
@@ -102,6 +103,7 @@ def routed_tile_counts(batch_idx, pos, seq_len: int, n_batch: int, window: int |
 def _routed_rows(seq_len, p, threads, device, reps, seed):
     import torch
     import torch.nn.functional as F
+
     from cram.kernels.routed_attention import routed_attention, select_backend
 
     B, H, Dh = ROUTED_SHAPE["B"], ROUTED_SHAPE["H"], ROUTED_SHAPE["Dh"]
@@ -129,6 +131,7 @@ def _routed_rows(seq_len, p, threads, device, reps, seed):
 
 def _scan_rows(dim, threads, device, reps, seed):
     import torch
+
     from cram.kernels.ct_scan import ct_scan, ct_scan_reference, select_backend
 
     B, T = SCAN_SHAPE["B"], SCAN_SHAPE["T"]
@@ -153,8 +156,10 @@ def _scan_rows(dim, threads, device, reps, seed):
 
 
 def _realistic_inputs(seq_len, head_dim, device, seed):
-    """bf16 (B, H, T, Dh) q, k, v, drawn on ``device`` (a CPU draw of 3 x 134M values would
-    dominate the benchmark at T = 16384)."""
+    """Random bf16 (B, H, T, Dh) q, k, v, drawn on ``device``.
+
+    Drawn there because a CPU draw of 3 x 134M values would dominate the benchmark at T = 16384.
+    """
     import torch
 
     B, H = REALISTIC["B"], REALISTIC["H"]
@@ -326,8 +331,9 @@ def run_kernel_bench(threads: int = 1, device=None, quick: bool = False, seed: i
 
 
 def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, path=None) -> None:
-    """Append the benchmark tables to ``path`` via cram.core.benchlog (default ./benchmarks.md;
-    the project's table: ``path="docs/benchmarks.md"``).
+    """Append the benchmark tables to ``path`` via cram.core.benchlog.
+
+    The default is ./benchmarks.md; the project's table is ``path="docs/benchmarks.md"``.
 
     One table each for routed attention, the CT scan and, when present, the model-level rows
     (``op`` = ``model_infer`` / ``model_step``, produced elsewhere): their columns are the common
@@ -343,15 +349,17 @@ def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, p
         r0 = routed[0]
         append_benchmark(
             f"Routed attention vs dense causal SDPA ({r0['device']}, {r0['threads']} thread(s))",
-            markdown_table(routed, ["T", "p", "N", "ms", "dense_ms", "ratio", "tiles", "dense_tiles",
-                                    "tile_ratio", "backend", "threads", "device", "load_1min"]),
+            markdown_table(routed, ["T", "p", "N", "ms", "dense_ms", "ratio", "tiles",
+                                    "dense_tiles", "tile_ratio", "backend", "threads", "device",
+                                    "load_1min"]),
             notes=(
                 f"Forward only, fp32, B={r0['B']}, H={r0['H']}, Dh={r0['Dh']}; exactly round(p·T) "
-                "random routed positions per sequence; medians of 9 rounds alternating routed and dense. "
-                "ratio = ms / dense_ms. "
-                "tiles / dense_tiles: 64x64 key tiles the Triton forward visits against a dense causal "
-                "flash kernel (a work count, exact for the GPU kernel whatever device timed the row). "
-                "load_1min: the machine's 1-minute load average before the row (other jobs skew timings)."
+                "random routed positions per sequence; medians of 9 rounds alternating routed "
+                "and dense. ratio = ms / dense_ms. "
+                "tiles / dense_tiles: 64x64 key tiles the Triton forward visits against a dense "
+                "causal flash kernel (a work count, exact for the GPU kernel whatever device timed "
+                "the row). load_1min: the machine's 1-minute load average before the row (other "
+                "jobs skew timings)."
             ),
             argv=argv, path=path,
         )
@@ -362,10 +370,12 @@ def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, p
         append_benchmark(
             f"CT scan vs the torch loop ({s0['device']}, {s0['threads']} thread(s))",
             markdown_table(scan, ["T", "D", "B", "ms", "dense_ms", "speedup", "tokens_per_s",
-                                  "loop_tokens_per_s", "backend", "threads", "device", "load_1min"]),
+                                  "loop_tokens_per_s", "backend", "threads", "device",
+                                  "load_1min"]),
             notes=(
-                "Forward + backward, fp32, full W_1; dense_ms is the pure-torch loop with unbind slices "
-                "(ct_scan_reference); speedup = dense_ms / ms; tokens/s = B·T per forward+backward."
+                "Forward + backward, fp32, full W_1; dense_ms is the pure-torch loop with unbind "
+                "slices (ct_scan_reference); speedup = dense_ms / ms; tokens/s = B·T per "
+                "forward+backward."
             ),
             argv=argv, path=path,
         )
@@ -389,8 +399,8 @@ def _realistic_table(rows: list[dict]) -> tuple[str, str, str]:
     table = markdown_table(rows, ["T", "Dh", "p", "pass", "backend", "N", "ms", "dense_ms", "ratio",
                                   "tile_ratio", "dtype", "device"])
     notes = (f"bf16, B={r0['B']}, H={r0['H']}; exactly round(p·T) random routed positions per "
-             "sequence; dense_ms: SDPA restricted to the flash backend, causal, all T positions, on "
-             "the same inputs; medians of "
+             "sequence; dense_ms: SDPA restricted to the flash backend, causal, all T positions, "
+             "on the same inputs; medians of "
              f"{REALISTIC['reps']} rounds alternating routed and dense. triton: the hand-written "
              "kernel handed the full queries (gather fused), autotuned blocks; flex: "
              "FlexAttention on the gathered rows, block-mask construction included. "

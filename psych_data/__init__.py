@@ -18,7 +18,11 @@ import pandas as pd
 
 from cram.core.errors import DataError
 from cram.psych_data.tidy import (
-    TIDY_COLUMNS, USER_REQUIRED, load_curves_csv, read_csv_checked, validate_curves,
+    TIDY_COLUMNS,
+    USER_REQUIRED,
+    load_curves_csv,
+    read_csv_checked,
+    validate_curves,
 )
 
 DATA_DIR = Path(__file__).resolve().parent / "data"

@@ -183,8 +183,8 @@ def load_curves_csv(path: str | os.PathLike, group: str = "human") -> pd.DataFra
     ``n_kind``, ``source``, ``curve``, ``group`` and ``derived``. ``curve`` groups rows into
     curves; without it, each ``source`` is one curve (and without ``source``, the whole file is
     one curve named after the file); a source text found on one row only is refused then, since
-    it would make a curve of one point. One row per delay within a curve. Curve ids are prefixed with the file stem so that they do
-    not clash with shipped datasets. Extra columns are kept.
+    it would make a curve of one point. One row per delay within a curve. Curve ids are prefixed
+    with the file stem so that they do not clash with shipped datasets. Extra columns are kept.
 
     Raises
     ------
@@ -228,8 +228,11 @@ def load_curves_csv(path: str | os.PathLike, group: str = "human") -> pd.DataFra
 
 
 def _check_source_grouping(df: pd.DataFrame, path: Path) -> None:
-    """Without a ``curve`` column, rows are grouped by ``source``: refuse a grouping in which a
-    source text that differs from row to row makes curves of one point each."""
+    """Refuse a grouping by ``source`` that makes curves of one point each.
+
+    Without a ``curve`` column, rows are grouped by ``source``; a source text that differs from
+    row to row would make every curve a single point.
+    """
     sizes = df.groupby("source", sort=False)["source"].transform("size").to_numpy()
     single = np.flatnonzero(sizes == 1)
     if len(df) > 1 and len(single) > 0:

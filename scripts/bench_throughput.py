@@ -38,7 +38,8 @@ def _machine() -> str:
 
 def _uptime() -> str:
     try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+        res = subprocess.run(["uptime"], capture_output=True, text=True, check=False)
+        return res.stdout.strip()
     except OSError:
         return f"load average {os.getloadavg()}"
 

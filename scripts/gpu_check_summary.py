@@ -55,7 +55,8 @@ def _routed(rows: list[dict] | None) -> list[str]:
     real = [r for r in rows if r.get("shapes") == "realistic"]
     if not real:
         return ["no realistic routed-attention rows"]
-    lines = ["| backend | pass | Dh | T | p | ratio (routed / flash) |", "|---|---|---|---|---|---|"]
+    lines = ["| backend | pass | Dh | T | p | ratio (routed / flash) |",
+             "|---|---|---|---|---|---|"]
     for r in real:
         if r["p"] in (1.0, GOAL_P) and r["T"] >= GOAL_T:
             lines.append(f"| {r['backend']} | {r['pass']} | {r['Dh']} | {r['T']} | {r['p']} | "
@@ -84,7 +85,8 @@ def _run(run_dir: Path) -> str:
 
 
 def summarize(out: Path) -> str:
-    env = (out / "env.txt").read_text().strip() if (out / "env.txt").is_file() else "env.txt missing"
+    env_file = out / "env.txt"
+    env = env_file.read_text().strip() if env_file.is_file() else "env.txt missing"
     model = _json_rows(out / "bench_model.json")
     model_rows = [r for r in (model or []) if r.get("op") in ("model_infer", "model_step")]
     parts = ["# GPU check summary", "", "```", env, "```", "", "## Steps", "", *_steps(out), "",

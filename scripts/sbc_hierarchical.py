@@ -74,12 +74,13 @@ def main(argv=None) -> int:
     if args.sims < 1:
         ap.error("--sims must be >= 1")
 
-    from cram.fitting.bayes import build_model, prepare  # configures PyTensor's cache first
-    from cram.fitting.mle import _one_blas_thread
-    from cram.fitting.rules import ComparisonRules
     import nutpie
     import pymc as pm
     from tqdm.auto import tqdm
+
+    from cram.fitting.bayes import build_model, prepare  # configures PyTensor's cache first
+    from cram.fitting.mle import _one_blas_thread
+    from cram.fitting.rules import ComparisonRules
 
     warnings.filterwarnings("ignore")
     rules = ComparisonRules(form="power", interval=args.level)

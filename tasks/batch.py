@@ -62,6 +62,7 @@ class TokenBatch:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(B, T)`` of the token array."""
         return tuple(self.tokens.shape)  # type: ignore[return-value]
 
     def dtau_or_ones(self) -> np.ndarray:

@@ -62,7 +62,8 @@ class TokenMetrics:
             passes all True; a layer without attention passes all False.
         """
         if len(attended) != self.n_layers:
-            raise ValueError(f"TokenMetrics: {len(attended)} layers given, {self.n_layers} expected")
+            raise ValueError(
+                f"TokenMetrics: {len(attended)} layers given, {self.n_layers} expected")
         query = labels != IGNORE_INDEX  # (B, T)
         lib = (pattern >= 0) & query
         layers = torch.stack([a.bool() for a in attended]) if attended else \
@@ -82,6 +83,7 @@ class TokenMetrics:
         self.per_layer += layers.flatten(1).sum(1).cpu().numpy()
 
     def result(self) -> dict:
+        """The accumulated accuracies and attention shares as a dict of floats (NaN when empty)."""
         def share(num, den) -> float:
             return float(num / den) if den else float("nan")
 

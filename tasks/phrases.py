@@ -42,7 +42,7 @@ EVAL_TAG = 0xE7A3
 
 @dataclass(frozen=True)
 class PhrasesConfig:
-    """Every parameter of the phrases task (defaults: T=256, 6 phrases of 4 tokens, half library)."""
+    """Every parameter of the phrases task (default T=256, 6 phrases of 4 tokens, half library)."""
 
     length: int = 256  # tokens per sequence T
     n_phrases: int = 6  # distinct phrases per sequence
@@ -85,10 +85,12 @@ class PhrasesConfig:
 
     @property
     def head_base(self) -> int:
+        """First token id of the phrase heads (after padding and the words)."""
         return 1 + self.n_words
 
     @property
     def vocab_size(self) -> int:
+        """Number of token ids the task uses."""
         return self.head_base + self.n_library + self.n_novel_heads
 
     @property

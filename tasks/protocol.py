@@ -35,9 +35,11 @@ class TokenTask(Protocol):
     vocab_size: int
     n_library: int
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> TokenBatch: ...
+    def sample(self, batch_size: int, rng: np.random.Generator) -> TokenBatch:
+        """A training batch of ``batch_size`` sequences drawn with ``rng``."""
 
-    def eval_set(self, n: int, seed: int) -> TokenBatch: ...
+    def eval_set(self, n: int, seed: int) -> TokenBatch:
+        """A fixed evaluation set of ``n`` sequences, determined by ``seed``."""
 
 
 REQUIRED_ATTRS = ("name", "vocab_size", "n_library")

@@ -77,18 +77,22 @@ class RecallConfig:
 
     @property
     def filler_base(self) -> int:
+        """First token id of the fillers (0 is padding)."""
         return 1
 
     @property
     def key_base(self) -> int:
+        """First token id of the keys (library keys, then novel keys)."""
         return 1 + self.n_fillers
 
     @property
     def value_base(self) -> int:
+        """First token id of the values."""
         return self.key_base + self.n_library + self.n_novel_keys
 
     @property
     def vocab_size(self) -> int:
+        """Number of token ids the task uses."""
         return self.value_base + self.n_values
 
     @property

@@ -17,7 +17,6 @@ def make_demo_like(root: str | Path, seeds: int = 3, with_fit: bool = True) -> P
     from cram.apps.fixtures import write_laplace_fit
     from cram.fitting.model_curves import model_curves
     from cram.psych_data import load_dataset
-
     from cram.testing import write_synthetic_run
 
     root = Path(root)

@@ -7,8 +7,9 @@ defaults too.
 
 from __future__ import annotations
 
-from cram.consolidation.srcd import SRCDConfig
 from hypothesis import strategies as st
+
+from cram.consolidation.srcd import SRCDConfig
 
 
 @st.composite

@@ -7,6 +7,7 @@ one way each, so that the loader's errors can be tested.
 from __future__ import annotations
 
 import numpy as np
+
 from cram.tasks import TokenBatch
 
 

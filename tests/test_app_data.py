@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from cram.apps import data as D
 
+from cram.apps import data as D
 from cram.core.errors import DataError
 from cram.testing import write_synthetic_run
 
@@ -91,6 +91,7 @@ def test_posterior_stats_on_normal_draws():
 
 def test_fit_folder_round_trip_and_errors(tmp_path):
     import arviz as az
+
     from cram.apps.fixtures import write_laplace_fit
     from cram.fitting.model_curves import model_curves
     from cram.psych_data import load_dataset

@@ -1,5 +1,8 @@
-"""The explorer driven headlessly by streamlit.testing.v1.AppTest: every page, widget changes,
-query-parameter state, and partial/corrupt inputs shown as messages rather than tracebacks."""
+"""The explorer driven headlessly by streamlit.testing.v1.AppTest.
+
+Every page, widget changes, query-parameter state, and partial/corrupt inputs shown as messages
+rather than tracebacks.
+"""
 
 from __future__ import annotations
 

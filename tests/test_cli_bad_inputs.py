@@ -1,5 +1,7 @@
-"""Every bad input a user can give the CLI ends in one line on stderr, a non-zero exit code, no
-traceback, and leaves the files that existed before byte-identical (issue 17).
+"""Every bad input a user can give the CLI ends in one line on stderr (issue 17).
+
+It also gives a non-zero exit code, no traceback, and leaves the files that existed before
+byte-identical.
 
 Table-driven: each case builds its inputs in a fresh folder (a copy of one tiny synthetic run plus
 small CSVs), runs ``python -m cram ...`` there as a subprocess with progress bars off, and checks
@@ -203,7 +205,7 @@ def test_bad_inputs_table(template, tmp_path):
 
 
 def test_full_disk_is_one_line(tmp_path):
-    """stdout on a full device (/dev/full gives ENOSPC): one line naming what was written."""
+    """Stdout on a full device (/dev/full gives ENOSPC): one line naming what was written."""
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full")
     with open("/dev/full", "w") as full:
@@ -215,8 +217,10 @@ def test_full_disk_is_one_line(tmp_path):
 
 
 def test_resume_on_foreign_shaped_checkpoint(tmp_path):
-    """A checkpoint of another size dropped into a run folder: resume refuses in one line and
-    changes nothing (cpu-tiny, 2 steps)."""
+    """A checkpoint of another size dropped into a run folder: resume refuses in one line.
+
+    And it changes nothing (cpu-tiny, 2 steps).
+    """
     base = ["train", "--model", "cram", "--preset", "cpu-tiny", "--quiet"]
     for out, extra in (("a", []), ("b", ["--set", "model.d_model=48"])):
         proc = _cram([*base, "--steps", "2", "--out", out, *extra], tmp_path)
@@ -337,8 +341,10 @@ def _package_docs_state() -> dict[str, tuple[int, int]]:
 
 
 def test_bench_json_writes_nothing_and_doc_writes_there(tmp_path):
-    """``--json`` alone writes no file anywhere (not into the package, not into the working
-    folder); ``--doc PATH`` writes exactly that file."""
+    """``--json`` alone writes no file anywhere; ``--doc PATH`` writes exactly that file.
+
+    Not into the package, not into the working folder.
+    """
     work = tmp_path / "work"
     (work / "runs").mkdir(parents=True)
     before = _package_docs_state()

@@ -11,7 +11,10 @@ import pytest
 from cram.core.errors import RunFolderError
 from cram.fitting import ComparisonRules, fit_mle
 from cram.fitting.model_curves import (
-    episodic_reliance_curve, model_curves, per_pattern_curve, retention_curve,
+    episodic_reliance_curve,
+    model_curves,
+    per_pattern_curve,
+    retention_curve,
 )
 from cram.psych_data import TIDY_COLUMNS
 from cram.testing import write_synthetic_run

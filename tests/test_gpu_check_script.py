@@ -47,8 +47,10 @@ def test_dry_run_prints_every_step_and_runs_nothing(tmp_path):
 
 
 def test_dry_run_commands_parse():
-    """Each `cram` line parses with the real CLI parser and its verb answers --help; each test
-    file and script it names exists; the gpu marker is registered."""
+    """Each `cram` line parses with the real CLI parser and its verb answers --help.
+
+    Each test file and script it names exists; the gpu marker is registered.
+    """
     from cram.cli import build_parser
 
     commands = _dry_run(Path("/tmp/gpu-check-dry-run"))
@@ -135,8 +137,10 @@ echo '[{{"op": "model_step", "ms": 2.0, "dense_ms": 1.0, "ratio": 2.0}}]'
 
 
 def test_real_run_plumbing_with_stub_tools(tmp_path):
-    """Not a dry run: every step runs (stubbed tools), is logged and timed, a failed step
-    (nvidia-smi missing here) makes the exit status 1, and the summary is written."""
+    """Not a dry run: every step runs (stubbed tools), is logged and timed.
+
+    A failed step (nvidia-smi missing here) makes the exit status 1, and the summary is written.
+    """
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "cram-calls.txt"

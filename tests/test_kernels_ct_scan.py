@@ -10,6 +10,7 @@ import os
 
 import pytest
 import torch
+
 from cram.kernels._common import KernelInputError
 from cram.kernels.ct_scan import cpu as ct_cpu
 from cram.kernels.ct_scan import ct_scan, ct_scan_reference, select_backend
@@ -180,7 +181,8 @@ def test_cuda_entry_point_runs_triton(diagonal):
     inputs = _inputs(4, 257, 64, diagonal, device="cuda")
     assert select_backend(inputs[0].device, inputs[0].dtype) == "triton"
     out, grads = _fwd_bwd(ct_scan, inputs)
-    ref, ref_grads = _fwd_bwd(ct_scan_reference, [x.detach().double().requires_grad_() for x in inputs])
+    ref, ref_grads = _fwd_bwd(ct_scan_reference,
+                              [x.detach().double().requires_grad_() for x in inputs])
     _assert_close(out, ref, 1e-4, "h")
     for g, rg in zip(grads, ref_grads):
         _assert_close(g, rg, 1e-3, "grad")
@@ -199,15 +201,15 @@ def test_no_compiler_falls_back_once_with_a_notice():
         "print(select_backend(u.device, u.dtype))\n"
     )
     env = {**__import__("os").environ, "CRAM_DISABLE_CPP": "1"}
-    res = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True,
-                         env=env, timeout=120, check=False)
+    res = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                         text=True, env=env, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() in {"numba", "loop"}
     assert res.stderr.count("C++ extension unavailable") == 1
 
 
 def _fallback_reason(tmp_path, cxx: str) -> str:
-    """stderr of a fresh process whose C++ build uses compiler ``cxx`` (a fresh cache folder)."""
+    """Stderr of a fresh process whose C++ build uses compiler ``cxx`` (a fresh cache folder)."""
     import subprocess
     import sys
 
@@ -224,7 +226,7 @@ def _fallback_reason(tmp_path, cxx: str) -> str:
 
 
 def test_failed_build_says_why(tmp_path):
-    """No compiler, or a compiler error: the one notice names the cause, not just 'build stopped'."""
+    """No compiler, or a compiler error: the one notice names the cause, not 'build stopped'."""
     line = _fallback_reason(tmp_path, str(tmp_path / "no-such-compiler"))
     assert "no C++ compiler" in line and "no-such-compiler" in line
     fake = tmp_path / "fakecxx"

@@ -12,6 +12,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+
 from cram.kernels._common import KernelInputError
 from cram.kernels.routed_attention import (
     routed_attention,
@@ -30,13 +31,17 @@ TOL = {torch.float32: 2e-5, torch.float16: 2e-2, torch.bfloat16: 3e-2}
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the Triton kernels run
 INTERPRETED = DEVICE == "cpu"
 BF16 = pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
-    INTERPRETED, reason="the Triton interpreter's bf16 tl.dot is wrong (upstream bug): bf16 on CUDA only"))
+    INTERPRETED,
+    reason="the Triton interpreter's bf16 tl.dot is wrong (upstream bug): bf16 on CUDA only"))
 
 
 @pytest.fixture(autouse=True)
 def _fixed_blocks_on_cuda(monkeypatch):
-    """Fixed 64x64 tiles on CUDA: autotuning would compile every config for every dtype and head
-    dim of these tests (minutes). ``test_triton_autotuned_launch`` turns autotuning back on."""
+    """Fixed 64x64 tiles on CUDA.
+
+    Autotuning would compile every config for every dtype and head dim of these tests (minutes).
+    ``test_triton_autotuned_launch`` turns autotuning back on.
+    """
     monkeypatch.setenv("CRAM_TRITON_AUTOTUNE", "0")
 
 
@@ -60,7 +65,7 @@ def _case(batch, heads, seq_len, head_dim, p, dtype=torch.float32, seed=0, devic
 
 
 def _dense_rows(q_full, k, v, batch_idx, pos, window=None):
-    """Dense SDPA over every position, read at the routed rows: the oracle. (N, H, Dh)"""
+    """Dense SDPA over every position, read at the routed rows: the oracle, (N, H, Dh)."""
     seq_len = k.shape[2]
     if window is None:
         out = F.scaled_dot_product_attention(q_full.float(), k.float(), v.float(), is_causal=True)
@@ -101,7 +106,8 @@ def _check_against_dense(fn, q_full, k, v, batch_idx, pos, window, tol, gather=F
         got = torch.zeros_like(want) if got is None else got.float()
         assert torch.isfinite(got).all(), f"{name}: non-finite"
         err = (got - want).abs().max().item() if want.numel() else 0.0
-        assert err <= tol * max(1.0, want.abs().max().item() if want.numel() else 1.0), f"{name}: {err:.3g}"
+        peak = want.abs().max().item() if want.numel() else 1.0
+        assert err <= tol * max(1.0, peak), f"{name}: {err:.3g}"
 
 
 def _triton(q, k, v, b, p, window):
@@ -163,7 +169,7 @@ def test_triton_blocks_spanning_many_sequences(blocks, dtype):
 
 @pytest.mark.parametrize("window", [None, 7])
 def test_triton_fused_gather_of_full_queries(window):
-    """q given as the full (B, H, T, Dh) tensor: rows read in place, dQ zero off the routed rows."""
+    """Q given as the full (B, H, T, Dh) tensor: rows read in place, dQ zero off the routed rows."""
     _need_triton()
     q, k, v, b, pos = _case(2, 2, 40, 16, 0.3, seed=11, device=DEVICE)
     _check_against_dense(_triton, q, k, v, b, pos, window, 4 * TOL[torch.float32], gather=True)
@@ -273,13 +279,16 @@ def test_flex_with_gradients_on_cpu_falls_back_with_a_notice():
 @pytest.mark.parametrize("window", [None, 64])
 def test_flex_fwd_bwd_against_dense_on_cuda(dtype, window):
     q, k, v, b, pos = _case(2, 4, 600, 64, 0.1, dtype, device="cuda")
-    fn = lambda *a: routed_attention(*a[:5], window=a[5], backend="flex")
+    def fn(*a):
+        return routed_attention(*a[:5], window=a[5], backend="flex")
+
     _check_against_dense(fn, q, k, v, b, pos, window, 4 * TOL[dtype])
 
 
 # the oracle twin runs fp16 einsums on CPU very slowly, so it is checked in fp32 only
 @pytest.mark.parametrize("fn,dtype", [(_torch, torch.float32), (_torch, torch.float16),
-                                      (_torch_chunked, torch.float32), (_torch_chunked, torch.float16),
+                                      (_torch_chunked, torch.float32),
+                                      (_torch_chunked, torch.float16),
                                       (_torch_scatter, torch.float32), (_reference, torch.float32)],
                          ids=["torch-fp32", "torch-fp16", "chunked-fp32", "chunked-fp16",
                               "scatter-fp32", "reference-fp32"])
@@ -344,7 +353,9 @@ def test_cuda_entry_point_against_dense(dtype, p):
 
     q, k, v, b, pos = _case(2, 4, 1000, 64, p, dtype, device="cuda")
     assert select_backend(q.device) == GPU_DEFAULT_BACKEND
-    fn = lambda *a: routed_attention(*a[:5], window=a[5])
+    def fn(*a):
+        return routed_attention(*a[:5], window=a[5])
+
     _check_against_dense(fn, q, k, v, b, pos, None, 4 * TOL[dtype])
     _check_against_dense(fn, q, k, v, b, pos, None, 4 * TOL[dtype], gather=True)
 

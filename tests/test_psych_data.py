@@ -11,7 +11,12 @@ import pytest
 from cram.cli import main
 from cram.core.errors import DataError
 from cram.psych_data import (
-    TIDY_COLUMNS, dataset_info, list_datasets, load_all_human, load_curves_csv, load_dataset,
+    TIDY_COLUMNS,
+    dataset_info,
+    list_datasets,
+    load_all_human,
+    load_curves_csv,
+    load_dataset,
 )
 
 

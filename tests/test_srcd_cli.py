@@ -38,7 +38,9 @@ def test_describe_table_and_seed(capsys):
     _, a, _ = run(capsys, "srcd", "describe", "--preset", "cpu-tiny", "--seed", "3", "--json")
     _, b, _ = run(capsys, "srcd", "describe", "--preset", "cpu-tiny", "--seed", "3", "--json")
     _, c, _ = run(capsys, "srcd", "describe", "--preset", "cpu-tiny", "--seed", "4", "--json")
-    strip = lambda s: {k: v for k, v in json.loads(s).items() if k != "generation_ms_per_sequence"}
+    def strip(text):
+        return {k: v for k, v in json.loads(text).items() if k != "generation_ms_per_sequence"}
+
     assert strip(a) == strip(b) and strip(a) != strip(c)
 
 
@@ -85,11 +87,13 @@ def test_speed_json(capsys):
 
 def test_cli_subprocess_json_and_exit_code():
     ok = subprocess.run([sys.executable, "-m", "cram", "srcd", "describe", "--preset", "cpu-tiny",
-                         "--samples", "4", "--json"], capture_output=True, text=True, timeout=120, check=False)
+                         "--samples", "4", "--json"], capture_output=True, text=True, timeout=120,
+                        check=False)
     assert ok.returncode == 0, ok.stderr
     json.loads(ok.stdout)
     bad = subprocess.run([sys.executable, "-m", "cram", "srcd", "describe", "--set",
-                          "library_share=2"], capture_output=True, text=True, timeout=120, check=False)
+                          "library_share=2"], capture_output=True, text=True, timeout=120,
+                         check=False)
     assert bad.returncode == 2 and "library_share" in bad.stderr and bad.stdout == ""
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cram.core.errors import CramError
 from cram.tasks import (
     TaskBatchError,
     TaskError,
@@ -16,8 +18,6 @@ from cram.tasks import (
     list_tasks,
     load_task,
 )
-
-from cram.core.errors import CramError
 
 EXAMPLE = Path(__file__).parent / "tasks_example.py"
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from cram.tasks.metrics import TokenMetrics, label_loss
 
 X = -100

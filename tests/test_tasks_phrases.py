@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from cram.tasks import IGNORE_INDEX, PhrasesConfig, PhrasesTask
-from cram.tasks.phrases import SENTENCE_END
 
 from cram.core.errors import ConfigError
+from cram.tasks import IGNORE_INDEX, PhrasesConfig, PhrasesTask
+from cram.tasks.phrases import SENTENCE_END
 
 SEQS = 256
 

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from cram.tasks import IGNORE_INDEX, RecallConfig, RecallTask, batch_stats
-from cram.tasks.recall import QUERY_TOKEN
 
 from cram.core.errors import ConfigError
+from cram.tasks import IGNORE_INDEX, RecallConfig, RecallTask, batch_stats
+from cram.tasks.recall import QUERY_TOKEN
 
 SEQS = 256
 

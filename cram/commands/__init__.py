@@ -1,0 +1,1 @@
+"""The ``cram`` subcommands: one module per group, each exposing ``register(subparsers)``."""

@@ -14,6 +14,7 @@ LOOPBACK_DEFAULT = "127.0.0.1"
 
 
 def register(sub) -> None:
+    """Add the ``app`` subcommand to ``sub``."""
     p = sub.add_parser(
         "app",
         help="start the Streamlit explorer (runs, human data, γ comparison, claims)",

@@ -6,8 +6,8 @@ rows go to stdout and nothing is written unless ``--doc`` is given; ``--no-docs`
 
 Sub-verbs: ``srcd`` (models × seeds on SRCD), ``transfer`` (frozen semantic memory and router on
 unseen tasks), ``recurrence`` (attention against the library share f), ``schedule`` (is the
-transition learned or scheduled: vary warm-up, temperature and cost schedules), ``kernels`` (routed attention
-and the CT scan against their dense / loop baselines, plus whole-model timings).
+transition learned or scheduled: vary warm-up, temperature and cost schedules), ``kernels``
+(routed attention and the CT scan against their dense / loop baselines, plus whole-model timings).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from cram.commands._util import add_set_argument, emit_json, log
 
 
 def register(sub) -> None:
+    """Add the ``bench`` subcommand and its experiments to ``sub``."""
     p = sub.add_parser("bench", help="benchmarks and experiments (tables → --doc PATH)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bsub = p.add_subparsers(dest="bench", metavar="EXPERIMENT")
@@ -134,7 +135,10 @@ def _check_doc(args) -> None:
 def _models(arg: str) -> list[str]:
     from cram.consolidation.bench import DEFAULT_MODELS, check_models
 
-    models = list(DEFAULT_MODELS) if arg == "all" else [m.strip() for m in arg.split(",") if m.strip()]
+    if arg == "all":
+        models = list(DEFAULT_MODELS)
+    else:
+        models = [m.strip() for m in arg.split(",") if m.strip()]
     check_models(models)
     return models
 
@@ -214,7 +218,8 @@ def _rank_sweep(args, models: list[str]) -> int:
     try:
         ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
     except ValueError:
-        raise ConfigError(f"--ranks {args.ranks!r}: comma-separated integers, e.g. 4,8,16,32") from None
+        raise ConfigError(f"--ranks {args.ranks!r}: comma-separated integers, "
+                          "e.g. 4,8,16,32") from None
     root = Path(args.runs_dir or f"runs/rank-sweep-{args.preset}")
     rows = []
     for rank in ranks:
@@ -223,7 +228,8 @@ def _rank_sweep(args, models: list[str]) -> int:
                 run_dir = root / f"rank{rank}" / f"{model}-seed{seed}"
                 log(f"[bench srcd] rank {rank}: {model} seed {seed} → {run_dir}")
                 ensure_run(model, args.preset, seed, run_dir,
-                           [*args.overrides, f"model.semantic_rank={rank}"], progress=not args.quiet)
+                           [*args.overrides, f"model.semantic_rank={rank}"],
+                           progress=not args.quiet)
                 rows.append({"semantic_rank": rank, **srcd_row(model, seed, run_dir, None)})
     cols = ["semantic_rank", "model", "seed", "retrieval_acc_library", "retrieval_acc_novel",
             "attention_library_queries", "attention_novel_queries", "attention_fraction",

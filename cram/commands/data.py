@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    """Add the ``data`` subcommand (list, show, check) to ``sub``."""
     p = sub.add_parser("data", help="human forgetting datasets: list, show, check",
                        description="Human forgetting data shipped with cram, and checks of your "
                                    "own curve CSVs.")

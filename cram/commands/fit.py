@@ -13,6 +13,7 @@ FORM_NAMES = ("power", "wickelgren", "fsrs", "power_asymptote", "exponential",
 
 
 def register(sub) -> None:
+    """Add the ``fit`` subcommand to ``sub``."""
     p = sub.add_parser(
         "fit", help="fit forgetting curves (γ) of model runs and human data",
         description="Fit forgetting curves of model runs and human datasets under comparison "
@@ -144,8 +145,11 @@ def _gamma(args) -> int:
 
 
 def _flag_bounds(doc: dict, method: str) -> None:
-    """Point fits: mark parameters stuck at a bound of the form (``at_bound`` per curve) and add
-    a diagnostics warning for each, so that neither the JSON nor the text hides them."""
+    """Point fits: mark parameters stuck at a bound of the form and warn about each.
+
+    ``at_bound`` is set per curve and a diagnostics warning is added for each, so that neither
+    the JSON nor the text hides them.
+    """
     if method == "bayes":
         return
     from cram.fitting.mle import params_at_bound

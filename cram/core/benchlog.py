@@ -50,7 +50,8 @@ def machine_description() -> str:
     return "; ".join(parts)
 
 
-def markdown_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = ".4g") -> str:
+def markdown_table(rows: list[dict], columns: list[str] | None = None,
+                   floatfmt: str = ".4g") -> str:
     """A GitHub markdown table from row dicts."""
     if not rows:
         return "_(no rows)_\n"

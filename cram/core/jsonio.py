@@ -14,8 +14,11 @@ from typing import Any
 
 
 def json_safe(obj: Any) -> Any:
-    """Return ``obj`` as plain JSON types: arrays become lists, numpy/torch scalars Python numbers,
-    and NaN or infinite floats ``None`` (so the document parses everywhere)."""
+    """Return ``obj`` as plain JSON types.
+
+    Arrays become lists, numpy/torch scalars Python numbers, and NaN or infinite floats ``None``
+    (so the document parses everywhere).
+    """
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -74,4 +77,5 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (made JSON-safe first)."""
     atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=False) + "\n")

@@ -5,7 +5,8 @@ This module never imports torch: the fitting code, the app and the notebooks rea
 Layout (``SCHEMA_VERSION`` 1)::
 
     RUN_DIR/
-      config.json      the resolved config: {"model", "preset", "seed", "data", "model_config", "train"}
+      config.json      the resolved config: {"model", "preset", "seed", "data", "model_config",
+                       "train"}
       meta.json        schema_version, command line, cram version, git commit, library versions,
                        device, status ("running" | "finished" | "failed"), train_seconds
       metrics.csv      one row per logged step (columns: docs/run_folder.md)
@@ -71,6 +72,7 @@ class CsvLog:
             atomic_write_text(self.path, ",".join(self.columns) + "\n")
 
     def append(self, rows: dict[str, Any] | list[dict[str, Any]]) -> None:
+        """Append one row or a list of rows to the CSV; unknown columns are an error."""
         rows = [rows] if isinstance(rows, dict) else rows
         unknown = {k for r in rows for k in r} - set(self.columns)
         if unknown:
@@ -135,18 +137,22 @@ class Run:
 
     @property
     def name(self) -> str:
+        """The run folder's name."""
         return self.path.name
 
     @property
     def model(self) -> str:
+        """The model name from the run's config, or ``?``."""
         return str(self.config.get("model", "?"))
 
     @property
     def seed(self) -> int | None:
+        """The seed from the run's config (None when absent)."""
         return self.config.get("seed")
 
     @property
     def warmup_steps(self) -> int:
+        """The number of warm-up steps from the run's training config (0 when absent)."""
         return int(self.config.get("train", {}).get("warmup_steps", 0) or 0)
 
     @property
@@ -160,8 +166,10 @@ class Run:
 
 
 def read_json(path: str | os.PathLike) -> dict:
-    """A JSON object from ``path``; :class:`RunFolderError` naming the file if it is not UTF-8,
-    not JSON or not an object."""
+    """A JSON object from ``path``.
+
+    Raises :class:`RunFolderError` naming the file if it is not UTF-8, not JSON or not an object.
+    """
     return _read_json(Path(path))
 
 

@@ -70,7 +70,8 @@ def select_backend(device: torch.device, dtype: torch.dtype, backend: str = "aut
         return "loop"
     if backend in ("cpp", "numba") and dtype not in (torch.float32, torch.float64):
         notice_once(f"ct_scan.{backend}.{dtype}",
-                    f"ct_scan: the {backend} path takes float32/float64; using the torch loop for {dtype}")
+                    f"ct_scan: the {backend} path takes float32/float64; using the torch loop "
+                    f"for {dtype}")
         return "loop"
     if backend == "cpp":
         from .cpu import load_extension
@@ -79,14 +80,16 @@ def select_backend(device: torch.device, dtype: torch.dtype, backend: str = "aut
             return "cpp"
         from . import cpu
 
-        notice_once("ct_scan.cpp", f"ct_scan: C++ extension unavailable ({cpu._ext_error}); trying numba")
+        notice_once("ct_scan.cpp",
+                    f"ct_scan: C++ extension unavailable ({cpu._ext_error}); trying numba")
         backend = "numba"
     if backend == "numba":
         from . import cpu
 
         if cpu.load_numba() is not None:
             return "numba"
-        notice_once("ct_scan.numba", f"ct_scan: numba unavailable ({cpu._numba_error}); using the torch loop")
+        notice_once("ct_scan.numba",
+                    f"ct_scan: numba unavailable ({cpu._numba_error}); using the torch loop")
         return "loop"
     return "loop"
 

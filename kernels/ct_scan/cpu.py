@@ -35,7 +35,8 @@ _numba_fns = None
 
 def extension_dir() -> Path:
     """Folder that holds the compiled extension (created if missing)."""
-    root = os.environ.get("CRAM_EXTENSIONS_DIR") or Path.home() / ".cache" / "cram" / "torch_extensions"
+    root = (os.environ.get("CRAM_EXTENSIONS_DIR")
+            or Path.home() / ".cache" / "cram" / "torch_extensions")
     # one build per torch version *and* environment: two venvs sharing a cache would otherwise
     # rebuild the extension each time the other one used it (different include paths)
     env = hashlib.sha1(sys.prefix.encode()).hexdigest()[:8]
@@ -103,7 +104,7 @@ def _clear_stale_lock(lock: Path) -> None:
 
 
 def load_extension():
-    """Build (once) and return the C++ module, or ``None`` with the reason kept in ``_ext_error``."""
+    """Build (once) and return the C++ module, or ``None`` (the reason kept in ``_ext_error``)."""
     global _ext, _ext_error
     if _ext is not None or _ext_error is not None:
         return _ext
@@ -263,7 +264,7 @@ class _CtScanNumba(torch.autograd.Function):
 
 
 def ct_scan_numba(u, gate, w1, h0):
-    """numba scan; inputs validated, float32/float64, on CPU. Returns (B, T, D)."""
+    """Numba scan; inputs validated, float32/float64, on CPU. Returns (B, T, D)."""
     if load_numba() is None:
         raise RuntimeError(f"numba ct_scan unavailable: {_numba_error}")
     return _CtScanNumba.apply(u, gate, w1, h0)

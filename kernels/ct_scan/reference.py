@@ -20,6 +20,7 @@ def ct_scan_reference(
     w1: torch.Tensor,  # (D, D) recurrent matrix, or (D,) for a diagonal W_1
     h0: torch.Tensor | None = None,  # (B, D) initial state; zeros if None
 ) -> torch.Tensor:  # (B, T, D) states h_1..h_T
+    """Plain PyTorch CT-ODE scan, one step at a time: the kernels' oracle. Returns (B, T, D)."""
     batch, _, dim = u.shape
     h = u.new_zeros(batch, dim) if h0 is None else h0
     diagonal = w1.dim() == 1

@@ -1,5 +1,7 @@
-"""Triton CT-ODE scan: sequential over time, parallel over batch (and over channels when W_1 is
-diagonal). Forward and a hand-written backprop through time; derivation in ``README.md``.
+"""Triton CT-ODE scan: sequential over time, parallel over batch.
+
+Also parallel over channels when W_1 is diagonal. Forward and a hand-written backprop through
+time; derivation in ``README.md``.
 
 Full W_1: one program per sequence holds W_1 (BLOCK_D x BLOCK_D) in registers, so this path is
 meant for D <= 128. Diagonal W_1: one program per (sequence, block of channels). State and math are

@@ -34,7 +34,8 @@ def _validate(q, k, v, batch_idx, pos, window, check_indices):
             f"routed_attention: q must be (N, H, Dh) or (B, H, T, Dh), got {tuple(q.shape)}")
     if k.dim() != 4 or v.shape != k.shape:
         raise KernelInputError(
-            f"routed_attention: k and v must both be (B, H, T, Dh), got {tuple(k.shape)} and {tuple(v.shape)}"
+            f"routed_attention: k and v must both be (B, H, T, Dh), got {tuple(k.shape)} and "
+            f"{tuple(v.shape)}"
         )
     if q.dim() == 4 and q.shape != k.shape:
         raise KernelInputError(
@@ -54,26 +55,32 @@ def _validate(q, k, v, batch_idx, pos, window, check_indices):
         )
     if batch_idx.dtype != torch.int64 or pos.dtype != torch.int64:
         raise KernelInputError(
-            f"routed_attention: batch_idx and pos must be int64, got {batch_idx.dtype} and {pos.dtype}"
+            f"routed_attention: batch_idx and pos must be int64, got {batch_idx.dtype} and "
+            f"{pos.dtype}"
         )
     if not q.is_floating_point() or k.dtype != q.dtype or v.dtype != q.dtype:
         raise KernelInputError(
-            f"routed_attention: q, k, v must share one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}"
+            f"routed_attention: q, k, v must share one floating dtype, got {q.dtype}, "
+            f"{k.dtype}, {v.dtype}"
         )
     for name, x in (("k", k), ("v", v), ("batch_idx", batch_idx), ("pos", pos)):
         if x.device != q.device:
             raise KernelInputError(f"routed_attention: {name} is on {x.device}, q is on {q.device}")
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
-        raise KernelInputError(f"routed_attention: window must be None or an int >= 1, got {window!r}")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
+                               or window < 1):
+        raise KernelInputError(
+            f"routed_attention: window must be None or an int >= 1, got {window!r}")
     if check_indices and n_rows > 0:  # host sync: on CPU always, on CUDA only when asked
         if int(batch_idx.min()) < 0 or int(batch_idx.max()) >= n_batch:
             bad = int(((batch_idx < 0) | (batch_idx >= n_batch)).nonzero()[0])
             raise KernelInputError(
-                f"routed_attention: batch_idx[{bad}]={int(batch_idx[bad])} is outside [0, {n_batch})"
+                f"routed_attention: batch_idx[{bad}]={int(batch_idx[bad])} is outside "
+                f"[0, {n_batch})"
             )
         if int(pos.min()) < 0 or int(pos.max()) >= seq_len:
             bad = int(((pos < 0) | (pos >= seq_len)).nonzero()[0])
-            raise KernelInputError(f"routed_attention: pos[{bad}]={int(pos[bad])} is outside [0, {seq_len})")
+            raise KernelInputError(
+                f"routed_attention: pos[{bad}]={int(pos[bad])} is outside [0, {seq_len})")
         flat = batch_idx * seq_len + pos  # (N,)
         if n_rows > 1 and not bool((flat[1:] > flat[:-1]).all()):
             bad = int((flat[1:] <= flat[:-1]).nonzero()[0]) + 1
@@ -90,7 +97,8 @@ def select_backend(device: torch.device, backend: str = "auto", needs_grad: bool
     ``needs_grad``: the call must support a backward (FlexAttention on CPU does not).
     """
     if backend not in BACKENDS:
-        raise KernelInputError(f"routed_attention: backend={backend!r}; choose one of {list(BACKENDS)}")
+        raise KernelInputError(
+            f"routed_attention: backend={backend!r}; choose one of {list(BACKENDS)}")
     if backend == "auto":
         if device.type != "cuda":
             return "torch"
@@ -106,7 +114,8 @@ def select_backend(device: torch.device, backend: str = "auto", needs_grad: bool
             return "torch"
         if needs_grad and device.type != "cuda":
             notice_once("routed_attention.flex.cpu", "routed_attention: FlexAttention has no "
-                        f"backward on {device.type}; using the torch path when gradients are needed")
+                        f"backward on {device.type}; using the torch path when gradients are "
+                        "needed")
             return "torch"
         return "flex"
     if backend == "triton" and not triton_usable(device):

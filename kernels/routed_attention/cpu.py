@@ -48,6 +48,7 @@ def routed_attention_torch(
     dense_above: float = 0.8,
     chunk_cost: float = CHUNK_COST,
 ) -> torch.Tensor:  # (N, H, Dh)
+    """Routed causal attention in PyTorch: dense SDPA when most rows are routed, else chunked."""
     n_rows, n_heads, head_dim = q.shape
     n_batch, _, seq_len, _ = k.shape
     if n_rows == 0:
@@ -85,8 +86,10 @@ def _scatter_dense(q, k, v, batch_idx, pos, window, scale):
 
 
 def _plan_chunks(batch_idx, pos, n_batch, window, chunk):
-    """[(b, c0, c1, lo, hi, first)]: rows c0:c1 of sequence b (first at position ``first``)
-    attend keys [lo, hi). Host-side lists."""
+    """Host-side work list ``[(b, c0, c1, lo, hi, first)]``.
+
+    Rows c0:c1 of sequence b (first at position ``first``) attend keys [lo, hi).
+    """
     counts = torch.bincount(batch_idx, minlength=n_batch).tolist()
     pos_host = pos.tolist()
     plan = []
@@ -113,7 +116,8 @@ def _chunked(q, k, v, pos, scale, window, plan):
             # keys <= first are visible to every row: mask only the tail (first, hi)
             if hi - 1 > first:
                 tail = torch.arange(first + 1, hi, device=q.device)  # (L_tail,)
-                scores[:, :, first + 1 - lo:].masked_fill_(tail[None, :] > p[:, None], float("-inf"))
+                scores[:, :, first + 1 - lo:].masked_fill_(tail[None, :] > p[:, None],
+                                                           float("-inf"))
         else:
             key_pos = torch.arange(lo, hi, device=q.device)  # (L,)
             hidden = (key_pos[None, :] > p[:, None]) | (key_pos[None, :] <= p[:, None] - window)

@@ -22,6 +22,7 @@ def routed_attention_reference(
     scale: float | None = None,  # softmax scale; default 1/sqrt(Dh)
     chunk: int = 256,  # routed rows per chunk, bounds memory at chunk·T scores
 ) -> torch.Tensor:  # (N, H, Dh)
+    """Routed causal attention by masked dense scores, in chunks of rows: the oracle."""
     n_rows, _, head_dim = q.shape
     seq_len = k.shape[2]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale

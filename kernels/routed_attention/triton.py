@@ -67,8 +67,8 @@ def _quick_bench(kernel_call, quantiles):
 def _autotune(table):
     import inspect
 
-    extra = {"do_bench": _quick_bench} if "do_bench" in inspect.signature(triton.autotune).parameters \
-        else {}
+    has_do_bench = "do_bench" in inspect.signature(triton.autotune).parameters
+    extra = {"do_bench": _quick_bench} if has_do_bench else {}
     return triton.autotune(_configs(table), key=TUNE_KEY, **extra)
 
 
@@ -88,12 +88,12 @@ def _row_offsets(rows, rb, rp, rmask, SR, SB, ST, GATHER: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, BIDX, POS, O, LSE, N, T, H, N_KEY, scale, WINDOW,
+def _fwd_kernel(Q, K, V, BIDX, POS, OUT, LSE, N, T, H, N_KEY, scale, WINDOW,
                 SQR, SQB, SQT, SQH, SKB, SKH, SKT, SVB, SVH, SVT,
                 HAS_WINDOW: tl.constexpr, GATHER: tl.constexpr, DH: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                 PREC: tl.constexpr):
-    # Q: (N, H, DH) or (B, H, T, DH); O: (N, H, DH) contiguous; K, V: (B, H, T, DH) strided;
+    # Q: (N, H, DH) or (B, H, T, DH); OUT: (N, H, DH) contiguous; K, V: (B, H, T, DH) strided;
     # BIDX, POS: (N,) int64; LSE: (N, H) fp32
     mblk = tl.program_id(0)
     h = tl.program_id(1)
@@ -140,7 +140,7 @@ def _fwd_kernel(Q, K, V, BIDX, POS, O, LSE, N, T, H, N_KEY, scale, WINDOW,
             m_i = m_new
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     out = acc / l_safe[:, None]
-    tl.store(O + o_off, out.to(O.dtype.element_ty), mask=qd_mask)
+    tl.store(OUT + o_off, out.to(OUT.dtype.element_ty), mask=qd_mask)
     tl.store(LSE + rows * H + h, m_i + tl.log(l_safe), mask=rmask)
 
 
@@ -160,8 +160,10 @@ def _dq_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, DQ, N, T, H, N_KEY, scale, WI
     d = tl.arange(0, BLOCK_D)
     dmask = d < DH
     qd_mask = rmask[:, None] & dmask[None, :]
-    q_off = _row_offsets(rows, rb, rp, rmask, SQR, SQB, SQT, GATHER)[:, None] + h * SQH + d[None, :]
-    dq_off = _row_offsets(rows, rb, rp, rmask, SDR, SDB, SDT, GATHER)[:, None] + h * SDH + d[None, :]
+    q_off = _row_offsets(rows, rb, rp, rmask, SQR, SQB, SQT, GATHER)[:, None] + h * SQH \
+        + d[None, :]
+    dq_off = _row_offsets(rows, rb, rp, rmask, SDR, SDB, SDT, GATHER)[:, None] + h * SDH \
+        + d[None, :]
     do_off = rows[:, None].to(tl.int64) * (H * DH) + h * DH + d[None, :]
     q = tl.load(Q + q_off, mask=qd_mask, other=0.0)  # (BM, BD)
     do = tl.load(DO + do_off, mask=qd_mask, other=0.0)  # (BM, BD)
@@ -352,7 +354,8 @@ class _RoutedAttentionTriton(torch.autograd.Function):
                 (q, k, v, batch_idx, pos, d_out, lse, delta, dq, n_rows, seq_len, *common,
                  *_q_strides(q), *_kv_strides(k, v), *_q_strides(dq)), meta, blocks)
         row_lo, row_hi = key_tile_row_ranges(batch_idx, pos, n_batch, seq_len, FINE, window)
-        _launch(_dkv_kernel, _dkv_tuned, lambda bm, bn: (n_batch * triton.cdiv(seq_len, bn), n_heads),
+        _launch(_dkv_kernel, _dkv_tuned,
+                lambda bm, bn: (n_batch * triton.cdiv(seq_len, bn), n_heads),
                 (q, k, v, batch_idx, pos, d_out, lse, delta, row_lo, row_hi, dk, dv, seq_len,
                  *common, triton.cdiv(seq_len, FINE), *_q_strides(q), *_kv_strides(k, v)),
                 meta | {"FINE_N": FINE}, blocks)
