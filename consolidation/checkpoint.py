@@ -24,6 +24,7 @@ from typing import NamedTuple
 import torch
 
 from cram.core.errors import CheckpointError, RunFolderError
+from cram.core.runs import read_json
 
 FORMAT = "cram-checkpoint-v1"
 LAST, PREV = "last.pt", "prev.pt"
@@ -192,12 +193,7 @@ def load_trained(run_dir: Path, checkpoint: str = LAST) -> Trained:
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise RunFolderError(f"{run_dir}: no config.json; is this a cram run folder?")
-    try:
-        saved = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunFolderError(f"{config_path}: not valid JSON ({_first_line(err)})") from None
-    if not isinstance(saved, dict):
-        raise RunFolderError(f"{config_path}: expected a JSON object")
+    saved = read_json(config_path)
     config = ExperimentConfig.from_dict(saved)
     path = run_dir / "checkpoints" / checkpoint
     state = load_checkpoint(path, expect_model=saved.get("model"))

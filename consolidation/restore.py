@@ -8,17 +8,16 @@ a function of (seed, r, i), see ``srcd.stream_rng``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from cram.models import DataSpec, build_model
 
 from cram.core.errors import CheckpointError, CramError, RunFolderError
-from cram.core.runs import CHECKPOINT_DIR, CONFIG_FILE
+from cram.core.runs import CHECKPOINT_DIR, CONFIG_FILE, read_json
+from cram.models import DataSpec, build_model
 
 from .checkpoint import load_latest, nonfinite_tensors, save_checkpoint
 from .config import ExperimentConfig
@@ -72,12 +71,7 @@ def restore(ts: TrainState, ckpt: dict, rank: int) -> None:
 def saved_run(run_dir: Path, model_name: str) -> dict:
     """Read the config.json record of a run to resume and check it against ``model_name``."""
     path = Path(run_dir) / CONFIG_FILE
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunFolderError(f"{path}: cannot be read ({type(err).__name__})") from None
-    if not isinstance(saved, dict):
-        raise RunFolderError(f"{path}: expected a JSON object")
+    saved = read_json(path)  # RunFolderError naming the file: not UTF-8, not JSON, not an object
     if saved.get("model") != model_name:
         raise RunFolderError(f"{run_dir}: run was trained as {saved.get('model')!r}, "
                              f"not {model_name!r}")

@@ -55,6 +55,20 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         """Take the lock or raise :class:`RunLocked` naming the holder's PID."""
+        while True:
+            fd = self._open_locked()
+            try:  # the holder we waited on may have removed the file: lock the file on disk
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def _open_locked(self) -> int:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -66,14 +80,15 @@ class RunLock:
                                 "writing this run folder; wait for it or use another --out"
                                 ) from None
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return self
+        return fd
 
     def __exit__(self, *exc) -> None:
-        """Release the lock (the file stays)."""
+        """Remove the lock file and release the lock, so a finished folder holds no lock file."""
         if self._fd is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

@@ -90,7 +90,8 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
             _train_tiny(out)
         proc = _cli("train", *TINY, "--out", str(out))
         assert f"pid {os.getpid()}" in _one_line_error(proc)
-    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the refused writers wrote nothing
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the refused wrote nothing
+    assert list(out.iterdir()) == []  # a released lock leaves no file behind
     _train_tiny(out)  # the lock of a finished holder is free again
     _assert_golden(out)
 
