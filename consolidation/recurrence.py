@@ -2,8 +2,9 @@
 
 For each f, each model is trained on SRCD with ``data.library_share=f`` and evaluated with hard
 routing. A static router that keeps accuracy must send every query to attention, whatever f, so its
-query attention is 1 (Ω(f·n) in the paper's theorem counts the recurring part of that); CRAM can drop
-attention on the recurring (library) share only, so its query attention should fall like 1 − f.
+query attention is 1 (Ω(f·n) in the paper's theorem counts the recurring part of that); CRAM can
+drop attention on the recurring (library) share only, so its query attention should fall like
+1 − f.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .bench import ensure_run
 
 def run_recurrence(models: list[str], preset: str, seeds: int, shares: list[float], root: Path,
                    overrides: list[str], progress: bool = True) -> list[dict]:
+    """Train each model at every library share; one row per (model, share, seed)."""
     from cram.core.runs import load_run
 
     rows = []

@@ -35,7 +35,8 @@ def plot_attention(runs, path: str | Path, title: str = "Attention use over trai
                          label=f"{label}: q̂ library queries")
             axes[1].plot(m["step"], m["qhat_novel"], color=colour, lw=1.5, ls="--",
                          label=f"{label}: q̂ novel queries")
-        axes[2].plot(m["step"], m["retrieval_acc_library"], color=colour, lw=2, label=f"{label}: library")
+        axes[2].plot(m["step"], m["retrieval_acc_library"], color=colour, lw=2,
+                     label=f"{label}: library")
         axes[2].plot(m["step"], m["retrieval_acc_novel"], color=colour, lw=1.5, ls="--",
                      label=f"{label}: novel")
         tr = run.transition or {}
@@ -48,10 +49,10 @@ def plot_attention(runs, path: str | Path, title: str = "Attention use over trai
         if run.warmup_steps:
             for ax in axes:
                 ax.axvline(run.warmup_steps, color="grey", lw=0.8, ls="-.")
-    axes[0].set(xlabel="training step", ylabel="share that reads episodic memory", ylim=(-0.02, 1.02),
-                title=title)
-    axes[1].set(xlabel="training step", ylabel="familiarity q̂ (mean over layers)", ylim=(-0.02, 1.02),
-                title="Familiarity (vertical line: change point of its rise)")
+    axes[0].set(xlabel="training step", ylabel="share that reads episodic memory",
+                ylim=(-0.02, 1.02), title=title)
+    axes[1].set(xlabel="training step", ylabel="familiarity q̂ (mean over layers)",
+                ylim=(-0.02, 1.02), title="Familiarity (vertical line: change point of its rise)")
     axes[2].set(xlabel="training step", ylabel="retrieval accuracy", ylim=(-0.02, 1.02),
                 title="Retrieval accuracy (hard routing)")
     axes[0].legend(fontsize=7, loc="center right")
@@ -66,6 +67,7 @@ def plot_attention(runs, path: str | Path, title: str = "Attention use over trai
 
 
 def summary_rows(runs) -> list[dict]:
+    """One row per run with its final metrics, transition and timing."""
     rows = []
     for run in runs:
         last = run.metrics.iloc[-1]

@@ -19,7 +19,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-
 from .bench import ensure_run
 
 TASKS: dict[str, dict] = {
@@ -64,6 +63,7 @@ def finetune_heads(source_dir: Path, task: dict, steps: int, seed: int, lr: floa
 
 def run_transfer(models: list[str], preset: str, seeds: int, root: Path, overrides: list[str],
                  finetune_steps: int | None = None, progress: bool = True) -> list[dict]:
+    """Fine-tune frozen trained models on transfer tasks; compare with training from scratch."""
     from cram.core.runs import load_run
 
     from .config import get_preset

@@ -2,7 +2,8 @@
 
 The series (by default library-query attention after warm-up) is modelled as one level up to the
 change point and another after it; the change point minimises the summed squared error. A residual
-bootstrap (resample residuals around the fitted step function, refit) gives the interval. numpy only.
+bootstrap (resample residuals around the fitted step function, refit) gives the interval. numpy
+only.
 """
 
 from __future__ import annotations

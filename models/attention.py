@@ -15,6 +15,8 @@ from cram.kernels.routed_attention import routed_attention
 
 
 class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention over the sequence, dense or on routed tokens only."""
+
     def __init__(self, d_model: int, n_heads: int, window: int | None = None):
         super().__init__()
         self.n_heads = n_heads
@@ -33,6 +35,7 @@ class CausalSelfAttention(nn.Module):
         return self._split(k), self._split(v)  # (B, H, T, Dh) each
 
     def forward_dense(self, h: torch.Tensor) -> torch.Tensor:  # h: (B, T, d) -> (B, T, d)
+        """Dense causal attention of every token over all earlier ones (SDPA)."""
         b, t, d = h.shape
         q = self._split(self.query(h))  # (B, H, T, Dh)
         k, v = self._keys_values(h)

@@ -32,6 +32,7 @@ class CTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, dtau: torch.Tensor) -> torch.Tensor:
         # x: (B, T, d), dtau: (B, T)
+        """Integrate working memory for one layer and add it residually."""
         x = x + self.working(self.norm_working(x), dtau)  # (B, T, d)
         if self.ff is not None:
             x = x + self.ff(self.norm_ff(x))
@@ -45,6 +46,8 @@ def no_attention(batch: dict) -> LayerStats:
 
 
 class CTOnly(SRCDModel):
+    """Baseline without attention: stacked CT-ODE working-memory layers and the shared heads."""
+
     family = "ct-only"
 
     def __init__(self, config: ModelConfig, spec: DataSpec):
@@ -53,6 +56,7 @@ class CTOnly(SRCDModel):
 
     def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
                 ) -> ModelOutput:
+        """Run every layer on working memory; no token reads episodic memory."""
         x = self.embed(batch)  # (B, T, d)
         layers = []
         for block in self.blocks:

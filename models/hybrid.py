@@ -20,6 +20,8 @@ from .transformer import TransformerBlock
 
 
 class StaticHybrid(SRCDModel):
+    """Baseline with a fixed layout: attention in the configured layers, CT-ODE in the rest."""
+
     family = "static-hybrid"
 
     def __init__(self, config: ModelConfig, spec: DataSpec):
@@ -33,6 +35,7 @@ class StaticHybrid(SRCDModel):
 
     def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
                 ) -> ModelOutput:
+        """Run the fixed layer layout; attention layers attend at every token."""
         x = self.embed(batch)  # (B, T, d)
         ones = torch.ones_like(batch["dtau"])  # (B, T)
         layers = []

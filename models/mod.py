@@ -50,6 +50,8 @@ def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class MoDBlock(nn.Module):
+    """One Mixture-of-Depths layer: a router picks a fixed capacity of tokens for attention."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         d = config.d_model
@@ -64,6 +66,7 @@ class MoDBlock(nn.Module):
     def forward(self, x: torch.Tensor, dtau: torch.Tensor, route: Route
                 ) -> tuple[torch.Tensor, LayerStats, torch.Tensor]:
         # x: (B, T, d), dtau: (B, T)
+        """Attend at the top-capacity tokens by router score; the others pass through."""
         x = self.ct(x, dtau)  # (B, T, d)
         h = self.norm_attn(x)  # (B, T, d)
         scores = self.router(h).squeeze(-1)  # (B, T)
@@ -84,6 +87,8 @@ class MoDBlock(nn.Module):
 
 
 class MixtureOfDepths(SRCDModel):
+    """Mixture-of-Depths baseline: a fixed share of tokens per layer reads attention."""
+
     family = "mod"
     #: weight of the causal predictor's BCE loss in ``aux_loss`` (it only trains the predictor)
     predictor_weight: float = 0.01
@@ -94,6 +99,7 @@ class MixtureOfDepths(SRCDModel):
 
     def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
                 ) -> ModelOutput:
+        """Embed, run the MoD layers, and read out values and the next signal."""
         x = self.embed(batch)  # (B, T, d)
         layers, aux = [], x.new_zeros(())
         for block in self.blocks:

@@ -1,5 +1,6 @@
-"""Baseline: SeqBoat-style learned per-token gate on attention (Ren et al., NeurIPS 2023), no
-consolidation.
+"""Baseline: SeqBoat-style learned per-token gate on attention, without consolidation.
+
+After Ren et al., NeurIPS 2023.
 
 One layer, top to bottom::
 
@@ -36,6 +37,8 @@ from .routing import Route
 
 
 class SeqBoatBlock(nn.Module):
+    """One SeqBoat-style layer: a learned sparse gate sends tokens to attention."""
+
     def __init__(self, config: ModelConfig, gate_bias: float):
         super().__init__()
         d = config.d_model
@@ -50,6 +53,7 @@ class SeqBoatBlock(nn.Module):
     def forward(self, x: torch.Tensor, dtau: torch.Tensor, route: Route
                 ) -> tuple[torch.Tensor, LayerStats]:
         # x: (B, T, d), dtau: (B, T)
+        """Working memory for every token; attention added where the gate opens."""
         x = self.ct(x, dtau)  # (B, T, d)
         h = self.norm_attn(x)  # (B, T, d)
         g = torch.sigmoid(self.gate(h).squeeze(-1))  # (B, T)
@@ -71,6 +75,8 @@ class SeqBoatBlock(nn.Module):
 
 
 class SeqBoat(SRCDModel):
+    """SeqBoat-style baseline: a learned per-token gate without consolidation."""
+
     family = "seqboat"
     #: weight of the gate sparsity penalty mean(g) in ``aux_loss``
     sparsity_weight: float = 0.01
@@ -84,6 +90,7 @@ class SeqBoat(SRCDModel):
 
     def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
                 ) -> ModelOutput:
+        """Embed, run the gated layers, and read out values and the next signal."""
         x = self.embed(batch)  # (B, T, d)
         layers, penalty = [], x.new_zeros(())
         for block in self.blocks:

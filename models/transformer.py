@@ -11,6 +11,8 @@ from .routing import Route
 
 
 class TransformerBlock(nn.Module):
+    """Pre-norm Transformer layer: causal attention then an MLP, each residual."""
+
     def __init__(self, config: ModelConfig, window: int | None = None):
         super().__init__()
         self.norm_attn = nn.LayerNorm(config.d_model)
@@ -19,6 +21,7 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(config.d_model, config.d_ff) if config.d_ff else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d)
+        """Apply attention and MLP with residual connections."""
         x = x + self.attn.forward_dense(self.norm_attn(x))
         if self.ff is not None:
             x = x + self.ff(self.norm_ff(x))
@@ -26,6 +29,8 @@ class TransformerBlock(nn.Module):
 
 
 class Transformer(SRCDModel):
+    """Dense Transformer baseline: every token attends in every layer."""
+
     family = "transformer"
 
     def __init__(self, config: ModelConfig, spec: DataSpec, window: int | None = None):

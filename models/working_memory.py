@@ -17,6 +17,8 @@ from cram.kernels.ct_scan import ct_scan
 
 
 class CTODE(nn.Module):
+    """Continuous-time ODE working memory: a gated recurrence integrated over dtau."""
+
     def __init__(self, d_model: int, state_dim: int, dt: float = 1.0, diagonal: bool = False):
         super().__init__()
         self.dt = dt
@@ -31,6 +33,7 @@ class CTODE(nn.Module):
 
     def forward(self, x: torch.Tensor, dtau: torch.Tensor) -> torch.Tensor:
         # x: (B, T, d), dtau: (B, T) -> (B, T, d)
+        """Integrate the hidden state along the sequence with the tokens' time gaps."""
         u = self.drive(x)  # (B, T, D)
         gate = self.dt * torch.sigmoid(self.time_gate(torch.log1p(dtau)[..., None]))  # (B, T, D)
         states = ct_scan(u, gate, self.w1)  # (B, T, D)

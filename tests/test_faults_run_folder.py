@@ -20,13 +20,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+
+import cram
 from cram.consolidation import checkpoint as ckpt_mod
 from cram.consolidation.checkpoint import load_checkpoint, load_trained, nonfinite_tensors
 from cram.consolidation.config import resolve
 from cram.consolidation.run_writer import RunLock
 from cram.consolidation.train import OutOfResources, TrainingDiverged, train
-
-import cram
 from cram.core.errors import CheckpointError, ConfigError, CramError, RunFolderError
 
 GOLDEN = Path(__file__).parent / "data" / "golden_cpu_tiny"

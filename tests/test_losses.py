@@ -1,5 +1,8 @@
-"""The objective's cost term: ungated, it charges the router's expected episodic share; with
-``cost_gate="familiarity"`` each token's share is weighted by its stop-grad q̂."""
+"""The objective's cost term.
+
+Ungated, it charges the router's expected episodic share; with ``cost_gate="familiarity"`` each
+token's share is weighted by its stop-grad q̂.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import dataclasses
 
 import pytest
 import torch
+
 from cram.consolidation.config import TrainConfig, resolve
 from cram.consolidation.losses import compute_loss
 from cram.consolidation.srcd import SRCD

@@ -1,9 +1,12 @@
-"""CRAM's hard routing: forced-semantic computes no attention, and the routed read equals the
-dense read at the routed rows."""
+"""CRAM's hard routing.
+
+Forced-semantic computes no attention, and the routed read equals the dense read at the routed rows.
+"""
 
 from __future__ import annotations
 
 import torch
+
 from cram.consolidation.srcd import SRCD, SRCDConfig
 from cram.models import HARD, DataSpec, ModelConfig, Route, build_model
 from cram.models.attention import CausalSelfAttention
@@ -78,8 +81,11 @@ def test_routed_read_equals_dense_read_at_routed_rows():
 
 
 def test_hard_all_episodic_equals_soft_all_episodic():
-    """Whole-model check: forcing every token to episodic memory, the routed (hard) forward and
-    the dense (soft) forward give the same outputs."""
+    """Whole-model check: forced episodic, the routed and dense forwards agree.
+
+    Forcing every token to episodic memory, the routed (hard) forward and the dense (soft) forward
+    give the same outputs.
+    """
     model, batch = make(seed=3)
     with torch.no_grad():
         soft = model(batch, Route(force="episodic"))
@@ -100,8 +106,11 @@ def test_routed_attention_module_with_window():
 
 
 def _router_reads_only_its_feature(model, value_logit: float) -> None:
-    """Familiarity head outputs the constant log-odds ``value_logit``; the router's episodic logit
-    is its feature input alone (no h, no bias)."""
+    """The router's episodic logit is its familiarity feature alone.
+
+    The familiarity head outputs the constant log-odds ``value_logit``; the router's episodic logit
+    is its feature input alone (no h, no bias).
+    """
     for block in model.blocks:
         with torch.no_grad():
             torch.nn.init.zeros_(block.familiarity.net[-1].weight)
@@ -133,6 +142,7 @@ def test_oracle_router_feature_logit_reads_the_log_odds_of_q():
 
 def test_bad_router_feature_is_refused():
     import pytest
+
     from cram.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="router_feature"):

@@ -1,5 +1,8 @@
-"""The routing config and route spec are typed and validated; the tier, event and distance
-vocabulary is one set of definitions; the dense diagnostic pass never counts as inference."""
+"""The routing config and route spec are typed and validated.
+
+The tier, event and distance vocabulary is one set of definitions; the dense diagnostic pass never
+counts as inference.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+
 from cram.consolidation import srcd
 from cram.consolidation.evaluate import evaluate
 from cram.consolidation.srcd import SRCD, SRCDConfig

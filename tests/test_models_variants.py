@@ -1,6 +1,9 @@
-"""Typed variants: every model name resolves to exactly the configs it resolved to before the
-``Variant`` table replaced the positional tuples (golden file captured from that code), and the
-table refuses changes to fields that do not exist."""
+"""Typed variants resolve every model name to the configs it had before.
+
+Every model name resolves to exactly the configs it resolved to before the ``Variant`` table
+replaced the positional tuples (golden file captured from that code), and the table refuses changes
+to fields that do not exist.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from cram.consolidation.config import PRESETS, TRAIN_CHANGES, VARIANTS, Variant, resolve
 from cram.core.errors import ConfigError
 from cram.models import MODEL_NAMES, MODEL_VARIANTS, ModelVariant

@@ -7,6 +7,10 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import seeds, srcd_configs
+
 from cram.consolidation.srcd import (
     EVENT_NONE,
     EVENT_QUERY,
@@ -17,10 +21,6 @@ from cram.consolidation.srcd import (
     describe,
     stream_rng,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from strategies import seeds, srcd_configs
-
 from cram.core.errors import ConfigError
 
 PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -182,8 +182,10 @@ def _decode_accuracy(x: np.ndarray, y: np.ndarray, n_classes: int) -> float:
 
 
 def test_vector_keys_of_novel_bindings_do_not_carry_the_value():
-    """Novel key vectors decode their value at chance; library key vectors (the positive control)
-    decode it well, because the library fixes the value of each key."""
+    """Novel key vectors decode their value at chance; library key vectors decode it well.
+
+    Library key vectors are the positive control: the library fixes the value of each key.
+    """
     config = SRCDConfig(length=200, query_rate=0.05, key_encoding="vector", key_dim=16,
                         n_values=4, n_library=8, library_share=0.5, n_novel_keys=50)
     batch = SRCD(config).sample(600, seed=11)

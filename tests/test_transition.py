@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from cram.consolidation.transition import change_point, familiarity_rise, transition_summary
 
 STEPS = np.arange(0, 700, 25)
