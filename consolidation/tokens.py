@@ -66,8 +66,10 @@ def exposure_counts(batch: TokenBatch, n_library: int) -> np.ndarray:
 
 
 def loss_view(batch: dict) -> dict:
-    """The loss-side view of a token batch in ``compute_loss``'s terms: the scored positions
-    become queries, there is no dynamics target. Built after the forward pass; never a model input.
+    """The loss-side view of a token batch in ``compute_loss``'s terms.
+
+    The scored positions become queries; there is no dynamics target. Built after the forward
+    pass; never a model input.
     """
     labels = batch["labels"]  # (B, T)
     zeros = torch.zeros(labels.shape, device=labels.device)

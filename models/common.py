@@ -109,6 +109,7 @@ class DataSpec:
 
     @property
     def is_token(self) -> bool:
+        """The data is a token task (the model reads ``tokens``), not SRCD."""
         return self.vocab_size > 0
 
 

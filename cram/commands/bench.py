@@ -218,9 +218,9 @@ def _task_bench(args, models: list[str]) -> int:
     from pathlib import Path
 
     from cram.consolidation.bench import TOKEN_ROW_KEYS, ensure_run, srcd_row, summarize
+    from cram.consolidation.tokens import REFUSED, check_token_model
     from cram.tasks import load_task
 
-    from cram.consolidation.tokens import REFUSED, check_token_model
 
     if args.models == "all":
         models = [m for m in models if m not in REFUSED]
