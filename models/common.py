@@ -183,7 +183,7 @@ class TokenEmbedding(nn.Module):
 
     Reads only ``batch["tokens"]`` and ``batch["dtau"]``; which positions are queries (the loss
     mask) is never an input. The positional signal is sinusoidal features of the position index
-    (periods 2 ... ~2·10⁴ positions) through a linear map, so it does not depend on Δτ; Δτ enters
+    (periods 2π to 2π·10⁴ positions) through a linear map, so it does not depend on Δτ; Δτ enters
     only as its own feature (a constant when a task gives no Δτ). x: (B, T, d).
     """
 

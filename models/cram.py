@@ -130,8 +130,8 @@ class CRAMBlock(nn.Module):
             feature = q if oracle else qhat
         return feature.detach()  # (B, T)
 
-    def choose(self, logits: torch.Tensor, is_query: torch.Tensor | None, route: Route, dtype: torch.dtype
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def choose(self, logits: torch.Tensor, is_query: torch.Tensor | None, route: Route,
+               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Tier choice (B, T) int64 and the weights that mix the tiers (B, T, 3)."""
         if self.routing.static_routing:  # queries read episodic memory, others stay working
             choice = torch.where(is_query, EPISODIC, WORKING)
