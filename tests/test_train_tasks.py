@@ -157,7 +157,7 @@ def test_token_loss_is_label_cross_entropy_plus_extras():
     extra = float(task.extra_loss(out, b)["signal"].detach())
     assert loss.terms["loss_value"] == pytest.approx(ce, rel=1e-6)
     assert loss.terms["loss_signal"] == pytest.approx(extra, rel=1e-6)
-    assert float(loss.total) == pytest.approx(ce + extra, rel=1e-5)
+    assert float(loss.total.detach()) == pytest.approx(ce + extra, rel=1e-5)
     view = loss_view(b)  # the loss-side query mask is the label mask, nothing else
     assert torch.equal(view["event"] == 2, b["labels"] != -100)
 
