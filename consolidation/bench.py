@@ -22,9 +22,16 @@ DEFAULT_MODELS = ("cram", "cram-logit-router", "cram-raw-q", "cram-no-consolidat
 
 
 def ensure_run(model: str, preset: str, seed: int, run_dir: Path, overrides: list[str],
-               progress: bool = True) -> Path:
-    """Train ``run_dir`` unless it already holds a finished run (a partial one is resumed)."""
+               progress: bool = True, task: str | None = None, task_args=()) -> Path:
+    """Train ``run_dir`` unless it already holds a finished run (a partial one is resumed).
+
+    ``task``: a token task spec (``cram bench srcd --task``) instead of SRCD.
+    """
     import json
+
+    if task is not None:
+        return _ensure_task_run(model, preset, seed, run_dir, overrides, progress, task,
+                                task_args)
 
     from .config import resolve
     from .train import train
@@ -42,6 +49,29 @@ def ensure_run(model: str, preset: str, seed: int, run_dir: Path, overrides: lis
         shutil.rmtree(run_dir)  # started but never checkpointed: nothing to keep
     return train(model, resolve(model, preset, overrides), run_dir, seed=seed, preset=preset,
                  progress=progress)
+
+
+def _ensure_task_run(model, preset, seed, run_dir, overrides, progress, task, task_args) -> Path:
+    """``ensure_run`` on a token task: reuse a finished run, resume a partial one."""
+    import json
+    import shutil
+
+    from .api import train
+
+    meta = run_dir / "meta.json"
+    if meta.is_file():
+        if json.loads(meta.read_text()).get("status") == "finished":
+            return run_dir
+        if (run_dir / "checkpoints" / "last.pt").is_file():
+            return train(model, out=run_dir, preset=preset, seed=seed, resume=True,
+                         progress=progress)
+        shutil.rmtree(run_dir)  # started but never checkpointed: nothing to keep
+    return train(model, out=run_dir, task=task, task_args=task_args, preset=preset, seed=seed,
+                 overrides=overrides, progress=progress)
+
+
+#: metrics a token-task run adds to a ``cram bench srcd --task`` row
+TOKEN_ROW_KEYS = ("attention_token", "attention_nonquery", "floor", "attention_over_floor")
 
 
 def attention_reduction(run) -> dict:
@@ -131,6 +161,7 @@ def srcd_row(model: str, seed: int, run_dir: Path, infer_length: int | None) -> 
            "lag_after_familiarity": tr.get("lag_after_familiarity"),
            **{k: float(last[k]) for k in ("q_library", "q_novel", "qhat_library", "qhat_novel",
                                           "acc_library_semantic_only") if k in last},
+           **{k: float(last[k]) for k in TOKEN_ROW_KEYS if k in last},
            "run": str(run_dir)}
     row.update(attention_reduction(run))
     if infer_length:

@@ -169,14 +169,18 @@ class Trained(NamedTuple):
     state: dict
 
 
-def expected_model_args(config) -> dict:
-    """Return the ``model_args`` a model built from ``config`` (an ExperimentConfig) saves."""
+def expected_model_args(config, vocab_size: int = 0) -> dict:
+    """Return the ``model_args`` a model built from ``config`` (an ExperimentConfig) saves.
+
+    ``vocab_size > 0``: a run on a token task of that vocabulary (config.json's ``task``).
+    """
     import dataclasses
 
-    from cram.models import DataSpec
+    from cram.models import DataSpec, token_spec
 
     d = config.data
-    spec = DataSpec(d.n_keys, d.n_values, d.key_encoding, d.key_dim)
+    spec = token_spec(vocab_size) if vocab_size else DataSpec(d.n_keys, d.n_values,
+                                                              d.key_encoding, d.key_dim)
     return {"config": dataclasses.asdict(config.model), "spec": dataclasses.asdict(spec)}
 
 
@@ -197,7 +201,9 @@ def load_trained(run_dir: Path, checkpoint: str = LAST) -> Trained:
     config = ExperimentConfig.from_dict(saved)
     path = run_dir / "checkpoints" / checkpoint
     state = load_checkpoint(path, expect_model=saved.get("model"))
-    if _canon(state["model_args"]) != _canon(expected_model_args(config)):
+    task = saved.get("task") if isinstance(saved.get("task"), dict) else {}
+    if _canon(state["model_args"]) != _canon(expected_model_args(config,
+                                                                 task.get("vocab_size", 0))):
         raise CheckpointError(f"{path}: model arguments differ from {config_path} "
                               "(a checkpoint of another size or data spec)")
     return Trained(rebuild_model(state), config, state)

@@ -40,17 +40,22 @@ class TrainState:
 
 
 def fresh_state(model_name: str, config: ExperimentConfig, seed: int, rank: int,
-                device: torch.device) -> TrainState:
-    """Build a new model (seeded, global RNG untouched), its optimiser and Gumbel generator."""
+                device: torch.device, spec: DataSpec | None = None,
+                n_library: int | None = None) -> TrainState:
+    """Build a new model (seeded, global RNG untouched), its optimiser and Gumbel generator.
+
+    ``spec`` and ``n_library`` default to SRCD's (``config.data``); a token task passes its own.
+    """
     d = config.data
-    spec = DataSpec(d.n_keys, d.n_values, d.key_encoding, d.key_dim)
+    spec = spec if spec is not None else DataSpec(d.n_keys, d.n_values, d.key_encoding, d.key_dim)
+    n_library = d.n_library if n_library is None else n_library
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(model_name, config.model, spec).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
                                   weight_decay=config.train.weight_decay)
     gumbel = torch.Generator(device=device).manual_seed(seed * 1000 + 7 + rank)
-    return TrainState(model, optimizer, gumbel, exposures=np.zeros(d.n_library))
+    return TrainState(model, optimizer, gumbel, exposures=np.zeros(n_library))
 
 
 def restore(ts: TrainState, ckpt: dict, rank: int) -> None:

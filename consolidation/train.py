@@ -57,6 +57,14 @@ from .restore import (
 )
 from .run_writer import RunLock, RunWriter, prepare_folder, run_meta
 from .srcd import SRCD, stream_rng
+from .tokens import (
+    check_token_model,
+    compute_token_loss,
+    evaluate_tokens,
+    exposure_counts,
+    is_token_task,
+    token_metric_columns,
+)
 from .transition import transition_summary
 
 __all__ = ["OutOfResources", "TrainingDiverged", "metric_columns", "train", "train_step"]
@@ -175,18 +183,21 @@ class _Run:
     tiered: bool  # the model routes among memory tiers (forced episodic in warm-up, patterns)
     autocast: Any
     eval_set: Any = None  # rank 0 only
+    token: bool = False  # the data source is a token task (cram.tasks), not SRCD
 
 
 def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, seed: int = 0,
           preset: str = "custom", resume: bool = False, argv: list[str] | None = None,
           progress: bool = True, *, data: Any = None, restart: bool = False,
-          steps: int | None = None) -> Path:
+          steps: int | None = None, task_record: dict | None = None) -> Path:
     """Train ``model_name`` and write the run folder ``out``; return its path.
 
     ``resume`` continues ``out`` from its newest checkpoint with its saved config (from step 0
     if it has none); ``steps`` then moves ``train.steps`` (the run is extended, or shortened to
     a step not before the checkpoint's). ``restart`` starts over a folder that has no
-    checkpoint. ``data`` replaces the SRCD source built from ``config.data``.
+    checkpoint. ``data`` replaces the SRCD source built from ``config.data``; a token task
+    (``cram.tasks``) is checked here, before any folder exists, and ``task_record`` (see
+    ``tokens.task_record``) is stored as config.json's ``task`` so ``cram eval`` can reload it.
     """
     out = Path(out)
     if resume and restart:
@@ -196,6 +207,8 @@ def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, see
         raise RunFolderError(f"{out}: nothing to {verb} (no such folder)")
     if not resume:
         check_run_args(config, seed)
+    if is_token_task(data):
+        _check_token_run(model_name, data)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         if not (resume or restart):
@@ -218,7 +231,8 @@ def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, see
         dist = _Dist(pick_device(config.train.device).type)
         try:
             return _train(model_name, config, out, int(seed), preset, resume, argv, progress,
-                          data, dist, extended=resume and steps is not None)
+                          data, dist, extended=resume and steps is not None,
+                          task_record=task_record)
         finally:
             dist.close()
 
@@ -227,8 +241,22 @@ def _warn(message: str) -> None:
     print(f"cram train: warning: {message}", file=sys.stderr)
 
 
+def _check_token_run(model_name: str, task: Any) -> None:
+    """A token task's checks (one line each, before any folder is made)."""
+    from cram.tasks import check_task
+
+    check_token_model(model_name)
+    check_task(task)
+
+
+def _run_columns(run: _Run) -> list[str]:
+    """metrics.csv columns: SRCD's, plus the token columns on a token task."""
+    n_layers = run.config.model.n_layers
+    return metric_columns(n_layers) + (token_metric_columns(n_layers) if run.token else [])
+
+
 def _train(model_name, config, out, seed, preset, resume, argv, progress, data, dist,
-           extended) -> Path:
+           extended, task_record=None) -> Path:
     """Restore or build the state, open the writer (rank 0), run the loop, finish the folder."""
     if dist.main:
         remove_temp_files(out / CHECKPOINT_DIR)
@@ -242,8 +270,9 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, data, 
     writer = None
     if dist.main:
         writer = RunWriter.open(
-            out, {"model": model_name, "preset": preset, "seed": seed, **config.to_dict()},
-            metric_columns(config.model.n_layers),
+            out, {"model": model_name, "preset": preset, "seed": seed, **config.to_dict(),
+                  **({"task": task_record} if task_record is not None else {})},
+            _run_columns(run),
             after_step=(ts.step if ckpt is not None else -1) if resume else None,
             write_config=not resume or extended,
             meta=run_meta(argv, run.device, dist.world, ts.train_seconds,
@@ -275,7 +304,14 @@ def _setup(model_name, config, out, seed, dist, data, ckpt) -> tuple[_Run, Train
     if device.type == "cpu":
         torch.set_num_threads(config.train.threads)
     data = data if data is not None else SRCD(config.data)
-    ts = fresh_state(model_name, config, seed, dist.rank, device)
+    token = is_token_task(data)
+    if token:
+        from cram.models import token_spec
+
+        ts = fresh_state(model_name, config, seed, dist.rank, device,
+                         spec=token_spec(data.vocab_size), n_library=data.n_library)
+    else:
+        ts = fresh_state(model_name, config, seed, dist.rank, device)
     if ckpt is not None:
         restore(ts, ckpt, dist.rank)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
@@ -287,7 +323,7 @@ def _setup(model_name, config, out, seed, dist, data, ckpt) -> tuple[_Run, Train
             find_unused_parameters=True)
     tiered = bool(ts.model.consolidates)
     return _Run(model_name, config, seed, out, device, dist, data, train_model, tiered,
-                autocast), ts
+                autocast, token=token), ts
 
 
 def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) -> None:
@@ -314,13 +350,14 @@ def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) 
             return
         t0 = time.perf_counter()
         batch_np = draw_batch(run, step)
-        counts = np.bincount(batch_np.pattern[batch_np.pattern >= 0],
-                             minlength=run.config.data.n_library)
+        counts = exposure_counts(batch_np, run.data.n_library) if run.token else np.bincount(
+            batch_np.pattern[batch_np.pattern >= 0], minlength=run.config.data.n_library)
         ts.exposures += run.dist.all_sum(counts.astype(float))
         batch = batch_np.to_torch(run.device)
         force = "episodic" if (run.tiered and step < t.warmup_steps) else "none"
         window.add(train_step(ts, run.train_model, batch, step, temperature, lr, t, force,
-                              run.autocast, ddp=run.dist.enabled))
+                              run.autocast, ddp=run.dist.enabled,
+                              loss_fn=_token_loss(run.data) if run.token else None))
         ts.train_seconds += time.perf_counter() - t0
         ts.step += 1
         if writer is not None:
@@ -337,8 +374,11 @@ def draw_batch(run: _Run, step: int):
 
 
 def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: float, cfg_t,
-               force: str = "none", autocast=None, ddp: bool = False) -> dict[str, float]:
+               force: str = "none", autocast=None, ddp: bool = False,
+               loss_fn=None) -> dict[str, float]:
     """One optimiser step on ``batch`` (soft routing); returns the loss terms as floats.
+
+    ``loss_fn(out, batch, cfg_t, step)`` replaces ``compute_loss`` (a token task's loss).
 
     Raises :class:`TrainingDiverged` before the backward pass if the loss is not finite, so the
     weights stay those of the last finite step.
@@ -347,7 +387,7 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
         group["lr"] = lr
     with autocast if autocast is not None else contextlib.nullcontext():
         out = model(batch, Route(temperature=temperature, force=force, generator=ts.gumbel))
-        loss = compute_loss(out, batch, cfg_t, step)
+        loss = (loss_fn or compute_loss)(out, batch, cfg_t, step)
         if ddp:  # DDP waits for a gradient from every output it can see; outputs kept only for
             # logging (e.g. router probs in warm-up) join the graph at weight 0
             loss.total = loss.total + 0.0 * _output_sum(out)
@@ -389,17 +429,24 @@ def _eval_rows(run: _Run, ts: TrainState, temperature: float, lr: float,
                losses: dict[str, float]) -> tuple[dict, list[dict], list[dict]]:
     """Evaluate on the fixed set: the metrics row, the pattern rows and the retention rows."""
     t, step = run.config.train, ts.step
-    ev = evaluate(ts.model, run.eval_set, t.eval_batch_size, run.device,
-                  n_library=run.config.data.n_library,
-                  patterns=run.tiered and step % t.pattern_every == 0,
-                  retention=step in retention_steps(run.config), autocast=run.autocast)
+    n_library, length = ((run.data.n_library, run.eval_set.tokens.shape[1]) if run.token
+                         else (run.config.data.n_library, run.config.data.length))
+    ev = (evaluate_tokens if run.token else evaluate)(
+        ts.model, run.eval_set, t.eval_batch_size, run.device, n_library=n_library,
+        patterns=run.tiered and step % t.pattern_every == 0,
+        retention=step in retention_steps(run.config), autocast=run.autocast)
     row = {"step": step, "phase": "warmup" if step < t.warmup_steps else "train",
-           "tokens_seen": step * t.batch_size * run.config.data.length,
+           "tokens_seen": step * t.batch_size * length,
            "train_seconds": ts.train_seconds, "temperature": temperature, "lr": lr,
            **losses, **ev.metrics}
     patterns = [{"step": step, "exposures": int(ts.exposures[r["pattern"]]), **r}
                 for r in ev.pattern_rows]
     return row, patterns, [{"step": step, **r} for r in ev.retention_rows]
+
+
+def _token_loss(task: Any):
+    """``train_step``'s loss for a token task: labels' cross-entropy + extras + mechanism."""
+    return lambda out, batch, cfg, step: compute_token_loss(out, batch, cfg, step, task)
 
 
 def _check_finite_weights(run: _Run, ts: TrainState) -> None:

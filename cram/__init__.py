@@ -18,6 +18,7 @@ _LAZY = {
     "list_datasets": ("cram.psych_data", "list_datasets"),
     "load_curves_csv": ("cram.psych_data", "load_curves_csv"),
     "CramError": ("cram.core.errors", "CramError"),
+    "train": ("cram.consolidation.api", "train"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -16,7 +16,7 @@ from types import MappingProxyType
 
 from cram.core.errors import ConfigError
 
-from .common import DataSpec, LayerStats, ModelConfig, ModelOutput, SRCDModel
+from .common import DataSpec, LayerStats, ModelConfig, ModelOutput, SRCDModel, token_spec
 from .routing import HARD, Route, RoutingConfig
 from .tiers import TIERS, Event, Tier
 
@@ -90,4 +90,4 @@ def build_model(name: str, config: ModelConfig, spec: DataSpec) -> SRCDModel:
 
 __all__ = ["DataSpec", "Event", "HARD", "LayerStats", "ModelConfig", "ModelOutput",
            "ModelVariant", "MODEL_NAMES", "MODEL_VARIANTS", "Route", "RoutingConfig",
-           "SRCDModel", "TIERS", "Tier", "build_model", "check_model_name"]
+           "SRCDModel", "TIERS", "Tier", "build_model", "check_model_name", "token_spec"]

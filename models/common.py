@@ -93,12 +93,29 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What a model needs to know about its data (from ``SRCDConfig``); saved in checkpoints."""
+    """What a model needs to know about its data; saved in checkpoints.
+
+    SRCD (``vocab_size == 0``, the default, so old checkpoints rebuild): sizes from ``SRCDConfig``.
+    A token task (``vocab_size > 0``, see :func:`token_spec`): the model reads ``tokens`` (and
+    ``dtau``) through a :class:`TokenEmbedding`, and its value head spans the vocabulary
+    (``n_values == vocab_size``).
+    """
 
     n_keys: int
     n_values: int
     key_encoding: str = "id"
     key_dim: int = 32
+    vocab_size: int = 0  # > 0: a token task with this vocabulary
+
+    @property
+    def is_token(self) -> bool:
+        """The data is a token task (the model reads ``tokens``), not SRCD."""
+        return self.vocab_size > 0
+
+
+def token_spec(vocab_size: int) -> DataSpec:
+    """The data spec of a token task: no SRCD keys; the value head is the vocabulary head."""
+    return DataSpec(n_keys=0, n_values=vocab_size, vocab_size=vocab_size)
 
 
 @dataclass
@@ -161,6 +178,35 @@ class SRCDEmbedding(nn.Module):
         return x + self.time(torch.cat([angles.sin(), angles.cos()], dim=-1))
 
 
+class TokenEmbedding(nn.Module):
+    """Token task input: token embedding + position-index features + a log(1+Δτ) feature.
+
+    Reads only ``batch["tokens"]`` and ``batch["dtau"]``; which positions are queries (the loss
+    mask) is never an input. The positional signal is sinusoidal features of the position index
+    (periods 2π to 2π·10⁴ positions) through a linear map, so it does not depend on Δτ; Δτ enters
+    only as its own feature (a constant when a task gives no Δτ). x: (B, T, d).
+    """
+
+    n_freqs = 16
+
+    def __init__(self, spec: DataSpec, d_model: int):
+        super().__init__()
+        self.spec = spec
+        self.d_model = d_model
+        self.token = nn.Embedding(spec.vocab_size, d_model)
+        self.position = nn.Linear(2 * self.n_freqs, d_model, bias=False)
+        self.gap = nn.Linear(1, d_model)  # log(1+Δτ)
+
+    def forward(self, batch: dict) -> torch.Tensor:  # (B, T, d)
+        tokens, dtau = batch["tokens"], batch["dtau"]  # (B, T) int64, (B, T) float
+        pos = torch.arange(tokens.shape[1], device=tokens.device, dtype=torch.float32)  # (T,)
+        freqs = torch.exp(-torch.linspace(0.0, math.log(1e4), self.n_freqs, device=pos.device))
+        angles = pos[:, None] * freqs  # (T, F)
+        features = torch.cat([angles.sin(), angles.cos()], dim=-1)  # (T, 2F)
+        x = self.token(tokens) + self.position(features)[None]
+        return x + self.gap(torch.log1p(dtau.float())[..., None])
+
+
 class SRCDHeads(nn.Module):
     """Value readout (at queries) and next-signal prediction (everywhere)."""
 
@@ -203,7 +249,8 @@ class SRCDModel(nn.Module):
         super().__init__()
         self.config = config
         self.spec = spec
-        self.embed = SRCDEmbedding(spec, config.d_model)
+        embedding = TokenEmbedding if spec.is_token else SRCDEmbedding
+        self.embed = embedding(spec, config.d_model)
         self.heads = SRCDHeads(spec, config.d_model)
 
     def model_args(self) -> dict:

@@ -130,8 +130,8 @@ class CRAMBlock(nn.Module):
             feature = q if oracle else qhat
         return feature.detach()  # (B, T)
 
-    def choose(self, logits: torch.Tensor, is_query: torch.Tensor, route: Route, dtype: torch.dtype
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def choose(self, logits: torch.Tensor, is_query: torch.Tensor | None, route: Route,
+               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Tier choice (B, T) int64 and the weights that mix the tiers (B, T, 3)."""
         if self.routing.static_routing:  # queries read episodic memory, others stay working
             choice = torch.where(is_query, EPISODIC, WORKING)
@@ -154,7 +154,8 @@ class CRAMBlock(nn.Module):
         f_sem = self.semantic(h)  # (B, T, d)
         qhat_logit = self.familiarity.logit(h.detach())  # (B, T)
         qhat = torch.sigmoid(qhat_logit)  # (B, T)
-        is_query = batch["event"] == EVENT_QUERY  # (B, T)
+        # only cram-static reads the query mask (an SRCD input); it is refused on token tasks
+        is_query = batch["event"] == EVENT_QUERY if self.routing.static_routing else None
 
         dense = route.soft or self.routing.oracle  # the layer itself needs every token's r_E
         r_dense = q = probe_e = probe_s = None
@@ -166,7 +167,7 @@ class CRAMBlock(nn.Module):
         choice, mix = self.choose(logits, is_query, route, x.dtype)  # (B, T), (B, T, 3)
 
         if dense:
-            r_e, computed = r_dense, torch.ones_like(is_query)
+            r_e, computed = r_dense, torch.ones_like(choice, dtype=torch.bool)  # (B, T)
         else:  # inference: only the tokens routed to episodic memory attend
             computed = choice == EPISODIC  # (B, T)
             r_e = self.episodic.forward_routed(h, computed)  # (B, T, d), zeros elsewhere

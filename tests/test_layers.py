@@ -35,15 +35,16 @@ MAY_IMPORT: dict[str, set[str]] = {
     "core": set(),
     "kernels": {"core"},
     "models": {"core", "kernels"},
-    "consolidation": {"core", "kernels", "models"},
+    "tasks": {"core"},  # token tasks (issue 14): beside models, read by consolidation and the CLI
+    "consolidation": {"core", "kernels", "models", "tasks"},
     "redundancy": {"core", "kernels", "models", "consolidation"},
     "psych_data": {"core"},
     "fitting": {"core", "psych_data"},
     "apps": {"core", "psych_data", "fitting"},
     "facade": {"core", "psych_data"},
     "testing": {"core"},
-    "cli": {"core", "kernels", "models", "consolidation", "redundancy", "psych_data", "fitting",
-            "apps", "facade", "testing"},
+    "cli": {"core", "kernels", "models", "tasks", "consolidation", "redundancy", "psych_data",
+            "fitting", "apps", "facade", "testing"},
 }
 
 #: module prefix → component; the longest matching prefix wins.
@@ -57,6 +58,7 @@ COMPONENT_OF_PREFIX = {
     "cram.testing": "testing",
     "cram.kernels": "kernels",
     "cram.models": "models",
+    "cram.tasks": "tasks",
     "cram.consolidation": "consolidation",
     "cram.redundancy": "redundancy",
     "cram.psych_data": "psych_data",

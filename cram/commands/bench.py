@@ -32,6 +32,9 @@ def register(sub) -> None:
     _common(s, models_default="all")
     s.add_argument("--infer-length", type=int, default=2048,
                    help="sequence length for infer_ms_per_seq (batch 1, one thread); 0 skips it")
+    from cram.commands.train import add_task_arguments
+
+    add_task_arguments(s)
     s.add_argument("--ranks", default=None,
                    help="semantic-rank sweep: comma-separated ranks (e.g. 4,8,16,32); each rank's "
                         "runs go to <runs-dir>/rank<R> (default runs-dir runs/rank-sweep-<preset>)")
@@ -177,6 +180,8 @@ def _srcd(args) -> int:
     models = _models(args.models)
     if args.ranks:
         return _rank_sweep(args, models)
+    if args.task is not None:
+        return _task_bench(args, models)
     root = _runs_dir(args, "srcd")
     t0 = time.perf_counter()
     rows = []
@@ -205,6 +210,44 @@ def _srcd(args) -> int:
              "(a lower bound when the end value is below one query). "
              f"infer_ms_per_seq: hard-routed, batch 1, one thread, N={args.infer_length}.")
     _report(f"SRCD: models × seeds (preset {args.preset})", rows, cols, args, notes, summary, scols)
+    return 0
+
+
+def _task_bench(args, models: list[str]) -> int:
+    """``cram bench srcd --task SPEC``: the same models × seeds on a token task (no SRCD timing)."""
+    from pathlib import Path
+
+    from cram.consolidation.bench import TOKEN_ROW_KEYS, ensure_run, srcd_row, summarize
+    from cram.consolidation.tokens import REFUSED, check_token_model
+    from cram.tasks import load_task
+
+
+    if args.models == "all":
+        models = [m for m in models if m not in REFUSED]
+    for model in models:
+        check_token_model(model)
+    load_task(args.task, args.task_args)  # a bad task fails before any training
+    name = Path(args.task.rpartition(":")[2] or args.task).name
+    root = Path(args.runs_dir or f"runs/bench-task-{name}-{args.preset}")
+    t0, rows = time.perf_counter(), []
+    for model in models:
+        for seed in range(args.seeds):
+            run_dir = root / f"{model}-seed{seed}"
+            log(f"[bench srcd --task {args.task}] {model} seed {seed} → {run_dir}")
+            ensure_run(model, args.preset, seed, run_dir, args.overrides,
+                       progress=not args.quiet, task=args.task, task_args=args.task_args)
+            rows.append(srcd_row(model, seed, run_dir, None))
+    keys = ("retrieval_acc_library", "retrieval_acc_novel", "attention_library_queries",
+            "attention_novel_queries", "attention_fraction", *TOKEN_ROW_KEYS)
+    cols = ["model", "seed", *keys, "train_seconds"]
+    summary = summarize(rows, keys) if args.seeds > 1 else None
+    scols = ["model", "seeds", *(c for k in keys for c in (k, f"{k}_ci95"))] if summary else None
+    args_text = " ".join(f"--task-arg {a}" for a in args.task_args)
+    notes = (f"Task `{args.task}` {args_text}, preset `{args.preset}`, runs in `{root}`; "
+             f"{time.perf_counter() - t0:.0f} s. attention_fraction = per (token, layer) pair; "
+             "attention_token = tokens that attend in any layer; floor = novel queries per token.")
+    _report(f"Token task {args.task}: models × seeds (preset {args.preset})", rows, cols, args,
+            notes, summary, scols)
     return 0
 
 

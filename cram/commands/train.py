@@ -33,6 +33,7 @@ def register(sub) -> None:
                    help="start over a run folder that has no checkpoint (e.g. killed early)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the final metrics row as JSON")
+    add_task_arguments(p)
     add_set_argument(p)
     p.set_defaults(func=_train)
 
@@ -48,23 +49,34 @@ def register(sub) -> None:
     e.add_argument("--checkpoint", default="last.pt")
     e.add_argument("--json", action="store_true")
     e.add_argument("--out", default=None, help="also write the metrics as JSON to this new file")
+    add_task_arguments(e, evaluating=True)
     add_set_argument(e)
     e.set_defaults(func=_eval)
 
 
-def _train(args) -> int:
-    from cram.consolidation.config import resolve
-    from cram.consolidation.train import train
+def add_task_arguments(p, evaluating: bool = False) -> None:
+    """``--task SPEC`` and ``--task-arg key=value`` (also used by ``cram bench srcd``)."""
+    p.add_argument("--task", default=None, metavar="SPEC",
+                   help="train on a token task instead of SRCD: a built-in name (cram tasks), "
+                        "FILE.py:FACTORY or MODULE:FACTORY (docs/tasks.md)"
+                   if not evaluating else "evaluate on this token task instead of the one the "
+                   "run recorded (same vocabulary)")
+    p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
+                   dest="task_args", help="argument of the task's factory (repeatable)")
 
-    overrides = list(args.overrides)
-    if args.steps is not None and not args.resume:
-        overrides.append(f"train.steps={args.steps}")
-    config = resolve(args.model, args.preset, overrides)
+
+def _train(args) -> int:
+    from cram.consolidation.api import train
+    from cram.core.errors import ConfigError
+
+    if args.task_args and args.task is None:
+        raise ConfigError("--task-arg needs --task")
     if args.resume and args.overrides:
         log("cram train: --resume continues the saved config; --set overrides are ignored")
-    run = train(args.model, config, args.out, seed=args.seed, preset=args.preset,
-                resume=args.resume, argv=["cram", *sys.argv[1:]], progress=not args.quiet,
-                restart=args.restart, steps=args.steps if args.resume else None)
+    run = train(args.model, out=args.out, task=args.task, task_args=args.task_args,
+                preset=args.preset, seed=args.seed, overrides=args.overrides, steps=args.steps,
+                resume=args.resume, restart=args.restart, progress=not args.quiet,
+                argv=["cram", *sys.argv[1:]])
     import cram
 
     final = cram.load_run(run).metrics.iloc[-1].to_dict()
@@ -74,6 +86,8 @@ def _train(args) -> int:
         log(f"run written to {run}")
         keys = ("step", "retrieval_acc", "retrieval_acc_library", "retrieval_acc_novel",
                 "attention_fraction", "attention_library", "attention_novel", "dynamics_mse")
+        if "floor" in final:  # a token task: attention per token against the floor
+            keys = (*keys[:-1], "attention_token", "floor")
         log("  ".join(f"{k}={final.get(k):.4g}" if isinstance(final.get(k), float)
                       else f"{k}={final.get(k)}" for k in keys))
     return 0
@@ -97,6 +111,8 @@ def _eval(args) -> int:
     run_dir = Path(args.run_dir)
     model, config, state = load_trained(run_dir, args.checkpoint)
     config = apply_overrides(config, [_alias(o) for o in args.overrides])
+    if model.spec.is_token or args.task is not None:
+        return _eval_token_run(args, run_dir, model, config, state)
     spec = model.spec
     if (config.data.n_keys, config.data.n_values, config.data.key_encoding) != (
             spec.n_keys, spec.n_values, spec.key_encoding):
@@ -116,4 +132,39 @@ def _eval(args) -> int:
         emit_json(doc)
     else:
         print(json.dumps({k: v for k, v in doc.items() if k != "data"}, indent=1))
+    return 0
+
+
+def _eval_token_run(args, run_dir, model, config, state) -> int:
+    """``cram eval`` of a run trained on a token task (the recorded task, or ``--task``)."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from cram.consolidation.api import _saved_task
+    from cram.consolidation.tokens import evaluate_tokens, reload_task
+    from cram.core.errors import RunFolderError
+    from cram.core.jsonio import atomic_write_json
+
+    if args.out and Path(args.out).exists():
+        raise RunFolderError(f"{args.out}: exists; refusing to overwrite")
+    record = _saved_task(run_dir) or {}
+    if not model.spec.is_token:
+        raise RunFolderError(f"{run_dir}: trained on SRCD; --task needs a run trained on a task")
+    task = reload_task(record, args.task, args.task_args)
+    if task.vocab_size != model.spec.vocab_size:
+        raise RunFolderError(f"--task {args.task or record.get('spec')}: vocabulary "
+                             f"{task.vocab_size}, the model's is {model.spec.vocab_size}")
+    torch.set_num_threads(config.train.threads)
+    eval_set = task.eval_set(config.train.eval_sequences, config.train.eval_seed)
+    ev = evaluate_tokens(model, eval_set, config.train.eval_batch_size, torch.device("cpu"),
+                         n_library=task.n_library)
+    doc = {"run": str(run_dir), "step": int(state["step"]), "task": task.name, **ev.metrics}
+    if args.out:
+        atomic_write_json(args.out, doc)
+    if args.json:
+        emit_json(doc)
+    else:
+        print(json.dumps(doc, indent=1))
     return 0

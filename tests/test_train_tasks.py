@@ -1,0 +1,179 @@
+"""Token tasks end to end: cram train --task, cram eval, cram tasks, queries never an input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cram.consolidation.checkpoint import rebuild_model
+from cram.consolidation.config import resolve
+from cram.consolidation.tokens import compute_token_loss, exposure_counts, loss_view
+from cram.consolidation.train import metric_columns
+from cram.models import (
+    HARD,
+    MODEL_NAMES,
+    MODEL_VARIANTS,
+    DataSpec,
+    ModelConfig,
+    Route,
+    build_model,
+    token_spec,
+)
+from cram.tasks import TokenBatch, load_task
+from cram.tasks.metrics import label_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = "tests/tasks_example.py"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+TINY = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, ct_dim=16, semantic_rank=4,
+                   familiarity_hidden=8)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "cram", *args], capture_output=True, text=True,
+                          env=ENV, cwd=ROOT)
+
+
+def test_cli_trains_cpu_tiny_on_a_task_file_and_eval_reloads_it(tmp_path):
+    run = tmp_path / "run"
+    proc = _cli("train", "--model", "cram", "--preset", "cpu-tiny", "--task",
+                f"{EXAMPLE}:make_task", "--task-arg", "length=16", "--out", str(run), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    metrics = pd.read_csv(run / "metrics.csv")
+    # SRCD's columns with the same meaning, then the token columns
+    assert list(metrics.columns) == [*metric_columns(2), "attention_token", "floor", "floor_pair",
+                                     "attention_over_floor", "query_share", "library_share",
+                                     "attention_l0", "attention_l1"]
+    assert list(metrics["step"]) == [0, 10, 20, 30]
+    last = metrics.iloc[-1]
+    assert last["floor"] == pytest.approx(1 / 16)  # one scored novel token in 16
+    assert last["query_share"] == pytest.approx(1 / 16)
+    assert 0 <= last["attention_token"] <= 1 and 0 <= last["retrieval_acc"] <= 1
+    assert np.isfinite(metrics["loss_value"].iloc[1:]).all()
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"]["spec"] == f"{EXAMPLE}:make_task"
+    assert config["task"]["args"] == {"length": "16"} and config["task"]["vocab_size"] == 16
+    assert config["train"]["cost_gate"] == "familiarity-queries"  # the token-task default
+
+    ev = _cli("eval", str(run), "--json")
+    assert ev.returncode == 0, ev.stderr
+    doc = json.loads(ev.stdout)
+    assert doc["task"] == "first-token-recall" and doc["step"] == 30
+    for key in ("retrieval_acc", "attention_fraction", "attention_token", "floor"):
+        assert doc[key] == pytest.approx(last[key]), key  # same eval set, same model
+    other = _cli("eval", str(run), "--json", "--task", f"{EXAMPLE}:make_task",
+                 "--task-arg", "vocab_size=8")
+    assert other.returncode != 0 and "vocabulary 8" in other.stderr
+
+
+def test_cram_tasks_lists_the_builtins():
+    proc = _cli("tasks")
+    assert proc.returncode == 0, proc.stderr
+    names = [line.split()[0] for line in proc.stdout.splitlines()]
+    assert names == ["recall-unmarked", "recall-marked", "phrases", "srcd"]
+    one = _cli("tasks", "recall-unmarked", "--samples", "64", "--json")
+    stats = json.loads(one.stdout)
+    assert stats["vocab_size"] == 673 and stats["label_share"] == pytest.approx(8 / 256)
+
+
+@pytest.mark.parametrize("spec,args,needle", [
+    ("missing_dir/nope.py:make_task", [], "no such file"),
+    (f"{EXAMPLE}:absent", [], "has no 'absent'"),
+    (f"{EXAMPLE}:broken", ["how=range"], "must lie in [0, 8) or -100"),
+    (f"{EXAMPLE}:broken", ["how=ignored"], "every label is -100"),
+    (f"{EXAMPLE}:make_task", ["width=3"], "no parameter 'width'"),
+    ("no-such-task", [], "unknown built-in task"),
+])
+def test_bad_task_exits_with_one_line_and_no_folder(tmp_path, spec, args, needle):
+    out = tmp_path / "run"
+    argv = ["train", "--model", "cram", "--preset", "cpu-tiny", "--task", spec, "--out", str(out)]
+    for a in args:
+        argv += ["--task-arg", a]
+    proc = _cli(*argv)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert not out.exists()
+
+
+def test_cram_static_is_refused_on_token_tasks(tmp_path):
+    proc = _cli("train", "--model", "cram-static", "--preset", "cpu-tiny", "--task",
+                "recall-marked", "--out", str(tmp_path / "run"))
+    assert proc.returncode != 0 and "not available on token tasks" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def _batch(task, seed: int = 0) -> TokenBatch:
+    return task.sample(3, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("name", [m for m in MODEL_NAMES if m != "cram-static"])
+def test_queries_are_not_a_model_input(name):
+    """Outputs depend on tokens (and dtau) only: other labels and patterns change nothing."""
+    task = load_task("recall-unmarked", ["length=32", "n_bindings=3"])
+    batch = _batch(task)
+    torch.manual_seed(0)
+    config = MODEL_VARIANTS[name].apply(TINY)
+    model = build_model(name, config, token_spec(task.vocab_size)).eval()
+    full = batch.to_torch()
+    rng = np.random.default_rng(1)
+    other = dict(full, labels=torch.from_numpy(rng.integers(0, task.vocab_size, (3, 32))),
+                 pattern=torch.from_numpy(rng.integers(-1, task.n_library, (3, 32))))
+    bare = {"tokens": full["tokens"], "dtau": full["dtau"]}  # no labels, no pattern at all
+    for route in (HARD, Route(temperature=0.5)):
+        outs = []
+        for b in (full, other, bare):
+            gen = torch.Generator().manual_seed(3)
+            r = Route(route.mode, temperature=route.temperature, generator=gen)
+            with torch.no_grad():
+                outs.append(model(b, r).value_logits)
+        assert outs[0].shape == (3, 32, task.vocab_size)
+        torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+        torch.testing.assert_close(outs[0], outs[2], rtol=0, atol=0)
+    # and the tokens do matter
+    changed = dict(full, tokens=(full["tokens"] + 1) % task.vocab_size)
+    with torch.no_grad():
+        assert not torch.equal(model(full, HARD).value_logits, model(changed, HARD).value_logits)
+
+
+def test_token_loss_is_label_cross_entropy_plus_extras():
+    task = load_task("srcd", ["length=48"])  # its extra_loss is SRCD's dynamics term
+    b = task.sample(2, np.random.default_rng(0)).to_torch()
+    torch.manual_seed(0)
+    model = build_model("transformer", TINY, token_spec(task.vocab_size))
+    out = model(b, Route(temperature=1.0))
+    cfg = resolve("transformer", "cpu-tiny").train
+    loss = compute_token_loss(out, b, cfg, step=0, task=task)
+    ce = float(label_loss(out.value_logits, b["labels"]).detach())
+    extra = float(task.extra_loss(out, b)["signal"].detach())
+    assert loss.terms["loss_value"] == pytest.approx(ce, rel=1e-6)
+    assert loss.terms["loss_signal"] == pytest.approx(extra, rel=1e-6)
+    assert float(loss.total.detach()) == pytest.approx(ce + extra, rel=1e-5)
+    view = loss_view(b)  # the loss-side query mask is the label mask, nothing else
+    assert torch.equal(view["event"] == 2, b["labels"] != -100)
+
+
+def test_exposures_count_scored_library_positions():
+    labels = np.array([[-100, 5, -100, 7]])
+    pattern = np.array([[1, 1, 0, -1]])
+    batch = TokenBatch(np.zeros((1, 4), np.int64), labels, pattern=pattern)
+    assert exposure_counts(batch, 3).tolist() == [0, 1, 0]
+
+
+def test_old_srcd_checkpoint_spec_rebuilds_with_defaults():
+    """A checkpoint written before DataSpec had vocab_size still rebuilds as an SRCD model."""
+    torch.manual_seed(0)
+    model = build_model("cram", TINY, DataSpec(10, 4))
+    args = {"config": dataclasses.asdict(TINY), "spec": {"n_keys": 10, "n_values": 4,
+                                                         "key_encoding": "id", "key_dim": 32}}
+    back = rebuild_model({"model_name": "cram", "model_args": args, "model": model.state_dict()})
+    assert not back.spec.is_token and type(back.embed).__name__ == "SRCDEmbedding"
