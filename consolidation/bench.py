@@ -1,8 +1,8 @@
 """Experiments behind ``cram bench``: SRCD comparison, transfer, recurrence sweep, inference timing.
 
 Every experiment trains real runs (resuming finished or partial ones in its runs folder), reads them
-back through ``cram.core.runs.load_run``, and returns one row per model and seed. Nothing here is hard-coded:
-each number is measured in the same invocation or read from a run this module trained.
+back through ``cram.core.runs.load_run``, and returns one row per model and seed. Nothing here is
+hard-coded: each number is measured in the same invocation or read from a run this module trained.
 """
 
 from __future__ import annotations

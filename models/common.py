@@ -141,6 +141,7 @@ class LayerStats:
 
 @dataclass
 class ModelOutput:
+    """What every model returns: value logits, the next-signal prediction and per-layer routing stats."""
     value_logits: torch.Tensor  # (B, T, V)
     signal_pred: torch.Tensor  # (B, T)
     layers: list[LayerStats]
@@ -164,6 +165,7 @@ class SRCDEmbedding(nn.Module):
         self.time = nn.Linear(16, d_model, bias=False)  # sinusoidal features of elapsed time
 
     def forward(self, batch: dict) -> torch.Tensor:  # (B, T, d)
+        """Embed key ids (or key vectors), values, events and time gaps into (B, T, d)."""
         dtau = batch["dtau"]  # (B, T)
         x = self.event(batch["event"]) + self.value(batch["value_in"])
         if self.spec.key_encoding == "vector":
@@ -198,6 +200,7 @@ class TokenEmbedding(nn.Module):
         self.gap = nn.Linear(1, d_model)  # log(1+Δτ)
 
     def forward(self, batch: dict) -> torch.Tensor:  # (B, T, d)
+        """Embed tokens with position-index features and a log(1 + dtau) feature into (B, T, d)."""
         tokens, dtau = batch["tokens"], batch["dtau"]  # (B, T) int64, (B, T) float
         pos = torch.arange(tokens.shape[1], device=tokens.device, dtype=torch.float32)  # (T,)
         freqs = torch.exp(-torch.linspace(0.0, math.log(1e4), self.n_freqs, device=pos.device))
@@ -217,23 +220,28 @@ class SRCDHeads(nn.Module):
         self.signal = nn.Linear(d_model, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Read out value logits and the next-signal prediction from the final hidden state."""
         h = self.norm(x)  # (B, T, d)
         return self.value(h), self.signal(h).squeeze(-1)  # (B, T, V), (B, T)
 
 
 class FeedForward(nn.Module):
+    """Position-wise two-layer MLP with GELU."""
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
         self.up = nn.Linear(d_model, d_ff)
         self.down = nn.Linear(d_ff, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the MLP to every position."""
         return self.down(F.gelu(self.up(x)))
 
 
 class SRCDModel(nn.Module):
-    """Base class: owns the embedding and the heads; subclasses define ``blocks`` and
-    ``forward(batch, route=Route(), diagnose_dense=False) -> ModelOutput``.
+    """Base class of every model family: owns the embedding and the heads.
+
+    Subclasses define ``blocks`` and ``forward(batch, route=Route(), diagnose_dense=False) ->
+    ModelOutput``.
 
     Baselines ignore the parts of the ``Route`` they do not use. ``diagnose_dense=True`` asks a
     model with a consolidation score to compute dense attention for every token as a diagnostic
@@ -258,4 +266,5 @@ class SRCDModel(nn.Module):
         return {"config": dataclasses.asdict(self.config), "spec": dataclasses.asdict(self.spec)}
 
     def num_parameters(self) -> int:
+        """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters())
