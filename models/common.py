@@ -141,7 +141,8 @@ class LayerStats:
 
 @dataclass
 class ModelOutput:
-    """What every model returns: value logits, the next-signal prediction and per-layer routing stats."""
+    """What every model returns: value logits, next-signal prediction, per-layer routing stats."""
+
     value_logits: torch.Tensor  # (B, T, V)
     signal_pred: torch.Tensor  # (B, T)
     layers: list[LayerStats]
@@ -227,6 +228,7 @@ class SRCDHeads(nn.Module):
 
 class FeedForward(nn.Module):
     """Position-wise two-layer MLP with GELU."""
+
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
         self.up = nn.Linear(d_model, d_ff)
