@@ -75,6 +75,10 @@ class SRCDConfig:
     answer_permutation_seed: int | None = None  # query format: answer = π(value) for a fixed π
     library_keys: Literal["default", "shifted"] = "default"  # shifted: library keys take ids
     #   n_library+1..2·n_library (keys the default task uses as novel), novel keys the ids above
+    library_answer: Literal["fixed", "permuted"] = "fixed"  # "permuted" closes the readout
+    #   shortcut: each sequence relabels the values of its library bindings by a fresh random
+    #   permutation (store and answer alike), so a library answer must be read from the store
+    #   (docs/srcd.md, "The shortcut-closed variant")
 
     def __post_init__(self) -> None:
         check = _Checker("SRCDConfig")
@@ -109,6 +113,9 @@ class SRCDConfig:
         if self.library_keys not in ("default", "shifted"):
             raise ConfigError(f"SRCDConfig.library_keys={self.library_keys!r}: "
                               "'default' or 'shifted'")
+        if self.library_answer not in ("fixed", "permuted"):
+            raise ConfigError(f"SRCDConfig.library_answer={self.library_answer!r}: "
+                              "'fixed' or 'permuted'")
         if n_q > self.novel_pool:
             raise ConfigError(f"SRCDConfig.n_novel_keys={self.n_novel_keys}: the novel pool "
                               f"({self.novel_pool}) is smaller than {n_q} bindings")
@@ -278,9 +285,26 @@ class SRCD:
         target[:, :-1] = signal[:, 1:]
         mask = np.ones((b, t), bool)
         mask[:, -1] = False
+        if c.library_answer == "permuted":  # drawn last: the rest of the stream is unchanged
+            self._permute_library(rng, is_lib, value, store_pos, query_pos, value_in, answer)
         return SRCDBatch(dtau.astype(np.float32), signal.astype(np.float32), event, key, value_in,
                          key_vec, target.astype(np.float32), mask, answer, is_library, pattern_at,
                          lag)
+
+    def _permute_library(self, rng: np.random.Generator, is_lib: np.ndarray, value: np.ndarray,
+                         store_pos: np.ndarray, query_pos: np.ndarray, value_in: np.ndarray,
+                         answer: np.ndarray) -> None:
+        """Relabel library values per sequence by a random permutation, in place.
+
+        is_lib, value, store_pos, query_pos: (B, n); value_in, answer: (B, T).
+        """
+        b, n_values = value.shape[0], self.config.n_values
+        perm = np.argsort(rng.random((b, n_values)), axis=1)  # (B, V): one permutation per row
+        rows = np.arange(b)[:, None]
+        shown = np.where(is_lib, perm[rows, value], value)  # (B, n)
+        value_in[rows, store_pos] = shown + 1
+        answer[rows, query_pos] = shown if self.answer_permutation is None \
+            else self.answer_permutation[shown]
 
     def _signal(self, dtau: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Exact discretisation of a random latent OU oscillator at irregular times; (B, T)."""
