@@ -15,7 +15,8 @@ two baselines charged like CRAM (``seqboat-matched``: the same λ on the attenti
 and ramp; ``mod-matched``: capacity at the novel-query floor of the task's data).
 
 Tasks (``TASKS``): ``srcd-id``, ``srcd-vector`` (familiarity must be learned from key vectors) and
-``srcd-permuted`` (the readout shortcut closed: ``data.library_answer=permuted``). Token tasks
+``srcd-permuted`` / ``srcd-unlabelled`` (the readout shortcut closed:
+``data.library_answer=permuted`` or ``unlabelled``, docs/srcd.md). Token tasks
 (``cram.tasks``) join through :func:`task_overrides` once the trainer takes ``--task``.
 
 The timing table (:func:`timing_rows`) lives here too: the same trained weights forced dense is the
@@ -43,6 +44,7 @@ TASKS: dict[str, tuple[str, ...]] = {
     "srcd-id": (),
     "srcd-vector": ("data.key_encoding=vector",),
     "srcd-permuted": ("data.library_answer=permuted",),
+    "srcd-unlabelled": ("data.library_answer=unlabelled",),
 }
 #: ablation name → Route keywords (hard routing; ``semantic_zeroed`` only for CRAM models)
 ABLATIONS = (("normal", {}), ("semantic_zeroed", {"ablate": "semantic"}),
@@ -247,7 +249,7 @@ def timing_rows(runs: dict[str, Path], lengths=(2048, 8192), shares=(0.5, 0.9),
             for share in shares:
                 data_cfg = dataclasses.replace(loaded[names[0]][2].data, length=length,
                                                library_share=share)
-                batch = SRCD(data_cfg).sample(n_sequences + 1, seed)
+                batch = SRCD(data_cfg).sample(n_sequences + 1, seed, library_labels=True)
                 load_before = os.getloadavg()[0]
                 times = {n: [] for n in names}
                 correct = {n: [0, 0] for n in names}

@@ -165,4 +165,4 @@ def _check_against_direct_evaluation(run_dir: str, row: dict) -> None:
                             ("forced_attention", Route("hard", force="episodic"))):
             hit = model(b, route).value_logits.argmax(-1) == b["answer"]
             assert float(hit[query & lib].float().mean()) == pytest.approx(
-                row[f"acc_library_{name}"], abs=1e-9), name
+                row[f"acc_library_{name}"], abs=1e-6), name

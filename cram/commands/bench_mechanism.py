@@ -39,7 +39,8 @@ def add_parser(bsub, common, positive_int) -> None:
     common(m, models_default=",".join(MECHANISM_MODELS))
     m.set_defaults(seeds=5, func=run)
     m.add_argument("--tasks", default="srcd-id,srcd-vector",
-                   help="comma-separated: srcd-id, srcd-vector, srcd-permuted (shortcut closed)")
+                   help="comma-separated: srcd-id, srcd-vector, srcd-permuted, srcd-unlabelled "
+                        "(the last two close the readout shortcut; docs/srcd.md)")
     m.add_argument("--timing", action="store_true",
                    help="also time cram, cram forced dense, cram-static, cram-no-consolidation, "
                         "seqboat and the transformer (srcd-id, seed 0), interleaved")
