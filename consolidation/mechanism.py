@@ -1,4 +1,4 @@
-"""``cram bench mechanism``: is consolidation what makes CRAM drop attention? (issue 15)
+"""``cram bench mechanism``: is consolidation what makes CRAM drop attention? Issue 15.
 
 One table per task. Rows are trained runs (models × seeds, reused through
 :func:`cram.consolidation.bench.ensure_run`); each row carries the run's final routing numbers and
@@ -186,8 +186,11 @@ MEAN_KEYS = ("acc_library_normal", "acc_novel_normal", "acc_library_semantic_zer
 
 
 def summarize_mechanism(rows: list[dict]) -> list[dict]:
-    """Per task and model: mean and 95% t-interval of ``MEAN_KEYS``; median and range of the
-    library-query reduction (a lower-bound ratio where the end value is 0, so no t-interval)."""
+    """Per task and model: mean and 95% t-interval of ``MEAN_KEYS``; the reduction's median.
+
+    The library-query reduction is a lower-bound ratio where the end value is 0, so it gets a
+    median, a range and the count of lower bounds, never a t-interval.
+    """
     from .bench import mean_interval
 
     out = []
@@ -208,7 +211,7 @@ def summarize_mechanism(rows: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------------- timing
 def _timed_model(name: str, runs: dict[str, Path]):
-    """(model, Route) for a timing row; ``cram-forced-dense`` is CRAM's weights attending everywhere."""
+    """(model, Route, config) of a timing row; ``cram-forced-dense``: CRAM attending everywhere."""
     from cram.models import HARD, Route
 
     from .checkpoint import load_trained
@@ -223,8 +226,9 @@ def _timed_model(name: str, runs: dict[str, Path]):
 def timing_rows(runs: dict[str, Path], lengths=(2048, 8192), shares=(0.5, 0.9),
                 n_sequences: int = 20, threads: int = 1, seed: int = 123,
                 bootstrap_resamples: int = 2000) -> list[dict]:
-    """Interleaved hard-routed inference time (batch 1) of each model in ``runs`` (plus CRAM
-    forced dense), per sequence length and library share of the timed data.
+    """Interleaved hard-routed inference time (batch 1) per length and library share.
+
+    The models are those in ``runs`` plus CRAM's own weights forced dense.
 
     Each of the ``n_sequences`` sequences is run once by every model in turn (after one untimed
     warm-up sequence per model), so load changes hit all models alike. Returns one row per
@@ -280,7 +284,8 @@ def timing_rows(runs: dict[str, Path], lengths=(2048, 8192), shares=(0.5, 0.9),
                     rows.append({"length": length, "library_share": share, "model": n,
                                  "ms_median": float(np.median(x)),
                                  "ms_ci95": f"[{ci.low:.3g}, {ci.high:.3g}]",
-                                 "sequences": int(x.size), "acc": correct[n][0] / max(correct[n][1], 1),
+                                 "sequences": int(x.size),
+                                 "acc": correct[n][0] / max(correct[n][1], 1),
                                  "attention_per_pair": float(np.mean(attn[n])),
                                  "torch_threads": used_threads, "load_1min_before": load_before,
                                  "load_1min_after": load_after})

@@ -16,10 +16,13 @@ from .seqboat import SeqBoat
 
 
 class SeqBoatMatched(SeqBoat):
+    """SeqBoat whose gates are charged by the training config's cost (see the module doc)."""
+
     family = "seqboat"
     sparsity_weight = 0.0  # the cost comes from the training config instead (see module doc)
 
     def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False):
+        """SeqBoat's forward; each layer's gate (B, T) is also reported as ``cost_share``."""
         out = super().forward(batch, route, diagnose_dense)
         for stats in out.layers:
             stats.extra["cost_share"] = stats.extra["gate"]  # (B, T) σ(gate), with gradients

@@ -1,5 +1,8 @@
-"""`cram bench mechanism` (issue 15): the evaluation-only ablation routes, the cost-matched
-baselines, and a cpu-tiny run of the verb whose ablation columns come from real evaluations."""
+"""`cram bench mechanism` (issue 15): ablation routes, matched baselines, a cpu-tiny run.
+
+The ablation routes are evaluation-only; the cpu-tiny run's ablation columns must come from real
+evaluations of the trained weights.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +14,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+
 from cram.consolidation.config import resolve
 from cram.consolidation.losses import compute_loss
 from cram.consolidation.mechanism import ABLATIONS, novel_floor, run_overrides, task_overrides
 from cram.consolidation.srcd import SRCD
-from cram.models import HARD, DataSpec, Route, Tier, build_model
-
 from cram.core.errors import ConfigError
+from cram.models import HARD, DataSpec, Route, Tier, build_model
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -166,3 +169,10 @@ def _check_against_direct_evaluation(run_dir: str, row: dict) -> None:
             hit = model(b, route).value_logits.argmax(-1) == b["answer"]
             assert float(hit[query & lib].float().mean()) == pytest.approx(
                 row[f"acc_library_{name}"], abs=1e-6), name
+
+
+def test_bench_mechanism_refuses_an_unknown_task_before_training(tmp_path):
+    proc = _bench("--preset", "cpu-tiny", "--seeds", "1", "--tasks", "srcd-id,copy",
+                  "--runs-dir", str(tmp_path / "runs"), "--no-docs", "--quiet", tmp_path=tmp_path)
+    assert proc.returncode != 0 and "--tasks 'copy'" in proc.stderr
+    assert not (tmp_path / "runs").exists()

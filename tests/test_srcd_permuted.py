@@ -1,10 +1,11 @@
-"""Statistics of the shortcut-closed SRCD variants (``data.library_answer=permuted|unlabelled``).
+"""Statistics of the shortcut-closed SRCD variants (``data.library_answer``, issue 15).
 
 ``permuted``: each sequence relabels the values of its library bindings by a fresh random
-permutation. What must hold: the stream is otherwise the same; every query's answer is the value its store shows (so
-attention can always answer); and no map from the key alone (what the readout can memorise)
-predicts a library answer better than chance, while it predicts every answer of the fixed task. ``unlabelled``: training draws carry no answer
-at library queries, the evaluation set carries all of them.
+permutation. What must hold: the stream is otherwise the same; every query's answer is the value
+its store shows (so attention can always answer); and no map from the key alone (what the readout
+can memorise) predicts a library answer better than chance, while it predicts every answer of the
+fixed task. ``unlabelled``: training draws carry no answer at library queries, the evaluation set
+carries all of them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import math
 
 import numpy as np
 import pytest
-from cram.consolidation.srcd import EVENT_QUERY, EVENT_STORE, SRCD, SRCDConfig
 from hypothesis import HealthCheck, given, settings
 from strategies import seeds, srcd_configs
 
+from cram.consolidation.srcd import EVENT_QUERY, EVENT_STORE, SRCD, SRCDConfig
 from cram.core.errors import ConfigError
 
 PROPERTY = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -58,8 +59,10 @@ def test_every_answer_is_the_value_its_store_shows(config, seed):
 
 
 def _key_map_accuracy(batch, n_fit: int) -> float:
-    """Held-out accuracy of the best key → value map fitted on the first ``n_fit`` sequences:
-    what a readout that memorises library keys can reach."""
+    """Held-out accuracy and size of the best key → value map fitted on ``n_fit`` sequences.
+
+    This is what a readout that memorises library keys can reach.
+    """
     lib = (batch.event == EVENT_QUERY) & batch.is_library  # (B, T)
     table: dict[int, np.ndarray] = {}
     for k, a in zip(batch.key[:n_fit][lib[:n_fit]], batch.answer[:n_fit][lib[:n_fit]]):

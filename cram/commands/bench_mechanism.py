@@ -1,4 +1,4 @@
-"""``cram bench mechanism``: is consolidation the cause of CRAM's attention drop? (issue 15)
+"""``cram bench mechanism``: is consolidation the cause of CRAM's attention drop? Issue 15.
 
 Trains (or reuses) the 2×2 of consolidation loss on/off × cost gated/ungated and the cost-matched
 SeqBoat and MoD on each task, evaluates every trained model with the semantic output zeroed, with
@@ -64,8 +64,14 @@ def run(args) -> int:
     """The ``cram bench mechanism`` verb."""
     from cram.commands.bench import _check_doc, _models, _report, _runs_dir
     from cram.consolidation.config import get_preset
-    from cram.consolidation.mechanism import (novel_floor, run_mechanism, summarize_mechanism,
-                                              task_overrides, timing_rows, timing_runs)
+    from cram.consolidation.mechanism import (
+        novel_floor,
+        run_mechanism,
+        summarize_mechanism,
+        task_overrides,
+        timing_rows,
+        timing_runs,
+    )
 
     _check_doc(args)
     get_preset(args.preset)
