@@ -225,7 +225,7 @@ def _timed_model(name: str, runs: dict[str, Path]):
 
 def timing_rows(runs: dict[str, Path], lengths=(2048, 8192), shares=(0.5, 0.9),
                 n_sequences: int = 20, threads: int = 1, seed: int = 123,
-                bootstrap_resamples: int = 2000) -> list[dict]:
+                bootstrap_resamples: int = 2000, forced_dense: bool = True) -> list[dict]:
     """Interleaved hard-routed inference time (batch 1) per length and library share.
 
     The models are those in ``runs`` plus CRAM's own weights forced dense.
@@ -245,7 +245,8 @@ def timing_rows(runs: dict[str, Path], lengths=(2048, 8192), shares=(0.5, 0.9),
     from .srcd import EVENT_QUERY, SRCD
     from .timing import torch_threads
 
-    names = [n for n in TIMING_MODELS if (n if n != "cram-forced-dense" else "cram") in runs]
+    names = [n for n in TIMING_MODELS if (n if n != "cram-forced-dense" else "cram") in runs
+             and (n != "cram-forced-dense" or forced_dense)]
     loaded = {n: _timed_model(n, runs) for n in names}
     rows = []
     with torch_threads(threads), torch.inference_mode():
@@ -297,13 +298,21 @@ def timing_rows(runs: dict[str, Path], lengths=(2048, 8192), shares=(0.5, 0.9),
     return rows
 
 
-def timing_runs(root: Path, preset: str, seed: int, overrides: list[str],
-                progress: bool = True) -> dict[str, Path]:
-    """The trained runs the timing table needs (``srcd-id`` task, one seed), trained if missing."""
+def timing_runs(root: Path, preset: str, seed: int, overrides: list[str], progress: bool = True,
+                models=TIMING_MODELS) -> dict[str, Path]:
+    """The trained runs the timing table needs (``srcd-id`` task, one seed), trained if missing.
+
+    ``models`` names rows of ``TIMING_MODELS``; ``cram-forced-dense`` needs the ``cram`` run.
+    """
     from .bench import ensure_run
 
+    unknown = sorted(set(models) - set(TIMING_MODELS))
+    if unknown:
+        raise ConfigError(f"--timing-models {','.join(unknown)}: choose from "
+                          + ", ".join(TIMING_MODELS))
+    wanted = {"cram" if m == "cram-forced-dense" else m for m in models}
     runs = {}
-    for model in ("cram", "cram-static", "cram-no-consolidation", "seqboat", "transformer"):
+    for model in [m for m in TIMING_MODELS if m in wanted]:
         run_dir = root / f"{model}-seed{seed}"
         runs[model] = ensure_run(model, preset, seed, run_dir,
                                  run_overrides(model, "srcd-id", preset, overrides),

@@ -10,6 +10,7 @@ own weights forced dense as the reference. Design: docs/cram.md, "Is consolidati
 from __future__ import annotations
 
 import argparse
+import os
 
 from cram.commands._util import emit_json, log
 
@@ -31,7 +32,7 @@ TIMING_COLUMNS = ["length", "library_share", "model", "ms_median", "ms_ci95", "v
 
 def add_parser(bsub, common, positive_int) -> None:
     """Register ``mechanism`` under ``cram bench`` (``common`` adds the shared options)."""
-    from cram.consolidation.mechanism import MECHANISM_MODELS
+    from cram.consolidation.mechanism import MECHANISM_MODELS, TIMING_MODELS
 
     m = bsub.add_parser("mechanism", help="is consolidation the cause? 2×2, matched baselines, "
                         "ablations", description=__doc__,
@@ -48,6 +49,8 @@ def add_parser(bsub, common, positive_int) -> None:
     m.add_argument("--timing-shares", default="0.5,0.9",
                    help="library share of the timed sequences (the models are not retrained)")
     m.add_argument("--timing-sequences", type=positive_int, default=20)
+    m.add_argument("--timing-models", default=",".join(TIMING_MODELS),
+                   help="rows of the timing table (missing srcd-id seed-0 runs are trained)")
     m.add_argument("--threads", type=positive_int, default=1, help="torch threads for timing")
 
 
@@ -65,6 +68,7 @@ def run(args) -> int:
     from cram.commands.bench import _check_doc, _models, _report, _runs_dir
     from cram.consolidation.config import get_preset
     from cram.consolidation.mechanism import (
+        TIMING_MODELS,
         novel_floor,
         run_mechanism,
         summarize_mechanism,
@@ -72,6 +76,7 @@ def run(args) -> int:
         timing_rows,
         timing_runs,
     )
+    from cram.core.errors import ConfigError
 
     _check_doc(args)
     get_preset(args.preset)
@@ -79,6 +84,10 @@ def run(args) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     for task in tasks:
         task_overrides(task)  # unknown task: fails before any training
+    wanted = [m.strip() for m in args.timing_models.split(",") if m.strip()]
+    if args.timing and sorted(set(wanted) - set(TIMING_MODELS)):
+        raise ConfigError(f"--timing-models {args.timing_models!r}: choose from "
+                          + ", ".join(TIMING_MODELS))
     root = _runs_dir(args, "mechanism")
     table_args = argparse.Namespace(**{**vars(args), "json": False,  # one JSON document at the end
                                        "no_docs": args.no_docs or (args.json and not args.doc)})
@@ -95,16 +104,20 @@ def run(args) -> int:
                  "attention_per_pair: share of (token, layer) pairs reading episodic memory; "
                  "per_token: tokens for which any layer does. Summary: mean and 95% t-interval "
                  "over seeds; reduction (peak / end library-query attention) as median and range, "
-                 f"with the count of lower bounds. mod-matched capacity = novel floor {floor:.4f}.")
+                 f"with the count of lower bounds. mod-matched capacity = novel floor {floor:.4f}. "
+                 "Load average (1, 5, 15 min) when the table was written: "
+                 + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + ".")
         _report(f"Mechanism: is consolidation the cause? ({task}, preset {args.preset})", mine,
                 ROW_COLUMNS, table_args, notes, [s for s in summary if s["task"] == task],
                 SUMMARY_COLUMNS)
     trows = []
     if args.timing:
-        runs = timing_runs(root, args.preset, 0, args.overrides, progress=not args.quiet)
+        runs = timing_runs(root, args.preset, 0, args.overrides, progress=not args.quiet,
+                           models=wanted)
         trows = timing_rows(runs, _floats(args.timing_lengths, "--timing-lengths", int),
                             _floats(args.timing_shares, "--timing-shares"),
-                            args.timing_sequences, args.threads)
+                            args.timing_sequences, args.threads,
+                            forced_dense="cram-forced-dense" in wanted)
         log("[bench mechanism] timing done")
         _report(f"Mechanism timing: CRAM against its own weights forced dense (preset "
                 f"{args.preset})", trows, TIMING_COLUMNS, table_args,
