@@ -202,6 +202,9 @@ class Variant:
 TRAIN_CHANGES: dict[str, dict[str, object]] = {
     "cram-no-consolidation": {"consolidation_weight": 0.0, "consolidation_raw_weight": 0.0},
     "cram-logit-router": {"router_logit_weight": 0.01, "cost_gate": "familiarity-queries"},
+    "cram-ungated": {"cost_gate": "none"},
+    "cram-no-consolidation-ungated": {"consolidation_weight": 0.0, "consolidation_raw_weight": 0.0,
+                                      "cost_gate": "none"},
 }
 VARIANTS: dict[str, Variant] = {name: Variant(mv, TRAIN_CHANGES.get(name, {}))
                                 for name, mv in MODEL_VARIANTS.items()}

@@ -98,6 +98,13 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
             + cfg.familiarity_weight * familiarity + cost + router
         terms.update(loss_probe=probe, loss_consolidation=consolidation,
                      loss_familiarity=familiarity, loss_cost=cost, loss_router=router)
+    charged = [s.extra["cost_share"] for s in out.layers if "cost_share" in s.extra]
+    if charged:  # a baseline charged like CRAM (cram.models.matched): same λ, warm-up and ramp
+        scale = cfg.cost_scale(step)
+        cost = sum(cfg.cost_query * _masked_mean(g.float(), is_query)
+                   + cfg.cost_nonquery * _masked_mean(g.float(), ~is_query) for g in charged)
+        terms["loss_cost"] = scale * cost / len(charged)
+        total = total + terms["loss_cost"]
     if out.aux_loss is not None:
         total = total + out.aux_loss
         terms["loss_aux"] = out.aux_loss

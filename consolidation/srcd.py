@@ -75,6 +75,11 @@ class SRCDConfig:
     answer_permutation_seed: int | None = None  # query format: answer = π(value) for a fixed π
     library_keys: Literal["default", "shifted"] = "default"  # shifted: library keys take ids
     #   n_library+1..2·n_library (keys the default task uses as novel), novel keys the ids above
+    library_answer: Literal["fixed", "permuted", "unlabelled"] = "fixed"  # closes the readout
+    #   shortcut (docs/srcd.md, "Shortcut-closed variants"): "permuted" relabels each sequence's
+    #   library values by a fresh permutation (store and answer alike: only the store can tell);
+    #   "unlabelled": training draws carry no answer at library queries (IGNORE_INDEX), so the
+    #   value loss never teaches the readout a library value; the evaluation set keeps them
 
     def __post_init__(self) -> None:
         check = _Checker("SRCDConfig")
@@ -109,6 +114,9 @@ class SRCDConfig:
         if self.library_keys not in ("default", "shifted"):
             raise ConfigError(f"SRCDConfig.library_keys={self.library_keys!r}: "
                               "'default' or 'shifted'")
+        if self.library_answer not in ("fixed", "permuted", "unlabelled"):
+            raise ConfigError(f"SRCDConfig.library_answer={self.library_answer!r}: "
+                              "'fixed', 'permuted' or 'unlabelled'")
         if n_q > self.novel_pool:
             raise ConfigError(f"SRCDConfig.n_novel_keys={self.n_novel_keys}: the novel pool "
                               f"({self.novel_pool}) is smaller than {n_q} bindings")
@@ -217,8 +225,13 @@ class SRCD:
                                    np.random.default_rng(c.answer_permutation_seed).permutation(c.n_values))
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, batch_size: int, seed: int | np.random.Generator | None = None) -> SRCDBatch:
-        """Draw ``batch_size`` independent sequences."""
+    def sample(self, batch_size: int, seed: int | np.random.Generator | None = None,
+               library_labels: bool = False) -> SRCDBatch:
+        """Draw ``batch_size`` independent sequences.
+
+        With ``library_answer="unlabelled"`` library queries carry IGNORE_INDEX as their answer
+        (a training draw) unless ``library_labels`` (the evaluation set sets it).
+        """
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         c = self.config
         b, t, n = batch_size, c.length, c.n_queries
@@ -278,9 +291,28 @@ class SRCD:
         target[:, :-1] = signal[:, 1:]
         mask = np.ones((b, t), bool)
         mask[:, -1] = False
+        if c.library_answer == "permuted":  # drawn last: the rest of the stream is unchanged
+            self._permute_library(rng, is_lib, value, store_pos, query_pos, value_in, answer)
+        if c.library_answer == "unlabelled" and not library_labels:
+            answer[is_library] = IGNORE_INDEX  # the loss never sees a library value at a query
         return SRCDBatch(dtau.astype(np.float32), signal.astype(np.float32), event, key, value_in,
                          key_vec, target.astype(np.float32), mask, answer, is_library, pattern_at,
                          lag)
+
+    def _permute_library(self, rng: np.random.Generator, is_lib: np.ndarray, value: np.ndarray,
+                         store_pos: np.ndarray, query_pos: np.ndarray, value_in: np.ndarray,
+                         answer: np.ndarray) -> None:
+        """Relabel library values per sequence by a random permutation, in place.
+
+        is_lib, value, store_pos, query_pos: (B, n); value_in, answer: (B, T).
+        """
+        b, n_values = value.shape[0], self.config.n_values
+        perm = np.argsort(rng.random((b, n_values)), axis=1)  # (B, V): one permutation per row
+        rows = np.arange(b)[:, None]
+        shown = np.where(is_lib, perm[rows, value], value)  # (B, n)
+        value_in[rows, store_pos] = shown + 1
+        answer[rows, query_pos] = shown if self.answer_permutation is None \
+            else self.answer_permutation[shown]
 
     def _signal(self, dtau: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Exact discretisation of a random latent OU oscillator at irregular times; (B, T)."""
@@ -329,7 +361,7 @@ class SRCD:
 
     def eval_set(self, n_sequences: int, seed: int = 10_000) -> SRCDBatch:
         """The fixed evaluation set (its seed is disjoint from training streams by construction)."""
-        return self.sample(n_sequences, np.random.default_rng([seed, 0xE7A1]))
+        return self.sample(n_sequences, np.random.default_rng([seed, 0xE7A1]), library_labels=True)
 
 
 def stream_rng(seed: int, rank: int, step: int) -> np.random.Generator:

@@ -61,6 +61,17 @@ _VARIANTS = (
     ModelVariant("cram-logit-router", "CRAM for familiarity that must be learned (key vectors): "
                  "the router reads q̂'s log-odds and is kept off saturation; non-query tokens pay "
                  "ungated", "cram", "CRAM", {"router_feature": "logit", "familiarity_hidden": 128}),
+    # issue 15, the 2×2 of consolidation loss on/off × cost gated/ungated (with cram and
+    # cram-no-consolidation), and the cost-matched baselines of `cram bench mechanism`
+    ModelVariant("cram-ungated", "ablation (2×2): consolidation loss on, attention cost not gated "
+                 "by q̂", "cram", "CRAM"),
+    ModelVariant("cram-no-consolidation-ungated", "ablation (2×2): no consolidation loss and the "
+                 "attention cost not gated by q̂", "cram", "CRAM"),
+    ModelVariant("seqboat-matched", "baseline: SeqBoat-style gate charged like CRAM (λ_q at "
+                 "queries, λ_n elsewhere, same warm-up and ramp)", "matched", "SeqBoatMatched"),
+    ModelVariant("mod-matched", "baseline: Mixture-of-Depths at the novel-query floor "
+                 "(capacity 1.5% of tokens per layer)", "mod", "MixtureOfDepths",
+                 {"mod_capacity": 0.015}),
     ModelVariant("transformer", "baseline: dense causal Transformer", "transformer", "Transformer"),
     ModelVariant("sliding-window", "baseline: causal attention over the last attention_window "
                  "positions", "transformer", "SlidingWindowTransformer"),

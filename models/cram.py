@@ -171,7 +171,9 @@ class CRAMBlock(nn.Module):
         else:  # inference: only the tokens routed to episodic memory attend
             computed = choice == EPISODIC  # (B, T)
             r_e = self.episodic.forward_routed(h, computed)  # (B, T, d), zeros elsewhere
-        x = x + mix[..., EPISODIC, None] * r_e + mix[..., SEMANTIC, None] * f_sem
+        x = x + mix[..., EPISODIC, None] * r_e
+        if not route.semantic_off:  # ablate="semantic" (evaluation only): f_sem adds nothing
+            x = x + mix[..., SEMANTIC, None] * f_sem
         if self.ff is not None:
             x = x + self.ff(self.norm_ff(x))
         return x, LayerStats(

@@ -26,6 +26,7 @@ RouterReads = Literal["qhat", "q"]  # "q": the oracle (the paper as written); ne
 RouterFeature = Literal["prob", "logit"]  # the router reads q̂ (or q) or its log-odds
 Mode = Literal["soft", "hard"]
 Force = Literal["none", "working", "episodic", "semantic", "no-episodic"]
+Ablate = Literal["none", "semantic"]  # evaluation only: a tier's output is zeroed
 
 
 def check_literals(obj: object) -> None:
@@ -72,7 +73,10 @@ class Route:
     """How one forward pass routes: ``Route()`` is soft routing at temperature 1.
 
     ``force`` overrides the router: a tier name sends every token there, ``"no-episodic"`` keeps
-    the router's choice but turns episodic reads into working ones. ``generator`` draws the
+    the router's choice but turns episodic reads into working ones. ``ablate="semantic"`` (hard
+    routing only) keeps the choice and zeroes the semantic tier's output: ``cram bench mechanism``
+    asks whether library answers need it. ``Route("hard", force="episodic")`` is attention
+    computed and read at every token (the forced-dense reference). ``generator`` draws the
     Gumbel noise of soft routing (a seed argument; ``None``: the global generator).
     """
 
@@ -80,11 +84,20 @@ class Route:
     temperature: float = 1.0
     force: Force = "none"
     generator: torch.Generator | None = None
+    ablate: Ablate = "none"  # "semantic": the router's choice is kept, f_sem is added as zeros
 
     def __post_init__(self) -> None:
         check_literals(self)
         if not self.temperature > 0:
             raise ConfigError(f"Route.temperature={self.temperature!r}: must be > 0")
+        if self.ablate != "none" and self.soft:
+            raise ConfigError(f"Route.ablate={self.ablate!r}: an evaluation-only ablation; "
+                              "use mode='hard'")
+
+    @property
+    def semantic_off(self) -> bool:
+        """The semantic tier's output is zeroed (tokens routed there get working memory only)."""
+        return self.ablate == "semantic"
 
     @property
     def soft(self) -> bool:

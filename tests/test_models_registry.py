@@ -57,10 +57,10 @@ def expected_computed(name: str, model, out, batch, mode: str) -> list[torch.Ten
         return [ones if mode == "soft" else batch["event"] == EVENT_QUERY] * n
     if name.startswith("cram"):
         return [ones if mode == "soft" else s.choice == 1 for s in out.layers]
-    if name == "seqboat":
+    if name in ("seqboat", "seqboat-matched"):
         return [ones if mode == "soft" else s.extra["gate"] > model.config.seqboat_threshold
                 for s in out.layers]
-    if name == "mod":
+    if name in ("mod", "mod-matched"):
         return [None] * n
     raise AssertionError(f"no expectation written for model {name!r}")
 

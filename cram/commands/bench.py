@@ -61,6 +61,10 @@ def register(sub) -> None:
                    help="comma-separated variant names from cram.consolidation.schedule, or 'all'")
     h.set_defaults(func=_schedule)
 
+    from cram.commands import bench_mechanism  # issue 15: `cram bench mechanism`
+
+    bench_mechanism.add_parser(bsub, _common, _positive_int)
+
     k = bsub.add_parser("kernels", help="routed attention and CT scan vs dense / loop baselines",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     k.add_argument("--threads", type=int, default=1)
