@@ -184,6 +184,7 @@ class SRCDBatch:
         return self.dtau.shape[0]
 
     def to_torch(self, device=None) -> dict:
+        """The batch as a dict of torch tensors on device (the models' input)."""
         import torch
 
         out = {}
@@ -201,6 +202,7 @@ class SRCDBatch:
                             for f in dataclasses.fields(parts[0])})
 
     def slice(self, start: int, stop: int) -> "SRCDBatch":
+        """Sequences start:stop of the batch."""
         return SRCDBatch(**{f.name: (None if getattr(self, f.name) is None
                                      else getattr(self, f.name)[start:stop])
                             for f in dataclasses.fields(self)})
@@ -352,8 +354,11 @@ class SRCD:
     # ------------------------------------------------------------------ streams
     def stream(self, batch_size: int, seed: int, rank: int = 0, start_step: int = 0
                ) -> Iterator[SRCDBatch]:
-        """Endless training stream; batch ``i`` depends only on (seed, rank, i), so a resumed run
-        (``start_step``) sees exactly the batches an uninterrupted run would have seen."""
+        """Endless training stream; batch ``i`` depends only on (seed, rank, i).
+
+        So a resumed run (``start_step``) sees exactly the batches an uninterrupted run would have
+        seen.
+        """
         step = start_step
         while True:
             yield self.sample(batch_size, stream_rng(seed, rank, step))

@@ -44,6 +44,7 @@ class ModelVariant:
         return dataclasses.replace(config, **self.changes)
 
     def build(self, config: ModelConfig, spec: DataSpec) -> SRCDModel:
+        """Build this variant's model with its config changes applied."""
         klass = getattr(importlib.import_module(f"cram.models.{self.module}"), self.cls)
         return klass(config, spec)
 
@@ -89,6 +90,7 @@ MODEL_NAMES = tuple(MODEL_VARIANTS)
 
 
 def check_model_name(name: str) -> None:
+    """Raise ConfigError listing the known names if name is not one."""
     if name not in MODEL_VARIANTS:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
 

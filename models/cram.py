@@ -53,6 +53,7 @@ class SemanticMemory(nn.Module):
         self.up = nn.Linear(rank, d_model)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Low-rank MLP read of the semantic tier: (B, T, d) -> (B, T, d)."""
         return self.up(F.gelu(self.down(h)))
 
 
@@ -68,6 +69,7 @@ class FamiliarityHead(nn.Module):
         return self.net(h).squeeze(-1)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Predicted familiarity q̂ in (0, 1) per token: (B, T, d) -> (B, T)."""
         return torch.sigmoid(self.logit(h))
 
 
@@ -81,6 +83,8 @@ def gumbel_softmax(logits: torch.Tensor, temperature: float,
 
 
 class CRAMBlock(nn.Module):
+    """One CRAM layer: working memory, episodic attention and semantic memory behind a router."""
+
     def __init__(self, config: ModelConfig, spec: DataSpec):
         super().__init__()
         d = config.d_model
@@ -103,7 +107,7 @@ class CRAMBlock(nn.Module):
     # ------------------------------------------------------------------ consolidation score
     def consolidation_score(self, r_episodic: torch.Tensor, f_semantic: torch.Tensor
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q (B, T) plus the probe logits of r_E (probe trainable) and of f_sem (probe frozen)."""
+        """Agreement q (B, T) and the probe logits of r_E (probe trains) and f_sem (probe frozen)."""
         probe_e = self.value_probe(r_episodic.detach())  # (B, T, V): trains the probe
         probe_s = F.linear(f_semantic, self.value_probe.weight.detach(),
                            self.value_probe.bias.detach())  # (B, T, V): trains semantic only
@@ -183,6 +187,8 @@ class CRAMBlock(nn.Module):
 
 
 class CRAM(SRCDModel):
+    """The CRAM model: embedding, CRAM layers, and the shared value and signal heads."""
+
     family = "cram"
     consolidates = True
 
@@ -192,6 +198,7 @@ class CRAM(SRCDModel):
 
     def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
                 ) -> ModelOutput:
+        """Run the CRAM layers with route and return outputs with per-layer routing stats."""
         x = self.embed(batch)  # (B, T, d)
         layers = []
         for block in self.blocks:

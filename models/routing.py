@@ -101,6 +101,7 @@ class Route:
 
     @property
     def soft(self) -> bool:
+        """Whether this route mixes tiers softly (training) rather than choosing one (hard)."""
         return self.mode == "soft"
 
     @property

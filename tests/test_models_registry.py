@@ -1,5 +1,7 @@
-"""Every registered model builds, runs soft and hard, has finite gradients, and computes attention
-exactly where it claims to."""
+"""Every registered model builds, runs soft and hard and has finite gradients.
+
+It also computes attention exactly where it claims to.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +10,21 @@ import math
 import numpy as np
 import pytest
 import torch
-from cram.consolidation.srcd import EVENT_QUERY, SRCD, SRCDConfig
-from cram.models import (
-    HARD, MODEL_NAMES, MODEL_VARIANTS, DataSpec, ModelConfig, Route, build_model,
-)
-from cram.models.mod import capacity_k, top_k_mask
 from hypothesis import given, settings
 from strategies import score_rows
 
+from cram.consolidation.srcd import EVENT_QUERY, SRCD, SRCDConfig
 from cram.core.errors import ConfigError
+from cram.models import (
+    HARD,
+    MODEL_NAMES,
+    MODEL_VARIANTS,
+    DataSpec,
+    ModelConfig,
+    Route,
+    build_model,
+)
+from cram.models.mod import capacity_k, top_k_mask
 
 B, T = 3, 40
 
