@@ -107,7 +107,7 @@ class CRAMBlock(nn.Module):
     # ------------------------------------------------------------------ consolidation score
     def consolidation_score(self, r_episodic: torch.Tensor, f_semantic: torch.Tensor
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Agreement q (B, T) and the probe logits of r_E (probe trains) and f_sem (probe frozen)."""
+        """Agreement q (B, T) and the probe logits of r_E (probe trains) and f_sem (frozen)."""
         probe_e = self.value_probe(r_episodic.detach())  # (B, T, V): trains the probe
         probe_s = F.linear(f_semantic, self.value_probe.weight.detach(),
                            self.value_probe.bias.detach())  # (B, T, V): trains semantic only
