@@ -279,3 +279,30 @@ def test_a_planted_cycle_is_reported(tmp_path):
 def test_find_cycles_on_a_small_graph():
     assert find_cycles({("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")}) == [["a", "b", "c", "a"]]
     assert find_cycles({("a", "b"), ("b", "c"), ("a", "a")}) == []
+
+
+# ------------------------------------------------------------------ functions fit on a screen
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(root: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """``path:line name (n lines)`` for every function of the package longer than ``limit``."""
+    found = []
+    paths = {p for folder in package_dirs(root).values() for p in folder.rglob("*.py")}
+    for path in sorted(paths):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > limit:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({n})")
+    return found
+
+
+def test_no_package_function_is_longer_than_a_screen():
+    assert long_functions(ROOT) == []
+
+
+def test_the_length_check_sees_a_long_function(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    root = _tree(tmp_path, {"fitting/long.py": f"def f():\n{body}\n"})
+    assert [s.split()[1] for s in long_functions(root)] == ["f"]
