@@ -31,6 +31,13 @@ class TrainConfig:
     tau_start: float = 1.0  # Gumbel-softmax temperature right after warm-up ...
     tau_end: float = 0.2  # ... annealed geometrically to this
     tau_anneal_steps: int = 200
+    # issue 13: "fixed" = the step counts above; "learned" = warm-up ends when the retrieval
+    # criterion is met (consolidation/routing_schedule.py), at the latest after max_fraction·steps
+    schedule: Literal["fixed", "learned"] = "fixed"
+    schedule_criterion: Literal["retrieval", "accuracy"] = "retrieval"
+    schedule_threshold: float = 0.9  # criterion value that ends a learned warm-up
+    schedule_horizon: int = 20  # EMA horizon of the criterion, in steps (also its minimum wait)
+    schedule_max_fraction: float = 0.5  # longest learned warm-up, as a share of train.steps
     # loss weights
     signal_weight: float = 1.0  # next-signal MSE
     consolidation_weight: float = 1.0  # semantic → stop-grad episodic, in q's space
@@ -81,6 +88,18 @@ class TrainConfig:
         if self.cost_gate not in ("none", "familiarity", "familiarity-queries"):
             raise ConfigError(f"TrainConfig.cost_gate={self.cost_gate!r}: 'none', 'familiarity' "
                               "or 'familiarity-queries'")
+        if self.schedule not in ("fixed", "learned"):
+            raise ConfigError(f"TrainConfig.schedule={self.schedule!r}: 'fixed' or 'learned'")
+        if self.schedule_criterion not in ("retrieval", "accuracy"):
+            raise ConfigError(f"TrainConfig.schedule_criterion={self.schedule_criterion!r}: "
+                              "'retrieval' or 'accuracy'")
+        if not 0 <= self.schedule_threshold <= 1 or not 0 <= self.schedule_max_fraction <= 1:
+            raise ConfigError(f"TrainConfig.schedule_threshold={self.schedule_threshold!r} / "
+                              f"schedule_max_fraction={self.schedule_max_fraction!r}: must be "
+                              "in [0, 1]")
+        if not isinstance(self.schedule_horizon, int) or self.schedule_horizon < 1:
+            raise ConfigError(f"TrainConfig.schedule_horizon={self.schedule_horizon!r}: "
+                              "must be an integer >= 1")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ConfigError(f"TrainConfig.device={self.device!r}: auto, cpu, cuda[:N] or mps")
 

@@ -48,7 +48,8 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> LossTerms:
+def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
+                 schedule=None) -> LossTerms:  # issue 13: schedule = a RoutingSchedule
     answer = batch["answer"]  # (B, T)
     is_query = batch["event"] == EVENT_QUERY  # (B, T)
     loss_value = F.cross_entropy(out.value_logits.flatten(0, 1).float(), answer.flatten(),
@@ -61,7 +62,7 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
     cram_layers = [s for s in out.layers if s.q is not None]
     if cram_layers:
         probe = consolidation = familiarity = cost = router = loss_value.new_zeros(())
-        cost_scale = cfg.cost_scale(step)
+        cost_scale = (schedule or cfg).cost_scale(step)  # issue 13
         for s in cram_layers:
             where = is_query & s.computed  # (B, T)
             probe = probe + F.cross_entropy(s.probe_episodic[where].float(), answer[where]) \
@@ -84,7 +85,8 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
                 share_nonquery = gated if cfg.cost_gate == "familiarity" else share
                 cost = cost + cost_scale * (cfg.cost_query * _masked_mean(share_query, is_query)
                                             + cfg.cost_nonquery * _masked_mean(share_nonquery, ~is_query))
-            if cfg.router_logit_weight and s.logits is not None and step >= cfg.warmup_steps:
+            after_warmup = not schedule.warmup(step) if schedule else step >= cfg.warmup_steps
+            if cfg.router_logit_weight and s.logits is not None and after_warmup:  # issue 13
                 centred = s.logits.float() - s.logits.float().mean(-1, keepdim=True)  # (B, T, 3)
                 spread = centred.pow(2).sum(-1)  # (B, T)
                 router = router + cfg.router_logit_weight * (

@@ -37,7 +37,8 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig
 from .evaluate import evaluate
 from .losses import compute_loss
-from .srcd import SRCD, SRCDBatch, stream_rng
+from .routing_schedule import RoutingSchedule, measure_criterion  # issue 13
+from .srcd import IGNORE_INDEX, SRCD, SRCDBatch, stream_rng
 from .transition import transition_summary
 
 LOSS_COLUMNS = ("loss_total", "loss_value", "loss_signal", "loss_consolidation", "loss_familiarity",
@@ -54,7 +55,8 @@ class TrainingDiverged(CramError):
 
 def metric_columns(n_layers: int) -> list[str]:
     tiers = [f"share_{t}_l{i}" for i in range(n_layers) for t in ("working", "episodic", "semantic")]
-    return ["step", "phase", "tokens_seen", "train_seconds", "temperature", "lr", *LOSS_COLUMNS,
+    return ["step", "phase", "tokens_seen", "train_seconds", "temperature", "lr",
+            "schedule_signal", *LOSS_COLUMNS,  # issue 13: the routing criterion's EMA
             *EVAL_COLUMNS, *tiers]
 
 
@@ -184,6 +186,7 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
     start_step = 0
     exposures = np.zeros(config.data.n_library)
     train_seconds = 0.0
+    schedule = RoutingSchedule(cfg_t)  # issue 13
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -192,6 +195,8 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
         start_step = int(state["step"])
         exposures = np.asarray(state["exposures"], float)
         train_seconds = float(state["train_seconds"])
+        if "routing_schedule" in state:  # issue 13
+            schedule.load_state_dict(state["routing_schedule"])
     train_model = model
     if dist.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(
@@ -245,7 +250,8 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
                       n_library=config.data.n_library,
                       patterns=is_cram and step % cfg_t.pattern_every == 0,
                       retention=step in retention_at, autocast=autocast)
-        row = {"step": step, "phase": "warmup" if step < cfg_t.warmup_steps else "train",
+        row = {"step": step, "phase": schedule.phase_at(step),  # issue 13
+               "schedule_signal": schedule.signal,
                "tokens_seen": step * cfg_t.batch_size * config.data.length,
                "train_seconds": train_seconds, "temperature": temperature, "lr": lr,
                **{k: v / max(n_summed, 1) for k, v in sums.items()}, **ev.metrics}
@@ -273,7 +279,8 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
                 "experiment": {"model": model_name, "seed": seed, **config.to_dict()},
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                 "generator_states": gens, "exposures": torch.as_tensor(exposures),
-                "train_seconds": train_seconds, "torch_version": str(torch.__version__)})
+                "train_seconds": train_seconds, "torch_version": str(torch.__version__),
+                "routing_schedule": schedule.state_dict()})  # issue 13
 
     bar = None
     if dist.main and progress:
@@ -285,7 +292,7 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
     model.train()
     try:
         while True:
-            temperature = cfg_t.temperature(step)
+            temperature = schedule.temperature(step)  # issue 13
             lr = cfg_t.lr * min(1.0, (step + 1) / max(cfg_t.lr_warmup_steps, 1))
             if step % cfg_t.log_every == 0 or step == cfg_t.steps:
                 if step != start_step or not resume:
@@ -309,11 +316,17 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
             batch = batch_np.to_torch(device)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            force = "episodic" if (is_cram and step < cfg_t.warmup_steps) else "none"
+            force = "episodic" if (is_cram and schedule.warmup(step)) else "none"  # issue 13
             with autocast:
                 out_ = train_model(batch, mode="soft", temperature=temperature, force=force,
                                    generator=gumbel)
-                loss = compute_loss(out_, batch, cfg_t, step)
+                loss = compute_loss(out_, batch, cfg_t, step, schedule=schedule)  # issue 13
+                if is_cram and schedule.needs_signal(step):  # issue 13: retrieval criterion
+                    counts = dist.all_sum(np.array(measure_criterion(
+                        model, batch, out_.value_logits, cfg_t.schedule_criterion, IGNORE_INDEX)))
+                    message = schedule.update(step, *counts)
+                    if message and dist.main:
+                        print(message, file=sys.stderr, flush=True)
                 if dist.enabled:  # DDP waits for a gradient from every output it can see; outputs
                     # kept only for logging (e.g. router probs in warm-up) join the graph at weight 0
                     loss.total = loss.total + 0.0 * _output_sum(out_)
@@ -346,11 +359,12 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, device
         import pandas as pd
 
         metrics = pd.read_csv(out / METRICS_FILE)
-        transition = transition_summary(metrics, cfg_t.warmup_steps, seed=seed) if is_cram \
+        onset = schedule.onset() if schedule.onset() is not None else cfg_t.steps  # issue 13
+        transition = transition_summary(metrics, onset, seed=seed) if is_cram \
             else {"series": "attention_library", "onset": cfg_t.warmup_steps, "step": None,
                   "method": "not a routed model"}
         atomic_write_json(out / TRANSITION_FILE, {
-            **transition,
+            **transition, "schedule": schedule.summary(),  # issue 13
             "resolution": cfg_t.log_every})  # steps between evaluations: the interval's granularity
         meta.update(status="finished", train_seconds=train_seconds,
                     finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
