@@ -17,6 +17,7 @@ import torch
 
 from cram.models.common import TIERS
 
+from .layer_metrics import LayerCollector  # issue 13
 from .srcd import EVENT_QUERY, SRCDBatch
 
 LAG_EDGES = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -52,12 +53,14 @@ def evaluate(model, data: SRCDBatch, batch_size: int, device, *, n_library: int,
     layer_computed = np.zeros(n_layers)
     tier_counts = np.zeros((n_layers, len(TIERS)))
     n_tokens = n_nonquery = 0
+    per_layer = LayerCollector()  # issue 13: per-layer attention, q, q̂; both units
     ctx = autocast if autocast is not None else torch.autocast("cpu", enabled=False)
     for start in range(0, len(data), batch_size):
         b = data.slice(start, start + batch_size).to_torch(device)
         with ctx:
             out = model(b, mode="hard", diagnose=cram)
         query = b["event"] == EVENT_QUERY  # (B, T)
+        per_layer.add(out.layers, query, b["is_library"])  # issue 13
         pred = out.value_logits.argmax(-1)
         acc["correct"].append((pred == b["answer"])[query].cpu().numpy())
         acc["is_lib"].append(b["is_library"][query].cpu().numpy())
@@ -107,6 +110,7 @@ def evaluate(model, data: SRCDBatch, batch_size: int, device, *, n_library: int,
         "retrieval_acc_novel": _nanmean(correct[~lib]),
         "dynamics_mse": sq_err / max(n_sig, 1.0),
     }
+    m.update(per_layer.metrics())  # issue 13
     if cat["q"].size:
         m.update(q_library=_nanmean(cat["q"][lib]), q_novel=_nanmean(cat["q"][~lib]),
                  qhat_library=_nanmean(cat["qhat"][lib]), qhat_novel=_nanmean(cat["qhat"][~lib]))

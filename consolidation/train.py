@@ -36,6 +36,7 @@ from cram.core.runs import (
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig
 from .evaluate import evaluate
+from .layer_metrics import layer_metric_columns  # issue 13
 from .losses import compute_loss
 from .routing_schedule import RoutingSchedule, measure_criterion  # issue 13
 from .srcd import IGNORE_INDEX, SRCD, SRCDBatch, stream_rng
@@ -57,7 +58,7 @@ def metric_columns(n_layers: int) -> list[str]:
     tiers = [f"share_{t}_l{i}" for i in range(n_layers) for t in ("working", "episodic", "semantic")]
     return ["step", "phase", "tokens_seen", "train_seconds", "temperature", "lr",
             "schedule_signal", *LOSS_COLUMNS,  # issue 13: the routing criterion's EMA
-            *EVAL_COLUMNS, *tiers]
+            *EVAL_COLUMNS, *layer_metric_columns(n_layers), *tiers]  # issue 13: per-layer
 
 
 def pick_device(name: str) -> torch.device:
