@@ -44,6 +44,8 @@ class TrainConfig:
     consolidation_raw_weight: float = 0.1  # extra raw-vector term (keeps downstream inputs alike)
     familiarity_weight: float = 1.0  # q̂ regression toward q
     probe_weight: float = 1.0  # value probe on r_E (defines value-space q)
+    familiarity_scope: Literal["all", "retrieving"] = "all"  # issue 13: "retrieving" = a layer's
+    #   consolidation / familiarity targets count a token only where no lower layer attended
     cost_query: float = 2.0  # λ on the expected episodic share of query tokens
     cost_nonquery: float = 0.5  # λ on the expected episodic share of other tokens
     cost_ramp_steps: int = 100  # λ ramps linearly from 0 after warm-up
@@ -88,6 +90,9 @@ class TrainConfig:
         if self.cost_gate not in ("none", "familiarity", "familiarity-queries"):
             raise ConfigError(f"TrainConfig.cost_gate={self.cost_gate!r}: 'none', 'familiarity' "
                               "or 'familiarity-queries'")
+        if self.familiarity_scope not in ("all", "retrieving"):
+            raise ConfigError(f"TrainConfig.familiarity_scope={self.familiarity_scope!r}: "
+                              "'all' or 'retrieving'")
         if self.schedule not in ("fixed", "learned"):
             raise ConfigError(f"TrainConfig.schedule={self.schedule!r}: 'fixed' or 'learned'")
         if self.schedule_criterion not in ("retrieval", "accuracy"):

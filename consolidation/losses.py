@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from cram.models.common import ModelOutput
 
 from .config import TrainConfig
+from .layer_familiarity import attended_below, scoped  # issue 13
 from .srcd import EVENT_QUERY, IGNORE_INDEX
 
 EPISODIC = 1
@@ -63,8 +64,11 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
     if cram_layers:
         probe = consolidation = familiarity = cost = router = loss_value.new_zeros(())
         cost_scale = (schedule or cfg).cost_scale(step)  # issue 13
-        for s in cram_layers:
+        below = attended_below(cram_layers) if cfg.familiarity_scope == "retrieving" \
+            else [None] * len(cram_layers)  # issue 13: layer-aware familiarity
+        for s, below_s in zip(cram_layers, below):
             where = is_query & s.computed  # (B, T)
+            own, target = scoped(where, s.q, below_s)  # issue 13 (all: own = where, target = q)
             probe = probe + F.cross_entropy(s.probe_episodic[where].float(), answer[where]) \
                 if where.any() else probe
             log_p_e = F.log_softmax(s.probe_episodic.detach().float(), -1)  # (B, T, V)
@@ -72,10 +76,10 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
             kl = (log_p_e.exp() * (log_p_e - log_p_s)).sum(-1)  # (B, T)
             mse = (s.f_semantic.float() - s.r_episodic.detach().float()).pow(2).mean(-1)  # (B, T)
             primary = kl if s.q_space == "value" else mse
-            consolidation = consolidation + cfg.consolidation_weight * _masked_mean(primary, where)
+            consolidation = consolidation + cfg.consolidation_weight * _masked_mean(primary, own)
             if s.q_space == "value" and cfg.consolidation_raw_weight:
-                consolidation = consolidation + cfg.consolidation_raw_weight * _masked_mean(mse, where)
-            err = (s.qhat.float() - s.q.detach().float()) ** 2  # (B, T)
+                consolidation = consolidation + cfg.consolidation_raw_weight * _masked_mean(mse, own)
+            err = (s.qhat.float() - target.float()) ** 2  # (B, T)
             familiarity = familiarity + _masked_mean(err, where) + _masked_mean(
                 err, s.computed & ~is_query)
             if cost_scale > 0 and s.logits is not None:
