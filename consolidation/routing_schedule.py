@@ -66,7 +66,7 @@ class RoutingSchedule:
     @property
     def max_wait(self) -> int:
         """The last step that can still be forced: the switch comes at this step at the latest."""
-        return int(round(self.cfg.schedule_max_fraction * self.cfg.steps))
+        return round(self.cfg.schedule_max_fraction * self.cfg.steps)
 
     def warmup(self, step: int) -> bool:
         """Is ``step`` in warm-up (routing forced to episodic memory, no cost)?"""

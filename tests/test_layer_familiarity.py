@@ -6,7 +6,6 @@ import dataclasses
 from types import SimpleNamespace
 
 import torch
-
 from cram.consolidation.config import resolve
 from cram.consolidation.layer_familiarity import attended_below, scoped
 from cram.consolidation.losses import compute_loss

@@ -9,10 +9,10 @@ import math
 import pandas as pd
 import pytest
 import torch
-
 from cram.consolidation.config import TrainConfig, resolve
 from cram.consolidation.routing_schedule import RoutingSchedule, criterion_counts
 from cram.consolidation.train import train
+
 from cram.core.errors import ConfigError
 
 IGNORE = -100
@@ -31,8 +31,9 @@ def test_criterion_counts_only_tokens_the_baseline_misses():
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(steps=100, schedule="learned", schedule_threshold=0.8, schedule_horizon=4,
-                schedule_max_fraction=0.5, tau_anneal_steps=10, cost_ramp_steps=5)
+    base = {"steps": 100, "schedule": "learned", "schedule_threshold": 0.8,
+            "schedule_horizon": 4, "schedule_max_fraction": 0.5, "tau_anneal_steps": 10,
+            "cost_ramp_steps": 5}
     return TrainConfig(**{**base, **kw})
 
 
