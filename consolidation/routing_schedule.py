@@ -115,8 +115,9 @@ class RoutingSchedule:
         least ``schedule_horizon`` updates), or after ``max_wait``, whichever comes first.
         """
         decay = 1.0 - 1.0 / max(self.cfg.schedule_horizon, 1)
-        self.ema_hits = decay * self.ema_hits + hits
-        self.ema_count = decay * self.ema_count + count
+        # plain floats: the state goes into checkpoints read with weights_only=True
+        self.ema_hits = decay * self.ema_hits + float(hits)
+        self.ema_count = decay * self.ema_count + float(count)
         self.updates += 1
         if self.kind != "learned" or self.switch_step is not None:
             return None

@@ -6,9 +6,11 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cram.consolidation.checkpoint import load_checkpoint
 from cram.consolidation.config import TrainConfig, resolve
 from cram.consolidation.routing_schedule import RoutingSchedule, criterion_counts
 from cram.consolidation.train import train
@@ -80,7 +82,8 @@ def test_fixed_schedule_reproduces_the_config_numbers():
 def test_state_dict_round_trip_resumes_identically():
     a = RoutingSchedule(_cfg())
     for step in range(6):
-        a.update(step, 3.0, 10.0)
+        a.update(step, *np.array([3.0, 10.0]))  # numpy scalars, as train.py's all_sum gives
+    assert all(type(v) in (str, int, float, type(None)) for v in a.state_dict().values())
     b = RoutingSchedule(_cfg())
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     for step in range(6, 60):
@@ -107,3 +110,5 @@ def test_learned_run_writes_signal_phase_and_transition(tmp_path):
     assert math.isfinite(metrics["schedule_signal"].iloc[1])
     assert metrics.loc[1, "temperature"] < 1.0  # annealing counted from the switch, not step 10
     assert {"attention_tokens", "attention_library_l1", "qhat_novel_l0"} <= set(metrics.columns)
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")["routing_schedule"]  # weights_only
+    assert saved["switch_step"] == 3 and saved["fired_by"] == "criterion"
