@@ -60,7 +60,7 @@ def evaluate(model, data: SRCDBatch, batch_size: int, device, *, n_library: int,
         with ctx:
             out = model(b, mode="hard", diagnose=cram)
         query = b["event"] == EVENT_QUERY  # (B, T)
-        per_layer.add(out.layers, query, b["is_library"])  # issue 13
+        per_layer.add(out.layers, query, b["is_library"], b["answer"])  # issue 13
         pred = out.value_logits.argmax(-1)
         acc["correct"].append((pred == b["answer"])[query].cpu().numpy())
         acc["is_lib"].append(b["is_library"][query].cpu().numpy())

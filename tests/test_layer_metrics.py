@@ -26,6 +26,19 @@ def test_per_layer_and_both_units_on_hand_made_routing():
     assert m["attention_nonquery_tokens"] == 0.5
     assert m["q_library_l0"] == pytest.approx(0.8) and m["q_novel_l1"] == pytest.approx(0.7)
     assert m["qhat_novel_l0"] == pytest.approx(0.1)
+    assert set(m) == set(layer_metric_columns(2)) - {
+        "q_library_retrieving", "q_novel_retrieving", "qhat_library_retrieving",
+        "qhat_novel_retrieving"}
+
+
+def test_q_read_in_the_lowest_retrieving_layer():
+    q = np.array([[0.9, 0.7, 0.1, 0.3, 0, 0], [0.5, 0.5, 0.8, 0.6, 0, 0]])
+    retrieves = np.array([[1, 0, 0, 0, 0, 0],   # layer 0 names the answer of query 0 only
+                          [1, 1, 1, 0, 0, 0]], bool)  # layer 1: queries 0-2; query 3: nowhere
+    m = layer_metrics(EPI, QUERY, LIB, q=q, qhat=q / 2, retrieves=retrieves)
+    assert m["q_library_retrieving"] == pytest.approx((0.9 + 0.5) / 2)  # layers 0 and 1
+    assert m["q_novel_retrieving"] == pytest.approx(0.8)  # query 2 in layer 1; 3 left out
+    assert m["qhat_novel_retrieving"] == pytest.approx(0.4)
     assert set(m) == set(layer_metric_columns(2))
 
 
