@@ -117,8 +117,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
     real = train_mod.compute_loss
 
-    def poisoned(out, batch, cfg, step):
-        terms = real(out, batch, cfg, step)
+    def poisoned(out, batch, cfg, step, **kw):  # kw: schedule= (issue 13)
+        terms = real(out, batch, cfg, step, **kw)
         if step == 15:
             terms.total = terms.total * float("nan")
         return terms
