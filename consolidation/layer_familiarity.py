@@ -1,5 +1,7 @@
-"""Layer-aware familiarity (issue 13 item 2): q̂ means "this layer's semantic memory holds the
-binding", not "a lower layer already fetched it".
+"""Layer-aware familiarity (issue 13 item 2).
+
+q̂ should mean "this layer's semantic memory holds the binding", not "a lower layer already
+fetched it".
 
 In a stack of CRAM layers, a token that a lower layer sent to episodic memory arrives at layer l
 with the retrieved value already in its residual stream. Layer l's semantic tier can then echo it,

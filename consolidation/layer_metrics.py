@@ -84,7 +84,7 @@ def layer_metrics(episodic: np.ndarray, is_query: np.ndarray, is_library: np.nda
 
 
 def _at_retrieving_layer(retrieves, q, qhat, lib, nov) -> dict:
-    """q and q̂ of each query's lowest retrieving layer, averaged over library / novel queries."""
+    """Q and q̂ of each query's lowest retrieving layer, averaged over library / novel queries."""
     found = retrieves.any(0)  # (N,)
     first = retrieves.argmax(0)  # (N,) lowest layer whose readout names the answer
     cols = np.arange(retrieves.shape[1])
@@ -104,8 +104,11 @@ class LayerCollector:
             k: [] for k in ("episodic", "query", "lib", "q", "qhat", "retrieves")}
 
     def add(self, layers, is_query, is_library, answer=None) -> None:
-        """layers: the model's per-layer stats (``.episodic``, ``.q``, ``.qhat`` (B, T),
-        ``.probe_episodic`` (B, T, V)); is_query, is_library, answer: (B, T) tensors."""
+        """Gather one evaluation batch.
+
+        layers: the model's per-layer stats (``.episodic``, ``.q``, ``.qhat`` (B, T),
+        ``.probe_episodic`` (B, T, V)); is_query, is_library, answer: (B, T) tensors.
+        """
         flat = [(s.episodic.float() > 0.5).reshape(-1).cpu().numpy() for s in layers]
         self.parts["episodic"].append(np.stack(flat))  # (L, B·T)
         self.parts["query"].append(is_query.reshape(-1).cpu().numpy())
@@ -120,6 +123,7 @@ class LayerCollector:
                  for s in layers]))
 
     def metrics(self) -> dict:
+        """The :func:`layer_metrics` dict over every batch added ({} before any)."""
         p = self.parts
         if not p["episodic"]:
             return {}

@@ -9,9 +9,10 @@ Two kinds (``train.schedule``):
   maximum wait has passed: ``schedule_max_fraction`` × ``steps``, extended up to
   ``schedule_extend_fraction`` × ``steps`` while the signal is still rising (it gained at least
   ``schedule_min_rise`` over the last ``schedule_horizon`` updates). A task whose retrieval is
-  learning slowly gets the time; one that is not learning at all is not held in warm-up. The step after the criterion
-  fires is the *switch step*; from there temperature anneals and the cost ramps in over the same
-  step counts as in the fixed schedule, counted from the switch.
+  learning slowly gets the time; one that is not learning at all is not held in warm-up.
+
+The step after the criterion fires is the *switch step*; from there temperature anneals and the
+cost ramps in over the same step counts as in the fixed schedule, counted from the switch.
 
 The criterion reads only what every task provides: the labels of scored tokens and the model's
 own predictions. ``schedule_criterion="retrieval"`` (default): accuracy of the training forward on
@@ -88,18 +89,19 @@ class RoutingSchedule:
         return max(round(self.cfg.schedule_extend_fraction * self.cfg.steps), self.max_wait)
 
     def rising(self) -> bool:
-        """Did the signal gain at least ``schedule_min_rise`` over the last horizon updates?"""
+        """Whether the signal gained ``schedule_min_rise`` or more over the last horizon updates."""
         if len(self.recent) <= self.cfg.schedule_horizon:
             return False
         return self.recent[-1] - self.recent[0] >= self.cfg.schedule_min_rise
 
     def warmup(self, step: int) -> bool:
-        """Is ``step`` in warm-up (routing forced to episodic memory, no cost)?"""
+        """Whether ``step`` is in warm-up (routing forced to episodic memory, no cost)."""
         if self.kind == "fixed":
             return step < self.cfg.warmup_steps
         return self.switch_step is None or step < self.switch_step
 
     def phase_at(self, step: int) -> str:
+        """``"warmup"`` or ``"train"``: the metrics row's phase at ``step``."""
         return WARMUP if self.warmup(step) else TRAIN
 
     def onset(self) -> int | None:
@@ -107,6 +109,7 @@ class RoutingSchedule:
         return self.switch_step
 
     def temperature(self, step: int) -> float:
+        """Gumbel-softmax temperature: annealed from the switch step (fixed: the config's)."""
         if self.kind == "fixed":
             return self.cfg.temperature(step)
         after = 0 if self.switch_step is None else max(step - self.switch_step, 0)
@@ -115,6 +118,7 @@ class RoutingSchedule:
         return float(c.tau_start * (c.tau_end / c.tau_start) ** frac)
 
     def cost_scale(self, step: int) -> float:
+        """The attention cost's weight: 0 in warm-up, then a linear ramp from the switch."""
         if self.kind == "fixed":
             return self.cfg.cost_scale(step)
         if self.warmup(step):
@@ -156,8 +160,10 @@ class RoutingSchedule:
         signal = self.signal
         self.recent = [*self.recent, 0.0 if math.isnan(signal) else signal][
             -(self.cfg.schedule_horizon + 1):]
-        reached = self.updates >= self.cfg.schedule_horizon and signal >= self.cfg.schedule_threshold
-        waited = step + 1 >= self.hard_max_wait or (step + 1 >= self.max_wait and not self.rising())
+        c = self.cfg
+        reached = self.updates >= c.schedule_horizon and signal >= c.schedule_threshold
+        waited = step + 1 >= self.hard_max_wait or (
+            step + 1 >= self.max_wait and not self.rising())
         if not (reached or waited):
             return None
         self.switch_step, self.phase = step + 1, TRAIN
@@ -179,12 +185,14 @@ class RoutingSchedule:
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict:
+        """Plain values only (checkpoints are read with ``weights_only=True``)."""
         return {"kind": self.kind, "phase": self.phase, "switch_step": self.switch_step,
                 "fired_by": self.fired_by, "ema_hits": float(self.ema_hits),
                 "ema_count": float(self.ema_count), "updates": self.updates,
                 "signal_at_switch": self.signal_at_switch, "recent": list(self.recent)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`'s output."""
         self.phase = state["phase"]
         self.switch_step = state["switch_step"]
         self.fired_by = state["fired_by"]
@@ -210,8 +218,9 @@ class RoutingSchedule:
 @torch.no_grad()
 def measure_criterion(model, batch: dict, logits: torch.Tensor, criterion: str,
                       ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hits, count) of ``criterion`` for the training forward's ``logits`` (B, T, V) on ``batch``,
-    as 0-dim tensors on the logits' device (nothing is read back to the host here).
+    """(hits, count) of ``criterion`` for the training forward's ``logits`` (B, T, V).
+
+    Both are 0-dim tensors on the logits' device (nothing is read back to the host here).
 
     ``"retrieval"`` runs one extra forward without gradients, every layer forced to working
     memory (hard routing: no attention is computed), as the no-retrieval baseline.

@@ -497,8 +497,11 @@ def _generator_states(run: _Run, ts: TrainState) -> list[torch.Tensor]:
 
 
 def _transition(run: _Run, schedule: RoutingSchedule) -> dict:
-    """transition.json: the change point of library-query attention (routed models only), and
-    the routing schedule's block (issue 13: where warm-up ended and why)."""
+    """transition.json: library-query attention's change point, and the schedule block.
+
+    The change point is found for routed models only; the schedule block (issue 13) says where
+    warm-up ended and why.
+    """
     import pandas as pd
 
     t = run.config.train

@@ -6,6 +6,7 @@ import dataclasses
 from types import SimpleNamespace
 
 import torch
+
 from cram.consolidation.config import resolve
 from cram.consolidation.layer_familiarity import attended_below, scoped
 from cram.consolidation.losses import compute_loss
@@ -33,8 +34,10 @@ def test_scoped_zeroes_targets_and_masks_consolidation_where_a_lower_layer_atten
 
 
 def test_retrieving_scope_trains_upper_qhat_toward_zero_in_forced_warmup():
-    """Forced episodic routing: layer 0 attends everywhere, so layer 1's familiarity target is 0
-    and its consolidation term vanishes; layer 0 is unchanged."""
+    """Forced episodic routing: layer 1's familiarity target is 0, layer 0 unchanged.
+
+    Layer 0 attends everywhere, so layer 1's consolidation term vanishes.
+    """
     config = resolve("cram", "cpu-tiny")
     batch = SRCD(config.data).sample(4, seed=0).to_torch()
     torch.manual_seed(0)

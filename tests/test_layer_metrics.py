@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from cram.consolidation.layer_metrics import layer_metric_columns, layer_metrics
 
 # 6 tokens: 0, 1 library queries; 2, 3 novel queries; 4, 5 non-queries. 2 layers.

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from cram.consolidation.checkpoint import load_checkpoint
 from cram.consolidation.config import TrainConfig, resolve
 from cram.consolidation.routing_schedule import RoutingSchedule, criterion_counts
 from cram.consolidation.train import train
-
 from cram.core.errors import ConfigError
 
 IGNORE = -100
@@ -73,7 +73,7 @@ def test_max_wait_extends_while_the_signal_rises_up_to_the_hard_limit():
     cfg = _cfg(schedule_extend_fraction=0.8, schedule_min_rise=0.02, schedule_threshold=0.99)
     s = RoutingSchedule(cfg)
     assert (s.max_wait, s.hard_max_wait) == (50, 80)
-    # signal rising steadily (hit rate up 1% a step, EMA follows): extended past 50 to the hard limit
+    # signal rising steadily (hit rate up 1% a step): extended past 50 to the hard limit
     msgs = [s.update(step, min(step, 98) / 100 * 10, 10.0) for step in range(80)]
     assert all(m is None for m in msgs[:79]) and "still rising at the hard limit" in msgs[79]
     assert s.switch_step == 80 and s.fired_by == "max_wait"
@@ -89,7 +89,7 @@ def test_max_wait_extends_while_the_signal_rises_up_to_the_hard_limit():
 def test_fixed_schedule_keeps_device_tensors_until_read():
     s = RoutingSchedule(dataclasses.replace(_cfg(), schedule="fixed", warmup_steps=7))
     for step in range(5):
-        s.update(step, torch.tensor(3.0, dtype=torch.float64), torch.tensor(4.0, dtype=torch.float64))
+        s.update(step, *torch.tensor([3.0, 4.0], dtype=torch.float64))
     assert isinstance(s.ema_hits, torch.Tensor)  # nothing read back per step
     assert s.signal == pytest.approx(0.75)
     assert type(s.state_dict()["ema_hits"]) is float

@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
+import cram
 from cram.consolidation.checkpoint import load_checkpoint, load_trained, rebuild_model
 from cram.consolidation.config import resolve
 from cram.consolidation.train import TrainingDiverged, train
-
-import cram
 from cram.core.errors import CheckpointError, ConfigError, RunFolderError
 
 # train_seconds and tokens/s are wall-clock: everything else must be bit-identical across resumes
@@ -173,7 +173,7 @@ def test_cli_bad_model_and_preset():
 
 
 def test_ddp_two_cpu_processes_match_single_process(tmp_path):
-    """gloo DDP with 2 ranks == one process drawing the same 2 shards (tolerance 1e-4 on losses).
+    """Gloo DDP with 2 ranks == one process drawing the same 2 shards (tolerance 1e-4 on losses).
 
     Routing is forced during warm-up, so no Gumbel noise enters and the comparison is exact up to
     floating-point reduction order.
