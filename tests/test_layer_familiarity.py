@@ -11,7 +11,7 @@ from cram.consolidation.config import resolve
 from cram.consolidation.layer_familiarity import attended_below, scoped
 from cram.consolidation.losses import compute_loss
 from cram.consolidation.srcd import SRCD
-from cram.models import DataSpec, build_model
+from cram.models import DataSpec, Route, build_model
 
 
 def test_attended_below_accumulates_lower_layers():
@@ -42,7 +42,7 @@ def test_retrieving_scope_trains_upper_qhat_toward_zero_in_forced_warmup():
     batch = SRCD(config.data).sample(4, seed=0).to_torch()
     torch.manual_seed(0)
     model = build_model("cram", config.model, DataSpec(config.data.n_keys, config.data.n_values))
-    out = model(batch, mode="soft", temperature=1.0, force="episodic")
+    out = model(batch, Route(temperature=1.0, force="episodic"))
     train_all = config.train
     train_scoped = dataclasses.replace(train_all, familiarity_scope="retrieving")
     qhat1 = model.blocks[1].familiarity.net[-1].bias
