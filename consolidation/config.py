@@ -42,6 +42,8 @@ class TrainConfig:
     schedule_max_fraction: float = 0.5  # base maximum learned warm-up, share of train.steps ...
     schedule_extend_fraction: float = 0.8  # ... extended up to this share while the signal rises
     schedule_min_rise: float = 0.02  # "rising": gained this much over the last horizon updates
+    schedule_signal: bool = False  # fixed schedule: also measure the criterion in warm-up, for
+    #   the log (one extra no-grad forward per warm-up step; a learned schedule always does)
     # loss weights
     signal_weight: float = 1.0  # next-signal MSE
     consolidation_weight: float = 1.0  # semantic → stop-grad episodic, in q's space

@@ -128,8 +128,12 @@ class RoutingSchedule:
         return min((step - self.switch_step + 1) / self.cfg.cost_ramp_steps, 1.0)
 
     def needs_signal(self, step: int) -> bool:
-        """Is the criterion measured at ``step``? (in warm-up, both kinds, for the log)."""
-        return self.warmup(step)
+        """Whether the criterion is measured at ``step``.
+
+        In warm-up: always for a learned schedule; for a fixed one only with
+        ``train.schedule_signal`` (it decides nothing there, and costs a forward per step).
+        """
+        return self.warmup(step) and (self.kind == "learned" or self.cfg.schedule_signal)
 
     @property
     def signal(self) -> float:

@@ -321,7 +321,8 @@ def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) 
             warm = run.tiered and ts.schedule.warmup(step)  # issue 13
             window.add(train_step(ts, run.train_model, batch, step, temperature, lr, t,
                                   "episodic" if warm else "none", run.autocast,
-                                  ddp=run.dist.enabled, signal=warm))
+                                  ddp=run.dist.enabled,
+                                  signal=run.tiered and ts.schedule.needs_signal(step)))
             ts.train_seconds += time.perf_counter() - t0
             ts.step += 1
             if writer is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -141,3 +142,22 @@ def test_learned_run_writes_signal_phase_and_transition(tmp_path):
     assert {"attention_tokens", "attention_library_l1", "qhat_novel_l0"} <= set(metrics.columns)
     saved = load_checkpoint(run / "checkpoints" / "last.pt")["routing_schedule"]  # weights_only
     assert saved["switch_step"] == 3 and saved["fired_by"] == "criterion"
+
+
+def test_fixed_schedule_signal_is_opt_in_and_changes_no_number(tmp_path):
+    """Fixed schedule: the criterion forward is opt-in and changes no logged number.
+
+    By default the column is NaN; with ``train.schedule_signal`` it is logged in warm-up and
+    every golden column stays identical.
+    """
+    golden = pd.read_csv(Path(__file__).parent / "data" / "golden_cpu_tiny" / "cram_metrics.csv")
+    golden = golden.drop(columns=["train_seconds"])
+    cfg = resolve("cram", "cpu-tiny", ["train.schedule_signal=true"])
+    run = train("cram", cfg, tmp_path / "r", seed=0, progress=False)
+    metrics = pd.read_csv(run / "metrics.csv")
+    warm = metrics[metrics["phase"] == "warmup"]["schedule_signal"]
+    assert warm.iloc[1:].notna().all()  # measured from the first training step on
+    pd.testing.assert_frame_equal(metrics[list(golden.columns)], golden)
+    plain = train("cram", resolve("cram", "cpu-tiny", ["train.steps=10"]), tmp_path / "p",
+                  seed=0, progress=False)
+    assert pd.read_csv(plain / "metrics.csv")["schedule_signal"].isna().all()
