@@ -239,3 +239,32 @@ def test_paper_preset_trains_on_cuda_at_full_length(tmp_path):
     log = pd.read_csv(run_dir / "metrics.csv")
     assert np.isfinite(log["loss_total"].iloc[1:]).all()
     assert json.loads((run_dir / "meta.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_prefetched_batches_are_the_stream_batches(depth):
+    """Issue 16: the background prefetcher hands out exactly ``draw_batch(run, step)``."""
+    from types import SimpleNamespace
+
+    from cram.consolidation import train as train_mod
+    from cram.consolidation.srcd import SRCD
+
+    config = resolve("cram", "cpu-tiny")
+    run = SimpleNamespace(config=config, seed=3, data=SRCD(config.data),
+                          dist=SimpleNamespace(enabled=False, rank=0, world=1))
+    batches = train_mod._Prefetcher(run, depth)
+    try:
+        for step in (0, 1, 2, 5, 6):  # a gap (resume) is fine too
+            got, counts = batches.get(step)
+            want = train_mod.draw_batch(run, step)
+            for name in ("event", "key", "value_in", "signal", "answer", "pattern"):
+                np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+            assert counts.sum() == (want.pattern >= 0).sum()
+    finally:
+        batches.close()
+    assert not batches.pending or depth  # depth 0 never queues
+
+
+def test_bad_prefetch_fails_naming_the_field():
+    with pytest.raises(ConfigError, match="prefetch"):
+        resolve("cram", "cpu-tiny", ["train.prefetch=-1"])
