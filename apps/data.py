@@ -258,6 +258,42 @@ def tier_shares(run: Run) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True).dropna(subset=["share"])
 
 
+_LAYER_RE = re.compile(r"^(attention|q|qhat)_(library|novel|nonquery)_l(\d+)$")
+#: the headline fractions in both units (issue 13): (what, per-pair column, per-token column)
+UNIT_PAIRS = (("all tokens", "attention_fraction", "attention_tokens"),
+              ("queries", "attention_query_pairs", "attention_query"),
+              ("library queries", "attention_library_pairs", "attention_library"),
+              ("novel queries", "attention_novel_pairs", "attention_novel"),
+              ("non-query tokens", "attention_nonquery", "attention_nonquery_tokens"))
+
+
+def layer_view(run: Run) -> pd.DataFrame:
+    """Long table ``step, layer, measure, tokens, value`` of the per-layer columns.
+
+    ``measure`` is attention, q or qhat; ``tokens`` library, novel or nonquery (the columns
+    ``<measure>_<tokens>_l<i>`` of docs/run_folder.md). Empty when the run has none.
+    """
+    rows = []
+    for col in run.metrics.columns:
+        m = _LAYER_RE.match(col)
+        if m:
+            rows.append(pd.DataFrame({"step": run.metrics["step"], "layer": int(m.group(3)),
+                                      "measure": m.group(1), "tokens": m.group(2),
+                                      "value": pd.to_numeric(run.metrics[col], errors="coerce")}))
+    if not rows:
+        return pd.DataFrame(columns=["step", "layer", "measure", "tokens", "value"])
+    return pd.concat(rows, ignore_index=True).dropna(subset=["value"])
+
+
+def unit_table(run: Run) -> pd.DataFrame:
+    """The last logged row's attention fractions per (token, layer) pair and per token."""
+    last = run.metrics.iloc[-1] if len(run.metrics) else pd.Series(dtype=float)
+    rows = [{"tokens": what, "per pair": pd.to_numeric(last.get(pair), errors="coerce"),
+             "per token": pd.to_numeric(last.get(token), errors="coerce")}
+            for what, pair, token in UNIT_PAIRS if pair in last.index or token in last.index]
+    return pd.DataFrame(rows, columns=["tokens", "per pair", "per token"])
+
+
 # --------------------------------------------------------------------------------------------
 # model curves in the tidy curve format
 

@@ -265,6 +265,7 @@ def runs_page(runs_root: Path) -> None:
     _attention_section(runs, series, log_y)
     run = scan.runs[focus]
     _tiers_section(run, focus)
+    _layers_section(run, focus)
     _patterns_section(run, focus)
     _library_section(runs)
     _retention_section(run, focus)
@@ -316,6 +317,34 @@ def _tiers_section(run, focus: str) -> None:
             tooltip=["layer", "step", "tier", alt.Tooltip("share:Q", format=".3f")],
         ).properties(height=180).facet(row=alt.Row("layer:O", title="layer"))
         st.altair_chart(chart, width="stretch")
+
+
+def _layers_section(run, focus: str) -> None:
+    """Per-layer attention, q and q̂ on library / novel / non-query tokens, and both units."""
+    st.subheader(f"Per layer: library, novel and non-query tokens: {focus}")
+    view = D.layer_view(run)
+    if view.empty:
+        st.info(f"{focus} logs no per-layer columns (a run written before issue 13, or a model "
+                "without tiers).")
+        return
+    chart = alt.Chart(view).mark_line(point=alt.OverlayMarkDef(size=10)).encode(
+        x=alt.X("step:Q"), y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("tokens:N", scale=alt.Scale(domain=["library", "novel", "nonquery"])),
+        strokeDash=alt.StrokeDash("layer:N", title="layer"),
+        tooltip=["layer", "measure", "tokens", "step", alt.Tooltip("value:Q", format=".4f")],
+    ).properties(height=180, width=220).facet(column=alt.Column("measure:N", title=None))
+    st.altair_chart(chart)
+    last = view[view["step"] == view["step"].max()]
+    table = last.pivot_table(index="layer", columns=["measure", "tokens"], values="value")
+    table.columns = [f"{m} {t}" for m, t in table.columns]
+    st.caption(f"Step {int(view['step'].max())}, per layer (attention: share of those tokens "
+               "that read episodic memory in that layer).")
+    st.dataframe(table.reset_index(), hide_index=True, width="stretch")
+    units = D.unit_table(run)
+    if not units.empty:
+        st.caption("Attention fractions in both units at the same step: per (token, layer) pair, "
+                   "and per token (a token attends if any layer reads episodic memory for it).")
+        st.dataframe(units, hide_index=True, width="stretch")
 
 
 def _patterns_section(run, focus: str) -> None:

@@ -33,12 +33,25 @@ class TrainConfig:
     tau_start: float = 1.0  # Gumbel-softmax temperature right after warm-up ...
     tau_end: float = 0.2  # ... annealed geometrically to this
     tau_anneal_steps: int = 200
+    # issue 13: "fixed" = the step counts above; "learned" = warm-up ends when the retrieval
+    # criterion is met (consolidation/routing_schedule.py), at the latest after max_fraction·steps
+    schedule: Literal["fixed", "learned"] = "fixed"
+    schedule_criterion: Literal["retrieval", "accuracy"] = "retrieval"
+    schedule_threshold: float = 0.9  # criterion value that ends a learned warm-up
+    schedule_horizon: int = 20  # EMA horizon of the criterion, in steps (also its minimum wait)
+    schedule_max_fraction: float = 0.5  # base maximum learned warm-up, share of train.steps ...
+    schedule_extend_fraction: float = 0.8  # ... extended up to this share while the signal rises
+    schedule_min_rise: float = 0.02  # "rising": gained this much over the last horizon updates
+    schedule_signal: bool = False  # fixed schedule: also measure the criterion in warm-up, for
+    #   the log (one extra no-grad forward per warm-up step; a learned schedule always does)
     # loss weights
     signal_weight: float = 1.0  # next-signal MSE
     consolidation_weight: float = 1.0  # semantic → stop-grad episodic, in q's space
     consolidation_raw_weight: float = 0.1  # extra raw-vector term (keeps downstream inputs alike)
     familiarity_weight: float = 1.0  # q̂ regression toward q
     probe_weight: float = 1.0  # value probe on r_E (defines value-space q)
+    familiarity_scope: Literal["all", "retrieving"] = "all"  # issue 13: "retrieving" = a layer's
+    #   consolidation / familiarity targets count a token only where no lower layer attended
     cost_query: float = 2.0  # λ on the expected episodic share of query tokens
     cost_nonquery: float = 0.5  # λ on the expected episodic share of other tokens
     cost_ramp_steps: int = 100  # λ ramps linearly from 0 after warm-up
@@ -56,6 +69,7 @@ class TrainConfig:
     retention_stages: int = 3  # retention curves at warm-up end plus this many evenly spaced steps
     checkpoint_every: int = 50
     threads: int = 1  # torch intra-op threads on CPU
+    prefetch: int = 2  # batches drawn ahead in a background thread (0: in the loop; issue 16)
     device: str = "auto"  # auto: CUDA (with AMP) if present, then MPS, else CPU
 
     def __post_init__(self) -> None:
@@ -65,7 +79,7 @@ class TrainConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"TrainConfig.{name}={v!r}: must be an integer >= 1")
         for name in ("warmup_steps", "lr_warmup_steps", "tau_anneal_steps", "cost_ramp_steps",
-                     "retention_stages"):
+                     "retention_stages", "prefetch"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ConfigError(f"TrainConfig.{name}={v!r}: must be an integer >= 0")
@@ -83,6 +97,23 @@ class TrainConfig:
         if self.cost_gate not in ("none", "familiarity", "familiarity-queries"):
             raise ConfigError(f"TrainConfig.cost_gate={self.cost_gate!r}: 'none', 'familiarity' "
                               "or 'familiarity-queries'")
+        if self.familiarity_scope not in ("all", "retrieving"):
+            raise ConfigError(f"TrainConfig.familiarity_scope={self.familiarity_scope!r}: "
+                              "'all' or 'retrieving'")
+        if self.schedule not in ("fixed", "learned"):
+            raise ConfigError(f"TrainConfig.schedule={self.schedule!r}: 'fixed' or 'learned'")
+        if self.schedule_criterion not in ("retrieval", "accuracy"):
+            raise ConfigError(f"TrainConfig.schedule_criterion={self.schedule_criterion!r}: "
+                              "'retrieval' or 'accuracy'")
+        if not all(0 <= x <= 1 for x in (self.schedule_threshold, self.schedule_max_fraction,
+                                         self.schedule_extend_fraction, self.schedule_min_rise)):
+            raise ConfigError(f"TrainConfig.schedule_threshold={self.schedule_threshold!r} / "
+                              f"schedule_max_fraction={self.schedule_max_fraction!r} / "
+                              f"schedule_extend_fraction={self.schedule_extend_fraction!r} / "
+                              f"schedule_min_rise={self.schedule_min_rise!r}: must be in [0, 1]")
+        if not isinstance(self.schedule_horizon, int) or self.schedule_horizon < 1:
+            raise ConfigError(f"TrainConfig.schedule_horizon={self.schedule_horizon!r}: "
+                              "must be an integer >= 1")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ConfigError(f"TrainConfig.device={self.device!r}: auto, cpu, cuda[:N] or mps")
 

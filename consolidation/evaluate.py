@@ -19,6 +19,7 @@ import torch
 from cram.models.routing import HARD, Route
 from cram.models.tiers import EVENT_QUERY, TIERS
 
+from .layer_metrics import LayerCollector  # issue 13
 from .srcd import SRCDBatch
 
 LAG_EDGES = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -57,10 +58,12 @@ class _Tally:
         self.layer_nonquery = np.zeros(self.n_layers)  # (L,) ... of them non-query tokens
         self.layer_computed = np.zeros(self.n_layers)  # (L,) tokens whose attention was computed
         self.tier_counts = np.zeros((self.n_layers, len(TIERS)))  # (L, 3) hard tier choices
+        self.per_layer = LayerCollector()  # issue 13: per-layer attention, q, q̂; both units
 
     def add(self, out, b: dict, query: torch.Tensor) -> None:
         """Count one batch's inference output ``out``; query: (B, T) bool."""
         acc = self.per_query
+        self.per_layer.add(out.layers, query, b["is_library"], b["answer"])  # issue 13
         acc["correct"].append((out.value_logits.argmax(-1) == b["answer"])[query].cpu().numpy())
         for key, name in (("is_lib", "is_library"), ("pattern", "pattern"), ("lag", "lag")):
             acc[key].append(b[name][query].cpu().numpy())
@@ -143,6 +146,7 @@ def _metrics(t: _Tally, cat: dict[str, np.ndarray]) -> dict:
         "retrieval_acc_novel": _nanmean(correct[~lib]),
         "dynamics_mse": t.sq_err / max(t.n_sig, 1.0),
     }
+    m.update(t.per_layer.metrics())  # issue 13
     if cat["q"].size:
         m.update(q_library=_nanmean(cat["q"][lib]), q_novel=_nanmean(cat["q"][~lib]),
                  qhat_library=_nanmean(cat["qhat"][lib]), qhat_novel=_nanmean(cat["qhat"][~lib]))

@@ -34,13 +34,19 @@ from cram.models.common import ModelOutput
 from cram.models.tiers import EVENT_QUERY, Tier, raw_mse, readout_kl
 
 from .config import TrainConfig
+from .layer_familiarity import attended_below, scoped  # issue 13
 from .srcd import IGNORE_INDEX
 
 
 @dataclass
 class LossTerms:
     total: torch.Tensor
-    terms: dict[str, float]  # detached scalars for the log
+    values: dict[str, torch.Tensor]  # detached 0-dim tensors, on the device (issue 16: no sync)
+
+    @property
+    def terms(self) -> dict[str, float]:
+        """The terms as floats (reads them back from the device)."""
+        return {k: float(v) for k, v in self.values.items()}
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -48,7 +54,8 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> LossTerms:
+def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
+                 schedule=None) -> LossTerms:  # issue 13: schedule = a RoutingSchedule
     answer = batch["answer"]  # (B, T)
     is_query = batch["event"] == EVENT_QUERY  # (B, T)
     loss_value = F.cross_entropy(out.value_logits.flatten(0, 1).float(), answer.flatten(),
@@ -61,9 +68,12 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
     cram_layers = [s for s in out.layers if s.q is not None]
     if cram_layers:
         probe = consolidation = familiarity = cost = router = loss_value.new_zeros(())
-        cost_scale = cfg.cost_scale(step)
-        for s in cram_layers:
+        cost_scale = (schedule or cfg).cost_scale(step)  # issue 13
+        below = attended_below(cram_layers) if cfg.familiarity_scope == "retrieving" \
+            else [None] * len(cram_layers)  # issue 13: layer-aware familiarity
+        for s, below_s in zip(cram_layers, below):
             where = is_query & s.computed  # (B, T)
+            own, target = scoped(where, s.q, below_s)  # issue 13 (all: own = where, target = q)
             probe = probe + F.cross_entropy(s.probe_episodic[where].float(), answer[where]) \
                 if where.any() else probe
             log_p_e = F.log_softmax(s.probe_episodic.detach().float(), -1)  # (B, T, V)
@@ -71,11 +81,11 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
             kl = readout_kl(log_p_e, log_p_s)  # (B, T)
             mse = raw_mse(s.f_semantic.float(), s.r_episodic.detach().float())  # (B, T)
             primary = kl if s.q_space == "value" else mse
-            consolidation = consolidation + cfg.consolidation_weight * _masked_mean(primary, where)
+            consolidation = consolidation + cfg.consolidation_weight * _masked_mean(primary, own)
             if s.q_space == "value" and cfg.consolidation_raw_weight:
                 consolidation = consolidation \
-                    + cfg.consolidation_raw_weight * _masked_mean(mse, where)
-            err = (s.qhat.float() - s.q.detach().float()) ** 2  # (B, T)
+                    + cfg.consolidation_raw_weight * _masked_mean(mse, own)
+            err = (s.qhat.float() - target.float()) ** 2  # (B, T)
             familiarity = familiarity + _masked_mean(err, where) + _masked_mean(
                 err, s.computed & ~is_query)
             if cost_scale > 0 and s.logits is not None:
@@ -86,7 +96,8 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
                 cost = cost + cost_scale * (
                     cfg.cost_query * _masked_mean(share_query, is_query)
                     + cfg.cost_nonquery * _masked_mean(share_nonquery, ~is_query))
-            if cfg.router_logit_weight and s.logits is not None and step >= cfg.warmup_steps:
+            after_warmup = not schedule.warmup(step) if schedule else step >= cfg.warmup_steps
+            if cfg.router_logit_weight and s.logits is not None and after_warmup:  # issue 13
                 centred = s.logits.float() - s.logits.float().mean(-1, keepdim=True)  # (B, T, 3)
                 spread = centred.pow(2).sum(-1)  # (B, T)
                 router = router + cfg.router_logit_weight * (
@@ -109,4 +120,4 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int) -> 
         total = total + out.aux_loss
         terms["loss_aux"] = out.aux_loss
     terms["loss_total"] = total
-    return LossTerms(total, {k: float(v.detach()) for k, v in terms.items()})
+    return LossTerms(total, {k: v.detach() for k, v in terms.items()})

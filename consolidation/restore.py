@@ -21,6 +21,7 @@ from cram.models import DataSpec, build_model
 
 from .checkpoint import load_latest, nonfinite_tensors, save_checkpoint
 from .config import ExperimentConfig
+from .routing_schedule import RoutingSchedule
 
 
 class TrainingDiverged(CramError):
@@ -37,6 +38,7 @@ class TrainState:
     step: int = 0
     exposures: np.ndarray | None = None  # (n_library,) training queries seen per library pattern
     train_seconds: float = 0.0
+    schedule: RoutingSchedule | None = None  # issue 13: when warm-up ends (fixed or learned)
 
 
 def fresh_state(model_name: str, config: ExperimentConfig, seed: int, rank: int,
@@ -55,7 +57,8 @@ def fresh_state(model_name: str, config: ExperimentConfig, seed: int, rank: int,
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
                                   weight_decay=config.train.weight_decay)
     gumbel = torch.Generator(device=device).manual_seed(seed * 1000 + 7 + rank)
-    return TrainState(model, optimizer, gumbel, exposures=np.zeros(n_library))
+    return TrainState(model, optimizer, gumbel, exposures=np.zeros(n_library),
+                      schedule=RoutingSchedule(config.train))
 
 
 def restore(ts: TrainState, ckpt: dict, rank: int) -> None:
@@ -71,6 +74,8 @@ def restore(ts: TrainState, ckpt: dict, rank: int) -> None:
     ts.step = int(ckpt["step"])
     ts.exposures = np.asarray(ckpt["exposures"], float)
     ts.train_seconds = float(ckpt["train_seconds"])
+    if ts.schedule is not None and "routing_schedule" in ckpt:  # issue 13 (older: fresh)
+        ts.schedule.load_state_dict(ckpt["routing_schedule"])
 
 
 def saved_run(run_dir: Path, model_name: str) -> dict:
@@ -106,4 +111,5 @@ def save_state(run_dir: Path, ts: TrainState, model_name: str, seed: int,
         "experiment": {"model": model_name, "seed": seed, **config.to_dict()},
         "model": model_state, "optimizer": opt_state, "step": ts.step,
         "generator_states": generator_states, "exposures": torch.as_tensor(ts.exposures),
-        "train_seconds": ts.train_seconds, "torch_version": str(torch.__version__)})
+        "train_seconds": ts.train_seconds, "torch_version": str(torch.__version__),
+        **({"routing_schedule": ts.schedule.state_dict()} if ts.schedule is not None else {})})

@@ -28,7 +28,20 @@ SCHEDULE_VARIANTS: dict[str, list[str]] = {
     "no cost ramp": ["train.cost_ramp_steps=0"],
     "cost ramp x3": ["train.cost_ramp_steps=*3"],
     "consolidation /5": ["train.consolidation_weight=/5", "train.consolidation_raw_weight=/5"],
+    "learned": ["train.schedule=learned"],  # issue 13: warm-up ends on the retrieval criterion
 }
+
+
+def _warmup_end(run_dir: Path, fixed: int) -> int:
+    """The step where warm-up ended: from transition.json's schedule block when it has one."""
+    import json
+
+    path = Path(run_dir) / "transition.json"
+    if path.is_file():
+        end = json.loads(path.read_text()).get("schedule", {}).get("warmup_end")
+        if end is not None:
+            return int(end)
+    return fixed
 
 
 def _scaled(overrides: list[str], base) -> list[str]:
@@ -61,10 +74,11 @@ def run_schedule(models: list[str], preset: str, seeds: int, variants: list[str]
                 run_dir = Path(root) / f"{model}-{slug}-seed{seed}"
                 ensure_run(model, preset, seed, run_dir, [*overrides, *extra], progress=progress)
                 row = srcd_row(model, seed, run_dir, None)
-                schedule_end = config.train.warmup_steps + config.train.cost_ramp_steps
+                warmup_end = _warmup_end(run_dir, config.train.warmup_steps)
+                schedule_end = warmup_end + config.train.cost_ramp_steps
                 step = row["transition_step"]
                 rows.append({
                     "variant": variant, "settings": " ".join(extra) or "preset",
-                    "warmup_end": config.train.warmup_steps, "schedule_end": schedule_end,
+                    "warmup_end": warmup_end, "schedule_end": schedule_end,
                     "after_schedule": None if step is None else step - schedule_end, **row})
     return rows

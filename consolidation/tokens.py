@@ -78,22 +78,23 @@ def loss_view(batch: dict) -> dict:
             "target_signal": zeros, "signal_mask": zeros.bool()}
 
 
-def compute_token_loss(out, batch: dict, cfg, step: int, task: Any = None) -> LossTerms:
+def compute_token_loss(out, batch: dict, cfg, step: int, task: Any = None,
+                       schedule=None) -> LossTerms:
     """SRCD's objective on the loss view, plus ``task.extra_loss`` (each logged as loss_<name>).
 
     ``loss_value`` is the cross-entropy on scored positions; ``loss_signal`` is 0 (no dynamics
     target unless the task's extra loss brings one).
     """
-    loss = compute_loss(out, loss_view(batch), cfg, step)
+    loss = compute_loss(out, loss_view(batch), cfg, step, schedule=schedule)
     extra = getattr(task, "extra_loss", None)
     if extra is None:
         return loss
-    total, terms = loss.total, dict(loss.terms)
+    total, values = loss.total, dict(loss.values)
     for name, value in extra(out, batch).items():
         total = total + value
-        terms[f"loss_{name}"] = float(value.detach())
-    terms["loss_total"] = float(total.detach())
-    return LossTerms(total, terms)
+        values[f"loss_{name}"] = value.detach()
+    values["loss_total"] = total.detach()
+    return LossTerms(total, values)
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ import errno
 import os
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from cram.models import Route
 from .checkpoint import remove_temp_files
 from .config import ExperimentConfig
 from .evaluate import evaluate
+from .layer_metrics import layer_metric_columns  # issue 13
 from .losses import compute_loss
 from .restore import (
     TrainingDiverged,
@@ -55,14 +57,16 @@ from .restore import (
     save_state,
     saved_run,
 )
+from .routing_schedule import RoutingSchedule, measure_criterion  # issue 13
 from .run_writer import RunLock, RunWriter, prepare_folder, run_meta
-from .srcd import SRCD, stream_rng
+from .srcd import IGNORE_INDEX, SRCD, stream_rng
 from .tokens import (
     check_token_model,
     compute_token_loss,
     evaluate_tokens,
     exposure_counts,
     is_token_task,
+    loss_view,
     token_metric_columns,
 )
 from .transition import transition_summary
@@ -86,8 +90,9 @@ def metric_columns(n_layers: int) -> list[str]:
     """Columns of metrics.csv for a model with ``n_layers`` layers."""
     tiers = [f"share_{t}_l{i}" for i in range(n_layers)
              for t in ("working", "episodic", "semantic")]
-    return ["step", "phase", "tokens_seen", "train_seconds", "temperature", "lr", *LOSS_COLUMNS,
-            *EVAL_COLUMNS, *tiers]
+    return ["step", "phase", "tokens_seen", "train_seconds", "temperature", "lr",
+            "schedule_signal", *LOSS_COLUMNS,  # issue 13: the routing criterion's EMA
+            *EVAL_COLUMNS, *layer_metric_columns(n_layers), *tiers]  # issue 13: per-layer
 
 
 def pick_device(name: str) -> torch.device:
@@ -293,7 +298,7 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, data, 
         if writer is not None:
             writer.close_progress()
     if writer is not None:
-        writer.finish(_transition(run), ts.train_seconds)
+        writer.finish(_transition(run, ts.schedule), ts.train_seconds)
     dist.barrier()
     return out
 
@@ -327,41 +332,93 @@ def _setup(model_name, config, out, seed, dist, data, ckpt) -> tuple[_Run, Train
 
 
 def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) -> None:
-    """Log/checkpoint at every ``log_every`` step, then one training step, until ``steps``."""
+    """Log/checkpoint at every ``log_every`` step, then one training step, until ``steps``.
+
+    Batches are drawn ``train.prefetch`` steps ahead in a background thread (issue 16); loss
+    terms stay on the device until a row is logged.
+    """
     t = run.config.train
     start = ts.step
     window = _LossWindow()
-    while True:
-        step = ts.step
-        temperature = t.temperature(step)
-        lr = t.lr * min(1.0, (step + 1) / max(t.lr_warmup_steps, 1))
-        if (step % t.log_every == 0 or step == t.steps) and (step != start or log_first):
-            losses = window.mean(run.dist)
-            _check_finite_weights(run, ts)  # the weights every rank is about to log and save
+    batches = _Prefetcher(run, t.prefetch)
+    try:
+        while True:
+            step = ts.step
+            temperature = ts.schedule.temperature(step)  # issue 13: fixed or learned
+            lr = t.lr * min(1.0, (step + 1) / max(t.lr_warmup_steps, 1))
+            if (step % t.log_every == 0 or step == t.steps) and (step != start or log_first):
+                _log_and_save(run, ts, writer, temperature, lr, window.mean(run.dist))
+                window = _LossWindow()  # every rank starts the next averaging window
+            if step >= t.steps:
+                return
+            t0 = time.perf_counter()
+            batch_np, counts = batches.get(step)
+            ts.exposures += run.dist.all_sum(counts.astype(float))
+            batch = batch_np.to_torch(run.device)
+            warm = run.tiered and ts.schedule.warmup(step)  # issue 13
+            window.add(train_step(ts, run.train_model, batch, step, temperature, lr, t,
+                                  "episodic" if warm else "none", run.autocast,
+                                  ddp=run.dist.enabled,
+                                  signal=run.tiered and ts.schedule.needs_signal(step),
+                                  loss_fn=_token_loss(run.data) if run.token else None))
+            ts.train_seconds += time.perf_counter() - t0
+            ts.step += 1
             if writer is not None:
-                writer.log(*_eval_rows(run, ts, temperature, lr, losses))
-            window = _LossWindow()  # every rank starts the next averaging window
-            if step % t.checkpoint_every == 0 or step == t.steps:
-                gens = _generator_states(run, ts)
-                if writer is not None:
-                    save_state(run.out, ts, run.model_name, run.seed, run.config, gens)
-            run.dist.barrier()
-        if step >= t.steps:
-            return
-        t0 = time.perf_counter()
-        batch_np = draw_batch(run, step)
-        counts = exposure_counts(batch_np, run.data.n_library) if run.token else np.bincount(
-            batch_np.pattern[batch_np.pattern >= 0], minlength=run.config.data.n_library)
-        ts.exposures += run.dist.all_sum(counts.astype(float))
-        batch = batch_np.to_torch(run.device)
-        force = "episodic" if (run.tiered and step < t.warmup_steps) else "none"
-        window.add(train_step(ts, run.train_model, batch, step, temperature, lr, t, force,
-                              run.autocast, ddp=run.dist.enabled,
-                              loss_fn=_token_loss(run.data) if run.token else None))
-        ts.train_seconds += time.perf_counter() - t0
-        ts.step += 1
+                writer.advance()
+    finally:
+        batches.close()
+
+
+def _log_and_save(run: _Run, ts: TrainState, writer: RunWriter | None, temperature: float,
+                  lr: float, losses: dict[str, float]) -> None:
+    """One logged row (rank 0) and, when due, a checkpoint; every rank takes part."""
+    t, step = run.config.train, ts.step
+    _check_finite_weights(run, ts)  # the weights every rank is about to log and save
+    if writer is not None:
+        writer.log(*_eval_rows(run, ts, temperature, lr, losses))
+    if step % t.checkpoint_every == 0 or step == t.steps:
+        gens = _generator_states(run, ts)
         if writer is not None:
-            writer.advance()
+            save_state(run.out, ts, run.model_name, run.seed, run.config, gens)
+    run.dist.barrier()
+
+
+class _Prefetcher:
+    """Batch ``step`` and its exposure counts, drawn up to ``depth`` steps ahead in one thread.
+
+    Each batch is still ``draw_batch(run, step)``, a function of (seed, rank, step) only, so the
+    stream is the same with any depth; ``depth=0`` draws in the calling thread.
+    """
+
+    def __init__(self, run: _Run, depth: int):
+        self.run, self.depth = run, depth
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="cram-data") if depth else None
+        self.pending: dict[int, Future] = {}
+
+    def _draw(self, step: int):
+        run = self.run
+        batch_np = draw_batch(run, step)
+        if run.token:
+            return batch_np, exposure_counts(batch_np, run.data.n_library)
+        counts = np.bincount(batch_np.pattern[batch_np.pattern >= 0],
+                             minlength=run.config.data.n_library)
+        return batch_np, counts
+
+    def get(self, step: int):
+        """Return (batch, counts) of ``step`` and queue the next ``depth`` steps."""
+        if self.pool is None:
+            return self._draw(step)
+        last = min(step + self.depth, self.run.config.train.steps - 1)
+        for s in range(step, last + 1):
+            if s not in self.pending:
+                self.pending[s] = self.pool.submit(self._draw, s)
+        for s in [s for s in self.pending if s < step]:  # never the case in the loop; be safe
+            self.pending.pop(s).cancel()
+        return self.pending.pop(step).result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def draw_batch(run: _Run, step: int):
@@ -375,23 +432,29 @@ def draw_batch(run: _Run, step: int):
 
 def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: float, cfg_t,
                force: str = "none", autocast=None, ddp: bool = False,
-               loss_fn=None) -> dict[str, float]:
-    """One optimiser step on ``batch`` (soft routing); returns the loss terms as floats.
+               signal: bool = False, loss_fn=None) -> dict[str, torch.Tensor]:
+    """One optimiser step on ``batch`` (soft routing); returns the loss terms as 0-dim tensors.
 
-    ``loss_fn(out, batch, cfg_t, step)`` replaces ``compute_loss`` (a token task's loss).
+    ``loss_fn(out, batch, cfg_t, step, schedule=...)`` replaces ``compute_loss`` (a token task's
+    loss).
 
-    Raises :class:`TrainingDiverged` before the backward pass if the loss is not finite, so the
-    weights stay those of the last finite step.
+    ``signal``: also feed the routing schedule's criterion on this batch (issue 13; a learned
+    schedule reads it back here, a fixed one keeps it on the device). Raises
+    :class:`TrainingDiverged` before the backward pass if the loss is not finite, so the weights
+    stay those of the last finite step; that check is the step's one read-back.
     """
     for group in ts.optimizer.param_groups:
         group["lr"] = lr
+    schedule = ts.schedule
     with autocast if autocast is not None else contextlib.nullcontext():
         out = model(batch, Route(temperature=temperature, force=force, generator=ts.gumbel))
-        loss = (loss_fn or compute_loss)(out, batch, cfg_t, step)
+        loss = (loss_fn or compute_loss)(out, batch, cfg_t, step, schedule=schedule)
+        if signal and schedule is not None:  # issue 13: the retrieval criterion
+            _feed_schedule(schedule, ts.model, batch, out.value_logits, step, cfg_t)
         if ddp:  # DDP waits for a gradient from every output it can see; outputs kept only for
             # logging (e.g. router probs in warm-up) join the graph at weight 0
             loss.total = loss.total + 0.0 * _output_sum(out)
-    if not torch.isfinite(loss.total):
+    if not bool(torch.isfinite(loss.total)):  # total is the sum of every term: one fused check
         terms = ", ".join(f"{k}={v:.4g}" for k, v in loss.terms.items())
         raise TrainingDiverged(f"non-finite loss at step {step} ({terms}); "
                                "the last finite checkpoint is kept")
@@ -400,29 +463,47 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
     if cfg_t.grad_clip:
         torch.nn.utils.clip_grad_norm_(ts.model.parameters(), cfg_t.grad_clip)
     ts.optimizer.step()
-    return loss.terms
+    return loss.values
+
+
+def _feed_schedule(schedule: RoutingSchedule, model, batch, logits, step: int, cfg_t) -> None:
+    """Measure the criterion on this batch and update the schedule (issue 13)."""
+    if "answer" not in batch:  # a token task: the criterion reads labels as SRCD's answers
+        batch = loss_view(batch)
+    hits, count = measure_criterion(model, batch, logits, cfg_t.schedule_criterion, IGNORE_INDEX)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if schedule.kind == "learned" or world > 1:  # the decision needs the global value now
+        counts = torch.stack([hits, count]).cpu()
+        if world > 1:
+            torch.distributed.all_reduce(counts)
+        hits, count = float(counts[0]), float(counts[1])
+    message = schedule.update(step, hits, count)
+    if message and int(os.environ.get("RANK", "0")) == 0:
+        print(message, file=sys.stderr, flush=True)
 
 
 class _LossWindow:
-    """Running sums of the loss terms since the last logged row."""
+    """Running sums of the loss terms since the last logged row, kept on the device (float64)."""
 
     def __init__(self):
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, torch.Tensor] = {}
         self.n = 0
 
-    def add(self, terms: dict[str, float]) -> None:
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
         for k, v in terms.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
+            v = v.detach().double()  # float64, as a host float sum would be
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
         self.n += 1
 
     def mean(self, dist: _Dist) -> dict[str, float]:
-        """Per-step mean of every term (under DDP: of the global batch)."""
-        sums = self.sums
-        if dist.enabled and sums:
-            keys = sorted(sums)
-            reduced = dist.all_sum(np.array([sums[k] for k in keys])) / dist.world
-            sums = dict(zip(keys, reduced.tolist(), strict=True))
-        return {k: v / max(self.n, 1) for k, v in sums.items()}
+        """Per-step mean of every term (under DDP: of the global batch); one read-back."""
+        if not self.sums:
+            return {}
+        keys = list(self.sums)
+        values = torch.stack([self.sums[k] for k in keys]).cpu().numpy()
+        if dist.enabled:
+            values = dist.all_sum(values) / dist.world
+        return {k: float(v) / max(self.n, 1) for k, v in zip(keys, values.tolist(), strict=True)}
 
 
 def _eval_rows(run: _Run, ts: TrainState, temperature: float, lr: float,
@@ -435,7 +516,8 @@ def _eval_rows(run: _Run, ts: TrainState, temperature: float, lr: float,
         ts.model, run.eval_set, t.eval_batch_size, run.device, n_library=n_library,
         patterns=run.tiered and step % t.pattern_every == 0,
         retention=step in retention_steps(run.config), autocast=run.autocast)
-    row = {"step": step, "phase": "warmup" if step < t.warmup_steps else "train",
+    row = {"step": step, "phase": ts.schedule.phase_at(step),  # issue 13
+           "schedule_signal": ts.schedule.signal,
            "tokens_seen": step * t.batch_size * length,
            "train_seconds": ts.train_seconds, "temperature": temperature, "lr": lr,
            **losses, **ev.metrics}
@@ -446,7 +528,8 @@ def _eval_rows(run: _Run, ts: TrainState, temperature: float, lr: float,
 
 def _token_loss(task: Any):
     """``train_step``'s loss for a token task: labels' cross-entropy + extras + mechanism."""
-    return lambda out, batch, cfg, step: compute_token_loss(out, batch, cfg, step, task)
+    return lambda out, batch, cfg, step, schedule=None: compute_token_loss(
+        out, batch, cfg, step, task, schedule=schedule)
 
 
 def _check_finite_weights(run: _Run, ts: TrainState) -> None:
@@ -468,18 +551,23 @@ def _generator_states(run: _Run, ts: TrainState) -> list[torch.Tensor]:
     return gens
 
 
-def _transition(run: _Run) -> dict:
-    """transition.json: the change point of library-query attention (routed models only)."""
+def _transition(run: _Run, schedule: RoutingSchedule) -> dict:
+    """transition.json: library-query attention's change point, and the schedule block.
+
+    The change point is found for routed models only; the schedule block (issue 13) says where
+    warm-up ended and why.
+    """
     import pandas as pd
 
     t = run.config.train
     if run.tiered:
-        summary = transition_summary(pd.read_csv(run.out / METRICS_FILE), t.warmup_steps,
-                                     seed=run.seed)
+        onset = schedule.onset() if schedule.onset() is not None else t.steps  # issue 13
+        summary = transition_summary(pd.read_csv(run.out / METRICS_FILE), onset, seed=run.seed)
     else:
         summary = {"series": "attention_library", "onset": t.warmup_steps, "step": None,
                    "method": "not a routed model"}
-    return {**summary, "resolution": t.log_every}  # steps between evaluations
+    return {**summary, "schedule": schedule.summary(),  # issue 13
+            "resolution": t.log_every}  # steps between evaluations
 
 
 def _resource_error(err: BaseException, run: _Run, ts: TrainState) -> OutOfResources | None:

@@ -11,6 +11,14 @@ Usage::
 
     python scripts/bench_throughput.py --presets demo --steps 40
     python scripts/bench_throughput.py --presets demo,cpu,paper --steps 40 --models cram,transformer
+    python scripts/bench_throughput.py --steps 40 --rounds 2 \
+        --variant before=/tmp/before/.venv/bin/python \
+        --variant "after=.venv/bin/python;train.prefetch=2"
+
+``--variant LABEL=PYTHON[;OVERRIDE...]`` runs ``PYTHON -m cram`` (another checkout's
+interpreter: the code *before* a change) with extra ``--set`` overrides; with several variants
+and ``--rounds N`` the runs alternate (variant, then model, in each round), so load changes on a
+shared machine fall on every variant alike.
 """
 
 from __future__ import annotations
@@ -44,14 +52,16 @@ def _uptime() -> str:
         return f"load average {os.getloadavg()}"
 
 
-def measure(model: str, preset: str, steps: int, seed: int = 0) -> dict:
+def measure(model: str, preset: str, steps: int, seed: int = 0, python: str = sys.executable,
+            overrides: tuple[str, ...] = ()) -> dict:
     """Train ``steps`` steps of ``model`` at ``preset`` and return its throughput row."""
     with tempfile.TemporaryDirectory(prefix="cram-throughput-") as tmp:
         out = Path(tmp) / f"{model}-{preset}"
-        cmd = [sys.executable, "-m", "cram", "train", "--model", model, "--preset", preset,
+        cmd = [python, "-m", "cram", "train", "--model", model, "--preset", preset,
                "--out", str(out), "--seed", str(seed), "--quiet", "--steps", str(steps),
                "--set", f"train.log_every={steps}", "--set", f"train.pattern_every={steps}",
-               "--set", f"train.checkpoint_every={steps}"]
+               "--set", f"train.checkpoint_every={steps}",
+               *(x for o in overrides for x in ("--set", o))]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
@@ -70,21 +80,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="cram,transformer", help="comma-separated models")
     p.add_argument("--steps", type=int, default=40, help="training steps per run")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant", action="append", default=[],
+                   help="LABEL=PYTHON[;OVERRIDE...] (repeatable; default: this interpreter)")
+    p.add_argument("--rounds", type=int, default=1, help="alternating rounds over the variants")
     args = p.parse_args(argv)
+    variants = [_variant(v) for v in args.variant] or [("", sys.executable, ())]
     print(f"# {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; {_machine()}")
     print(f"# before: {_uptime()}")
     print(f"# command: python scripts/bench_throughput.py {' '.join(argv or sys.argv[1:])}")
     rows = []
-    for preset in args.presets.split(","):
-        for model in args.models.split(","):
-            row = measure(model.strip(), preset.strip(), args.steps, args.seed)
-            rows.append(row)
-            print(f"{row['preset']:>8} {row['model']:>12}: {row['tokens_per_s']:10.0f} tokens/s "
-                  f"({row['tokens_seen']:.0f} tokens in {row['train_seconds']:.1f} s, "
-                  f"{row['steps']} steps, {row['device']})", flush=True)
+    for rnd, preset, model, (label, python, overrides) in (
+            (r, p_, m, v) for r in range(args.rounds) for p_ in args.presets.split(",")
+            for m in args.models.split(",") for v in variants):
+        row = {"variant": label, "round": rnd, "load": os.getloadavg()[0],
+               **measure(model.strip(), preset.strip(), args.steps, args.seed, python, overrides)}
+        rows.append(row)
+        print(f"{label:>8} r{rnd} {row['preset']:>8} {row['model']:>12}: "
+              f"{row['tokens_per_s']:10.0f} tokens/s "
+              f"({row['tokens_seen']:.0f} tokens in {row['train_seconds']:.1f} s, "
+              f"{row['steps']} steps, {row['device']}, load {row['load']:.1f})", flush=True)
     print(f"# after: {_uptime()}")
     print(json.dumps(rows))
     return 0
+
+
+def _variant(text: str) -> tuple[str, str, tuple[str, ...]]:
+    """``LABEL=PYTHON[;OVERRIDE...]`` → (label, python, overrides)."""
+    label, sep, rest = text.partition("=")
+    if not sep or not rest:
+        raise SystemExit(f"--variant {text!r}: expected LABEL=PYTHON[;OVERRIDE...]")
+    python, *overrides = rest.split(";")
+    return label, python, tuple(o for o in overrides if o)
 
 
 if __name__ == "__main__":

@@ -243,3 +243,42 @@ def test_url_cannot_change_the_folders(monkeypatch, demo_root, tmp_path):
     assert "intruder" not in at.multiselect(key="run").options
     assert at.multiselect(key="run").value == ["cram-seed0", "cram-seed1"]
     assert "runs" not in at.query_params and "fits" not in at.query_params
+
+
+def test_runs_page_shows_the_per_layer_view(monkeypatch, tmp_path):
+    """Per-layer columns (issue 13) give a per-layer chart, a table and both units."""
+    import shutil
+
+    import pandas as pd
+
+    from cram.testing import write_synthetic_run
+
+    run = write_synthetic_run(tmp_path / "runs" / "cram-seed0", seed=0)
+    path = run / "metrics.csv"
+    metrics = pd.read_csv(path)
+    for i in range(2):  # synthetic values: layer 0 holds library attention, layer 1 none
+        metrics[f"attention_library_l{i}"] = metrics["attention_library"] * (1 - i)
+        metrics[f"attention_novel_l{i}"] = 1.0 - 0.5 * i
+        metrics[f"attention_nonquery_l{i}"] = 0.02
+        metrics[f"qhat_library_l{i}"] = 0.8 - 0.6 * i
+        metrics[f"qhat_novel_l{i}"] = 0.01
+    metrics["attention_tokens"] = 2 * metrics["attention_fraction"]
+    metrics.to_csv(path, index=False)
+    shutil.copytree(run, tmp_path / "runs" / "cram-seed1")  # a second run keeps selection simple
+    at = _app(monkeypatch, tmp_path / "runs", "Runs", focus="cram-seed0")
+    _clean(at)
+    assert any(s.value.startswith("Per layer: library, novel") for s in at.subheader)
+    tables = [d.value for d in at.dataframe]
+    per_layer = next(t for t in tables if "qhat library" in t.columns)
+    assert list(per_layer["layer"]) == [0, 1]
+    assert per_layer["qhat library"].tolist() == pytest.approx([0.8, 0.2])
+    assert per_layer["attention novel"].tolist() == pytest.approx([1.0, 0.5])
+    units = next(t for t in tables if "per token" in t.columns)
+    row = units[units["tokens"] == "all tokens"].iloc[0]
+    assert row["per token"] == pytest.approx(2 * row["per pair"])
+
+
+def test_runs_page_without_per_layer_columns_says_so(monkeypatch, demo_root):
+    at = _app(monkeypatch, demo_root, "Runs")
+    _clean(at)
+    assert any("logs no per-layer columns" in i.value for i in at.info)

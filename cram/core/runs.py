@@ -152,7 +152,11 @@ class Run:
 
     @property
     def warmup_steps(self) -> int:
-        """The number of warm-up steps from the run's training config (0 when absent)."""
+        """Where warm-up ended: transition.json's schedule block (issue 13: a learned schedule
+        ends it on a criterion), else the configured ``train.warmup_steps``."""
+        end = ((self.transition or {}).get("schedule") or {}).get("warmup_end")  # issue 13
+        if end is not None:
+            return int(end)
         return int(self.config.get("train", {}).get("warmup_steps", 0) or 0)
 
     @property
