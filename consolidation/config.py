@@ -20,6 +20,8 @@ from .srcd import SRCDConfig
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Training fields: steps, batch, optimiser, the routing schedule and the loss weights."""
+
     steps: int = 700
     batch_size: int = 32  # global batch (split across DDP ranks)
     data_shards: int = 1  # single process: draw the global batch as this many rank streams, so it
@@ -57,8 +59,9 @@ class TrainConfig:
     cost_ramp_steps: int = 100  # λ ramps linearly from 0 after warm-up
     router_logit_weight: float = 0.0  # penalty on the router's centred squared logits (query and
     #   non-query tokens averaged apart): keeps the router off saturation, where no cost moves it
-    cost_gate: Literal["none", "familiarity", "familiarity-queries"] = "familiarity"  # each token's cost is scaled by its stop-grad q̂: attention
-    #   is charged only where the model predicts consolidation; "none": the ungated cost;
+    cost_gate: Literal["none", "familiarity", "familiarity-queries"] = "familiarity"
+    #   each token's cost is scaled by its stop-grad q̂: attention is charged only where the
+    #   model predicts consolidation; "none": the ungated cost;
     #   "familiarity-queries": query tokens gated, non-query tokens (no binding) charged ungated
     # logging and evaluation
     log_every: int = 25
@@ -73,8 +76,8 @@ class TrainConfig:
     device: str = "auto"  # auto: CUDA (with AMP) if present, then MPS, else CPU
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "data_shards", "log_every", "eval_sequences", "eval_batch_size",
-                     "pattern_every", "checkpoint_every", "threads"):
+        for name in ("steps", "batch_size", "data_shards", "log_every", "eval_sequences",
+                     "eval_batch_size", "pattern_every", "checkpoint_every", "threads"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"TrainConfig.{name}={v!r}: must be an integer >= 1")
@@ -114,7 +117,8 @@ class TrainConfig:
         if not isinstance(self.schedule_horizon, int) or self.schedule_horizon < 1:
             raise ConfigError(f"TrainConfig.schedule_horizon={self.schedule_horizon!r}: "
                               "must be an integer >= 1")
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+        if (self.device not in ("auto", "cpu", "cuda", "mps")
+                and not self.device.startswith("cuda:")):
             raise ConfigError(f"TrainConfig.device={self.device!r}: auto, cpu, cuda[:N] or mps")
 
     def temperature(self, step: int) -> float:
@@ -134,16 +138,21 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
+    """A whole run's config: the data (SRCD), the model and the training fields."""
+
     data: SRCDConfig = field(default_factory=SRCDConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
-        return {"data": dataclasses.asdict(self.data), "model_config": dataclasses.asdict(self.model),
+        """The config as plain dicts (config.json and checkpoints)."""
+        return {"data": dataclasses.asdict(self.data),
+                "model_config": dataclasses.asdict(self.model),
                 "train": dataclasses.asdict(self.train)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExperimentConfig":
+        """Rebuild a config from config.json or a checkpoint's record."""
         try:
             model = dict(d["model_config"])
             if isinstance(model.get("attention_layers"), list):
@@ -181,7 +190,8 @@ def _preset_table() -> dict[str, ExperimentConfig]:
                     attention_layers=(1, 3)),
         TrainConfig(steps=12_000, batch_size=16, lr=1e-3, warmup_steps=1000, tau_anneal_steps=2000,
                     cost_ramp_steps=1000, log_every=200, pattern_every=500, checkpoint_every=500,
-                    eval_sequences=128, eval_batch_size=16, retention_stages=4, lr_warmup_steps=200),
+                    eval_sequences=128, eval_batch_size=16, retention_stages=4,
+                    lr_warmup_steps=200),
     )
     return {"cpu-tiny": tiny, "demo": demo, "cpu": cpu, "paper": paper}
 
@@ -196,6 +206,7 @@ PRESET_NOTES = {
 
 
 def get_preset(name: str) -> ExperimentConfig:
+    """The named preset's config (cpu-tiny, demo, cpu or paper)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return PRESETS[name]
@@ -217,10 +228,12 @@ class Variant:
 
     @property
     def name(self) -> str:
+        """The variant's model name."""
         return self.model.name
 
     @property
     def description(self) -> str:
+        """The variant's one-line description."""
         return self.model.description
 
     def apply(self, config: ExperimentConfig) -> ExperimentConfig:
@@ -243,7 +256,7 @@ VARIANTS: dict[str, Variant] = {name: Variant(mv, TRAIN_CHANGES.get(name, {}))
 
 def resolve(model_name: str, preset: str | ExperimentConfig, overrides: list[str] = ()
             ) -> ExperimentConfig:
-    """Preset → model-variant changes → ``--set`` overrides (``data.x``, ``model.x``, ``train.x``)."""
+    """Preset → model-variant changes → ``--set`` overrides (``data.x``, ``model.x``, ...)."""
     from cram.core.overrides import apply_overrides
 
     check_model_name(model_name)

@@ -31,6 +31,8 @@ FORCED = (("correct_sem", Route("hard", force="semantic")),
 
 @dataclass
 class EvalResult:
+    """One evaluation: the metrics row, and pattern and retention rows when asked."""
+
     metrics: dict
     pattern_rows: list[dict] = field(default_factory=list)
     retention_rows: list[dict] = field(default_factory=list)

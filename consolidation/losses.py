@@ -40,6 +40,8 @@ from .srcd import IGNORE_INDEX
 
 @dataclass
 class LossTerms:
+    """The total loss (with graph) and its named terms."""
+
     total: torch.Tensor
     values: dict[str, torch.Tensor]  # detached 0-dim tensors, on the device (issue 16: no sync)
 
@@ -56,6 +58,7 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
                  schedule=None) -> LossTerms:  # issue 13: schedule = a RoutingSchedule
+    """The training objective on one batch: value and signal losses, consolidation terms, cost."""
     answer = batch["answer"]  # (B, T)
     is_query = batch["event"] == EVENT_QUERY  # (B, T)
     loss_value = F.cross_entropy(out.value_logits.flatten(0, 1).float(), answer.flatten(),

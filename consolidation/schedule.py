@@ -1,4 +1,4 @@
-"""``cram bench schedule``: is the consolidation transition learned, or set by the schedule?
+"""``cram bench schedule``: is the consolidation transition learned, or set by the schedule.
 
 Each variant changes one schedule (warm-up length, temperature annealing, cost ramp) or the speed of
 consolidation itself, and is trained like any other run. For each run we read, from
@@ -61,6 +61,7 @@ def _scaled(overrides: list[str], base) -> list[str]:
 
 def run_schedule(models: list[str], preset: str, seeds: int, variants: list[str], root: Path,
                  overrides: list[str], progress: bool = True) -> list[dict]:
+    """Train each model under each schedule variant; one row per (model, variant, seed)."""
     from .config import resolve
 
     rows = []

@@ -152,8 +152,11 @@ class Run:
 
     @property
     def warmup_steps(self) -> int:
-        """Where warm-up ended: transition.json's schedule block (issue 13: a learned schedule
-        ends it on a criterion), else the configured ``train.warmup_steps``."""
+        """Where warm-up ended.
+
+        transition.json's schedule block (issue 13: a learned schedule ends it on a criterion),
+        else the configured ``train.warmup_steps``.
+        """
         end = ((self.transition or {}).get("schedule") or {}).get("warmup_end")  # issue 13
         if end is not None:
             return int(end)
