@@ -197,12 +197,6 @@ def _preset_table() -> dict[str, ExperimentConfig]:
 
 
 PRESETS = _preset_table()
-PRESET_NOTES = {
-    "cpu-tiny": "seconds; for tests",
-    "demo": "N=256; the consolidation transition on one CPU thread in about 5 minutes",
-    "cpu": "N=512; under an hour on one CPU thread",
-    "paper": "N=2048, 4 layers; mirrors the paper's setting, meant for a GPU",
-}
 
 
 def get_preset(name: str) -> ExperimentConfig:
