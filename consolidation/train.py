@@ -66,7 +66,6 @@ from .tokens import (
     evaluate_tokens,
     exposure_counts,
     is_token_task,
-    loss_view,
     token_metric_columns,
 )
 from .transition import transition_summary
@@ -468,8 +467,8 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
 
 def _feed_schedule(schedule: RoutingSchedule, model, batch, logits, step: int, cfg_t) -> None:
     """Measure the criterion on this batch and update the schedule (issue 13)."""
-    if "answer" not in batch:  # a token task: the criterion reads labels as SRCD's answers
-        batch = loss_view(batch)
+    if "answer" not in batch:  # a token task: the criterion reads its labels as the answers
+        batch = {**batch, "answer": batch["labels"]}
     hits, count = measure_criterion(model, batch, logits, cfg_t.schedule_criterion, IGNORE_INDEX)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if schedule.kind == "learned" or world > 1:  # the decision needs the global value now

@@ -177,3 +177,16 @@ def test_old_srcd_checkpoint_spec_rebuilds_with_defaults():
                                                          "key_encoding": "id", "key_dim": 32}}
     back = rebuild_model({"model_name": "cram", "model_args": args, "model": model.state_dict()})
     assert not back.spec.is_token and type(back.embed).__name__ == "SRCDEmbedding"
+
+
+def test_learned_schedule_reads_a_token_task_labels(tmp_path):
+    """The learned routing schedule measures its criterion on a token task's labels."""
+    run = tmp_path / "run"
+    proc = _cli("train", "--model", "cram", "--preset", "cpu-tiny", "--task",
+                f"{EXAMPLE}:make_task", "--task-arg", "length=16", "--steps", "20",
+                "--set", "train.schedule=learned", "--out", str(run), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    schedule = json.loads((run / "transition.json").read_text())["schedule"]
+    assert schedule["kind"] == "learned" and schedule["warmup_end"] is not None
+    signal = pd.read_csv(run / "metrics.csv")["schedule_signal"]
+    assert signal.notna().any()  # the criterion was measured, from the labels
