@@ -250,7 +250,7 @@ def test_prefetched_batches_are_the_stream_batches(depth):
     from cram.consolidation.srcd import SRCD
 
     config = resolve("cram", "cpu-tiny")
-    run = SimpleNamespace(config=config, seed=3, data=SRCD(config.data),
+    run = SimpleNamespace(config=config, seed=3, data=SRCD(config.data), token=False,
                           dist=SimpleNamespace(enabled=False, rank=0, world=1))
     batches = train_mod._Prefetcher(run, depth)
     try:
