@@ -140,8 +140,9 @@ def _run(args) -> int:
     log(f"cram app: serving on http://{args.address}:{args.port} (Ctrl-C to stop)")
     full_env = {**os.environ, **env}
     # the server gets its own process group: this process forwards SIGINT, SIGTERM and SIGHUP
-    # to all of it, so no server outlives `cram app`
-    handled = (signal.SIGTERM, signal.SIGHUP)
+    # to all of it, so no server outlives `cram app`. SIGINT is handled explicitly too: a process
+    # started in the background by a shell inherits SIGINT ignored, and Ctrl-C must still work
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in handled}
     proc = None
     try:
@@ -152,7 +153,6 @@ def _run(args) -> int:
         log(f"cram app: stopped ({signal.Signals(signum).name})")
         return 128 + int(signum)
     finally:
-        previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
         for sig in previous:  # a second signal must not cut the clean-up short
             signal.signal(sig, signal.SIG_IGN)
         if proc is not None:
