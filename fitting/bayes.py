@@ -172,6 +172,14 @@ def _hierarchical_gamma(md: ModelData, gp: Prior, prior_scale: float):
     return gamma
 
 
+def _curve_index(model, md: ModelData, rows, kind: str) -> tuple[list, np.ndarray]:
+    """Add the coord ``curve_<kind>`` (curves with that likelihood); each row's index in it."""
+    curves = [c for c in md.curves if md.lik[c] == kind]
+    model.add_coord(f"curve_{kind}", curves)
+    position = {c: i for i, c in enumerate(curves)}
+    return curves, np.array([position[c] for c in md.data["curve"].iloc[rows]], dtype=int)
+
+
 def _observe(model, md: ModelData, rows: dict, mu, prior_scale: float) -> None:
     """The likelihood of each point (beta, binomial or normal), inside the model context."""
     pm = _pm()
@@ -179,11 +187,8 @@ def _observe(model, md: ModelData, rows: dict, mu, prior_scale: float) -> None:
     y = d["value"].to_numpy(float)
     if len(rows["beta"]):
         r = rows["beta"]
-        beta_curves = [c for c in md.curves if md.lik[c] == "beta"]
-        model.add_coord("curve_beta", beta_curves)
+        beta_curves, bidx = _curve_index(model, md, r, "beta")
         phi = _dist("phi", PHI_PRIOR.scaled(prior_scale), dims="curve_beta")
-        bmap = {c: i for i, c in enumerate(beta_curves)}
-        bidx = np.array([bmap[c] for c in d["curve"].iloc[r]], dtype=int)
         yb = np.empty(len(r))
         for c in beta_curves:  # squeeze exact 0/1 per curve
             sel = np.flatnonzero(d["curve"].iloc[r].to_numpy() == c)
@@ -198,11 +203,8 @@ def _observe(model, md: ModelData, rows: dict, mu, prior_scale: float) -> None:
         pm.Binomial("obs_binomial", n=n, p=mu[r], observed=k_obs, dims="point_binomial")
     if len(rows["normal"]):
         r = rows["normal"]
-        norm_curves = [c for c in md.curves if md.lik[c] == "normal"]
-        model.add_coord("curve_normal", norm_curves)
+        _, nidx = _curve_index(model, md, r, "normal")
         sig = _dist("sigma", SIGMA_PRIOR.scaled(prior_scale), dims="curve_normal")
-        nmap = {c: i for i, c in enumerate(norm_curves)}
-        nidx = np.array([nmap[c] for c in d["curve"].iloc[r]], dtype=int)
         y_n = pm.Data("y_normal", y[r], dims="point_normal")
         pm.Normal("obs_normal", mu=mu[r], sigma=sig[nidx], observed=y_n, dims="point_normal")
 
