@@ -177,10 +177,7 @@ def read_json(path: str | os.PathLike) -> dict:
 
     Raises :class:`RunFolderError` naming the file if it is not UTF-8, not JSON or not an object.
     """
-    return _read_json(Path(path))
-
-
-def _read_json(path: Path) -> dict:
+    path = Path(path)
     try:
         with open(path, encoding="utf-8") as fh:
             obj = json.load(fh)
@@ -255,8 +252,8 @@ def load_run(path: str | os.PathLike) -> Run:
     for required in (CONFIG_FILE, METRICS_FILE):
         if not (path / required).is_file():
             raise RunFolderError(f"{path}: missing {required}; is this a cram run folder?")
-    config = _read_json(path / CONFIG_FILE)
-    meta = _read_json(path / META_FILE) if (path / META_FILE).is_file() else {}
+    config = read_json(path / CONFIG_FILE)
+    meta = read_json(path / META_FILE) if (path / META_FILE).is_file() else {}
     schema = _schema_version(path, meta)
     if schema > SCHEMA_VERSION:
         raise RunFolderError(
@@ -279,7 +276,7 @@ def load_run(path: str | os.PathLike) -> Run:
     transition = None
     if (path / TRANSITION_FILE).is_file():
         try:
-            transition = _read_json(path / TRANSITION_FILE)
+            transition = read_json(path / TRANSITION_FILE)
         except RunFolderError as err:
             warnings.append(str(err))
     return Run(path, config, meta, metrics, optional["patterns"], optional["retention"], transition,
