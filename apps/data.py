@@ -172,8 +172,9 @@ def scan_runs(root: str | os.PathLike) -> RunScan:
             warns.append(f"{d}: no transition.json; the phase transition is not marked")
         if run.meta.get("status") == "running":
             warns.append(f"{d}: still running (meta.json status 'running'); numbers may change")
-        if run.meta.get("status") == "failed":
-            warns.append(f"{d}: the run failed (meta.json status 'failed')")
+        if run.meta.get("status") in ("failed", "interrupted"):
+            status = run.meta["status"]
+            warns.append(f"{d}: the run {status} (meta.json status '{status}')")
         if warns:
             scan.warnings[label] = warns
     return scan

@@ -184,14 +184,18 @@ def _preset_table() -> dict[str, ExperimentConfig]:
                     cost_ramp_steps=200, log_every=50, pattern_every=100, checkpoint_every=100,
                     eval_sequences=128, retention_stages=4),
     )
+    # issue 13/16: the routing schedule is learned (warm-up ends when attention retrieves; on
+    # an H200 the dense Transformer learned retrieval at about step 1200 of this preset), and
+    # the step count is sized to train in minutes on one H200 (docs/benchmarks.md, GPU check).
+    # The fixed-schedule numbers stay for `cram bench schedule` comparisons.
     paper = ExperimentConfig(
         SRCDConfig(length=2048),
         ModelConfig(d_model=128, n_layers=4, n_heads=8, d_ff=512, ct_dim=128, semantic_rank=32,
                     attention_layers=(1, 3)),
-        TrainConfig(steps=12_000, batch_size=16, lr=1e-3, warmup_steps=1000, tau_anneal_steps=2000,
-                    cost_ramp_steps=1000, log_every=200, pattern_every=500, checkpoint_every=500,
-                    eval_sequences=128, eval_batch_size=16, retention_stages=4,
-                    lr_warmup_steps=200),
+        TrainConfig(steps=2400, batch_size=16, lr=1e-3, schedule="learned", warmup_steps=1500,
+                    tau_anneal_steps=300, cost_ramp_steps=300, log_every=100, pattern_every=300,
+                    checkpoint_every=300, eval_sequences=64, eval_batch_size=32,
+                    retention_stages=3, lr_warmup_steps=200),
     )
     return {"cpu-tiny": tiny, "demo": demo, "cpu": cpu, "paper": paper}
 

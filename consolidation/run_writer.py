@@ -196,8 +196,12 @@ class RunWriter:
             self.bar = None
 
     def fail(self, err: BaseException, train_seconds: float) -> None:
-        """Record status ``failed``; never raises (the disk may be the thing that failed)."""
-        self.meta.update(status="failed", error=f"{type(err).__name__}: {err}",
+        """Record status ``failed`` (``interrupted`` for Ctrl-C / SIGINT); never raises.
+
+        Never raises: the disk may be the thing that failed. Either status resumes.
+        """
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        self.meta.update(status=status, error=f"{type(err).__name__}: {err}",
                          train_seconds=train_seconds)
         try:
             atomic_write_json(self.dir / META_FILE, self.meta)

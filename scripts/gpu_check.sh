@@ -3,18 +3,27 @@
 #
 # What a user with a GPU runs first, and what the project checks on any new GPU machine.
 # Installs nothing: it assumes the project was installed with `pip install --no-deps -e .` into
-# a Python that already has torch (CUDA) and Triton. Meant to finish in about 9 minutes on one
-# H200. Everything it writes goes under OUTDIR (docs/ is not touched):
+# a Python that already has torch (CUDA) and Triton. Meant to finish in 9 minutes on one H200:
+# every step has a time limit (below), and a step stopped by its limit keeps what it wrote.
+# Everything it writes goes under OUTDIR (docs/ is not touched):
 #
 #   OUTDIR/env.txt                      device, driver, torch / Triton / CUDA versions
 #   OUTDIR/junit-gpu.xml                pytest -m gpu over tests/
 #   OUTDIR/junit-kernels.xml            the kernel test files (Triton compiled for real)
-#   OUTDIR/bench_realistic.json         cram bench kernels --json --shapes realistic
 #   OUTDIR/runs/cram-seed0/             paper-preset CRAM run (metrics.csv, transition.json, ...)
 #   OUTDIR/runs/transformer-seed0/      paper-preset Transformer run
-#   OUTDIR/bench_model.json             model-level timing rows from those two runs
+#   OUTDIR/bench_realistic.jsonl        cram bench kernels --shapes realistic, one row per line
+#   OUTDIR/bench_model.json             model-level timing rows from the two paper runs
+#   OUTDIR/throughput.txt               tokens/s of CRAM and the Transformer at the demo and cpu
+#                                       presets (scripts/bench_throughput.py)
+#   OUTDIR/gpu_util.csv                 GPU utilisation every 5 s while the paper runs train
 #   OUTDIR/logs/<step>.log              each step's stdout and stderr
+#   OUTDIR/steps.tsv                    step, exit status, seconds (124: stopped by its limit)
 #   OUTDIR/summary.md                   one page: step status and time, tests, key ratios
+#
+# Order: the two paper-preset runs train in the background while the tests run (the tests only
+# check correctness, so sharing the GPU changes no number they report; the runs' train_seconds
+# are therefore an upper bound); the timed benchmarks then run alone.
 #
 # --dry-run prints every command it would run and exits 0 without running any.
 # Exit status: 0 when every step succeeded, 1 when a step failed (the others still run),
@@ -23,15 +32,18 @@
 set -uo pipefail
 
 # ---- settings: edit here ---------------------------------------------------------------------
-# The paper preset's schedule is being revised (see the schedule issue); its full 12,000 steps
-# take about 26 min on an H200 (issue 16: CRAM 0.13 s/step, the Transformer 0.09 s/step). The
-# check trains a fixed number of steps instead (900: about 2 + 1.5 min by those rates; note that
-# this ends inside the current schedule's warm-up, so transition.json says little until the
-# schedule is revised);
-# leave TRAIN_STEPS empty to train the preset's own number.
-TRAIN_STEPS="${CRAM_GPU_CHECK_STEPS:-900}"
+# The paper preset trains its own step count (2400, learned routing schedule); set
+# CRAM_GPU_CHECK_STEPS to train fewer. Time limits in seconds (0: none); SIGINT at the limit,
+# so a training run stops as after Ctrl-C (resumable with `cram train --resume`).
+TRAIN_STEPS="${CRAM_GPU_CHECK_STEPS:-}"
 TRAIN_SET=()                 # extra overrides, e.g. (--set train.log_every=100)
 SEED=0
+TRAIN_LIMIT="${CRAM_GPU_CHECK_TRAIN_LIMIT:-330}"      # each paper-preset run (they run together)
+TESTS_LIMIT="${CRAM_GPU_CHECK_TESTS_LIMIT:-300}"      # both test steps together
+BENCH_LIMIT="${CRAM_GPU_CHECK_BENCH_LIMIT:-120}"      # realistic routed-attention shapes
+MODEL_LIMIT="${CRAM_GPU_CHECK_MODEL_LIMIT:-45}"       # model-level timing rows
+THROUGHPUT_LIMIT="${CRAM_GPU_CHECK_THROUGHPUT_LIMIT:-50}"
+THROUGHPUT_STEPS=60          # per run; the rate is read over the second half (after compiling)
 PYTHON="${PYTHON:-python}"   # the interpreter the project is installed in
 CRAM="${CRAM:-cram}"         # its console script
 # -----------------------------------------------------------------------------------------------
@@ -61,34 +73,31 @@ STEPS_ARGS=()
 if [[ -n "$TRAIN_STEPS" ]]; then STEPS_ARGS=(--steps "$TRAIN_STEPS"); fi
 
 STATUS_FILE="$OUTDIR/steps.tsv"
-FAILED=0
 
-# run NAME CMD...: print the command; unless --dry-run, run it with its output in
-# OUTDIR/logs/NAME.log, and record name, exit status and seconds in OUTDIR/steps.tsv.
-run() {
-    local name="$1"; shift
-    printf '%q ' "$@"; echo
-    [[ $DRY -eq 1 ]] && return 0
-    local t0 rc
-    t0=$(date +%s)
-    "$@" >"$OUTDIR/logs/$name.log" 2>&1
-    rc=$?
-    printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" >>"$STATUS_FILE"
-    if [[ $rc -ne 0 ]]; then FAILED=1; echo "  -> $name failed (exit $rc), see $OUTDIR/logs/$name.log" >&2; fi
-    return 0
+# limited LIMIT CMD...: CMD under `timeout` (SIGINT at LIMIT s, SIGKILL 15 s later); LIMIT 0: none
+limited() {
+    local limit="$1"; shift
+    if [[ "$limit" -gt 0 ]]; then timeout -s INT -k 15 "$limit" "$@"; else "$@"; fi
 }
 
-# run_to NAME FILE CMD...: like run, with stdout into FILE (stderr into the log)
-run_to() {
-    local name="$1" file="$2"; shift 2
-    printf '%q ' "$@"; echo "> $file"
+# run NAME LIMIT [--to FILE] CMD...: print the command; unless --dry-run, run it (stdout into
+# FILE when given, else with stderr into OUTDIR/logs/NAME.log) and record name, exit status and
+# seconds in OUTDIR/steps.tsv.
+run() {
+    local name="$1" limit="$2" file=""; shift 2
+    if [[ "$1" == "--to" ]]; then file="$2"; shift 2; fi
+    printf '%q ' "$@"; [[ -n "$file" ]] && echo "> $file" || echo
     [[ $DRY -eq 1 ]] && return 0
     local t0 rc
     t0=$(date +%s)
-    "$@" >"$file" 2>"$OUTDIR/logs/$name.log"
+    if [[ -n "$file" ]]; then
+        limited "$limit" "$@" >"$file" 2>"$OUTDIR/logs/$name.log"
+    else
+        limited "$limit" "$@" >"$OUTDIR/logs/$name.log" 2>&1
+    fi
     rc=$?
     printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" >>"$STATUS_FILE"
-    if [[ $rc -ne 0 ]]; then FAILED=1; echo "  -> $name failed (exit $rc), see $OUTDIR/logs/$name.log" >&2; fi
+    if [[ $rc -ne 0 ]]; then echo "  -> $name failed (exit $rc), see $OUTDIR/logs/$name.log" >&2; fi
     return 0
 }
 
@@ -96,41 +105,62 @@ if [[ $DRY -eq 0 ]]; then "${mkdir_cmd[@]}" || exit 2; : >"$STATUS_FILE"; else
     printf '%q ' "${mkdir_cmd[@]}"; echo; fi
 
 # 1. the machine
-run_to env "$OUTDIR/env.txt" "$PYTHON" -c "import platform, torch, triton; \
+run env 60 --to "$OUTDIR/env.txt" "$PYTHON" -c "import platform, torch, triton; \
 print('python', platform.python_version()); print('torch', torch.__version__, 'cuda', \
 torch.version.cuda); print('triton', triton.__version__); print('device', \
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none')"
-run nvidia_smi nvidia-smi
+run nvidia_smi 60 nvidia-smi
 
-# 2. tests: GPU-marked ones anywhere, then the kernel files (their Triton tests compile for real).
-#    --continue-on-collection-errors: with a --no-deps install some optional packages (browser,
-#    PyMC, ...) may be missing; their test files then fail to import, the others still run.
-run tests_gpu "$PYTHON" -m pytest -q -m gpu tests -p no:cacheprovider \
-    --continue-on-collection-errors --junitxml "$OUTDIR/junit-gpu.xml"
-run tests_kernels "$PYTHON" -m pytest -q -m "not gpu" tests/test_kernels_routed_attention.py \
-    tests/test_kernels_ct_scan.py tests/test_kernels_bench.py -p no:cacheprovider \
-    --continue-on-collection-errors --junitxml "$OUTDIR/junit-kernels.xml"
-
-# 3. routed attention at GPU-sized shapes against flash attention (no model rows yet: the
-#    --model-runs folder is still empty)
-run_to bench_realistic "$OUTDIR/bench_realistic.json" "$CRAM" bench kernels --json --no-docs \
-    --shapes realistic --model-runs "$OUTDIR/runs"
-
-# 4. the paper preset, CRAM and the Transformer (folder names as `cram bench srcd` makes them,
-#    so that `cram bench kernels --model-runs` finds them)
+# 2. the paper preset, CRAM and the Transformer, in the background (folder names as
+#    `cram bench srcd` makes them, so that `cram bench kernels --model-runs` finds them) ...
+util=(nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5)
+printf '%q ' "${util[@]}"; echo "> $OUTDIR/gpu_util.csv (while the paper runs train)"
+util_pid=""
+if [[ $DRY -eq 0 ]] && command -v nvidia-smi >/dev/null; then
+    "${util[@]}" >"$OUTDIR/gpu_util.csv" 2>/dev/null & util_pid=$!
+fi
+pids=()
 for model in cram transformer; do
-    run "train_$model" "$CRAM" train --model "$model" --preset paper \
+    run "train_$model" "$TRAIN_LIMIT" "$CRAM" train --model "$model" --preset paper \
         --out "$OUTDIR/runs/$model-seed$SEED" --seed "$SEED" --quiet \
-        ${STEPS_ARGS[@]+"${STEPS_ARGS[@]}"} ${TRAIN_SET[@]+"${TRAIN_SET[@]}"}
+        ${STEPS_ARGS[@]+"${STEPS_ARGS[@]}"} ${TRAIN_SET[@]+"${TRAIN_SET[@]}"} &
+    pids+=($!)
+    [[ $DRY -eq 1 ]] && wait "$!"   # keep the printed order
 done
 
-# 5. model-level timing rows (model_infer / model_step) from the two trained runs
-run_to bench_model "$OUTDIR/bench_model.json" "$CRAM" bench kernels --json --no-docs \
-    --model-runs "$OUTDIR/runs"
+# 3. ... while the tests run: GPU-marked ones anywhere, then the kernel files (their Triton tests
+#    compile for real). --continue-on-collection-errors: with a --no-deps install some optional
+#    packages (browser, PyMC, ...) may be missing; their test files then fail to import, the
+#    others still run.
+t_tests=$(date +%s)
+run tests_gpu "$TESTS_LIMIT" "$PYTHON" -m pytest -q -m gpu tests -p no:cacheprovider \
+    --continue-on-collection-errors --junitxml "$OUTDIR/junit-gpu.xml"
+left=$(( TESTS_LIMIT - ($(date +%s) - t_tests) )); [[ $TESTS_LIMIT -gt 0 && $left -lt 30 ]] && left=30
+[[ $TESTS_LIMIT -eq 0 ]] && left=0
+run tests_kernels "$left" "$PYTHON" -m pytest -q -m "not gpu" tests/test_kernels_routed_attention.py \
+    tests/test_kernels_ct_scan.py tests/test_kernels_bench.py -p no:cacheprovider \
+    --continue-on-collection-errors --junitxml "$OUTDIR/junit-kernels.xml"
+wait "${pids[@]}"
+[[ -n "$util_pid" ]] && kill "$util_pid" 2>/dev/null
 
-# 6. summary
-run summary "$PYTHON" scripts/gpu_check_summary.py "$OUTDIR"
+# 4. timed benchmarks, alone on the GPU: routed attention at GPU-sized shapes against flash
+#    attention (rows streamed, so a run stopped by its limit keeps them), ...
+run bench_realistic "$BENCH_LIMIT" "$CRAM" bench kernels --json --no-docs --shapes realistic \
+    --parts routed --stream "$OUTDIR/bench_realistic.jsonl"
+
+# 5. ... model-level timing rows (model_infer / model_step) from the two paper runs, ...
+run bench_model "$MODEL_LIMIT" --to "$OUTDIR/bench_model.json" "$CRAM" bench kernels --json \
+    --no-docs --parts model --model-runs "$OUTDIR/runs"
+
+# 6. ... and training throughput at the small presets
+run throughput "$THROUGHPUT_LIMIT" --to "$OUTDIR/throughput.txt" "$PYTHON" \
+    scripts/bench_throughput.py --presets demo,cpu --models cram,transformer \
+    --steps "$THROUGHPUT_STEPS"
+
+# 7. summary
+run summary 60 "$PYTHON" scripts/gpu_check_summary.py "$OUTDIR"
 
 if [[ $DRY -eq 1 ]]; then exit 0; fi
 echo "summary: $OUTDIR/summary.md"
-exit $FAILED
+if awk -F'\t' '$2 != 0 { bad = 1 } END { exit !bad }' "$STATUS_FILE"; then exit 1; fi
+exit 0

@@ -1,8 +1,10 @@
 """Summarise a ``scripts/gpu_check.sh`` output folder into OUTDIR/summary.md (stdlib only).
 
 Reads what the check wrote: steps.tsv (step, exit status, seconds), env.txt, the junit files,
-the two benchmark JSON files and the paper-preset run folders. Missing pieces are reported as
-missing, never guessed. Usage: ``python scripts/gpu_check_summary.py OUTDIR``.
+the realistic benchmark rows (bench_realistic.jsonl, one JSON row per line; or a JSON list in
+bench_realistic.json), bench_model.json, throughput.txt and the paper-preset run folders.
+Missing pieces are reported as missing, never guessed.
+Usage: ``python scripts/gpu_check_summary.py OUTDIR``.
 """
 
 from __future__ import annotations
@@ -16,15 +18,22 @@ from pathlib import Path
 GOAL_P, GOAL_T, GOAL_RATIO, P1_LIMIT = 0.02, 8192, 0.25, 1.1  # issue 16's routed-attention goal
 
 
-def _steps(out: Path) -> list[str]:
+def _step_table(out: Path) -> dict[str, tuple[str, str]]:
+    """steps.tsv as {step: (exit status, seconds)}."""
     path = out / "steps.tsv"
     if not path.is_file():
+        return {}
+    return {row[0]: (row[1], row[2]) for row in csv.reader(path.open(), delimiter="\t")
+            if len(row) == 3}
+
+
+def _steps(out: Path) -> list[str]:
+    table = _step_table(out)
+    if not table:
         return ["steps.tsv missing"]
     lines = ["| step | exit | seconds |", "|---|---|---|"]
-    for row in csv.reader(path.open(), delimiter="\t"):
-        if len(row) == 3:
-            lines.append(f"| {row[0]} | {row[1]} | {row[2]} |")
-    return lines
+    lines += [f"| {name} | {rc} | {sec} |" for name, (rc, sec) in table.items()]
+    return lines + ["", "(exit 124: stopped by its time limit; what it wrote is kept)"]
 
 
 def _junit(path: Path) -> str:
@@ -42,25 +51,38 @@ def _junit(path: Path) -> str:
 
 
 def _json_rows(path: Path) -> list[dict] | None:
+    """A JSON list of rows, or the rows of a JSON-lines file (``.jsonl``); None if unreadable."""
     try:
-        rows = json.loads(path.read_text())
+        text = path.read_text()
+        if path.suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = json.loads(text)
     except (OSError, ValueError):
         return None
     return rows if isinstance(rows, list) else None
 
 
+def _realistic_rows(out: Path) -> list[dict] | None:
+    rows = _json_rows(out / "bench_realistic.jsonl")
+    return rows if rows is not None else _json_rows(out / "bench_realistic.json")
+
+
 def _routed(rows: list[dict] | None) -> list[str]:
     if rows is None:
-        return ["bench_realistic.json: missing or not JSON"]
+        return ["bench_realistic.jsonl: missing or not JSON"]
     real = [r for r in rows if r.get("shapes") == "realistic"]
     if not real:
         return ["no realistic routed-attention rows"]
-    lines = ["| backend | pass | Dh | T | p | ratio (routed / flash) |",
-             "|---|---|---|---|---|---|"]
+    failed = [r for r in real if r.get("ratio") is None]
+    real = [r for r in real if r.get("ratio") is not None]
+    lines = [f"{len(real)} rows measured, {len(failed)} failed", "",
+             "| backend | pass | Dh | T | p | ms | flash ms | ratio (routed / flash) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in real:
         if r["p"] in (1.0, GOAL_P) and r["T"] >= GOAL_T:
             lines.append(f"| {r['backend']} | {r['pass']} | {r['Dh']} | {r['T']} | {r['p']} | "
-                         f"{r['ratio']:.3f} |")
+                         f"{r.get('ms', float('nan')):.3f} | {r.get('dense_ms', float('nan')):.3f} "
+                         f"| {r['ratio']:.3f} |")
     for backend in dict.fromkeys(r["backend"] for r in real):
         mine = [r for r in real if r["backend"] == backend]
         goal = [r["ratio"] for r in mine if r["p"] == GOAL_P and r["T"] >= GOAL_T]
@@ -68,20 +90,55 @@ def _routed(rows: list[dict] | None) -> list[str]:
         ok = bool(goal) and max(goal) <= GOAL_RATIO and bool(dense) and max(dense) <= P1_LIMIT
         lines.append(f"\n{backend}: worst ratio at p = {GOAL_P}, T >= {GOAL_T}: "
                      f"{max(goal) if goal else 'n/a'} (goal <= {GOAL_RATIO}); worst at p = 1: "
-                     f"{max(dense) if dense else 'n/a'} (limit {P1_LIMIT}); goal met: {ok}")
+                     f"{max(dense) if dense else 'n/a'} (limit {P1_LIMIT}); goal met: {ok} "
+                     f"(over {len(goal)} + {len(dense)} rows)")
+    for r in failed[:10]:
+        lines.append(f"- failed: {r['backend']} {r['pass']} Dh {r['Dh']} T {r['T']} p {r['p']}: "
+                     f"{r.get('error', '?')}")
     return lines
 
 
-def _run(run_dir: Path) -> str:
+def _run(run_dir: Path, wall: tuple[str, str] | None = None) -> str:
     metrics = run_dir / "metrics.csv"
     if not metrics.is_file():
         return f"{run_dir.name}: no metrics.csv"
     rows = list(csv.DictReader(metrics.open()))
     last = rows[-1] if rows else {}
-    has_transition = (run_dir / "transition.json").is_file()
-    keys = ("step", "tokens_seen", "train_seconds", "retrieval_acc", "attention_fraction")
-    return f"{run_dir.name}: " + ", ".join(f"{k} {last.get(k, '?')}" for k in keys) + \
-        f", transition.json {'present' if has_transition else 'missing'}"
+    keys = ("step", "tokens_seen", "train_seconds", "retrieval_acc", "retrieval_acc_library",
+            "retrieval_acc_novel", "attention_fraction", "attention_library", "attention_novel")
+    text = f"{run_dir.name}: " + ", ".join(f"{k} {last[k]}" for k in keys if k in last)
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text())
+        text += f", status {meta.get('status', '?')}"
+    except (OSError, ValueError):
+        text += ", meta.json missing"
+    if wall is not None:
+        text += f", wall {wall[1]} s (exit {wall[0]})"
+    transition = run_dir / "transition.json"
+    if transition.is_file():
+        try:
+            sched = json.loads(transition.read_text()).get("schedule") or {}
+        except ValueError:
+            sched = {}
+        found = {k: sched[k] for k in ("kind", "warmup_end", "fired_by") if k in sched}
+        text += f", transition.json present {found}" if found else ", transition.json present"
+    else:
+        text += ", transition.json missing"
+    return text
+
+
+def _utilisation(out: Path) -> str:
+    """Mean and median GPU utilisation from gpu_util.csv (nvidia-smi samples every 5 s)."""
+    path = out / "gpu_util.csv"
+    try:
+        rows = list(csv.reader(path.open()))[1:]
+        util = sorted(float(r[1].strip().split()[0]) for r in rows if len(r) > 1)
+    except (OSError, ValueError, IndexError):
+        return "gpu_util.csv missing or unreadable"
+    if not util:
+        return "gpu_util.csv: no samples"
+    return (f"{len(util)} samples: mean {sum(util) / len(util):.0f}%, "
+            f"median {util[len(util) // 2]:.0f}%, max {util[-1]:.0f}%")
 
 
 def summarize(out: Path) -> str:
@@ -89,16 +146,23 @@ def summarize(out: Path) -> str:
     env = env_file.read_text().strip() if env_file.is_file() else "env.txt missing"
     model = _json_rows(out / "bench_model.json")
     model_rows = [r for r in (model or []) if r.get("op") in ("model_infer", "model_step")]
+    steps = _step_table(out)
     parts = ["# GPU check summary", "", "```", env, "```", "", "## Steps", "", *_steps(out), "",
              "## Tests", "", _junit(out / "junit-gpu.xml"), "", _junit(out / "junit-kernels.xml"),
              "", "## Routed attention vs flash (realistic shapes)", "",
-             *_routed(_json_rows(out / "bench_realistic.json")), "", "## Paper-preset runs", ""]
+             *_routed(_realistic_rows(out)), "", "## Paper-preset runs", ""]
     for name in ("cram", "transformer"):
         runs = sorted((out / "runs").glob(f"{name}-seed*"))
-        parts.append("- " + (_run(runs[0]) if runs else f"{name}: no run folder"))
+        parts.append("- " + (_run(runs[0], steps.get(f"train_{name}")) if runs
+                             else f"{name}: no run folder"))
     parts += ["", "## Model-level timing rows", ""]
     parts += [f"- {r['op']}: ms {r['ms']:.2f}, dense_ms {r['dense_ms']:.2f}, "
               f"ratio {r['ratio']:.3f}" for r in model_rows] or ["none"]
+    parts += ["", "## GPU utilisation while the paper runs trained", "", _utilisation(out)]
+    throughput = out / "throughput.txt"
+    lines = [x for x in throughput.read_text().splitlines() if not x.startswith("[")] \
+        if throughput.is_file() else ["throughput.txt missing"]
+    parts += ["", "## Training throughput (small presets)", "", "```", *lines, "```"]
     return "\n".join(parts) + "\n"
 
 

@@ -150,6 +150,27 @@ def test_kill9_before_the_first_checkpoint_then_resume(tmp_path):
     assert list(pd.read_csv(out / "metrics.csv")["step"]) == [0, 10]
 
 
+def test_sigint_marks_the_run_interrupted_and_it_resumes(tmp_path):
+    """A time limit (`timeout -s INT`, as scripts/gpu_check.sh uses) stops a run as Ctrl-C does."""
+    out = tmp_path / "limited"
+    sets = ["--set", "train.steps=400"]
+    proc = subprocess.Popen([sys.executable, "-m", "cram", "train", *TINY, "--out", str(out),
+                             *sets], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoints" / "last.pt").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "interrupted" and meta["error"].startswith("KeyboardInterrupt")
+    resumed = _cli("train", *TINY, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _status(out) == "finished"
+    assert pd.read_csv(out / "metrics.csv")["step"].iloc[-1] == 400
+
+
 def test_restart_starts_over_only_a_folder_without_checkpoint(tmp_path):
     out = tmp_path / "r"
     out.mkdir()

@@ -41,8 +41,16 @@ def test_dry_run_prints_every_step_and_runs_nothing(tmp_path):
     assert all(c[c.index("--preset") + 1] == "paper" for c in trains)
     assert all(c[c.index("--out") + 1].startswith(f"{out}/runs/") for c in trains)
     benches = [c for c in commands if c[:3] == ["cram", "bench", "kernels"]]
-    assert any("--shapes" in c and c[c.index("--shapes") + 1] == "realistic" for c in benches)
+    realistic = [c for c in benches if "realistic" in c]
+    assert realistic and realistic[0][realistic[0].index("--stream") + 1] == \
+        f"{out}/bench_realistic.jsonl"
     assert all("--json" in c for c in benches)
+    model = [c for c in benches if "--model-runs" in c]
+    assert model and model[0][model[0].index("--parts") + 1] == "model"
+    assert any(c[:2] == ["python", "scripts/bench_throughput.py"] for c in commands)
+    # the paper runs are started before the tests (they train in the background meanwhile)
+    first_test = next(i for i, c in enumerate(commands) if "pytest" in c)
+    assert all(commands.index(c) < first_test for c in trains)
     assert any(c[-1] == str(out) and c[-2].endswith("gpu_check_summary.py") for c in commands)
 
 
@@ -93,11 +101,19 @@ def test_summary_reads_what_the_check_writes(tmp_path):
              "Dh": 64, "T": 8192, "p": prob, "ratio": ratio}
             for p in ("forward", "forward+backward")
             for prob, ratio in ((1.0, 1.05), (0.02, 0.2))]
-    (out / "bench_realistic.json").write_text(json.dumps(rows))
+    rows.append({"op": "routed_attention", "shapes": "realistic", "backend": "flex",
+                 "pass": "forward", "Dh": 64, "T": 8192, "p": 0.02, "ratio": None, "ms": None,
+                 "error": "OutOfMemoryError: CUDA out of memory"})
+    (out / "bench_realistic.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     run = out / "runs" / "cram-seed0"
     run.mkdir(parents=True)
     (run / "metrics.csv").write_text("step,tokens_seen,train_seconds\n0,0,0\n900,2e6,110.5\n")
-    (run / "transition.json").write_text("{}")
+    (run / "transition.json").write_text(json.dumps(
+        {"schedule": {"kind": "learned", "warmup_end": 1234, "fired_by": "criterion"}}))
+    (run / "meta.json").write_text(json.dumps({"status": "interrupted"}))
+    (out / "gpu_util.csv").write_text("timestamp, utilization.gpu [%], memory.used [MiB]\n"
+                                      "t, 30 %, 100 MiB\nt, 50 %, 100 MiB\nt, 40 %, 90 MiB\n")
+    (out / "throughput.txt").write_text("  r0 demo cram: 123456 tokens/s\n[{}]\n")
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check_summary.py"),
                           str(out)], capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
@@ -106,12 +122,19 @@ def test_summary_reads_what_the_check_writes(tmp_path):
     assert "3 tests, 1 failed" in text and "t::bad" in text
     assert "junit-kernels.xml: missing" in text
     assert "triton: worst ratio at p = 0.02, T >= 8192: 0.2" in text and "goal met: True" in text
+    assert "4 rows measured, 1 failed" in text and "flex forward" in text
+    assert "out of memory" in text
     assert "cram-seed0: step 900" in text and "train_seconds 110.5" in text
-    assert "transition.json present" in text and "transformer: no run folder" in text
+    assert "status interrupted" in text and "wall 120 s (exit 1)" in text
+    assert "'warmup_end': 1234" in text and "transformer: no run folder" in text
+    assert "3 samples: mean 40%, median 40%, max 50%" in text
+    assert "123456 tokens/s" in text and "[{}]" not in text
 
 
 STUB_PYTHON = """#!/bin/sh
-# stands in for python: pytest writes a junit file, everything else runs for real
+# stands in for python: pytest writes a junit file, the throughput script prints one line,
+# everything else runs for real
+case "$1" in *bench_throughput.py) echo "r0 demo cram: 1000 tokens/s"; exit 0;; esac
 if [ "$1" = "-m" ] && [ "$2" = "pytest" ]; then
     while [ $# -gt 0 ]; do
         if [ "$1" = "--junitxml" ]; then
@@ -157,7 +180,7 @@ def test_real_run_plumbing_with_stub_tools(tmp_path):
     assert steps.pop("nvidia_smi") != "0"  # no nvidia-smi on this machine
     assert res.returncode == 1 and "nvidia_smi failed" in res.stderr
     assert set(steps) == {"env", "tests_gpu", "tests_kernels", "bench_realistic", "train_cram",
-                          "train_transformer", "bench_model", "summary"}
+                          "train_transformer", "bench_model", "throughput", "summary"}
     assert all(rc == "0" for rc in steps.values()), steps
     assert all((out / "logs" / f"{name}.log").is_file() for name in steps)
     calls = log.read_text().splitlines()
@@ -165,4 +188,4 @@ def test_real_run_plumbing_with_stub_tools(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "junit-gpu.xml: 2 tests, 0 failed" in summary and "cram-seed0: step 900" in summary
     assert "model_step: ms 2.00, dense_ms 1.00, ratio 2.000" in summary
-    assert "| nvidia_smi | 127 |" in summary
+    assert "| nvidia_smi | 127 |" in summary and "r0 demo cram: 1000 tokens/s" in summary

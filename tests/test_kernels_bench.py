@@ -127,3 +127,51 @@ def test_throughput_script_reads_tokens_and_seconds():
     assert row["steps"] == 3 and row["tokens_seen"] == 3 * 8 * 64  # batch 8, length 64
     assert row["train_seconds"] > 0
     assert math.isclose(row["tokens_per_s"], row["tokens_seen"] / row["train_seconds"])
+
+
+def test_realistic_order_measures_the_goal_rows_first():
+    """A realistic run cut short by a time limit has the rows the goal is judged on."""
+    from cram.kernels import bench
+
+    order = bench._realistic_order(("triton", "flex"))
+    assert len(order) == 2 * 3 * 2 * 5 and len(set(order)) == len(order)
+    first = order[:10]  # triton, T = 8192, both head dims, the goal's fractions first
+    assert all(b == "triton" and t == 8192 for b, t, _, _ in first)
+    assert [p for _, _, d, p in first if d == 64][:3] == [1.0, 0.02, 0.01]
+    assert {t for _, t, _, _ in order[:20]} == {8192, 16384}
+    assert all(b == "flex" for b, _, _, _ in order[30:])
+
+
+def test_failing_backend_is_an_error_row_not_a_crash(monkeypatch):
+    from cram.kernels import bench
+
+    def boom(*args):
+        raise RuntimeError("out of resource: shared memory\nmore detail")
+
+    monkeypatch.setattr(bench, "_realistic_row", boom)
+    qkv = tuple(torch.zeros(2, 4, 64, 16) for _ in range(3))
+    pos = torch.tensor([3, 9])
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    row = bench._guarded_row(qkv, torch.tensor([0, 1]), pos, 0.02, "triton", "forward")
+    assert row["ms"] is None and row["ratio"] is None and row["N"] == 2
+    assert row["error"] == "RuntimeError: out of resource: shared memory"
+    assert (row["T"], row["Dh"], row["backend"]) == (64, 16, "triton")
+
+
+def test_kernels_cli_streams_rows_and_picks_parts(tmp_path):
+    """--parts scan --stream PATH: each row appended as a JSON line as soon as it is measured."""
+    import json
+    import subprocess
+    import sys
+
+    stream = tmp_path / "rows.jsonl"
+    res = subprocess.run([sys.executable, "-m", "cram", "bench", "kernels", "--quick", "--parts",
+                          "scan", "--stream", str(stream), "--json", "--no-docs"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(x) for x in stream.read_text().splitlines()]
+    assert [r["op"] for r in lines] == ["ct_scan", "ct_scan"]
+    assert lines == json.loads(res.stdout)
+    bad = subprocess.run([sys.executable, "-m", "cram", "bench", "kernels", "--parts", "scan,foo",
+                          "--no-docs"], capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--parts" in bad.stderr

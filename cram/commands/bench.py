@@ -13,6 +13,7 @@ transition learned or scheduled: vary warm-up, temperature and cost schedules), 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -75,6 +76,12 @@ def register(sub) -> None:
     k.add_argument("--model-runs", default=None,
                    help="folder with trained cram-seed*/transformer-seed* runs for model_infer / "
                         "model_step rows (default: runs/bench-srcd-cpu, then runs/bench-srcd-demo)")
+    k.add_argument("--parts", default="routed,scan,model",
+                   help="comma-separated: routed (routed attention), scan (CT scan), model "
+                        "(model_infer / model_step from --model-runs)")
+    k.add_argument("--stream", default=None, metavar="PATH",
+                   help="also append each row to PATH as one JSON line as soon as it is measured "
+                        "(a run stopped by a time limit keeps its rows)")
     _doc_arguments(k)
     k.set_defaults(func=_kernels)
 
@@ -348,9 +355,21 @@ def _kernels(args) -> int:
     from cram.kernels.bench import run_kernel_bench, write_kernel_bench_tables
 
     _check_doc(args)
+    parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
+    unknown = sorted(set(parts) - {"routed", "scan", "model"})
+    if unknown or not parts:
+        from cram.core.errors import ConfigError
+
+        raise ConfigError(f"--parts {args.parts!r}: choose among routed, scan, model")
     target = doc_target(args)
-    rows = run_kernel_bench(threads=args.threads, quick=args.quick, shapes=args.shapes)
-    rows += model_timing_rows(args.model_runs, threads=args.threads, quick=args.quick)
+    on_row = _row_streamer(args.stream)
+    rows = run_kernel_bench(threads=args.threads, quick=args.quick, shapes=args.shapes,
+                            parts=tuple(p for p in parts if p != "model"), on_row=on_row)
+    if "model" in parts:
+        model_rows = model_timing_rows(args.model_runs, threads=args.threads, quick=args.quick)
+        for row in model_rows:
+            on_row(row)
+        rows += model_rows
     if target is not None:
         write_kernel_bench_tables(rows, path=target)
         log(f"appended to {target}")
@@ -361,3 +380,19 @@ def _kernels(args) -> int:
 
         print(markdown_table(rows), file=sys.stderr)
     return 0
+
+
+def _row_streamer(path: str | None):
+    """``on_row`` for ``--stream PATH``: append each row as one JSON line (no-op without PATH)."""
+    if path is None:
+        return lambda row: None
+    from cram.core.jsonio import json_safe
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(row: dict) -> None:
+        with target.open("a") as fh:
+            fh.write(json.dumps(json_safe(row)) + "\n")
+
+    return write

@@ -8,7 +8,8 @@ Layout (``SCHEMA_VERSION`` 1)::
       config.json      the resolved config: {"model", "preset", "seed", "data", "model_config",
                        "train"}
       meta.json        schema_version, command line, cram version, git commit, library versions,
-                       device, status ("running" | "finished" | "failed"), train_seconds
+                       device, status ("running" | "finished" | "failed" |
+                       "interrupted"), train_seconds
       metrics.csv      one row per logged step (columns: docs/run_folder.md)
       patterns.csv     every K steps, one row per library pattern: step, pattern, exposures,
                        episodic_share, q, qhat, n_queries
