@@ -102,10 +102,11 @@ def attention_reduction(run) -> dict:
 
 
 def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: int = 3,
-                              threads: int = 1, seed: int = 123) -> dict:
+                              threads: int = 1, seed: int = 123, device: str = "cpu") -> dict:
     """Hard-routed inference time of a trained run's model: batch 1, ``threads`` threads.
 
-    Returns the median ms per sequence and the retrieval accuracy at that length.
+    Returns the median ms per sequence and the retrieval accuracy at that length, on ``device``
+    (each timed forward ends with a CUDA synchronisation there).
     """
     import torch
 
@@ -113,9 +114,11 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
 
     from .checkpoint import load_trained
     from .srcd import EVENT_QUERY, SRCD
+    from .timing import sync
 
+    device = torch.device(device)
     model, config, _ = load_trained(run_dir)
-    model.eval()
+    model.to(device).eval()
     data_cfg = dataclasses.replace(config.data, length=length)
     batch = SRCD(data_cfg).sample(n_sequences + 1, seed)
     old_threads = torch.get_num_threads()
@@ -124,9 +127,10 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
     try:
         with torch.inference_mode():
             for i in range(n_sequences + 1):  # the first is a warm-up, not timed
-                b = batch.slice(i, i + 1).to_torch()
+                b = batch.slice(i, i + 1).to_torch(device)
                 t0 = time.perf_counter()
                 out = model(b, HARD)
+                sync(device)
                 elapsed = time.perf_counter() - t0
                 if i == 0:
                     continue
@@ -219,30 +223,36 @@ def _find_trained(root: Path, model: str) -> Path | None:
 
 
 def model_step_ms(run_dir: Path, length: int = 2048, batch_size: int = 1, repeats: int = 3,
-                  threads: int = 1, seed: int = 123) -> float:
+                  threads: int = 1, seed: int = 123, device: str = "cpu") -> float:
     """Median ms of one training step (soft routing, forward, backward, AdamW) of a run's model."""
+    import torch
+
     from .checkpoint import load_trained
     from .srcd import SRCD
     from .timing import train_step_ms
 
     model, config, _ = load_trained(run_dir)
-    model.train()
+    model.to(torch.device(device)).train()
     data = dataclasses.replace(config.data, length=length)
-    batch = SRCD(data).sample(batch_size, seed).to_torch()
+    batch = SRCD(data).sample(batch_size, seed).to_torch(torch.device(device))
     return train_step_ms(model, batch, config.train, temperature=config.train.tau_end,
                          loss_step=config.train.steps, lr=1e-4, repeats=repeats, seed=seed,
                          threads=threads)
 
 
 def model_timing_rows(runs_root: str | None = None, threads: int = 1, quick: bool = False,
-                      length: int = 2048) -> list[dict]:
+                      length: int = 2048, device: str | None = None) -> list[dict]:
     """``model_infer`` / ``model_step`` rows: trained, consolidated CRAM vs the dense Transformer.
 
     Uses trained runs from ``cram bench srcd`` (never a forced routing ratio); returns no rows (and
-    says so) when none exist yet.
+    says so) when none exist yet. ``device``: None = CUDA when present, else the CPU with
+    ``threads`` threads; each row names the device it was timed on.
     """
     import sys
 
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     roots = [Path(runs_root)] if runs_root else [Path("runs/bench-srcd-cpu"),
                                                  Path("runs/bench-srcd-demo")]
     for root in roots:
@@ -254,18 +264,19 @@ def model_timing_rows(runs_root: str | None = None, threads: int = 1, quick: boo
               "first); skipping model-level rows", file=sys.stderr)
         return []
     n = 2 if quick else 5
-    cram_inf = inference_ms_per_sequence(cram_dir, length=length, n_sequences=n, threads=threads)
-    dense_inf = inference_ms_per_sequence(dense_dir, length=length, n_sequences=n, threads=threads)
+    timing = {"length": length, "threads": threads, "device": device}
+    cram_inf = inference_ms_per_sequence(cram_dir, n_sequences=n, **timing)
+    dense_inf = inference_ms_per_sequence(dense_dir, n_sequences=n, **timing)
+    where = {"run": str(cram_dir), "dense_run": str(dense_dir), "threads": threads,
+             "device": device}
     rows = [{"op": "model_infer", "T": length, "p": cram_inf["infer_attention_fraction"],
              "ms": cram_inf["infer_ms_per_seq"], "dense_ms": dense_inf["infer_ms_per_seq"],
              "ratio": cram_inf["infer_ms_per_seq"] / dense_inf["infer_ms_per_seq"],
-             "acc": cram_inf["infer_acc"], "dense_acc": dense_inf["infer_acc"],
-             "run": str(cram_dir), "dense_run": str(dense_dir), "threads": threads}]
+             "acc": cram_inf["infer_acc"], "dense_acc": dense_inf["infer_acc"], **where}]
     reps = 1 if quick else 3
-    cram_step = model_step_ms(cram_dir, length=length, repeats=reps, threads=threads)
-    dense_step = model_step_ms(dense_dir, length=length, repeats=reps, threads=threads)
+    cram_step = model_step_ms(cram_dir, repeats=reps, **timing)
+    dense_step = model_step_ms(dense_dir, repeats=reps, **timing)
     rows.append({"op": "model_step", "T": length, "p": 1.0, "ms": cram_step, "dense_ms": dense_step,
-                 "ratio": cram_step / dense_step, "run": str(cram_dir), "dense_run": str(dense_dir),
-                 "threads": threads,
+                 "ratio": cram_step / dense_step, **where,
                  "note": "training uses soft routing, so attention is computed for every token"})
     return rows

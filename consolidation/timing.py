@@ -26,8 +26,15 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def train_step_ms(model, batch: dict, train_cfg, *, temperature: float, loss_step: int,
-                  lr: float, repeats: int = 3, seed: int = 0, threads: int | None = None) -> float:
+                  lr: float, repeats: int = 3, seed: int = 0, threads: int | None = None,
+                  ) -> float:
     """Median ms of one soft-routed training step: forward, loss, backward and AdamW.
 
     Parameters
@@ -50,12 +57,16 @@ def train_step_ms(model, batch: dict, train_cfg, *, temperature: float, loss_ste
         Seed of the generator that samples routing noise.
     threads : int, optional
         Torch CPU threads for the timing (restored afterwards).
+
+    The step runs on the device of the model's parameters (the batch must be there too); on
+    CUDA each timed step ends with a synchronisation.
     """
     from cram.consolidation.losses import compute_loss
     from cram.models import Route
 
+    device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     times = []
     with torch_threads(threads):
         for _ in range(repeats + 1):
@@ -65,6 +76,7 @@ def train_step_ms(model, batch: dict, train_cfg, *, temperature: float, loss_ste
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sync(device)
             times.append(1000 * (time.perf_counter() - t0))
     return statistics.median(times[1:])
 

@@ -218,12 +218,16 @@ def _realistic_row(qkv, batch_idx, pos, p, backend, pass_):
     with torch.set_grad_enabled(grad):
         ms, dense_ms = _paired_timer(routed, dense, device, REALISTIC["reps"])
     tiles, dense_tiles = routed_tile_counts(batch_idx.cpu(), pos.cpu(), seq_len, REALISTIC["B"])
+    from cram.kernels.routed_attention import dense_dispatch
+
+    path = "dense SDPA + row read" if backend == "triton" and dense_dispatch(q, k, n_rows, None) \
+        else backend
     return {
         "op": "routed_attention", "shapes": "realistic", "T": seq_len, "p": p, "ms": ms,
         "dense_ms": dense_ms, "ratio": ms / dense_ms, "tiles": tiles, "dense_tiles": dense_tiles,
         "tile_ratio": tiles / dense_tiles, "N": n_rows, "B": REALISTIC["B"], "H": REALISTIC["H"],
         "Dh": head_dim, "D": None, "device": device.type, "dtype": "bfloat16", "backend": backend,
-        "baseline": "SDPA flash (causal, dense)", "pass": pass_,
+        "baseline": "SDPA flash (causal, dense)", "pass": pass_, "path": path,
     }
 
 
@@ -442,8 +446,8 @@ def _realistic_table(rows: list[dict]) -> tuple[str, str, str]:
     from cram.core.benchlog import markdown_table
 
     r0 = rows[0]
-    columns = ["T", "Dh", "p", "pass", "backend", "N", "ms", "dense_ms", "ratio", "tile_ratio",
-               "dtype", "device"]
+    columns = ["T", "Dh", "p", "pass", "backend", "path", "N", "ms", "dense_ms", "ratio",
+               "tile_ratio", "dtype", "device"]
     table = markdown_table(rows, columns + (["error"] if any(r.get("error") for r in rows) else []))
     notes = (f"bf16, B={r0['B']}, H={r0['H']}; exactly round(p·T) random routed positions per "
              "sequence; dense_ms: SDPA restricted to the flash backend, causal, all T positions, "

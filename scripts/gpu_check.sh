@@ -21,9 +21,9 @@
 #   OUTDIR/steps.tsv                    step, exit status, seconds (124: stopped by its limit)
 #   OUTDIR/summary.md                   one page: step status and time, tests, key ratios
 #
-# Order: the two paper-preset runs train in the background while the tests run (the tests only
-# check correctness, so sharing the GPU changes no number they report; the runs' train_seconds
-# are therefore an upper bound); the timed benchmarks then run alone.
+# Order: the two paper-preset runs train in the background while the two test steps run (the
+# tests only check correctness, so sharing the GPU changes no number they report; the runs'
+# train_seconds are therefore an upper bound); the timed benchmarks then run alone.
 #
 # --dry-run prints every command it would run and exits 0 without running any.
 # Exit status: 0 when every step succeeded, 1 when a step failed (the others still run),
@@ -39,7 +39,7 @@ TRAIN_STEPS="${CRAM_GPU_CHECK_STEPS:-}"
 TRAIN_SET=()                 # extra overrides, e.g. (--set train.log_every=100)
 SEED=0
 TRAIN_LIMIT="${CRAM_GPU_CHECK_TRAIN_LIMIT:-330}"      # each paper-preset run (they run together)
-TESTS_LIMIT="${CRAM_GPU_CHECK_TESTS_LIMIT:-300}"      # both test steps together
+TESTS_LIMIT="${CRAM_GPU_CHECK_TESTS_LIMIT:-330}"      # each test step (they run together)
 BENCH_LIMIT="${CRAM_GPU_CHECK_BENCH_LIMIT:-120}"      # realistic routed-attention shapes
 MODEL_LIMIT="${CRAM_GPU_CHECK_MODEL_LIMIT:-45}"       # model-level timing rows
 THROUGHPUT_LIMIT="${CRAM_GPU_CHECK_THROUGHPUT_LIMIT:-50}"
@@ -128,18 +128,20 @@ for model in cram transformer; do
     [[ $DRY -eq 1 ]] && wait "$!"   # keep the printed order
 done
 
-# 3. ... while the tests run: GPU-marked ones anywhere, then the kernel files (their Triton tests
-#    compile for real). --continue-on-collection-errors: with a --no-deps install some optional
-#    packages (browser, PyMC, ...) may be missing; their test files then fail to import, the
-#    others still run.
-t_tests=$(date +%s)
+# 3. ... while the tests run, the two files at once: GPU-marked ones anywhere, and the kernel
+#    files (their Triton tests compile for real). On the first H200 check, run one after the
+#    other, they took 284 s and 194 s beside the training runs, more than the runs themselves.
+#    --continue-on-collection-errors: with a --no-deps install some optional packages (browser,
+#    PyMC, ...) may be missing; their test files then fail to import, the others still run.
 run tests_gpu "$TESTS_LIMIT" "$PYTHON" -m pytest -q -m gpu tests -p no:cacheprovider \
-    --continue-on-collection-errors --junitxml "$OUTDIR/junit-gpu.xml"
-left=$(( TESTS_LIMIT - ($(date +%s) - t_tests) )); [[ $TESTS_LIMIT -gt 0 && $left -lt 30 ]] && left=30
-[[ $TESTS_LIMIT -eq 0 ]] && left=0
-run tests_kernels "$left" "$PYTHON" -m pytest -q -m "not gpu" tests/test_kernels_routed_attention.py \
-    tests/test_kernels_ct_scan.py tests/test_kernels_bench.py -p no:cacheprovider \
-    --continue-on-collection-errors --junitxml "$OUTDIR/junit-kernels.xml"
+    --continue-on-collection-errors --junitxml "$OUTDIR/junit-gpu.xml" &
+pids+=($!)
+[[ $DRY -eq 1 ]] && wait "$!"
+run tests_kernels "$TESTS_LIMIT" "$PYTHON" -m pytest -q -m "not gpu" \
+    tests/test_kernels_routed_attention.py tests/test_kernels_ct_scan.py \
+    tests/test_kernels_bench.py -p no:cacheprovider --continue-on-collection-errors \
+    --junitxml "$OUTDIR/junit-kernels.xml" &
+pids+=($!)
 wait "${pids[@]}"
 [[ -n "$util_pid" ]] && kill "$util_pid" 2>/dev/null
 

@@ -175,3 +175,18 @@ def test_kernels_cli_streams_rows_and_picks_parts(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cram", "bench", "kernels", "--parts", "scan,foo",
                           "--no-docs"], capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--parts" in bad.stderr
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_model_timing_rows_time_trained_runs_on_the_device(tmp_path, device):
+    """model_infer / model_step rows from two trained runs, timed on the device they name."""
+    from cram.consolidation.bench import model_timing_rows
+    from cram.consolidation.config import resolve
+    from cram.consolidation.train import train
+
+    for model in ("cram", "transformer"):
+        train(model, resolve(model, "cpu-tiny"), tmp_path / f"{model}-seed0", progress=False)
+    rows = model_timing_rows(str(tmp_path), quick=True, length=64, device=device)
+    assert [r["op"] for r in rows] == ["model_infer", "model_step"]
+    assert all(r["device"] == device and r["ms"] > 0 and r["dense_ms"] > 0 for r in rows)
+    assert 0 <= rows[0]["p"] <= 1 and 0 <= rows[0]["acc"] <= 1

@@ -182,6 +182,33 @@ def test_triton_fused_gather_of_full_queries(window):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("p", [0.7, 1.0])
+def test_triton_entry_point_dense_dispatch_at_high_share(p, monkeypatch):
+    """Routed share >= DENSE_ABOVE, full queries, no window: one dense SDPA, rows read out.
+
+    Forward and backward match dense, and the Triton kernel is not run.
+    """
+    _need_triton()
+    from cram.kernels import routed_attention as ra
+    from cram.kernels.routed_attention import triton as rt
+
+    q, k, v, b, pos = _case(2, 2, 48, 16, p, seed=3, device=DEVICE)
+    assert b.shape[0] >= ra.DENSE_ABOVE * 2 * 48
+    assert ra.dense_dispatch(q, k, b.shape[0], None)
+    assert not ra.dense_dispatch(q, k, b.shape[0], 7)  # a window keeps the kernel
+    assert not ra.dense_dispatch(q.detach().transpose(1, 2)[b, pos], k, b.shape[0], None)
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("the Triton kernel ran despite the dense dispatch")
+
+    monkeypatch.setattr(rt, "routed_attention_triton", no_kernel)
+
+    def entry(q_in, k_, v_, b_, p_, window):
+        return routed_attention(q_in, k_, v_, b_, p_, window=window, backend="triton")
+
+    _check_against_dense(entry, q, k, v, b, pos, None, 4 * TOL[torch.float32], gather=True)
+
+
 def test_triton_strided_keys_values_are_read_in_place():
     """k, v as the (B, H, T, Dh) views a model makes of one (B, T, 2·H·Dh) projection."""
     _need_triton()

@@ -340,7 +340,10 @@ std::vector<torch::Tensor> ct_scan_backward(torch::Tensor grad_out, torch::Tenso
   torch::Tensor dw;
   if (diagonal) {
     dw = (dz.narrow(1, 0, 1).squeeze(1) * h0).sum(0);  // (D,)
-    if (T > 1) dw += (dz.narrow(1, 1, T - 1) * h.narrow(1, 0, T - 1)).sum({0, 1});
+    // the dims as a named vector: a braced list is ambiguous between sum overloads in some
+    // torch / compiler versions (seen with torch 2.11 and the H200 image's g++)
+    const std::vector<int64_t> batch_and_time = {0, 1};
+    if (T > 1) dw += (dz.narrow(1, 1, T - 1) * h.narrow(1, 0, T - 1)).sum(batch_and_time);
   } else {
     dw = torch::mm(dz.select(1, 0).t(), h0);  // (D, D): the t = 0 term
     for (int64_t b = 0; b < B && T > 1; ++b) {  // contiguous (T-1, D) slices of each sequence

@@ -14,15 +14,23 @@ import torch
 from .._common import KernelInputError, notice_once, triton_usable
 from .reference import routed_attention_reference
 
-__all__ = ["BACKENDS", "GPU_DEFAULT_BACKEND", "routed_attention", "routed_attention_reference",
-           "select_backend"]
+__all__ = ["BACKENDS", "DENSE_ABOVE", "GPU_DEFAULT_BACKEND", "dense_dispatch", "routed_attention",
+           "routed_attention_reference", "select_backend"]
 
 BACKENDS = ("auto", "triton", "flex", "torch", "reference")
 
 # The path ``backend="auto"`` takes on CUDA: "triton" (hand-written kernel) or "flex"
-# (FlexAttention on the gathered queries). To be chosen from `cram bench kernels --shapes
-# realistic` on a GPU (whichever is faster there). Not measured: no GPU.
+# (FlexAttention on the gathered queries). From `cram bench kernels --shapes realistic` on one
+# H200 (2026-11-30): Triton was faster on the one shape both were timed on (p = 1, T = 8192,
+# Dh = 64); FlexAttention at low p was not reached within the check's time limit.
 GPU_DEFAULT_BACKEND = "triton"
+
+# Above this routed share (and without a window, with the full (B, H, T, Dh) queries given) the
+# Triton path runs one dense causal SDPA (flash on CUDA) and reads the routed rows out of it.
+# Measured on one H200 (docs/kernels.md, 2026-11-30, bf16, B·H = 64): the routed kernel took
+# 1.34-1.78x flash at p = 1 and 0.70-1.03x at p = 0.5, so it stops paying between the two.
+# The 0.6 crossover is read off those rows; the dispatched path itself is not yet timed on a GPU.
+DENSE_ABOVE = 0.6
 
 
 def _validate(q, k, v, batch_idx, pos, window, check_indices):
@@ -125,6 +133,24 @@ def select_backend(device: torch.device, backend: str = "auto", needs_grad: bool
     return backend
 
 
+def dense_dispatch(q: torch.Tensor, k: torch.Tensor, n_rows: int, window: int | None) -> bool:
+    """Whether the Triton path hands this call to one dense causal SDPA (``DENSE_ABOVE``).
+
+    Only with the full ``(B, H, T, Dh)`` queries and no window; decided from shapes alone (no
+    host sync).
+    """
+    n_batch, _, seq_len, _ = k.shape
+    return q.dim() == 4 and window is None and n_rows >= DENSE_ABOVE * n_batch * seq_len
+
+
+def _dense_then_rows(q, k, v, batch_idx, pos, scale):
+    """One causal SDPA over the full queries, then the routed rows: (N, H, Dh)."""
+    import torch.nn.functional as F
+
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)  # (B, H, T, Dh)
+    return out[batch_idx, :, pos]
+
+
 def _flex_available() -> bool:
     try:
         from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
@@ -168,6 +194,8 @@ def routed_attention(
     backend : {"auto", "triton", "flex", "torch", "reference"}
         ``"auto"``: ``GPU_DEFAULT_BACKEND`` on CUDA, the fast torch path elsewhere. ``"flex"``:
         FlexAttention (on CPU forward-only: with gradients it falls back to the torch path).
+        ``"triton"`` with full queries, no window and a routed share of at least
+        ``DENSE_ABOVE`` runs one dense causal SDPA instead (:func:`dense_dispatch`).
     check : bool or None
         Check index range and order (needs a host sync). None: on CPU yes, on CUDA no.
 
@@ -186,6 +214,8 @@ def routed_attention(
     _validate(q, k, v, batch_idx, pos, window, check)
     needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
     path = select_backend(q.device, backend, needs_grad)
+    if path == "triton" and dense_dispatch(q, k, batch_idx.shape[0], window):
+        return _dense_then_rows(q, k, v, batch_idx, pos, scale)
     if path == "triton":
         from .triton import routed_attention_triton
 

@@ -45,7 +45,8 @@ def _cfg(bm, bn, warps, stages):
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages). Query-block kernels (forward, dQ): BLOCK_M routed
 # rows per program, BLOCK_N keys per step. dK/dV: BLOCK_N keys per program, BLOCK_M rows per step.
-# Not measured: no GPU (the list follows common flash-attention choices for Hopper).
+# The list follows common flash-attention choices for Hopper; which configs won on the one H200
+# run (2026-11-30) was not logged.
 QUERY_CONFIGS = [(64, 64, 4, 3), (64, 128, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2),
                  (32, 64, 4, 3), (64, 32, 4, 4)]
 KEY_CONFIGS = [(64, 64, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (32, 128, 4, 2), (64, 32, 4, 3)]
