@@ -134,12 +134,12 @@ done
 #    --continue-on-collection-errors: with a --no-deps install some optional packages (browser,
 #    PyMC, ...) may be missing; their test files then fail to import, the others still run.
 run tests_gpu "$TESTS_LIMIT" "$PYTHON" -m pytest -q -m gpu tests -p no:cacheprovider \
-    --continue-on-collection-errors --junitxml "$OUTDIR/junit-gpu.xml" &
+    --continue-on-collection-errors --durations=15 --junitxml "$OUTDIR/junit-gpu.xml" &
 pids+=($!)
 [[ $DRY -eq 1 ]] && wait "$!"
 run tests_kernels "$TESTS_LIMIT" "$PYTHON" -m pytest -q -m "not gpu" \
     tests/test_kernels_routed_attention.py tests/test_kernels_ct_scan.py \
-    tests/test_kernels_bench.py -p no:cacheprovider --continue-on-collection-errors \
+    tests/test_kernels_bench.py -p no:cacheprovider --continue-on-collection-errors --durations=15 \
     --junitxml "$OUTDIR/junit-kernels.xml" &
 pids+=($!)
 wait "${pids[@]}"
