@@ -38,8 +38,26 @@ class EvalResult:
     retention_rows: list[dict] = field(default_factory=list)
 
 
-def _nanmean(x: np.ndarray) -> float:
+def mean_or_nan(x: np.ndarray) -> float:
+    """Mean of ``x``, NaN when it is empty (a group with no queries in the evaluation set)."""
     return float(np.mean(x)) if x.size else float("nan")
+
+
+def query_memory_metrics(cat: dict, lib: np.ndarray) -> dict[str, float]:
+    """Familiarity (q, q̂) on library / novel queries and library accuracy on forced routes.
+
+    ``cat``: the per-query arrays of an evaluation (empty where the model has no q or no forced
+    passes); ``lib``: the library mask over those queries. SRCD and token tasks share it.
+    """
+    m = {}
+    if cat["q"].size:
+        m.update(q_library=mean_or_nan(cat["q"][lib]), q_novel=mean_or_nan(cat["q"][~lib]),
+                 qhat_library=mean_or_nan(cat["qhat"][lib]),
+                 qhat_novel=mean_or_nan(cat["qhat"][~lib]))
+    if cat["correct_sem"].size:
+        m["acc_library_semantic_only"] = mean_or_nan(cat["correct_sem"][lib])
+        m["acc_library_working_only"] = mean_or_nan(cat["correct_work"][lib])
+    return m
 
 
 @dataclass
@@ -139,22 +157,17 @@ def _metrics(t: _Tally, cat: dict[str, np.ndarray]) -> dict:
     m = {
         "attention_fraction": float(t.layer_episodic.sum() / (t.n_tokens * n_layers)),
         "attention_computed": float(t.layer_computed.sum() / (t.n_tokens * n_layers)),
-        "attention_query": _nanmean(attend),
-        "attention_library": _nanmean(attend[lib]),
-        "attention_novel": _nanmean(attend[~lib]),
+        "attention_query": mean_or_nan(attend),
+        "attention_library": mean_or_nan(attend[lib]),
+        "attention_novel": mean_or_nan(attend[~lib]),
         "attention_nonquery": float(t.layer_nonquery.sum() / max(t.n_nonquery * n_layers, 1)),
-        "retrieval_acc": _nanmean(correct),
-        "retrieval_acc_library": _nanmean(correct[lib]),
-        "retrieval_acc_novel": _nanmean(correct[~lib]),
+        "retrieval_acc": mean_or_nan(correct),
+        "retrieval_acc_library": mean_or_nan(correct[lib]),
+        "retrieval_acc_novel": mean_or_nan(correct[~lib]),
         "dynamics_mse": t.sq_err / max(t.n_sig, 1.0),
     }
     m.update(t.per_layer.metrics())  # issue 13
-    if cat["q"].size:
-        m.update(q_library=_nanmean(cat["q"][lib]), q_novel=_nanmean(cat["q"][~lib]),
-                 qhat_library=_nanmean(cat["qhat"][lib]), qhat_novel=_nanmean(cat["qhat"][~lib]))
-    if cat["correct_sem"].size:
-        m["acc_library_semantic_only"] = _nanmean(cat["correct_sem"][lib])
-        m["acc_library_working_only"] = _nanmean(cat["correct_work"][lib])
+    m.update(query_memory_metrics(cat, lib))
     for i in range(n_layers):
         if t.tier_counts[i].sum() > 0:
             shares = t.tier_counts[i] / t.tier_counts[i].sum()
@@ -171,9 +184,10 @@ def _pattern_rows(cat: dict[str, np.ndarray], n_library: int) -> list[dict]:
         sel = pat == p
         if not sel.any():
             continue
-        row = {"pattern": p, "episodic_share": _nanmean(attend[sel]), "n_queries": int(sel.sum())}
-        row["q"] = _nanmean(cat["q"][sel]) if cat["q"].size else float("nan")
-        row["qhat"] = _nanmean(cat["qhat"][sel]) if cat["qhat"].size else float("nan")
+        row = {"pattern": p, "episodic_share": mean_or_nan(attend[sel]),
+               "n_queries": int(sel.sum())}
+        row["q"] = mean_or_nan(cat["q"][sel]) if cat["q"].size else float("nan")
+        row["qhat"] = mean_or_nan(cat["qhat"][sel]) if cat["qhat"].size else float("nan")
         rows.append(row)
     return rows
 

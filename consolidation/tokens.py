@@ -27,7 +27,7 @@ from cram.models.tiers import EVENT_QUERY, TIERS
 from cram.tasks import IGNORE_INDEX, TokenBatch
 from cram.tasks.metrics import TokenMetrics
 
-from .evaluate import FORCED, EvalResult
+from .evaluate import FORCED, EvalResult, mean_or_nan, query_memory_metrics
 from .losses import LossTerms, compute_loss
 
 #: cost gate a token task trains with unless ``--set train.cost_gate=...`` says otherwise:
@@ -170,12 +170,7 @@ class _TokenTally:
              **{k: r[k] for k in ("attention_query", "attention_library", "attention_novel",
                                   "attention_nonquery", *TOKEN_COLUMNS)},
              **{f"attention_l{i}": r[f"attention_l{i}"] for i in range(self.n_layers)}}
-        if cat["q"].size:
-            m.update(q_library=_mean(cat["q"][lib]), q_novel=_mean(cat["q"][~lib]),
-                     qhat_library=_mean(cat["qhat"][lib]), qhat_novel=_mean(cat["qhat"][~lib]))
-        if cat["correct_sem"].size:
-            m["acc_library_semantic_only"] = _mean(cat["correct_sem"][lib])
-            m["acc_library_working_only"] = _mean(cat["correct_work"][lib])
+        m.update(query_memory_metrics(cat, lib))
         for i in range(self.n_layers):
             if self.tiers[i].sum() > 0:
                 for j, tier in enumerate(TIERS):
@@ -189,16 +184,12 @@ class _TokenTally:
         for p in range(n_library):
             sel = cat["pattern"] == p
             if sel.any():
-                rows.append({"pattern": p, "episodic_share": _mean(cat["attend"][sel]),
+                rows.append({"pattern": p, "episodic_share": mean_or_nan(cat["attend"][sel]),
                              "n_queries": int(sel.sum()),
-                             "q": _mean(cat["q"][sel]) if cat["q"].size else float("nan"),
-                             "qhat": _mean(cat["qhat"][sel]) if cat["qhat"].size
+                             "q": mean_or_nan(cat["q"][sel]) if cat["q"].size else float("nan"),
+                             "qhat": mean_or_nan(cat["qhat"][sel]) if cat["qhat"].size
                              else float("nan")})
         return rows
-
-
-def _mean(x: np.ndarray) -> float:
-    return float(np.mean(x)) if x.size else float("nan")
 
 
 def task_record(task: Any, spec: str | None = None, args: dict | None = None) -> dict:
