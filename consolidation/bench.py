@@ -110,11 +110,11 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
     """
     import torch
 
+    from cram.kernels._common import sync_device
     from cram.models import HARD
 
     from .checkpoint import load_trained
     from .srcd import EVENT_QUERY, SRCD
-    from .timing import sync
 
     device = torch.device(device)
     model, config, _ = load_trained(run_dir)
@@ -130,7 +130,7 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
                 b = batch.slice(i, i + 1).to_torch(device)
                 t0 = time.perf_counter()
                 out = model(b, HARD)
-                sync(device)
+                sync_device(device)
                 elapsed = time.perf_counter() - t0
                 if i == 0:
                     continue

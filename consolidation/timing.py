@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import torch
 
+from cram.kernels._common import sync_device
+
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
@@ -24,12 +26,6 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA); a no-op elsewhere."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def train_step_ms(model, batch: dict, train_cfg, *, temperature: float, loss_step: int,
@@ -76,7 +72,7 @@ def train_step_ms(model, batch: dict, train_cfg, *, temperature: float, loss_ste
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sync(device)
+            sync_device(device)
             times.append(1000 * (time.perf_counter() - t0))
     return statistics.median(times[1:])
 

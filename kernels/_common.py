@@ -28,6 +28,14 @@ def notice_once(key: str, message: str) -> None:
     print(f"cram.kernels: {message}", file=sys.stderr, flush=True)
 
 
+def sync_device(device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op elsewhere. For wall-clock timings."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
 def triton_usable(device) -> bool:
     """True when a Triton kernel can launch for tensors on ``device``.
 

@@ -31,6 +31,7 @@ import statistics
 import time
 
 from cram.core.errors import CramError
+from cram.kernels._common import sync_device
 
 ROUTED_P = (1.0, 0.5, 0.1, 0.02)
 ROUTED_T = (1024, 4096)
@@ -54,16 +55,11 @@ def _paired_timer(fn, baseline, device, reps: int) -> tuple[float, float]:
     One warm-up call each, then ``reps`` rounds alternating (fn, baseline) and (baseline, fn), so
     that drift in machine load and the cost of running first hit both sides alike.
     """
-    import torch
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
 
     def once(f):
         t0 = time.perf_counter()
         f()
-        sync()
+        sync_device(device)
         return (time.perf_counter() - t0) * 1e3
 
     once(fn)
