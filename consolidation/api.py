@@ -26,10 +26,11 @@ def train(model: str, *, out: str | os.PathLike, task: Any = None,
     """Train ``model`` at ``preset`` on SRCD (``task=None``) or on ``task``; return the run folder.
 
     ``overrides`` are ``--set`` strings (``train.steps=100``). On a token task the attention cost
-    gate defaults to ``"familiarity-queries"`` (an override may change it). ``resume`` reloads
+    gate defaults to ``"familiarity-queries"`` unless the model variant sets its own
+    (``cram-ungated``: none) or an override changes it. ``resume`` reloads
     the task recorded in the run's config.json when ``task`` is not given.
     """
-    from .config import resolve
+    from .config import TRAIN_CHANGES, resolve
     from .train import train as train_run
 
     record, data = None, None
@@ -39,8 +40,8 @@ def train(model: str, *, out: str | os.PathLike, task: Any = None,
     elif task is not None:
         data, record = _load(task, task_args)
     overrides = list(overrides)
-    if data is not None:
-        overrides.insert(0, f"train.cost_gate={TOKEN_COST_GATE}")
+    if data is not None and "cost_gate" not in TRAIN_CHANGES.get(model, {}):
+        overrides.insert(0, f"train.cost_gate={TOKEN_COST_GATE}")  # a variant's own gate stays
     if steps is not None and not resume:
         overrides.append(f"train.steps={steps}")
     config = resolve(model, preset, overrides)

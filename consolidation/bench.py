@@ -74,19 +74,25 @@ def _ensure_task_run(model, preset, seed, run_dir, overrides, progress, task, ta
 TOKEN_ROW_KEYS = ("attention_token", "attention_nonquery", "floor", "attention_over_floor")
 
 
-def attention_reduction(run) -> dict:
+def attention_reduction(run, n_library_queries: int | None = None,
+                        n_tokens: int | None = None) -> dict:
     """``reduction`` (library-query attention: peak after warm-up / end) and the all-token one.
 
     When the end value is below the evaluation's resolution (one library query, or one
     (token, layer) pair), the resolution is used instead, so the ratio is a finite lower bound.
+    ``n_library_queries`` / ``n_tokens``: library queries and tokens of the evaluation set when
+    counted (a token task's differ from SRCD's expected counts, the defaults).
     """
     m = run.metrics
     cfg = run.config
     n_eval = cfg["train"]["eval_sequences"]
     length = cfg["data"]["length"]
-    n_queries = n_eval * max(1, round(cfg["data"]["query_rate"] * length))
-    lib_resolution = 1.0 / max(1.0, n_queries * cfg["data"]["library_share"])
-    tok_resolution = 1.0 / (n_eval * length * cfg["model_config"]["n_layers"])
+    if n_library_queries is None:
+        n_queries = n_eval * max(1, round(cfg["data"]["query_rate"] * length))
+        n_library_queries = n_queries * cfg["data"]["library_share"]
+    lib_resolution = 1.0 / max(1.0, n_library_queries)
+    n_tokens = n_eval * length if n_tokens is None else n_tokens
+    tok_resolution = 1.0 / (n_tokens * cfg["model_config"]["n_layers"])
     after = m[m["step"] >= run.warmup_steps]
     peak = float(after["attention_library"].max()) if len(after) else float("nan")
     end = float(m["attention_library"].iloc[-1])

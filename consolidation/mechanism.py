@@ -16,8 +16,11 @@ and ramp; ``mod-matched``: capacity at the novel-query floor of the task's data)
 
 Tasks (``TASKS``): ``srcd-id``, ``srcd-vector`` (familiarity must be learned from key vectors) and
 ``srcd-permuted`` / ``srcd-unlabelled`` (the readout shortcut closed:
-``data.library_answer=permuted`` or ``unlabelled``, docs/srcd.md). Token tasks
-(``cram.tasks``) join through :func:`task_overrides` once the trainer takes ``--task``.
+``data.library_answer=permuted`` or ``unlabelled``, docs/srcd.md) and every built-in token task
+of ``cram tasks`` (``recall-unmarked``, ``recall-marked``, ``phrases``), trained through
+``--task NAME`` with the bench's ``--task-arg`` values. On a token task "gated" is the token
+default ``train.cost_gate=familiarity-queries`` and "ungated" ``none``; a query is a scored token
+(label ≠ -100) and a library query one whose ``pattern`` is ≥ 0.
 
 The timing table (:func:`timing_rows`) lives here too: the same trained weights forced dense is the
 fair reference for CRAM's time, interleaved with the other models, with bootstrap intervals and
@@ -53,23 +56,33 @@ TIMING_MODELS = ("cram", "cram-forced-dense", "cram-static", "cram-no-consolidat
                  "seqboat", "transformer")
 
 
-def task_overrides(task: str) -> list[str]:
-    """The ``--set`` overrides of ``task``.
+def token_task(task: str) -> str | None:
+    """``task`` when it names a built-in token task of ``cram tasks`` (SRCD excluded), else None."""
+    from cram.tasks import list_tasks
 
-    Hook for token tasks: once ``cram train --task NAME`` exists, a task name of ``cram.tasks``
-    is passed through as ``task=NAME`` here (the trainer resolves it); until then it is refused.
-    """
+    return task if task != "srcd" and task in list_tasks() else None
+
+
+def task_overrides(task: str) -> list[str]:
+    """The ``--set`` overrides of ``task`` (none for a token task: it is passed as ``--task``)."""
     if task in TASKS:
         return list(TASKS[task])
-    raise ConfigError(f"--tasks {task!r}: choose from {', '.join(TASKS)} (token tasks join once "
-                      "the trainer takes --task)")
+    if token_task(task):
+        return []
+    from cram.tasks import list_tasks
+
+    names = [*TASKS, *(t for t in list_tasks() if t != "srcd")]
+    raise ConfigError(f"--tasks {task!r}: choose from {', '.join(names)}")
 
 
-def run_overrides(model: str, task: str, preset: str, overrides: list[str]) -> list[str]:
+def run_overrides(model: str, task: str, preset: str, overrides: list[str],
+                  task_args=()) -> list[str]:
     """Task overrides, the user's ``--set`` and, for ``mod-matched``, the task's novel floor."""
     out = [*task_overrides(task), *overrides]
     if model == "mod-matched" and not any(o.startswith("model.mod_capacity") for o in out):
-        out.append(f"model.mod_capacity={novel_floor(model, preset, out):.6g}")
+        floor = (token_novel_floor(task, task_args) if token_task(task)
+                 else novel_floor(model, preset, out))
+        out.append(f"model.mod_capacity={floor:.6g}")
     return out
 
 
@@ -79,6 +92,15 @@ def novel_floor(model: str, preset: str, overrides: list[str]) -> float:
 
     data = resolve(model, preset, overrides).data
     return data.n_queries / data.length * (1.0 - data.library_share)
+
+
+def token_novel_floor(task: str, task_args=(), n: int = 256, seed: int = 0) -> float:
+    """Share of tokens that are novel queries (scored, ``pattern`` < 0) in ``n`` sequences."""
+    from cram.tasks import load_task
+    from cram.tasks.batch import IGNORE_INDEX
+
+    batch = load_task(task, list(task_args)).sample(n, seed)
+    return float(((batch.labels != IGNORE_INDEX) & (batch.pattern < 0)).mean())
 
 
 # ---------------------------------------------------------------------- evaluation of one run
@@ -93,42 +115,67 @@ def novel_dip(run) -> dict:
             "novel_dip_step": int(after.loc[i, "step"])}
 
 
+def _eval_batches(run_dir: Path, config, device: str):
+    """Yield (batch, query mask, answers, library mask at the queries) of a run's evaluation set.
+
+    SRCD: queries are the query events; a token task (config.json ``task``): the scored tokens,
+    library where ``pattern`` ≥ 0. Same set as training's evaluation (``train.eval_sequences``,
+    ``train.eval_seed``).
+    """
+    from cram.core.runs import read_json
+    from cram.tasks.batch import IGNORE_INDEX
+
+    from .srcd import EVENT_QUERY, SRCD
+    from .tokens import reload_task
+
+    record = read_json(Path(run_dir) / "config.json").get("task")
+    gen = reload_task(record) if isinstance(record, dict) else SRCD(config.data)
+    data = gen.eval_set(config.train.eval_sequences, config.train.eval_seed)
+    for start in range(0, len(data), config.train.eval_batch_size):
+        b = data.slice(start, start + config.train.eval_batch_size).to_torch(device)
+        if isinstance(record, dict):
+            query = b["labels"] != IGNORE_INDEX  # (B, T)
+            yield b, query, b["labels"], (b["pattern"][query] >= 0).cpu().numpy()
+        else:
+            query = b["event"] == EVENT_QUERY  # (B, T)
+            yield b, query, b["answer"], b["is_library"][query].cpu().numpy()
+
+
 def ablation_accuracies(run_dir: Path, device: str = "cpu") -> dict:
     """Library / novel accuracy of a trained run's weights under each of ``ABLATIONS``.
 
-    Evaluated on the run's own evaluation set (``train.eval_sequences``, ``train.eval_seed``),
-    with the routing of the normal hard pass: attention per (token, layer) pair and per token.
+    Evaluated on the run's own evaluation set (SRCD or its token task), with the routing of the
+    normal hard pass: attention per (token, layer) pair and per token; ``n_library_queries`` and
+    ``n_tokens`` set the resolution of the reductions' lower bounds.
     """
     import torch
 
     from cram.models import Route
 
     from .checkpoint import load_trained
-    from .srcd import EVENT_QUERY, SRCD
 
     model, config, _ = load_trained(run_dir)
     model.eval()
-    data = SRCD(config.data).eval_set(config.train.eval_sequences, config.train.eval_seed)
     consolidates = getattr(model, "consolidates", False)
     hits = {name: [] for name, _ in ABLATIONS}
-    lib, per_pair, per_token = [], [], []
+    lib, per_pair, per_token, n_tokens = [], [], [], 0
     with torch.no_grad():
-        for start in range(0, len(data), config.train.eval_batch_size):
-            b = data.slice(start, start + config.train.eval_batch_size).to_torch(device)
-            query = b["event"] == EVENT_QUERY  # (B, T)
-            lib.append(b["is_library"][query].numpy())
+        for b, query, answer, is_lib in _eval_batches(run_dir, config, device):
+            lib.append(is_lib)
+            n_tokens += query.numel()
             for name, kw in ABLATIONS:
                 if name == "semantic_zeroed" and not consolidates:
                     continue
                 out = model(b, Route("hard", **kw))
-                hits[name].append((out.value_logits.argmax(-1) == b["answer"])[query].numpy())
+                hits[name].append((out.value_logits.argmax(-1) == answer)[query].cpu().numpy())
                 if name == "normal":
                     epi = torch.stack([s.episodic.float() > 0.5 for s in out.layers])  # (L, B, T)
                     per_pair.append(float(epi.float().mean()))
                     per_token.append(float(epi.any(0).float().mean()))
     is_lib = np.concatenate(lib).astype(bool)
     row = {"attention_per_pair": float(np.mean(per_pair)),
-           "attention_per_token": float(np.mean(per_token))}
+           "attention_per_token": float(np.mean(per_token)),
+           "n_library_queries": int(is_lib.sum()), "n_tokens": n_tokens}
     for name, parts in hits.items():
         correct = np.concatenate(parts) if parts else np.array([])
         row[f"acc_library_{name}"] = float(correct[is_lib].mean()) if correct.size else math.nan
@@ -144,25 +191,29 @@ def mechanism_row(model: str, task: str, seed: int, run_dir: Path) -> dict:
 
     run = load_run(run_dir)
     last = run.metrics.iloc[-1]
+    ablations = ablation_accuracies(run_dir)
     loss_on, gated = GRID.get(model, (None, None))
     row = {"task": task, "model": model, "seed": seed, "consolidation_loss": loss_on,
            "cost_gated": gated,
            "attention_library_queries": float(last["attention_library"]),
            "attention_novel_queries": float(last["attention_novel"]),
-           **novel_dip(run), **attention_reduction(run),
+           **novel_dip(run),
+           **attention_reduction(run, n_library_queries=ablations.pop("n_library_queries"),
+                                 n_tokens=ablations.pop("n_tokens")),
            **{k: float(last[k]) for k in ("q_library", "qhat_library", "qhat_novel")
               if k in last},
            "run": str(run_dir)}
-    row.update(ablation_accuracies(run_dir))
+    row.update(ablations)
     return row
 
 
 def run_mechanism(models: list[str], tasks: list[str], preset: str, seeds: int, root: Path,
-                  overrides: list[str], progress: bool = True) -> list[dict]:
+                  overrides: list[str], progress: bool = True, task_args=()) -> list[dict]:
     """Train (or reuse) every model × task × seed under ``root/<task>/`` and return the rows.
 
     ``srcd-id`` runs live in ``root`` itself, so ``cram`` / ``cram-no-consolidation`` runs made by
     ``cram train --out root/<model>-seed<k>`` (e.g. the reference demo runs) are reused.
+    ``task_args`` (``key=value``) go to every token task's factory.
     """
     from .bench import ensure_run
 
@@ -173,7 +224,9 @@ def run_mechanism(models: list[str], tasks: list[str], preset: str, seeds: int, 
             for seed in range(seeds):
                 run_dir = folder / f"{model}-seed{seed}"
                 ensure_run(model, preset, seed, run_dir,
-                           run_overrides(model, task, preset, overrides), progress=progress)
+                           run_overrides(model, task, preset, overrides, task_args),
+                           progress=progress, task=token_task(task),
+                           task_args=list(task_args) if token_task(task) else ())
                 rows.append(mechanism_row(model, task, seed, run_dir))
     return rows
 

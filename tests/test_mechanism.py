@@ -17,7 +17,13 @@ import torch
 
 from cram.consolidation.config import resolve
 from cram.consolidation.losses import compute_loss
-from cram.consolidation.mechanism import ABLATIONS, novel_floor, run_overrides, task_overrides
+from cram.consolidation.mechanism import (
+    ABLATIONS,
+    novel_floor,
+    run_overrides,
+    task_overrides,
+    token_novel_floor,
+)
 from cram.consolidation.srcd import SRCD
 from cram.core.errors import ConfigError
 from cram.models import HARD, DataSpec, Route, Tier, build_model
@@ -101,8 +107,23 @@ def test_mod_matched_capacity_is_the_novel_floor_of_the_task():
     assert extra[-1] == f"model.mod_capacity={cfg.data.n_queries / cfg.data.length * 0.5:.6g}"
     assert run_overrides("cram", "srcd-permuted", "cpu-tiny", []) == [
         "data.library_answer=permuted"]
-    with pytest.raises(ConfigError, match="--tasks 'copy'"):
+    with pytest.raises(ConfigError, match="--tasks 'copy'.*recall-unmarked"):
         task_overrides("copy")
+
+
+def test_token_tasks_join_with_their_own_floor():
+    from cram.tasks import load_task
+
+    assert task_overrides("recall-unmarked") == [] and task_overrides("phrases") == []
+    with pytest.raises(ConfigError, match="--tasks 'srcd'"):
+        task_overrides("srcd")  # SRCD joins as srcd-id / srcd-vector / ...
+    args = ["length=64", "n_bindings=4", "n_fillers=16"]
+    floor = token_novel_floor("recall-unmarked", args)
+    batch = load_task("recall-unmarked", args).sample(256, 0)
+    want = float(((batch.labels != -100) & (batch.pattern < 0)).mean())
+    assert floor == want and 0 < floor < 0.2
+    extra = run_overrides("mod-matched", "recall-unmarked", "cpu-tiny", [], args)
+    assert extra == [f"model.mod_capacity={floor:.6g}"]
 
 
 def test_ablation_names_cover_the_issue():
@@ -176,3 +197,48 @@ def test_bench_mechanism_refuses_an_unknown_task_before_training(tmp_path):
                   "--runs-dir", str(tmp_path / "runs"), "--no-docs", "--quiet", tmp_path=tmp_path)
     assert proc.returncode != 0 and "--tasks 'copy'" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_bench_mechanism_on_a_token_task(tmp_path):
+    """A token task trains through --task: the variants keep their own cost gate, the ablation
+    columns are real evaluations on the task's scored tokens, mod-matched sits at its floor."""
+    from cram.consolidation.checkpoint import load_trained
+    from cram.tasks import load_task
+
+    runs, args = tmp_path / "runs", ["length=32", "n_bindings=2", "n_fillers=8"]
+    proc = _bench("--preset", "cpu-tiny", "--seeds", "1", "--tasks", "recall-unmarked",
+                  "--models", "cram,cram-ungated,mod-matched", "--runs-dir", str(runs),
+                  *[x for a in args for x in ("--task-arg", a)], "--no-docs", "--json",
+                  "--quiet", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["model"]: r for r in json.loads(proc.stdout)["rows"]}
+    assert set(rows) == {"cram", "cram-ungated", "mod-matched"}
+    gate = {m: json.loads((runs / "recall-unmarked" / f"{m}-seed0" / "config.json").read_text())
+            ["train"]["cost_gate"] for m in rows}
+    assert gate["cram"] == "familiarity-queries" and gate["cram-ungated"] == "none"
+    cap = json.loads((runs / "recall-unmarked" / "mod-matched-seed0" / "config.json")
+                     .read_text())["model_config"]["mod_capacity"]
+    assert cap == pytest.approx(token_novel_floor("recall-unmarked", args), rel=1e-5)
+    row = rows["cram"]
+    model, config, _ = load_trained(row["run"])
+    b = load_task("recall-unmarked", args).eval_set(
+        config.train.eval_sequences, config.train.eval_seed).to_torch()
+    scored, lib = b["labels"] != -100, b["pattern"] >= 0
+    with torch.no_grad():
+        hit = model.eval()(b, Route("hard", force="working")).value_logits.argmax(-1) == b["labels"]
+    assert float(hit[scored & lib].float().mean()) == pytest.approx(
+        row["acc_library_forced_working"], abs=1e-6)
+    for k in ("acc_library_normal", "acc_novel_normal", "attention_per_pair", "novel_dip"):
+        assert 0 <= row[k] <= 1, k
+
+
+def test_bench_mechanism_refuses_bad_task_args_before_training(tmp_path):
+    proc = _bench("--preset", "cpu-tiny", "--seeds", "1", "--tasks", "recall-unmarked",
+                  "--task-arg", "length=-3", "--runs-dir", str(tmp_path / "runs"), "--no-docs",
+                  "--quiet", tmp_path=tmp_path)
+    assert proc.returncode != 0 and "length" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()
+    proc = _bench("--preset", "cpu-tiny", "--seeds", "1", "--tasks", "srcd-id", "--task-arg",
+                  "length=32", "--runs-dir", str(tmp_path / "runs"), "--no-docs", "--quiet",
+                  tmp_path=tmp_path)
+    assert proc.returncode != 0 and "--task-arg needs a token task" in proc.stderr

@@ -41,7 +41,10 @@ def add_parser(bsub, common, positive_int) -> None:
     m.set_defaults(seeds=5, func=run)
     m.add_argument("--tasks", default="srcd-id,srcd-vector",
                    help="comma-separated: srcd-id, srcd-vector, srcd-permuted, srcd-unlabelled "
-                        "(the last two close the readout shortcut; docs/srcd.md)")
+                        "(the last two close the readout shortcut; docs/srcd.md), or a built-in "
+                        "token task of `cram tasks` (recall-unmarked, recall-marked, phrases)")
+    m.add_argument("--task-arg", dest="task_args", action="append", default=[],
+                   metavar="KEY=VALUE", help="argument of every token task's factory (repeat)")
     m.add_argument("--timing", action="store_true",
                    help="also time cram, cram forced dense, cram-static, cram-no-consolidation, "
                         "seqboat and the transformer (srcd-id, seed 0), interleaved")
@@ -75,8 +78,11 @@ def run(args) -> int:
         task_overrides,
         timing_rows,
         timing_runs,
+        token_novel_floor,
+        token_task,
     )
     from cram.core.errors import ConfigError
+    from cram.tasks import load_task
 
     _check_doc(args)
     get_preset(args.preset)
@@ -84,6 +90,10 @@ def run(args) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     for task in tasks:
         task_overrides(task)  # unknown task: fails before any training
+        if token_task(task):
+            load_task(task, args.task_args)  # bad --task-arg: fails before any training
+    if args.task_args and not any(token_task(t) for t in tasks):
+        raise ConfigError("--task-arg needs a token task in --tasks")
     wanted = [m.strip() for m in args.timing_models.split(",") if m.strip()]
     if args.timing and sorted(set(wanted) - set(TIMING_MODELS)):
         raise ConfigError(f"--timing-models {args.timing_models!r}: choose from "
@@ -92,12 +102,16 @@ def run(args) -> int:
     table_args = argparse.Namespace(**{**vars(args), "json": False,  # one JSON document at the end
                                        "no_docs": args.no_docs or (args.json and not args.doc)})
     rows = run_mechanism(models, tasks, args.preset, args.seeds, root, args.overrides,
-                         progress=not args.quiet)
+                         progress=not args.quiet, task_args=args.task_args)
     summary = summarize_mechanism(rows)
     for task in tasks:
         mine = [r for r in rows if r["task"] == task]
-        floor = novel_floor("cram", args.preset, [*task_overrides(task), *args.overrides])
-        notes = (f"Task `{task}`, preset `{args.preset}`, runs in `{root}`. acc_library_*: library "
+        floor = (token_novel_floor(task, args.task_args) if token_task(task) else
+                 novel_floor("cram", args.preset, [*task_overrides(task), *args.overrides]))
+        given = (" Task arguments: " + " ".join(args.task_args) + "."
+                 if token_task(task) and args.task_args else "")
+        notes = (f"Task `{task}`, preset `{args.preset}`, runs in `{root}`.{given} "
+                 "acc_library_*: library "
                  "accuracy of the same weights with hard routing (normal), the semantic output "
                  "zeroed, every layer forced to working memory, and attention forced everywhere. "
                  "novel_dip: lowest novel-query attention after warm-up (metrics.csv). "
