@@ -23,6 +23,7 @@ from .bench import ensure_run, srcd_row
 SCHEDULE_VARIANTS: dict[str, list[str]] = {
     "default": [],
     "warmup x2": ["train.warmup_steps=*2"],
+    "warmup /3": ["train.warmup_steps=/3"],  # issue 13: ends before retrieval is learned
     "tau anneal /4": ["train.tau_anneal_steps=/4"],
     "tau anneal x3": ["train.tau_anneal_steps=*3"],
     "no cost ramp": ["train.cost_ramp_steps=0"],
@@ -45,7 +46,11 @@ def _warmup_end(run_dir: Path, fixed: int) -> int:
 
 
 def _scaled(overrides: list[str], base) -> list[str]:
-    """``train.x=*2`` / ``=/4``: multiply or divide the preset's value (kept an int for ints)."""
+    """``train.x=*2`` / ``=/4``: multiply or divide the preset's value (kept an int for ints).
+
+    A scaled ``warmup_steps`` is rounded to a multiple of ``log_every`` (at least one), which
+    the retention check of the trainer requires.
+    """
     out = []
     for item in overrides:
         name, value = item.split("=", 1)
@@ -54,6 +59,9 @@ def _scaled(overrides: list[str], base) -> list[str]:
             current = getattr(getattr(base, section), field)
             factor = float(value[1:])
             new = current * factor if value[0] == "*" else current / factor
+            if field == "warmup_steps":  # retention curves need a multiple of log_every
+                every = base.train.log_every
+                new = max(every, every * round(new / every))
             value = str(int(round(new))) if isinstance(current, int) else repr(new)
         out.append(f"{name}={value}")
     return out

@@ -119,3 +119,21 @@ def test_bench_refuses_zero_seeds(tmp_path):
                   tmp_path=tmp_path)
     assert proc.returncode == 2 and "--seeds" in proc.stderr and "at least 1" in proc.stderr
     assert not (tmp_path / "benchmarks.md").exists()
+
+
+def test_schedule_variants_scale_the_preset_and_keep_warmup_on_the_log_grid():
+    from cram.consolidation.config import resolve
+    from cram.consolidation.schedule import SCHEDULE_VARIANTS, _scaled
+
+    demo = resolve("cram", "demo")
+    assert _scaled(SCHEDULE_VARIANTS["warmup /3"], demo) == ["train.warmup_steps=50"]
+    assert _scaled(SCHEDULE_VARIANTS["cost ramp x3"], demo) == [
+        f"train.cost_ramp_steps={3 * demo.train.cost_ramp_steps}"]
+    tiny = resolve("cram", "cpu-tiny")  # 10 / 3 rounds to the log grid, never to 0
+    assert _scaled(SCHEDULE_VARIANTS["warmup /3"], tiny) == [
+        f"train.warmup_steps={tiny.train.log_every}"]
+    for variant in SCHEDULE_VARIANTS:  # every variant resolves at every preset
+        for preset in ("cpu-tiny", "demo", "cpu", "paper"):
+            base = resolve("cram", preset)
+            cfg = resolve("cram", preset, _scaled(SCHEDULE_VARIANTS[variant], base))
+            assert cfg.train.warmup_steps % cfg.train.log_every == 0, (variant, preset)
