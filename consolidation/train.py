@@ -145,11 +145,18 @@ class _Dist:
 
 
 def retention_steps(config: ExperimentConfig) -> set[int]:
-    """Return the steps with retention curves: warm-up end, ``retention_stages`` more, last."""
+    """Return the steps with retention curves: warm-up end, ``retention_stages`` more, last.
+
+    Under the learned schedule the warm-up end is not known in advance; ``warmup_steps`` only
+    anchors this grid there, so it is rounded to a multiple of ``log_every``.
+    """
     t = config.train
-    stages = {min(t.warmup_steps, t.steps)} if t.warmup_steps else set()
+    first = t.warmup_steps
+    if t.schedule == "learned":
+        first = int(round(first / t.log_every) * t.log_every)
+    stages = {min(first, t.steps)} if first else set()
     if t.retention_stages:
-        for x in np.linspace(t.warmup_steps, t.steps, t.retention_stages + 1)[1:]:
+        for x in np.linspace(first, t.steps, t.retention_stages + 1)[1:]:
             stages.add(int(round(x / t.log_every) * t.log_every))
     stages.add(t.steps)
     return {min(s, t.steps) for s in stages}

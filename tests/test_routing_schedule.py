@@ -161,3 +161,15 @@ def test_fixed_schedule_signal_is_opt_in_and_changes_no_number(tmp_path):
     plain = train("cram", resolve("cram", "cpu-tiny", ["train.steps=10"]), tmp_path / "p",
                   seed=0, progress=False)
     assert pd.read_csv(plain / "metrics.csv")["schedule_signal"].isna().all()
+
+
+def test_learned_schedule_anchors_retention_on_the_log_grid_fixed_refuses_off_grid():
+    from cram.consolidation.train import check_run_args, retention_steps
+
+    off_grid = ["train.warmup_steps=150", "train.log_every=100", "train.steps=600"]
+    with pytest.raises(ConfigError, match="retention curves are due at steps \\[150\\]"):
+        check_run_args(resolve("cram", "demo", off_grid), 0)  # fixed: warm-up really ends at 150
+    learned = resolve("cram", "demo", [*off_grid, "train.schedule=learned"])
+    check_run_args(learned, 0)  # learned: warmup_steps only anchors the grid
+    steps = retention_steps(learned)
+    assert all(s % 100 == 0 for s in steps) and 600 in steps and 200 in steps
