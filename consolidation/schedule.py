@@ -24,6 +24,7 @@ SCHEDULE_VARIANTS: dict[str, list[str]] = {
     "default": [],
     "warmup x2": ["train.warmup_steps=*2"],
     "warmup /3": ["train.warmup_steps=/3"],  # issue 13: ends before retrieval is learned
+    "no warm-up": ["train.warmup_steps=0"],  # issue 13: the cost applies from step 0
     "tau anneal /4": ["train.tau_anneal_steps=/4"],
     "tau anneal x3": ["train.tau_anneal_steps=*3"],
     "no cost ramp": ["train.cost_ramp_steps=0"],
@@ -59,7 +60,7 @@ def _scaled(overrides: list[str], base) -> list[str]:
             current = getattr(getattr(base, section), field)
             factor = float(value[1:])
             new = current * factor if value[0] == "*" else current / factor
-            if field == "warmup_steps":  # retention curves need a multiple of log_every
+            if field == "warmup_steps" and current:  # retention needs a multiple of log_every
                 every = base.train.log_every
                 new = max(every, every * round(new / every))
             value = str(int(round(new))) if isinstance(current, int) else repr(new)
