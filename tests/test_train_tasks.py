@@ -190,3 +190,25 @@ def test_learned_schedule_reads_a_token_task_labels(tmp_path):
     assert schedule["kind"] == "learned" and schedule["warmup_end"] is not None
     signal = pd.read_csv(run / "metrics.csv")["schedule_signal"]
     assert signal.notna().any()  # the criterion was measured, from the labels
+
+
+@pytest.mark.parametrize("name,args", [
+    ("recall-unmarked", ["length=32", "n_bindings=2", "n_fillers=8"]),
+    ("recall-marked", ["length=32", "n_bindings=2", "n_fillers=8"]),
+    ("phrases", ["length=48", "n_phrases=2", "phrase_len=3", "n_words=16"]),
+    ("srcd", ["length=48"]),
+])
+def test_cli_trains_on_every_builtin_task(tmp_path, name, args):
+    """`cram train --task NAME` for each built-in of `cram tasks`; `cram eval` reloads the task."""
+    run = tmp_path / "run"
+    proc = _cli("train", "--model", "cram", "--preset", "cpu-tiny", "--task", name,
+                *[x for a in args for x in ("--task-arg", a)], "--steps", "10", "--set",
+                "train.log_every=5", "--set", "train.warmup_steps=5", "--out", str(run), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"]["spec"] == name and config["task"]["vocab_size"] > 0
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["step"].iloc[-1] == 10 and metrics["retrieval_acc"].between(0, 1).all()
+    proc = _cli("eval", str(run), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 0 <= json.loads(proc.stdout)["retrieval_acc"] <= 1
