@@ -28,6 +28,7 @@ from cram.tasks import IGNORE_INDEX, TokenBatch
 from cram.tasks.metrics import TokenMetrics
 
 from .evaluate import FORCED, EvalResult, mean_or_nan, query_memory_metrics
+from .layer_metrics import LayerCollector
 from .losses import LossTerms, compute_loss
 
 #: cost gate a token task trains with unless ``--set train.cost_gate=...`` says otherwise:
@@ -136,12 +137,14 @@ class _TokenTally:
         self.tiers = np.zeros((n_layers, len(TIERS)))
         self.per_query: dict[str, list] = {k: [] for k in (
             "pattern", "attend", "q", "qhat", "correct_sem", "correct_work")}
+        self.layers = LayerCollector()  # per-layer attention, q and q̂ (issue 13)
 
     def add(self, out, b: dict, forced: dict) -> None:
         labels, pattern = b["labels"], b["pattern"]  # (B, T)
         query = labels != IGNORE_INDEX  # (B, T)
         attended = [s.episodic.float() > 0.5 for s in out.layers]  # L x (B, T)
         self.tokens.update(out.value_logits.argmax(-1), labels, pattern, attended)
+        self.layers.add(out.layers, query, pattern >= 0, labels)
         acc = self.per_query
         acc["pattern"].append(pattern[query].cpu().numpy())
         acc["attend"].append(torch.stack(attended).any(0)[query].cpu().numpy())
@@ -171,6 +174,7 @@ class _TokenTally:
                                   "attention_nonquery", *TOKEN_COLUMNS)},
              **{f"attention_l{i}": r[f"attention_l{i}"] for i in range(self.n_layers)}}
         m.update(query_memory_metrics(cat, lib))
+        m.update(self.layers.metrics())
         for i in range(self.n_layers):
             if self.tiers[i].sum() > 0:
                 for j, tier in enumerate(TIERS):

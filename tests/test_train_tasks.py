@@ -209,6 +209,12 @@ def test_cli_trains_on_every_builtin_task(tmp_path, name, args):
     assert config["task"]["spec"] == name and config["task"]["vocab_size"] > 0
     metrics = pd.read_csv(run / "metrics.csv")
     assert metrics["step"].iloc[-1] == 10 and metrics["retrieval_acc"].between(0, 1).all()
+    last = metrics.iloc[-1]  # per-layer columns are filled on token tasks too (issue 13)
+    per_layer = [last[f"attention_{g}_l{i}"] for g in ("library", "novel", "nonquery")
+                 for i in (0, 1)]
+    assert all(0 <= v <= 1 for v in per_layer), per_layer
+    assert last["attention_fraction"] <= last["attention_tokens"] + 1e-9
+    assert 0 <= last["qhat_library_l0"] <= 1
     proc = _cli("eval", str(run), "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 0 <= json.loads(proc.stdout)["retrieval_acc"] <= 1
