@@ -200,8 +200,11 @@ def test_bench_mechanism_refuses_an_unknown_task_before_training(tmp_path):
 
 
 def test_bench_mechanism_on_a_token_task(tmp_path):
-    """A token task trains through --task: the variants keep their own cost gate, the ablation
-    columns are real evaluations on the task's scored tokens, mod-matched sits at its floor."""
+    """A token task trains through --task, and its rows are real evaluations.
+
+    The variants keep their own cost gate, the ablation columns are evaluations on the task's
+    scored tokens, and mod-matched sits at the task's floor.
+    """
     from cram.consolidation.checkpoint import load_trained
     from cram.tasks import load_task
 
