@@ -96,11 +96,9 @@ def novel_floor(model: str, preset: str, overrides: list[str]) -> float:
 
 def token_novel_floor(task: str, task_args=(), n: int = 256, seed: int = 0) -> float:
     """Share of tokens that are novel queries (scored, ``pattern`` < 0) in ``n`` sequences."""
-    from cram.tasks import load_task
-    from cram.tasks.batch import IGNORE_INDEX
+    from cram.tasks import batch_stats, load_task
 
-    batch = load_task(task, list(task_args)).sample(n, seed)
-    return float(((batch.labels != IGNORE_INDEX) & (batch.pattern < 0)).mean())
+    return batch_stats(load_task(task, list(task_args)).sample(n, seed))["floor"]
 
 
 # ---------------------------------------------------------------------- evaluation of one run
