@@ -8,6 +8,7 @@ bad-task error is raised before a run folder exists.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,7 @@ def train(model: str, *, out: str | os.PathLike, task: Any = None,
     (``cram-ungated``: none) or an override changes it. ``resume`` reloads
     the task recorded in the run's config.json when ``task`` is not given.
     """
-    from .config import TRAIN_CHANGES, resolve
+    from .config import get_preset, resolve
     from .train import train as train_run
 
     record, data = None, None
@@ -40,11 +41,13 @@ def train(model: str, *, out: str | os.PathLike, task: Any = None,
     elif task is not None:
         data, record = _load(task, task_args)
     overrides = list(overrides)
-    if data is not None and "cost_gate" not in TRAIN_CHANGES.get(model, {}):
-        overrides.insert(0, f"train.cost_gate={TOKEN_COST_GATE}")  # a variant's own gate stays
     if steps is not None and not resume:
         overrides.append(f"train.steps={steps}")
-    config = resolve(model, preset, overrides)
+    base = get_preset(preset)
+    if data is not None:  # the token default replaces the preset's; variants and --set still win
+        base = dataclasses.replace(base, train=dataclasses.replace(base.train,
+                                                                   cost_gate=TOKEN_COST_GATE))
+    config = resolve(model, base, overrides)
     return train_run(model, config, out, seed=seed, preset=preset, resume=resume, argv=argv,
                      progress=progress, restart=restart, data=data, task_record=record,
                      steps=steps if resume else None)
