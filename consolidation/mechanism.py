@@ -80,10 +80,15 @@ def run_overrides(model: str, task: str, preset: str, overrides: list[str],
     """Task overrides, the user's ``--set`` and, for ``mod-matched``, the task's novel floor."""
     out = [*task_overrides(task), *overrides]
     if model == "mod-matched" and not any(o.startswith("model.mod_capacity") for o in out):
-        floor = (token_novel_floor(task, task_args) if token_task(task)
-                 else novel_floor(model, preset, out))
-        out.append(f"model.mod_capacity={floor:.6g}")
+        out.append(f"model.mod_capacity={task_floor(task, preset, overrides, task_args):.6g}")
     return out
+
+
+def task_floor(task: str, preset: str, overrides: list[str], task_args=()) -> float:
+    """The novel-query floor of ``task``: counted on a token task, from the config on SRCD."""
+    if token_task(task):
+        return token_novel_floor(task, task_args)
+    return novel_floor("cram", preset, [*task_overrides(task), *overrides])
 
 
 def novel_floor(model: str, preset: str, overrides: list[str]) -> float:

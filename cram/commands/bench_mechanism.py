@@ -72,13 +72,12 @@ def run(args) -> int:
     from cram.consolidation.config import get_preset
     from cram.consolidation.mechanism import (
         TIMING_MODELS,
-        novel_floor,
         run_mechanism,
         summarize_mechanism,
+        task_floor,
         task_overrides,
         timing_rows,
         timing_runs,
-        token_novel_floor,
         token_task,
     )
     from cram.core.errors import ConfigError
@@ -106,8 +105,7 @@ def run(args) -> int:
     summary = summarize_mechanism(rows)
     for task in tasks:
         mine = [r for r in rows if r["task"] == task]
-        floor = (token_novel_floor(task, args.task_args) if token_task(task) else
-                 novel_floor("cram", args.preset, [*task_overrides(task), *args.overrides]))
+        floor = task_floor(task, args.preset, args.overrides, args.task_args)
         given = (" Task arguments: " + " ".join(args.task_args) + "."
                  if token_task(task) and args.task_args else "")
         notes = (f"Task `{task}`, preset `{args.preset}`, runs in `{root}`.{given} "
