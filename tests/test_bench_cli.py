@@ -76,14 +76,14 @@ def test_bench_transfer_rows(tmp_path):
 
 
 def test_bench_schedule_rows_scale_the_preset(tmp_path):
-    proc = _bench("schedule", "--preset", "cpu-tiny", "--variants", "default,warmup x2",
+    proc = _bench("schedule", "--preset", "cpu-tiny", "--variants", "fixed,warmup x2",
                   "--runs-dir", str(tmp_path / "s"), "--json", "--quiet",
                   "--doc", str(tmp_path / "benchmarks.md"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(proc.stdout)
-    assert [r["variant"] for r in rows] == ["default", "warmup x2"]
+    assert [r["variant"] for r in rows] == ["fixed", "warmup x2"]
     assert [r["warmup_end"] for r in rows] == [10, 20]  # cpu-tiny warm-up 10, doubled
-    assert rows[1]["settings"] == "train.warmup_steps=20"
+    assert rows[1]["settings"] == "train.schedule=fixed train.warmup_steps=20"
     for row in rows:
         assert row["schedule_end"] == row["warmup_end"] + 5  # cpu-tiny cost ramp
         assert {"familiarity_rise_step", "transition_step", "lag_after_familiarity"} <= set(row)
@@ -126,14 +126,16 @@ def test_schedule_variants_scale_the_preset_and_keep_warmup_on_the_log_grid():
     from cram.consolidation.schedule import SCHEDULE_VARIANTS, _scaled
 
     demo = resolve("cram", "demo")
-    assert _scaled(SCHEDULE_VARIANTS["warmup /3"], demo) == ["train.warmup_steps=50"]
+    fixed = "train.schedule=fixed"  # every step-count variant runs the fixed schedule
+    assert _scaled(SCHEDULE_VARIANTS["warmup /3"], demo) == [fixed, "train.warmup_steps=50"]
     assert _scaled(SCHEDULE_VARIANTS["cost ramp x3"], demo) == [
-        f"train.cost_ramp_steps={3 * demo.train.cost_ramp_steps}"]
+        fixed, f"train.cost_ramp_steps={3 * demo.train.cost_ramp_steps}"]
     tiny = resolve("cram", "cpu-tiny")  # 10 / 3 rounds to the log grid, never to 0
     assert _scaled(SCHEDULE_VARIANTS["warmup /3"], tiny) == [
-        f"train.warmup_steps={tiny.train.log_every}"]
+        fixed, f"train.warmup_steps={tiny.train.log_every}"]
     for variant in SCHEDULE_VARIANTS:  # every variant resolves at every preset
         for preset in ("cpu-tiny", "demo", "cpu", "paper"):
             base = resolve("cram", preset)
             cfg = resolve("cram", preset, _scaled(SCHEDULE_VARIANTS[variant], base))
             assert cfg.train.warmup_steps % cfg.train.log_every == 0, (variant, preset)
+            assert cfg.train.schedule == ("learned" if variant == "learned" else "fixed")

@@ -168,8 +168,10 @@ def test_learned_schedule_anchors_retention_on_the_log_grid_fixed_refuses_off_gr
 
     off_grid = ["train.warmup_steps=150", "train.log_every=100", "train.steps=600"]
     with pytest.raises(ConfigError, match="retention curves are due at steps \\[150\\]"):
-        check_run_args(resolve("cram", "demo", off_grid), 0)  # fixed: warm-up really ends at 150
-    learned = resolve("cram", "demo", [*off_grid, "train.schedule=learned"])
-    check_run_args(learned, 0)  # learned: warmup_steps only anchors the grid
+        check_run_args(resolve("cram", "demo", [*off_grid, "train.schedule=fixed"]), 0)  # fixed:
+        # warm-up really ends at 150
+    learned = resolve("cram", "demo", off_grid)  # learned (the default): warmup_steps only
+    assert learned.train.schedule == "learned"  # anchors the grid
+    check_run_args(learned, 0)
     steps = retention_steps(learned)
     assert all(s % 100 == 0 for s in steps) and 600 in steps and 200 in steps
