@@ -172,6 +172,10 @@ def srcd_row(model: str, seed: int, run_dir: Path, infer_length: int | None) -> 
            **{k: float(last[k]) for k in ("q_library", "q_novel", "qhat_library", "qhat_novel",
                                           "acc_library_semantic_only") if k in last},
            **{k: float(last[k]) for k in TOKEN_ROW_KEYS if k in last},
+           # the paper's unit: tokens that any layer sends to attention (attention_fraction is
+           # per (token, layer) pair)
+           **({"attention_per_token": float(last["attention_tokens"])}
+              if "attention_tokens" in last else {}),
            "run": str(run_dir)}
     row.update(attention_reduction(run))
     if infer_length:
@@ -196,9 +200,12 @@ def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
 
 def summarize(rows: list[dict], keys=("retrieval_acc", "retrieval_acc_library",
                                       "retrieval_acc_novel", "attention_fraction",
-                                      "attention_library_queries", "dynamics_mse", "reduction",
-                                      "infer_ms_per_seq")) -> list[dict]:
-    """One row per model: the mean over seeds of each key and its 95% t-interval."""
+                                      "attention_per_token", "attention_library_queries",
+                                      "dynamics_mse", "infer_ms_per_seq")) -> list[dict]:
+    """One row per model: the mean over seeds of each key and its 95% t-interval.
+
+    The library-query reduction, when the rows have one, gets :func:`ratio_summary` instead.
+    """
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
@@ -207,8 +214,22 @@ def summarize(rows: list[dict], keys=("retrieval_acc", "retrieval_acc_library",
             mean, low, high = mean_interval([r.get(k) for r in mine])
             s[k] = mean
             s[f"{k}_ci95"] = f"[{low:.4g}, {high:.4g}]" if np.isfinite(low) else ""
+        if any("reduction" in r for r in mine):
+            s.update(ratio_summary(mine))
         out.append(s)
     return out
+
+
+def ratio_summary(rows: list[dict], key: str = "reduction") -> dict:
+    """Median, range and count of lower bounds of a peak/end ratio over seeds.
+
+    Where the end value is below one query the ratio is only a lower bound, so a t-interval
+    of it says nothing: ``{key}_median``, ``{key}_range``, ``{key}_lower_bounds``.
+    """
+    x = np.array([r[key] for r in rows if np.isfinite(r.get(key, np.nan))], float)
+    return {f"{key}_median": float(np.median(x)) if x.size else math.nan,
+            f"{key}_range": f"{x.min():.3g}-{x.max():.3g}" if x.size else "",
+            f"{key}_lower_bounds": sum(bool(r.get(f"{key}_is_lower_bound")) for r in rows)}
 
 
 def check_models(models: list[str]) -> None:

@@ -247,7 +247,7 @@ def summarize_mechanism(rows: list[dict]) -> list[dict]:
     The library-query reduction is a lower-bound ratio where the end value is 0, so it gets a
     median, a range and the count of lower bounds, never a t-interval.
     """
-    from .bench import mean_interval
+    from .bench import mean_interval, ratio_summary
 
     out = []
     for key in dict.fromkeys((r["task"], r["model"]) for r in rows):
@@ -257,10 +257,7 @@ def summarize_mechanism(rows: list[dict]) -> list[dict]:
             mean, low, high = mean_interval([r.get(k) for r in mine])
             s[k] = mean
             s[f"{k}_ci95"] = f"[{low:.3g}, {high:.3g}]" if np.isfinite(low) else ""
-        red = np.array([r["reduction"] for r in mine if np.isfinite(r.get("reduction", np.nan))])
-        s["reduction_median"] = float(np.median(red)) if red.size else math.nan
-        s["reduction_range"] = f"{red.min():.3g}-{red.max():.3g}" if red.size else ""
-        s["reduction_lower_bounds"] = sum(bool(r.get("reduction_is_lower_bound")) for r in mine)
+        s.update(ratio_summary(mine))
         out.append(s)
     return out
 

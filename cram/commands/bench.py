@@ -204,21 +204,26 @@ def _srcd(args) -> int:
             rows.append(srcd_row(model, seed, run_dir, args.infer_length or None))
     elapsed = time.perf_counter() - t0
     cols = ["model", "seed", "retrieval_acc", "retrieval_acc_library", "retrieval_acc_novel",
-            "attention_fraction", "attention_library_queries", "attention_novel_queries",
-            "attention_computed", "dynamics_mse", "reduction", "reduction_all_tokens",
+            "attention_fraction", "attention_per_token", "attention_library_queries",
+            "attention_novel_queries", "attention_computed", "dynamics_mse", "reduction",
+            "reduction_is_lower_bound", "reduction_all_tokens",
             "transition_step", "familiarity_rise_step", "lag_after_familiarity", "train_seconds",
             "infer_ms_per_seq", "infer_acc"]
     summary = summarize(rows) if args.seeds > 1 else None
     scols = None
     if summary:
         scols = ["model", "seeds"] + [c for k in ("retrieval_acc_library", "retrieval_acc_novel",
-                                                  "attention_fraction", "attention_library_queries",
-                                                  "dynamics_mse", "reduction", "infer_ms_per_seq")
-                                      for c in (k, f"{k}_ci95")]
+                                                  "attention_fraction", "attention_per_token",
+                                                  "attention_library_queries", "dynamics_mse",
+                                                  "infer_ms_per_seq")
+                                      for c in (k, f"{k}_ci95")] + [
+            "reduction_median", "reduction_range", "reduction_lower_bounds"]
     notes = (f"Preset `{args.preset}`, runs in `{root}`. This invocation took {elapsed:.0f} s "
              "(finished runs are reused, so this is not a training time; see train_seconds). "
              "`reduction` = library-query attention at its peak after warm-up / at the end "
-             "(a lower bound when the end value is below one query). "
+             "(a lower bound when the end value is below one query; over seeds: median and "
+             "range, never a t-interval). attention_fraction is per (token, layer) pair, "
+             "attention_per_token per token (any layer attends; the paper's unit). "
              f"infer_ms_per_seq: hard-routed, batch 1, one thread, N={args.infer_length}.")
     _report(f"SRCD: models × seeds (preset {args.preset})", rows, cols, args, notes, summary, scols)
     return 0
