@@ -25,6 +25,7 @@ from cram.core.errors import ConfigError
 from cram.models.routing import HARD
 from cram.models.tiers import EVENT_QUERY, TIERS
 from cram.tasks import IGNORE_INDEX, TokenBatch
+from cram.tasks.batch import QUERY_MASK
 from cram.tasks.metrics import TokenMetrics
 
 from .evaluate import FORCED, EvalResult, mean_or_nan, query_memory_metrics
@@ -69,13 +70,17 @@ def exposure_counts(batch: TokenBatch, n_library: int) -> np.ndarray:
 def loss_view(batch: dict) -> dict:
     """The loss-side view of a token batch in ``compute_loss``'s terms.
 
-    The scored positions become queries; there is no dynamics target. Built after the forward
-    pass; never a model input.
+    The scored positions become queries, and so do those of the task's ``query_mask`` extra (a
+    shortcut-closed task hides their labels but they stay queries, as SRCD's unlabelled library
+    queries do); there is no dynamics target. Built after the forward pass; never a model input.
     """
     labels = batch["labels"]  # (B, T)
     zeros = torch.zeros(labels.shape, device=labels.device)
+    query = labels != IGNORE_INDEX  # (B, T)
+    if QUERY_MASK in batch:
+        query = query | batch[QUERY_MASK].bool()
     return {"answer": labels,
-            "event": torch.where(labels != IGNORE_INDEX, EVENT_QUERY, 0),
+            "event": torch.where(query, EVENT_QUERY, 0),
             "target_signal": zeros, "signal_mask": zeros.bool()}
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from cram.core.errors import CramError
 
 IGNORE_INDEX = -100
+QUERY_MASK = "query_mask"  # extras name: queries whose label is hidden (see TokenBatch)
 
 
 class TaskError(CramError, ValueError):
@@ -48,7 +49,10 @@ class TokenBatch:
         Time gap before each position; ``None`` means ones. Never the positional signal.
     extras : mapping of name -> (B, T, ...) array
         Task-private arrays for ``extra_loss`` (e.g. SRCD's signal); never a model input unless a
-        task declares them in ``side_inputs``.
+        task declares them in ``side_inputs``. One name is read by the trainer:
+        ``QUERY_MASK`` ("query_mask", (B, T) bool), the positions that count as queries for
+        the routing losses (consolidation, familiarity, the query cost) although their label is
+        hidden (a shortcut-closed task); without it the queries are the labelled positions.
     """
 
     tokens: np.ndarray

@@ -12,6 +12,13 @@ A share ``library_share`` of the bindings comes from a fixed library of ``n_libr
 always bound to the same value (fixed by ``library_seed``); the rest use keys from a disjoint pool
 of ``n_novel_keys`` with values drawn fresh per sequence, so they must be retrieved in context.
 
+``library_labels=False`` closes the readout shortcut (issue 15; the token twin of SRCD's
+``library_answer=unlabelled``): training draws carry no label at library queries, so no path can
+memorise a library key's value from its label; the value reaches a library query only through
+attention to its store in the same sequence, or through a tier trained toward what attention
+retrieves (the consolidation loss). ``eval_set`` keeps every label, so library accuracy measures
+what training never labelled.
+
 Vocabulary (``vocab_size = 1 + n_fillers + n_library + n_novel_keys + n_values``)::
 
     0                    QUERY marker (present in both variants, used only when marked)
@@ -30,7 +37,7 @@ import numpy as np
 from cram.core.errors import ConfigError
 
 from ._layout import distinct_picks, place_units, unit_starts
-from .batch import IGNORE_INDEX, TokenBatch
+from .batch import IGNORE_INDEX, QUERY_MASK, TokenBatch
 
 QUERY_TOKEN = 0
 EVAL_TAG = 0xE7A2
@@ -50,6 +57,7 @@ class RecallConfig:
     n_values: int = 32  # value tokens (chance accuracy 1/n_values)
     n_fillers: int = 64  # filler tokens
     marked: bool = False  # a QUERY token before each query
+    library_labels: bool = True  # False: no labels at library queries in training draws
 
     def __post_init__(self) -> None:
         for name, minimum in (("length", 1), ("n_bindings", 1), ("n_repeats", 1),
@@ -62,6 +70,13 @@ class RecallConfig:
         if not (isinstance(self.library_share, (int, float)) and 0 <= self.library_share <= 1):
             raise ConfigError(f"RecallConfig.library_share={self.library_share!r}: must lie in "
                               "[0, 1]")
+        for name in ("marked", "library_labels"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ConfigError(f"RecallConfig.{name}={getattr(self, name)!r}: must be true "
+                                  "or false")
+        if not self.library_labels and self.library_share >= 1:
+            raise ConfigError("RecallConfig.library_labels=False with library_share=1: no query "
+                              "would carry a label")
         if self.n_bindings > self.n_novel_keys:
             raise ConfigError(f"RecallConfig.n_novel_keys={self.n_novel_keys}: fewer than "
                               f"n_bindings={self.n_bindings}, so novel keys would repeat")
@@ -123,8 +138,12 @@ class RecallTask:
         self.library_values = np.random.default_rng(c.library_seed).integers(
             0, c.n_values, c.n_library)  # (n_library,)
 
-    def sample(self, batch_size: int, rng: np.random.Generator | int | None = None) -> TokenBatch:
-        """Draw ``batch_size`` independent sequences (a pure function of ``rng``)."""
+    def sample(self, batch_size: int, rng: np.random.Generator | int | None = None, *,
+               library_labels: bool | None = None) -> TokenBatch:
+        """Draw ``batch_size`` independent sequences (a pure function of ``rng``).
+
+        ``library_labels`` (default: the config's) keeps the labels at library queries.
+        """
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         c = self.config
         b, n, occurrences = batch_size, c.n_bindings, 1 + c.n_repeats
@@ -153,12 +172,18 @@ class RecallTask:
         tokens[r, key_pos + 1] = value[r, i]
         pattern_at[r, key_pos] = pattern_at[r, key_pos + 1] = pattern[r, i]
         q = is_query[r, u]
-        labels[r[q], key_pos[q]] = value[r[q], i[q]]
+        hide = not (c.library_labels if library_labels is None else library_labels)
+        scored = q & ~is_lib[r, i] if hide else q  # the shortcut closed: library queries
+        labels[r[scored], key_pos[scored]] = value[r[scored], i[scored]]  # stay unlabelled
+        extras = {}
+        if hide:  # ... but stay queries for the routing losses (consolidation, q̂, cost)
+            extras[QUERY_MASK] = np.zeros((b, c.length), bool)
+            extras[QUERY_MASK][r[q], key_pos[q]] = True
         if c.marked:
             tokens[r[q], key_pos[q] - 1] = QUERY_TOKEN
             pattern_at[r[q], key_pos[q] - 1] = pattern[r[q], i[q]]
-        return TokenBatch(tokens, labels, pattern_at)
+        return TokenBatch(tokens, labels, pattern_at, extras=extras)
 
     def eval_set(self, n: int, seed: int = 10_000) -> TokenBatch:
         """The fixed evaluation set (its seed space is tagged apart from training streams)."""
-        return self.sample(n, np.random.default_rng([seed, EVAL_TAG]))
+        return self.sample(n, np.random.default_rng([seed, EVAL_TAG]), library_labels=True)

@@ -130,7 +130,32 @@ def test_marked_queries_carry_the_marker_and_only_them():
     assert total_variation(prev[scored], prev[stores]) > 0.9  # the positive control
 
 
+@pytest.mark.parametrize("marked", [False, True])
+def test_unlabelled_library_hides_only_library_labels_in_training(marked):
+    """library_labels=False: the same stream, no labels at library queries; eval keeps them."""
+    fields = dict(marked=marked, library_share=0.5, n_repeats=2)
+    task, open_batch = draw(seed=5, **fields)
+    closed_task, closed = draw(seed=5, library_labels=False, **fields)
+    assert np.array_equal(open_batch.tokens, closed.tokens)  # the same draws, token for token
+    assert np.array_equal(open_batch.pattern, closed.pattern)
+    scored_open = open_batch.labels != IGNORE_INDEX
+    scored = closed.labels != IGNORE_INDEX
+    library = open_batch.pattern >= 0
+    assert not (scored & library).any()  # no library query is labelled in training
+    assert (scored_open & library).sum() > 0.3 * scored_open.sum()  # ... though half were
+    assert np.array_equal(scored, scored_open & ~library)  # novel labels untouched
+    assert np.array_equal(closed.labels[scored], open_batch.labels[scored])
+    assert np.array_equal(closed.extras["query_mask"], scored_open)  # still queries for the loss
+    assert not open_batch.extras  # the open task adds nothing
+    with pytest.raises(ConfigError, match="no query would carry a label"):
+        RecallConfig(library_share=1.0, library_labels=False)
+    ev_open, ev_closed = task.eval_set(32, seed=3), closed_task.eval_set(32, seed=3)
+    assert np.array_equal(ev_open.labels, ev_closed.labels)  # evaluation keeps every answer
+    assert ((ev_closed.labels != IGNORE_INDEX) & (ev_closed.pattern >= 0)).any()
+
+
 @pytest.mark.parametrize("field, value, match", [
+    ("library_labels", "no", "library_labels='no': must be true or false"),
     ("length", 10, "bindings need 32 tokens"),
     ("library_share", 1.2, "library_share=1.2: must lie in"),
     ("n_values", 1, "n_values=1: must be an integer >= 2"),

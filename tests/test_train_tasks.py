@@ -162,6 +162,30 @@ def test_token_loss_is_label_cross_entropy_plus_extras():
     assert torch.equal(view["event"] == 2, b["labels"] != -100)
 
 
+def test_hidden_library_queries_stay_queries_for_the_routing_losses():
+    """recall with library_labels=false: its query_mask makes the hidden queries queries again."""
+    task = load_task("recall-unmarked", ["length=32", "n_bindings=2", "n_fillers=8",
+                                         "library_share=0.5", "library_labels=false"])
+    b = task.sample(8, np.random.default_rng(0)).to_torch()
+    hidden_queries = b["query_mask"] & (b["labels"] == -100)
+    assert hidden_queries.any() and (b["pattern"][hidden_queries] >= 0).all()  # library ones
+    view = loss_view(b)
+    assert torch.equal(view["event"] == 2, b["query_mask"])
+    b = {**b, "labels": torch.full_like(b["labels"], -100)}  # only the hidden queries count now
+    b["query_mask"] = hidden_queries
+    torch.manual_seed(0)
+    model = build_model("cram", TINY, token_spec(task.vocab_size))
+    cfg = resolve("cram", "cpu-tiny").train
+    out = model(b, Route(temperature=1.0))
+    loss = compute_token_loss(out, b, cfg, step=0, task=task)
+    assert float(loss.terms["loss_consolidation"]) > 0  # consolidation reaches hidden queries
+    hidden = dict(b)
+    del hidden["query_mask"]  # without the mask they are plain tokens: no consolidation
+    out = model(hidden, Route(temperature=1.0))
+    loss = compute_token_loss(out, hidden, cfg, step=0, task=task)
+    assert float(loss.terms["loss_consolidation"]) == 0
+
+
 def test_exposures_count_scored_library_positions():
     labels = np.array([[-100, 5, -100, 7]])
     pattern = np.array([[1, 1, 0, -1]])
