@@ -163,7 +163,7 @@ def test_token_loss_is_label_cross_entropy_plus_extras():
 
 
 def test_hidden_library_queries_stay_queries_for_the_routing_losses():
-    """recall with library_labels=false: its query_mask makes the hidden queries queries again."""
+    """Recall with library_labels=false: its query_mask makes the hidden queries queries again."""
     task = load_task("recall-unmarked", ["length=32", "n_bindings=2", "n_fillers=8",
                                          "library_share=0.5", "library_labels=false"])
     b = task.sample(8, np.random.default_rng(0)).to_torch()

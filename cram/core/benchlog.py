@@ -31,7 +31,11 @@ def default_doc_path() -> Path:
 
 
 def machine_description() -> str:
-    """One line: CPU model, cores, threads in use, and the accelerator if any."""
+    """One line: CPU model, cores, torch threads, the accelerator if any, and the load average.
+
+    The thread count is the writing process's; a benchmark that times with another count says
+    so in its own rows. The load average (1, 5, 15 min) is read when the line is written.
+    """
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -44,9 +48,12 @@ def machine_description() -> str:
     parts = [cpu, f"{os.cpu_count()} cores", f"Python {platform.python_version()}"]
     if "torch" in sys.modules:
         torch = sys.modules["torch"]
-        parts.append(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+        parts.append(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) in the "
+                     "writing process")
         if torch.cuda.is_available():
             parts.append(f"GPU {torch.cuda.get_device_name(0)}")
+    if hasattr(os, "getloadavg"):
+        parts.append("load {:.2f} / {:.2f} / {:.2f} (1 / 5 / 15 min)".format(*os.getloadavg()))
     return "; ".join(parts)
 
 
