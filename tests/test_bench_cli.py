@@ -139,3 +139,16 @@ def test_schedule_variants_scale_the_preset_and_keep_warmup_on_the_log_grid():
             cfg = resolve("cram", preset, _scaled(SCHEDULE_VARIANTS[variant], base))
             assert cfg.train.warmup_steps % cfg.train.log_every == 0, (variant, preset)
             assert cfg.train.schedule == ("learned" if variant == "learned" else "fixed")
+
+
+def test_summary_gives_lower_bound_ratios_a_median_and_range_not_an_interval():
+    """A peak/end ratio that is a lower bound where the end is 0 never gets a t-interval."""
+    from cram.consolidation.bench import summarize
+
+    rows = [{"model": "cram", "retrieval_acc": 1.0, "attention_per_token": 0.03, "reduction": r,
+             "reduction_is_lower_bound": lb} for r, lb in ((582.0, True), (32.3, False),
+                                                          (64.7, False))]
+    (s,) = summarize(rows)
+    assert s["reduction_median"] == 64.7 and s["reduction_range"] == "32.3-582"
+    assert s["reduction_lower_bounds"] == 1 and "reduction_ci95" not in s
+    assert s["attention_per_token"] == 0.03 and s["seeds"] == 3
