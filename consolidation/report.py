@@ -77,9 +77,14 @@ def summary_rows(runs) -> list[dict]:
             "acc_library": float(last["retrieval_acc_library"]),
             "acc_novel": float(last["retrieval_acc_novel"]),
             "attention_all": float(last["attention_fraction"]),
+            # the paper's unit: tokens any layer sends to attention (attention_all is per pair)
+            "attention_tokens": float(last.get("attention_tokens", np.nan)),
             "attention_library": float(last["attention_library"]),
             "attention_novel": float(last["attention_novel"]),
             "dynamics_mse": float(last["dynamics_mse"]),
+            # issue 13: where warm-up ended and why (a learned schedule's criterion or max wait)
+            "warmup_end": run.warmup_steps,
+            "warmup_ended_by": (tr.get("schedule") or {}).get("fired_by", "fixed"),
             "transition_step": tr.get("step"),
             "transition_90ci": (f"[{tr['low']:.0f}, {tr['high']:.0f}]"
                                 if tr.get("low") is not None else ""),
