@@ -19,7 +19,6 @@ from pathlib import Path
 
 from .bench import ensure_run, srcd_row
 
-#: variant → extra ``--set`` overrides (on top of the preset and the user's overrides)
 _FIXED = "train.schedule=fixed"
 #: variant → extra ``--set`` overrides (on top of the preset and the user's overrides). Every
 #: step-count variant runs the fixed schedule (under the default learned one, warm-up and ramp
