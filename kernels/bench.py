@@ -20,8 +20,10 @@ warm-up each), with ``torch.set_num_threads(threads)``.
 routed-attention shapes by GPU-sized ones (``REALISTIC``): bf16, B·H = 64, Dh ∈ {64, 128},
 T ∈ {4096, 8192, 16384}, p ∈ {1, 0.5, 0.1, 0.02, 0.01}, forward and forward+backward, for each
 backend in ``REALISTIC["backends"]`` (the hand-written Triton kernel, handed the full queries so
-the gather is fused; FlexAttention on the gathered rows, block-mask construction included)
-against ``scaled_dot_product_attention`` restricted to the flash backend on the same inputs.
+the gather is fused; the same kernel with its keys in one chunk, ``triton-nosplit``, where the
+split heuristic would split them, as the ablation of that split; FlexAttention on the gathered
+rows, block-mask construction included) against ``scaled_dot_product_attention`` restricted to
+the flash backend on the same inputs.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ SCAN_D = (64, 128)
 TILE = 64
 REALISTIC = {"B": 8, "H": 8, "Dh": (64, 128), "T": (4096, 8192, 16384),
              "p": (1.0, 0.5, 0.1, 0.02, 0.01), "passes": ("forward", "forward+backward"),
-             "backends": ("triton", "flex"), "reps": 5}
+             "backends": ("triton", "triton-nosplit", "flex"), "reps": 5}
 SHAPES = ("small", "realistic")
 
 
@@ -182,7 +184,36 @@ def _routed_call(backend, q, k, v, batch_idx, pos):
 
     if backend == "flex":  # FlexAttention takes the gathered rows; the gather is timed too
         return routed_attention(q[batch_idx, :, pos], k, v, batch_idx, pos, backend="flex")
+    if backend == "triton-nosplit":  # the kernel with each block's keys in one chunk
+        from cram.kernels.routed_attention.triton import routed_attention_triton
+
+        return routed_attention_triton(q, k, v, batch_idx, pos, n_splits=1)
     return routed_attention(q, k, v, batch_idx, pos, backend=backend)  # gather fused
+
+
+def _triton_detail(backend, q, k, n_rows) -> dict:
+    """Key chunks and the autotuned configs a Triton row ran with (empty for other backends)."""
+    if not backend.startswith("triton"):
+        return {}
+    from cram.kernels.routed_attention import dense_dispatch
+    from cram.kernels.routed_attention.triton import _chunk, _sm_count, key_splits, tuned_configs
+
+    if backend == "triton" and dense_dispatch(q, k, n_rows, None):
+        return {"splits": None}
+    seq_len = q.shape[2]
+    wanted = 1 if backend == "triton-nosplit" else key_splits(n_rows, q.shape[1], seq_len,
+                                                              _sm_count(q.device))
+    return {"splits": _chunk(seq_len, wanted)[1], "configs": tuned_configs()}
+
+
+def _split_wanted(seq_len, p, head_dim) -> bool:
+    """Whether ``triton`` splits the keys here (else ``triton-nosplit`` would repeat its row)."""
+    import torch
+
+    from cram.kernels.routed_attention.triton import _sm_count, key_splits
+
+    n_rows = max(1, round(p * seq_len)) * REALISTIC["B"]
+    return key_splits(n_rows, REALISTIC["H"], seq_len, _sm_count(torch.device("cuda"))) > 1
 
 
 def _realistic_row(qkv, batch_idx, pos, p, backend, pass_):
@@ -224,20 +255,29 @@ def _realistic_row(qkv, batch_idx, pos, p, backend, pass_):
         "tile_ratio": tiles / dense_tiles, "N": n_rows, "B": REALISTIC["B"], "H": REALISTIC["H"],
         "Dh": head_dim, "D": None, "device": device.type, "dtype": "bfloat16", "backend": backend,
         "baseline": "SDPA flash (causal, dense)", "pass": pass_, "path": path,
-    }
+    } | _triton_detail(backend, q, k, n_rows)
 
 
-def _realistic_order(backends) -> list[tuple[str, int, int, float]]:
-    """(backend, T, Dh, p) in the order measured: the goal's rows first.
+def _realistic_order(backends, split_wanted=None) -> list[tuple[str, int, int, float]]:
+    """(backend, T, Dh, p) in the order measured: the goal's rows first, every backend on each.
 
-    Backend by backend; within one, T = 8192 and 16384 before 4096 and p = 0.02, 1 and 0.01
-    before 0.1 and 0.5, so that a run cut short by a time limit has measured what the goal
-    (p = 0.02 at T >= 8192, and p = 1) is judged on.
+    Shapes by priority: the goal's (p = 0.02 at T >= 8192), then p = 1 and 0.01 there, then
+    p = 0.1 and 0.5, then T = 4096; each shape runs every backend before the next shape, so that
+    a run cut short by a time limit has measured what the goal is judged on, for every backend.
+    ``triton-nosplit`` runs only where ``split_wanted(T, p, Dh)`` says the kernel splits (else it
+    would repeat the ``triton`` row).
     """
-    t_order = sorted(REALISTIC["T"], key=lambda t: (t < 8192, t))
-    p_order = sorted(REALISTIC["p"], key=lambda p: (p not in (0.02, 1.0, 0.01), -p))
-    return [(b, t, d, p) for b in backends for t in t_order for d in REALISTIC["Dh"]
-            for p in p_order]
+    p_rank = {0.02: 0, 1.0: 1, 0.01: 2, 0.1: 3, 0.5: 4}
+    shapes = sorted(((t, d, p) for t in REALISTIC["T"] for d in REALISTIC["Dh"]
+                     for p in REALISTIC["p"]),
+                    key=lambda s: (s[0] < 8192, p_rank.get(s[2], 9), s[0], s[1]))
+    order = []
+    for t, d, p in shapes:
+        for b in backends:
+            if b == "triton-nosplit" and (split_wanted is None or not split_wanted(t, p, d)):
+                continue
+            order.append((b, t, d, p))
+    return order
 
 
 def run_realistic_bench(device=None, seed: int = 0, progress: bool = True,
@@ -260,7 +300,7 @@ def run_realistic_bench(device=None, seed: int = 0, progress: bool = True,
     if device.type != "cuda":
         raise NeedsCudaError("cram bench kernels --shapes realistic: needs a CUDA device, and "
                              f"this machine has none (device {device}); use --shapes small here")
-    order = _realistic_order(backends or REALISTIC["backends"])
+    order = _realistic_order(backends or REALISTIC["backends"], _split_wanted)
     rows, inputs = [], {}
     with tqdm(total=len(order) * len(REALISTIC["passes"]), desc="realistic bench",
               disable=not progress) as bar:
@@ -442,14 +482,15 @@ def _realistic_table(rows: list[dict]) -> tuple[str, str, str]:
     from cram.core.benchlog import markdown_table
 
     r0 = rows[0]
-    columns = ["T", "Dh", "p", "pass", "backend", "path", "N", "ms", "dense_ms", "ratio",
-               "tile_ratio", "dtype", "device"]
+    columns = ["T", "Dh", "p", "pass", "backend", "path", "splits", "N", "ms", "dense_ms",
+               "ratio", "tile_ratio", "dtype", "device"]
     table = markdown_table(rows, columns + (["error"] if any(r.get("error") for r in rows) else []))
     notes = (f"bf16, B={r0['B']}, H={r0['H']}; exactly round(p·T) random routed positions per "
              "sequence; dense_ms: SDPA restricted to the flash backend, causal, all T positions, "
              "on the same inputs; medians of "
              f"{REALISTIC['reps']} rounds alternating routed and dense. triton: the hand-written "
-             "kernel handed the full queries (gather fused), autotuned blocks; flex: "
+             "kernel handed the full queries (gather fused), autotuned blocks, keys split "
+             "into `splits` chunks; triton-nosplit: the same with one chunk; flex: "
              "FlexAttention on the gathered rows, block-mask construction included. "
              "forward+backward: gradients of q, k and v.")
     return "Routed attention vs flash attention, GPU-sized shapes", table, notes

@@ -76,13 +76,15 @@ def _routed(rows: list[dict] | None) -> list[str]:
     failed = [r for r in real if r.get("ratio") is None]
     real = [r for r in real if r.get("ratio") is not None]
     lines = [f"{len(real)} rows measured, {len(failed)} failed", "",
-             "| backend | pass | Dh | T | p | ms | flash ms | ratio (routed / flash) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| backend | pass | Dh | T | p | key chunks | ms | flash ms | ratio (routed / flash) "
+             "|",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in real:
         if r["p"] in (1.0, GOAL_P) and r["T"] >= GOAL_T:
+            splits = "" if r.get("splits") is None else r["splits"]
             lines.append(f"| {r['backend']} | {r['pass']} | {r['Dh']} | {r['T']} | {r['p']} | "
-                         f"{r.get('ms', float('nan')):.3f} | {r.get('dense_ms', float('nan')):.3f} "
-                         f"| {r['ratio']:.3f} |")
+                         f"{splits} | {r.get('ms', float('nan')):.3f} | "
+                         f"{r.get('dense_ms', float('nan')):.3f} | {r['ratio']:.3f} |")
     for backend in dict.fromkeys(r["backend"] for r in real):
         mine = [r for r in real if r["backend"] == backend]
         goal = [r["ratio"] for r in mine if r["p"] == GOAL_P and r["T"] >= GOAL_T]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -109,9 +110,13 @@ def test_realistic_bench_runs_on_cuda(monkeypatch):
     monkeypatch.setitem(bench.REALISTIC, "Dh", (64,))
     monkeypatch.setitem(bench.REALISTIC, "p", (1.0, 0.02))
     rows = bench.run_realistic_bench(progress=False)
-    assert len(rows) == 2 * len(bench.REALISTIC["backends"]) * 2
-    assert {r["backend"] for r in rows} == set(bench.REALISTIC["backends"])
+    order = bench._realistic_order(bench.REALISTIC["backends"], bench._split_wanted)
+    assert len(rows) == 2 * len(order)
+    assert {r["backend"] for r in rows} == {b for b, *_ in order}
     assert all(r["ms"] > 0 and r["device"] == "cuda" for r in rows)
+    for r in rows:
+        if r["backend"] == "triton-nosplit":
+            assert r["splits"] == 1 and r["configs"]["forward"]
 
 
 def test_throughput_script_reads_tokens_and_seconds():
@@ -135,11 +140,37 @@ def test_realistic_order_measures_the_goal_rows_first():
 
     order = bench._realistic_order(("triton", "flex"))
     assert len(order) == 2 * 3 * 2 * 5 and len(set(order)) == len(order)
-    first = order[:10]  # triton, T = 8192, both head dims, the goal's fractions first
-    assert all(b == "triton" and t == 8192 for b, t, _, _ in first)
-    assert [p for _, _, d, p in first if d == 64][:3] == [1.0, 0.02, 0.01]
-    assert {t for _, t, _, _ in order[:20]} == {8192, 16384}
-    assert all(b == "flex" for b, _, _, _ in order[30:])
+    # the goal's shapes (p = 0.02, T >= 8192) first, every backend on each, then p = 1
+    first = order[:8]
+    assert {(b, t, d) for b, t, d, _ in first} == {(b, t, d) for b in ("triton", "flex")
+                                                   for t in (8192, 16384) for d in (64, 128)}
+    assert all(p == 0.02 for *_, p in first) and [b for b, *_ in first[:2]] == ["triton", "flex"]
+    assert all(p == 1.0 for *_, p in order[8:16])
+    assert all(t == 4096 for _, t, _, _ in order[-2 * 2 * 5:])
+    # the no-split ablation only where the kernel would split
+    order = bench._realistic_order(("triton", "triton-nosplit"), lambda t, p, d: p <= 0.02)
+    nosplit = [(t, d, p) for b, t, d, p in order if b == "triton-nosplit"]
+    assert nosplit and all(p <= 0.02 for *_, p in nosplit)
+    assert order[:2] == [("triton", 8192, 64, 0.02), ("triton-nosplit", 8192, 64, 0.02)]
+
+
+def test_triton_rows_name_their_split_and_configs():
+    """A Triton row says how many key chunks and which tuned configs it ran with."""
+    from cram.kernels import bench
+
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    q, k, v = (torch.randn(1, 2, 1024, 16, device=device) for _ in range(3))
+    b = torch.zeros(8, dtype=torch.long, device=device)
+    pos = torch.arange(8, device=device) * 128 + 100
+    for backend in ("triton-nosplit", "triton"):
+        out = bench._routed_call(backend, q, k, v, b, pos)
+        assert out.shape == (8, 2, 16)
+        detail = bench._triton_detail(backend, q, k, 8)
+        assert detail["splits"] == (1 if backend == "triton-nosplit" else 2)  # 1024 // 512
+        assert set(detail["configs"]) == {"forward", "dq", "dkv"}
+    assert bench._triton_detail("flex", q, k, 8) == {}
 
 
 def test_failing_backend_is_an_error_row_not_a_crash(monkeypatch):

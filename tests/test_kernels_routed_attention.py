@@ -209,6 +209,59 @@ def test_triton_entry_point_dense_dispatch_at_high_share(p, monkeypatch):
     _check_against_dense(entry, q, k, v, b, pos, None, 4 * TOL[torch.float32], gather=True)
 
 
+@pytest.mark.parametrize("n_splits", [2, 3, 5])
+@pytest.mark.parametrize("window", [None, 150])
+@pytest.mark.parametrize("gather", [False, True], ids=["rows", "full-q"])
+def test_triton_key_split_matches_dense(n_splits, window, gather):
+    """Keys split into chunks (flash-decoding), partial softmaxes and dQ merged by combine kernels.
+
+    T = 300 with 128-key chunks: rows early in a sequence have empty later chunks, and with a
+    window of 150 rows late in one have empty earlier chunks; both must merge to dense.
+    """
+    _need_triton()
+    from cram.kernels.routed_attention.triton import _chunk, routed_attention_triton
+
+    assert _chunk(300, n_splits)[1] == min(n_splits, 3)  # chunks of >= 128 keys: at most 3
+
+    def fn(q, k, v, b, p, w):
+        return routed_attention_triton(q, k, v, b, p, window=w, n_splits=n_splits)
+
+    q, k, v, b, pos = _case(3, 2, 300, 16, 0.2, seed=13, device=DEVICE)
+    _check_against_dense(fn, q, k, v, b, pos, window, 4 * TOL[torch.float32], gather=gather)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, BF16])
+def test_triton_key_split_half_precision(dtype):
+    """fp16 / bf16 inputs through the fp32 partials, against the fp32 oracle."""
+    _need_triton()
+    from cram.kernels.routed_attention.triton import routed_attention_triton
+
+    def fn(q, k, v, b, p, w):
+        return routed_attention_triton(q, k, v, b, p, window=w, n_splits=4)
+
+    q, k, v, b, pos = _case(2, 2, 520, 16, 0.1, dtype, seed=17, device=DEVICE)
+    _check_against_dense(fn, q, k, v, b, pos, None, 4 * TOL[dtype])
+
+
+def test_triton_key_split_count_follows_parallelism():
+    """Split only while the query blocks alone leave the GPU short of programs."""
+    from cram.kernels.routed_attention.triton import MIN_CHUNK, _chunk, key_splits
+
+    # issue 16's miss: p = 0.02, T = 8192, B = 8, H = 8 on 132 SMs: 168 programs -> 7 chunks
+    n_rows = round(0.02 * 8192) * 8
+    assert key_splits(n_rows, 8, 8192, 132) == 7
+    assert _chunk(8192, 7) == (1280, 7)
+    assert key_splits(8192 * 8, 8, 8192, 132) == 1  # p = 1: 8192 programs already
+    assert key_splits(10, 8, 256, 132) == 1  # short sequences: chunks would be < MIN_CHUNK
+    assert key_splits(10, 8, 1 << 20, 132) == 132 * 8 // 8  # capped by programs, not length
+    assert 8192 // key_splits(1, 1, 8192, 10**6) >= MIN_CHUNK
+    with pytest.raises(ValueError, match="n_splits"):
+        from cram.kernels.routed_attention.triton import routed_attention_triton
+
+        q, k, v, b, pos = _case(1, 1, 8, 16, 1.0)
+        routed_attention_triton(q, k, v, b, pos, n_splits=0)
+
+
 def test_triton_strided_keys_values_are_read_in_place():
     """k, v as the (B, H, T, Dh) views a model makes of one (B, T, 2·H·Dh) projection."""
     _need_triton()

@@ -37,6 +37,10 @@ import triton.language as tl
 FINE = 16  # granularity of the dK/dV row ranges; every BLOCK_N is a multiple of it
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 TUNE_KEY = ["T", "N_KEY", "DH", "HAS_WINDOW", "GATHER"]
+QUERY_TUNE_KEY = TUNE_KEY + ["KV_CHUNK"]  # forward and dQ also depend on the key split
+CHUNK_QUANTUM = 128  # a key chunk is a multiple of this, hence of every BLOCK_N
+MIN_CHUNK = 512  # no chunk shorter than this many keys (8 steps of 64 keys)
+PROGRAMS_PER_SM = 8  # split the keys until forward / dQ launch about this many programs per SM
 
 
 def _cfg(bm, bn, warps, stages):
@@ -65,12 +69,12 @@ def _quick_bench(kernel_call, quantiles):
     return do_bench(kernel_call, warmup=5, rep=20, quantiles=quantiles)
 
 
-def _autotune(table):
+def _autotune(table, key):
     import inspect
 
     has_do_bench = "do_bench" in inspect.signature(triton.autotune).parameters
     extra = {"do_bench": _quick_bench} if has_do_bench else {}
-    return triton.autotune(_configs(table), key=TUNE_KEY, **extra)
+    return triton.autotune(_configs(table), key=key, **extra)
 
 
 def autotune_enabled() -> bool:
@@ -89,15 +93,19 @@ def _row_offsets(rows, rb, rp, rmask, SR, SB, ST, GATHER: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, BIDX, POS, OUT, LSE, N, T, H, N_KEY, scale, WINDOW,
-                SQR, SQB, SQT, SQH, SKB, SKH, SKT, SVB, SVH, SVT,
-                HAS_WINDOW: tl.constexpr, GATHER: tl.constexpr, DH: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                PREC: tl.constexpr):
+def _fwd_kernel(Q, K, V, BIDX, POS, OUT, LSE, WS_ACC, WS_M, WS_L, N, T, H, N_KEY, scale, WINDOW,
+                KV_CHUNK, SQR, SQB, SQT, SQH, SKB, SKH, SKT, SVB, SVH, SVT,
+                HAS_WINDOW: tl.constexpr, GATHER: tl.constexpr, SPLIT: tl.constexpr,
+                DH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_D: tl.constexpr, PREC: tl.constexpr):
     # Q: (N, H, DH) or (B, H, T, DH); OUT: (N, H, DH) contiguous; K, V: (B, H, T, DH) strided;
-    # BIDX, POS: (N,) int64; LSE: (N, H) fp32
+    # BIDX, POS: (N,) int64; LSE: (N, H) fp32. Program (mblk, h, s) visits only the keys of
+    # chunk s, [s * KV_CHUNK, (s + 1) * KV_CHUNK), of each sequence; with SPLIT it stores its
+    # unnormalised partial (acc, m, l) in WS_ACC (S, N, H, DH) and WS_M, WS_L (S, N, H), all
+    # fp32, for _combine_fwd_kernel; without, it is the only chunk and stores OUT and LSE.
     mblk = tl.program_id(0)
     h = tl.program_id(1)
+    split = tl.program_id(2)
     rows = mblk * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,)
     rmask = rows < N
     rb = tl.load(BIDX + rows, mask=rmask, other=-1)
@@ -119,7 +127,8 @@ def _fwd_kernel(Q, K, V, BIDX, POS, OUT, LSE, N, T, H, N_KEY, scale, WINDOW,
         lo = 0
         if HAS_WINDOW:
             lo = tl.maximum(tl.min(tl.where(inb, rp - WINDOW + 1, T), axis=0), 0)
-        lo = (lo // BLOCK_N) * BLOCK_N
+        lo = tl.maximum((lo // BLOCK_N) * BLOCK_N, split * KV_CHUNK)  # KV_CHUNK % BLOCK_N == 0
+        hi = tl.minimum(hi, split * KV_CHUNK + KV_CHUNK - 1)
         k_base = b * SKB + h * SKH  # b is int64 (read from BIDX)
         v_base = b * SVB + h * SVH
         for n0 in range(lo, hi + 1, BLOCK_N):
@@ -139,21 +148,63 @@ def _fwd_kernel(Q, K, V, BIDX, POS, OUT, LSE, N, T, H, N_KEY, scale, WINDOW,
             l_i = l_i * alpha + tl.sum(p, axis=1)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
             m_i = m_new
+    if SPLIT:
+        ws_rows = split * N + rows  # (BM,) row of the (S * N, H) partials
+        tl.store(WS_ACC + ws_rows[:, None].to(tl.int64) * (H * DH) + h * DH + d[None, :], acc,
+                 mask=qd_mask)
+        tl.store(WS_M + ws_rows * H + h, m_i, mask=rmask)
+        tl.store(WS_L + ws_rows * H + h, l_i, mask=rmask)
+    else:
+        l_safe = tl.where(l_i > 0, l_i, 1.0)
+        out = acc / l_safe[:, None]
+        tl.store(OUT + o_off, out.to(OUT.dtype.element_ty), mask=qd_mask)
+        tl.store(LSE + rows * H + h, m_i + tl.log(l_safe), mask=rmask)
+
+
+@triton.jit
+def _combine_fwd_kernel(WS_ACC, WS_M, WS_L, OUT, LSE, N, H, N_SPLITS, DH: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    # merges the N_SPLITS partial softmaxes of each (row, head) into OUT (N, H, DH) and LSE (N, H)
+    mblk = tl.program_id(0)
+    h = tl.program_id(1)
+    rows = mblk * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,)
+    rmask = rows < N
+    d = tl.arange(0, BLOCK_D)
+    qd_mask = rmask[:, None] & (d < DH)[None, :]
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for split in range(0, N_SPLITS):
+        ws_rows = split * N + rows
+        m_s = tl.load(WS_M + ws_rows * H + h, mask=rmask, other=float("-inf"))
+        l_s = tl.load(WS_L + ws_rows * H + h, mask=rmask, other=0.0)
+        acc_s = tl.load(WS_ACC + ws_rows[:, None].to(tl.int64) * (H * DH) + h * DH + d[None, :],
+                        mask=qd_mask, other=0.0)
+        m_new = tl.maximum(m_i, m_s)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no key in any chunk so far
+        alpha = tl.exp(m_i - m_safe)
+        beta = tl.exp(m_s - m_safe)
+        l_i = l_i * alpha + l_s * beta
+        acc = acc * alpha[:, None] + acc_s * beta[:, None]
+        m_i = m_new
     l_safe = tl.where(l_i > 0, l_i, 1.0)
-    out = acc / l_safe[:, None]
-    tl.store(OUT + o_off, out.to(OUT.dtype.element_ty), mask=qd_mask)
+    o_off = rows[:, None].to(tl.int64) * (H * DH) + h * DH + d[None, :]
+    tl.store(OUT + o_off, (acc / l_safe[:, None]).to(OUT.dtype.element_ty), mask=qd_mask)
     tl.store(LSE + rows * H + h, m_i + tl.log(l_safe), mask=rmask)
 
 
 @triton.jit
-def _dq_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, DQ, N, T, H, N_KEY, scale, WINDOW,
-               SQR, SQB, SQT, SQH, SKB, SKH, SKT, SVB, SVH, SVT, SDR, SDB, SDT, SDH,
-               HAS_WINDOW: tl.constexpr, GATHER: tl.constexpr, DH: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-               PREC: tl.constexpr):
-    # DO: (N, H, DH) contiguous; DQ: shaped like Q (strides SD*); LSE, DELTA: (N, H) fp32
+def _dq_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, DQ, WS_DQ, N, T, H, N_KEY, scale, WINDOW,
+               KV_CHUNK, SQR, SQB, SQT, SQH, SKB, SKH, SKT, SVB, SVH, SVT, SDR, SDB, SDT, SDH,
+               HAS_WINDOW: tl.constexpr, GATHER: tl.constexpr, SPLIT: tl.constexpr,
+               DH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_D: tl.constexpr, PREC: tl.constexpr):
+    # DO: (N, H, DH) contiguous; DQ: shaped like Q (strides SD*); LSE, DELTA: (N, H) fp32.
+    # Program (mblk, h, s) sums dS K over key chunk s only; with SPLIT its partial (unscaled,
+    # fp32) goes to WS_DQ (S, N, H, DH) and _combine_dq_kernel adds the chunks into DQ.
     mblk = tl.program_id(0)
     h = tl.program_id(1)
+    split = tl.program_id(2)
     rows = mblk * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
     rb = tl.load(BIDX + rows, mask=rmask, other=-1)
@@ -179,7 +230,8 @@ def _dq_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, DQ, N, T, H, N_KEY, scale, WI
         lo = 0
         if HAS_WINDOW:
             lo = tl.maximum(tl.min(tl.where(inb, rp - WINDOW + 1, T), axis=0), 0)
-        lo = (lo // BLOCK_N) * BLOCK_N
+        lo = tl.maximum((lo // BLOCK_N) * BLOCK_N, split * KV_CHUNK)
+        hi = tl.minimum(hi, split * KV_CHUNK + KV_CHUNK - 1)
         k_base = b * SKB + h * SKH  # b is int64 (read from BIDX)
         v_base = b * SVB + h * SVH
         for n0 in range(lo, hi + 1, BLOCK_N):
@@ -195,6 +247,32 @@ def _dq_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, DQ, N, T, H, N_KEY, scale, WI
             dp = tl.dot(do, tl.trans(v), input_precision=PREC)  # (BM, BN)
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+    if SPLIT:
+        ws_off = (split * N + rows)[:, None].to(tl.int64) * (H * DH) + h * DH + d[None, :]
+        tl.store(WS_DQ + ws_off, dq, mask=qd_mask)
+    else:
+        tl.store(DQ + dq_off, (dq * scale).to(DQ.dtype.element_ty), mask=qd_mask)
+
+
+@triton.jit
+def _combine_dq_kernel(WS_DQ, BIDX, POS, DQ, N, H, N_SPLITS, scale, SDR, SDB, SDT, SDH,
+                       GATHER: tl.constexpr, DH: tl.constexpr, BLOCK_M: tl.constexpr,
+                       BLOCK_D: tl.constexpr):
+    # DQ (shaped like Q) = scale * sum over the N_SPLITS partials in WS_DQ (S, N, H, DH)
+    mblk = tl.program_id(0)
+    h = tl.program_id(1)
+    rows = mblk * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < N
+    d = tl.arange(0, BLOCK_D)
+    qd_mask = rmask[:, None] & (d < DH)[None, :]
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for split in range(0, N_SPLITS):
+        ws_off = (split * N + rows)[:, None].to(tl.int64) * (H * DH) + h * DH + d[None, :]
+        dq += tl.load(WS_DQ + ws_off, mask=qd_mask, other=0.0)
+    rb = tl.load(BIDX + rows, mask=rmask, other=-1)
+    rp = tl.load(POS + rows, mask=rmask, other=-1)
+    dq_off = _row_offsets(rows, rb, rp, rmask, SDR, SDB, SDT, GATHER)[:, None] + h * SDH \
+        + d[None, :]
     tl.store(DQ + dq_off, (dq * scale).to(DQ.dtype.element_ty), mask=qd_mask)
 
 
@@ -254,9 +332,48 @@ def _dkv_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, ROW_LO, ROW_HI, DK, DV, T, H
     tl.store(DV + dkv_off, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
-_fwd_tuned = _autotune(QUERY_CONFIGS)(_fwd_kernel)
-_dq_tuned = _autotune(QUERY_CONFIGS)(_dq_kernel)
-_dkv_tuned = _autotune(KEY_CONFIGS)(_dkv_kernel)
+_fwd_tuned = _autotune(QUERY_CONFIGS, QUERY_TUNE_KEY)(_fwd_kernel)
+_dq_tuned = _autotune(QUERY_CONFIGS, QUERY_TUNE_KEY)(_dq_kernel)
+_dkv_tuned = _autotune(KEY_CONFIGS, TUNE_KEY)(_dkv_kernel)
+COMBINE_BLOCK_M = 16 if INTERPRETED else 64
+
+
+def tuned_configs() -> dict[str, str | None]:
+    """The config each autotuned kernel ran last (None before its first tuned launch)."""
+    out = {}
+    for name, tuned in (("forward", _fwd_tuned), ("dq", _dq_tuned), ("dkv", _dkv_tuned)):
+        best = getattr(tuned, "best_config", None)
+        out[name] = None if best is None else str(best)
+    return out
+
+
+def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (a nominal 4 in the interpreter)."""
+    if device.type != "cuda":
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def key_splits(n_rows: int, n_heads: int, seq_len: int, sm_count: int) -> int:
+    """How many key chunks the forward and dQ kernels split each query block's keys into.
+
+    One program per (64-row block, head) walks every key its rows need, in order: at low routed
+    share (p = 0.02, T = 8192, B·H = 64: 168 programs of up to 128 steps) that serial walk, not
+    the arithmetic, sets the time. Splitting the keys into S chunks launches S times as many
+    programs, each at most ``T / S`` keys long, and a combine pass merges their partial
+    softmaxes (flash-decoding). S is the smallest split that reaches ``PROGRAMS_PER_SM``
+    programs per SM, with chunks of at least ``MIN_CHUNK`` keys; 1 when the blocks alone fill
+    the GPU (high p, long batches).
+    """
+    programs = triton.cdiv(max(n_rows, 1), 64) * n_heads
+    wanted = triton.cdiv(PROGRAMS_PER_SM * sm_count, programs)
+    return max(1, min(wanted, seq_len // MIN_CHUNK))
+
+
+def _chunk(seq_len: int, n_splits: int) -> tuple[int, int]:
+    """(KV_CHUNK, S): chunk length, a multiple of ``CHUNK_QUANTUM``, and the split count."""
+    chunk = triton.cdiv(triton.cdiv(seq_len, n_splits), CHUNK_QUANTUM) * CHUNK_QUANTUM
+    return chunk, triton.cdiv(seq_len, chunk)
 
 
 def _precision(dtype) -> str:
@@ -318,49 +435,69 @@ def key_tile_row_ranges(batch_idx, pos, n_batch, seq_len, block_n, window):
 
 class _RoutedAttentionTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, batch_idx, pos, window, scale, blocks):
+    def forward(ctx, q, k, v, batch_idx, pos, window, scale, blocks, n_splits):
         # q: (N, H, Dh) rows or (B, H, T, Dh) full; k, v: (B, H, T, Dh)
         n_rows = batch_idx.shape[0]
         n_heads, head_dim = k.shape[1], k.shape[3]
         seq_len = k.shape[2]
         q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
+        if n_splits is None:
+            n_splits = key_splits(n_rows, n_heads, seq_len, _sm_count(q.device))
+        chunk, n_splits = _chunk(seq_len, n_splits)
         out = q.new_empty(n_rows, n_heads, head_dim)  # (N, H, Dh)
         lse = torch.empty(n_rows, n_heads, device=q.device, dtype=torch.float32)  # (N, H)
-        meta = _meta(q, head_dim, window)
         if n_rows > 0:
-            _launch(_fwd_kernel, _fwd_tuned, lambda bm, bn: (triton.cdiv(n_rows, bm), n_heads),
-                    (q, k, v, batch_idx, pos, out, lse, n_rows, seq_len, n_heads,
-                     _n_key(n_rows), scale, window or 0, *_q_strides(q), *_kv_strides(k, v)),
-                    meta, blocks)
+            # partial (acc, m, l) of each key chunk: (S, N, H, Dh), (S, N, H), (S, N, H) fp32
+            ws_acc, ws_m, ws_l = _workspace(n_splits, n_rows, n_heads, head_dim, q.device, 3)
+            _launch(_fwd_kernel, _fwd_tuned,
+                    lambda bm, bn: (triton.cdiv(n_rows, bm), n_heads, n_splits),
+                    (q, k, v, batch_idx, pos, out, lse, ws_acc, ws_m, ws_l, n_rows, seq_len,
+                     n_heads, _n_key(n_rows), scale, window or 0, chunk, *_q_strides(q),
+                     *_kv_strides(k, v)),
+                    _meta(q, head_dim, window, n_splits), blocks)
+            if n_splits > 1:
+                _combine_fwd_kernel[(triton.cdiv(n_rows, COMBINE_BLOCK_M), n_heads)](
+                    ws_acc, ws_m, ws_l, out, lse, n_rows, n_heads, n_splits, DH=head_dim,
+                    BLOCK_M=COMBINE_BLOCK_M, BLOCK_D=_block_d(head_dim))
         ctx.save_for_backward(q, k, v, batch_idx, pos, out, lse)
-        ctx.cfg = (window, scale, blocks)
+        ctx.cfg = (window, scale, blocks, chunk, n_splits)
         return out
 
     @staticmethod
     def backward(ctx, d_out):
         q, k, v, batch_idx, pos, out, lse = ctx.saved_tensors
-        window, scale, blocks = ctx.cfg
+        window, scale, blocks, chunk, n_splits = ctx.cfg
         n_rows = batch_idx.shape[0]
         n_batch, n_heads, seq_len, head_dim = k.shape
         d_out = d_out.contiguous()  # (N, H, Dh)
         delta = (d_out.float() * out.float()).sum(-1)  # (N, H)
-        dq = _unit_last(torch.zeros_like(q))  # shaped like q: routed rows only are written
-        dk = torch.zeros(k.shape, device=k.device, dtype=k.dtype)  # (B, H, T, Dh) contiguous
-        dv = torch.zeros(v.shape, device=v.device, dtype=v.dtype)
+        # dQ is shaped like q; with the full queries only the routed rows are written, so the
+        # rest must be zero. dK/dV: every key tile is written (zeros where no row sees it).
+        dq = _unit_last(torch.zeros_like(q) if q.dim() == 4 else torch.empty_like(q))
+        dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)  # (B, H, T, Dh) contiguous
+        dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
         if n_rows == 0:
-            return dq, dk, dv, None, None, None, None, None
-        meta = _meta(q, head_dim, window)
+            return dq.zero_(), dk.zero_(), dv.zero_(), None, None, None, None, None, None
+        meta = _meta(q, head_dim, window, n_splits)
         common = (n_heads, _n_key(n_rows), scale, window or 0)
-        _launch(_dq_kernel, _dq_tuned, lambda bm, bn: (triton.cdiv(n_rows, bm), n_heads),
-                (q, k, v, batch_idx, pos, d_out, lse, delta, dq, n_rows, seq_len, *common,
-                 *_q_strides(q), *_kv_strides(k, v), *_q_strides(dq)), meta, blocks)
+        (ws_dq,) = _workspace(n_splits, n_rows, n_heads, head_dim, q.device, 1)
+        _launch(_dq_kernel, _dq_tuned,
+                lambda bm, bn: (triton.cdiv(n_rows, bm), n_heads, n_splits),
+                (q, k, v, batch_idx, pos, d_out, lse, delta, dq, ws_dq, n_rows, seq_len, *common,
+                 chunk, *_q_strides(q), *_kv_strides(k, v), *_q_strides(dq)), meta, blocks)
+        if n_splits > 1:
+            _combine_dq_kernel[(triton.cdiv(n_rows, COMBINE_BLOCK_M), n_heads)](
+                ws_dq, batch_idx, pos, dq, n_rows, n_heads, n_splits, scale, *_q_strides(dq),
+                GATHER=q.dim() == 4, DH=head_dim, BLOCK_M=COMBINE_BLOCK_M,
+                BLOCK_D=_block_d(head_dim))
+        meta.pop("SPLIT")
         row_lo, row_hi = key_tile_row_ranges(batch_idx, pos, n_batch, seq_len, FINE, window)
         _launch(_dkv_kernel, _dkv_tuned,
                 lambda bm, bn: (n_batch * triton.cdiv(seq_len, bn), n_heads),
                 (q, k, v, batch_idx, pos, d_out, lse, delta, row_lo, row_hi, dk, dv, seq_len,
                  *common, triton.cdiv(seq_len, FINE), *_q_strides(q), *_kv_strides(k, v)),
                 meta | {"FINE_N": FINE}, blocks)
-        return dq, dk, dv, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None
 
 
 def _n_key(n_rows: int) -> int:
@@ -368,23 +505,45 @@ def _n_key(n_rows: int) -> int:
     return triton.next_power_of_2(max(n_rows, 1))
 
 
-def _meta(q, head_dim, window) -> dict:
-    return {"HAS_WINDOW": window is not None, "GATHER": q.dim() == 4, "DH": head_dim,
-            "BLOCK_D": max(16, triton.next_power_of_2(head_dim)), "PREC": _precision(q.dtype)}
+def _block_d(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def _meta(q, head_dim, window, n_splits) -> dict:
+    return {"HAS_WINDOW": window is not None, "GATHER": q.dim() == 4, "SPLIT": n_splits > 1,
+            "DH": head_dim, "BLOCK_D": _block_d(head_dim), "PREC": _precision(q.dtype)}
+
+
+def _workspace(n_splits, n_rows, n_heads, head_dim, device, count):
+    """fp32 partials of a split launch: (S, N, H, Dh) and, for count 3, two (S, N, H) more.
+
+    With one chunk nothing is split and a 1-element placeholder stands in for each.
+    """
+    if n_splits == 1:
+        return tuple(torch.empty(1, device=device, dtype=torch.float32) for _ in range(count))
+    shapes = [(n_splits, n_rows, n_heads, head_dim), (n_splits, n_rows, n_heads),
+              (n_splits, n_rows, n_heads)][:count]
+    return tuple(torch.empty(shape, device=device, dtype=torch.float32) for shape in shapes)
 
 
 def routed_attention_triton(q, k, v, batch_idx, pos, window=None, scale=None, block_m=None,
-                            block_n=None):
+                            block_n=None, n_splits=None):
     """Triton routed attention; inputs validated. Returns (N, H, Dh).
 
     ``q``: ``(N, H, Dh)`` routed rows, or the full ``(B, H, T, Dh)`` queries (gathered in the
-    kernel). ``block_m`` and ``block_n`` (both or neither; ``block_n`` a multiple of 16) fix the
-    tiles instead of the autotuned (CUDA) or fixed 16x16 (interpreter) config.
+    kernel). ``block_m`` and ``block_n`` (both or neither; ``block_n`` 16, 32, 64 or 128) fix the
+    tiles instead of the autotuned (CUDA) or fixed 16x16 (interpreter) config. ``n_splits``:
+    how many key chunks forward and dQ split each query block's keys into (:func:`key_splits`
+    when None; 1 = no split; rounded so every chunk is a multiple of 128 keys).
     """
+    if n_splits is not None and (isinstance(n_splits, bool) or not isinstance(n_splits, int)
+                                 or n_splits < 1):
+        raise ValueError(f"n_splits must be None or an int >= 1, got {n_splits!r}")
     scale = 1.0 / math.sqrt(k.shape[-1]) if scale is None else float(scale)
     blocks = None
     if block_m is not None or block_n is not None:
         blocks = (block_m or 64, block_n or 64)
-        if blocks[1] % FINE:
-            raise ValueError(f"block_n must be a multiple of {FINE}, got {blocks[1]}")
-    return _RoutedAttentionTriton.apply(q, k, v, batch_idx, pos, window, scale, blocks)
+        if blocks[1] % FINE or CHUNK_QUANTUM % blocks[1]:
+            raise ValueError(f"block_n must be a multiple of {FINE} dividing {CHUNK_QUANTUM}, "
+                             f"got {blocks[1]}")
+    return _RoutedAttentionTriton.apply(q, k, v, batch_idx, pos, window, scale, blocks, n_splits)
