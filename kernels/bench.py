@@ -43,7 +43,8 @@ SCAN_D = (64, 128)
 TILE = 64
 REALISTIC = {"B": 8, "H": 8, "Dh": (64, 128), "T": (4096, 8192, 16384),
              "p": (1.0, 0.5, 0.1, 0.02, 0.01), "passes": ("forward", "forward+backward"),
-             "backends": ("triton", "triton-nosplit", "flex"), "reps": 5}
+             "backends": ("triton", "triton-nosplit", "flex"), "reps": 5,
+             "profile": (8192, 64, 0.02)}  # (T, Dh, p) whose rows also carry a kernel breakdown
 SHAPES = ("small", "realistic")
 
 
@@ -216,8 +217,39 @@ def _split_wanted(seq_len, p, head_dim) -> bool:
     return key_splits(n_rows, REALISTIC["H"], seq_len, _sm_count(torch.device("cuda"))) > 1
 
 
-def _realistic_row(qkv, batch_idx, pos, p, backend, pass_):
-    """One timed row: ``qkv`` the bf16 (B, H, T, Dh) inputs, the selection for fraction ``p``."""
+def kernel_breakdown(fn, device, calls: int = 3, top: int = 10) -> list[dict]:
+    """Where ``fn()``'s time goes: the ``top`` ops by self time per call (torch.profiler).
+
+    On CUDA the device time of each kernel, elsewhere CPU self time; one warm-up call first.
+    Rows ``{name, ms, calls}``: milliseconds and launches per call of ``fn``.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    fn()
+    sync_device(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        sync_device(device)
+
+    def self_us(event):
+        if not cuda:
+            return event.self_cpu_time_total
+        return getattr(event, "self_device_time_total", None) or getattr(
+            event, "self_cuda_time_total", 0.0)
+
+    events = sorted(prof.key_averages(), key=self_us, reverse=True)
+    return [{"name": e.key[:100], "ms": round(self_us(e) / 1000 / calls, 4),
+             "calls": round(e.count / calls, 2)} for e in events[:top] if self_us(e) > 0]
+
+
+def _realistic_row(qkv, batch_idx, pos, p, backend, pass_, breakdown: bool = False):
+    """One timed row: ``qkv`` the bf16 (B, H, T, Dh) inputs, the selection for fraction ``p``.
+
+    ``breakdown``: also profile the routed call (``kernel_breakdown``) into ``row["profile"]``.
+    """
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -244,6 +276,7 @@ def _realistic_row(qkv, batch_idx, pos, p, backend, pass_):
 
     with torch.set_grad_enabled(grad):
         ms, dense_ms = _paired_timer(routed, dense, device, REALISTIC["reps"])
+        profile = {"profile": kernel_breakdown(routed, device)} if breakdown else {}
     tiles, dense_tiles = routed_tile_counts(batch_idx.cpu(), pos.cpu(), seq_len, REALISTIC["B"])
     from cram.kernels.routed_attention import dense_dispatch
 
@@ -255,7 +288,7 @@ def _realistic_row(qkv, batch_idx, pos, p, backend, pass_):
         "tile_ratio": tiles / dense_tiles, "N": n_rows, "B": REALISTIC["B"], "H": REALISTIC["H"],
         "Dh": head_dim, "D": None, "device": device.type, "dtype": "bfloat16", "backend": backend,
         "baseline": "SDPA flash (causal, dense)", "pass": pass_, "path": path,
-    } | _triton_detail(backend, q, k, n_rows)
+    } | _triton_detail(backend, q, k, n_rows) | profile
 
 
 def _realistic_order(backends, split_wanted=None) -> list[tuple[str, int, int, float]]:
@@ -311,8 +344,9 @@ def run_realistic_bench(device=None, seed: int = 0, progress: bool = True,
                 inputs[seq_len, head_dim] = _realistic_inputs(seq_len, head_dim, device, seed)
             qkv = inputs[seq_len, head_dim]
             batch_idx, pos = _realistic_selection(seq_len, p, device, seed)
+            breakdown = (seq_len, head_dim, p) == REALISTIC["profile"]
             for pass_ in REALISTIC["passes"]:
-                row = _guarded_row(qkv, batch_idx, pos, p, backend, pass_)
+                row = _guarded_row(qkv, batch_idx, pos, p, backend, pass_, breakdown)
                 rows.append(row)
                 if on_row is not None:
                     on_row(row)
@@ -320,12 +354,12 @@ def run_realistic_bench(device=None, seed: int = 0, progress: bool = True,
     return rows
 
 
-def _guarded_row(qkv, batch_idx, pos, p, backend, pass_) -> dict:
+def _guarded_row(qkv, batch_idx, pos, p, backend, pass_, breakdown=False) -> dict:
     """:func:`_realistic_row`, or an error row naming the failure (the bench goes on)."""
     import torch
 
     try:
-        return _realistic_row(qkv, batch_idx, pos, p, backend, pass_)
+        return _realistic_row(qkv, batch_idx, pos, p, backend, pass_, breakdown)
     except Exception as err:  # noqa: BLE001 - a failing backend is a result, not a crash
         torch.cuda.empty_cache()
         q = qkv[0]

@@ -94,6 +94,12 @@ def _routed(rows: list[dict] | None) -> list[str]:
                      f"{max(goal) if goal else 'n/a'} (goal <= {GOAL_RATIO}); worst at p = 1: "
                      f"{max(dense) if dense else 'n/a'} (limit {P1_LIMIT}); goal met: {ok} "
                      f"(over {len(goal)} + {len(dense)} rows)")
+    for r in real:
+        if r.get("profile"):
+            where = f"{r['backend']} {r['pass']} Dh {r['Dh']} T {r['T']} p {r['p']}"
+            lines += ["", f"Where the time goes: {where} (torch.profiler, ms and launches per "
+                      "call)", ""]
+            lines += [f"- {e['ms']:.3f} ms x{e['calls']:g}: {e['name']}" for e in r["profile"]]
     for r in failed[:10]:
         lines.append(f"- failed: {r['backend']} {r['pass']} Dh {r['Dh']} T {r['T']} p {r['p']}: "
                      f"{r.get('error', '?')}")

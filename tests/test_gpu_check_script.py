@@ -101,6 +101,7 @@ def test_summary_reads_what_the_check_writes(tmp_path):
              "Dh": 64, "T": 8192, "p": prob, "ratio": ratio}
             for p in ("forward", "forward+backward")
             for prob, ratio in ((1.0, 1.05), (0.02, 0.2))]
+    rows[-1] |= {"splits": 7, "profile": [{"name": "_dq_kernel", "ms": 0.1234, "calls": 1}]}
     rows.append({"op": "routed_attention", "shapes": "realistic", "backend": "flex",
                  "pass": "forward", "Dh": 64, "T": 8192, "p": 0.02, "ratio": None, "ms": None,
                  "error": "OutOfMemoryError: CUDA out of memory"})
@@ -124,6 +125,9 @@ def test_summary_reads_what_the_check_writes(tmp_path):
     assert "triton: worst ratio at p = 0.02, T >= 8192: 0.2" in text and "goal met: True" in text
     assert "4 rows measured, 1 failed" in text and "flex forward" in text
     assert "out of memory" in text
+    assert "| triton | forward+backward | 64 | 8192 | 0.02 | 7 |" in text
+    assert "Where the time goes: triton forward+backward Dh 64 T 8192 p 0.02" in text
+    assert "- 0.123 ms x1: _dq_kernel" in text
     assert "cram-seed0: step 900" in text and "train_seconds 110.5" in text
     assert "status interrupted" in text and "wall 120 s (exit 1)" in text
     assert "'warmup_end': 1234" in text and "transformer: no run folder" in text

@@ -82,10 +82,15 @@ def test_realistic_row_contract(monkeypatch):
     qkv = bench._realistic_inputs(128, 16, device, seed=0)
     batch_idx, pos = bench._realistic_selection(128, 0.1, device, seed=0)
     for pass_ in ("forward", "forward+backward"):
-        row = bench._realistic_row(qkv, batch_idx, pos, 0.1, "torch", pass_)
+        row = bench._realistic_row(qkv, batch_idx, pos, 0.1, "torch", pass_,
+                                   breakdown=pass_ == "forward+backward")
         assert row["N"] == 2 * round(0.1 * 128) and row["dtype"] == "bfloat16"
+        assert ("profile" in row) == (pass_ == "forward+backward")
         assert row["pass"] == pass_ and row["shapes"] == "realistic" and row["ms"] > 0
         assert math.isclose(row["ratio"], row["ms"] / row["dense_ms"]) and row["tile_ratio"] < 1
+    names = [e["name"] for e in row["profile"]]  # the torch path's backward runs matmuls
+    assert any("mm" in n or "bmm" in n or "matmul" in n for n in names), names
+    assert all(e["ms"] > 0 and e["calls"] > 0 for e in row["profile"])
     title, table, notes = bench._realistic_table([row])
     assert "flash" in title and "| 128 | 16 | 0.1 | forward+backward | torch |" in table
     assert "B=2, H=2" in notes
