@@ -99,6 +99,31 @@ def routed_tile_counts(batch_idx, pos, seq_len: int, n_batch: int, window: int |
     return routed, dense_per_seq * n_batch
 
 
+def longest_program_steps(batch_idx, pos, chunk: int, block_m: int = TILE,
+                          block_n: int = TILE) -> tuple[int, int]:
+    """(steps, busy): key tiles the longest forward program walks, and programs with any work.
+
+    Per head, no window. Mirrors ``_fwd_kernel`` with keys split into chunks of ``chunk`` keys
+    (a multiple of ``block_n``; ``chunk >= T`` is no split): program (block, s) walks, in each
+    sequence its rows touch, the tiles of chunk s up to the block's last position there. A
+    program's tiles run one after another, so the longest sets a floor on the kernel's time
+    however many SMs are free; ``busy`` counts the programs that walk at least one tile.
+    """
+    b_host, p_host = batch_idx.tolist(), pos.tolist()
+    longest = busy = 0
+    for r0 in range(0, len(p_host), block_m):
+        rows_b, rows_p = b_host[r0:r0 + block_m], p_host[r0:r0 + block_m]
+        per_chunk: dict[int, int] = {}
+        for b in set(rows_b):
+            last = max(p for bb, p in zip(rows_b, rows_p) if bb == b)
+            for s in range(last // chunk + 1):
+                hi = min(last, (s + 1) * chunk - 1)
+                per_chunk[s] = per_chunk.get(s, 0) + (hi - s * chunk) // block_n + 1
+        longest = max(longest, *per_chunk.values())
+        busy += len(per_chunk)
+    return longest, busy
+
+
 def _routed_rows(seq_len, p, threads, device, reps, seed):
     import torch
     import torch.nn.functional as F
@@ -192,19 +217,27 @@ def _routed_call(backend, q, k, v, batch_idx, pos):
     return routed_attention(q, k, v, batch_idx, pos, backend=backend)  # gather fused
 
 
-def _triton_detail(backend, q, k, n_rows) -> dict:
-    """Key chunks and the autotuned configs a Triton row ran with (empty for other backends)."""
+def _triton_detail(backend, q, k, batch_idx, pos) -> dict:
+    """What a Triton row ran with (empty for other backends).
+
+    Key chunks, the longest program's 64x64 key tiles and the busy programs
+    (:func:`longest_program_steps`), and the autotuned configs.
+    """
     if not backend.startswith("triton"):
         return {}
     from cram.kernels.routed_attention import dense_dispatch
     from cram.kernels.routed_attention.triton import _chunk, _sm_count, key_splits, tuned_configs
 
+    n_rows = batch_idx.shape[0]
     if backend == "triton" and dense_dispatch(q, k, n_rows, None):
         return {"splits": None}
     seq_len = q.shape[2]
     wanted = 1 if backend == "triton-nosplit" else key_splits(n_rows, q.shape[1], seq_len,
                                                               _sm_count(q.device))
-    return {"splits": _chunk(seq_len, wanted)[1], "configs": tuned_configs()}
+    chunk, splits = _chunk(seq_len, wanted)
+    steps, busy = longest_program_steps(batch_idx.cpu(), pos.cpu(), chunk)
+    return {"splits": splits, "longest_steps": steps, "busy_programs": busy * q.shape[1],
+            "configs": tuned_configs()}
 
 
 def _split_wanted(seq_len, p, head_dim) -> bool:
@@ -288,7 +321,7 @@ def _realistic_row(qkv, batch_idx, pos, p, backend, pass_, breakdown: bool = Fal
         "tile_ratio": tiles / dense_tiles, "N": n_rows, "B": REALISTIC["B"], "H": REALISTIC["H"],
         "Dh": head_dim, "D": None, "device": device.type, "dtype": "bfloat16", "backend": backend,
         "baseline": "SDPA flash (causal, dense)", "pass": pass_, "path": path,
-    } | _triton_detail(backend, q, k, n_rows) | profile
+    } | _triton_detail(backend, q, k, batch_idx, pos) | profile
 
 
 def _realistic_order(backends, split_wanted=None) -> list[tuple[str, int, int, float]]:
@@ -516,8 +549,8 @@ def _realistic_table(rows: list[dict]) -> tuple[str, str, str]:
     from cram.core.benchlog import markdown_table
 
     r0 = rows[0]
-    columns = ["T", "Dh", "p", "pass", "backend", "path", "splits", "N", "ms", "dense_ms",
-               "ratio", "tile_ratio", "dtype", "device"]
+    columns = ["T", "Dh", "p", "pass", "backend", "path", "splits", "longest_steps", "N", "ms",
+               "dense_ms", "ratio", "tile_ratio", "dtype", "device"]
     table = markdown_table(rows, columns + (["error"] if any(r.get("error") for r in rows) else []))
     notes = (f"bf16, B={r0['B']}, H={r0['H']}; exactly round(p·T) random routed positions per "
              "sequence; dense_ms: SDPA restricted to the flash backend, causal, all T positions, "

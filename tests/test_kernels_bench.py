@@ -172,10 +172,31 @@ def test_triton_rows_name_their_split_and_configs():
     for backend in ("triton-nosplit", "triton"):
         out = bench._routed_call(backend, q, k, v, b, pos)
         assert out.shape == (8, 2, 16)
-        detail = bench._triton_detail(backend, q, k, 8)
-        assert detail["splits"] == (1 if backend == "triton-nosplit" else 2)  # 1024 // 512
+        detail = bench._triton_detail(backend, q, k, b, pos)
+        split = backend == "triton"
+        assert detail["splits"] == (2 if split else 1)  # 1024 // MIN_CHUNK
+        # rows at 100, 228, ..., 996: one block walking 16 key tiles, or 8 in each of 2 chunks
+        assert detail["longest_steps"] == (8 if split else 16)
+        assert detail["busy_programs"] == 2 * (2 if split else 1)  # x 2 heads
         assert set(detail["configs"]) == {"forward", "dq", "dkv"}
-    assert bench._triton_detail("flex", q, k, 8) == {}
+    assert bench._triton_detail("flex", q, k, b, pos) == {}
+
+
+def test_longest_program_steps_follow_the_split():
+    """The critical path of the forward: tiles of the longest (block, chunk) program."""
+    from cram.kernels.bench import longest_program_steps
+
+    # two sequences in one block of 64 rows: the program walks both prefixes
+    b = torch.tensor([0, 0, 1])
+    pos = torch.tensor([10, 300, 200])
+    assert longest_program_steps(b, pos, chunk=1024) == (300 // 64 + 1 + 200 // 64 + 1, 1)
+    # chunks of 128 keys: chunk 0 is walked in both sequences (2 + 2 tiles); chunk 2 in one
+    assert longest_program_steps(b, pos, chunk=128) == (4, 3)
+    # 65 rows make two blocks; the second (one row at 1000) walks 16 tiles alone
+    b = torch.zeros(65, dtype=torch.long)
+    pos = torch.cat([torch.arange(64), torch.tensor([1000])])
+    assert longest_program_steps(b, pos, chunk=4096) == (16, 2)
+    assert longest_program_steps(b, pos, chunk=512) == (8, 3)
 
 
 def test_failing_backend_is_an_error_row_not_a_crash(monkeypatch):
