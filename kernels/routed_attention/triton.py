@@ -15,6 +15,11 @@ read inside the kernels (forward, dQ) or computed on the device with ``searchsor
 - dK/dV, grid (B * cdiv(T, BLOCK_N), H): a key tile walks the routed rows of its sequence that can
   see it (a contiguous range of the sorted rows), accumulating dV = Pᵀ dO and dK = dSᵀ Q. Each key
   tile is owned by one program, so no atomics.
+- key split: forward and dQ take a third grid axis, S key chunks (``key_splits``): program
+  (block, head, s) walks chunk s only and writes fp32 partials, merged by ``_combine_fwd_kernel``
+  (partial softmaxes) or ``_combine_dq_kernel`` (a sum). At low routed share this turns a few
+  long serial walks over the keys into many short ones (flash-decoding); S = 1 skips both the
+  workspace and the combine.
 
 Block sizes: on CUDA each kernel is autotuned (``triton.autotune``) over a short config list,
 keyed on T, Dh, the routed-row count rounded up to a power of two, the window flag and the gather
