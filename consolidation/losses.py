@@ -35,6 +35,7 @@ from cram.models.tiers import EVENT_QUERY, Tier, raw_mse, readout_kl
 
 from .config import TrainConfig
 from .layer_familiarity import attended_below, scoped  # issue 13
+from .restore import sync_free  # issue 16
 from .srcd import IGNORE_INDEX
 
 
@@ -56,6 +57,24 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def _probe_loss(logits: torch.Tensor, answer: torch.Tensor, where: torch.Tensor,
+                resident: bool) -> torch.Tensor:
+    """Mean cross-entropy of the probe's logits ``(B, T, V)`` at ``where`` (0 if none).
+
+    The plain path selects the rows (a data-dependent shape: the host waits for the count) and
+    is kept off the device path so CPU runs stay bit-identical to earlier ones; ``resident``
+    (issue 16) takes the masked mean of every token's cross-entropy instead, with no read-back.
+    The two agree to rounding (tests/test_losses.py).
+    """
+    if not resident:
+        return F.cross_entropy(logits[where].float(), answer[where]) if where.any() \
+            else logits.new_zeros((), dtype=torch.float32)
+    where = where & (answer != IGNORE_INDEX)  # what the plain path's cross-entropy ignores
+    target = torch.where(where, answer, 0)
+    ce = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
+    return _masked_mean(ce.view_as(answer), where)
+
+
 def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
                  schedule=None) -> LossTerms:  # issue 13: schedule = a RoutingSchedule
     """The training objective on one batch: value and signal losses, consolidation terms, cost."""
@@ -69,6 +88,7 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
     terms = {"loss_value": loss_value, "loss_signal": loss_signal}
 
     cram_layers = [s for s in out.layers if s.q is not None]
+    resident = sync_free(answer.device)  # issue 16: no data-dependent shapes on this path
     if cram_layers:
         probe = consolidation = familiarity = cost = router = loss_value.new_zeros(())
         cost_scale = (schedule or cfg).cost_scale(step)  # issue 13
@@ -77,8 +97,7 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
         for s, below_s in zip(cram_layers, below):
             where = is_query & s.computed  # (B, T)
             own, target = scoped(where, s.q, below_s)  # issue 13 (all: own = where, target = q)
-            probe = probe + F.cross_entropy(s.probe_episodic[where].float(), answer[where]) \
-                if where.any() else probe
+            probe = probe + _probe_loss(s.probe_episodic, answer, where, resident)
             log_p_e = F.log_softmax(s.probe_episodic.detach().float(), -1)  # (B, T, V)
             log_p_s = F.log_softmax(s.probe_semantic.float(), -1)
             kl = readout_kl(log_p_e, log_p_s)  # (B, T)

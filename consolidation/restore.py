@@ -8,6 +8,7 @@ a function of (seed, r, i), see ``srcd.stream_rng``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,25 @@ class TrainingDiverged(CramError):
     """The loss or the weights became NaN or infinite; the last finite checkpoint is kept."""
 
 
+SYNC_FREE_ENV = "CRAM_SYNC_FREE"  # "1": device-resident steps anywhere; "0": never; unset: CUDA
+
+
+def sync_free(device: torch.device) -> bool:
+    """Whether training steps on ``device`` avoid every per-step host read-back (issue 16).
+
+    On: batches are copied from pinned memory without blocking, the loss's finiteness is kept
+    as a device flag that makes the fused AdamW skip the step (read at the next logged row), and
+    no loss term uses a data-dependent shape. Default on CUDA, where a read-back stalls the
+    launch queue; off on CPU, where it costs nothing and the plain path keeps runs bit-identical
+    to the golden files. ``CRAM_SYNC_FREE=1`` turns it on anywhere (the CPU tests of this path),
+    ``=0`` off.
+    """
+    flag = os.environ.get(SYNC_FREE_ENV)
+    if flag in ("0", "1"):
+        return flag == "1"
+    return device.type == "cuda"
+
+
 @dataclass
 class TrainState:
     """Everything that changes while training and is saved in a checkpoint."""
@@ -39,6 +59,10 @@ class TrainState:
     exposures: np.ndarray | None = None  # (n_library,) training queries seen per library pattern
     train_seconds: float = 0.0
     schedule: RoutingSchedule | None = None  # issue 13: when warm-up ends (fixed or learned)
+    # sync-free steps (issue 16), not saved: 1.0 once a loss was non-finite (the optimiser then
+    # skips every step), and the first such step (-1: none); both 0-dim device tensors
+    nonfinite: torch.Tensor | None = None
+    nonfinite_step: torch.Tensor | None = None
 
 
 def fresh_state(model_name: str, config: ExperimentConfig, seed: int, rank: int,
@@ -55,17 +79,30 @@ def fresh_state(model_name: str, config: ExperimentConfig, seed: int, rank: int,
         torch.manual_seed(seed)
         model = build_model(model_name, config.model, spec).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
-                                  weight_decay=config.train.weight_decay)
+                                  weight_decay=config.train.weight_decay,
+                                  fused=True if sync_free(device) else None)
     gumbel = torch.Generator(device=device).manual_seed(seed * 1000 + 7 + rank)
     return TrainState(model, optimizer, gumbel, exposures=np.zeros(n_library),
                       schedule=RoutingSchedule(config.train))
+
+
+def _same_implementation(saved: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """``saved`` with this optimiser's implementation flags (fused / foreach) in its groups.
+
+    Loading restores every group setting from the checkpoint, so a run saved on the CPU (plain
+    AdamW) and resumed on CUDA (fused, issue 16) would otherwise come back unfused; the moments
+    and step counts are the same in both.
+    """
+    flags = {k: optimizer.param_groups[0].get(k) for k in ("fused", "foreach")}
+    groups = [{**g, **flags} for g in saved.get("param_groups", [])]
+    return {**saved, "param_groups": groups}
 
 
 def restore(ts: TrainState, ckpt: dict, rank: int) -> None:
     """Load a checkpoint's weights, optimiser, generator, step and counters into ``ts``."""
     try:
         ts.model.load_state_dict(ckpt["model"])
-        ts.optimizer.load_state_dict(ckpt["optimizer"])
+        ts.optimizer.load_state_dict(_same_implementation(ckpt["optimizer"], ts.optimizer))
     except (RuntimeError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"checkpoint does not fit this run's model ({first})") from None

@@ -183,15 +183,18 @@ class SRCDBatch:
     def __len__(self) -> int:
         return self.dtau.shape[0]
 
-    def to_torch(self, device=None) -> dict:
-        """The batch as a dict of torch tensors on device (the models' input)."""
-        import torch
+    def to_torch(self, device=None, non_blocking: bool = False) -> dict:
+        """The batch as a dict of torch tensors on device (the models' input).
+
+        ``non_blocking``: on CUDA, copy from pinned host memory without waiting (issue 16: a
+        pageable copy waits for the device's queue); elsewhere ignored.
+        """
+        from cram.tasks.batch import host_to_device
 
         out = {}
         for f in dataclasses.fields(self):
             arr = getattr(self, f.name)
-            out[f.name] = None if arr is None \
-                else torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+            out[f.name] = None if arr is None else host_to_device(arr, device, non_blocking)
         return out
 
     @staticmethod

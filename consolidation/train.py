@@ -56,6 +56,7 @@ from .restore import (
     restore,
     save_state,
     saved_run,
+    sync_free,
 )
 from .routing_schedule import RoutingSchedule, measure_criterion  # issue 13
 from .run_writer import RunLock, RunWriter, prepare_folder, run_meta
@@ -347,12 +348,18 @@ def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) 
     start = ts.step
     window = _LossWindow()
     batches = _Prefetcher(run, t.prefetch)
+    resident = sync_free(run.device)  # issue 16: no host read-back inside a step
     try:
         while True:
             step = ts.step
             temperature = ts.schedule.temperature(step)  # issue 13: fixed or learned
             lr = t.lr * min(1.0, (step + 1) / max(t.lr_warmup_steps, 1))
             if (step % t.log_every == 0 or step == t.steps) and (step != start or log_first):
+                if resident and step != start:  # queued steps finish on the training clock
+                    t0 = time.perf_counter()
+                    if run.device.type == "cuda":
+                        torch.cuda.synchronize(run.device)
+                    ts.train_seconds += time.perf_counter() - t0
                 _log_and_save(run, ts, writer, temperature, lr, window.mean(run.dist))
                 window = _LossWindow()  # every rank starts the next averaging window
             if step >= t.steps:
@@ -360,13 +367,14 @@ def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) 
             t0 = time.perf_counter()
             batch_np, counts = batches.get(step)
             ts.exposures += run.dist.all_sum(counts.astype(float))
-            batch = batch_np.to_torch(run.device)
+            batch = batch_np.to_torch(run.device, non_blocking=resident)
             warm = run.tiered and ts.schedule.warmup(step)  # issue 13
             window.add(train_step(ts, run.train_model, batch, step, temperature, lr, t,
                                   "episodic" if warm else "none", run.autocast,
                                   ddp=run.dist.enabled,
                                   signal=run.tiered and ts.schedule.needs_signal(step),
-                                  loss_fn=_token_loss(run.data) if run.token else None))
+                                  loss_fn=_token_loss(run.data) if run.token else None,
+                                  resident=resident))
             ts.train_seconds += time.perf_counter() - t0
             ts.step += 1
             if writer is not None:
@@ -379,6 +387,7 @@ def _log_and_save(run: _Run, ts: TrainState, writer: RunWriter | None, temperatu
                   lr: float, losses: dict[str, float]) -> None:
     """One logged row (rank 0) and, when due, a checkpoint; every rank takes part."""
     t, step = run.config.train, ts.step
+    _check_finite_loss(run, ts)  # issue 16: the sync-free steps' flag, read here
     _check_finite_weights(run, ts)  # the weights every rank is about to log and save
     if writer is not None:
         writer.log(*_eval_rows(run, ts, temperature, lr, losses))
@@ -438,29 +447,36 @@ def draw_batch(run: _Run, step: int):
 
 def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: float, cfg_t,
                force: str = "none", autocast=None, ddp: bool = False,
-               signal: bool = False, loss_fn=None) -> dict[str, torch.Tensor]:
+               signal: bool = False, loss_fn=None, resident: bool = False
+               ) -> dict[str, torch.Tensor]:
     """One optimiser step on ``batch`` (soft routing); returns the loss terms as 0-dim tensors.
 
     ``loss_fn(out, batch, cfg_t, step, schedule=...)`` replaces ``compute_loss`` (a token task's
     loss).
 
-    ``signal``: also feed the routing schedule's criterion on this batch (issue 13; a learned
-    schedule reads it back here, a fixed one keeps it on the device). Raises
-    :class:`TrainingDiverged` before the backward pass if the loss is not finite, so the weights
-    stay those of the last finite step; that check is the step's one read-back.
+    ``signal``: also feed the routing schedule's criterion on this batch (issue 13; measured
+    before the weights change, applied after the optimiser step is queued; a learned schedule
+    reads it back then, a fixed one keeps it on the device). A non-finite loss: by default
+    raises :class:`TrainingDiverged` before the backward pass, so the weights stay those of the
+    last finite step (the step's one read-back). ``resident`` (issue 16, see ``sync_free``):
+    no read-back; the loss's finiteness becomes a sticky device flag, the fused AdamW skips this
+    and every later step once it is set, and the next logged row raises.
     """
     for group in ts.optimizer.param_groups:
         group["lr"] = lr
     schedule = ts.schedule
+    criterion = None
     with autocast if autocast is not None else contextlib.nullcontext():
         out = model(batch, Route(temperature=temperature, force=force, generator=ts.gumbel))
         loss = (loss_fn or compute_loss)(out, batch, cfg_t, step, schedule=schedule)
         if signal and schedule is not None:  # issue 13: the retrieval criterion
-            _feed_schedule(schedule, ts.model, batch, out.value_logits, step, cfg_t)
+            criterion = _measure_signal(ts.model, batch, out.value_logits, cfg_t)
         if ddp:  # DDP waits for a gradient from every output it can see; outputs kept only for
             # logging (e.g. router probs in warm-up) join the graph at weight 0
             loss.total = loss.total + 0.0 * _output_sum(out)
-    if not bool(torch.isfinite(loss.total)):  # total is the sum of every term: one fused check
+    if resident:
+        _flag_nonfinite(ts, loss.total, step, ddp)
+    elif not bool(torch.isfinite(loss.total)):  # total is the sum of every term: one check
         terms = ", ".join(f"{k}={v:.4g}" for k, v in loss.terms.items())
         raise TrainingDiverged(f"non-finite loss at step {step} ({terms}); "
                                "the last finite checkpoint is kept")
@@ -468,15 +484,46 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
     loss.total.backward()
     if cfg_t.grad_clip:
         torch.nn.utils.clip_grad_norm_(ts.model.parameters(), cfg_t.grad_clip)
+    if resident and ts.optimizer.param_groups[0].get("fused"):
+        ts.optimizer.found_inf = ts.nonfinite  # the fused kernel skips the update when 1
     ts.optimizer.step()
+    if criterion is not None:
+        _update_schedule(schedule, *criterion, step)
     return loss.values
 
 
-def _feed_schedule(schedule: RoutingSchedule, model, batch, logits, step: int, cfg_t) -> None:
-    """Measure the criterion on this batch and update the schedule (issue 13)."""
+def _flag_nonfinite(ts: TrainState, total: torch.Tensor, step: int, ddp: bool) -> None:
+    """Set the sticky non-finite flag and its first step on the device (no read-back)."""
+    if ts.nonfinite is None:
+        ts.nonfinite = total.new_zeros((), dtype=torch.float32)
+        ts.nonfinite_step = torch.full((), -1, dtype=torch.int64, device=total.device)
+    bad = (~torch.isfinite(total.detach())).to(torch.float32)
+    if ddp:  # every rank skips, or none: the replicas must stay equal
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    first = (bad > 0) & (ts.nonfinite_step < 0)
+    ts.nonfinite_step = torch.where(first, torch.full_like(ts.nonfinite_step, step),
+                                    ts.nonfinite_step)
+    ts.nonfinite = torch.maximum(ts.nonfinite, bad)
+
+
+def _check_finite_loss(run: _Run, ts: TrainState) -> None:
+    """Raise :class:`TrainingDiverged` if a sync-free step saw a non-finite loss (issue 16)."""
+    if ts.nonfinite is not None and bool(ts.nonfinite > 0):
+        raise TrainingDiverged(
+            f"non-finite loss at step {int(ts.nonfinite_step)} (the optimiser skipped it and "
+            f"every step after it); the last finite checkpoint is kept in "
+            f"{run.out / CHECKPOINT_DIR}")
+
+
+def _measure_signal(model, batch, logits, cfg_t) -> tuple[torch.Tensor, torch.Tensor]:
+    """The criterion's (hits, count) on this batch, as device tensors (issue 13)."""
     if "answer" not in batch:  # a token task: the criterion reads its labels as the answers
         batch = {**batch, "answer": batch["labels"]}
-    hits, count = measure_criterion(model, batch, logits, cfg_t.schedule_criterion, IGNORE_INDEX)
+    return measure_criterion(model, batch, logits, cfg_t.schedule_criterion, IGNORE_INDEX)
+
+
+def _update_schedule(schedule: RoutingSchedule, hits, count, step: int) -> None:
+    """Update the schedule with this step's criterion counts (issue 13)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if schedule.kind == "learned" or world > 1:  # the decision needs the global value now
         counts = torch.stack([hits, count]).cpu()

@@ -33,6 +33,21 @@ class TaskBatchError(TaskError):
     """A batch has a wrong shape, dtype or value; the message names the field."""
 
 
+def host_to_device(array: np.ndarray, device=None, non_blocking: bool = False):
+    """A numpy array as a torch tensor on ``device``.
+
+    ``non_blocking`` on CUDA: staged in pinned host memory and copied without waiting for the
+    device (a copy from pageable memory blocks until the queue drains: a host sync per tensor).
+    The pinned block is the caching host allocator's, kept until the copy has run.
+    """
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if non_blocking and device is not None and torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 @dataclass(frozen=True)
 class TokenBatch:
     """A batch of token sequences as numpy arrays (``B`` sequences of ``T`` positions).
@@ -81,12 +96,14 @@ class TokenBatch:
             return np.full(self.tokens.shape, -1, np.int64)
         return self.pattern
 
-    def to_torch(self, device=None) -> dict:
-        """A dict of tensors: tokens, labels, pattern (filled), dtau (filled), and the extras."""
-        import torch
+    def to_torch(self, device=None, non_blocking: bool = False) -> dict:
+        """A dict of tensors: tokens, labels, pattern (filled), dtau (filled), and the extras.
+
+        ``non_blocking``: as :func:`host_to_device`.
+        """
 
         def tensor(a: np.ndarray):
-            return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+            return host_to_device(a, device, non_blocking)
 
         out = {"tokens": tensor(self.tokens), "labels": tensor(self.labels),
                "pattern": tensor(self.pattern_or_novel()), "dtau": tensor(self.dtau_or_ones())}

@@ -112,3 +112,39 @@ def test_router_logit_penalty_is_the_centred_spread_and_pulls_the_bias_in():
 def test_negative_router_logit_weight_is_refused():
     with pytest.raises(ConfigError, match="router_logit_weight"):
         resolve("cram", "cpu-tiny", ["train.router_logit_weight=-1"])
+
+
+# ------------------------------------------------------------------ issue 16: sync-free probe loss
+@pytest.mark.parametrize("case", ["some", "none", "ignored"])
+def test_probe_loss_without_read_back_matches_the_selected_rows(case):
+    """The device path's masked mean equals the cross-entropy over the selected rows."""
+    from cram.consolidation.losses import _probe_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 20, 7, generator=gen, requires_grad=True)  # (B, T, V)
+    answer = torch.randint(0, 7, (3, 20), generator=gen)
+    where = torch.rand(3, 20, generator=gen) < 0.3
+    if case == "none":
+        where[:] = False
+    if case == "ignored":  # an unscored query (e.g. a hidden library label) is left out by both
+        answer[where.nonzero()[0].tolist()[0], where.nonzero()[0].tolist()[1]] = -100
+    plain = _probe_loss(logits, answer, where, resident=False)
+    device = _probe_loss(logits, answer, where, resident=True)
+    torch.testing.assert_close(device, plain, rtol=1e-6, atol=1e-7)
+    if case != "none":
+        g_plain, = torch.autograd.grad(plain, logits)
+        g_device, = torch.autograd.grad(device, logits)
+        torch.testing.assert_close(g_device, g_plain, rtol=1e-5, atol=1e-7)
+    else:
+        assert float(plain.detach()) == float(device.detach()) == 0.0
+
+
+def test_compute_loss_is_the_same_on_the_sync_free_path(monkeypatch):
+    model, batch, train = _model_and_batch()
+    out = model(batch, Route(temperature=1.0, generator=torch.Generator().manual_seed(0)))
+    plain = compute_loss(out, batch, train, step=0)
+    monkeypatch.setenv("CRAM_SYNC_FREE", "1")
+    device = compute_loss(out, batch, train, step=0)
+    assert plain.terms.keys() == device.terms.keys()
+    for name, value in plain.terms.items():
+        assert device.terms[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name

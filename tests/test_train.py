@@ -27,9 +27,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 GOLDEN = Path(__file__).parent / "data" / "golden_cpu_tiny"
 
 
-def _cli(*args, **kw):
+def _cli(*args, env=None, **kw):
     return subprocess.run([sys.executable, "-m", "cram", *args], capture_output=True, text=True,
-                          env=ENV, **kw)
+                          env=env or ENV, **kw)
 
 
 def test_run_folder_has_every_file_and_rebuilds(tmp_path):
@@ -133,8 +133,16 @@ def test_foreign_checkpoints_are_refused(tmp_path):
         load_checkpoint(run_dir / "checkpoints" / "last.pt", expect_model="cram")
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sync_free", ["0", "1"], ids=["read-back", "sync-free"])
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, sync_free):
+    """A non-finite loss stops the run; the last finite checkpoint stays.
+
+    Read-back path: raises at the bad step. Sync-free (issue 16, the CUDA default): the fused
+    AdamW skips that step and every later one, and the next logged row raises, naming it.
+    """
     import cram.consolidation.train as train_mod
+
+    monkeypatch.setenv("CRAM_SYNC_FREE", sync_free)
 
     real = train_mod.compute_loss
 
@@ -145,12 +153,57 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         return terms
 
     monkeypatch.setattr(train_mod, "compute_loss", poisoned)
+    seen, weights = [], {}
+    real_check, real_step = train_mod._check_finite_weights, train_mod.train_step
+
+    def check_weights(run, ts):  # the steps whose logged row reached the weight check
+        seen.append(ts.step)
+        return real_check(run, ts)
+
+    def step_and_keep(ts, model, batch, step, *args, **kw):  # weights before steps 15 and 19
+        if step in (15, 19):
+            weights[step] = {k: v.clone() for k, v in ts.model.state_dict().items()}
+        return real_step(ts, model, batch, step, *args, **kw)
+
+    monkeypatch.setattr(train_mod, "_check_finite_weights", check_weights)
+    monkeypatch.setattr(train_mod, "train_step", step_and_keep)
     with pytest.raises(TrainingDiverged, match="non-finite loss at step 15"):
         train("cram", resolve("cram", "cpu-tiny"), tmp_path / "r", progress=False)
     state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert state["step"] == 10
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert json.loads((tmp_path / "r" / "meta.json").read_text())["status"] == "failed"
+    assert seen == [0, 10]  # the row of step 20 (sync-free) raised before the weight check
+    if sync_free == "0":
+        assert set(weights) == {15}  # raised inside step 15
+    else:  # steps 15-18 ran and were skipped: the weights never moved from those after step 14
+        assert set(weights) == {15, 19}
+        for name, value in weights[15].items():
+            assert torch.equal(weights[19][name], value), name
+
+
+def test_sync_free_steps_train_like_the_read_back_path(tmp_path, monkeypatch):
+    """Issue 16: pinned copies, flag instead of read-back, fused AdamW, masked probe loss.
+
+    Same run on the CPU both ways: the logged losses and metrics agree to rounding (fused and
+    plain AdamW round differently), and a run saved by one resumes under the other.
+    """
+    config = resolve("cram", "cpu-tiny")
+    monkeypatch.setenv("CRAM_SYNC_FREE", "0")
+    plain = train("cram", config, tmp_path / "plain", seed=2, progress=False)
+    monkeypatch.setenv("CRAM_SYNC_FREE", "1")
+    free = train("cram", config, tmp_path / "free", seed=2, progress=False)
+    a, b = (pd.read_csv(p / "metrics.csv") for p in (plain, free))
+    assert list(a["step"]) == list(b["step"])
+    for column in ("loss_total", "loss_value", "loss_probe", "retrieval_acc"):
+        np.testing.assert_allclose(b[column], a[column], rtol=2e-3, atol=2e-4, err_msg=column)
+    state = load_checkpoint(free / "checkpoints" / "last.pt")
+    assert all(g.get("fused") for g in state["optimizer"]["param_groups"])
+    # a run saved by the plain path resumes under the sync-free one (fused AdamW) and finishes
+    resumed = train("cram", config, plain, seed=2, resume=True, steps=40, progress=False)
+    assert list(pd.read_csv(resumed / "metrics.csv")["step"])[-1] == 40
+    state = load_checkpoint(resumed / "checkpoints" / "last.pt")
+    assert all(g.get("fused") for g in state["optimizer"]["param_groups"])
 
 
 @pytest.mark.parametrize("override, field", [
@@ -172,24 +225,27 @@ def test_cli_bad_model_and_preset():
         assert proc.returncode != 0 and word in proc.stderr
 
 
-def test_ddp_two_cpu_processes_match_single_process(tmp_path):
+@pytest.mark.parametrize("sync_free", ["0", "1"], ids=["read-back", "sync-free"])
+def test_ddp_two_cpu_processes_match_single_process(tmp_path, sync_free):
     """Gloo DDP with 2 ranks == one process drawing the same 2 shards (tolerance 1e-4 on losses).
 
     Routing is forced during warm-up, so no Gumbel noise enters and the comparison is exact up to
-    floating-point reduction order.
+    floating-point reduction order. ``sync-free``: the CUDA path's steps (issue 16) on the CPU,
+    where the ranks also all-reduce the non-finite flag.
     """
+    env = {**ENV, "CRAM_SYNC_FREE": sync_free}
     sets = ["--set", "train.steps=20", "--set", "train.warmup_steps=20",
             "--set", "train.log_every=10",
             "--set", "train.batch_size=8"]
     single = tmp_path / "single"
     proc = _cli("train", "--model", "cram", "--preset", "cpu-tiny", "--quiet", "--out", str(single),
-                *sets, "--set", "train.data_shards=2")
+                *sets, "--set", "train.data_shards=2", env=env)
     assert proc.returncode == 0, proc.stderr
     ddp = tmp_path / "ddp"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "cram", "train", "--model", "cram", "--preset", "cpu-tiny", "--quiet",
-         "--out", str(ddp), *sets], capture_output=True, text=True, env=ENV, timeout=300)
+         "--out", str(ddp), *sets], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = cram.load_run(single), cram.load_run(ddp)
     assert b.meta["world_size"] == 2
@@ -268,3 +324,39 @@ def test_prefetched_batches_are_the_stream_batches(depth):
 def test_bad_prefetch_fails_naming_the_field():
     with pytest.raises(ConfigError, match="prefetch"):
         resolve("cram", "cpu-tiny", ["train.prefetch=-1"])
+
+
+@pytest.mark.gpu
+def test_training_steps_do_not_synchronise_on_cuda():
+    """Issue 16: after two warm-up steps, a CRAM step on CUDA makes no host read-back.
+
+    ``torch.cuda.set_sync_debug_mode("error")`` raises on any synchronising call (``.item()``,
+    a blocking copy, a data-dependent shape). The learned schedule's criterion (read once per
+    warm-up step, by design) is left out: ``signal=False``.
+    """
+    from cram.consolidation.restore import fresh_state, sync_free
+    from cram.consolidation.srcd import SRCD
+    from cram.consolidation.train import train_step
+
+    device = torch.device("cuda")
+    assert sync_free(device)
+    config = resolve("cram", "demo", ["train.device=cuda"])
+    ts = fresh_state("cram", config, 0, 0, device)
+    assert ts.optimizer.param_groups[0]["fused"]
+    data = SRCD(config.data)
+
+    def step(i):
+        batch = data.sample(config.train.batch_size, seed=i).to_torch(device, non_blocking=True)
+        return train_step(ts, ts.model, batch, i, 1.0, 1e-3, config.train, "none",
+                          torch.autocast("cuda", dtype=torch.bfloat16), resident=True)
+
+    for i in range(2):  # compilation, autotuning and the allocators' first blocks
+        step(i)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        terms = [step(i) for i in range(2, 6)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(torch.isfinite(t["loss_total"]) for t in terms)
+    assert float(ts.nonfinite) == 0.0
