@@ -18,7 +18,9 @@ Usage::
         --variant "after=.venv/bin/python;train.prefetch=2"
 
 ``--variant LABEL=PYTHON[;OVERRIDE...]`` runs ``PYTHON -m cram`` (another checkout's
-interpreter: the code *before* a change) with extra ``--set`` overrides; with several variants
+interpreter: the code *before* a change) with extra ``--set`` overrides; an override written
+``ENV:NAME=VALUE`` sets an environment variable of that run instead (e.g.
+``ENV:CRAM_SYNC_FREE=0``, the training step with its per-step read-backs). With several variants
 and ``--rounds N`` the runs alternate (variant, then model, in each round), so load changes on a
 shared machine fall on every variant alike.
 """
@@ -59,13 +61,15 @@ def measure(model: str, preset: str, steps: int, seed: int = 0, python: str = sy
     """Train ``steps`` steps of ``model`` at ``preset`` and return its throughput row."""
     with tempfile.TemporaryDirectory(prefix="cram-throughput-") as tmp:
         out = Path(tmp) / f"{model}-{preset}"
+        env = {**os.environ, **dict(o[4:].split("=", 1) for o in overrides
+                                    if o.startswith("ENV:"))}
         cmd = [python, "-m", "cram", "train", "--model", model, "--preset", preset,
                "--out", str(out), "--seed", str(seed), "--quiet", "--steps", str(steps),
                "--set", f"train.log_every={max(1, steps // 2)}",
                "--set", f"train.pattern_every={steps}",
                "--set", f"train.checkpoint_every={steps}",
-               *(x for o in overrides for x in ("--set", o))]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+               *(x for o in overrides if not o.startswith("ENV:") for x in ("--set", o))]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
         rows = list(csv.DictReader((out / "metrics.csv").open()))
@@ -78,7 +82,8 @@ def measure(model: str, preset: str, steps: int, seed: int = 0, python: str = sy
     return {"model": model, "preset": preset, "steps": int(last["step"]), "tokens_seen": tokens,
             "train_seconds": seconds, "tokens_per_s": tokens / seconds,
             "second_half_tokens_per_s": late_tokens / late_seconds if late_seconds > 0 else None,
-            "device": meta.get("device"), "seed": seed}
+            "device": meta.get("device"), "seed": seed,
+            "env": {k: env[k] for k in env if f"ENV:{k}={env[k]}" in overrides}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +123,9 @@ def _variant(text: str) -> tuple[str, str, tuple[str, ...]]:
     if not sep or not rest:
         raise SystemExit(f"--variant {text!r}: expected LABEL=PYTHON[;OVERRIDE...]")
     python, *overrides = rest.split(";")
+    bad = [o for o in overrides if o.startswith("ENV:") and "=" not in o[4:]]
+    if bad:
+        raise SystemExit(f"--variant {text!r}: {bad[0]!r} must be ENV:NAME=VALUE")
     return label, python, tuple(o for o in overrides if o)
 
 

@@ -14,8 +14,9 @@
 #   OUTDIR/runs/transformer-seed0/      paper-preset Transformer run
 #   OUTDIR/bench_realistic.jsonl        cram bench kernels --shapes realistic, one row per line
 #   OUTDIR/bench_model.json             model-level timing rows from the two paper runs
-#   OUTDIR/throughput.txt               tokens/s of CRAM and the Transformer at the demo and cpu
-#                                       presets (scripts/bench_throughput.py)
+#   OUTDIR/throughput.txt               tokens/s of CRAM at the demo and paper presets, steps
+#                                       with per-step read-backs (CRAM_SYNC_FREE=0) against
+#                                       sync-free ones, alternating (scripts/bench_throughput.py)
 #   OUTDIR/gpu_util.csv                 GPU utilisation every 5 s while the paper runs train
 #   OUTDIR/logs/<step>.log              each step's stdout and stderr
 #   OUTDIR/steps.tsv                    step, exit status, seconds (124: stopped by its limit)
@@ -40,10 +41,10 @@ TRAIN_SET=()                 # extra overrides, e.g. (--set train.log_every=100)
 SEED=0
 TRAIN_LIMIT="${CRAM_GPU_CHECK_TRAIN_LIMIT:-330}"      # each paper-preset run (they run together)
 TESTS_LIMIT="${CRAM_GPU_CHECK_TESTS_LIMIT:-330}"      # each test step (they run together)
-BENCH_LIMIT="${CRAM_GPU_CHECK_BENCH_LIMIT:-120}"      # realistic routed-attention shapes
-MODEL_LIMIT="${CRAM_GPU_CHECK_MODEL_LIMIT:-45}"       # model-level timing rows
-THROUGHPUT_LIMIT="${CRAM_GPU_CHECK_THROUGHPUT_LIMIT:-50}"
-THROUGHPUT_STEPS=60          # per run; the rate is read over the second half (after compiling)
+BENCH_LIMIT="${CRAM_GPU_CHECK_BENCH_LIMIT:-110}"      # realistic routed-attention shapes
+MODEL_LIMIT="${CRAM_GPU_CHECK_MODEL_LIMIT:-40}"       # model-level timing rows
+THROUGHPUT_LIMIT="${CRAM_GPU_CHECK_THROUGHPUT_LIMIT:-60}"
+THROUGHPUT_STEPS=30          # per run; the rate is read over the second half (after compiling)
 PYTHON="${PYTHON:-python}"   # the interpreter the project is installed in
 CRAM="${CRAM:-cram}"         # its console script
 # -----------------------------------------------------------------------------------------------
@@ -154,10 +155,11 @@ run bench_realistic "$BENCH_LIMIT" "$CRAM" bench kernels --json --no-docs --shap
 run bench_model "$MODEL_LIMIT" --to "$OUTDIR/bench_model.json" "$CRAM" bench kernels --json \
     --no-docs --parts model --model-runs "$OUTDIR/runs"
 
-# 6. ... and training throughput at the small presets
+# 6. ... and CRAM's training throughput with and without the per-step host read-backs
 run throughput "$THROUGHPUT_LIMIT" --to "$OUTDIR/throughput.txt" "$PYTHON" \
-    scripts/bench_throughput.py --presets demo,cpu --models cram,transformer \
-    --steps "$THROUGHPUT_STEPS"
+    scripts/bench_throughput.py --presets demo,paper --models cram --steps "$THROUGHPUT_STEPS" \
+    --variant "read-back=$PYTHON;ENV:CRAM_SYNC_FREE=0" \
+    --variant "sync-free=$PYTHON;ENV:CRAM_SYNC_FREE=1"
 
 # 7. summary
 run summary 60 "$PYTHON" scripts/gpu_check_summary.py "$OUTDIR"
