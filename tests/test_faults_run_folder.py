@@ -154,9 +154,12 @@ def test_sigint_marks_the_run_interrupted_and_it_resumes(tmp_path):
     """A time limit (`timeout -s INT`, as scripts/gpu_check.sh uses) stops a run as Ctrl-C does."""
     out = tmp_path / "limited"
     sets = ["--set", "train.steps=400"]
+    # SIGINT at its default in the child even when this test runs in a background job, where
+    # the shell starts it ignored (and Python then installs no KeyboardInterrupt handler)
     proc = subprocess.Popen([sys.executable, "-m", "cram", "train", *TINY, "--out", str(out),
                              *sets], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "checkpoints" / "last.pt").exists():
         time.sleep(0.05)
