@@ -113,16 +113,16 @@ def _fwd_kernel(Q, K, V, BIDX, POS, OUT, LSE, WS_ACC, WS_M, WS_L, N, T, H, N_KEY
     split = tl.program_id(2)
     rows = mblk * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,)
     rmask = rows < N
-    rb = tl.load(BIDX + rows, mask=rmask, other=-1)
-    rp = tl.load(POS + rows, mask=rmask, other=-1)
+    rb = tl.load(BIDX + rows, mask=rmask, other=-1).to(tl.int32)  # int32 keeps the 2D masks
+    rp = tl.load(POS + rows, mask=rmask, other=-1).to(tl.int32)  # and key offsets small
     d = tl.arange(0, BLOCK_D)
     dmask = d < DH
     qd_mask = rmask[:, None] & dmask[None, :]
     q_off = _row_offsets(rows, rb, rp, rmask, SQR, SQB, SQT, GATHER)[:, None] + h * SQH + d[None, :]
     q = tl.load(Q + q_off, mask=qd_mask, other=0.0)  # (BM, BD)
     o_off = rows[:, None].to(tl.int64) * (H * DH) + h * DH + d[None, :]
-    b_first = tl.load(BIDX + mblk * BLOCK_M)
-    b_last = tl.load(BIDX + tl.minimum(mblk * BLOCK_M + BLOCK_M, N) - 1)
+    b_first = tl.load(BIDX + mblk * BLOCK_M).to(tl.int32)
+    b_last = tl.load(BIDX + tl.minimum(mblk * BLOCK_M + BLOCK_M, N) - 1).to(tl.int32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -134,8 +134,9 @@ def _fwd_kernel(Q, K, V, BIDX, POS, OUT, LSE, WS_ACC, WS_M, WS_L, N, T, H, N_KEY
             lo = tl.maximum(tl.min(tl.where(inb, rp - WINDOW + 1, T), axis=0), 0)
         lo = tl.maximum((lo // BLOCK_N) * BLOCK_N, split * KV_CHUNK)  # KV_CHUNK % BLOCK_N == 0
         hi = tl.minimum(hi, split * KV_CHUNK + KV_CHUNK - 1)
-        k_base = b * SKB + h * SKH  # b is int64 (read from BIDX)
-        v_base = b * SVB + h * SVH
+        b64 = b + tl.zeros([], dtype=tl.int64)  # one int64 scalar offset per sequence
+        k_base = b64 * SKB + h * SKH
+        v_base = b64 * SVB + h * SVH
         for n0 in range(lo, hi + 1, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)  # (BN,)
             kv_mask = (cols < T)[:, None] & dmask[None, :]
@@ -212,8 +213,8 @@ def _dq_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, DQ, WS_DQ, N, T, H, N_KEY, sc
     split = tl.program_id(2)
     rows = mblk * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
-    rb = tl.load(BIDX + rows, mask=rmask, other=-1)
-    rp = tl.load(POS + rows, mask=rmask, other=-1)
+    rb = tl.load(BIDX + rows, mask=rmask, other=-1).to(tl.int32)  # int32 keeps the 2D masks
+    rp = tl.load(POS + rows, mask=rmask, other=-1).to(tl.int32)  # and key offsets small
     d = tl.arange(0, BLOCK_D)
     dmask = d < DH
     qd_mask = rmask[:, None] & dmask[None, :]
@@ -226,8 +227,8 @@ def _dq_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, DQ, WS_DQ, N, T, H, N_KEY, sc
     do = tl.load(DO + do_off, mask=qd_mask, other=0.0)  # (BM, BD)
     lse = tl.load(LSE + rows * H + h, mask=rmask, other=0.0)  # (BM,)
     delta = tl.load(DELTA + rows * H + h, mask=rmask, other=0.0)  # (BM,)
-    b_first = tl.load(BIDX + mblk * BLOCK_M)
-    b_last = tl.load(BIDX + tl.minimum(mblk * BLOCK_M + BLOCK_M, N) - 1)
+    b_first = tl.load(BIDX + mblk * BLOCK_M).to(tl.int32)
+    b_last = tl.load(BIDX + tl.minimum(mblk * BLOCK_M + BLOCK_M, N) - 1).to(tl.int32)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for b in range(b_first, b_last + 1):
         inb = rmask & (rb == b)
@@ -237,8 +238,9 @@ def _dq_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, DQ, WS_DQ, N, T, H, N_KEY, sc
             lo = tl.maximum(tl.min(tl.where(inb, rp - WINDOW + 1, T), axis=0), 0)
         lo = tl.maximum((lo // BLOCK_N) * BLOCK_N, split * KV_CHUNK)
         hi = tl.minimum(hi, split * KV_CHUNK + KV_CHUNK - 1)
-        k_base = b * SKB + h * SKH  # b is int64 (read from BIDX)
-        v_base = b * SVB + h * SVH
+        b64 = b + tl.zeros([], dtype=tl.int64)  # one int64 scalar offset per sequence
+        k_base = b64 * SKB + h * SKH
+        v_base = b64 * SVB + h * SVH
         for n0 in range(lo, hi + 1, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
             kv_mask = (cols < T)[:, None] & dmask[None, :]
@@ -274,8 +276,8 @@ def _combine_dq_kernel(WS_DQ, BIDX, POS, DQ, N, H, N_SPLITS, scale, SDR, SDB, SD
     for split in range(0, N_SPLITS):
         ws_off = (split * N + rows)[:, None].to(tl.int64) * (H * DH) + h * DH + d[None, :]
         dq += tl.load(WS_DQ + ws_off, mask=qd_mask, other=0.0)
-    rb = tl.load(BIDX + rows, mask=rmask, other=-1)
-    rp = tl.load(POS + rows, mask=rmask, other=-1)
+    rb = tl.load(BIDX + rows, mask=rmask, other=-1).to(tl.int32)  # int32 keeps the 2D masks
+    rp = tl.load(POS + rows, mask=rmask, other=-1).to(tl.int32)  # and key offsets small
     dq_off = _row_offsets(rows, rb, rp, rmask, SDR, SDB, SDT, GATHER)[:, None] + h * SDH \
         + d[None, :]
     tl.store(DQ + dq_off, (dq * scale).to(DQ.dtype.element_ty), mask=qd_mask)
@@ -309,13 +311,13 @@ def _dkv_kernel(Q, K, V, BIDX, POS, DO, LSE, DELTA, ROW_LO, ROW_HI, DK, DV, T, H
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     j0 = n0 // FINE_N
     j1 = tl.minimum(tl.cdiv(n0 + BLOCK_N, FINE_N), N_FINE) - 1
-    r_lo = tl.load(ROW_LO + b * N_FINE + j0)
-    r_hi = tl.load(ROW_HI + b * N_FINE + j1)
+    r_lo = tl.load(ROW_LO + b * N_FINE + j0).to(tl.int32)  # row indices fit int32
+    r_hi = tl.load(ROW_HI + b * N_FINE + j1).to(tl.int32)
     for r0 in range(r_lo, r_hi, BLOCK_M):
         rows = r0 + tl.arange(0, BLOCK_M)  # (BM,)
         rmask = rows < r_hi
-        rb = tl.load(BIDX + rows, mask=rmask, other=-1)
-        rp = tl.load(POS + rows, mask=rmask, other=-1)
+        rb = tl.load(BIDX + rows, mask=rmask, other=-1).to(tl.int32)
+        rp = tl.load(POS + rows, mask=rmask, other=-1).to(tl.int32)
         qd_mask = rmask[:, None] & dmask[None, :]
         q_off = _row_offsets(rows, rb, rp, rmask, SQR, SQB, SQT, GATHER)[:, None] + h * SQH \
             + d[None, :]
