@@ -61,6 +61,11 @@ class TrainConfig:
     cost_ramp_steps: int = 100  # λ ramps linearly from 0 after warm-up
     router_logit_weight: float = 0.0  # penalty on the router's centred squared logits (query and
     #   non-query tokens averaged apart): keeps the router off saturation, where no cost moves it
+    router_consistency_weight: float = 0.0  # after warm-up, at query tokens (labelled or not):
+    #   the router's expected distance, in the value probe's readout, between the chosen tier's
+    #   output and the stop-grad episodic readout (0 for attention; gradient through the router's
+    #   probabilities only): teaches which
+    #   tier reproduces what attention would fetch where no label says it
     cost_gate: Literal["none", "familiarity", "familiarity-queries"] = "familiarity"
     #   each token's cost is scaled by its stop-grad q̂: attention is charged only where the
     #   model predicts consolidation; "none": the ungated cost;
@@ -95,7 +100,8 @@ class TrainConfig:
                               f"(got {self.tau_start}, {self.tau_end})")
         for name in ("signal_weight", "consolidation_weight", "consolidation_raw_weight",
                      "familiarity_weight", "probe_weight", "cost_query", "cost_nonquery",
-                     "router_logit_weight", "weight_decay", "grad_clip"):
+                     "router_logit_weight", "router_consistency_weight", "weight_decay",
+                     "grad_clip"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ConfigError(f"TrainConfig.{name}={v!r}: must be a number >= 0")
@@ -145,6 +151,12 @@ class ExperimentConfig:
     data: SRCDConfig = field(default_factory=SRCDConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.train.router_consistency_weight and self.model.q_space != "value":
+            raise ConfigError("train.router_consistency_weight needs model.q_space=value (it "
+                              "compares tiers in the value probe's readout), got "
+                              f"{self.model.q_space!r}")
 
     def to_dict(self) -> dict:
         """The config as plain dicts (config.json and checkpoints)."""

@@ -16,6 +16,14 @@ For every CRAM layer (``LayerStats.q`` is set):
   ``cost_gate="familiarity"`` each token's share is weighted by its stop-grad q̂: attention costs
   only as much as the token is predicted to be consolidated; ``"familiarity-queries"`` gates query
   tokens only and charges non-query tokens (which hold no binding to consolidate) ungated.
+- **router consistency** (``router_consistency_weight``, off by default): at query tokens,
+  labelled or not, the router's expected readout distance Σ_tier g_tier · KL(p_E ‖ p_tier) from
+  the stop-grad episodic readout (0 for attention; the semantic tier's is q's distance; the
+  working tier adds nothing, so its readout is the probe's bias). The distances are stop-grad:
+  the gradient goes through the router's probabilities (to the router and, as the cost term's,
+  to its input). Where no label trains the choice (an unlabelled library
+  query), it tells the router which non-attention tier reproduces what attention would fetch.
+  After warm-up only, as the router term.
 - **router** (``router_logit_weight``, off by default): the centred squared router logits, query
   and non-query tokens averaged apart. A saturated softmax passes almost no gradient, so a cost that
   arrives after the router has saturated cannot move it; this keeps the router where it can. It
@@ -75,6 +83,25 @@ def _probe_loss(logits: torch.Tensor, answer: torch.Tensor, where: torch.Tensor,
     return _masked_mean(ce.view_as(answer), where)
 
 
+def _expected_readout_distance(s, log_p_e: torch.Tensor, kl_semantic: torch.Tensor
+                               ) -> torch.Tensor:
+    """Σ_tier g_tier · KL(p_E ‖ p_tier) per token (B, T); gradient through g only.
+
+    ``log_p_e`` (B, T, V): the stop-grad episodic readout; ``kl_semantic`` (B, T): the semantic
+    tier's distance from it. The working tier's readout is the probe applied to a zero output
+    (its bias); the episodic tier's distance is 0.
+    """
+    if s.q_space != "value" or "probe_bias" not in s.extra:
+        raise ValueError("router_consistency_weight needs a CRAM layer with a value-space q")
+    log_p_w = F.log_softmax(s.extra["probe_bias"].float(), -1)  # (V,)
+    kl_working = (log_p_e.exp() * (log_p_e - log_p_w)).sum(-1)  # (B, T)
+    distance = torch.zeros(*kl_semantic.shape, 3, device=kl_semantic.device)  # (B, T, 3)
+    distance[..., Tier.WORKING] = kl_working
+    distance[..., Tier.SEMANTIC] = kl_semantic
+    share = torch.softmax(s.logits.float(), -1)  # (B, T, 3)
+    return (share * distance.detach()).sum(-1)
+
+
 def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
                  schedule=None) -> LossTerms:  # issue 13: schedule = a RoutingSchedule
     """The training objective on one batch: value and signal losses, consolidation terms, cost."""
@@ -91,6 +118,7 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
     resident = sync_free(answer.device)  # issue 16: no data-dependent shapes on this path
     if cram_layers:
         probe = consolidation = familiarity = cost = router = loss_value.new_zeros(())
+        consistency = loss_value.new_zeros(())
         cost_scale = (schedule or cfg).cost_scale(step)  # issue 13
         below = attended_below(cram_layers) if cfg.familiarity_scope == "retrieving" \
             else [None] * len(cram_layers)  # issue 13: layer-aware familiarity
@@ -119,6 +147,9 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
                     cfg.cost_query * _masked_mean(share_query, is_query)
                     + cfg.cost_nonquery * _masked_mean(share_nonquery, ~is_query))
             after_warmup = not schedule.warmup(step) if schedule else step >= cfg.warmup_steps
+            if cfg.router_consistency_weight and s.logits is not None and after_warmup:
+                consistency = consistency + cfg.router_consistency_weight * _masked_mean(
+                    _expected_readout_distance(s, log_p_e, kl), is_query)
             if cfg.router_logit_weight and s.logits is not None and after_warmup:  # issue 13
                 centred = s.logits.float() - s.logits.float().mean(-1, keepdim=True)  # (B, T, 3)
                 spread = centred.pow(2).sum(-1)  # (B, T)
@@ -131,6 +162,9 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
             + cfg.familiarity_weight * familiarity + cost + router
         terms.update(loss_probe=probe, loss_consolidation=consolidation,
                      loss_familiarity=familiarity, loss_cost=cost, loss_router=router)
+        if cfg.router_consistency_weight:  # logged only when on (older logs keep their columns)
+            total = total + consistency / n
+            terms["loss_router_consistency"] = consistency / n
     charged = [s.extra["cost_share"] for s in out.layers if "cost_share" in s.extra]
     if charged:  # a baseline charged like CRAM (cram.models.matched): same λ, warm-up and ramp
         scale = cfg.cost_scale(step)

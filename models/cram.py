@@ -183,7 +183,9 @@ class CRAMBlock(nn.Module):
         return x, LayerStats(
             episodic=mix[..., EPISODIC], computed=computed, choice=choice, r_episodic=r_dense,
             f_semantic=f_sem, probe_episodic=probe_e, probe_semantic=probe_s, q=q,
-            q_space=self.routing.q_space, qhat=qhat, logits=logits)
+            q_space=self.routing.q_space, qhat=qhat, logits=logits,
+            extra={"probe_bias": self.value_probe.bias.detach()})  # (V,): the probe of a zero
+        #   output, i.e. the working tier's readout (no retrieval adds nothing to x)
 
 
 class CRAM(SRCDModel):

@@ -148,3 +148,55 @@ def test_compute_loss_is_the_same_on_the_sync_free_path(monkeypatch):
     assert plain.terms.keys() == device.terms.keys()
     for name, value in plain.terms.items():
         assert device.terms[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
+
+
+# ------------------------------------------------- router consistency (issue 15's proposed signal)
+def test_router_consistency_prefers_the_tier_that_reproduces_attention():
+    """Gradient descent on the term moves the router toward attention and the closer tier.
+
+    Semantic readout close to the episodic one, working memory's far: the working logit goes
+    down, the semantic one up (d(E[d])/dz_t = g_t (d_t - E[d])).
+    """
+    from types import SimpleNamespace
+
+    from cram.consolidation.losses import _expected_readout_distance
+    from cram.models.tiers import Tier
+
+    vocab = 5
+    log_p_e = torch.log_softmax(torch.tensor([[[6.0, 0, 0, 0, 0]]]), -1)  # (1, 1, V) confident
+    kl_semantic = torch.tensor([[0.05]])  # (1, 1): the semantic tier almost agrees
+    logits = torch.zeros(1, 1, 3, requires_grad=True)
+    layer = SimpleNamespace(q_space="value", logits=logits,
+                            extra={"probe_bias": torch.zeros(vocab)})  # uniform working readout
+    value = _expected_readout_distance(layer, log_p_e, kl_semantic)
+    kl_working = float((log_p_e.exp() * (log_p_e - torch.log_softmax(torch.zeros(vocab), -1)))
+                       .sum())
+    assert float(value) == pytest.approx((kl_working + 0.05) / 3, rel=1e-5)
+    grad, = torch.autograd.grad(value.sum(), logits)
+    assert grad[0, 0, Tier.WORKING] > 0 > grad[0, 0, Tier.SEMANTIC]
+    assert grad[0, 0, Tier.EPISODIC] < 0
+
+
+def test_router_consistency_is_off_by_default_and_trains_only_the_router():
+    model, batch, train = _model_and_batch()
+    out = model(batch, Route(temperature=1.0, generator=torch.Generator().manual_seed(0)))
+    step = train.warmup_steps + 5
+    off = compute_loss(out, batch, train, step)
+    assert "loss_router_consistency" not in off.terms
+    on_cfg = dataclasses.replace(train, router_consistency_weight=1.0)
+    on = compute_loss(out, batch, on_cfg, step)
+    term = on.terms["loss_router_consistency"]
+    assert term > 0 and on.terms["loss_total"] == pytest.approx(off.terms["loss_total"] + term)
+    warm = compute_loss(out, batch, on_cfg, train.warmup_steps - 1)  # warm-up: not yet
+    assert warm.terms["loss_router_consistency"] == 0.0
+    # the term's gradient (total with it minus total without) goes through the router's
+    # probabilities only: every router moves; the distances are stop-grad, so no value probe and
+    # not the last layer's semantic tier (earlier layers' reach it through the residual stream,
+    # as the cost term's does)
+    params = dict(model.named_parameters())
+    grads = torch.autograd.grad(on.total - off.total, list(params.values()), allow_unused=True)
+    touched = {n for (n, _), g in zip(params.items(), grads, strict=True)
+               if g is not None and g.abs().sum() > 0}
+    last = f"blocks.{len(model.blocks) - 1}."
+    assert all(f"blocks.{i}.router.weight" in touched for i in range(len(model.blocks)))
+    assert not any("value_probe" in n or n.startswith(last + "semantic") for n in touched)
