@@ -62,10 +62,10 @@ class TrainConfig:
     router_logit_weight: float = 0.0  # penalty on the router's centred squared logits (query and
     #   non-query tokens averaged apart): keeps the router off saturation, where no cost moves it
     router_consistency_weight: float = 0.0  # after warm-up, at query tokens (labelled or not):
-    #   the router's expected distance, in the value probe's readout, between the chosen tier's
-    #   output and the stop-grad episodic readout (0 for attention; gradient through the router's
-    #   probabilities only): teaches which
-    #   tier reproduces what attention would fetch where no label says it
+    #   the expected distance, in the value probe's readout, of the working and semantic tiers'
+    #   outputs from the stop-grad episodic readout, weighted by the router's softmax over those
+    #   two logits: teaches which non-attention tier reproduces what attention would fetch where
+    #   no label says it (the attention share stays the cost's)
     cost_gate: Literal["none", "familiarity", "familiarity-queries"] = "familiarity"
     #   each token's cost is scaled by its stop-grad q̂: attention is charged only where the
     #   model predicts consolidation; "none": the ungated cost;

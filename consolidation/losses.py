@@ -17,13 +17,14 @@ For every CRAM layer (``LayerStats.q`` is set):
   only as much as the token is predicted to be consolidated; ``"familiarity-queries"`` gates query
   tokens only and charges non-query tokens (which hold no binding to consolidate) ungated.
 - **router consistency** (``router_consistency_weight``, off by default): at query tokens,
-  labelled or not, the router's expected readout distance Σ_tier g_tier · KL(p_E ‖ p_tier) from
-  the stop-grad episodic readout (0 for attention; the semantic tier's is q's distance; the
-  working tier adds nothing, so its readout is the probe's bias). The distances are stop-grad:
-  the gradient goes through the router's probabilities (to the router and, as the cost term's,
-  to its input). Where no label trains the choice (an unlabelled library
-  query), it tells the router which non-attention tier reproduces what attention would fetch.
-  After warm-up only, as the router term.
+  labelled or not, the expected readout distance KL(p_E ‖ p_tier) from the stop-grad episodic
+  readout over the two non-attention tiers, weighted by the router's softmax over their two
+  logits (the semantic tier's distance is q's; the working tier adds nothing, so its readout is
+  the probe's bias). The distances are stop-grad; the gradient moves only the working-vs-semantic
+  logit difference (through the router and, as the cost term's, its input). Where no label
+  trains that choice (an unlabelled library query), it tells the router which non-attention
+  tier reproduces what attention would fetch; the attention share stays the cost's. After
+  warm-up only, as the router term.
 - **router** (``router_logit_weight``, off by default): the centred squared router logits, query
   and non-query tokens averaged apart. A saturated softmax passes almost no gradient, so a cost that
   arrives after the router has saturated cannot move it; this keeps the router where it can. It
@@ -85,21 +86,23 @@ def _probe_loss(logits: torch.Tensor, answer: torch.Tensor, where: torch.Tensor,
 
 def _expected_readout_distance(s, log_p_e: torch.Tensor, kl_semantic: torch.Tensor
                                ) -> torch.Tensor:
-    """Σ_tier g_tier · KL(p_E ‖ p_tier) per token (B, T); gradient through g only.
+    """Expected KL(p_E ‖ p_tier) over the two non-attention tiers, per token (B, T).
 
-    ``log_p_e`` (B, T, V): the stop-grad episodic readout; ``kl_semantic`` (B, T): the semantic
-    tier's distance from it. The working tier's readout is the probe applied to a zero output
-    (its bias); the episodic tier's distance is 0.
+    The tiers are weighted by the router's softmax over its working and semantic logits alone,
+    so the term moves only their difference: which of the two to read when not attending. It
+    leaves the attention share to the cost (a first form over all three tiers, where attention's
+    distance is 0, also pulled every token toward attention: docs/cram.md). ``log_p_e``
+    (B, T, V): the stop-grad episodic readout; ``kl_semantic`` (B, T): the semantic tier's
+    distance from it. The working tier's readout is the probe applied to a zero output (its
+    bias). Distances are stop-grad: the gradient goes through the router's logits only.
     """
     if s.q_space != "value" or "probe_bias" not in s.extra:
         raise ValueError("router_consistency_weight needs a CRAM layer with a value-space q")
     log_p_w = F.log_softmax(s.extra["probe_bias"].float(), -1)  # (V,)
     kl_working = (log_p_e.exp() * (log_p_e - log_p_w)).sum(-1)  # (B, T)
-    distance = torch.zeros(*kl_semantic.shape, 3, device=kl_semantic.device)  # (B, T, 3)
-    distance[..., Tier.WORKING] = kl_working
-    distance[..., Tier.SEMANTIC] = kl_semantic
-    share = torch.softmax(s.logits.float(), -1)  # (B, T, 3)
-    return (share * distance.detach()).sum(-1)
+    distance = torch.stack([kl_working, kl_semantic], -1).detach()  # (B, T, 2)
+    pair = s.logits.float()[..., [Tier.WORKING, Tier.SEMANTIC]]  # (B, T, 2)
+    return (torch.softmax(pair, -1) * distance).sum(-1)
 
 
 def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
