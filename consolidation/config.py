@@ -79,7 +79,10 @@ class TrainConfig:
     retention_stages: int = 3  # retention curves at warm-up end plus this many evenly spaced steps
     checkpoint_every: int = 50
     threads: int = 1  # torch intra-op threads on CPU
-    prefetch: int = 2  # batches drawn ahead in a background thread (0: in the loop; issue 16)
+    prefetch: int = 2  # batches drawn this many steps ahead (0: in the loop; issue 16) ...
+    data_worker: Literal["auto", "thread", "process"] = "auto"  # ... in a background thread or
+    #   one worker process (no GIL time taken from the loop); auto: a process on CUDA, else a
+    #   thread (consolidation/batches.py). Any choice gives the same batches, bit for bit
     device: str = "auto"  # auto: CUDA (with AMP) if present, then MPS, else CPU
 
     def __post_init__(self) -> None:
@@ -111,6 +114,9 @@ class TrainConfig:
         if self.familiarity_scope not in ("all", "retrieving"):
             raise ConfigError(f"TrainConfig.familiarity_scope={self.familiarity_scope!r}: "
                               "'all' or 'retrieving'")
+        if self.data_worker not in ("auto", "thread", "process"):
+            raise ConfigError(f"TrainConfig.data_worker={self.data_worker!r}: 'auto', 'thread' "
+                              "or 'process'")
         if self.schedule not in ("fixed", "learned"):
             raise ConfigError(f"TrainConfig.schedule={self.schedule!r}: 'fixed' or 'learned'")
         if self.schedule_criterion not in ("retrieval", "accuracy"):

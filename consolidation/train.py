@@ -4,7 +4,7 @@
 evaluates it with hard routing on a fixed evaluation set every ``log_every`` steps, and writes the
 run folder described in docs/run_folder.md. Where things happen:
 
-- a batch comes from the *data source* (:func:`draw_batch`; SRCD unless ``data=`` is given);
+- a batch comes from the *data source* (``batches.draw_batch``; SRCD unless ``data=`` is given);
 - the loss and the optimiser step are :func:`train_step` (loss terms from ``losses.compute_loss``);
 - files are written by ``run_writer.RunWriter`` under a ``run_writer.RunLock``; checkpoints by
   ``restore.save_state`` (after a finiteness check) and read back by ``restore`` / ``checkpoint``.
@@ -31,7 +31,6 @@ import errno
 import os
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from cram.core.errors import ConfigError, CramError, RunFolderError
 from cram.core.runs import CHECKPOINT_DIR, METRICS_FILE
 from cram.models import Route
 
+from .batches import prefetcher, step_batches, worker_kind
 from .checkpoint import remove_temp_files
 from .config import ExperimentConfig
 from .evaluate import evaluate
@@ -60,12 +60,11 @@ from .restore import (
 )
 from .routing_schedule import RoutingSchedule, measure_criterion  # issue 13
 from .run_writer import RunLock, RunWriter, prepare_folder, run_meta
-from .srcd import IGNORE_INDEX, SRCD, stream_rng
+from .srcd import IGNORE_INDEX, SRCD
 from .tokens import (
     check_token_model,
     compute_token_loss,
     evaluate_tokens,
-    exposure_counts,
     is_token_task,
     token_metric_columns,
 )
@@ -341,13 +340,14 @@ def _setup(model_name, config, out, seed, dist, data, ckpt) -> tuple[_Run, Train
 def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) -> None:
     """Log/checkpoint at every ``log_every`` step, then one training step, until ``steps``.
 
-    Batches are drawn ``train.prefetch`` steps ahead in a background thread (issue 16); loss
-    terms stay on the device until a row is logged.
+    Batches are drawn ``train.prefetch`` steps ahead in a thread or a worker process
+    (``batches.prefetcher``, issue 16); loss terms stay on the device until a row is logged.
     """
     t = run.config.train
     start = ts.step
     window = _LossWindow()
-    batches = _Prefetcher(run, t.prefetch)
+    batches = prefetcher(step_batches(run), t.prefetch, worker_kind(t.data_worker, run.device),
+                         t.steps)
     resident = sync_free(run.device)  # issue 16: no host read-back inside a step
     try:
         while True:
@@ -396,53 +396,6 @@ def _log_and_save(run: _Run, ts: TrainState, writer: RunWriter | None, temperatu
         if writer is not None:
             save_state(run.out, ts, run.model_name, run.seed, run.config, gens)
     run.dist.barrier()
-
-
-class _Prefetcher:
-    """Batch ``step`` and its exposure counts, drawn up to ``depth`` steps ahead in one thread.
-
-    Each batch is still ``draw_batch(run, step)``, a function of (seed, rank, step) only, so the
-    stream is the same with any depth; ``depth=0`` draws in the calling thread.
-    """
-
-    def __init__(self, run: _Run, depth: int):
-        self.run, self.depth = run, depth
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="cram-data") if depth else None
-        self.pending: dict[int, Future] = {}
-
-    def _draw(self, step: int):
-        run = self.run
-        batch_np = draw_batch(run, step)
-        if run.token:
-            return batch_np, exposure_counts(batch_np, run.data.n_library)
-        counts = np.bincount(batch_np.pattern[batch_np.pattern >= 0],
-                             minlength=run.config.data.n_library)
-        return batch_np, counts
-
-    def get(self, step: int):
-        """Return (batch, counts) of ``step`` and queue the next ``depth`` steps."""
-        if self.pool is None:
-            return self._draw(step)
-        last = min(step + self.depth, self.run.config.train.steps - 1)
-        for s in range(step, last + 1):
-            if s not in self.pending:
-                self.pending[s] = self.pool.submit(self._draw, s)
-        for s in [s for s in self.pending if s < step]:  # never the case in the loop; be safe
-            self.pending.pop(s).cancel()
-        return self.pending.pop(step).result()
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def draw_batch(run: _Run, step: int):
-    """Batch ``step``: rank r's shard is a function of (seed, r, step) only."""
-    t = run.config.train
-    shards = run.dist.world if run.dist.enabled else t.data_shards
-    ranks = [run.dist.rank] if run.dist.enabled else range(shards)
-    parts = [run.data.sample(t.batch_size // shards, stream_rng(run.seed, r, step)) for r in ranks]
-    return type(parts[0]).concat(parts)
 
 
 def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: float, cfg_t,

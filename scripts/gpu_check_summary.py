@@ -170,7 +170,8 @@ def summarize(out: Path) -> str:
     throughput = out / "throughput.txt"
     lines = [x for x in throughput.read_text().splitlines() if not x.startswith("[")] \
         if throughput.is_file() else ["throughput.txt missing"]
-    parts += ["", "## Training throughput (small presets)", "", "```", *lines, "```"]
+    parts += ["", "## Training throughput (paper preset: read-back, data thread, data process)",
+              "", "```", *lines, "```"]
     return "\n".join(parts) + "\n"
 
 

@@ -230,13 +230,14 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path, sync_free):
     """Gloo DDP with 2 ranks == one process drawing the same 2 shards (tolerance 1e-4 on losses).
 
     Routing is forced during warm-up, so no Gumbel noise enters and the comparison is exact up to
-    floating-point reduction order. ``sync-free``: the CUDA path's steps (issue 16) on the CPU,
-    where the ranks also all-reduce the non-finite flag.
+    floating-point reduction order. ``sync-free``: the CUDA path's steps and data worker
+    processes (issue 16) on the CPU, where the ranks also all-reduce the non-finite flag.
     """
     env = {**ENV, "CRAM_SYNC_FREE": sync_free}
     sets = ["--set", "train.steps=20", "--set", "train.warmup_steps=20",
             "--set", "train.log_every=10",
-            "--set", "train.batch_size=8"]
+            "--set", "train.batch_size=8",
+            "--set", f"train.data_worker={'process' if sync_free == '1' else 'thread'}"]
     single = tmp_path / "single"
     proc = _cli("train", "--model", "cram", "--preset", "cpu-tiny", "--quiet", "--out", str(single),
                 *sets, "--set", "train.data_shards=2", env=env)
@@ -297,28 +298,85 @@ def test_paper_preset_trains_on_cuda_at_full_length(tmp_path):
     assert json.loads((run_dir / "meta.json").read_text())["status"] == "finished"
 
 
-@pytest.mark.parametrize("depth", [0, 1, 3])
-def test_prefetched_batches_are_the_stream_batches(depth):
-    """Issue 16: the background prefetcher hands out exactly ``draw_batch(run, step)``."""
+@pytest.mark.parametrize("depth,kind", [(0, "thread"), (1, "thread"), (3, "thread"),
+                                        (1, "process"), (2, "process")])
+def test_prefetched_batches_are_the_stream_batches(depth, kind):
+    """Issue 16: every prefetcher hands out exactly ``draw_batch(run, step)`` with its counts."""
     from types import SimpleNamespace
 
-    from cram.consolidation import train as train_mod
+    from cram.consolidation import batches as batches_mod
+    from cram.consolidation.srcd import SRCD
+
+    config = resolve("cram", "cpu-tiny", ["train.data_shards=2"])
+    run = SimpleNamespace(config=config, seed=3, data=SRCD(config.data), token=False,
+                          dist=SimpleNamespace(enabled=False, rank=0, world=1))
+    batches = batches_mod.prefetcher(batches_mod.step_batches(run), depth, kind,
+                                     config.train.steps)
+    try:
+        for step in (0, 1, 2, 5, 6, 3):  # a gap (resume) and a jump back are fine too
+            got, counts = batches.get(step)
+            want = batches_mod.draw_batch(run, step)
+            for name in ("event", "key", "value_in", "signal", "answer", "pattern"):
+                np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+            np.testing.assert_array_equal(
+                counts, np.bincount(want.pattern[want.pattern >= 0],
+                                    minlength=config.data.n_library))
+    finally:
+        batches.close()
+
+
+def test_ctrl_c_while_the_data_worker_shuts_down_is_not_swallowed(monkeypatch):
+    """A SIGINT landing while ``close()`` joins the worker must reach the CLI (exit 130).
+
+    A DataLoader iterator that shuts its worker down in ``__del__`` swallows it: a run stopped
+    at its last step would then end with status 0.
+    """
+    from types import SimpleNamespace
+
+    from cram.consolidation import batches as batches_mod
     from cram.consolidation.srcd import SRCD
 
     config = resolve("cram", "cpu-tiny")
-    run = SimpleNamespace(config=config, seed=3, data=SRCD(config.data), token=False,
+    run = SimpleNamespace(config=config, seed=0, data=SRCD(config.data), token=False,
                           dist=SimpleNamespace(enabled=False, rank=0, world=1))
-    batches = train_mod._Prefetcher(run, depth)
-    try:
-        for step in (0, 1, 2, 5, 6):  # a gap (resume) is fine too
-            got, counts = batches.get(step)
-            want = train_mod.draw_batch(run, step)
-            for name in ("event", "key", "value_in", "signal", "answer", "pattern"):
-                np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
-            assert counts.sum() == (want.pattern >= 0).sum()
-    finally:
+    batches = batches_mod.prefetcher(batches_mod.step_batches(run), 2, "process", 10)
+    batches.get(0)
+    iterator = batches.iterator
+    real = iterator._shutdown_workers
+    calls = []
+
+    def interrupted():
+        calls.append(1)
+        real()
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(iterator, "_shutdown_workers", interrupted)
+    del iterator
+    with pytest.raises(KeyboardInterrupt):
         batches.close()
-    assert not batches.pending or depth  # depth 0 never queues
+
+
+def test_data_worker_auto_is_a_process_on_cuda_only():
+    from cram.consolidation.batches import worker_kind
+
+    assert worker_kind("auto", torch.device("cpu")) == "thread"
+    assert worker_kind("auto", torch.device("cuda", 0)) == "process"
+    assert worker_kind("thread", torch.device("cuda", 0)) == "thread"
+    with pytest.raises(ConfigError, match="data_worker"):
+        resolve("cram", "cpu-tiny", ["train.data_worker=fork"])
+
+
+def test_a_worker_process_run_has_the_metrics_of_an_inline_run(tmp_path):
+    """The whole loop with batches from a worker process: metrics equal an unprefetched run."""
+    logs = []
+    for name, overrides in (("inline", ["train.prefetch=0"]),
+                            ("process", ["train.data_worker=process", "train.prefetch=2"])):
+        config = resolve("cram", "cpu-tiny", ["train.steps=30", "train.log_every=10",
+                                              "train.warmup_steps=10"] + overrides)
+        run_dir = train("cram", config, tmp_path / name, seed=1, progress=False)
+        logs.append(pd.read_csv(run_dir / "metrics.csv").drop(columns=list(TIMING)))
+    pd.testing.assert_frame_equal(logs[0], logs[1])
 
 
 def test_bad_prefetch_fails_naming_the_field():

@@ -1,0 +1,24 @@
+"""scripts/bench_data_worker.py runs end to end and reports every way of drawing the data."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+
+def _script():
+    path = Path(__file__).parents[1] / "scripts" / "bench_data_worker.py"
+    spec = importlib.util.spec_from_file_location("bench_data_worker", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_table_has_every_way_with_the_loop_alone_as_floor(capsys):
+    _script().main(["--presets", "demo", "--steps", "2", "--rounds", "1", "--loop-ms", "2"])
+    out = capsys.readouterr().out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| demo")]
+    assert [r[2] for r in rows] == ["none", "inline", "thread", "process"]
+    assert rows[0][4].strip(" |") == "+0.0"
+    assert all(float(r[3]) > 0 for r in rows)
+    assert "- machine:" in out and "- command:" in out
