@@ -16,7 +16,10 @@ indexed by step; :func:`prefetcher` hands the loop batches drawn ahead of it:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -139,7 +142,8 @@ class _WorkerProcess:
         loader = torch.utils.data.DataLoader(
             _InSharedMemory(self.source), batch_size=None, sampler=range(step, self.steps),
             num_workers=1, prefetch_factor=self.depth, collate_fn=_as_is)
-        self.iterator, self.next_step = iter(loader), step
+        with _sigint_deferred():  # a half-built iterator's __del__ prints a traceback
+            self.iterator, self.next_step = iter(loader), step
 
     def get(self, step: int):
         """Return (batch, counts) of ``step``."""
@@ -157,6 +161,29 @@ class _WorkerProcess:
             # joined here, not in the iterator's __del__, which would swallow a Ctrl-C (or a
             # time limit's SIGINT) arriving while it waits: the run would end with status 0
             iterator._shutdown_workers()
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold a SIGINT (Ctrl-C, a time limit) that arrives inside the block until it ends.
+
+    In the main thread the SIGINT handler is swapped for one that notes the signal; on leaving,
+    the handler is put back and a noted signal is raised again, now that the block's work is
+    whole. Elsewhere (signal handlers belong to the main thread) the block runs as it is. A
+    worker forked inside inherits the noting handler: Ctrl-C on the terminal's process group
+    leaves it to the main process, which shuts it down.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if noted:
+        signal.raise_signal(signal.SIGINT)
 
 
 class _InSharedMemory(torch.utils.data.Dataset):

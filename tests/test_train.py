@@ -357,6 +357,39 @@ def test_ctrl_c_while_the_data_worker_shuts_down_is_not_swallowed(monkeypatch):
         batches.close()
 
 
+def test_ctrl_c_while_the_data_worker_starts_waits_until_it_has_started(monkeypatch):
+    """A SIGINT landing while the DataLoader builds its iterator is raised once it is built.
+
+    Raised inside, it would leave a half-built iterator whose ``__del__`` prints a traceback (a
+    time limit hitting a run as its worker starts; seen in CI). Deferred, the iterator is whole,
+    ``close()`` shuts its worker down, and Ctrl-C's handler is the one it was before.
+    """
+    from types import SimpleNamespace
+
+    from cram.consolidation import batches as batches_mod
+    from cram.consolidation.srcd import SRCD
+
+    config = resolve("cram", "cpu-tiny")
+    run = SimpleNamespace(config=config, seed=0, data=SRCD(config.data), token=False,
+                          dist=SimpleNamespace(enabled=False, rank=0, world=1))
+    real_iter = torch.utils.data.DataLoader.__iter__
+
+    def interrupted_iter(loader):
+        signal.raise_signal(signal.SIGINT)
+        return real_iter(loader)
+
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__iter__", interrupted_iter)
+    handler = signal.getsignal(signal.SIGINT)
+    batches = batches_mod.prefetcher(batches_mod.step_batches(run), 2, "process", 10)
+    with pytest.raises(KeyboardInterrupt):
+        batches.get(0)
+    assert signal.getsignal(signal.SIGINT) is handler
+    iterator = batches.iterator
+    assert iterator is not None and iterator._workers[0].is_alive()
+    batches.close()
+    assert not iterator._workers[0].is_alive()
+
+
 def test_data_worker_auto_is_a_process_on_cuda_only():
     from cram.consolidation.batches import worker_kind
 
