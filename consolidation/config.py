@@ -83,6 +83,8 @@ class TrainConfig:
     data_worker: Literal["auto", "thread", "process"] = "auto"  # ... in a background thread or
     #   one worker process (no GIL time taken from the loop); auto: a process on CUDA, else a
     #   thread (consolidation/batches.py). Any choice gives the same batches, bit for bit
+    compile: bool = False  # torch.compile the training forward (not evaluation); the scans are
+    #   custom ops and the Gumbel noise is drawn before the forward, so a CRAM model is one graph
     device: str = "auto"  # auto: CUDA (with AMP) if present, then MPS, else CPU
 
     def __post_init__(self) -> None:
@@ -114,6 +116,8 @@ class TrainConfig:
         if self.familiarity_scope not in ("all", "retrieving"):
             raise ConfigError(f"TrainConfig.familiarity_scope={self.familiarity_scope!r}: "
                               "'all' or 'retrieving'")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"TrainConfig.compile={self.compile!r}: true or false")
         if self.data_worker not in ("auto", "thread", "process"):
             raise ConfigError(f"TrainConfig.data_worker={self.data_worker!r}: 'auto', 'thread' "
                               "or 'process'")

@@ -332,6 +332,8 @@ def _setup(model_name, config, out, seed, dist, data, ckpt) -> tuple[_Run, Train
         train_model = torch.nn.parallel.DistributedDataParallel(
             ts.model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True)
+    if config.train.compile:  # ts.model stays eager: evaluation, checkpoints (issue 16)
+        train_model = torch.compile(train_model)
     tiered = bool(ts.model.consolidates)
     return _Run(model_name, config, seed, out, device, dist, data, train_model, tiered,
                 autocast, token=token), ts
@@ -420,7 +422,10 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
     schedule = ts.schedule
     criterion = None
     with autocast if autocast is not None else contextlib.nullcontext():
-        out = model(batch, Route(temperature=temperature, force=force, generator=ts.gumbel))
+        # the Gumbel noise is drawn before the forward pass: a compiled model meets no generator
+        route = ts.model.with_route_noise(
+            Route(temperature=temperature, force=force, generator=ts.gumbel), batch)
+        out = model(batch, route)
         loss = (loss_fn or compute_loss)(out, batch, cfg_t, step, schedule=schedule)
         if signal and schedule is not None:  # issue 13: the retrieval criterion
             criterion = _measure_signal(ts.model, batch, out.value_logits, cfg_t)

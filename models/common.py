@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from cram.core.errors import ConfigError
 
-from .routing import QSpace, QValueScore, RouterFeature, RouterReads, RoutingConfig
+from .routing import QSpace, QValueScore, Route, RouterFeature, RouterReads, RoutingConfig
 
 
 @dataclass(frozen=True)
@@ -262,6 +262,10 @@ class SRCDModel(nn.Module):
         embedding = TokenEmbedding if spec.is_token else SRCDEmbedding
         self.embed = embedding(spec, config.d_model)
         self.heads = SRCDHeads(spec, config.d_model)
+
+    def with_route_noise(self, route: Route, batch: dict) -> Route:
+        """``route`` with any noise the forward pass would draw drawn now (none here)."""
+        return route
 
     def model_args(self) -> dict:
         """Everything needed to rebuild this model (saved in checkpoints)."""

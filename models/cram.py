@@ -74,9 +74,18 @@ class FamiliarityHead(nn.Module):
 
 
 def gumbel_softmax(logits: torch.Tensor, temperature: float,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Soft Gumbel-softmax sample over the last dim, with an explicit generator (seed argument)."""
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+                   generator: torch.Generator | None = None,
+                   uniform: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft Gumbel-softmax sample over the last dim, with an explicit generator (seed argument).
+
+    ``uniform`` (the shape of ``logits``): the noise's uniforms drawn beforehand (a compiled
+    model); otherwise drawn here from ``generator``.
+    """
+    if uniform is not None:
+        u = uniform.to(logits.dtype)
+    else:
+        u = torch.rand(logits.shape, generator=generator, device=logits.device,
+                       dtype=logits.dtype)
     exponential = -torch.log(u.clamp_min(1e-10))  # Exp(1) samples
     gumbel = -torch.log(exponential.clamp_min(1e-10))  # Gumbel(0, 1) samples
     return torch.softmax((logits + gumbel) / temperature, dim=-1)
@@ -135,12 +144,17 @@ class CRAMBlock(nn.Module):
         return feature.detach()  # (B, T)
 
     def choose(self, logits: torch.Tensor, is_query: torch.Tensor | None, route: Route,
-               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tier choice (B, T) int64 and the weights that mix the tiers (B, T, 3)."""
+               dtype: torch.dtype, uniform: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tier choice (B, T) int64 and the weights that mix the tiers (B, T, 3).
+
+        ``uniform``: this layer's Gumbel uniforms (B, T, 3) from ``Route.with_uniforms``.
+        """
         if self.routing.static_routing:  # queries read episodic memory, others stay working
             choice = torch.where(is_query, EPISODIC, WORKING)
         elif route.samples:
-            probs = gumbel_softmax(logits, route.temperature, route.generator)  # (B, T, 3)
+            probs = gumbel_softmax(logits, route.temperature, route.generator,
+                                   uniform)  # (B, T, 3)
             choice = probs.argmax(-1)
         else:
             choice = logits.argmax(-1)  # (B, T)
@@ -150,9 +164,12 @@ class CRAMBlock(nn.Module):
         return choice, F.one_hot(choice, len(TIERS)).to(dtype)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor, batch: dict, route: Route, diagnose_dense: bool = False
-                ) -> tuple[torch.Tensor, LayerStats]:
-        """One CRAM layer: x (B, T, d) → x (B, T, d) and what the layer did."""
+    def forward(self, x: torch.Tensor, batch: dict, route: Route, diagnose_dense: bool = False,
+                uniform: torch.Tensor | None = None) -> tuple[torch.Tensor, LayerStats]:
+        """One CRAM layer: x (B, T, d) → x (B, T, d) and what the layer did.
+
+        ``uniform``: this layer's pre-drawn Gumbel uniforms (B, T, 3), if the route has them.
+        """
         x = x + self.working(self.norm_working(x), batch["dtau"])  # (B, T, d)
         h = self.norm_memory(x)  # (B, T, d)
         f_sem = self.semantic(h)  # (B, T, d)
@@ -168,7 +185,7 @@ class CRAMBlock(nn.Module):
             q, probe_e, probe_s = self.consolidation_score(r_dense, f_sem)  # (B, T), (B, T, V) x2
         feature = self.router_feature(q, qhat, qhat_logit)  # (B, T)
         logits = self.router(torch.cat([h, feature[..., None]], dim=-1))  # (B, T, 3)
-        choice, mix = self.choose(logits, is_query, route, x.dtype)  # (B, T), (B, T, 3)
+        choice, mix = self.choose(logits, is_query, route, x.dtype, uniform)  # (B, T), (B, T, 3)
 
         if dense:
             r_e, computed = r_dense, torch.ones_like(choice, dtype=torch.bool)  # (B, T)
@@ -203,8 +220,14 @@ class CRAM(SRCDModel):
         """Run the CRAM layers with route and return outputs with per-layer routing stats."""
         x = self.embed(batch)  # (B, T, d)
         layers = []
-        for block in self.blocks:
-            x, stats = block(x, batch, route, diagnose_dense)
+        uniforms = route.uniforms or (None,) * len(self.blocks)
+        for block, uniform in zip(self.blocks, uniforms, strict=True):
+            x, stats = block(x, batch, route, diagnose_dense, uniform)
             layers.append(stats)
         value_logits, signal_pred = self.heads(x)  # (B, T, V), (B, T)
         return ModelOutput(value_logits, signal_pred, layers)
+
+    def with_route_noise(self, route: Route, batch: dict) -> Route:
+        """``route`` with every layer's Gumbel uniforms drawn now (``Route.with_uniforms``)."""
+        return route.with_uniforms(len(self.blocks), tuple(batch["dtau"].shape),
+                                   batch["dtau"].device)

@@ -78,6 +78,8 @@ class Route:
     asks whether library answers need it. ``Route("hard", force="episodic")`` is attention
     computed and read at every token (the forced-dense reference). ``generator`` draws the
     Gumbel noise of soft routing (a seed argument; ``None``: the global generator).
+    ``uniforms`` (one (B, T, 3) fp32 tensor per layer, from :meth:`with_uniforms`) is that noise
+    drawn before the forward pass, so a compiled model meets no generator (a graph break).
     """
 
     mode: Mode = "soft"
@@ -85,6 +87,7 @@ class Route:
     force: Force = "none"
     generator: torch.Generator | None = None
     ablate: Ablate = "none"  # "semantic": the router's choice is kept, f_sem is added as zeros
+    uniforms: tuple[torch.Tensor, ...] | None = None  # per layer (B, T, 3) fp32 in [0, 1)
 
     def __post_init__(self) -> None:
         check_literals(self)
@@ -108,6 +111,19 @@ class Route:
     def samples(self) -> bool:
         """Gumbel noise is drawn: soft routing where the router's choice is kept."""
         return self.soft and self.force in ("none", "no-episodic")
+
+    def with_uniforms(self, n_layers: int, shape: tuple[int, int], device: torch.device
+                      ) -> Route:
+        """The route with each layer's Gumbel uniforms (B, T, 3) drawn now from ``generator``.
+
+        Drawn in layer order and shape as the layers would draw them, so on CPU (fp32 router
+        logits) the noise is the same number for number. A route that does not sample: itself.
+        """
+        if not self.samples:
+            return self
+        draws = tuple(torch.rand((*shape, 3), generator=self.generator, device=device)
+                      for _ in range(n_layers))
+        return dataclasses.replace(self, uniforms=draws)
 
     @property
     def mixes(self) -> bool:

@@ -19,6 +19,9 @@
 #                                       16), sync-free steps with the thread, and sync-free
 #                                       steps with a data worker process (the CUDA default)
 #                                       (scripts/bench_throughput.py)
+#   OUTDIR/throughput_compile.txt       only with CRAM_GPU_CHECK_COMPILE=1 (about 2 more
+#                                       minutes): sync-free + process steps, eager against
+#                                       train.compile=true, alternating
 #   OUTDIR/gpu_util.csv                 GPU utilisation every 5 s while the paper runs train
 #   OUTDIR/logs/<step>.log              each step's stdout and stderr
 #   OUTDIR/steps.tsv                    step, exit status, seconds (124: stopped by its limit)
@@ -46,6 +49,8 @@ TESTS_LIMIT="${CRAM_GPU_CHECK_TESTS_LIMIT:-330}"      # each test step (they run
 BENCH_LIMIT="${CRAM_GPU_CHECK_BENCH_LIMIT:-110}"      # realistic routed-attention shapes
 MODEL_LIMIT="${CRAM_GPU_CHECK_MODEL_LIMIT:-40}"       # model-level timing rows
 THROUGHPUT_LIMIT="${CRAM_GPU_CHECK_THROUGHPUT_LIMIT:-60}"
+COMPILE="${CRAM_GPU_CHECK_COMPILE:-0}"                # 1: also step 6b (torch.compile)
+COMPILE_LIMIT="${CRAM_GPU_CHECK_COMPILE_LIMIT:-150}"
 THROUGHPUT_STEPS=30          # per run; the rate is read over the second half (after compiling)
 PYTHON="${PYTHON:-python}"   # the interpreter the project is installed in
 CRAM="${CRAM:-cram}"         # its console script
@@ -163,6 +168,14 @@ run throughput "$THROUGHPUT_LIMIT" --to "$OUTDIR/throughput.txt" "$PYTHON" \
     --variant "read-back+thread=$PYTHON;ENV:CRAM_SYNC_FREE=0;train.data_worker=thread" \
     --variant "sync-free+thread=$PYTHON;ENV:CRAM_SYNC_FREE=1;train.data_worker=thread" \
     --variant "sync-free+process=$PYTHON;ENV:CRAM_SYNC_FREE=1;train.data_worker=process"
+
+# 6b. ... and, when asked (it does not fit in the 9 minutes), eager against torch.compile
+if [[ "$COMPILE" == 1 ]]; then
+    run throughput_compile "$COMPILE_LIMIT" --to "$OUTDIR/throughput_compile.txt" "$PYTHON" \
+        scripts/bench_throughput.py --presets paper --models cram --steps "$THROUGHPUT_STEPS" \
+        --variant "eager=$PYTHON;ENV:CRAM_SYNC_FREE=1;train.data_worker=process" \
+        --variant "compiled=$PYTHON;ENV:CRAM_SYNC_FREE=1;train.data_worker=process;train.compile=true"
+fi
 
 # 7. summary
 run summary 60 "$PYTHON" scripts/gpu_check_summary.py "$OUTDIR"

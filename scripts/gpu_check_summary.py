@@ -167,12 +167,19 @@ def summarize(out: Path) -> str:
     parts += [f"- {r['op']}: ms {r['ms']:.2f}, dense_ms {r['dense_ms']:.2f}, "
               f"ratio {r['ratio']:.3f}" for r in model_rows] or ["none"]
     parts += ["", "## GPU utilisation while the paper runs trained", "", _utilisation(out)]
-    throughput = out / "throughput.txt"
-    lines = [x for x in throughput.read_text().splitlines() if not x.startswith("[")] \
-        if throughput.is_file() else ["throughput.txt missing"]
     parts += ["", "## Training throughput (paper preset: read-back, data thread, data process)",
-              "", "```", *lines, "```"]
+              "", "```", *_printed_lines(out / "throughput.txt"), "```"]
+    if (out / "throughput_compile.txt").is_file():
+        parts += ["", "## Training throughput, eager against torch.compile (paper preset)", "",
+                  "```", *_printed_lines(out / "throughput_compile.txt"), "```"]
     return "\n".join(parts) + "\n"
+
+
+def _printed_lines(path: Path) -> list[str]:
+    """A benchmark's printed lines without its JSON list (a line starting with "[")."""
+    if not path.is_file():
+        return [f"{path.name} missing"]
+    return [x for x in path.read_text().splitlines() if not x.startswith("[")]
 
 
 def main(argv: list[str]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -14,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 
 
-def _dry_run(outdir: Path) -> list[list[str]]:
+def _dry_run(outdir: Path, env: dict | None = None) -> list[list[str]]:
     res = subprocess.run(["bash", str(SCRIPT), str(outdir), "--dry-run"], capture_output=True,
-                         text=True, timeout=60, check=False)
+                         text=True, timeout=60, check=False, env=env)
     assert res.returncode == 0, res.stderr
     commands = []
     for line in res.stdout.splitlines():
@@ -52,6 +53,19 @@ def test_dry_run_prints_every_step_and_runs_nothing(tmp_path):
     first_test = next(i for i, c in enumerate(commands) if "pytest" in c)
     assert all(commands.index(c) < first_test for c in trains)
     assert any(c[-1] == str(out) and c[-2].endswith("gpu_check_summary.py") for c in commands)
+
+
+def test_the_compile_step_runs_only_when_asked(tmp_path):
+    """CRAM_GPU_CHECK_COMPILE=1 adds eager-against-compiled throughput; by default: left out."""
+    def throughput_runs(commands):
+        return [c for c in commands if c[:2] == ["python", "scripts/bench_throughput.py"]]
+
+    default = throughput_runs(_dry_run(tmp_path / "a"))
+    asked = throughput_runs(_dry_run(tmp_path / "b", {**os.environ, "CRAM_GPU_CHECK_COMPILE": "1"}))
+    assert len(default) == 1 and len(asked) == 2
+    variants = [asked[1][i + 1] for i, x in enumerate(asked[1]) if x == "--variant"]
+    assert [v.split("=", 1)[0] for v in variants] == ["eager", "compiled"]
+    assert "train.compile=true" in variants[1] and "train.compile" not in variants[0]
 
 
 def test_dry_run_commands_parse():

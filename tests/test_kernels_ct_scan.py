@@ -273,3 +273,43 @@ def test_stale_build_lock_is_cleared_fresh_one_kept(tmp_path):
     with pytest.warns(UserWarning, match="stale C\\+\\+ build lock"):
         _clear_stale_lock(lock)
     assert not lock.exists()
+
+
+@pytest.mark.parametrize("path", ["cpp", "numba", "triton"])
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_scan_operators_pass_opcheck(path, diagonal):
+    """``cram::ct_scan_forward`` / ``_backward``: schema, shape functions, autograd registration.
+
+    ``torch.library.opcheck`` runs the operator eagerly, on fake tensors and through AOT autograd
+    and checks they agree: what ``torch.compile`` relies on to trace through the scan.
+    """
+    from cram.kernels.ct_scan.op import ct_scan_forward
+
+    device, dtype = "cpu", torch.float64
+    if path == "cpp":
+        if ct_cpu.load_extension() is None:
+            pytest.skip(f"C++ extension did not build here: {ct_cpu._ext_error}")
+        dtype = torch.float32
+    elif path == "numba" and ct_cpu.load_numba() is None:
+        pytest.skip(f"numba unavailable: {ct_cpu._numba_error}")
+    elif path == "triton":
+        _need_triton()
+        device, dtype = DEVICE, torch.float32
+    u, gate, w1, h0 = _inputs(2, 5, 4, diagonal, dtype, device=device)
+    result = torch.library.opcheck(ct_scan_forward, (u, gate, w1, h0, path))
+    assert set(result.values()) == {"SUCCESS"}, result
+
+
+def test_a_module_with_the_scan_compiles_to_one_graph_and_matches_eager():
+    """No graph break at the scan: dynamo traces the working memory whole (fullgraph=True)."""
+    from cram.models.working_memory import CTODE
+
+    torch.manual_seed(0)
+    module = CTODE(16, 8)
+    x, dtau = torch.randn(2, 11, 16), torch.rand(2, 11)
+    eager = module(x, dtau)
+    eager_grad = torch.autograd.grad(eager.square().sum(), module.w1)[0]
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")(x, dtau)
+    compiled_grad = torch.autograd.grad(compiled.square().sum(), module.w1)[0]
+    torch.testing.assert_close(compiled, eager)
+    torch.testing.assert_close(compiled_grad, eager_grad)

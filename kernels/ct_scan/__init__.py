@@ -94,6 +94,12 @@ def select_backend(device: torch.device, dtype: torch.dtype, backend: str = "aut
     return "loop"
 
 
+@torch.compiler.assume_constant_result
+def _resolved_path(device: torch.device, dtype: torch.dtype, backend: str) -> str:
+    """``select_backend``, run eagerly when dynamo traces a caller: its answer is a constant."""
+    return select_backend(device, dtype, backend)
+
+
 def ct_scan(
     u: torch.Tensor,  # (B, T, D) input drive W_2 x_t + b
     gate: torch.Tensor,  # (B, T, D) step gate
@@ -131,7 +137,7 @@ def ct_scan(
     dtype = _common_dtype(u, gate, w1, h0)
     u, gate, w1 = u.to(dtype), gate.to(dtype), w1.to(dtype)  # no-ops when dtypes already agree
     h0 = None if h0 is None else h0.to(dtype)
-    path = select_backend(u.device, u.dtype, backend)
+    path = _resolved_path(u.device, u.dtype, backend)
     if path == "loop" or u.shape[1] == 0:
         return ct_scan_reference(u, gate, w1, h0)
     if h0 is None:

@@ -1,8 +1,9 @@
 """CPU fast paths of the CT-ODE scan: a C++ extension, with numba as the fallback.
 
-Both are ``torch.autograd.Function`` s with a hand-written backprop through time (derivation in
-``kernels/ct_scan/README.md``): the forward keeps ``h`` and ``a = tanh(z)``; the backward walks time
-in reverse once, and ``dW`` is one GEMM over all steps afterwards.
+Both are a forward and a hand-written backprop through time (derivation in
+``kernels/ct_scan/README.md``), joined for autograd and ``torch.compile`` by ``op.py``: the
+forward keeps ``h`` and ``a = tanh(z)``; the backward walks time in reverse once, and ``dW`` is
+one GEMM over all steps afterwards.
 
 The C++ source (``ct_scan_cpu.cpp``) is compiled lazily by ``torch.utils.cpp_extension.load`` the
 first time it is needed, into ``$CRAM_EXTENSIONS_DIR`` (default ``~/.cache/cram/torch_extensions``),
@@ -135,26 +136,24 @@ def load_extension():
     return _ext
 
 
-class _CtScanCpp(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, gate, w1, h0):
-        # u, gate: (B, T, D); w1: (D, D) or (D,); h0: (B, D)
-        h, a = _ext.forward(u, gate, w1, h0)  # (B, T, D) each
-        ctx.save_for_backward(gate, w1, h0, h, a)
-        return h
+def cpp_forward(u, gate, w1, h0):
+    """Forward: ``(h, a)``, each (B, T, D) in the input dtype."""
+    # u, gate: (B, T, D); w1: (D, D) or (D,); h0: (B, D)
+    return tuple(_ext.forward(u, gate, w1, h0))
 
-    @staticmethod
-    def backward(ctx, grad_h):
-        gate, w1, h0, h, a = ctx.saved_tensors
-        du, dgate, dw1, dh0 = _ext.backward(grad_h, gate, w1, h0, h, a)
-        return du, dgate, dw1, dh0
+
+def cpp_backward(grad_h, gate, w1, h0, h, a):
+    """Backprop through time: ``(du, dgate, dw1, dh0)``."""
+    return tuple(_ext.backward(grad_h.contiguous(), gate, w1, h0, h, a))
 
 
 def ct_scan_cpp(u, gate, w1, h0):
     """C++ scan; inputs already validated, same dtype, ``h0`` a tensor. Returns (B, T, D)."""
     if load_extension() is None:
         raise RuntimeError(f"C++ ct_scan extension unavailable: {_ext_error}")
-    return _CtScanCpp.apply(u, gate, w1, h0)
+    from .op import scan
+
+    return scan(u, gate, w1, h0, "cpp")
 
 
 # --------------------------------------------------------------------------------------- numba
@@ -236,35 +235,34 @@ def _h_prev(h0, h):  # (B, D), (B, T, D) -> (B, T, D) = [h0, h_1 .. h_{T-1}]
     return torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
 
 
-class _CtScanNumba(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, gate, w1, h0):
-        fwd, _ = _numba_fns
-        diagonal = w1.dim() == 1
-        w_np = (w1.reshape(1, -1) if diagonal else w1.t()).detach().contiguous().numpy()
-        h, a = fwd(u.detach().contiguous().numpy(), gate.detach().contiguous().numpy(), w_np,
-                   h0.detach().contiguous().numpy(), diagonal)
-        h, a = torch.from_numpy(h), torch.from_numpy(a)  # (B, T, D)
-        ctx.save_for_backward(gate, w1, h0, h, a)
-        return h
+def numba_forward(u, gate, w1, h0):
+    """Forward: ``(h, a)``, each (B, T, D) in the input dtype."""
+    fwd, _ = _numba_fns
+    diagonal = w1.dim() == 1
+    w_np = (w1.reshape(1, -1) if diagonal else w1.t()).detach().contiguous().numpy()
+    h, a = fwd(u.detach().contiguous().numpy(), gate.detach().contiguous().numpy(), w_np,
+               h0.detach().contiguous().numpy(), diagonal)
+    return torch.from_numpy(h), torch.from_numpy(a)  # (B, T, D) each
 
-    @staticmethod
-    def backward(ctx, grad_h):
-        _, bwd = _numba_fns
-        gate, w1, h0, h, a = ctx.saved_tensors
-        diagonal = w1.dim() == 1
-        w_np = (w1.reshape(1, -1) if diagonal else w1).detach().contiguous().numpy()
-        dz, dg, dh0 = bwd(grad_h.detach().contiguous().numpy(), gate.detach().contiguous().numpy(),
-                          w_np, a.numpy(), diagonal)
-        dz, dg, dh0 = torch.from_numpy(dz), torch.from_numpy(dg), torch.from_numpy(dh0)
-        hp = _h_prev(h0, h)
-        dim = h.shape[-1]
-        dw = (dz * hp).sum((0, 1)) if diagonal else dz.reshape(-1, dim).t() @ hp.reshape(-1, dim)
-        return dz, dg, dw, dh0
+
+def numba_backward(grad_h, gate, w1, h0, h, a):
+    """Backprop through time: ``(du, dgate, dw1, dh0)``."""
+    _, bwd = _numba_fns
+    diagonal = w1.dim() == 1
+    w_np = (w1.reshape(1, -1) if diagonal else w1).detach().contiguous().numpy()
+    dz, dg, dh0 = bwd(grad_h.detach().contiguous().numpy(), gate.detach().contiguous().numpy(),
+                      w_np, a.detach().contiguous().numpy(), diagonal)
+    dz, dg, dh0 = torch.from_numpy(dz), torch.from_numpy(dg), torch.from_numpy(dh0)
+    hp = _h_prev(h0, h)
+    dim = h.shape[-1]
+    dw = (dz * hp).sum((0, 1)) if diagonal else dz.reshape(-1, dim).t() @ hp.reshape(-1, dim)
+    return dz, dg, dw, dh0
 
 
 def ct_scan_numba(u, gate, w1, h0):
     """Numba scan; inputs validated, float32/float64, on CPU. Returns (B, T, D)."""
     if load_numba() is None:
         raise RuntimeError(f"numba ct_scan unavailable: {_numba_error}")
-    return _CtScanNumba.apply(u, gate, w1, h0)
+    from .op import scan
+
+    return scan(u, gate, w1, h0, "numba")

@@ -1,7 +1,7 @@
 """Triton CT-ODE scan: sequential over time, parallel over batch.
 
 Also parallel over channels when W_1 is diagonal. Forward and a hand-written backprop through
-time; derivation in ``README.md``.
+time (derivation in ``README.md``), joined for autograd and ``torch.compile`` by ``op.py``.
 
 Full W_1: one program per sequence holds W_1 (BLOCK_D x BLOCK_D) in registers, so this path is
 meant for D <= 128. Diagonal W_1: one program per (sequence, block of channels). State and math are
@@ -90,42 +90,42 @@ def _grid_block(dim: int, diagonal: bool) -> tuple[int, int]:
     return triton.next_power_of_2(dim), 1
 
 
-class _CtScanTriton(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, gate, w1, h0):
-        batch, steps, dim = u.shape
-        diagonal = w1.dim() == 1
-        u, gate, w1, h0 = (x.contiguous() for x in (u, gate, w1, h0))
-        h = torch.empty_like(u)  # (B, T, D)
-        a = torch.empty(u.shape, device=u.device, dtype=torch.float32)  # (B, T, D)
-        block, n_blocks = _grid_block(dim, diagonal)
-        if steps > 0:
-            _fwd_kernel[(batch, n_blocks)](u, gate, w1, h0, h, a, steps, dim,
-                                           DIAGONAL=diagonal, BLOCK_D=block)
-        ctx.save_for_backward(gate, w1, h0, h, a)
-        return h
+def triton_forward(u, gate, w1, h0):
+    """Forward: ``(h, a)``, ``h`` (B, T, D) in the input dtype, ``a = tanh(z)`` (B, T, D) fp32."""
+    batch, steps, dim = u.shape
+    diagonal = w1.dim() == 1
+    u, gate, w1, h0 = (x.contiguous() for x in (u, gate, w1, h0))
+    h = torch.empty_like(u)  # (B, T, D)
+    a = torch.empty(u.shape, device=u.device, dtype=torch.float32)  # (B, T, D)
+    block, n_blocks = _grid_block(dim, diagonal)
+    if steps > 0:
+        _fwd_kernel[(batch, n_blocks)](u, gate, w1, h0, h, a, steps, dim,
+                                       DIAGONAL=diagonal, BLOCK_D=block)
+    return h, a
 
-    @staticmethod
-    def backward(ctx, grad_h):
-        gate, w1, h0, h, a = ctx.saved_tensors
-        batch, steps, dim = gate.shape
-        diagonal = w1.dim() == 1
-        grad_h = grad_h.contiguous()
-        dz = torch.empty_like(a)  # (B, T, D) fp32
-        dg = torch.empty_like(a)
-        dh0 = torch.zeros(batch, dim, device=a.device, dtype=torch.float32)
-        block, n_blocks = _grid_block(dim, diagonal)
-        if steps > 0:
-            _bwd_kernel[(batch, n_blocks)](grad_h, gate, w1, a, dz, dg, dh0, steps, dim,
-                                           DIAGONAL=diagonal, BLOCK_D=block)
-        h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1).float()  # (B, T, D)
-        if diagonal:
-            dw = (dz * h_prev).sum((0, 1))  # (D,)
-        else:
-            dw = dz.reshape(-1, dim).t() @ h_prev.reshape(-1, dim)  # (D, D)
-        return dz.to(gate.dtype), dg.to(gate.dtype), dw.to(w1.dtype), dh0.to(h0.dtype)
+
+def triton_backward(grad_h, gate, w1, h0, h, a):
+    """Backprop through time: ``(du, dgate, dw1, dh0)`` in the inputs' dtypes."""
+    batch, steps, dim = gate.shape
+    diagonal = w1.dim() == 1
+    grad_h, gate, w1 = grad_h.contiguous(), gate.contiguous(), w1.contiguous()
+    dz = torch.empty_like(a)  # (B, T, D) fp32
+    dg = torch.empty_like(a)
+    dh0 = torch.zeros(batch, dim, device=a.device, dtype=torch.float32)
+    block, n_blocks = _grid_block(dim, diagonal)
+    if steps > 0:
+        _bwd_kernel[(batch, n_blocks)](grad_h, gate, w1, a, dz, dg, dh0, steps, dim,
+                                       DIAGONAL=diagonal, BLOCK_D=block)
+    h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1).float()  # (B, T, D)
+    if diagonal:
+        dw = (dz * h_prev).sum((0, 1))  # (D,)
+    else:
+        dw = dz.reshape(-1, dim).t() @ h_prev.reshape(-1, dim)  # (D, D)
+    return dz.to(gate.dtype), dg.to(gate.dtype), dw.to(w1.dtype), dh0.to(h0.dtype)
 
 
 def ct_scan_triton(u, gate, w1, h0):
     """Triton scan; inputs validated, one dtype, one device, ``h0`` a tensor. Returns (B, T, D)."""
-    return _CtScanTriton.apply(u, gate, w1, h0)
+    from .op import scan
+
+    return scan(u, gate, w1, h0, "triton")
