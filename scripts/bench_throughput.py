@@ -69,7 +69,9 @@ def measure(model: str, preset: str, steps: int, seed: int = 0, python: str = sy
                "--set", f"train.pattern_every={steps}",
                "--set", f"train.checkpoint_every={steps}",
                *(x for o in overrides if not o.startswith("ENV:") for x in ("--set", o))]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        # run from the temporary folder: from a checkout, `-m cram` would import that checkout's
+        # top-level package whatever interpreter runs it (a "before" variant would mix code)
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=tmp)
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
         rows = list(csv.DictReader((out / "metrics.csv").open()))

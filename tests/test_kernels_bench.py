@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
 
 import pytest
 import torch
@@ -129,7 +130,7 @@ def test_realistic_bench_runs_on_cuda(monkeypatch):
             assert r["splits"] == 1 and r["longest_steps"] > 0 and "configs" in r
 
 
-def test_throughput_script_reads_tokens_and_seconds():
+def test_throughput_script_reads_tokens_and_seconds(monkeypatch):
     """scripts/bench_throughput.py trains through the public CLI and reads metrics.csv."""
     import importlib.util
     from pathlib import Path
@@ -138,7 +139,16 @@ def test_throughput_script_reads_tokens_and_seconds():
     spec = importlib.util.spec_from_file_location("bench_throughput", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    real_run, folders = subprocess.run, []
+
+    def recording_run(cmd, **kw):
+        folders.append(kw.get("cwd"))
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(mod.subprocess, "run", recording_run)
     row = mod.measure("transformer", "cpu-tiny", steps=3)
+    # not run from a checkout: `-m cram` takes the code the interpreter has installed
+    assert folders and all(f is not None and not (Path(f) / "cram").exists() for f in folders)
     assert row["steps"] == 3 and row["tokens_seen"] == 3 * 8 * 64  # batch 8, length 64
     assert row["train_seconds"] > 0
     assert math.isclose(row["tokens_per_s"], row["tokens_seen"] / row["train_seconds"])
