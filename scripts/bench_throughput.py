@@ -63,6 +63,8 @@ def measure(model: str, preset: str, steps: int, seed: int = 0, python: str = sy
         out = Path(tmp) / f"{model}-{preset}"
         env = {**os.environ, **dict(o[4:].split("=", 1) for o in overrides
                                     if o.startswith("ENV:"))}
+        if os.sep in python:  # a path: absolute, since the run starts in ``tmp``
+            python = os.path.abspath(python)
         cmd = [python, "-m", "cram", "train", "--model", model, "--preset", preset,
                "--out", str(out), "--seed", str(seed), "--quiet", "--steps", str(steps),
                "--set", f"train.log_every={max(1, steps // 2)}",
