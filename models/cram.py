@@ -73,19 +73,14 @@ class FamiliarityHead(nn.Module):
         return torch.sigmoid(self.logit(h))
 
 
-def gumbel_softmax(logits: torch.Tensor, temperature: float,
-                   generator: torch.Generator | None = None,
-                   uniform: torch.Tensor | None = None) -> torch.Tensor:
-    """Soft Gumbel-softmax sample over the last dim, with an explicit generator (seed argument).
+def gumbel_softmax(logits: torch.Tensor, temperature: float, uniform: torch.Tensor
+                   ) -> torch.Tensor:
+    """Soft Gumbel-softmax sample over the last dim from ``uniform`` (the shape of ``logits``).
 
-    ``uniform`` (the shape of ``logits``): the noise's uniforms drawn beforehand (a compiled
-    model); otherwise drawn here from ``generator``.
+    The uniforms are drawn before the forward pass (``Route.with_uniforms``, from the route's
+    generator: a seed argument), so a compiled model meets no generator.
     """
-    if uniform is not None:
-        u = uniform.to(logits.dtype)
-    else:
-        u = torch.rand(logits.shape, generator=generator, device=logits.device,
-                       dtype=logits.dtype)
+    u = uniform.to(logits.dtype)
     exponential = -torch.log(u.clamp_min(1e-10))  # Exp(1) samples
     gumbel = -torch.log(exponential.clamp_min(1e-10))  # Gumbel(0, 1) samples
     return torch.softmax((logits + gumbel) / temperature, dim=-1)
@@ -153,8 +148,7 @@ class CRAMBlock(nn.Module):
         if self.routing.static_routing:  # queries read episodic memory, others stay working
             choice = torch.where(is_query, EPISODIC, WORKING)
         elif route.samples:
-            probs = gumbel_softmax(logits, route.temperature, route.generator,
-                                   uniform)  # (B, T, 3)
+            probs = gumbel_softmax(logits, route.temperature, uniform)  # (B, T, 3)
             choice = probs.argmax(-1)
         else:
             choice = logits.argmax(-1)  # (B, T)
@@ -220,6 +214,8 @@ class CRAM(SRCDModel):
         """Run the CRAM layers with route and return outputs with per-layer routing stats."""
         x = self.embed(batch)  # (B, T, d)
         layers = []
+        if route.uniforms is None:  # the trainer draws them before the call (torch.compile)
+            route = self.with_route_noise(route, batch)
         uniforms = route.uniforms or (None,) * len(self.blocks)
         for block, uniform in zip(self.blocks, uniforms, strict=True):
             x, stats = block(x, batch, route, diagnose_dense, uniform)
