@@ -67,8 +67,6 @@ def _keep_for_backward(ctx, inputs, output):
 def _backward(ctx, grad_h, grad_a):
     # a = tanh(z) is kept for the backward only: nothing downstream reads it, so grad_a is None
     gate, w1, h0, h, a = ctx.saved_tensors
-    if grad_h is None:
-        grad_h = torch.zeros_like(h)
     du, dgate, dw1, dh0 = ct_scan_backward(grad_h, gate, w1, h0, h, a, ctx.path)
     return du, dgate, dw1, dh0, None
 
