@@ -127,7 +127,8 @@ def _write_folder(out, doc: dict, fit: GammaFit, extras: dict, rules: Comparison
 def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *,
               out: str | Path | None = None, seed: int = 0, likelihood: str = "auto",
               draws: int = 1000, tune: int = 1000, chains: int = 2, sampler: str | None = None,
-              figures: bool = True, window_sens: bool = True, loo_forms=(),
+              target_accept: float | None = None, figures: bool = True,
+              window_sens: bool = True, loo_forms=(),
               hierarchical: bool | None = None, progress: bool = True,
               argv: list[str] | None = None) -> dict:
     """Fit γ for every curve of ``df`` under ``rules``; write ``out`` if given; return the doc.
@@ -144,6 +145,8 @@ def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *
         sampler = DEFAULT_SAMPLER
     sampling = dict(likelihood=likelihood, draws=draws, tune=tune, chains=chains,
                     sampler=sampler, seed=seed, progress=progress)
+    if method == "bayes":
+        sampling["target_accept"] = target_accept
     fit = _fit(df, rules, method, sampling, hierarchical)
     doc = fit.to_json_doc()
     extras = fit.tables()

@@ -11,6 +11,9 @@ The model is compiled once; each simulation swaps the observed data (``with_data
 Usage::
 
     python scripts/sbc_hierarchical.py --sims 200 --seed 0 --out runs/sbc [--no-bench]
+
+With ``--out``: ``sbc_ranks.csv``, ``sbc_coverage.csv``, ``sbc_summary.json`` and the rank
+histograms ``sbc_ranks.png``.
 """
 
 from __future__ import annotations
@@ -53,6 +56,40 @@ def _value(ds, name: str) -> np.ndarray:
     return np.asarray(da.values).reshape(-1)
 
 
+def plot_ranks(ranks: pd.DataFrame, path: Path, bins: int = 10) -> None:
+    """Rank histograms, one panel per quantity, with the 99% band of a uniform histogram.
+
+    Calibrated inference gives flat histograms; a U shape means intervals too narrow, a hump
+    too wide, a slope a biased posterior (Talts et al. 2018).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    names = list(dict.fromkeys(ranks["quantity"]))
+    fig, axes = plt.subplots(2, math.ceil(len(names) / 2), figsize=(12, 5), sharey=True)
+    for ax, name in zip(axes.ravel(), names):
+        sub = ranks[ranks["quantity"] == name]
+        counts = np.histogram(sub["rank"] / sub["n_rank"], bins=bins, range=(0, 1 + 1e-9))[0]
+        lo, hi = stats.binom.interval(0.99, len(sub), 1 / bins)
+        ax.axhspan(lo, hi, color="0.85", label="99% band, uniform")
+        ax.bar(np.arange(bins) + 0.5, counts, width=0.9, color="tab:blue")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([0, bins / 2, bins], ["0", "0.5", "1"])
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
+    axes[0, 0].set_ylabel("simulations")
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"SBC rank histograms ({ranks['sim'].nunique()} simulations; "
+                 "normalised rank of the truth among the posterior draws)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sims", type=int, default=200)
@@ -60,12 +97,16 @@ def main(argv=None) -> int:
     ap.add_argument("--human", type=int, default=3, help="human curves in the design")
     ap.add_argument("--model", type=int, default=3, help="model curves in the design")
     ap.add_argument("--delays", type=int, default=8)
-    ap.add_argument("--draws", type=int, default=500)
-    ap.add_argument("--tune", type=int, default=500)
+    ap.add_argument("--draws", type=int, default=1000, help="draws per chain (the fit's default)")
+    ap.add_argument("--tune", type=int, default=1000, help="tuning steps (the fit's default)")
+    ap.add_argument("--target-accept", type=float, default=None,
+                    help="NUTS target acceptance (default: the hierarchical fit's, "
+                         "cram.fitting.bayes.TARGET_ACCEPT)")
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--level", type=float, default=0.90)
     ap.add_argument("--tol", type=float, default=5.0, help="coverage tolerance in points")
-    ap.add_argument("--out", default=None, help="folder for sbc_ranks.csv and sbc_coverage.csv")
+    ap.add_argument("--out", default=None,
+                    help="folder for the ranks, the coverage table and the rank histograms")
     ap.add_argument("--no-bench", action="store_true", help="do not append to --doc")
     ap.add_argument("--doc", default="benchmarks.md", metavar="PATH",
                     help="markdown file the table is appended to (the project's: "
@@ -78,11 +119,16 @@ def main(argv=None) -> int:
     import pymc as pm
     from tqdm.auto import tqdm
 
-    from cram.fitting.bayes import build_model, prepare  # configures PyTensor's cache first
+    from cram.fitting.bayes import (  # configures PyTensor's cache first
+        TARGET_ACCEPT,
+        build_model,
+        prepare,
+    )
     from cram.fitting.mle import _one_blas_thread
     from cram.fitting.rules import ComparisonRules
 
     warnings.filterwarnings("ignore")
+    target_accept = args.target_accept or TARGET_ACCEPT["hierarchical"]
     rules = ComparisonRules(form="power", interval=args.level)
     md = prepare(design(args.human, args.model, args.delays), rules)
     model = build_model(md, "power", hierarchical=True)
@@ -103,7 +149,7 @@ def main(argv=None) -> int:
         with _one_blas_thread():
             tr = nutpie.sample(c, draws=args.draws, tune=args.tune, chains=args.chains,
                                seed=int(rng.integers(2**31 - 1)), progress_bar=False,
-                               target_accept=0.9)
+                               target_accept=target_accept)
         fit_s.append(time.perf_counter() - t1)
         post = tr.posterior
         div = int(tr.sample_stats["diverging"].values.sum())
@@ -139,7 +185,8 @@ def main(argv=None) -> int:
     print(cov_df.to_string(index=False), file=sys.stderr)
     notes = (f"SBC of the hierarchical power model ({args.human} human + {args.model} model "
              f"curves x {args.delays} delays, beta likelihood), {args.sims} simulations from the "
-             f"prior, nutpie {args.chains} chains x {args.draws} draws (tune {args.tune}). "
+             f"prior, nutpie {args.chains} chains x {args.draws} draws (tune {args.tune}, "
+             f"target acceptance {target_accept}). "
              f"Coverage of the central {args.level:.0%} interval; the Monte Carlo error is the "
              f"binomial standard error sqrt(p(1-p)/sims) at p = {args.level}. "
              f"Tolerance ±{args.tol} "
@@ -154,6 +201,7 @@ def main(argv=None) -> int:
         ranks.to_csv(out / "sbc_ranks.csv", index=False)
         cov_df.to_csv(out / "sbc_coverage.csv", index=False)
         (out / "sbc_summary.json").write_text(json.dumps({"notes": notes, "fail": fail}, indent=2))
+        plot_ranks(ranks, out / "sbc_ranks.png")
     if not args.no_bench:
         from cram.core.benchlog import append_benchmark, markdown_table
 

@@ -47,12 +47,22 @@ def test_single_curve_fit_default_sampler_matches_point_fit():
     res = fit_bayes(e, ComparisonRules(form="power"), draws=300, tune=300, chains=1, seed=2,
                     progress=False, prior_sensitivity=False, loo=False)
     assert res.sampler == "pymc" and not res.hierarchical and res.delta_gamma is None
+    assert res.target_accept == 0.9  # one curve: no funnel, the cheaper default
     row = res.gamma_table.iloc[0]
     assert row["likelihood"] == "beta"  # Ebbinghaus n is one subject: no binomial
     assert row["gamma_low"] < 0.13 < row["gamma_high"]
     assert 0.08 < row["gamma"] < 0.2
     assert "prior_predictive" in res.idata.groups()
     assert res.ppc["inside"].mean() >= 0.5
+
+
+@pytest.mark.parametrize("target_accept", [0.0, 1.0, 1.5])
+def test_target_accept_outside_0_1_is_refused_before_sampling(target_accept):
+    from cram.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="target_accept"):
+        fit_bayes(load_dataset("ebbinghaus1885"), ComparisonRules(form="power"),
+                  target_accept=target_accept, progress=False)
 
 
 def test_gamma_prior_must_keep_gamma_positive():

@@ -59,6 +59,7 @@ def test_exponential_reports_null_gamma(capsys):
     (["--method", "mle"], "nothing to fit"),
     (["--human", "ebbinghaus1885", "--window", "oops"], "--window"),
     (["--human-csv", "/no/such.csv"], "no such file"),
+    (["--human", "ebbinghaus1885", "--target-accept", "1.0"], "--target-accept 1.0: must be in"),
 ])
 def test_bad_input_exits_nonzero_with_message(argv, pattern, capsys):
     assert main(["fit", "gamma", *argv]) != 0
@@ -100,6 +101,7 @@ def test_tiny_bayesian_fit_human_vs_model(tmp_path, capsys):
     assert d["rope"] == 0.05 and d["verdict"] in {"equivalent", "different", "undecided"}
     for key in ("r_hat_max", "ess_bulk_min", "divergences", "warnings"):
         assert key in doc["diagnostics"]
+    assert doc["hierarchical"] and doc["target_accept"] == 0.99  # the hierarchical default
     fit = load_fit(out)
     assert "delta_gamma" in fit.idata.posterior
     for group in ("posterior", "prior", "posterior_predictive", "log_likelihood"):

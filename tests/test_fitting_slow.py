@@ -61,3 +61,4 @@ def test_sbc_script_plumbing(tmp_path):
     assert {"quantity", "coverage_%", "mc_error_%"} <= set(cov.columns)
     summary = json.loads((tmp_path / "sbc_summary.json").read_text())
     assert (out.returncode == 1) == bool(summary["fail"])
+    assert (tmp_path / "sbc_ranks.png").stat().st_size > 0

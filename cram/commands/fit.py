@@ -66,6 +66,9 @@ def register(sub) -> None:
     g.add_argument("--draws", type=int, default=1000, help="posterior draws per chain")
     g.add_argument("--tune", type=int, default=1000, help="tuning steps per chain")
     g.add_argument("--chains", type=int, default=2, help="chains")
+    g.add_argument("--target-accept", type=float, default=None, metavar="P",
+                   help="NUTS target acceptance in (0, 1) (default: 0.99 for a hierarchical "
+                        "fit, 0.9 per curve; docs/fitting.md, 'Sampler settings')")
     g.add_argument("--sampler", default=None, choices=("nutpie", "pymc"),
                    help="NUTS implementation (default: pymc, fastest to bulk ESS 400 in "
                         "docs/benchmarks.md)")
@@ -95,6 +98,8 @@ def _gamma(args) -> int:
 
     if args.draws < 1 or args.tune < 0 or args.chains < 1:
         raise ConfigError("--draws and --chains must be >= 1 and --tune >= 0")
+    if args.target_accept is not None and not 0 < args.target_accept < 1:
+        raise ConfigError(f"--target-accept {args.target_accept}: must be in (0, 1)")
     if not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed {args.seed}: must be in 0 .. 2**32 - 1")
     if args.loo_forms and args.method != "bayes":
@@ -123,7 +128,8 @@ def _gamma(args) -> int:
             f"form={rules.form} window={rules.window} offset={rules.offset} rope={rules.rope}")
     doc = fit_gamma(df, rules, args.method, out=args.out, seed=args.seed,
                     likelihood=args.likelihood, draws=args.draws, tune=args.tune,
-                    chains=args.chains, sampler=args.sampler, figures=not args.no_figures,
+                    chains=args.chains, sampler=args.sampler, target_accept=args.target_accept,
+                    figures=not args.no_figures,
                     window_sens=not args.no_window_sensitivity,
                     loo_forms=[f for f in args.loo_forms.split(",") if f.strip()],
                     hierarchical=False if args.no_pooling else None,
