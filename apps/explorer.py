@@ -779,8 +779,9 @@ def _on_demand_ui(curves: pd.DataFrame, sel: dict) -> None:
         draws = c2.select_slider("Draws per chain (2 chains)", [250, 500, 1000], value=500,
                                  key="bdraws")
         _qp_sync("bseed")
-        st.caption("PyMC + nutpie, hierarchical over curves; about a minute on 2 cores the "
-                   "first time, instant afterwards (cached for this selection and seed).")
+        st.caption("PyMC's NUTS, hierarchical over curves (target acceptance 0.99); about a "
+                   "minute on 2 cores the first time, instant afterwards (cached for this "
+                   "selection and seed).")
         if not st.button("Run Bayesian fit", key="bayes_go"):
             return
         with st.status("Bayesian fit: compiling and sampling…", expanded=True) as status:
