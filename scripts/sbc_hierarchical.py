@@ -1,10 +1,11 @@
 """Simulation-based calibration (SBC) of the hierarchical γ model (slow; run outside CI).
 
 For each simulation: draw parameters from the prior, simulate a data set with the fixed design
-(``--human`` human curves and ``--model`` model curves, beta likelihood, delays 1..100 on a log
-grid), refit with nutpie, and record (a) the rank of the true value among the posterior draws and
-(b) whether the central 90% interval covers it. Calibrated inference gives uniform ranks and 90%
-coverage; the script exits non-zero when a coverage leaves 90 ± ``--tol`` points (default 5).
+(``--human`` human curves and ``--model`` model curves, delays 1..100 on a log grid; beta
+likelihood, or binomial with ``--trials N`` per point), refit with nutpie, and record (a) the
+rank of the true value among the posterior draws and (b) whether the central 90% interval
+covers it. Calibrated inference gives uniform ranks and 90% coverage; the script exits non-zero
+when a coverage leaves 90 ± ``--tol`` points (default 5).
 
 The model is compiled once; each simulation swaps the observed data (``with_data``).
 
@@ -35,8 +36,12 @@ TRACKED = ("mu_gamma[human]", "mu_gamma[model]", "delta_gamma", "sigma_log_gamma
            "sigma_log_gamma[model]", "gamma[h0]", "gamma[m0]", "a_first[h0]")
 
 
-def design(n_human: int, n_model: int, n_delays: int) -> pd.DataFrame:
-    """The fixed design: placeholder values (replaced by simulated data before every fit)."""
+def design(n_human: int, n_model: int, n_delays: int, trials: int | None = None) -> pd.DataFrame:
+    """The fixed design: placeholder values (replaced by simulated data before every fit).
+
+    With ``trials`` every point is a count of that many trials (binomial likelihood), else a
+    proportion (beta likelihood).
+    """
     t = np.unique(np.round(np.geomspace(1, 100, n_delays), 3))
     rows = []
     for g, k in (("human", n_human), ("model", n_model)):
@@ -44,7 +49,9 @@ def design(n_human: int, n_model: int, n_delays: int) -> pd.DataFrame:
             for tt in t:
                 rows.append({"curve": f"{g[0]}{i}", "group": g, "source": "sbc",
                              "delay_value": tt, "delay_unit": "u", "measure": "recall",
-                             "value": 0.5 * tt ** -0.3, "n": np.nan, "derived": False})
+                             "value": 0.5 * tt ** -0.3, "derived": False,
+                             "n": float(trials) if trials else np.nan,
+                             "n_kind": "trials" if trials else None})
     return pd.DataFrame(rows)
 
 
@@ -150,7 +157,7 @@ def run_sims(args, target_accept: float) -> tuple[pd.DataFrame, float, list]:
     from cram.fitting.rules import ComparisonRules
 
     rules = ComparisonRules(form="power", interval=args.level)
-    md = prepare(design(args.human, args.model, args.delays), rules)
+    md = prepare(design(args.human, args.model, args.delays, args.trials), rules)
     model = build_model(md, "power", hierarchical=True)
     t0 = time.perf_counter()
     with _one_blas_thread():
@@ -159,10 +166,12 @@ def run_sims(args, target_accept: float) -> tuple[pd.DataFrame, float, list]:
     rng = np.random.default_rng(args.seed)
     with model:
         prior = pm.sample_prior_predictive(draws=args.sims, random_seed=rng)
-    sims_y = prior.prior_predictive["obs_beta"].values.reshape(args.sims, -1)
+    observed = "obs_binomial" if args.trials else "obs_beta"
+    sims_y = prior.prior_predictive[observed].values.reshape(args.sims, -1)
     records, fit_s = [], []
     for i in tqdm(range(args.sims), desc="SBC fits", file=sys.stderr):
-        c = compiled.with_data(y_beta=_inside_unit_interval(sims_y[i]))
+        c = (compiled.with_data(k_binomial=sims_y[i].astype("int64")) if args.trials
+             else compiled.with_data(y_beta=_inside_unit_interval(sims_y[i])))
         t1 = time.perf_counter()
         with _one_blas_thread():
             tr = nutpie.sample(c, draws=args.draws, tune=args.tune, chains=args.chains,
@@ -196,6 +205,8 @@ def main(argv=None) -> int:
     ap.add_argument("--human", type=int, default=3, help="human curves in the design")
     ap.add_argument("--model", type=int, default=3, help="model curves in the design")
     ap.add_argument("--delays", type=int, default=8)
+    ap.add_argument("--trials", type=int, default=None, metavar="N",
+                    help="binomial likelihood with N trials per point (default: beta)")
     ap.add_argument("--draws", type=int, default=1000, help="draws per chain (the fit's default)")
     ap.add_argument("--tune", type=int, default=1000, help="tuning steps (the fit's default)")
     ap.add_argument("--target-accept", type=float, default=None,
@@ -216,6 +227,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.sims < 1:
         ap.error("--sims must be >= 1")
+    if args.trials is not None and args.trials < 1:
+        ap.error("--trials must be >= 1")
     if args.pool:
         return _pooled(args)
 
@@ -228,7 +241,10 @@ def main(argv=None) -> int:
     n_div = int((ranks.groupby("sim")["divergences"].first() > 0).sum())
     print(cov_df.to_string(index=False), file=sys.stderr)
     notes = (f"SBC of the hierarchical power model ({args.human} human + {args.model} model "
-             f"curves x {args.delays} delays, beta likelihood), {args.sims} simulations from the "
+             f"curves x {args.delays} delays, "
+             + (f"binomial likelihood, {args.trials} trials per point" if args.trials
+                else "beta likelihood")
+             + f"), {args.sims} simulations from the "
              f"prior, nutpie {args.chains} chains x {args.draws} draws (tune {args.tune}, "
              f"target acceptance {target_accept}). "
              f"Coverage of the central {args.level:.0%} interval; the Monte Carlo error is the "

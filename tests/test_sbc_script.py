@@ -61,3 +61,14 @@ def test_simulated_proportions_are_moved_only_off_exact_0_and_1():
     inside = sbc._inside_unit_interval(y)
     assert 0 < inside[0] < 1e-300 and inside[-1] < 1.0
     np.testing.assert_array_equal(inside[1:4], y[1:4])  # draws from the model stay as drawn
+
+
+@pytest.mark.parametrize("trials, likelihood", [(None, "beta"), (50, "binomial")])
+def test_the_design_gets_the_likelihood_it_asks_for(trials, likelihood):
+    from cram.fitting.bayes import prepare
+    from cram.fitting.rules import ComparisonRules
+
+    table = _script().design(3, 2, 8, trials)
+    assert table["curve"].nunique() == 5 and len(table) == 5 * 8
+    md = prepare(table, ComparisonRules(form="power"))
+    assert set(md.lik.values()) == {likelihood}
