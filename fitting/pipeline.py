@@ -144,9 +144,7 @@ def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *
 
         sampler = DEFAULT_SAMPLER
     sampling = dict(likelihood=likelihood, draws=draws, tune=tune, chains=chains,
-                    sampler=sampler, seed=seed, progress=progress)
-    if method == "bayes":
-        sampling["target_accept"] = target_accept
+                    sampler=sampler, seed=seed, progress=progress, target_accept=target_accept)
     fit = _fit(df, rules, method, sampling, hierarchical)
     doc = fit.to_json_doc()
     extras = fit.tables()

@@ -229,6 +229,8 @@ def main(argv=None) -> int:
         ap.error("--sims must be >= 1")
     if args.trials is not None and args.trials < 1:
         ap.error("--trials must be >= 1")
+    if args.target_accept is not None and not 0 < args.target_accept < 1:
+        ap.error("--target-accept must be in (0, 1)")
     if args.pool:
         return _pooled(args)
 
@@ -238,8 +240,6 @@ def main(argv=None) -> int:
     target_accept = args.target_accept or TARGET_ACCEPT["hierarchical"]
     ranks, compile_s, fit_s = run_sims(args, target_accept)
     cov_df, fail = coverage_table(ranks, args.level, args.tol)
-    n_div = int((ranks.groupby("sim")["divergences"].first() > 0).sum())
-    print(cov_df.to_string(index=False), file=sys.stderr)
     notes = (f"SBC of the hierarchical power model ({args.human} human + {args.model} model "
              f"curves x {args.delays} delays, "
              + (f"binomial likelihood, {args.trials} trials per point" if args.trials
@@ -251,10 +251,9 @@ def main(argv=None) -> int:
              f"binomial standard error sqrt(p(1-p)/sims) at p = {args.level}. "
              f"Tolerance ±{args.tol} "
              f"points (checked for mu_gamma and delta_gamma). Rank uniformity: chi-square over 10 "
-             f"bins. Simulations with any divergence: {n_div}/{args.sims}. Compile "
-             f"{compile_s:.1f} s; median fit {np.median(fit_s):.2f} s. "
+             f"bins. Simulations with any divergence: {_fits_with_divergences(ranks)}/"
+             f"{args.sims}. Compile {compile_s:.1f} s; median fit {np.median(fit_s):.2f} s. "
              + ("PASS" if not fail else f"FAIL: {fail}"))
-    print(notes, file=sys.stderr)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -262,35 +261,37 @@ def main(argv=None) -> int:
         cov_df.to_csv(out / "sbc_coverage.csv", index=False)
         (out / "sbc_summary.json").write_text(json.dumps({"notes": notes, "fail": fail}, indent=2))
         plot_ranks(ranks, out / "sbc_ranks.png")
-    if not args.no_bench:
-        from cram.core.benchlog import append_benchmark, markdown_table
-
-        append_benchmark("SBC: hierarchical γ model, coverage of the 90% interval",
-                         markdown_table(cov_df.to_dict("records")), notes,
-                         argv=["python", "scripts/sbc_hierarchical.py", *sys.argv[1:]],
-                         path=args.doc)
-    return 1 if fail else 0
+    return _report(args, "SBC: hierarchical γ model, coverage of the 90% interval", cov_df,
+                   notes, fail)
 
 
 def _pooled(args) -> int:
     """``--pool``: one coverage table (and rank histograms with ``--out``) over several runs."""
     ranks, cov_df, fail = pool(args.pool, args.level, args.tol)
-    n_div = int((ranks.groupby("sim")["divergences"].first() > 0).sum())
     n_sims = ranks["sim"].nunique()
-    print(cov_df.to_string(index=False), file=sys.stderr)
     notes = (f"Pooled SBC: {n_sims} simulations from {len(args.pool)} runs with different "
              f"seeds ({', '.join(args.pool)}); coverage of the central {args.level:.0%} "
              f"interval, Monte Carlo error sqrt(p(1-p)/sims), tolerance ±{args.tol} points. "
-             f"Simulations with any divergence: {n_div}/{n_sims}. "
+             f"Simulations with any divergence: {_fits_with_divergences(ranks)}/{n_sims}. "
              + ("PASS" if not fail else f"FAIL: {fail}"))
-    print(notes, file=sys.stderr)
     if args.out:
         plot_ranks(ranks, Path(args.out) / "sbc_ranks.png")
+    return _report(args, "SBC, pooled runs: hierarchical γ model, coverage of the 90% interval",
+                   cov_df, notes, fail)
+
+
+def _fits_with_divergences(ranks: pd.DataFrame) -> int:
+    return int((ranks.groupby("sim")["divergences"].first() > 0).sum())
+
+
+def _report(args, title: str, cov_df: pd.DataFrame, notes: str, fail: list) -> int:
+    """Print the table and notes, append them to ``--doc`` unless ``--no-bench``; exit code."""
+    print(cov_df.to_string(index=False), file=sys.stderr)
+    print(notes, file=sys.stderr)
     if not args.no_bench:
         from cram.core.benchlog import append_benchmark, markdown_table
 
-        append_benchmark("SBC, pooled runs: hierarchical γ model, coverage of the 90% interval",
-                         markdown_table(cov_df.to_dict("records")), notes,
+        append_benchmark(title, markdown_table(cov_df.to_dict("records")), notes,
                          argv=["python", "scripts/sbc_hierarchical.py", *sys.argv[1:]],
                          path=args.doc)
     return 1 if fail else 0

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from script_helpers import load_script
 
 
 def _script():
-    path = Path(__file__).parents[1] / "scripts" / "bench_data_worker.py"
-    spec = importlib.util.spec_from_file_location("bench_data_worker", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_data_worker")
 
 
 def test_the_table_has_every_way_with_the_loop_alone_as_floor(capsys):

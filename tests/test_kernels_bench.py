@@ -133,13 +133,11 @@ def test_realistic_bench_runs_on_cuda(monkeypatch):
 
 def test_throughput_script_reads_tokens_and_seconds(monkeypatch):
     """scripts/bench_throughput.py trains through the public CLI and reads metrics.csv."""
-    import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_throughput.py"
-    spec = importlib.util.spec_from_file_location("bench_throughput", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from script_helpers import load_script
+
+    mod = load_script("bench_throughput")
     real_run, folders = subprocess.run, []
 
     def recording_run(cmd, **kw):

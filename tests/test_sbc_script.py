@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from script_helpers import load_script
 
 
 def _script():
-    path = Path(__file__).parents[1] / "scripts" / "sbc_hierarchical.py"
-    spec = importlib.util.spec_from_file_location("sbc_hierarchical", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("sbc_hierarchical")
 
 
 def _ranks(n_sims: int, covered_share: float, seed: int) -> pd.DataFrame:
