@@ -169,8 +169,8 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
             total = total + consistency / n
             terms["loss_router_consistency"] = consistency / n
     charged = [s.extra["cost_share"] for s in out.layers if "cost_share" in s.extra]
-    if charged:  # a baseline charged like CRAM (cram.models.matched): same λ, warm-up and ramp
-        scale = cfg.cost_scale(step)
+    if charged:  # a baseline charged like CRAM (cram.models.matched): same λ, warm-up and ramp,
+        scale = (schedule or cfg).cost_scale(step)  # under the run's schedule (fixed or learned)
         cost = sum(cfg.cost_query * _masked_mean(g.float(), is_query)
                    + cfg.cost_nonquery * _masked_mean(g.float(), ~is_query) for g in charged)
         terms["loss_cost"] = scale * cost / len(charged)

@@ -195,6 +195,8 @@ class _Run:
     autocast: Any
     eval_set: Any = None  # rank 0 only
     token: bool = False  # the data source is a token task (cram.tasks), not SRCD
+    scheduled: bool = False  # the routing schedule's criterion is measured on it (tiered, or a
+    #   cost-matched baseline: models.common.SRCDModel.follows_routing_schedule)
 
 
 def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, seed: int = 0,
@@ -335,8 +337,9 @@ def _setup(model_name, config, out, seed, dist, data, ckpt) -> tuple[_Run, Train
     if config.train.compile:  # ts.model stays eager: evaluation, checkpoints (issue 16)
         train_model = torch.compile(train_model)
     tiered = bool(ts.model.consolidates)
+    scheduled = tiered or bool(ts.model.follows_routing_schedule)
     return _Run(model_name, config, seed, out, device, dist, data, train_model, tiered,
-                autocast, token=token), ts
+                autocast, token=token, scheduled=scheduled), ts
 
 
 def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) -> None:
@@ -374,7 +377,7 @@ def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) 
             window.add(train_step(ts, run.train_model, batch, step, temperature, lr, t,
                                   "episodic" if warm else "none", run.autocast,
                                   ddp=run.dist.enabled,
-                                  signal=run.tiered and ts.schedule.needs_signal(step),
+                                  signal=run.scheduled and ts.schedule.needs_signal(step),
                                   loss_fn=_token_loss(run.data) if run.token else None,
                                   resident=resident))
             ts.train_seconds += time.perf_counter() - t0

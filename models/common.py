@@ -254,6 +254,10 @@ class SRCDModel(nn.Module):
     #: the model has a semantic tier trained by consolidation and a learned router: the trainer
     #: forces episodic routing in warm-up, the evaluator measures forced-tier accuracy and q
     consolidates: bool = False
+    #: the model's attention is charged by the training config's cost (a cost-matched baseline,
+    #: :mod:`cram.models.matched`): the routing schedule's criterion is measured on it too, so its
+    #: cost starts where its own retrieval is learned, as CRAM's does (CRAM models: implied)
+    follows_routing_schedule: bool = False
 
     def __init__(self, config: ModelConfig, spec: DataSpec):
         super().__init__()

@@ -99,6 +99,39 @@ def test_seqboat_matched_is_charged_like_cram():
     assert late["loss_total"] > warm["loss_total"]
 
 
+def test_seqboat_matched_cost_follows_a_learned_schedule():
+    """Under the learned schedule the matched gate is charged from the switch, as CRAM is."""
+    from cram.consolidation.routing_schedule import RoutingSchedule
+
+    net, batch, cfg = _tiny("seqboat-matched", ["train.schedule=learned"])
+    t = cfg.train
+    out = net(batch, Route())
+    schedule = RoutingSchedule(t)
+    late = t.warmup_steps + t.cost_ramp_steps  # where the fixed step counts charge in full
+    assert compute_loss(out, batch, t, step=late, schedule=schedule).terms["loss_cost"] == 0.0
+    schedule.switch_step = late  # as if the criterion fired at ``late - 1``
+    charged = compute_loss(out, batch, t, step=late + t.cost_ramp_steps, schedule=schedule)
+    full = compute_loss(out, batch, t, step=late)  # no schedule: the config's fixed counts
+    assert charged.terms["loss_cost"] == pytest.approx(float(full.terms["loss_cost"]), rel=1e-6)
+    assert float(charged.terms["loss_cost"]) > 0
+
+
+def test_learned_schedule_is_measured_on_matched_baselines_only(tmp_path):
+    """seqboat-matched's warm-up ends on its own criterion; an uncharged baseline has none."""
+    from cram.consolidation.train import train
+
+    sets = ["train.schedule=learned", "train.schedule_horizon=3", "train.schedule_threshold=0",
+            "train.steps=20"]
+    ends = {}
+    for model in ("seqboat-matched", "seqboat"):
+        run = train(model, resolve(model, "cpu-tiny", sets), tmp_path / model, seed=0,
+                    progress=False)
+        ends[model] = json.loads((run / "transition.json").read_text())["schedule"]
+    assert ends["seqboat-matched"]["fired_by"] == "criterion"
+    assert ends["seqboat-matched"]["warmup_end"] == 3  # threshold 0: fires after the horizon
+    assert ends["seqboat"]["fired_by"] is None  # never measured: nothing is charged by it
+
+
 def test_mod_matched_capacity_is_the_novel_floor_of_the_task():
     floor = novel_floor("mod-matched", "cpu-tiny", [])
     cfg = resolve("mod-matched", "cpu-tiny")
