@@ -373,7 +373,7 @@ def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) 
             batch_np, counts = batches.get(step)
             ts.exposures += run.dist.all_sum(counts.astype(float))
             batch = batch_np.to_torch(run.device, non_blocking=resident)
-            warm = run.tiered and ts.schedule.warmup(step)  # issue 13
+            warm = run.scheduled and ts.schedule.warmup(step)  # issue 13 (matched: gates open)
             window.add(train_step(ts, run.train_model, batch, step, temperature, lr, t,
                                   "episodic" if warm else "none", run.autocast,
                                   ddp=run.dist.enabled,

@@ -32,12 +32,19 @@ from torch import nn
 
 from .attention import CausalSelfAttention
 from .common import DataSpec, LayerStats, ModelConfig, ModelOutput, SRCDModel
+from .cram import gumbel_softmax
 from .ct_only import CTBlock
 from .routing import Route
 
 
 class SeqBoatBlock(nn.Module):
     """One SeqBoat-style layer: a learned sparse gate sends tokens to attention."""
+
+    #: the matched twin (:mod:`cram.models.matched`): in training the gate is a sampled near-binary
+    #: decision (binary Gumbel-softmax at the route's temperature), and a selected token reads
+    #: attention at full weight, so training and hard evaluation decide alike; SeqBoat's own
+    #: soft mixing scales attention by σ(gate) in both
+    relaxed: bool = False
 
     def __init__(self, config: ModelConfig, gate_bias: float):
         super().__init__()
@@ -50,28 +57,40 @@ class SeqBoatBlock(nn.Module):
         with torch.no_grad():
             self.gate.bias.fill_(gate_bias)
 
-    def forward(self, x: torch.Tensor, dtau: torch.Tensor, route: Route
-                ) -> tuple[torch.Tensor, LayerStats]:
-        # x: (B, T, d), dtau: (B, T)
+    def forward(self, x: torch.Tensor, dtau: torch.Tensor, route: Route,
+                uniform: torch.Tensor | None = None) -> tuple[torch.Tensor, LayerStats]:
+        # x: (B, T, d), dtau: (B, T), uniform: (B, T, 3) pre-drawn noise (relaxed gates) or None
         """Working memory for every token; attention added where the gate opens."""
         x = self.ct(x, dtau)  # (B, T, d)
         h = self.norm_attn(x)  # (B, T, d)
-        g = torch.sigmoid(self.gate(h).squeeze(-1))  # (B, T)
+        logit = self.gate(h).squeeze(-1)  # (B, T)
+        g = torch.sigmoid(logit)  # (B, T)
         if route.attention_off:
             off = torch.zeros_like(g, dtype=torch.bool)  # (B, T)
             return x, LayerStats(episodic=off.to(x.dtype), computed=off, extra={"gate": g})
         if route.mixes:
             r = self.attn.forward_dense(h)  # (B, T, d)
-            x = x + g[..., None] * r
+            weight = self._decision(logit, route, uniform) if self.relaxed else g  # (B, T)
+            x = x + weight[..., None] * r
             computed = torch.ones_like(g, dtype=torch.bool)
-            episodic = g
+            episodic = weight
         else:
             selected = g > self.threshold if route.force == "none" \
                 else torch.ones_like(g, dtype=torch.bool)  # (B, T), every token when forced
             r = self.attn.forward_routed(h, selected)  # (B, T, d), zeros off the selection
-            x = x + g[..., None] * r
+            x = x + (r if self.relaxed else g[..., None] * r)
             computed, episodic = selected, selected.to(x.dtype)
         return x, LayerStats(episodic=episodic, computed=computed, extra={"gate": g})
+
+    @staticmethod
+    def _decision(logit: torch.Tensor, route: Route, uniform: torch.Tensor | None
+                  ) -> torch.Tensor:
+        """Relaxed open/closed decision (B, T): binary Gumbel-softmax of logits [0, logit]."""
+        if uniform is None:  # a direct call without pre-drawn noise
+            uniform = torch.rand((*logit.shape, 3), generator=route.generator,
+                                 device=logit.device)
+        pair = torch.stack([torch.zeros_like(logit), logit], dim=-1)  # (B, T, 2)
+        return gumbel_softmax(pair, route.temperature, uniform[..., :2])[..., 1]
 
 
 class SeqBoat(SRCDModel):
@@ -93,8 +112,9 @@ class SeqBoat(SRCDModel):
         """Embed, run the gated layers, and read out values and the next signal."""
         x = self.embed(batch)  # (B, T, d)
         layers, penalty = [], x.new_zeros(())
-        for block in self.blocks:
-            x, stats = block(x, batch["dtau"], route)
+        uniforms = route.uniforms or (None,) * len(self.blocks)  # drawn by relaxed gates only
+        for block, uniform in zip(self.blocks, uniforms, strict=True):
+            x, stats = block(x, batch["dtau"], route, uniform)
             layers.append(stats)
             penalty = penalty + stats.extra["gate"].mean()
         value_logits, signal_pred = self.heads(x)  # (B, T, V), (B, T)

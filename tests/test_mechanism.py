@@ -116,6 +116,30 @@ def test_seqboat_matched_cost_follows_a_learned_schedule():
     assert float(charged.terms["loss_cost"]) > 0
 
 
+def test_seqboat_matched_gate_is_sampled_near_binary_as_evaluation_decides():
+    """Training samples open/closed at the gate's odds; a hard-open token reads full attention."""
+    from cram.models.seqboat import SeqBoatBlock
+
+    g = torch.Generator().manual_seed(0)
+    logit = torch.full((200, 50), -2.2)  # σ = 0.10: SeqBoat's soft mixing would read 0.1·Attn
+    weight = SeqBoatBlock._decision(logit, Route(temperature=0.05, generator=g), None)
+    assert bool(((weight < 0.01) | (weight > 0.99)).float().mean() > 0.9)  # near-binary
+    assert float((weight > 0.5).float().mean()) == pytest.approx(0.1, abs=0.01)  # at σ(logit)
+    net, batch, _ = _tiny("seqboat-matched")
+    with torch.no_grad():
+        for block in net.blocks:  # every gate wide open: σ ≈ 1 and a sampled 1
+            block.gate.bias.fill_(30.0)
+        route = net.with_route_noise(Route(temperature=0.2, generator=g), batch)
+        assert route.uniforms is not None and len(route.uniforms) == len(net.blocks)
+        soft = net(batch, route).value_logits
+        hard = net(batch, HARD).value_logits  # selected everywhere, read at weight 1
+        for block in net.blocks:
+            block.relaxed = False  # SeqBoat's own hard read scales attention by σ(gate)
+        plain = net(batch, HARD).value_logits
+    torch.testing.assert_close(soft, hard, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(plain, hard, rtol=1e-4, atol=1e-4)  # σ(30) = 1: the same read
+
+
 def test_learned_schedule_is_measured_on_matched_baselines_only(tmp_path):
     """seqboat-matched's warm-up ends on its own criterion; an uncharged baseline has none."""
     from cram.consolidation.train import train
