@@ -118,7 +118,7 @@ def novel_dip(run) -> dict:
             "novel_dip_step": int(after.loc[i, "step"])}
 
 
-def _eval_batches(run_dir: Path, config, device: str):
+def eval_batches(run_dir: Path, config, device: str):
     """Yield (batch, query mask, answers, library mask at the queries) of a run's evaluation set.
 
     SRCD: queries are the query events; a token task (config.json ``task``): the scored tokens,
@@ -163,7 +163,7 @@ def ablation_accuracies(run_dir: Path, device: str = "cpu") -> dict:
     hits = {name: [] for name, _ in ABLATIONS}
     lib, per_pair, per_token, n_tokens = [], [], [], 0
     with torch.no_grad():
-        for b, query, answer, is_lib in _eval_batches(run_dir, config, device):
+        for b, query, answer, is_lib in eval_batches(run_dir, config, device):
             lib.append(is_lib)
             n_tokens += query.numel()
             for name, kw in ABLATIONS:
