@@ -18,8 +18,8 @@ way over its three tiers), and a token whose gate is open (hard: σ(gate) > 0.5)
 full weight. The earlier matched gate mixed attention in as σ(gate) · Attn in training and
 thresholded σ(gate) at 0.5 in evaluation; charged with CRAM's λ it learned gates that separated
 novel from library queries (median σ 0.07-0.11 against 0.001-0.004; scripts/gate_profile.py)
-yet all sat below 0.5, so
-its hard evaluation read no attention anywhere: the reported "collapse" was that mismatch.
+yet all sat below 0.5, so its hard evaluation read no attention anywhere: the reported "collapse"
+was that mismatch.
 
 The Mixture-of-Depths counterpart needs no class: the ``mod-matched`` variant sets
 ``mod_capacity`` to the novel-query floor.
