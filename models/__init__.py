@@ -68,8 +68,9 @@ _VARIANTS = (
                  "by q̂", "cram", "CRAM"),
     ModelVariant("cram-no-consolidation-ungated", "ablation (2×2): no consolidation loss and the "
                  "attention cost not gated by q̂", "cram", "CRAM"),
-    ModelVariant("seqboat-matched", "baseline: SeqBoat-style gate charged like CRAM (λ_q at "
-                 "queries, λ_n elsewhere, same warm-up and ramp)", "matched", "SeqBoatMatched"),
+    ModelVariant("seqboat-matched", "baseline: SeqBoat-style gate charged and trained like "
+                 "CRAM (λ_q at queries, λ_n elsewhere, same schedule, sampled near-binary gates)",
+                 "matched", "SeqBoatMatched"),
     ModelVariant("mod-matched", "baseline: Mixture-of-Depths at the novel-query floor "
                  "(capacity 1.5% of tokens per layer)", "mod", "MixtureOfDepths",
                  {"mod_capacity": 0.015}),
