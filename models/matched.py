@@ -37,11 +37,7 @@ class SeqBoatMatched(SeqBoat):
     family = "seqboat"
     sparsity_weight = 0.0  # the cost comes from the training config instead (see module doc)
     follows_routing_schedule = True  # the same warm-up criterion and ramp as CRAM
-
-    def __init__(self, config, spec):
-        super().__init__(config, spec)
-        for block in self.blocks:
-            block.relaxed = True  # sampled near-binary gates in training (see module doc)
+    relaxed_gates = True  # sampled near-binary gates in training (see module doc)
 
     def with_route_noise(self, route: Route, batch: dict) -> Route:
         """``route`` with every layer's gate noise drawn now (as CRAM draws its Gumbel noise)."""

@@ -40,14 +40,13 @@ from .routing import Route
 class SeqBoatBlock(nn.Module):
     """One SeqBoat-style layer: a learned sparse gate sends tokens to attention."""
 
-    #: the matched twin (:mod:`cram.models.matched`): in training the gate is a sampled near-binary
-    #: decision (binary Gumbel-softmax at the route's temperature), and a selected token reads
-    #: attention at full weight, so training and hard evaluation decide alike; SeqBoat's own
-    #: soft mixing scales attention by σ(gate) in both
-    relaxed: bool = False
-
-    def __init__(self, config: ModelConfig, gate_bias: float):
+    def __init__(self, config: ModelConfig, gate_bias: float, relaxed: bool = False):
         super().__init__()
+        # relaxed (the matched twin, cram.models.matched): in training the gate is a sampled
+        # near-binary decision (binary Gumbel-softmax at the route's temperature) and a selected
+        # token reads attention at full weight, so training and hard evaluation decide alike;
+        # SeqBoat's own soft mixing scales attention by σ(gate) in both
+        self.relaxed = relaxed
         d = config.d_model
         self.threshold = config.seqboat_threshold
         self.ct = CTBlock(config)
@@ -83,12 +82,11 @@ class SeqBoatBlock(nn.Module):
         return x, LayerStats(episodic=episodic, computed=computed, extra={"gate": g})
 
     @staticmethod
-    def _decision(logit: torch.Tensor, route: Route, uniform: torch.Tensor | None
-                  ) -> torch.Tensor:
-        """Relaxed open/closed decision (B, T): binary Gumbel-softmax of logits [0, logit]."""
-        if uniform is None:  # a direct call without pre-drawn noise
-            uniform = torch.rand((*logit.shape, 3), generator=route.generator,
-                                 device=logit.device)
+    def _decision(logit: torch.Tensor, route: Route, uniform: torch.Tensor) -> torch.Tensor:
+        """Relaxed open/closed decision (B, T): binary Gumbel-softmax of logits [0, logit].
+
+        ``uniform`` (B, T, 3): the layer's noise from ``Route.with_uniforms`` (two channels used).
+        """
         pair = torch.stack([torch.zeros_like(logit), logit], dim=-1)  # (B, T, 2)
         return gumbel_softmax(pair, route.temperature, uniform[..., :2])[..., 1]
 
@@ -101,10 +99,12 @@ class SeqBoat(SRCDModel):
     sparsity_weight: float = 0.01
     #: initial gate bias: σ(1) ≈ 0.73, so attention is open while retrieval is being learned
     gate_bias: float = 1.0
+    #: sampled near-binary gates in training (see ``SeqBoatBlock``; the matched twin)
+    relaxed_gates: bool = False
 
     def __init__(self, config: ModelConfig, spec: DataSpec):
         super().__init__(config, spec)
-        self.blocks = nn.ModuleList(SeqBoatBlock(config, self.gate_bias)
+        self.blocks = nn.ModuleList(SeqBoatBlock(config, self.gate_bias, self.relaxed_gates)
                                     for _ in range(config.n_layers))
 
     def forward(self, batch: dict, route: Route = Route(), diagnose_dense: bool = False
@@ -112,6 +112,8 @@ class SeqBoat(SRCDModel):
         """Embed, run the gated layers, and read out values and the next signal."""
         x = self.embed(batch)  # (B, T, d)
         layers, penalty = [], x.new_zeros(())
+        if route.uniforms is None:  # the trainer draws them before the call (torch.compile)
+            route = self.with_route_noise(route, batch)
         uniforms = route.uniforms or (None,) * len(self.blocks)  # drawn by relaxed gates only
         for block, uniform in zip(self.blocks, uniforms, strict=True):
             x, stats = block(x, batch["dtau"], route, uniform)

@@ -51,8 +51,7 @@ def gate_profile(run_dir: Path, soft_mix: bool = False, temperature: float = 0.2
     libs = []
     with torch.no_grad():
         for b, query, answer, is_lib in eval_batches(run_dir, config, "cpu"):
-            soft = model(b, model.with_route_noise(Route(temperature=temperature, generator=gen),
-                                                   b))
+            soft = model(b, Route(temperature=temperature, generator=gen))
             hard = model(b, HARD)
             g = torch.stack([s.extra["gate"] for s in hard.layers]).amax(0)  # (B, T)
             library = torch.zeros_like(query)

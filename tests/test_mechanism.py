@@ -122,7 +122,8 @@ def test_seqboat_matched_gate_is_sampled_near_binary_as_evaluation_decides():
 
     g = torch.Generator().manual_seed(0)
     logit = torch.full((200, 50), -2.2)  # σ = 0.10: SeqBoat's soft mixing would read 0.1·Attn
-    weight = SeqBoatBlock._decision(logit, Route(temperature=0.05, generator=g), None)
+    uniform = torch.rand((*logit.shape, 3), generator=g)
+    weight = SeqBoatBlock._decision(logit, Route(temperature=0.05), uniform)
     assert bool(((weight < 0.01) | (weight > 0.99)).float().mean() > 0.9)  # near-binary
     assert float((weight > 0.5).float().mean()) == pytest.approx(0.1, abs=0.01)  # at σ(logit)
     net, batch, _ = _tiny("seqboat-matched")
