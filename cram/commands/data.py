@@ -106,12 +106,14 @@ def _curves(args) -> int:
 
     from cram.commands._util import emit_json, log
     from cram.core.errors import RunFolderError
+    from cram.core.runs import load_runs
     from cram.fitting.model_curves import model_curves
 
     kw = {}
     if args.kind == "retention" and args.binding:
         kw["bindings"] = tuple(args.binding)
-    df = model_curves(args.run, kind=args.kind, **kw)
+    runs = load_runs(args.run, warn=lambda w: log(f"cram data curves: warning: {w}"))
+    df = model_curves(runs, kind=args.kind, **kw)
     for target in (args.csv, args.figure):
         if target and Path(target).exists():
             raise RunFolderError(f"{target}: already exists (never overwritten)")

@@ -122,7 +122,10 @@ def _gamma(args) -> int:
         from cram.fitting.io import check_out_free
 
         check_out_free(args.out)
-    df = gather_curves(args.run, args.human, args.human_csv, args.curve_kind)
+    from cram.core.runs import load_runs
+
+    runs = load_runs(args.run, warn=lambda w: log(f"cram fit: warning: {w}"))
+    df = gather_curves(runs, args.human, args.human_csv, args.curve_kind)
     if not args.quiet:
         log(f"cram fit: {df['curve'].nunique()} curve(s), {len(df)} point(s); rules: "
             f"form={rules.form} window={rules.window} offset={rules.offset} rope={rules.rope}")

@@ -30,7 +30,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,18 +156,38 @@ class Run:
         """Where warm-up ended.
 
         transition.json's schedule block (issue 13: a learned schedule ends it on a criterion),
-        else the configured ``train.warmup_steps``.
+        else the configured ``train.warmup_steps`` (0 when absent).
+
+        Raises
+        ------
+        RunFolderError
+            If ``config.json``'s ``train`` is not an object or its ``warmup_steps`` not a whole
+            number >= 0. A transition block of another shape is ignored, as
+            :func:`load_run` ignores it.
         """
-        end = ((self.transition or {}).get("schedule") or {}).get("warmup_end")  # issue 13
-        if end is not None:
+        schedule = _field(self.transition, "schedule")  # issue 13
+        end = _field(schedule, "warmup_end")
+        if end is not None and _whole(end):
             return int(end)
-        return int(self.config.get("train", {}).get("warmup_steps", 0) or 0)
+        train = self.config.get("train") if isinstance(self.config, dict) else None
+        if train is None:
+            return 0
+        if not isinstance(train, dict):
+            raise RunFolderError(f"{self.path / CONFIG_FILE}: field 'train' is {_short(train)}, "
+                                 "expected a JSON object")
+        raw = train.get("warmup_steps")
+        if raw is None:
+            return 0
+        if not _whole(raw):
+            raise RunFolderError(f"{self.path / CONFIG_FILE}: field 'train.warmup_steps' is "
+                                 f"{_short(raw)}, expected a whole number >= 0")
+        return int(raw)
 
     @property
     def familiarity_rise_step(self) -> float | None:
         """Change-point step of q̂(library) − q̂(novel) from transition.json (None if absent)."""
-        rise = (self.transition or {}).get("familiarity_rise")
-        return rise.get("step") if isinstance(rise, dict) else None
+        step = _field(_field(self.transition, "familiarity_rise"), "step")
+        return step if _is_number(step) else None
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return f"Run({str(self.path)!r}, model={self.model!r}, rows={len(self.metrics)})"
@@ -192,18 +212,122 @@ def read_json(path: str | os.PathLike) -> dict:
     return obj
 
 
-def _read_csv(path: Path):
+def read_table(path: str | os.PathLike) -> tuple[Any, list[str]]:
+    """A CSV table of a run folder without a partial last line, and the warnings about it.
+
+    Every row the writer (:class:`CsvLog`) appends ends with a newline, so a last line without
+    one was cut by a kill or a full disk (a number cut mid-digits would read as a wrong value):
+    it is dropped, and a warning names the file and the line.
+
+    Returns
+    -------
+    (pandas.DataFrame, list of str)
+        The complete rows, and the warnings (one line each).
+
+    Raises
+    ------
+    RunFolderError
+        If the file is binary (NUL bytes), not UTF-8, empty, has no complete header line or
+        cannot be parsed as CSV.
+    """
     import pandas as pd
 
+    path = Path(path)
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise RunFolderError(f"{path}: binary data (NUL bytes), not a CSV table")
+    warnings = []
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        line = data.count(b"\n", 0, cut) + 1
+        if cut == 0:
+            raise RunFolderError(f"{path}: no complete header line (the file does not end with "
+                                 "a newline: was its write cut short?)")
+        warnings.append(f"{path}: line {line} is incomplete (no newline at the end of the file: "
+                        "a write cut short by a kill or a full disk); ignored")
+        data = data[:cut]
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(65536)
-        if b"\x00" in head:
-            raise RunFolderError(f"{path}: binary data (NUL bytes), not a CSV table")
-        return pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError) as err:  # ParserError, EmptyDataError, bad bytes
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RunFolderError(f"{path}: not UTF-8 text (byte offset {err.start}); is the file "
+                             "damaged?") from None
+    try:
+        return pd.read_csv(io.StringIO(text)), warnings
+    except ValueError as err:  # ParserError, EmptyDataError
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise RunFolderError(f"{path}: cannot be read as CSV ({msg})") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _whole(value: Any) -> bool:
+    """A whole number >= 0 (an int, or a float without fraction)."""
+    return _is_number(value) and math.isfinite(value) and value >= 0 and value == int(value)
+
+
+def _field(obj: Any, key: str) -> Any:
+    """``obj[key]`` when ``obj`` is a dict, else None."""
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_config(file: Path, config: dict) -> None:
+    """Raise :class:`RunFolderError` naming the field where config.json has the wrong shape."""
+    for key in ("data", "model_config", "train"):
+        if key in config and not isinstance(config[key], dict):
+            raise RunFolderError(f"{file}: field {key!r} is {_short(config[key])}, expected a "
+                                 "JSON object")
+    for key in ("model", "preset"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise RunFolderError(f"{file}: field {key!r} is {_short(config[key])}, expected a "
+                                 "string")
+    seed = config.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise RunFolderError(f"{file}: field 'seed' is {_short(seed)}, expected an integer")
+    warm = _field(config.get("train"), "warmup_steps")
+    if warm is not None and not _whole(warm):
+        raise RunFolderError(f"{file}: field 'train.warmup_steps' is {_short(warm)}, expected a "
+                             "whole number >= 0")
+
+
+def _check_meta(file: Path, meta: dict) -> None:
+    """Raise :class:`RunFolderError` naming the field where meta.json has the wrong shape."""
+    if meta.get("status") is not None and not isinstance(meta["status"], str):
+        raise RunFolderError(f"{file}: field 'status' is {_short(meta['status'])}, expected a "
+                             "string")
+    seconds = meta.get("train_seconds")
+    if seconds is not None and not _is_number(seconds):
+        raise RunFolderError(f"{file}: field 'train_seconds' is {_short(seconds)}, expected a "
+                             "number")
+
+
+#: transition.json fields that are numbers (or null), at the top and in ``familiarity_rise``
+_TRANSITION_NUMBERS = ("step", "low", "high", "onset", "resolution", "level_before",
+                       "level_after", "lag_after_familiarity")
+
+
+def _transition_problem(transition: dict) -> str | None:
+    """What is of the wrong shape in transition.json (field and value), or None."""
+    for block in ("schedule", "familiarity_rise"):
+        value = transition.get(block)
+        if value is not None and not isinstance(value, dict):
+            return f"field {block!r} is {_short(value)}, expected a JSON object or null"
+    rise = transition.get("familiarity_rise") or {}
+    for prefix, obj in (("", transition), ("familiarity_rise.", rise)):
+        for key in _TRANSITION_NUMBERS:
+            value = obj.get(key)
+            if value is not None and not _is_number(value):
+                return f"field '{prefix}{key}' is {_short(value)}, expected a number or null"
+    end = (transition.get("schedule") or {}).get("warmup_end")
+    if end is not None and not _whole(end):
+        return f"field 'schedule.warmup_end' is {_short(end)}, expected a whole number >= 0"
+    return None
 
 
 def _schema_version(path: Path, meta: dict) -> int:
@@ -239,13 +363,18 @@ def check_metric_steps(metrics, where: str | os.PathLike):
 def load_run(path: str | os.PathLike) -> Run:
     """Read a run folder written by ``cram train``.
 
+    A partial last line of a table (no newline at the end of the file: a write cut short by a
+    kill or a full disk) is dropped with a warning in ``Run.warnings`` naming the file and line.
+
     Raises
     ------
     RunFolderError
         If the folder, its ``config.json`` or its ``metrics.csv`` is missing or corrupt (not
-        UTF-8, not JSON, binary, duplicate or out-of-order steps), if ``schema_version`` is not an
-        integer, or if it was written with a newer schema. Optional tables that are missing or
-        corrupt are reported in ``Run.warnings`` instead.
+        UTF-8, not JSON, not an object, a field of the wrong shape, binary, no complete header,
+        duplicate or out-of-order steps), if ``meta.json`` is corrupt or ``schema_version`` is
+        not an integer, or if it was written with a newer schema. Optional tables and a
+        ``transition.json`` that are missing, corrupt or of the wrong shape are reported in
+        ``Run.warnings`` instead (and read as None).
     """
     path = Path(path)
     if not path.is_dir():
@@ -254,34 +383,57 @@ def load_run(path: str | os.PathLike) -> Run:
         if not (path / required).is_file():
             raise RunFolderError(f"{path}: missing {required}; is this a cram run folder?")
     config = read_json(path / CONFIG_FILE)
+    _check_config(path / CONFIG_FILE, config)
     meta = read_json(path / META_FILE) if (path / META_FILE).is_file() else {}
     schema = _schema_version(path, meta)
     if schema > SCHEMA_VERSION:
         raise RunFolderError(
             f"{path}: run folder schema {schema} is newer than this cram ({SCHEMA_VERSION})"
         )
-    metrics = _read_csv(path / METRICS_FILE)
+    _check_meta(path / META_FILE, meta)
+    metrics, warnings = read_table(path / METRICS_FILE)
     if "step" not in metrics.columns:
         raise RunFolderError(f"{path / METRICS_FILE}: no 'step' column")
     check_metric_steps(metrics, path / METRICS_FILE)
-    warnings: list[str] = []
     optional = {}
     for key, fname in (("patterns", PATTERNS_FILE), ("retention", RETENTION_FILE)):
         f = path / fname
         optional[key] = None
         if f.is_file():
             try:
-                optional[key] = _read_csv(f)
+                optional[key], more = read_table(f)
+                warnings += more
             except RunFolderError as err:
                 warnings.append(str(err))
-    transition = None
-    if (path / TRANSITION_FILE).is_file():
-        try:
-            transition = read_json(path / TRANSITION_FILE)
-        except RunFolderError as err:
-            warnings.append(str(err))
-    return Run(path, config, meta, metrics, optional["patterns"], optional["retention"], transition,
-               warnings)
+    return Run(path, config, meta, metrics, optional["patterns"], optional["retention"],
+               _read_transition(path / TRANSITION_FILE, warnings), warnings)
+
+
+def _read_transition(file: Path, warnings: list[str]) -> dict | None:
+    """transition.json, or None (absent; or corrupt or of the wrong shape: warned)."""
+    if not file.is_file():
+        return None
+    try:
+        transition = read_json(file)
+    except RunFolderError as err:
+        warnings.append(str(err))
+        return None
+    problem = _transition_problem(transition)
+    if problem is not None:
+        warnings.append(f"{file}: {problem}; the transition is ignored")
+        return None
+    return transition
+
+
+def load_runs(paths: Iterable[str | os.PathLike],
+              warn: Callable[[str], None] | None = None) -> list[Run]:
+    """:func:`load_run` of each path; each of their warnings is passed to ``warn`` (one line)."""
+    runs = [load_run(p) for p in paths]
+    if warn is not None:
+        for run in runs:
+            for message in run.warnings:
+                warn(" ".join(str(message).split("\n")))
+    return runs
 
 
 def find_runs(root: str | os.PathLike) -> list[Path]:
