@@ -94,7 +94,7 @@ class TrainConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"TrainConfig.{name}={v!r}: must be an integer >= 1")
         for name in ("warmup_steps", "lr_warmup_steps", "tau_anneal_steps", "cost_ramp_steps",
-                     "retention_stages", "prefetch"):
+                     "retention_stages", "prefetch", "eval_seed"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ConfigError(f"TrainConfig.{name}={v!r}: must be an integer >= 0")
@@ -163,6 +163,10 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
+        for name in ("library_seed", "answer_permutation_seed"):  # numpy seeds: never negative
+            v = getattr(self.data, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise ConfigError(f"SRCDConfig.{name}={v!r}: must be an integer >= 0")
         if self.train.router_consistency_weight and self.model.q_space != "value":
             raise ConfigError("train.router_consistency_weight needs model.q_space=value (it "
                               "compares tiers in the value probe's readout), got "
@@ -175,15 +179,74 @@ class ExperimentConfig:
                 "train": dataclasses.asdict(self.train)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ExperimentConfig":
-        """Rebuild a config from config.json or a checkpoint's record."""
+    def from_dict(cls, d: dict, source: str = "config.json") -> "ExperimentConfig":
+        """Rebuild a config from config.json or a checkpoint's record.
+
+        Fields left out take their defaults (older runs); ``source`` names the file in errors.
+
+        Raises
+        ------
+        ConfigError
+            One line naming ``source`` and the field: a section that is not an object, an
+            unknown field, a value of the wrong type (checked against the dataclass's type
+            hints before the dataclass is built) or out of range.
+        """
+        import types
+        import typing
+
+        def expected(hint, value) -> str | None:  # what ``value`` should be, None if it is
+            origin, args = typing.get_origin(hint), typing.get_args(hint)
+            if hint is bool:
+                return None if isinstance(value, bool) else "true or false"
+            if hint in (int, float):
+                ok = isinstance(value, (int, float) if hint is float else int)
+                return None if ok and not isinstance(value, bool) else (
+                    "a number" if hint is float else "an integer")
+            if hint is str:
+                return None if isinstance(value, str) else "a string"
+            if origin is Literal:
+                ok = any(type(value) is type(a) and value == a for a in args)
+                return None if ok else f"one of {list(args)}"
+            if origin in (typing.Union, types.UnionType):
+                if value is None and type(None) in args:
+                    return None
+                wants = [expected(a, value) for a in args if a is not type(None)]
+                return None if None in wants else " or ".join([*wants, "null"])
+            if origin in (tuple, list):
+                ok = isinstance(value, (list, tuple)) and all(
+                    expected(args[0], v) is None for v in value)
+                return None if ok else ("a list of integers" if args[0] is int else "a list")
+            return None  # a type checked by the dataclass itself
+
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        parts = []
+        for key, klass in (("data", SRCDConfig), ("model_config", ModelConfig),
+                           ("train", TrainConfig)):
+            if key not in d:
+                raise ConfigError(f"{source}: no {key!r} section")
+            section = d[key]
+            if not isinstance(section, Mapping):
+                raise ConfigError(f"{source}: field {key!r} is {section!r:.40}, expected a JSON "
+                                  "object")
+            hints = typing.get_type_hints(klass)
+            for name, value in section.items():
+                if name not in hints:
+                    raise ConfigError(f"{source}: {key}.{name}: unknown field (written by "
+                                      "another cram version?)")
+                want = expected(hints[name], value)
+                if want is not None:
+                    raise ConfigError(f"{source}: {key}.{name}={value!r:.40}: expected {want}")
+            section = dict(section)
+            if isinstance(section.get("attention_layers"), list):
+                section["attention_layers"] = tuple(section["attention_layers"])
+            parts.append((klass, section))
         try:
-            model = dict(d["model_config"])
-            if isinstance(model.get("attention_layers"), list):
-                model["attention_layers"] = tuple(model["attention_layers"])
-            return cls(SRCDConfig(**d["data"]), ModelConfig(**model), TrainConfig(**d["train"]))
-        except (KeyError, TypeError) as err:
-            raise ConfigError(f"config does not match this cram version: {err}") from None
+            return cls(*(klass(**section) for klass, section in parts))
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+        except (TypeError, ValueError, AttributeError) as err:
+            raise ConfigError(f"{source}: does not match this cram version ({err})") from None
 
 
 def _preset_table() -> dict[str, ExperimentConfig]:

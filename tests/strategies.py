@@ -3,6 +3,9 @@
 SRCD: ``srcd_configs()`` draws small, valid ``SRCDConfig``s (every parameter free within the
 checks of ``SRCDConfig.__post_init__``), so that the generator's properties are tested away from the
 defaults too.
+
+Run folders: ``truncations(files)`` draws a file and a byte offset to cut it at, for the readers'
+tests on files cut short by a kill or a full disk.
 """
 
 from __future__ import annotations
@@ -59,3 +62,18 @@ def score_rows(draw, max_batch: int = 4, max_length: int = 64):
     seed = draw(st.integers(0, 2**32 - 1))
     scores = np.random.default_rng(seed).permutation(b * t).reshape(b, t).astype(np.float32)
     return scores, draw(st.floats(1e-3, 1.0))
+
+
+@st.composite
+def truncations(draw, files: dict[str, bytes]) -> tuple[str, int]:
+    """(name, offset): one of ``files`` and a byte offset to cut it at (0 .. its length).
+
+    Besides offsets anywhere, offsets within two bytes of a line end and the very start and end
+    are drawn often: there a reader is most likely to take a partial row for a complete one.
+    """
+    name = draw(st.sampled_from(sorted(files)))
+    data = files[name]
+    ends = [i + 1 for i, b in enumerate(data) if b == 0x0A] or [len(data)]
+    near = st.sampled_from(ends).flatmap(
+        lambda e: st.integers(max(0, e - 2), min(len(data), e + 2)))
+    return name, draw(st.integers(0, len(data)) | near | st.sampled_from([0, len(data)]))
