@@ -21,6 +21,10 @@ Layout (``SCHEMA_VERSION`` 1)::
 Writes are atomic (temp file + ``os.replace``); the metrics log is append-only with fsync and is
 truncated back to the checkpoint's step on ``--resume``, so a killed run neither loses nor
 duplicates rows.
+
+Reading treats the folder as data: a last line without its newline (a write cut short) is
+dropped with a warning, and JSON of the wrong shape is a :class:`RunFolderError` naming the file
+and the field (for the optional ``transition.json``, a warning and None).
 """
 
 from __future__ import annotations
@@ -134,7 +138,8 @@ class Run:
     patterns: Any = None  # pandas.DataFrame or None
     retention: Any = None  # pandas.DataFrame or None
     transition: dict | None = None
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one line each: optional files
+    #   missing, corrupt or of the wrong shape, and partial last lines that were dropped
 
     @property
     def name(self) -> str:
