@@ -15,51 +15,120 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cram.core.errors import ConfigError
 from cram.core.runs import CONFIG_FILE
 
-from .tokens import TOKEN_COST_GATE, reload_task, task_record
+from .tokens import TOKEN_COST_GATE
 
 
-def train(model: str, *, out: str | os.PathLike, task: Any = None,
+def train(model: str | None, *, out: str | os.PathLike, task: Any = None,
           task_args: Sequence[str] | Mapping[str, Any] = (), preset: str = "demo", seed: int = 0,
           overrides: Sequence[str] = (), steps: int | None = None, resume: bool = False,
-          restart: bool = False, progress: bool = True, argv: list[str] | None = None) -> Path:
+          restart: bool = False, progress: bool = True, argv: list[str] | None = None,
+          trust_task: bool = False) -> Path:
     """Train ``model`` at ``preset`` on SRCD (``task=None``) or on ``task``; return the run folder.
 
     ``overrides`` are ``--set`` strings (``train.steps=100``). On a token task the attention cost
     gate defaults to ``"familiarity-queries"`` unless the model variant sets its own
-    (``cram-ungated``: none) or an override changes it. ``resume`` reloads
-    the task recorded in the run's config.json when ``task`` is not given.
+    (``cram-ungated``: none) or an override changes it. ``resume`` continues the run folder's
+    recorded model (``model=None`` reads it) and task: a built-in task is rebuilt by name; a
+    user's file or module task only when ``task`` names it again (checked against the recorded
+    hash) or ``trust_task`` is set (``cram.tasks.record``).
     """
-    from .config import get_preset, resolve
     from .train import train as train_run
 
     record, data = None, None
-    if task is None and resume:
-        record = _saved_task(Path(out))
-        data = reload_task(record) if record is not None else None
+    if resume:
+        model = model or _saved_model(Path(out))
+        data, record = _resumed_task(Path(out), task, task_args, trust_task)
     elif task is not None:
         data, record = _load(task, task_args)
+    if model is None:
+        raise ConfigError("--model is required (except with --resume, which reads it)")
     overrides = list(overrides)
     if steps is not None and not resume:
         overrides.append(f"train.steps={steps}")
-    base = get_preset(preset)
-    if data is not None:  # the token default replaces the preset's; variants and --set still win
-        base = dataclasses.replace(base, train=dataclasses.replace(base.train,
-                                                                   cost_gate=TOKEN_COST_GATE))
-    config = resolve(model, base, overrides)
+    config = resolved_config(model, preset, overrides, token=data is not None)
     return train_run(model, config, out, seed=seed, preset=preset, resume=resume, argv=argv,
                      progress=progress, restart=restart, data=data, task_record=record,
                      steps=steps if resume else None)
 
 
+def resolved_config(model: str, preset: str, overrides: Sequence[str], token: bool = False):
+    """The ExperimentConfig a run of ``model`` at ``preset`` with ``overrides`` trains with.
+
+    On a token task the attention cost gate defaults to ``TOKEN_COST_GATE`` (the preset's is
+    replaced; variants and ``--set`` still win).
+    """
+    from .config import get_preset, resolve
+
+    base = get_preset(preset)
+    if token:
+        base = dataclasses.replace(base, train=dataclasses.replace(base.train,
+                                                                   cost_gate=TOKEN_COST_GATE))
+    return resolve(model, base, list(overrides))
+
+
+def asked_record(model: str, preset: str, seed: int, overrides: Sequence[str],
+                 task: str | None = None, task_args: Sequence[str] = ()) -> dict:
+    """The config.json record a fresh run with these arguments would write (for reuse checks)."""
+    from cram.tasks import load_task
+    from cram.tasks.record import task_record
+
+    record = None
+    if task is not None:
+        args = _arg_strings(task_args)
+        record = task_record(load_task(task, args), task, dict(a.split("=", 1) for a in args))
+    config = resolved_config(model, preset, overrides, token=task is not None)
+    return {"model": model, "preset": preset, "seed": seed, **config.to_dict(), "task": record}
+
+
+def _arg_strings(task_args) -> list[str]:
+    return ([f"{k}={v}" for k, v in task_args.items()] if isinstance(task_args, Mapping)
+            else list(task_args))
+
+
+def _resumed_task(out: Path, task: Any, task_args, trust: bool) -> tuple[Any, dict | None]:
+    """(task object, record) of a run to resume: the recorded task, loaded with consent."""
+    from cram.tasks import check_task
+    from cram.tasks.record import load_recorded_task
+
+    record = _saved_task(out)
+    if record is None:
+        if task is not None and (out / CONFIG_FILE).is_file():
+            raise ConfigError(f"--task: {out} was trained on SRCD; --resume continues it "
+                              "(start a new run for a task)")
+        return None, None
+    if task is not None and not isinstance(task, str):  # a Python object, as at the start
+        check_task(task)
+        found = {k: getattr(task, k, None) for k in ("name", "vocab_size", "n_library")}
+        if any(str(found[k]) != str(record.get(k)) for k in found):
+            raise ConfigError(f"task: {found} is not the task {out} was trained on "
+                              f"({record.get('name')!r})")
+        return task, record
+    obj = load_recorded_task(record, spec=task, args=_arg_strings(task_args), trust=trust,
+                             where=str(out), resuming=True)
+    return obj, record
+
+
+def _saved_model(out: Path) -> str | None:
+    """The model name of a run folder's config.json (None if unreadable)."""
+    path = out / CONFIG_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    model = saved.get("model") if isinstance(saved, dict) else None
+    return model if isinstance(model, str) else None
+
+
 def _load(task: Any, task_args) -> tuple[Any, dict]:
     """(task object, config.json record) from a spec string or an object."""
     from cram.tasks import check_task, load_task
+    from cram.tasks.record import task_record
 
     if isinstance(task, str):
-        args = ([f"{k}={v}" for k, v in task_args.items()] if isinstance(task_args, Mapping)
-                else list(task_args))
+        args = _arg_strings(task_args)
         obj = load_task(task, args)
         return obj, task_record(obj, task, dict(a.split("=", 1) for a in args))
     check_task(task)

@@ -23,51 +23,33 @@ DEFAULT_MODELS = ("cram", "cram-logit-router", "cram-raw-q", "cram-no-consolidat
 
 def ensure_run(model: str, preset: str, seed: int, run_dir: Path, overrides: list[str],
                progress: bool = True, task: str | None = None, task_args=()) -> Path:
-    """Train ``run_dir`` unless it already holds a finished run (a partial one is resumed).
+    """Train ``run_dir`` unless it already holds this finished run (a partial one is resumed).
 
-    ``task``: a token task spec (``cram bench srcd --task``) instead of SRCD.
+    ``task``: a token task spec (``cram bench srcd --task``) instead of SRCD. A cached folder is
+    reused only if its config.json is the experiment asked for (model, seed, every resolved
+    config field, the task's identity: ``cram.core.identity``); another configuration in the
+    same folder is refused in one line, never reported as this one's.
     """
-    import json
+    from cram.core.identity import check_same_experiment
+    from cram.core.runs import CONFIG_FILE, META_FILE, read_json
 
-    if task is not None:
-        return _ensure_task_run(model, preset, seed, run_dir, overrides, progress, task,
-                                task_args)
+    from .api import asked_record, train
 
-    from .config import resolve
-    from .train import train
-
-    meta = run_dir / "meta.json"
-    if meta.is_file():
-        status = json.loads(meta.read_text()).get("status")
-        if status == "finished":
+    run_dir = Path(run_dir)
+    if (run_dir / CONFIG_FILE).is_file():
+        asked = asked_record(model, preset, seed, overrides, task, task_args)
+        check_same_experiment(asked, read_json(run_dir / CONFIG_FILE),
+                              expected_name="this bench", found_name="the cached run",
+                              where=str(run_dir),
+                              hint="use another runs folder for another configuration")
+        meta = read_json(run_dir / META_FILE) if (run_dir / META_FILE).is_file() else {}
+        if meta.get("status") == "finished":
             return run_dir
-        if (run_dir / "checkpoints" / "last.pt").is_file():
-            return train(model, resolve(model, preset, overrides), run_dir, seed=seed,
-                         preset=preset, resume=True, progress=progress)
-        import shutil
-
-        shutil.rmtree(run_dir)  # started but never checkpointed: nothing to keep
-    return train(model, resolve(model, preset, overrides), run_dir, seed=seed, preset=preset,
-                 progress=progress)
-
-
-def _ensure_task_run(model, preset, seed, run_dir, overrides, progress, task, task_args) -> Path:
-    """``ensure_run`` on a token task: reuse a finished run, resume a partial one."""
-    import json
-    import shutil
-
-    from .api import train
-
-    meta = run_dir / "meta.json"
-    if meta.is_file():
-        if json.loads(meta.read_text()).get("status") == "finished":
-            return run_dir
-        if (run_dir / "checkpoints" / "last.pt").is_file():
-            return train(model, out=run_dir, preset=preset, seed=seed, resume=True,
-                         progress=progress)
-        shutil.rmtree(run_dir)  # started but never checkpointed: nothing to keep
+        return train(model, out=run_dir, task=task, task_args=task_args, preset=preset,
+                     seed=seed, resume=True, progress=progress)
+    restart = run_dir.is_dir() and any(run_dir.iterdir())  # created, never configured
     return train(model, out=run_dir, task=task, task_args=task_args, preset=preset, seed=seed,
-                 overrides=overrides, progress=progress)
+                 overrides=overrides, progress=progress, restart=restart)
 
 
 #: metrics a token-task run adds to a ``cram bench srcd --task`` row

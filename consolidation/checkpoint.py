@@ -13,6 +13,7 @@ to get a trained run's model back: it checks the checkpoint against the run's ``
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -44,7 +45,7 @@ def save_checkpoint(directory: Path, state: dict) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=TMP_SUFFIX, dir=directory)
     os.close(fd)
     try:
-        torch.save({"format": FORMAT, **state}, tmp)
+        _save(state, tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         if last.exists():
@@ -54,6 +55,26 @@ def save_checkpoint(directory: Path, state: dict) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return last
+
+
+def _save(state: dict, tmp: str) -> None:
+    """``torch.save`` with its write failures as an ``OSError`` that names the file.
+
+    torch's zip writer reports a failed write (a full disk, an I/O error) as a ``RuntimeError``
+    ("file write failed"); the trainer maps an ``OSError`` to a resource error (exit 3).
+    """
+    try:
+        torch.save({"format": FORMAT, **state}, tmp)
+    except RuntimeError as err:
+        if "write" not in str(err).lower():
+            raise
+        try:
+            usage = os.statvfs(os.path.dirname(tmp))
+            full = usage.f_bavail * usage.f_frsize < (1 << 20)
+        except OSError:
+            full = False
+        code = errno.ENOSPC if full else errno.EIO
+        raise OSError(code, os.strerror(code), tmp) from None
 
 
 def remove_temp_files(directory: Path) -> list[Path]:
@@ -188,15 +209,20 @@ def load_trained(run_dir: Path, checkpoint: str = LAST) -> Trained:
     """Rebuild a run's model from ``run_dir/checkpoints/<checkpoint>`` and its config.json.
 
     Refuses (:class:`CheckpointError`) a checkpoint whose model name or model arguments differ
-    from the run's ``config.json``: a checkpoint dropped in from another run is never reported as
-    this run's.
+    from the run's ``config.json``, and (:class:`RunFolderError`) one whose recorded experiment
+    (seed, every config field but ``train.steps``, the task) differs: a checkpoint dropped in
+    from another run, even of the same size, is never reported as this run's. A folder written
+    by a newer cram (schema) is refused too.
     """
+    from cram.core.identity import check_same_experiment, refuse_newer_schema
+
     from .config import ExperimentConfig
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise RunFolderError(f"{run_dir}: no config.json; is this a cram run folder?")
+    refuse_newer_schema(run_dir)
     saved = read_json(config_path)
     config = ExperimentConfig.from_dict(saved)
     path = run_dir / "checkpoints" / checkpoint
@@ -206,6 +232,11 @@ def load_trained(run_dir: Path, checkpoint: str = LAST) -> Trained:
                                                                  task.get("vocab_size", 0))):
         raise CheckpointError(f"{path}: model arguments differ from {config_path} "
                               "(a checkpoint of another size or data spec)")
+    if "experiment" in state:
+        check_same_experiment(saved, {**state["experiment"], "task": state.get("task")},
+                              expected_name="config.json", found_name=f"checkpoint {checkpoint}",
+                              where=str(run_dir), steps=False, task="task" in state,
+                              hint="a checkpoint copied from another run is not this run's")
     return Trained(rebuild_model(state), config, state)
 
 

@@ -132,7 +132,8 @@ def eval_batches(run_dir: Path, config, device: str):
     from .tokens import reload_task
 
     record = read_json(Path(run_dir) / "config.json").get("task")
-    gen = reload_task(record) if isinstance(record, dict) else SRCD(config.data)
+    gen = (reload_task(record, where=str(run_dir)) if isinstance(record, dict)
+           else SRCD(config.data))
     data = gen.eval_set(config.train.eval_sequences, config.train.eval_seed)
     for start in range(0, len(data), config.train.eval_batch_size):
         b = data.slice(start, start + config.train.eval_batch_size).to_torch(device)

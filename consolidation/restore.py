@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from cram.core.errors import CheckpointError, CramError, RunFolderError
-from cram.core.runs import CHECKPOINT_DIR, CONFIG_FILE, read_json
+from cram.core.identity import check_same_experiment
+from cram.core.runs import CHECKPOINT_DIR, CONFIG_FILE, META_FILE, METRICS_FILE, read_json
 from cram.models import DataSpec, build_model
 
 from .checkpoint import load_latest, nonfinite_tensors, save_checkpoint
@@ -127,16 +128,81 @@ def saved_run(run_dir: Path, model_name: str) -> dict:
 
 def load_resume_checkpoint(run_dir: Path, model_name: str,
                            warn: Callable[[str], None]) -> dict | None:
-    """Load last.pt, else prev.pt (warned); None: a run without checkpoint starts at step 0."""
+    """Load last.pt, else prev.pt (warned); None: a run without checkpoint starts at step 0.
+
+    A run without a checkpoint restarts only if it had nothing to lose: a finished run, or one
+    with logged rows past step 0, is refused (its checkpoints were deleted or moved), so that a
+    resume never truncates work; ``--restart`` is the way to start such a folder over.
+    """
     ckpt = load_latest(Path(run_dir) / CHECKPOINT_DIR, model_name, warn)
     if ckpt is None:
+        _refuse_lost_checkpoints(Path(run_dir))
         warn(f"{run_dir}: no checkpoint yet; starting the run over from step 0")
     return ckpt
 
 
+def _refuse_lost_checkpoints(run_dir: Path) -> None:
+    """Raise :class:`RunFolderError` if a folder without checkpoints holds work past step 0."""
+    status = None
+    if (run_dir / META_FILE).is_file():
+        try:
+            status = read_json(run_dir / META_FILE).get("status")
+        except RunFolderError:
+            status = None
+    last = _last_logged_step(run_dir / METRICS_FILE)
+    if status == "finished" or (last is not None and last > 0):
+        what = f"status {status}" if status == "finished" else f"rows up to step {last:g}"
+        raise RunFolderError(
+            f"{run_dir}: no checkpoint to resume from ({CHECKPOINT_DIR}/ is empty or missing) "
+            f"but metrics.csv has {what}; nothing was changed. --restart starts it over")
+
+
+def _last_logged_step(metrics: Path) -> float | None:
+    """The largest step among metrics.csv's complete rows (None: no file or no rows)."""
+    import csv
+
+    if not metrics.is_file():
+        return None
+    with open(metrics, encoding="utf-8", errors="replace", newline="") as fh:
+        lines = fh.read().split("\n")[:-1]  # a last line without newline is partial
+    rows = list(csv.reader(lines))
+    if not rows or "step" not in rows[0]:
+        return None
+    idx, steps = rows[0].index("step"), []
+    for cells in rows[1:]:
+        try:
+            steps.append(float(cells[idx]))
+        except (IndexError, ValueError):
+            continue
+    return max(steps) if steps else None
+
+
+def check_resume_identity(run_dir: Path, ckpt: dict, asked: dict) -> None:
+    """Refuse a checkpoint that is not the experiment of ``asked`` (config.json, as resolved).
+
+    ``asked`` is ``{"model", "seed", "data", "model_config", "train", "task"}``; the checkpoint's
+    ``experiment`` (and ``task``, recorded since checkpoints carry it) must match it in every
+    field but ``train.steps``: a config.json edited after training (seed, lr) or a checkpoint
+    copied from another run is refused in one line.
+    """
+    if "experiment" not in ckpt:
+        raise CheckpointError(f"{run_dir / CHECKPOINT_DIR}: checkpoint lacks its experiment "
+                              "record; cannot check that it belongs to this run")
+    found = {**ckpt["experiment"], "task": ckpt.get("task")}
+    check_same_experiment(asked, found, expected_name="config.json", found_name="the checkpoint",
+                          where=str(run_dir), steps=False, task="task" in ckpt,
+                          hint="was config.json edited, or the checkpoint copied from another "
+                               "run? nothing was changed")
+
+
 def save_state(run_dir: Path, ts: TrainState, model_name: str, seed: int,
-               config: ExperimentConfig, generator_states: list[torch.Tensor]) -> None:
-    """Write ``ts`` as the run's last.pt; refuse non-finite weights or optimiser moments."""
+               config: ExperimentConfig, generator_states: list[torch.Tensor],
+               task_record: dict | None = None) -> None:
+    """Write ``ts`` as the run's last.pt; refuse non-finite weights or optimiser moments.
+
+    The checkpoint records the experiment (model, seed, config) and the task record, so that
+    every reuse can check it against config.json (``check_resume_identity``, ``load_trained``).
+    """
     model_state, opt_state = ts.model.state_dict(), ts.optimizer.state_dict()
     bad = nonfinite_tensors({"model": model_state, "optimizer": opt_state})
     if bad:
@@ -146,6 +212,7 @@ def save_state(run_dir: Path, ts: TrainState, model_name: str, seed: int,
     save_checkpoint(Path(run_dir) / CHECKPOINT_DIR, {
         "model_name": model_name, "model_args": ts.model.model_args(),
         "experiment": {"model": model_name, "seed": seed, **config.to_dict()},
+        "task": task_record,
         "model": model_state, "optimizer": opt_state, "step": ts.step,
         "generator_states": generator_states, "exposures": torch.as_tensor(ts.exposures),
         "train_seconds": ts.train_seconds, "torch_version": str(torch.__version__),

@@ -18,11 +18,13 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 from cram.core.errors import RunFolderError
+from cram.core.identity import refuse_newer_schema
 from cram.core.runs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -69,7 +71,18 @@ class RunLock:
         return self
 
     def _open_locked(self) -> int:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a symbolic link: a planted .lock must not truncate its target
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
+                         0o644)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise RunFolderError(f"{self.path}: is a symbolic link; refusing to write "
+                                     "through it (remove it)") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunFolderError(f"{self.path}: is not a regular file; refusing to use it as "
+                                 "the run's lock (remove it)")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -117,6 +130,7 @@ def prepare_folder(run_dir: Path, mode: str) -> None:
     """
     if Path(run_dir).exists() and not Path(run_dir).is_dir():
         raise RunFolderError(f"{run_dir}: exists and is not a folder")
+    refuse_links(Path(run_dir))
     if mode == "fresh" and folder_contents(run_dir):
         raise RunFolderError(f"{run_dir}: already exists; refusing to overwrite "
                              "(use --resume to continue it, or another --out)")
@@ -130,6 +144,17 @@ def prepare_folder(run_dir: Path, mode: str) -> None:
     if mode == "resume" and not (Path(run_dir) / CONFIG_FILE).is_file():
         raise RunFolderError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); "
                              "use --restart to start it over")
+    if mode == "resume":
+        refuse_newer_schema(run_dir)
+
+
+def refuse_links(run_dir: Path) -> None:
+    """Refuse a run folder whose files are symbolic links (a write would land on their target)."""
+    for name in (*RUN_FILES, CHECKPOINT_DIR, LOCK_FILE):
+        path = Path(run_dir) / name
+        if path.is_symlink():
+            raise RunFolderError(f"{path}: is a symbolic link; a run folder's files must be its "
+                                 "own (remove the link)")
 
 
 class RunWriter:
@@ -205,8 +230,8 @@ class RunWriter:
                          train_seconds=train_seconds)
         try:
             atomic_write_json(self.dir / META_FILE, self.meta)
-        except OSError:
-            pass
+        except OSError:  # a full disk has no room for a temp file: rewrite it in place
+            _write_in_place(self.dir / META_FILE, self.meta)
 
     def finish(self, transition: dict, train_seconds: float) -> None:
         """Write transition.json and status ``finished``."""
@@ -214,6 +239,27 @@ class RunWriter:
         self.meta.update(status="finished", train_seconds=train_seconds, finished=_now())
         self.meta.pop("error", None)
         atomic_write_json(self.dir / META_FILE, self.meta)
+
+
+def _write_in_place(path: Path, meta: dict) -> None:
+    """Overwrite ``path`` with ``meta`` in its own blocks (no temp file); never raises.
+
+    The last resort for the status on a full disk: meta.json is small, so the rewritten text
+    usually fits in the blocks the file already holds.
+    """
+    import json
+
+    from cram.core.jsonio import json_safe
+
+    text = (json.dumps(json_safe(meta), indent=2) + "\n").encode()
+    try:
+        with open(path, "r+b") as fh:
+            fh.write(text)
+            fh.truncate(len(text))
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError:
+        pass
 
 
 def run_meta(argv: list[str] | None, device, world_size: int, train_seconds: float,

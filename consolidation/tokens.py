@@ -10,8 +10,8 @@ source seam. What differs from SRCD lives here, so that ``train.py`` only dispat
 - :func:`evaluate_tokens`: hard-routed evaluation with the SRCD column names where the meaning is
   the same (``retrieval_acc*``, ``attention_*``, ``q_*``, ``share_*``), plus the token columns of
   :data:`TOKEN_COLUMNS` (attention per token and per layer, the floor).
-- :func:`task_record` / :func:`reload_task`: the ``task`` entry of config.json, so that
-  ``cram eval RUN`` rebuilds the task.
+- :func:`reload_task`: the task of config.json's ``task`` entry (``cram.tasks.record``), so
+  that ``cram eval RUN`` rebuilds it, importing user code only with the user's consent.
 """
 
 from __future__ import annotations
@@ -201,21 +201,13 @@ class _TokenTally:
         return rows
 
 
-def task_record(task: Any, spec: str | None = None, args: dict | None = None) -> dict:
-    """The ``task`` entry of config.json: how to rebuild the task and the sizes it fixes."""
-    return {"spec": spec, "args": {str(k): str(v) for k, v in (args or {}).items()},
-            "name": str(getattr(task, "name", type(task).__name__)),
-            "vocab_size": int(task.vocab_size), "n_library": int(task.n_library)}
+def reload_task(record: dict, spec: str | None = None, args: list[str] | None = None,
+                trust: bool = False, where: str = "the run") -> Any:
+    """The task of a run's config.json ``task`` record (or ``spec``/``args`` given instead).
 
+    Never imports a user's file or module that the caller did not name (``spec``) or trust
+    (``trust``): see ``cram.tasks.record``.
+    """
+    from cram.tasks.record import load_recorded_task
 
-def reload_task(record: dict, spec: str | None = None, args: list[str] | None = None) -> Any:
-    """The task of a run's config.json ``task`` record (or ``spec``/``args`` given instead)."""
-    from cram.tasks import load_task
-
-    if spec is None:
-        spec = record.get("spec")
-        if spec is None:
-            raise ConfigError(f"the run's task {record.get('name')!r} was given as a Python "
-                              "object; pass --task SPEC to evaluate it")
-        args = [f"{k}={v}" for k, v in record.get("args", {}).items()] + list(args or [])
-    return load_task(spec, list(args or []))
+    return load_recorded_task(record, spec=spec, args=list(args or []), trust=trust, where=where)

@@ -38,9 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cram.core.errors import ConfigError, CramError, RunFolderError
+from cram.core.errors import ConfigError, ResourceError, RunFolderError
 from cram.core.runs import CHECKPOINT_DIR, METRICS_FILE
 from cram.models import Route
+from cram.tasks import TaskError
+from cram.tasks.guard import GuardedTask
 
 from .batches import prefetcher, step_batches, worker_kind
 from .checkpoint import remove_temp_files
@@ -51,6 +53,7 @@ from .losses import compute_loss
 from .restore import (
     TrainingDiverged,
     TrainState,
+    check_resume_identity,
     fresh_state,
     load_resume_checkpoint,
     restore,
@@ -81,8 +84,8 @@ EVAL_COLUMNS = ("attention_fraction", "attention_computed", "attention_query", "
 MAX_SEED = 2**32 - 1
 
 
-class OutOfResources(CramError):
-    """Out of memory or disk space while training; the last checkpoint is kept, --resume works."""
+class OutOfResources(ResourceError):
+    """Out of memory, disk space or I/O while training (exit 3); the last checkpoint is kept."""
 
 
 def metric_columns(n_layers: int) -> list[str]:
@@ -195,6 +198,8 @@ class _Run:
     autocast: Any
     eval_set: Any = None  # rank 0 only
     token: bool = False  # the data source is a token task (cram.tasks), not SRCD
+    task_record: dict | None = None  # config.json's task entry (saved in every checkpoint too)
+    train_length: int | None = None  # tokens per training sequence (read off the first batch)
     scheduled: bool = False  # the routing schedule's criterion is measured on it (tiered, or a
     #   cost-matched baseline: models.common.SRCDModel.follows_routing_schedule)
 
@@ -222,14 +227,12 @@ def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, see
         check_run_args(config, seed)
     if is_token_task(data):
         _check_token_run(model_name, data)
+        data = GuardedTask(data)  # every later call checked and named as the task's
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         if not (resume or restart):
             prepare_folder(out, "fresh")  # read-only early refusal; repeated under the lock
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise RunFolderError(f"{out}: cannot create the run folder ({err.strerror})") from None
+        _make_folder(out)
     with RunLock(out) if rank == 0 else contextlib.nullcontext():
         if rank == 0:
             prepare_folder(out, "resume" if resume else "restart" if restart else "fresh")
@@ -248,6 +251,17 @@ def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, see
                           task_record=task_record)
         finally:
             dist.close()
+
+
+def _make_folder(out: Path) -> None:
+    """Create the run folder; a machine that cannot is a resource error (exit 3) naming it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        cls = ResourceError if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM,
+                                             errno.ENOSPC, errno.EDQUOT) else RunFolderError
+        raise cls(f"{err.filename or out}: cannot create the run folder ({err.strerror})"
+                  ) from None
 
 
 def _warn(message: str) -> None:
@@ -275,11 +289,15 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, data, 
         remove_temp_files(out / CHECKPOINT_DIR)
     ckpt = load_resume_checkpoint(out, model_name, _warn if dist.main else lambda m: None) \
         if resume else None
+    if ckpt is not None:  # config.json and the checkpoint must be one experiment
+        check_resume_identity(out, ckpt, {"model": model_name, "seed": seed, **config.to_dict(),
+                                          "task": task_record})
     if ckpt is not None and int(ckpt["step"]) > config.train.steps:
         raise ConfigError(f"--steps {config.train.steps}: before the checkpoint's step "
                           f"{int(ckpt['step'])} in {out / CHECKPOINT_DIR}")
     dist.barrier()
     run, ts = _setup(model_name, config, out, seed, dist, data, ckpt)
+    run.task_record = task_record
     writer = None
     if dist.main:
         writer = RunWriter.open(
@@ -290,13 +308,18 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, data, 
             write_config=not resume or extended,
             meta=run_meta(argv, run.device, dist.world, ts.train_seconds,
                           ts.model.num_parameters()))
-        run.eval_set = run.data.eval_set(config.train.eval_sequences, config.train.eval_seed)
-        if progress:
-            writer.start_progress(config.train.steps, ts.step, f"train {model_name}")
     try:
+        if writer is not None:
+            run.eval_set = run.data.eval_set(config.train.eval_sequences,
+                                             config.train.eval_seed)
+            if progress:
+                writer.start_progress(config.train.steps, ts.step, f"train {model_name}")
         _loop(run, ts, writer, log_first=ckpt is None)
+        if writer is not None:
+            writer.close_progress()
+            writer.finish(_transition(run, ts.schedule), ts.train_seconds)
     except BaseException as err:
-        mapped = _resource_error(err, run, ts)
+        mapped = _resource_error(err, run, ts) or _task_error(err, ts.step)
         if writer is not None:
             writer.fail(mapped or err, ts.train_seconds)
         if mapped is not None:
@@ -305,8 +328,6 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, data, 
     finally:
         if writer is not None:
             writer.close_progress()
-    if writer is not None:
-        writer.finish(_transition(run, ts.schedule), ts.train_seconds)
     dist.barrier()
     return out
 
@@ -371,6 +392,9 @@ def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) 
                 return
             t0 = time.perf_counter()
             batch_np, counts = batches.get(step)
+            if run.train_length is None:
+                run.train_length = int(batch_np.tokens.shape[1]) if run.token \
+                    else run.config.data.length
             ts.exposures += run.dist.all_sum(counts.astype(float))
             batch = batch_np.to_torch(run.device, non_blocking=resident)
             warm = run.scheduled and ts.schedule.warmup(step)  # issue 13 (matched: gates open)
@@ -399,7 +423,8 @@ def _log_and_save(run: _Run, ts: TrainState, writer: RunWriter | None, temperatu
     if step % t.checkpoint_every == 0 or step == t.steps:
         gens = _generator_states(run, ts)
         if writer is not None:
-            save_state(run.out, ts, run.model_name, run.seed, run.config, gens)
+            save_state(run.out, ts, run.model_name, run.seed, run.config, gens,
+                       task_record=run.task_record)
     run.dist.barrier()
 
 
@@ -524,15 +549,16 @@ def _eval_rows(run: _Run, ts: TrainState, temperature: float, lr: float,
                losses: dict[str, float]) -> tuple[dict, list[dict], list[dict]]:
     """Evaluate on the fixed set: the metrics row, the pattern rows and the retention rows."""
     t, step = run.config.train, ts.step
-    n_library, length = ((run.data.n_library, run.eval_set.tokens.shape[1]) if run.token
-                         else (run.config.data.n_library, run.config.data.length))
+    n_library = run.data.n_library if run.token else run.config.data.n_library
+    # tokens per training sequence; a token task's eval sequences may be longer or shorter
+    length = run.train_length if run.token else run.config.data.length
     ev = (evaluate_tokens if run.token else evaluate)(
         ts.model, run.eval_set, t.eval_batch_size, run.device, n_library=n_library,
         patterns=run.tiered and step % t.pattern_every == 0,
         retention=step in retention_steps(run.config), autocast=run.autocast)
     row = {"step": step, "phase": ts.schedule.phase_at(step),  # issue 13
            "schedule_signal": ts.schedule.signal,
-           "tokens_seen": step * t.batch_size * length,
+           "tokens_seen": step * t.batch_size * (length or 0),
            "train_seconds": ts.train_seconds, "temperature": temperature, "lr": lr,
            **losses, **ev.metrics}
     patterns = [{"step": step, "exposures": int(ts.exposures[r["pattern"]]), **r}
@@ -584,8 +610,23 @@ def _transition(run: _Run, schedule: RoutingSchedule) -> dict:
             "resolution": t.log_every}  # steps between evaluations
 
 
+def _task_error(err: BaseException, step: int) -> TaskError | None:
+    """A user task's failure during training, named as the task's with the step (else None).
+
+    From a worker process the DataLoader re-raises it with the worker's traceback in the
+    message; the task's own line is the last one.
+    """
+    if not isinstance(err, TaskError):
+        return None
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    text = lines[-1] if lines else type(err).__name__
+    if text.startswith(("cram.tasks.batch.", "TaskError", "TaskBatchError")):
+        text = text.split(": ", 1)[-1]
+    return type(err)(f"{text} (at training step {step}); the task's code, not cram, failed")
+
+
 def _resource_error(err: BaseException, run: _Run, ts: TrainState) -> OutOfResources | None:
-    """Out-of-memory and disk-full errors as one-line :class:`OutOfResources` (else None)."""
+    """Out-of-memory, disk-full and other I/O errors as one-line :class:`OutOfResources`."""
     where = f"at step {ts.step}; the last checkpoint in {run.out / CHECKPOINT_DIR} is kept"
     oom = isinstance(err, (torch.OutOfMemoryError, MemoryError)) or (
         isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
@@ -595,6 +636,9 @@ def _resource_error(err: BaseException, run: _Run, ts: TrainState) -> OutOfResou
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         name = f" writing {err.filename}" if err.filename else ""
         return OutOfResources(f"no space left on device{name} {where}; free space, then --resume")
+    if isinstance(err, OSError) and err.errno is not None:
+        name = f" on {err.filename}" if err.filename else ""
+        return OutOfResources(f"{err.strerror or 'I/O error'}{name} {where}; fix it, then --resume")
     return None
 
 

@@ -55,7 +55,8 @@ def check_task(task, batch_size: int = 2, seed: int = 0) -> None:
         The object lacks part of the protocol or has a bad ``vocab_size``/``n_library``.
     TaskBatchError
         A batch is not a ``TokenBatch`` or fails ``TokenBatch.validate`` (shape, dtype, labels out
-        of range, all labels -100, pattern out of range), or ``sample`` ignores its ``rng``.
+        of range, all labels -100, pattern out of range), ``sample`` ignores its ``rng``, or
+        ``eval_set`` is not a function of its ``seed``.
     """
     label = f"task {getattr(task, 'name', type(task).__name__)!r}"
     missing = [a for a in REQUIRED_ATTRS if not hasattr(task, a)]
@@ -76,6 +77,11 @@ def check_task(task, batch_size: int = 2, seed: int = 0) -> None:
                              "different batches; draw every random number from rng")
     evals = _call(label, "eval_set", task.eval_set, batch_size, seed)
     evals.validate(task.vocab_size, task.n_library, where=f"{label}.eval_set()")
+    again = _call(label, "eval_set", task.eval_set, batch_size, seed)
+    if not (np.array_equal(evals.tokens, again.tokens)
+            and np.array_equal(evals.labels, again.labels)):
+        raise TaskBatchError(f"{label}.eval_set(n, seed): two calls with the same seed gave "
+                             "different sets; the evaluation set must be a function of seed")
 
 
 def _check_count(label: str, name: str, value, minimum: int) -> None:

@@ -60,11 +60,13 @@ def test_cli_trains_cpu_tiny_on_a_task_file_and_eval_reloads_it(tmp_path):
     assert 0 <= last["attention_token"] <= 1 and 0 <= last["retrieval_acc"] <= 1
     assert np.isfinite(metrics["loss_value"].iloc[1:]).all()
     config = json.loads((run / "config.json").read_text())
-    assert config["task"]["spec"] == f"{EXAMPLE}:make_task"
+    # recorded with its resolved path and content hash (tests/test_faults_trust.py)
+    assert config["task"]["spec"] == f"{ROOT / EXAMPLE}:make_task"
+    assert config["task"]["kind"] == "file" and len(config["task"]["sha256"]) == 64
     assert config["task"]["args"] == {"length": "16"} and config["task"]["vocab_size"] == 16
     assert config["train"]["cost_gate"] == "familiarity-queries"  # the token-task default
 
-    ev = _cli("eval", str(run), "--json")
+    ev = _cli("eval", str(run), "--json", "--trust-task")  # the run's own file, hash-checked
     assert ev.returncode == 0, ev.stderr
     doc = json.loads(ev.stdout)
     assert doc["task"] == "first-token-recall" and doc["step"] == 30

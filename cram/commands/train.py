@@ -17,8 +17,9 @@ def register(sub) -> None:
                     "(docs/run_folder.md). One process writes a folder at a time (a lock). "
                     "Under torchrun it trains with DistributedDataParallel.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True,
-                   help="model name, e.g. cram or transformer (an unknown name lists all)")
+    p.add_argument("--model", default=None,
+                   help="model name, e.g. cram or transformer (an unknown name lists all); "
+                        "required except with --resume, which reads it from the run")
     p.add_argument("--preset", default="demo", help="cpu-tiny, demo, cpu or paper")
     p.add_argument("--out", required=True,
                    help="run folder to create (or to continue with --resume)")
@@ -33,7 +34,7 @@ def register(sub) -> None:
                    help="start over a run folder that has no checkpoint (e.g. killed early)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the final metrics row as JSON")
-    add_task_arguments(p)
+    add_task_arguments(p, trust=True)
     add_set_argument(p)
     p.set_defaults(func=_train)
 
@@ -49,13 +50,16 @@ def register(sub) -> None:
     e.add_argument("--checkpoint", default="last.pt")
     e.add_argument("--json", action="store_true")
     e.add_argument("--out", default=None, help="also write the metrics as JSON to this new file")
-    add_task_arguments(e, evaluating=True)
+    add_task_arguments(e, evaluating=True, trust=True)
     add_set_argument(e)
     e.set_defaults(func=_eval)
 
 
-def add_task_arguments(p, evaluating: bool = False) -> None:
-    """``--task SPEC`` and ``--task-arg key=value`` (also used by ``cram bench srcd``)."""
+def add_task_arguments(p, evaluating: bool = False, trust: bool = False) -> None:
+    """``--task SPEC`` and ``--task-arg key=value`` (also used by ``cram bench srcd``).
+
+    ``trust`` adds ``--trust-task`` (train's ``--resume`` and ``eval``: reuse a run's task).
+    """
     p.add_argument("--task", default=None, metavar="SPEC",
                    help="train on a token task instead of SRCD: a built-in name (cram tasks), "
                         "FILE.py:FACTORY or MODULE:FACTORY (docs/tasks.md)"
@@ -63,6 +67,12 @@ def add_task_arguments(p, evaluating: bool = False) -> None:
                    "run recorded (same vocabulary)")
     p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
                    dest="task_args", help="argument of the task's factory (repeatable)")
+    if not trust:
+        return
+    p.add_argument("--trust-task", action="store_true",
+                   help="with --resume or eval: import the user task file (or module) the run "
+                        "recorded, after checking its SHA-256, without naming it in --task "
+                        "(a run folder never imports code otherwise)")
 
 
 def _train(args) -> int:
@@ -71,12 +81,16 @@ def _train(args) -> int:
 
     if args.task_args and args.task is None:
         raise ConfigError("--task-arg needs --task")
+    if args.model is None and not args.resume:
+        raise ConfigError("--model is required (except with --resume, which reads it)")
+    if args.trust_task and not args.resume:
+        raise ConfigError("--trust-task applies to --resume (and cram eval) only")
     if args.resume and args.overrides:
         log("cram train: --resume continues the saved config; --set overrides are ignored")
     run = train(args.model, out=args.out, task=args.task, task_args=args.task_args,
                 preset=args.preset, seed=args.seed, overrides=args.overrides, steps=args.steps,
                 resume=args.resume, restart=args.restart, progress=not args.quiet,
-                argv=["cram", *sys.argv[1:]])
+                argv=["cram", *sys.argv[1:]], trust_task=args.trust_task)
     import cram
 
     final = cram.load_run(run).metrics.iloc[-1].to_dict()
@@ -152,7 +166,8 @@ def _eval_token_run(args, run_dir, model, config, state) -> int:
     record = _saved_task(run_dir) or {}
     if not model.spec.is_token:
         raise RunFolderError(f"{run_dir}: trained on SRCD; --task needs a run trained on a task")
-    task = reload_task(record, args.task, args.task_args)
+    task = reload_task(record, args.task, args.task_args, trust=args.trust_task,
+                       where=str(run_dir))
     if task.vocab_size != model.spec.vocab_size:
         raise RunFolderError(f"--task {args.task or record.get('spec')}: vocabulary "
                              f"{task.vocab_size}, the model's is {model.spec.vocab_size}")
