@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   create .venv, install, train CRAM on the demo preset, fit γ, write a report
-#   make test   create .venv, install, ruff check, run the test suite (CI runs this through .ci/run)
+#   make test   create .venv, install, ruff check, run the test suite (CI runs this through .ci/run);
+#               the notebooks run once, inside it (tests/test_notebooks.py)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -25,7 +26,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q --nbmake tests notebooks
+	$(BIN)/python -m pytest -q tests
 
 test-slow: install
 	$(BIN)/python -m pytest -q --runslow tests
