@@ -224,7 +224,7 @@ def load_trained(run_dir: Path, checkpoint: str = LAST) -> Trained:
         raise RunFolderError(f"{run_dir}: no config.json; is this a cram run folder?")
     refuse_newer_schema(run_dir)
     saved = read_json(config_path)
-    config = ExperimentConfig.from_dict(saved)
+    config = ExperimentConfig.from_dict(saved, source=str(config_path))
     path = run_dir / "checkpoints" / checkpoint
     state = load_checkpoint(path, expect_model=saved.get("model"))
     task = saved.get("task") if isinstance(saved.get("task"), dict) else {}

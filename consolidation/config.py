@@ -163,10 +163,6 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        for name in ("library_seed", "answer_permutation_seed"):  # numpy seeds: never negative
-            v = getattr(self.data, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise ConfigError(f"SRCDConfig.{name}={v!r}: must be an integer >= 0")
         if self.train.router_consistency_weight and self.model.q_space != "value":
             raise ConfigError("train.router_consistency_weight needs model.q_space=value (it "
                               "compares tiers in the value probe's readout), got "

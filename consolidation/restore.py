@@ -18,7 +18,14 @@ import torch
 
 from cram.core.errors import CheckpointError, CramError, RunFolderError
 from cram.core.identity import check_same_experiment
-from cram.core.runs import CHECKPOINT_DIR, CONFIG_FILE, META_FILE, METRICS_FILE, read_json
+from cram.core.runs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    META_FILE,
+    METRICS_FILE,
+    read_json,
+    read_table,
+)
 from cram.models import DataSpec, build_model
 
 from .checkpoint import load_latest, nonfinite_tensors, save_checkpoint
@@ -158,23 +165,19 @@ def _refuse_lost_checkpoints(run_dir: Path) -> None:
 
 
 def _last_logged_step(metrics: Path) -> float | None:
-    """The largest step among metrics.csv's complete rows (None: no file or no rows)."""
-    import csv
-
+    """The largest step among metrics.csv's complete rows (None: no file, no rows, unreadable)."""
     if not metrics.is_file():
         return None
-    with open(metrics, encoding="utf-8", errors="replace", newline="") as fh:
-        lines = fh.read().split("\n")[:-1]  # a last line without newline is partial
-    rows = list(csv.reader(lines))
-    if not rows or "step" not in rows[0]:
+    try:
+        table, _ = read_table(metrics)  # a partial last line is dropped
+    except RunFolderError:
         return None
-    idx, steps = rows[0].index("step"), []
-    for cells in rows[1:]:
-        try:
-            steps.append(float(cells[idx]))
-        except (IndexError, ValueError):
-            continue
-    return max(steps) if steps else None
+    if "step" not in table.columns or not len(table):
+        return None
+    import pandas as pd
+
+    steps = pd.to_numeric(table["step"], errors="coerce").dropna()
+    return float(steps.max()) if len(steps) else None
 
 
 def check_resume_identity(run_dir: Path, ckpt: dict, asked: dict) -> None:

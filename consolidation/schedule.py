@@ -40,14 +40,11 @@ SCHEDULE_VARIANTS: dict[str, list[str]] = {
 
 def _warmup_end(run_dir: Path, fixed: int) -> int:
     """The step where warm-up ended: from transition.json's schedule block when it has one."""
-    import json
+    from cram.core.runs import load_run
 
-    path = Path(run_dir) / "transition.json"
-    if path.is_file():
-        end = json.loads(path.read_text()).get("schedule", {}).get("warmup_end")
-        if end is not None:
-            return int(end)
-    return fixed
+    run = load_run(run_dir)  # a transition.json of the wrong shape is a warning, then ignored
+    end = ((run.transition or {}).get("schedule") or {}).get("warmup_end")
+    return int(end) if end is not None else fixed
 
 
 def _scaled(overrides: list[str], base) -> list[str]:

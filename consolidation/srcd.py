@@ -120,6 +120,11 @@ class SRCDConfig:
         if n_q > self.novel_pool:
             raise ConfigError(f"SRCDConfig.n_novel_keys={self.n_novel_keys}: the novel pool "
                               f"({self.novel_pool}) is smaller than {n_q} bindings")
+        for name in ("library_seed", "answer_permutation_seed"):  # numpy seeds: never negative
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool)
+                                  or v < 0):
+                raise ConfigError(f"SRCDConfig.{name}={v!r}: must be an integer >= 0")
 
     @property
     def n_queries(self) -> int:

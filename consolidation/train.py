@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from cram.core.errors import ConfigError, ResourceError, RunFolderError
-from cram.core.runs import CHECKPOINT_DIR, METRICS_FILE
+from cram.core.runs import CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, read_table
 from cram.models import Route
 from cram.tasks import TaskError
 from cram.tasks.guard import GuardedTask
@@ -238,7 +238,8 @@ def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, see
             prepare_folder(out, "resume" if resume else "restart" if restart else "fresh")
         if resume:
             saved = saved_run(out, model_name)
-            config, seed, preset = ExperimentConfig.from_dict(saved), saved.get("seed", seed), \
+            config, seed, preset = ExperimentConfig.from_dict(
+                saved, source=str(out / CONFIG_FILE)), saved.get("seed", seed), \
                 saved.get("preset", preset)
             if steps is not None:
                 config = dataclasses.replace(
@@ -597,12 +598,10 @@ def _transition(run: _Run, schedule: RoutingSchedule) -> dict:
     The change point is found for routed models only; the schedule block (issue 13) says where
     warm-up ended and why.
     """
-    import pandas as pd
-
     t = run.config.train
     if run.tiered:
         onset = schedule.onset() if schedule.onset() is not None else t.steps  # issue 13
-        summary = transition_summary(pd.read_csv(run.out / METRICS_FILE), onset, seed=run.seed)
+        summary = transition_summary(read_table(run.out / METRICS_FILE)[0], onset, seed=run.seed)
     else:
         summary = {"series": "attention_library", "onset": t.warmup_steps, "step": None,
                    "method": "not a routed model"}
