@@ -191,11 +191,12 @@ class RunWriter:
         return writer
 
     def start_progress(self, total: int, initial: int, desc: str) -> None:
-        """Show a tqdm bar on stderr."""
+        """Show a tqdm bar on stderr (at most one line per 30 s when stderr is not a terminal)."""
         from tqdm.auto import tqdm
 
+        terminal = sys.stderr.isatty()  # a redirected log gets a line every 30 s, not a flood
         self.bar = tqdm(total=total, initial=initial, desc=desc, file=sys.stderr,
-                        dynamic_ncols=True)
+                        dynamic_ncols=True, mininterval=0.1 if terminal else 30.0)
 
     def log(self, row: dict, pattern_rows: list[dict], retention_rows: list[dict]) -> None:
         """Append one metrics row (and that step's pattern and retention rows)."""
@@ -207,7 +208,8 @@ class RunWriter:
         if self.bar is not None:
             self.bar.set_postfix(attn=f"{row['attention_fraction']:.3f}",
                                  lib=f"{row['attention_library']:.2f}",
-                                 acc=f"{row['retrieval_acc']:.2f}")
+                                 acc=f"{row['retrieval_acc']:.2f}",
+                                 refresh=sys.stderr.isatty())
 
     def advance(self) -> None:
         """Count one training step on the bar."""

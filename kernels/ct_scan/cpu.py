@@ -123,6 +123,9 @@ def load_extension():
 
             build_dir = extension_dir()
             _clear_stale_lock(build_dir / "lock")
+            if not _is_built(build_dir):  # the first use compiles for ~30 s: say so
+                print("cram: compiling the C++ CT-scan kernel once (about 30 s; cached in "
+                      f"{build_dir})...", file=sys.stderr, flush=True)
             _ext = load(
                 name="cram_ct_scan_cpu",
                 sources=[str(_SOURCE)],
@@ -134,6 +137,11 @@ def load_extension():
             _ext_error = build_failure_reason(exc)
             _ext = None
     return _ext
+
+
+def _is_built(build_dir) -> bool:
+    """Whether a compiled extension already lies in ``build_dir`` (then loading is quick)."""
+    return any(build_dir.glob("cram_ct_scan_cpu*.so"))
 
 
 def cpp_forward(u, gate, w1, h0):
