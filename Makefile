@@ -6,32 +6,40 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cram-installed
+TSTAMP := $(VENV)/.cram-test-installed
 DEMO   ?= runs/demo
 SEEDS  ?= 1
 export PYTENSOR_FLAGS ?= base_compiledir=$(CURDIR)/.cache/pytensor
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test test-slow bench lint clean-demo
+.PHONY: install install-test demo test test-slow bench lint clean-demo
 
+# the package and what it runs with (make demo); the test tools come with install-test only
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e .
 	$(BIN)/python -c "import torch, sys; cuda = torch.version.cuda; sys.exit(f'a CUDA build of torch ({cuda}) was installed on a machine without a GPU: reinstall torch==2.13.0 with plain pip' if cuda and not torch.cuda.is_available() else 0)"
 	touch $(STAMP)
 
+$(TSTAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(TSTAMP)
+
 install: $(STAMP)
+
+install-test: $(TSTAMP)
 
 demo: install
 	$(BIN)/python -m cram.commands.demo --out $(DEMO) --seeds $(SEEDS)
 
-test: install
+test: install-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
 
-test-slow: install
+test-slow: install-test
 	$(BIN)/python -m pytest -q --runslow tests
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check .
 
 clean-demo:
