@@ -5,6 +5,12 @@
 ``summary()``, ``to_frame()``, JSON round trip). Standard errors come from the inverse of a
 central-difference Hessian of the negative log-likelihood at the optimum; intervals are Wald
 intervals (normal quantiles; t quantiles for OLS).
+
+Speed without other numbers: L-BFGS-B gets the forward-difference gradient it would estimate
+itself, computed without scipy's per-call overhead (:func:`_with_fd_gradient`), and a fit of
+points already fitted under the same form, likelihood, restarts and seed is taken from a
+``cache`` (the window sensitivity's ``all`` window is the main fit). Both give the same numbers,
+bit for bit, as the plain fit (``tests/test_fit_scaling.py``).
 """
 
 from __future__ import annotations
@@ -197,7 +203,7 @@ def _one_blas_thread():
 
 def fit_mle(curve_df: pd.DataFrame, form: str = "power", window=None, offset=None, *,
             likelihood: str = "auto", rules: ComparisonRules | None = None,
-            n_starts: int = 8, seed: int = 0) -> PointFitResult:
+            n_starts: int = 8, seed: int = 0, cache: dict | None = None) -> PointFitResult:
     """Maximum-likelihood fit of one curve.
 
     Parameters
@@ -218,13 +224,17 @@ def fit_mle(curve_df: pd.DataFrame, form: str = "power", window=None, offset=Non
         Optimiser restarts (the data-driven start plus jittered copies).
     seed : int
         Seed of the jitter of the restarts.
+    cache : dict, optional
+        Fits already made, keyed by what determines them (form, likelihood, restarts, seed and
+        the fitted t, value and n): a fit of the same points is taken from it instead of being
+        made again (its result is the same number for number). Filled as fits are made.
     """
     with _one_blas_thread():
         rules = rules or ComparisonRules(form=form, window=window, offset=offset)
-        return _fit_mle(curve_df, rules, likelihood, n_starts, seed)
+        return _fit_mle(curve_df, rules, likelihood, n_starts, seed, cache)
 
 
-def _fit_mle(curve_df, rules, likelihood, n_starts, seed) -> PointFitResult:
+def _fit_mle(curve_df, rules, likelihood, n_starts, seed, cache=None) -> PointFitResult:
     fm = get_form(rules.form)
     curve = _single_curve(curve_df)
     data = apply_rules(curve_df, rules, pooled=False, where="point fit")
@@ -232,30 +242,129 @@ def _fit_mle(curve_df, rules, likelihood, n_starts, seed) -> PointFitResult:
     t = data["t"].to_numpy(float)
     y = data["value"].to_numpy(float)
     n = data["n"].to_numpy(float)
+    key = None
+    if cache is not None:
+        key = (fm.name, lik, int(n_starts), int(seed), _digest(t, y, n))
+        core = cache.get(key)
+    if key is None or core is None:
+        core = _fit_points(fm, lik, t, y, n, n_starts, seed)
+        if key is not None:
+            cache[key] = core
+    return PointFitResult(curve=curve, form=fm.name, method="mle", likelihood=lik,
+                          params=dict(core["params"]), stderr=dict(core["stderr"]),
+                          loglik=core["loglik"], n_obs=len(t), k=core["k"],
+                          rules=rules.to_dict(), nuisance=dict(core["nuisance"]),
+                          converged=core["converged"], message=core["message"], t=t.tolist(),
+                          y=y.tolist(), at_bound=list(core["at_bound"]))
+
+
+def _digest(*arrays) -> bytes:
+    """A fingerprint of float arrays (their exact bytes and lengths)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=20)
+    for a in arrays:
+        a = np.ascontiguousarray(a, dtype=float)
+        h.update(len(a).to_bytes(8, "little"))
+        h.update(a.tobytes())
+    return h.digest()
+
+
+#: L-BFGS-B's default absolute forward-difference step (scipy's ``eps``) and its fallback
+#: relative step where ``x + eps == x`` (``approx_derivative``'s ``EPS ** 0.5`` for '2-point')
+_FD_STEP = 1e-8
+_FD_REL_FALLBACK = float(np.finfo(float).eps) ** 0.5
+#: L-BFGS-B's default ``maxfun``; its count includes the finite-difference evaluations
+_LBFGSB_MAXFUN = 15000
+
+
+def _nll_function(fm, lik: str, t, y, n):
+    """The negative log-likelihood of the curve's points as a function of the parameter vector.
+
+    The value at any ``x`` is the same float as the plain formula gives (the same NumPy
+    operations in the same order); the last curve evaluated is reused when only the nuisance
+    parameter (σ or φ) changed, which is what a finite-difference step in it does.
+    """
+    names = list(fm.params)
+    k = len(names)
+    fn = fm.fn
     if lik == "binomial":
         kcount = np.round(y * n)
-    if lik == "beta":
+    elif lik == "beta":
         y_b = squeeze01(y)
+    last = [None, None]
 
+    def nll(x):
+        key = x[:k].tobytes()
+        if key == last[0]:
+            mu = last[1]
+        else:
+            mu = fn(t, dict(zip(names, x[:k])), np)
+            last[0], last[1] = key, mu
+        if not np.isfinite(mu).all():
+            return 1e12
+        if lik == "normal":
+            ll = loglik_normal(y, mu, math.exp(x[-1]))
+        elif lik == "beta":
+            ll = loglik_beta(y_b, mu, math.exp(x[-1]))
+        else:
+            ll = loglik_binomial(kcount, n, mu)
+        s = -float(ll.sum())
+        return s if math.isfinite(s) else 1e12
+
+    return nll
+
+
+def _with_fd_gradient(nll, lo, hi):
+    """``x -> (nll(x), gradient)``: the gradient L-BFGS-B would estimate itself, made faster.
+
+    Without a gradient, scipy's L-BFGS-B estimates one by forward differences
+    (``approx_derivative``, method '2-point', absolute step ``eps`` = 1e-8, a step that would
+    leave the bounds flipped or shortened to the bound). This computes the same quotients with
+    the same floating-point operations on the same points, without scipy's per-call overhead,
+    so the optimiser takes the same path to the same numbers (checked against scipy's own in
+    ``tests/test_fit_scaling.py``).
+    """
+    lo = [float(v) for v in lo]
+    hi = [float(v) for v in hi]
+
+    def fun_and_grad(x):
+        x = np.asarray(x, dtype=float)
+        f0 = nll(x)
+        x0 = x.tolist()
+        g = np.empty(len(x0))
+        for i, xi in enumerate(x0):
+            h = _FD_STEP
+            if (xi + h) - xi == 0:
+                h = _FD_REL_FALLBACK * (1.0 if xi >= 0 else -1.0) * max(1.0, abs(xi))
+            lower, upper = xi - lo[i], hi[i] - xi
+            fits = abs(h) <= max(lower, upper)
+            if fits:
+                if not lo[i] <= xi + h <= hi[i]:
+                    h = -h
+            elif upper >= lower:
+                h = upper
+            else:
+                h = -lower
+            x1 = x.copy()
+            x1[i] = xi + h
+            g[i] = (nll(x1) - f0) / ((xi + h) - xi)
+        return f0, g
+
+    return fun_and_grad
+
+
+def _fit_points(fm, lik: str, t, y, n, n_starts: int, seed: int) -> dict:
+    """Fit ``fm`` to the points (t, y, n) under ``lik``: the numbers of a :class:`PointFitResult`.
+
+    L-BFGS-B within the bounds from the data-driven start and ``n_starts - 1`` jittered ones,
+    polished by Nelder-Mead; standard errors from the central-difference Hessian.
+    """
+    nll = _nll_function(fm, lik, t, y, n)
     names = list(fm.params)
     lo = np.array([fm.bounds[p][0] for p in names], float)
     hi = np.array([fm.bounds[p][1] for p in names], float)
     nuis = {"normal": ("log_sigma", -12.0, 3.0), "beta": ("log_phi", -3.0, 14.0)}.get(lik)
-
-    def nll(x):
-        p = dict(zip(names, x[: len(names)]))
-        with np.errstate(all="ignore"):
-            mu = fm.fn(t, p, np)
-            if not np.all(np.isfinite(mu)):
-                return 1e12
-            if lik == "normal":
-                ll = loglik_normal(y, mu, math.exp(x[-1]))
-            elif lik == "beta":
-                ll = loglik_beta(y_b, mu, math.exp(x[-1]))
-            else:
-                ll = loglik_binomial(kcount, n, mu)
-        s = -float(np.sum(ll))
-        return s if math.isfinite(s) else 1e12
 
     x0 = fm.start(t, y)
     pad = 1e-9 * (hi - lo)
@@ -266,22 +375,28 @@ def _fit_mle(curve_df, rules, likelihood, n_starts, seed) -> PointFitResult:
         init = math.log(max(float(np.std(resid)), 1e-3)) if lik == "normal" else math.log(50.0)
         x0 = np.append(x0, init)
         b_lo, b_hi = np.append(b_lo, nuis[1]), np.append(b_hi, nuis[2])
+    fun_and_grad = _with_fd_gradient(nll, b_lo, b_hi)
+    # scipy counts each finite-difference evaluation against maxfun; here one call is 1 + k
+    maxfun = _LBFGSB_MAXFUN // (len(x0) + 1)
     rng = np.random.default_rng(seed)
     best = None
-    for i in range(n_starts):
-        start = x0 if i == 0 else np.clip(x0 * np.exp(rng.normal(0, 0.5, len(x0))), b_lo, b_hi)
-        if i > 0 and nuis:
-            start[-1] = x0[-1] + rng.normal(0, 0.5)
-        res = optimize.minimize(nll, start, method="L-BFGS-B", bounds=list(zip(b_lo, b_hi)))
-        if best is None or res.fun < best.fun:
+    with np.errstate(all="ignore"):
+        for i in range(n_starts):
+            start = (x0 if i == 0 else
+                     np.clip(x0 * np.exp(rng.normal(0, 0.5, len(x0))), b_lo, b_hi))
+            if i > 0 and nuis:
+                start[-1] = x0[-1] + rng.normal(0, 0.5)
+            res = optimize.minimize(fun_and_grad, start, jac=True, method="L-BFGS-B",
+                                    bounds=list(zip(b_lo, b_hi)), options={"maxfun": maxfun})
+            if best is None or res.fun < best.fun:
+                best = res
+        # polish without bounds-induced stalls
+        res = optimize.minimize(nll, best.x, method="Nelder-Mead",
+                                options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000})
+        if res.fun <= best.fun and np.all(res.x >= b_lo) and np.all(res.x <= b_hi):
             best = res
-    # polish without bounds-induced stalls
-    res = optimize.minimize(nll, best.x, method="Nelder-Mead",
-                            options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000})
-    if res.fun <= best.fun and np.all(res.x >= b_lo) and np.all(res.x <= b_hi):
-        best = res
-    x = best.x
-    H = _numeric_hessian(nll, x)
+        x = best.x
+        H = _numeric_hessian(nll, x)
     try:
         cov = np.linalg.inv(H)
         se = np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
@@ -294,12 +409,10 @@ def _fit_mle(curve_df, rules, likelihood, n_starts, seed) -> PointFitResult:
     nuisance = {}
     if nuis:
         nuisance[nuis[0].replace("log_", "")] = float(math.exp(x[-1]))
-    return PointFitResult(curve=curve, form=fm.name, method="mle", likelihood=lik, params=params,
-                          stderr=stderr, loglik=-float(best.fun), n_obs=len(t), k=len(x),
-                          rules=rules.to_dict(), nuisance=nuisance, converged=bool(best.success)
-                          or bool(getattr(best, "status", 1) == 0),
-                          message=str(getattr(best, "message", "")), t=t.tolist(), y=y.tolist(),
-                          at_bound=at_bound)
+    return {"params": params, "stderr": stderr, "loglik": -float(best.fun), "k": len(x),
+            "nuisance": nuisance, "at_bound": at_bound,
+            "converged": bool(best.success) or bool(getattr(best, "status", 1) == 0),
+            "message": str(getattr(best, "message", ""))}
 
 
 def fit_loglog_ols(curve_df: pd.DataFrame, window=None, offset=None, *,
@@ -333,20 +446,55 @@ def fit_loglog_ols(curve_df: pd.DataFrame, window=None, offset=None, *,
                           df_resid=float(fit.df_resid), t=t.tolist(), y=y.tolist())
 
 
-def fit_mle_many(df: pd.DataFrame, rules: ComparisonRules, *, method: str = "mle",
-                 likelihood: str = "auto", seed: int = 0, progress: bool = False
-                 ) -> list[PointFitResult]:
-    """Point-fit every curve of a tidy table under the same rules (derived curves included)."""
+def progress_bar(iterable, desc: str, enabled: bool = True, total: int | None = None):
+    """A tqdm bar on stderr over ``iterable``, or the iterable itself when not ``enabled``.
+
+    On a terminal the bar redraws at most 10 times a second; when stderr is not a terminal (a
+    log file, a pipe) at most once every :data:`LOG_PROGRESS_INTERVAL` seconds, so that a
+    redirected log gets a line now and then, not a flood.
+    """
+    if not enabled:
+        return iterable
+    import sys
+
     from tqdm.auto import tqdm
 
+    try:
+        tty = bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        tty = False
+    return tqdm(iterable, desc=desc, total=total, file=sys.stderr,
+                mininterval=0.1 if tty else LOG_PROGRESS_INTERVAL)
+
+
+#: seconds between progress updates when stderr is not a terminal
+LOG_PROGRESS_INTERVAL = 5.0
+
+
+def curve_groups(df: pd.DataFrame) -> dict:
+    """``{curve id: its rows}`` in order of first appearance (one pass, not one scan per curve).
+
+    Each frame holds the same rows, index and column types as ``df[df["curve"] == cid]``.
+    """
+    return dict(tuple(df.groupby("curve", sort=False)))
+
+
+def fit_mle_many(df: pd.DataFrame, rules: ComparisonRules, *, method: str = "mle",
+                 likelihood: str = "auto", seed: int = 0, progress: bool = False,
+                 cache: dict | None = None) -> list[PointFitResult]:
+    """Point-fit every curve of a tidy table under the same rules (derived curves included).
+
+    ``progress`` shows a bar over the curves on stderr (:func:`progress_bar`); ``cache`` is
+    passed to :func:`fit_mle` (MLE only).
+    """
+    if method not in ("mle", "ols"):
+        raise ConfigError(f"unknown point-fit method {method!r} (mle or ols)")
     out = []
-    curves = list(dict.fromkeys(df["curve"]))
-    for cid in tqdm(curves, desc=f"{method} fits", disable=not progress, file=None):
-        sub = df[df["curve"] == cid]
+    groups = curve_groups(df)
+    for cid in progress_bar(groups, f"{method} fits", progress, total=len(groups)):
+        sub = groups[cid]
         if method == "mle":
-            out.append(fit_mle(sub, rules=rules, likelihood=likelihood, seed=seed))
-        elif method == "ols":
-            out.append(fit_loglog_ols(sub, rules=rules))
+            out.append(fit_mle(sub, rules=rules, likelihood=likelihood, seed=seed, cache=cache))
         else:
-            raise ConfigError(f"unknown point-fit method {method!r} (mle or ols)")
+            out.append(fit_loglog_ols(sub, rules=rules))
     return out

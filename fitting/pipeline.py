@@ -71,11 +71,15 @@ def _check(method: str, rules: ComparisonRules, loo_forms, out) -> None:
 
 
 def _fit(df: pd.DataFrame, rules: ComparisonRules, method: str, sampling: dict,
-         hierarchical: bool | None) -> GammaFit:
-    """Point fits of every curve (mle, ols) or one Bayesian fit of all of them (bayes)."""
+         hierarchical: bool | None, cache: dict | None = None) -> GammaFit:
+    """Point fits of every curve (mle, ols) or one Bayesian fit of all of them (bayes).
+
+    ``cache`` collects the MLE fits, so that the window sensitivity reuses a fit of the same
+    points (see :func:`~cram.fitting.mle.fit_mle`).
+    """
     if method in ("mle", "ols"):
         fits = fit_mle_many(df, rules, method=method, likelihood=sampling["likelihood"],
-                            seed=sampling["seed"], progress=sampling["progress"])
+                            seed=sampling["seed"], progress=sampling["progress"], cache=cache)
         return PointFits(fits, rules, df)
     from cram.fitting.bayes import fit_bayes
 
@@ -145,7 +149,8 @@ def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *
         sampler = DEFAULT_SAMPLER
     sampling = dict(likelihood=likelihood, draws=draws, tune=tune, chains=chains,
                     sampler=sampler, seed=seed, progress=progress, target_accept=target_accept)
-    fit = _fit(df, rules, method, sampling, hierarchical)
+    cache: dict = {}  # MLE fits by what determines them, shared with the window sensitivity
+    fit = _fit(df, rules, method, sampling, hierarchical, cache)
     doc = fit.to_json_doc()
     extras = fit.tables()
     if loo_forms and method == "bayes":
@@ -153,7 +158,8 @@ def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *
     if window_sens and get_form(rules.form).has_gamma:
         # the Bayesian fit pools derived curves away; the point fits keep them
         extras["window_sensitivity"] = window_sensitivity(
-            df[~df["derived"]] if method == "bayes" else df, rules)
+            df[~df["derived"]] if method == "bayes" else df, rules, progress=progress,
+            cache=cache)
     for w in doc["diagnostics"].get("warnings", []):
         _log(f"cram fit: WARNING: {w}")
     doc = {**doc, "form": rules.form, "method": method,

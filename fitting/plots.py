@@ -19,28 +19,44 @@ def _plt():
     return plt, sns
 
 
-def plot_curves_fit(curves: pd.DataFrame, predict, path: Path, title: str, ppc=None) -> Path:
-    """Observed points and fitted curves on log-log axes, one panel per delay unit."""
+#: at most this many curves are drawn per panel of ``curves.png`` (the first ones, in the
+#: order of the data); the title says how many were left out. All are in ``curves.csv``.
+MAX_CURVES_PER_PANEL = 20
+
+
+def plot_curves_fit(curves: pd.DataFrame, predict, path: Path, title: str, ppc=None,
+                    max_curves: int = MAX_CURVES_PER_PANEL) -> Path:
+    """Observed points and fitted curves on log-log axes, one panel per delay unit.
+
+    A panel draws at most ``max_curves`` curves (the first ones) and says so in its title when
+    it leaves some out: a hundred overlaid curves with a hundred legend entries show nothing.
+    """
     plt, sns = _plt()
     units = list(dict.fromkeys(curves["delay_unit"]))
     fig, axes = plt.subplots(1, len(units), figsize=(6 * len(units), 4.5), squeeze=False)
+    bands = dict(tuple(ppc.groupby("curve", sort=False))) if ppc is not None else {}
     for ax, unit in zip(axes[0], units):
         sub = curves[curves["delay_unit"] == unit]
-        pal = sns.color_palette("tab10", sub["curve"].nunique())
-        for col, (cid, c) in zip(pal, sub.groupby("curve", sort=False)):
+        groups = list(sub.groupby("curve", sort=False))
+        shown = groups[:max_curves]
+        pal = sns.color_palette("tab10", len(shown))
+        for col, (cid, c) in zip(pal, shown):
             c = c.sort_values("t")
             ax.scatter(c["t"], c["value"], color=col, s=18, label=cid)
             tt = np.geomspace(max(c["t"].min(), 1e-3), c["t"].max(), 100)
             yy = predict(cid, tt)
             if yy is not None:
                 ax.plot(tt, yy, color=col, lw=1.4)
-            if ppc is not None:
-                p = ppc[ppc["curve"] == cid].sort_values("t")
+            if ppc is not None and cid in bands:
+                p = bands[cid].sort_values("t")
                 ax.fill_between(p["t"], p["pp_low"], p["pp_high"], color=col, alpha=0.15)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(f"t = delay + offset ({unit})")
         ax.set_ylabel("value (proportion)")
+        if len(groups) > len(shown):
+            ax.set_title(f"first {len(shown)} of {len(groups)} curves shown (all in curves.csv)",
+                         fontsize=9)
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(title)
     fig.tight_layout()

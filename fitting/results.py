@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from cram.fitting.mle import PointFitResult
+from cram.fitting.mle import PointFitResult, curve_groups
 from cram.fitting.rules import ComparisonRules, apply_rules
 
 
@@ -104,8 +104,9 @@ class PointFits:
     @property
     def fitted(self) -> pd.DataFrame:
         """The fitted points of every curve, rules applied."""
-        return pd.concat([apply_rules(self.data[self.data["curve"] == f.curve], self.rules)
-                          for f in self.fits], ignore_index=True)
+        groups = curve_groups(self.data)  # one pass over the rows, not one scan per curve
+        return pd.concat([apply_rules(groups[f.curve], self.rules) for f in self.fits],
+                         ignore_index=True)
 
     def to_frame(self) -> pd.DataFrame:
         """Every curve's parameter table, stacked."""

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cram.core.errors import CramError
-from cram.fitting.mle import fit_mle
+from cram.fitting.mle import curve_groups, fit_mle, progress_bar
 from cram.fitting.rules import ComparisonRules
 
 DEFAULT_WINDOWS = ((0.0, 1.0), (0.0, 1.5), (0.0, 2.0), (0.0, 3.0), (0.5, 2.0), (0.5, 3.0),
@@ -22,32 +22,47 @@ DEFAULT_WINDOWS = ((0.0, 1.0), (0.0, 1.5), (0.0, 2.0), (0.0, 3.0), (0.5, 2.0), (
 
 
 def window_sensitivity(df: pd.DataFrame, rules: ComparisonRules, windows=DEFAULT_WINDOWS,
-                       alpha: float | None = None) -> pd.DataFrame:
+                       alpha: float | None = None, *, progress: bool = False,
+                       cache: dict | None = None) -> pd.DataFrame:
     """γ (MLE, Wald interval) per curve and window; one row per (curve, window).
 
     Columns: curve, group, window, window_low, window_high, n_points, gamma, gamma_low,
     gamma_high, status ("ok" or the reason it was skipped).
+
+    ``progress`` shows a bar over the curves on stderr. Windows that keep the same points of a
+    curve (e.g. ``0:3`` and ``all`` on a curve spanning 3 decades) are fitted once: fits are
+    shared through ``cache`` (see :func:`~cram.fitting.mle.fit_mle`), which may also hold the
+    main fit of each curve; a new one is used when it is None.
     """
     alpha = 1 - rules.interval if alpha is None else alpha
+    cache = {} if cache is None else cache
     rows = []
-    for cid, sub in df.groupby("curve", sort=False):
+    groups = curve_groups(df)
+    for cid in progress_bar(groups, "window sensitivity", progress, total=len(groups)):
+        sub = groups[cid]
+        group = sub["group"].iloc[0]
         for w in [None, *windows]:
-            r = replace(rules, window=w)
-            row = {"curve": cid, "group": sub["group"].iloc[0],
-                   "window": "all" if w is None else f"{w[0]:g}:{w[1]:g}",
-                   "window_low": np.nan if w is None else w[0],
-                   "window_high": np.nan if w is None else w[1]}
-            try:
-                fit = fit_mle(sub, rules=r)
-            except CramError as err:
-                rows.append({**row, "n_points": 0, "gamma": np.nan, "gamma_low": np.nan,
-                             "gamma_high": np.nan, "status": f"skipped: {err}"})
-                continue
-            ci = fit.conf_int(alpha)
-            g = fit.gamma
-            rows.append({**row, "n_points": fit.n_obs,
-                         "gamma": np.nan if g is None else g,
-                         "gamma_low": ci.loc["gamma", "lower"] if g is not None else np.nan,
-                         "gamma_high": ci.loc["gamma", "upper"] if g is not None else np.nan,
-                         "status": "ok"})
+            rows.append(_window_row(cid, group, sub, replace(rules, window=w), alpha, cache))
     return pd.DataFrame(rows)
+
+
+def _window_row(cid, group, sub: pd.DataFrame, r: ComparisonRules, alpha: float,
+                cache: dict) -> dict:
+    """One curve's γ on the window of ``r``, or the reason it was skipped."""
+    w = r.window
+    row = {"curve": cid, "group": group,
+           "window": "all" if w is None else f"{w[0]:g}:{w[1]:g}",
+           "window_low": np.nan if w is None else w[0],
+           "window_high": np.nan if w is None else w[1]}
+    try:
+        fit = fit_mle(sub, rules=r, cache=cache)
+    except CramError as err:
+        return {**row, "n_points": 0, "gamma": np.nan, "gamma_low": np.nan,
+                "gamma_high": np.nan, "status": f"skipped: {err}"}
+    ci = fit.conf_int(alpha)
+    g = fit.gamma
+    return {**row, "n_points": fit.n_obs,
+            "gamma": np.nan if g is None else g,
+            "gamma_low": ci.loc["gamma", "lower"] if g is not None else np.nan,
+            "gamma_high": ci.loc["gamma", "upper"] if g is not None else np.nan,
+            "status": "ok"}

@@ -81,11 +81,14 @@ def register(sub) -> None:
                    help="write the fit folder here (must not exist)")
     g.add_argument("--json", action="store_true", help="print the result as one JSON document")
     g.add_argument("--quiet", action="store_true",
-                   help="no progress bars or summary lines on stderr (warnings still shown)")
+                   help="no progress bars or summary lines on stderr (warnings still shown); "
+                        "without it, bars over the curves' fits and the window sensitivity go "
+                        "to stderr (in a log that is not a terminal: one update per 5 s)")
     g.add_argument("--seed", type=int, default=0, help="random seed (sampler, restarts)")
     g.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     g.add_argument("--no-window-sensitivity", action="store_true",
-                   help="skip the γ-against-window table")
+                   help="skip the γ-against-window table (up to 8 more MLE fits per curve: "
+                        "most of the time of a large point fit)")
     g.add_argument("--strict", action="store_true",
                    help="exit with code 4 when diagnostics fail (R-hat, ESS, divergences)")
     g.set_defaults(func=_gamma)
