@@ -28,7 +28,7 @@ from cram.core.errors import CramError
 INTERNAL_ERROR = 70
 
 #: subject → module under ``cram.commands``; order is the order shown by ``--help``.
-GROUPS = ("srcd", "tasks", "train", "bench", "data", "fit", "app", "redundancy")
+GROUPS = ("srcd", "tasks", "train", "bench", "data", "fit", "app", "redundancy", "docs")
 
 
 class OneLineParser(argparse.ArgumentParser):

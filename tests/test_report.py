@@ -1,12 +1,32 @@
-"""The demo report's summary rows say where warm-up ended, why, and both attention units."""
+"""The demo report: summary rows, and the report in words (transition, tiers, human comparison).
+
+Every test reads synthetic run folders (``cram.testing``) and, for the γ fit, a hand-written
+``result.json``: no training and no sampler.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import re
+from pathlib import Path
 
-from cram.consolidation.report import summary_rows
-from cram.core.runs import load_run
+import pandas as pd
+import pytest
+
+from cram.commands.demo import delta_text, fit_section, verdict_sentence, write_report
+from cram.consolidation.report import (
+    RUN_COLUMNS,
+    change_point_text,
+    fall_answer,
+    report_rows,
+    resume_hint,
+    summary_rows,
+    tier_text,
+    transition_text,
+)
+from cram.core.runs import METRICS_FILE, load_run
 from cram.testing import write_synthetic_run
 
 
@@ -22,3 +42,136 @@ def test_summary_rows_name_the_warmup_end_and_its_cause(tmp_path):
     assert (row["warmup_end"], row["warmup_ended_by"]) == (223, "criterion")
     tokens = row["attention_tokens"]
     assert math.isnan(tokens) or row["attention_all"] <= tokens <= 1  # a token attends in any layer
+
+
+def _edit_transition(folder: Path, **fields) -> None:
+    path = folder / "transition.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+def _edit_last_row(folder: Path, **values) -> None:
+    path = folder / METRICS_FILE
+    table = pd.read_csv(path)
+    for column, value in values.items():
+        table.loc[table.index[-1], column] = value
+    table.to_csv(path, index=False)
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    return write_synthetic_run(tmp_path / "runs" / "cram-seed0", seed=0, gamma=0.45)
+
+
+def test_a_degenerate_interval_is_stated_as_the_resolution():
+    text = change_point_text({"step": 350.0, "low": 350.0, "high": 350.0}, 25)
+    assert text == "at step 350 (resolution: one evaluation every 25 steps)"
+    spread = change_point_text({"step": 350.0, "low": 325.0, "high": 400.0, "level": 0.9}, 25)
+    assert "90% bootstrap interval 325-400" in spread and "[" not in spread
+
+
+def test_the_transition_paragraph_says_when_and_why(run_folder):
+    _edit_transition(run_folder, step=350.0, low=350.0, high=350.0, resolution=25,
+                     familiarity_rise={"step": 300.0}, lag_after_familiarity=50.0,
+                     schedule={"warmup_end": 216, "fired_by": "criterion", "threshold": 0.9})
+    run = load_run(run_folder)
+    text = transition_text(run)
+    assert "ended at step 216, when the retrieval criterion was met" in text
+    assert "fell at step 350 (resolution: one evaluation every 25 steps)" in text
+    assert "q̂ began to separate library from novel queries at step 300, 50 steps before" in text
+    assert "134 steps after warm-up ended" in fall_answer(run)
+    assert resume_hint(run) is None
+
+
+def test_a_run_without_a_change_point_says_it_ended_before_its_transition(run_folder):
+    _edit_transition(run_folder, step=None, low=None, high=None)
+    run = load_run(run_folder)
+    hint = resume_hint(run)
+    assert "ended before its transition" in hint
+    assert f"cram train --out {run.path} --resume --steps 1200" in hint  # twice the 600 steps
+    assert "ended before its transition" in transition_text(run)
+    assert "--resume --steps" in transition_text(run)
+    assert "ended before its transition" in fall_answer(run)
+    _edit_transition(run_folder, method="not a routed model")
+    assert resume_hint(load_run(run_folder)) is None
+
+
+@pytest.mark.parametrize(("semantic", "working", "expected"), [
+    (0.99, 0.98, "does not depend on one tier"),
+    (0.97, 0.05, "Only the semantic tier answers them"),
+    (0.10, 0.95, "Working memory and the readout answer them"),
+    (0.10, 0.05, "library queries still need episodic memory"),
+])
+def test_the_tier_paragraph_reads_the_forced_tier_accuracies(run_folder, semantic, working,
+                                                             expected):
+    _edit_last_row(run_folder, acc_library_semantic_only=semantic,
+                   acc_library_working_only=working)
+    text = tier_text(load_run(run_folder))
+    assert expected in text
+    assert f"{semantic:.3f} with every layer forced to semantic memory" in text
+    assert "layer 1: working" in text  # the tier shares, per layer
+
+
+def test_every_column_of_the_run_table_is_defined(run_folder):
+    (row,) = report_rows([load_run(run_folder)])
+    assert list(row) == list(RUN_COLUMNS)
+    assert all(RUN_COLUMNS[c] for c in row)
+
+
+DELTA = {"mean": 0.12, "sd": 0.05, "low": 0.04, "high": 0.2, "interval": 0.9, "rope": 0.05,
+         "verdict": "undecided"}
+
+
+def test_delta_gamma_is_written_in_words_with_real_characters():
+    assert delta_text(DELTA) == "Δγ = 0.12 ± 0.05 (90% credible interval [0.04, 0.20])"
+    assert "[−0.10, 0.20]" in delta_text({**DELTA, "low": -0.1})
+    assert "cannot tell" in verdict_sentence(DELTA)
+    assert "falls faster than people's" in verdict_sentence({**DELTA, "verdict": "different"})
+    assert "more slowly" in verdict_sentence({**DELTA, "mean": -0.2, "verdict": "different"})
+    assert "same exponent" in verdict_sentence({**DELTA, "verdict": "equivalent"})
+
+
+def _write_fit(fit_dir: Path) -> None:
+    curves = [{"curve": "cram-seed0:attention_library", "n_points": 20, "gamma": 0.5,
+               "gamma_low": 0.45, "gamma_high": 0.55},
+              {"curve": "rubin1999/matched", "n_points": 10, "gamma": 0.4, "gamma_low": 0.35,
+               "gamma_high": 0.45}]
+    (fit_dir / "figures").mkdir(parents=True)
+    (fit_dir / "figures" / "curves.png").write_bytes(b"png")
+    (fit_dir / "result.json").write_text(json.dumps(
+        {"curves": curves, "delta_gamma": DELTA, "diagnostics": {"ok": True, "warnings": []}}))
+
+
+def test_the_report_answers_both_questions_and_links_its_figures(run_folder):
+    out = run_folder.parent
+    _edit_transition(run_folder, step=None, low=None, high=None)
+    _write_fit(out / "fit")
+    verdict, section = fit_section(out / "fit")
+    assert verdict in section and "](fit/figures/curves.png)" in section
+    figure = out / "attention_fraction.png"
+    figure.write_bytes(b"png")
+    report = write_report(out, [load_run(run_folder)], "demo", 1, figure, out / "fit", "", 1.0)
+    text = report.read_text(encoding="utf-8")
+    assert "stop attending to library queries?** cram-seed0: not within" in text
+    assert "**How does its curve compare with people's?** The data cannot tell" in text
+    assert "ended before its transition" in text and "--resume --steps" in text
+    assert "\\u" not in text and "Δγ = 0.12 ± 0.05" in text
+    for link in re.findall(r"\]\(([^)]+)\)", text):  # every link is relative and exists
+        assert not link.startswith(("/", "http")) and (out / link).is_file(), link
+    for column in RUN_COLUMNS:
+        assert f"- **{column}**:" in text
+
+
+def test_cram_train_ends_with_a_hint_when_the_run_has_no_transition(run_folder, monkeypatch,
+                                                                    capsys):
+    import cram.consolidation.api as api
+    from cram.commands.train import _train
+
+    _edit_transition(run_folder, step=None, low=None, high=None)
+    monkeypatch.setattr(api, "train", lambda *a, **k: run_folder)
+    args = argparse.Namespace(task_args=[], task=None, model="cram", resume=False,
+                              trust_task=False, overrides=[], out=str(run_folder),
+                              preset="demo", seed=0, steps=None, restart=False, quiet=True,
+                              json=False)
+    assert _train(args) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "ended before its transition" in last and "--resume --steps 1200" in last

@@ -54,18 +54,174 @@ def fit_gamma_power(run_dirs: list[Path], fit_dir: Path, log_every: int) -> str:
     return ""
 
 
-def fit_table(fit_dir: Path) -> str:
-    """γ per curve and Δγ from a fit folder, as markdown (empty when there is no result)."""
+#: the γ table of the demo report: column → what it means
+FIT_COLUMNS = {
+    "curve": "the model's curve (`RUN:attention_library`: share of library queries that read "
+             "episodic memory, against training steps since warm-up ended) or a human curve "
+             "(dataset/condition); `group:model` and `group:human` are the pooled exponents",
+    "points": "number of points of the curve that were fitted",
+    "γ": "posterior mean of the forgetting exponent γ in the power form R = a·t^(−γ)",
+    "90% interval": "equal-tailed 90% posterior credible interval of γ",
+}
+
+#: what the comparison compares, and what it does not
+CAVEAT = ("The curves measure different things: the model's is its reliance on episodic memory "
+          "for library queries (it keeps answering them), against training steps since warm-up "
+          "ended; people's are savings in relearning (Ebbinghaus 1885, delay in hours) and cued "
+          "recall (Rubin, Hinton & Wenzel 1999, delay in intervening items). Only the exponent γ "
+          "of the power form R = a·t^(−γ) is compared; t is the delay, plus one for intervening "
+          "items and plus one evaluation interval for training steps.")
+
+#: the fit figures the report links, with what each shows
+FIT_FIGURES = {
+    "curves.png": "each curve with its fitted power law",
+    "gamma_forest.png": "γ per curve with its interval",
+    "delta_gamma.png": "the posterior of Δγ against the band of practical equality",
+    "window_sensitivity.png": "γ when the fitted window of each curve changes",
+}
+
+
+def _interval(row: dict) -> str:
+    return f"[{_signed(row['gamma_low'])}, {_signed(row['gamma_high'])}]"
+
+
+def _signed(value: float) -> str:
+    """Two decimals with a true minus sign."""
+    return f"{value:.2f}".replace("-", "−")
+
+
+def delta_text(delta: dict) -> str:
+    """``Δγ = m ± sd (90% credible interval [a, b])``, with real characters."""
+    return (f"Δγ = {_signed(delta['mean'])} ± {delta['sd']:.2f} "
+            f"({delta.get('interval', 0.9):.0%} credible interval "
+            f"[{_signed(delta['low'])}, {_signed(delta['high'])}])")
+
+
+def verdict_sentence(delta: dict) -> str:
+    """The human comparison's verdict in one sentence (Δγ = γ_model − γ_human)."""
+    rope, text = delta.get("rope", 0.05), delta_text(delta)
+    band = f"the band ±{rope:g} within which we call two exponents practically equal"
+    if delta.get("verdict") == "equivalent":
+        return (f"The model's curve falls with the same exponent as people's: {text} lies "
+                f"inside {band}.")
+    if delta.get("verdict") == "different":
+        pace = "faster" if delta["mean"] > 0 else "more slowly"
+        return (f"The model's curve falls {pace} than people's: {text} lies outside {band}.")
+    return (f"The data cannot tell whether the model's curve falls like people's: {text} "
+            f"reaches both inside and outside {band}.")
+
+
+def _pooled_text(curves: list[dict]) -> str:
+    """γ pooled per group, when the fit pooled them (a hierarchical fit)."""
+    pooled = {r["curve"]: r for r in curves if str(r["curve"]).startswith("group:")}
+    parts = [f"γ = {pooled[g]['gamma']:.2f} {_interval(pooled[g])} for the {name}"
+             for g, name in (("group:model", "model"), ("group:human", "human curves"))
+             if g in pooled and pooled[g].get("gamma") is not None]
+    return ("Pooled, " + " and ".join(parts) + ". ") if parts else ""
+
+
+def fit_section(fit_dir: Path) -> tuple[str, str]:
+    """The verdict sentence and the markdown of the γ fit (empty strings without a result)."""
+    from cram.consolidation.report import legend
     from cram.core.benchlog import markdown_table
 
     if not (fit_dir / "result.json").is_file():
-        return ""
-    result = json.loads((fit_dir / "result.json").read_text())
-    table = markdown_table(result.get("curves", []), ["curve", "gamma", "gamma_low", "gamma_high"])
-    delta = result.get("delta_gamma")
-    if delta:
-        table += "\nΔγ (model − human): " + json.dumps(delta) + "\n"
-    return table
+        return "", ""
+    result = json.loads((fit_dir / "result.json").read_text(encoding="utf-8"))
+    curves, delta = result.get("curves", []), result.get("delta_gamma")
+    verdict = verdict_sentence(delta) if delta else "No Δγ: the fit has only one group."
+    rows = [{"curve": r["curve"], "points": r.get("n_points"),
+             "γ": "n/a" if r.get("gamma") is None else f"{r['gamma']:.3f}",
+             "90% interval": "" if r.get("gamma") is None else _interval(r)} for r in curves]
+    diag = result.get("diagnostics") or {}
+    notes = "" if diag.get("ok", True) else "**The sampler's diagnostics failed**; "
+    warnings = diag.get("warnings") or []
+    if notes or warnings:
+        notes = (notes or "Fit warnings: ") + "; ".join(warnings) + ".\n\n"
+    rel = fit_dir.name + "/figures/"
+    figures = "".join(f"- [{name}]({rel}{name}): {what}\n" for name, what in FIT_FIGURES.items()
+                      if (fit_dir / "figures" / name).is_file())
+    shown = "".join(f"![{name}]({rel}{name})\n" for name in ("curves.png", "delta_gamma.png")
+                    if (fit_dir / "figures" / name).is_file())
+    body = (f"{verdict} {_pooled_text(curves)}Δγ is γ_model − γ_human (posterior mean ± "
+            "standard deviation); a positive Δγ means the model's curve falls faster. " + CAVEAT
+            + "\n\n" + markdown_table(rows) + "\n" + legend(FIT_COLUMNS)
+            + "\n" + notes + "Figures (in `" + rel + "`):\n\n" + figures + "\n" + shown)
+    return verdict, body
+
+
+def trained_text(runs, preset: str, seeds: int) -> str:
+    """What was trained, in words, from the first run's config (unknown fields left out)."""
+    cfg = runs[0].config
+    data, model, train = cfg.get("data", {}), cfg.get("model_config", {}), cfg.get("train", {})
+    rate, share = data.get("query_rate", 0.05), data.get("library_share", 0.7)
+    size = (f"{model['n_layers']} layers of width {model['d_model']}, "
+            if "n_layers" in model and "d_model" in model else "")
+    batch = f" of {train['batch_size']} sequences" if "batch_size" in train else ""
+    held_out = (f" on {train['eval_sequences']} held-out sequences"
+                if "eval_sequences" in train else " on held-out sequences")
+    return (f"CRAM (model `{runs[0].model}`), preset `{preset}`, seeds {list(range(seeds))}: "
+            f"{size}{train.get('steps', '?')} training steps{batch} on SRCD with "
+            f"{data.get('length', '?')} positions per sequence, device "
+            f"`{runs[0].meta.get('device', '?')}`. In SRCD {rate:.0%} of positions are queries "
+            f"that ask for the value stored earlier under a key; {share:.0%} of the bindings "
+            f"come from a library of {data.get('n_library', 100)} key→value pairs that recur "
+            "in every sequence (they can be consolidated), the rest are new in each sequence "
+            f"(only attention can answer them). Every {train.get('log_every', '?')} steps the "
+            f"model is evaluated with hard routing{held_out}. The method is described in "
+            "docs/method.md.\n")
+
+
+def _answers(runs, verdict: str, fit_note: str) -> str:
+    """The two questions of the report, answered in a sentence each."""
+    from cram.consolidation.report import fall_answer
+
+    fell = "; ".join(f"{run.name}: {fall_answer(run)}" for run in runs)
+    compare = verdict or fit_note or "no fit was made."
+    return ("**When did the model stop attending to library queries?** "
+            f"{fell}.\n\n**How does its curve compare with people's?** {compare}\n")
+
+
+def write_report(out: Path, runs, preset: str, seeds: int, figure: Path, fit_dir: Path,
+                 fit_note: str, seconds: float) -> Path:
+    """Write ``OUT/report.md`` and return its path.
+
+    The two answers come first, then what was trained, the transition, the tiers, the human
+    comparison and the run table, every column defined and every figure linked.
+    """
+    from cram.consolidation.report import (
+        RUN_COLUMNS,
+        legend,
+        report_rows,
+        tier_text,
+        transition_text,
+    )
+    from cram.core.benchlog import markdown_table
+
+    verdict, fits = fit_section(fit_dir)
+    def per_run(paragraph) -> str:
+        named = len(runs) > 1
+        return "\n\n".join((f"**{run.name}.** " if named else "") + paragraph(run)
+                           for run in runs) + "\n"
+
+    report = out / "report.md"
+    report.write_text(
+        "# CRAM demo report\n\n" + _answers(runs, verdict, fit_note)
+        + "\n## What was trained\n\n" + trained_text(runs, preset, seeds)
+        + "\n## When attention on library queries fell, and why\n\n" + per_run(transition_text)
+        + f"\n![attention, familiarity and accuracy against step]({figure.name})\n\n"
+        f"[{figure.name}]({figure.name}): left, the share of library queries (solid), novel "
+        "queries (dashed) and all (token, layer) pairs (dotted) that read episodic memory, with "
+        "the transition (vertical line) and the end of warm-up (dash-dotted grey); middle, q̂ on "
+        "library and novel queries; right, retrieval accuracy.\n"
+        "\n## Which tier answers library queries\n\n" + per_run(tier_text)
+        + "\n## How the curve compares with people's (power form, Bayesian fit)\n\n"
+        + (fits or (fit_note or "No fit.") + "\n")
+        + "\n## Final metrics (hard-routed evaluation)\n\n" + markdown_table(report_rows(runs))
+        + "\n" + legend(RUN_COLUMNS)
+        + f"\nWall time of this command: {seconds:.0f} s. Explore: `cram app` (runs in this "
+        "folder are found by default).\n", encoding="utf-8")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="demo")
     args = parser.parse_args(argv)
 
-    from cram.consolidation.report import plot_attention, summary_rows
+    from cram.consolidation.report import plot_attention, report_rows, resume_hint
     from cram.core.benchlog import markdown_table
     from cram.core.runs import load_run
 
@@ -85,25 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run_dirs = train_runs(out, args.preset, args.seeds)
     runs = [load_run(d) for d in run_dirs]
+    for hint in filter(None, (resume_hint(run) for run in runs)):
+        _log(hint)
     figure = plot_attention(runs, out / "attention_fraction.png")
-    table = markdown_table(summary_rows(runs))
-    print(table)
+    print(markdown_table(report_rows(runs)))
     fit_dir = out / "fit"
     fit_note = ""
     if not (fit_dir / "result.json").is_file():
         fit_note = fit_gamma_power(run_dirs, fit_dir, runs[0].config["train"]["log_every"])
-    fits = fit_table(fit_dir)
-    if fits:
-        print(fits)
-    report = out / "report.md"
-    report.write_text(
-        "# CRAM demo report\n\n"
-        f"Preset `{args.preset}`, seeds {list(range(args.seeds))}; wall time of this command "
-        f"{time.perf_counter() - t0:.0f} s.\n\n"
-        "## Final metrics (hard-routed evaluation)\n\n" + table +
-        f"\n![attention fraction]({figure.name})\n\n"
-        "## γ fits (power form, Bayesian)\n\n" + (fits or fit_note or "no fit") + "\n"
-        "\nExplore: `cram app` (runs in this folder are found by default).\n", encoding="utf-8")
+    report = write_report(out, runs, args.preset, args.seeds, figure, fit_dir, fit_note,
+                          time.perf_counter() - t0)
     _log(f"report: {report}; figure: {figure}")
     return 0
 

@@ -92,8 +92,10 @@ def _train(args) -> int:
                 resume=args.resume, restart=args.restart, progress=not args.quiet,
                 argv=["cram", *sys.argv[1:]], trust_task=args.trust_task)
     import cram
+    from cram.consolidation.report import resume_hint
 
-    final = cram.load_run(run).metrics.iloc[-1].to_dict()
+    loaded = cram.load_run(run)
+    final = loaded.metrics.iloc[-1].to_dict()
     if args.json:
         emit_json({"run": str(run), **final})
     else:
@@ -104,6 +106,9 @@ def _train(args) -> int:
             keys = (*keys[:-1], "attention_token", "floor")
         log("  ".join(f"{k}={final.get(k):.4g}" if isinstance(final.get(k), float)
                       else f"{k}={final.get(k)}" for k in keys))
+    hint = resume_hint(loaded)  # a run that ended before its transition says so, on stderr
+    if hint:
+        log(f"cram train: {hint}")
     return 0
 
 
