@@ -1,4 +1,4 @@
-"""SRCD: Sparse Retrieval in Continuous Dynamics (the paper's benchmark, per CRAM.md §3).
+"""SRCD: Sparse Retrieval in Continuous Dynamics (the paper's benchmark, per docs/method.md).
 
 Each sequence is a stream of ``length`` irregularly sampled positions. Every position carries the
 time gap Δτ_t (Pareto-distributed) and a noisy observation x(τ_t) of a random stable linear ODE; a

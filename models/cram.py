@@ -1,6 +1,6 @@
 """CRAM: a hybrid layer with three memory tiers and a router that learns to skip attention.
 
-One CRAM block (CRAM.md §2, with the project's decisions)::
+One CRAM block (docs/method.md, with the project's decisions)::
 
     x ← x + working(LN(x), Δτ)                      # CT-ODE working memory: always runs, O(T)
     h = LN(x)

@@ -1,6 +1,6 @@
 """CT-ODE working memory: a continuous-time recurrent state over irregular time gaps.
 
-One Euler step per token (CRAM.md §2)::
+One Euler step per token (docs/method.md)::
 
     h_t = h_{t-1} + Δt · σ(W_τ · log(1 + Δτ_t)) ⊙ tanh(W_1 h_{t-1} + W_2 x_t)
 

@@ -14,7 +14,7 @@ Usage::
     python scripts/bench_throughput.py --presets demo --steps 40
     python scripts/bench_throughput.py --presets demo,cpu,paper --steps 40 --models cram,transformer
     python scripts/bench_throughput.py --steps 40 --rounds 2 \
-        --variant before=/tmp/before/.venv/bin/python \
+        --variant before=OTHER_CHECKOUT/.venv/bin/python \
         --variant "after=.venv/bin/python;train.prefetch=2"
 
 ``--variant LABEL=PYTHON[;OVERRIDE...]`` runs ``PYTHON -m cram`` (another checkout's
