@@ -30,7 +30,7 @@ Usage::
 
     python scripts/bench_fit_scaling.py                      # after only, default grid
     python scripts/bench_fit_scaling.py --before HEAD~1 --rounds 2
-    python scripts/bench_fit_scaling.py --curves 2 --rows 10 --options full --out-dir /tmp/x
+    python scripts/bench_fit_scaling.py --curves 2 --rows 10 --options full --out-dir bench-out
 """
 
 from __future__ import annotations
