@@ -591,70 +591,31 @@ def posterior_stats(draws: np.ndarray, hdi_prob: float = 0.9) -> dict[str, float
 
 
 # --------------------------------------------------------------------------------------------
-# claims table
+# claims registry
 
 
 def default_claims_path() -> Path:
-    """``docs/claims.md`` of the working directory, else of the source checkout."""
-    here = Path("docs") / "claims.md"
+    """``claims/registry.toml`` of the working directory, else of the source checkout."""
+    here = Path("claims") / "registry.toml"
     if here.is_file():
         return here
-    return Path(__file__).resolve().parent.parent / "docs" / "claims.md"
-
-
-def parse_markdown_tables(text: str) -> list[pd.DataFrame]:
-    """Every pipe table in a markdown text as a DataFrame of strings (header row as columns)."""
-    tables, block = [], []
-    for line in text.splitlines() + [""]:
-        s = line.strip()
-        if s.startswith("|") and s.endswith("|") and len(s) > 1:
-            block.append(s)
-            continue
-        if len(block) >= 2 and re.fullmatch(r"\|?[\s:|-]+\|?", block[1]):
-            header = _cells(block[0])
-            rows = [_cells(r) for r in block[2:]]
-            rows = [(r + [""] * len(header))[: len(header)] for r in rows]
-            tables.append(pd.DataFrame(rows, columns=_unique(header)))
-        block = []
-    return tables
-
-
-def _cells(row: str) -> list[str]:
-    inner = row.strip()[1:-1]
-    parts = re.split(r"(?<!\\)\|", inner)
-    return [p.strip().replace("\\|", "|") for p in parts]
-
-
-def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        n = n or "column"
-        if n in seen:
-            seen[n] += 1
-            out.append(f"{n}_{seen[n]}")
-        else:
-            seen[n] = 0
-            out.append(n)
-    return out
+    return Path(__file__).resolve().parent.parent / "claims" / "registry.toml"
 
 
 def load_claims(path: str | os.PathLike) -> pd.DataFrame:
-    """The claims table(s) of ``docs/claims.md`` as one DataFrame.
+    """The claims registry as a DataFrame, one row per claim (:mod:`cram.core.claims`).
 
-    Tables with a ``claim`` column are concatenated (other tables are ignored).
+    Columns are the registry's fields (``id``, ``section``, ``claim``, ``paper``, ``status``,
+    ``ours``, ``interval``, ``seeds``, ``units``, ``command``, ``summary``, ``detail``,
+    ``result``, ``stale``) plus ``ours_cell``, the short "ours" cell of docs/claims.md.
 
     Raises
     ------
     DataError
-        If the file is missing or holds no table with a ``claim`` column.
+        If the file is missing, not TOML, or breaks a rule of the registry (one line naming the
+        file, the claim and the field).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    tables = [t for t in parse_markdown_tables(path.read_text(encoding="utf-8"))
-              if "claim" in [c.lower() for c in t.columns]]
-    if not tables:
-        raise DataError(f"{path}: no markdown table with a 'claim' column")
-    tables = [t.rename(columns={c: c.lower() for c in t.columns}) for t in tables]
-    return pd.concat(tables, ignore_index=True)
+    from cram.core.claims import claims_frame
+    from cram.core.claims import load_claims as read_registry
+
+    return claims_frame(read_registry(path))

@@ -1,9 +1,10 @@
-"""CRAM explorer: runs, human forgetting data, model-human γ comparison and the claims table.
+"""CRAM explorer: runs, human forgetting data, model-human γ comparison and the paper's claims.
 
 Start it with ``cram app`` (Streamlit on 127.0.0.1). The app only reads: run folders written by
-``cram train`` (docs/run_folder.md), fit folders written by ``cram fit gamma --out`` and
-``docs/claims.md``. Live work is limited to quick MLE fits; Bayesian fits are read from fit
-folders, or run on demand behind a button and cached.
+``cram train`` (docs/run_folder.md), fit folders written by ``cram fit gamma --out`` and the
+claims registry ``claims/registry.toml`` (from which docs/claims.md is rendered). Live work is
+limited to quick MLE fits; Bayesian fits are read from fit folders, or run on demand behind a
+button and cached.
 
 Layout: :func:`main` plus one ``*_page`` function per page; ``*_ui`` functions draw widgets and
 return the selection. Every widget's value is mirrored into ``st.query_params`` (the widget key is
@@ -14,6 +15,7 @@ and keyed on the files' sizes and modification times.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import altair as alt
@@ -119,9 +121,9 @@ def load_human() -> tuple[pd.DataFrame, pd.DataFrame, dict, str | None]:
         return pd.DataFrame(), pd.DataFrame(), {}, f"{type(err).__name__}: {err}"
 
 
-@st.cache_data(show_spinner="Reading docs/claims.md…")
+@st.cache_data(show_spinner="Reading the claims registry…")
 def load_claims(path: str, signature: tuple) -> tuple[pd.DataFrame | None, str | None]:
-    """The claims table (cached on the file's signature), or the error message."""
+    """The claims registry as a table (cached on the file's signature), or the error message."""
     try:
         return D.load_claims(path), None
     except Exception as err:  # noqa: BLE001
@@ -810,26 +812,58 @@ def _on_demand_ui(curves: pd.DataFrame, sel: dict) -> None:
 
 
 def claims_page() -> None:
-    """The Claims page: the paper's claims and what was measured here (docs/claims.md)."""
+    """The Claims page: the paper's claims and what was measured here (claims/registry.toml).
+
+    Filters by status and section (none chosen = all; query parameters ``status`` and ``sec``),
+    counts per status, the short table of docs/claims.md, and an expander per claim with its
+    summary, command and detail.
+    """
+    from cram.core.claims import STATUS_MEANING, STATUSES, slug
+
     st.header("Paper claims and what we measured")
     path = Path(os.environ.get("CRAM_APP_CLAIMS") or D.default_claims_path())
     claims, err = load_claims(str(path), D.folder_signature(path.parent)
                               if path.parent.is_dir() else ())
     if err:
-        st.warning(f"No claims table to show: {err}")
+        st.warning(f"No claims to show: {err}")
         return
-    st.caption(f"From `{path}`.")
-    if "status" in claims.columns:
-        statuses = sorted(claims["status"].astype(str).unique())
-        _qp_init("status", statuses, options=statuses, multi=True)
-        chosen = st.multiselect("Status", statuses, key="status")
-        _qp_sync("status")
-        claims = claims[claims["status"].astype(str).isin(chosen)]
-        counts = claims["status"].value_counts()
-        cols = st.columns(max(1, len(counts)))
-        for col, (k, v) in zip(cols, counts.items()):
-            col.metric(k, int(v))
-    st.dataframe(claims, hide_index=True, width="stretch")
+    st.caption(f"From `{path}`, the registry docs/claims.md is rendered from. "
+               + " ".join(f"**{k}**: {v}." for k, v in STATUS_MEANING.items()))
+    sections = {slug(name): name for name in dict.fromkeys(claims["section"])}
+    _qp_init("status", [], options=STATUSES, multi=True)
+    _qp_init("sec", [], options=list(sections), multi=True)
+    left, right = st.columns(2)
+    chosen = left.multiselect("Status", list(STATUSES), key="status", placeholder="all statuses")
+    secs = right.multiselect("Section", list(sections), key="sec", format_func=sections.get,
+                             placeholder="all sections")
+    _qp_sync("status", "sec")
+    shown = claims[claims["status"].isin(chosen or STATUSES)
+                   & claims["section"].isin([sections[k] for k in secs] or sections.values())]
+    for col, status in zip(st.columns(len(STATUSES)), STATUSES):
+        col.metric(status, int((shown["status"] == status).sum()))
+    if shown.empty:
+        st.info("No claim matches these filters.")
+        return
+    table = shown[["section", "claim", "paper", "status", "ours_cell", "seeds"]]
+    st.dataframe(table.rename(columns={"ours_cell": "ours"}), hide_index=True, width="stretch")
+    st.subheader("Details")
+    for row in shown.itertuples(index=False):
+        with st.expander(f"{row.claim} · {row.status}"):
+            _claim_detail(row)
+
+
+def _claim_detail(row) -> None:
+    """One claim's detail: verdict, values, staleness, command and the detail markdown."""
+    st.markdown(f"*{row.section}* · **{row.status}** · paper: {row.paper}")
+    st.markdown(row.summary)
+    facts = [("Ours", row.ours), ("Interval", row.interval), ("Seeds", row.seeds),
+             ("Units", row.units), ("Result file", f"`{row.result}`" if row.result else "")]
+    st.markdown("\n".join(f"- **{k}:** {v}" for k, v in facts if v))
+    if row.stale:
+        st.warning(f"Stale: {row.stale}")
+    st.code(row.command.strip(), language="bash")
+    # links to other claims' anchors point into docs/claims.md; here they become bold names
+    st.markdown(re.sub(r"\[([^\]]+)\]\(#[^)]+\)", r"**\1**", row.detail))
 
 
 # ============================================================================================

@@ -118,18 +118,17 @@ def test_fit_folder_round_trip_and_errors(tmp_path):
         D.load_fit_folder(tmp_path / "run")
 
 
-def test_claims_tables(tmp_path):
-    md = tmp_path / "claims.md"
-    md.write_text("intro\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
-                  "| Claim | status |\n|:--|--:|\n| x \\| y | reproduced |\n| z | refuted |\n")
-    df = D.load_claims(md)
-    assert list(df.columns) == ["claim", "status"]
-    assert list(df["claim"]) == ["x | y", "z"]
-    md.write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
-    with pytest.raises(DataError, match="no markdown table with a 'claim' column"):
-        D.load_claims(md)
+def test_claims_registry(tmp_path):
+    df = D.load_claims(D.default_claims_path())
+    assert D.default_claims_path().name == "registry.toml"
+    assert {"id", "section", "claim", "status", "ours_cell", "detail"} <= set(df.columns)
+    assert set(df["status"]) <= {"reproduced", "refuted", "qualified", "not yet tested"}
+    bad = tmp_path / "registry.toml"
+    bad.write_text('[[claim]]\nid = "x"\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"claim 'x': field 'section' is missing"):
+        D.load_claims(bad)
     with pytest.raises(DataError, match="no such file"):
-        D.load_claims(tmp_path / "nope.md")
+        D.load_claims(tmp_path / "nope.toml")
 
 
 def test_transitions_table_carries_the_familiarity_rise(tmp_path):

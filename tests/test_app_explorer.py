@@ -136,25 +136,71 @@ def test_compare_page_curves_mle_and_posterior(monkeypatch, demo_root):
     _clean(at)
 
 
-def test_claims_page_renders_table(monkeypatch, demo_root, tmp_path):
-    claims = tmp_path / "claims.md"
-    claims.write_text(
-        "# Claims\n\n| claim | paper says | status | what we measured | seeds / intervals | "
-        "command |\n|---|---|---|---|---|---|\n"
-        "| γ | 0.43 | qualified | 0.26 \\| 0.49 | 3 | `cram fit gamma` |\n"
-        "| 37.8x | 37.8x | not yet tested | — | — | — |\n")
-    monkeypatch.setenv("CRAM_APP_CLAIMS", str(claims))
+def _claims_registry(path: Path) -> Path:
+    """A two-claim registry in the format of claims/registry.toml."""
+    common = ('paper = "0.43"\nours = "0.26 | 0.49"\ninterval = "90% HDI [0.1, 0.7]"\n'
+              'seeds = "3"\nunits = "γ"\ncommand = "cram fit gamma"\n')
+    path.write_text(
+        '[[claim]]\nid = "gamma"\nsection = "Forgetting curves"\nclaim = "γ is 0.43"\n'
+        'status = "qualified"\nsummary = "Depends on the offset."\n'
+        'detail = "History: see [the other claim](#speed)."\n' + common +
+        '\n[[claim]]\nid = "speed"\nsection = "Speed and compute"\nclaim = "CRAM is fast"\n'
+        'status = "not yet tested"\nsummary = "Not timed."\ndetail = ""\n'
+        'stale = "re-run the timing"\n' + common, encoding="utf-8")
+    return path
+
+
+def test_claims_page_reads_the_registry(monkeypatch, demo_root, tmp_path):
+    monkeypatch.setenv("CRAM_APP_CLAIMS", str(_claims_registry(tmp_path / "registry.toml")))
     at = _app(monkeypatch, demo_root, "Claims")
     _clean(at)
     df = at.dataframe[0].value
-    assert list(df["claim"]) == ["γ", "37.8x"]
-    assert df["what we measured"].iloc[0] == "0.26 | 0.49"
+    assert list(df["claim"]) == ["γ is 0.43", "CRAM is fast"]
+    assert list(df.columns) == ["section", "claim", "paper", "status", "ours", "seeds"]
+    assert df["ours"].iloc[0] == "0.26 | 0.49 (90% HDI [0.1, 0.7])"
+    # the status filter offers exactly the four statuses; none chosen shows all
+    assert at.multiselect(key="status").options == ["reproduced", "refuted", "qualified",
+                                                    "not yet tested"]
+    assert [e.label for e in at.expander] == ["γ is 0.43 · qualified",
+                                              "CRAM is fast · not yet tested"]
+    assert "**the other claim**" in [m.value for m in at.expander[0].markdown][-1]
+    assert [w.value for w in at.expander[1].warning] == ["Stale: re-run the timing"]
     at.multiselect(key="status").set_value(["qualified"]).run()
+    _clean(at)
     assert list(at.dataframe[0].value["status"]) == ["qualified"]
-    monkeypatch.setenv("CRAM_APP_CLAIMS", str(tmp_path / "missing.md"))
+    assert at.query_params["status"] == "qualified"
+    # the section filter travels as a short slug
+    at.multiselect(key="status").set_value([]).run()
+    at.multiselect(key="sec").set_value(["speed-and-compute"]).run()
+    _clean(at)
+    assert list(at.dataframe[0].value["claim"]) == ["CRAM is fast"]
+    assert at.query_params["sec"] == "speed-and-compute"
+    # a link restores the view
+    at = _app(monkeypatch, demo_root, "Claims", status="not yet tested", sec="speed-and-compute")
+    _clean(at)
+    assert list(at.dataframe[0].value["claim"]) == ["CRAM is fast"]
+    # missing and invalid registries are messages, not tracebacks
+    monkeypatch.setenv("CRAM_APP_CLAIMS", str(tmp_path / "missing.toml"))
     at = _app(monkeypatch, demo_root, "Claims")
     assert not at.exception
-    assert any("No claims table" in w.value for w in at.warning)
+    assert any("No claims to show" in w.value for w in at.warning)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(_claims_registry(tmp_path / "b.toml").read_text().replace(
+        '"qualified"', '"partly"'), encoding="utf-8")
+    monkeypatch.setenv("CRAM_APP_CLAIMS", str(bad))
+    at = _app(monkeypatch, demo_root, "Claims")
+    assert not at.exception
+    assert any("field 'status'" in w.value for w in at.warning)
+
+
+def test_claims_page_on_the_shipped_registry(monkeypatch, demo_root):
+    monkeypatch.delenv("CRAM_APP_CLAIMS", raising=False)
+    at = _app(monkeypatch, demo_root, "Claims", status="refuted")
+    _clean(at)
+    df = at.dataframe[0].value
+    assert len(df) >= 3 and set(df["status"]) == {"refuted"}
+    assert all(len(str(v)) <= 400 for col in df.columns for v in df[col])
+    assert len(at.expander) == len(df)
 
 
 def test_partial_and_corrupt_runs_show_messages(monkeypatch, tmp_path):
