@@ -845,7 +845,11 @@ def claims_page() -> None:
         st.info("No claim matches these filters.")
         return
     table = shown[["section", "claim", "paper", "status", "ours_cell", "seeds"]]
-    st.dataframe(table.rename(columns={"ours_cell": "ours"}), hide_index=True, width="stretch")
+    widths = {"section": "small", "claim": "medium", "paper": "medium", "status": "small",
+              "ours": "large", "seeds": "small"}
+    st.dataframe(table.rename(columns={"ours_cell": "ours"}), hide_index=True, width="stretch",
+                 column_config={k: st.column_config.TextColumn(k, width=w)
+                                for k, w in widths.items()})
     st.subheader("Details")
     for row in shown.itertuples(index=False):
         with st.expander(f"{row.claim} · {row.status}"):

@@ -125,3 +125,47 @@ def test_compare_page_in_chromium(server, tmp_path):
         from PIL import Image  # a palette PNG keeps the committed screenshot small
 
         Image.open(shot).convert("RGB").quantize(colors=128).save(dest, optimize=True)
+
+
+def test_claims_page_in_chromium(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from cram.core.claims import load_claims
+
+    url, _ = server
+    claims = load_claims(REPO / "claims" / "registry.toml")
+    refuted = [c for c in claims if c.status == "refuted"]
+    other = next(c for c in claims if c.status == "qualified")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 2400})
+            page.goto(f"{url}/?page=Claims", wait_until="domcontentloaded")
+            page.get_by_text("Paper claims and what we measured").wait_for(timeout=60_000)
+            page.wait_for_selector('[data-testid="stDataFrame"]', timeout=30_000)
+            expanders = page.locator('[data-testid="stExpander"]')
+            expanders.first.wait_for(timeout=30_000)
+            assert expanders.count() == len(claims)  # no filter chosen: every claim
+            # filter by a status in the page's own widget, as a reader would
+            status = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Status")
+            status.locator("input").click()
+            page.keyboard.type("refuted")
+            page.keyboard.press("Enter")
+            page.keyboard.press("Escape")
+            deadline = time.time() + 30
+            while expanders.count() != len(refuted) and time.time() < deadline:
+                page.wait_for_timeout(100)
+            assert expanders.count() == len(refuted)
+            for c in refuted:
+                page.get_by_text(f"{c.claim} · refuted").wait_for(timeout=10_000)
+            assert page.get_by_text(f"{other.claim} · qualified").count() == 0
+            # open one claim: its summary and command are in the page
+            page.get_by_text(f"{refuted[0].claim} · refuted").click()
+            page.get_by_text(refuted[0].summary[:60]).wait_for(timeout=10_000)
+            body = page.inner_text("body")
+            assert refuted[0].command.strip().splitlines()[-1][:40] in body
+            assert page.locator('[data-testid="stException"]').count() == 0
+            assert "status=refuted" in page.url and len(page.url) < len(url) + 100
+            page.screenshot(path=str(tmp_path / "explorer_claims.png"), full_page=True)
+        finally:
+            browser.close()
