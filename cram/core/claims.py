@@ -26,8 +26,11 @@ from cram.core.jsonio import atomic_write_text
 
 try:  # Python >= 3.11
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    tomllib = None
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10: the tomli backport, if installed
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:
+        tomllib = None
 
 #: the four statuses a claim can have, in the order the summary lists them
 STATUSES = ("reproduced", "refuted", "qualified", "not yet tested")
@@ -140,7 +143,7 @@ class Registry:
 
 def _read_toml(path: Path) -> dict:
     if tomllib is None:  # pragma: no cover - Python 3.10
-        raise ClaimsError(f"{path}: reading TOML needs Python 3.11 or newer (tomllib)")
+        raise ClaimsError(f"{path}: reading TOML needs Python 3.11 or newer, or tomli")
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
