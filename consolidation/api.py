@@ -93,7 +93,7 @@ def _resumed_task(out: Path, task: Any, task_args, trust: bool) -> tuple[Any, di
     from cram.tasks import check_task
     from cram.tasks.record import load_recorded_task
 
-    record = _saved_task(out)
+    record = saved_task_record(out)
     if record is None:
         if task is not None and (out / CONFIG_FILE).is_file():
             raise ConfigError(f"--task: {out} was trained on SRCD; --resume continues it "
@@ -135,7 +135,7 @@ def _load(task: Any, task_args) -> tuple[Any, dict]:
     return task, task_record(task)
 
 
-def _saved_task(run_dir: Path) -> dict | None:
+def saved_task_record(run_dir: Path) -> dict | None:
     """The ``task`` record of a run folder's config.json (None: an SRCD run or no folder)."""
     path = run_dir / CONFIG_FILE
     if not path.is_file():

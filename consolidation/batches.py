@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .srcd import stream_rng
+from cram.tasks.srcd_stream import stream_rng
 from .tokens import exposure_counts
 
 __all__ = ["StepBatches", "draw_batch", "prefetcher", "step_batches", "worker_kind"]

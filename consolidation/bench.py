@@ -100,9 +100,9 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
 
     from cram.kernels._common import sync_device
     from cram.models import HARD
+    from cram.tasks.srcd_stream import EVENT_QUERY, SRCD
 
     from .checkpoint import load_trained
-    from .srcd import EVENT_QUERY, SRCD
 
     device = torch.device(device)
     model, config, _ = load_trained(run_dir)
@@ -236,8 +236,9 @@ def model_step_ms(run_dir: Path, length: int = 2048, batch_size: int = 1, repeat
     """Median ms of one training step (soft routing, forward, backward, AdamW) of a run's model."""
     import torch
 
+    from cram.tasks.srcd_stream import SRCD
+
     from .checkpoint import load_trained
-    from .srcd import SRCD
     from .timing import train_step_ms
 
     model, config, _ = load_trained(run_dir)

@@ -14,8 +14,7 @@ from typing import Literal
 
 from cram.core.errors import ConfigError
 from cram.models import MODEL_VARIANTS, ModelConfig, ModelVariant, check_model_name
-
-from .srcd import SRCDConfig
+from cram.tasks.srcd_stream import SRCDConfig
 
 
 @dataclass(frozen=True)
@@ -344,10 +343,10 @@ def resolve(model_name: str, preset: str | ExperimentConfig, overrides: list[str
     check_model_name(model_name)
     config = get_preset(preset) if isinstance(preset, str) else preset
     config = VARIANTS[model_name].apply(config)
-    return apply_overrides(config, [_alias(o) for o in overrides])
+    return apply_overrides(config, [alias_override(o) for o in overrides])
 
 
-def _alias(override: str) -> str:
+def alias_override(override: str) -> str:
     """Accept bare field names when they are unambiguous (``steps=10`` → ``train.steps=10``)."""
     name = override.split("=", 1)[0].strip()
     if "." in name:

@@ -18,9 +18,9 @@ import torch
 
 from cram.models.routing import HARD, Route
 from cram.models.tiers import EVENT_QUERY, TIERS
+from cram.tasks.srcd_stream import SRCDBatch
 
 from .layer_metrics import LayerCollector  # issue 13
-from .srcd import SRCDBatch
 
 LAG_EDGES = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 #: forced-tier accuracies a consolidating model is evaluated with: key → forced route

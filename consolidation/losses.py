@@ -41,11 +41,11 @@ import torch.nn.functional as F
 
 from cram.models.common import ModelOutput
 from cram.models.tiers import EVENT_QUERY, Tier, raw_mse, readout_kl
+from cram.tasks.srcd_stream import IGNORE_INDEX
 
 from .config import TrainConfig
 from .layer_familiarity import attended_below, scoped  # issue 13
 from .restore import sync_free  # issue 16
-from .srcd import IGNORE_INDEX
 
 
 @dataclass

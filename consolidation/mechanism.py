@@ -127,8 +127,8 @@ def eval_batches(run_dir: Path, config, device: str):
     """
     from cram.core.runs import read_json
     from cram.tasks.batch import IGNORE_INDEX
+    from cram.tasks.srcd_stream import EVENT_QUERY, SRCD
 
-    from .srcd import EVENT_QUERY, SRCD
     from .tokens import reload_task
 
     record = read_json(Path(run_dir) / "config.json").get("task")
@@ -296,7 +296,8 @@ def timing_rows(runs: dict[str, Path], lengths=(2048, 8192), shares=(0.5, 0.9),
     import torch
     from scipy import stats
 
-    from .srcd import EVENT_QUERY, SRCD
+    from cram.tasks.srcd_stream import EVENT_QUERY, SRCD
+
     from .timing import torch_threads
 
     names = [n for n in TIMING_MODELS if (n if n != "cram-forced-dense" else "cram") in runs

@@ -80,7 +80,7 @@ def train_step_ms(model, batch: dict, train_cfg, *, temperature: float, loss_ste
 def generation_ms(generator, batch_size: int, repeats: int = 3,
                   seed: int = 0) -> tuple[float, object]:
     """Median ms to generate one SRCD batch (after one warm-up); returns it and the last batch."""
-    from cram.consolidation.srcd import stream_rng
+    from cram.tasks.srcd_stream import stream_rng
 
     times = []
     for i in range(repeats + 1):
@@ -100,8 +100,8 @@ def srcd_speed_table(presets: list[str], model_name: str, repeats: int = 3, thre
     from tqdm import tqdm
 
     from cram.consolidation.config import resolve
-    from cram.consolidation.srcd import SRCD
     from cram.models import DataSpec, build_model
+    from cram.tasks.srcd_stream import SRCD
 
     rows = []
     with torch_threads(threads):

@@ -43,6 +43,7 @@ from cram.core.runs import CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, read_table
 from cram.models import Route
 from cram.tasks import TaskError
 from cram.tasks.guard import GuardedTask
+from cram.tasks.srcd_stream import IGNORE_INDEX, SRCD
 
 from .batches import prefetcher, step_batches, worker_kind
 from .checkpoint import remove_temp_files
@@ -63,7 +64,6 @@ from .restore import (
 )
 from .routing_schedule import RoutingSchedule, measure_criterion  # issue 13
 from .run_writer import RunLock, RunWriter, prepare_folder, run_meta
-from .srcd import IGNORE_INDEX, SRCD
 from .tokens import (
     check_token_model,
     compute_token_loss,

@@ -34,11 +34,11 @@ def finetune_heads(source_dir: Path, task: dict, steps: int, seed: int, lr: floa
     import torch
 
     from cram.models import HARD
+    from cram.tasks.srcd_stream import SRCD, stream_rng
 
     from .checkpoint import load_trained
     from .evaluate import evaluate
     from .losses import compute_loss
-    from .srcd import SRCD, stream_rng
 
     model, config, _ = load_trained(source_dir)
     data = dataclasses.replace(config.data, **task)

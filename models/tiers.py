@@ -1,7 +1,8 @@
 """The shared vocabulary of the models and the consolidation layer, defined once.
 
 - ``Tier``: the three memory tiers a CRAM router chooses between (index = router output column).
-- ``Event``: the event code of an SRCD position (the data generator writes it, models read it).
+- ``Event``: the event code of an SRCD position, re-exported from ``cram.core.events`` (the
+  data generator writes it, models read it).
 - ``readout_kl`` / ``raw_mse``: the two consolidation distances between the episodic output r_E and
   the semantic output f_sem. The CRAM layer turns them into its score q; the consolidation loss
   trains f_sem toward r_E with them. Both callers pass the same tensors the same way, so the score
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 from typing import TYPE_CHECKING
+
+from cram.core.events import EVENT_NONE, EVENT_QUERY, EVENT_STORE, Event  # noqa: F401
 
 if TYPE_CHECKING:  # the formulas use tensor methods only; this module imports no torch
     import torch
@@ -28,15 +31,6 @@ class Tier(IntEnum):
 TIERS: tuple[str, ...] = tuple(t.name.lower() for t in Tier)  # ("working", "episodic", "semantic")
 
 
-class Event(IntEnum):
-    """Event code of an SRCD position (``batch["event"]``)."""
-
-    NONE = 0  # a signal step
-    STORE = 1  # a key-value binding is shown
-    QUERY = 2  # a key is shown; the model must answer its value
-
-
-EVENT_NONE, EVENT_STORE, EVENT_QUERY = int(Event.NONE), int(Event.STORE), int(Event.QUERY)
 
 
 def readout_kl(log_p_episodic: torch.Tensor, log_p_semantic: torch.Tensor) -> torch.Tensor:

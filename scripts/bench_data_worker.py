@@ -35,7 +35,7 @@ import torch
 
 from cram.consolidation.batches import StepBatches, prefetcher
 from cram.consolidation.config import get_preset
-from cram.consolidation.srcd import SRCD
+from cram.tasks.srcd_stream import SRCD
 from cram.core.benchlog import machine_description, markdown_table
 
 WAYS = ("none", "inline", "thread", "process")

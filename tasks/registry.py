@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from cram.core.errors import ConfigError, CramError
-from cram.core.overrides import _coerce
+from cram.core.overrides import coerce_value
 
 from .batch import TaskLoadError
 from .phrases import PhrasesConfig, PhrasesTask
 from .protocol import check_task
 from .recall import RecallConfig, RecallTask
 from .srcd import srcd_task
+from .srcd_stream import SRCDConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +39,6 @@ class _Builtin:
 
 def _recall(marked: bool) -> Callable[..., RecallTask]:
     return lambda **kw: RecallTask(RecallConfig(marked=marked, **kw))
-
-
-def _srcd_config_type() -> type:
-    return importlib.import_module("cram.consolidation.srcd").SRCDConfig
 
 
 BUILTIN: dict[str, _Builtin] = {
@@ -113,7 +110,7 @@ def _config_hints(name: str) -> dict[str, Any]:
         get_task(name)  # raises the unknown-task error
     config_type = BUILTIN[name].config_type
     if config_type is None and name == "srcd":
-        config_type = _srcd_config_type()
+        config_type = SRCDConfig
         return {**typing.get_type_hints(config_type), "marked": bool, "signal_weight": float}
     return typing.get_type_hints(config_type) if config_type else {}
 
@@ -122,7 +119,7 @@ def _coerce_arg(hint: Any, key: str, raw: str) -> Any:
     if hint is None or hint is Any or hint is inspect.Parameter.empty:
         return raw
     try:
-        return _coerce(hint, raw, key)
+        return coerce_value(hint, raw, key)
     except ConfigError:
         name = getattr(hint, "__name__", str(hint))
         raise TaskLoadError(f"--task-arg {key}={raw!r}: expected {name}") from None

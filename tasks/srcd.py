@@ -1,4 +1,4 @@
-"""SRCD as a token task: the adapter that gives ``consolidation.srcd.SRCD`` the token protocol.
+"""SRCD as a token task: the adapter that gives ``srcd_stream.SRCD`` the token protocol.
 
 The generator is wrapped, not changed: ``SRCDTask(generator)`` takes any object with SRCD's
 ``config``, ``sample(batch_size, rng)`` and ``eval_set(n, seed)`` (duck-typed, so this module
@@ -22,8 +22,6 @@ token. It travels in ``extras`` (``signal``, ``target_signal``, ``signal_mask``,
 """
 
 from __future__ import annotations
-
-import importlib
 
 import numpy as np
 
@@ -119,11 +117,7 @@ class SRCDTask:
 
 
 def srcd_task(marked: bool = True, signal_weight: float = 1.0, **config) -> SRCDTask:
-    """Build SRCD with ``SRCDConfig(**config)`` and wrap it.
+    """Build SRCD with ``SRCDConfig(**config)`` (its native generator, beside) and wrap it."""
+    from .srcd_stream import SRCD, SRCDConfig
 
-    The one place ``cram.tasks`` reaches above its layer, at call time only: SRCD's generator lives
-    in ``cram.consolidation.srcd`` (it imports only numpy and ``cram.core``; moving it into
-    ``cram.tasks`` removes this import).
-    """
-    srcd = importlib.import_module("cram.consolidation.srcd")
-    return SRCDTask(srcd.SRCD(srcd.SRCDConfig(**config)), marked, signal_weight)
+    return SRCDTask(SRCD(SRCDConfig(**config)), marked, signal_weight)

@@ -7,7 +7,7 @@ GAP_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 
 
 def expected_statistics(config) -> dict:
-    """Statistics an :class:`~cram.consolidation.srcd.SRCDConfig` should produce.
+    """Statistics an :class:`~cram.tasks.srcd_stream.SRCDConfig` should produce.
 
     Returns
     -------

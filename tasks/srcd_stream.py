@@ -40,7 +40,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from cram.core.errors import ConfigError
-from cram.models.tiers import EVENT_NONE, EVENT_QUERY, EVENT_STORE
+from cram.core.events import EVENT_NONE, EVENT_QUERY, EVENT_STORE
 
 __all__ = ["EVENT_NONE", "EVENT_QUERY", "EVENT_STORE", "IGNORE_INDEX", "SRCD", "SRCDBatch",
            "SRCDConfig", "describe", "stream_rng"]
@@ -194,7 +194,7 @@ class SRCDBatch:
         ``non_blocking``: on CUDA, copy from pinned host memory without waiting (issue 16: a
         pageable copy waits for the device's queue); elsewhere ignored.
         """
-        from cram.tasks.batch import host_to_device
+        from .batch import host_to_device
 
         out = {}
         for f in dataclasses.fields(self):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from cram.consolidation.srcd import SRCDConfig
+from cram.tasks.srcd_stream import SRCDConfig
 
 
 @st.composite

@@ -13,9 +13,9 @@ import torch
 
 from cram.consolidation.config import get_preset, resolve
 from cram.consolidation.restore import fresh_state
-from cram.consolidation.srcd import SRCD
 from cram.consolidation.train import train
 from cram.models.routing import Route
+from cram.tasks.srcd_stream import SRCD
 
 
 def _model_and_batch(name: str):

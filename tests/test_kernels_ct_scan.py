@@ -14,6 +14,7 @@ import torch
 from cram.kernels._common import KernelInputError
 from cram.kernels.ct_scan import cpu as ct_cpu
 from cram.kernels.ct_scan import ct_scan, ct_scan_reference, select_backend
+from cram.kernels.ct_scan import op as ct_op
 
 TOL = {torch.float64: 1e-9, torch.float32: 2e-5, torch.float16: 3e-2, torch.bfloat16: 5e-2}
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the Triton kernels run
@@ -69,7 +70,7 @@ def cpp_ext():
 def test_cpp_matches_loop_fp32(cpp_ext, diagonal, steps, dim):
     # B = 6: one group of 4 sequences stepped together (the blocked matvec) plus 2 single ones
     inputs = _inputs(6, steps, dim, diagonal)
-    out, grads = _fwd_bwd(lambda *a: ct_cpu.ct_scan_cpp(*a), inputs)
+    out, grads = _fwd_bwd(lambda *a: ct_op.ct_scan_cpp(*a), inputs)
     ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
     ref, ref_grads = _fwd_bwd(ct_scan_reference, ref_inputs)
     _assert_close(out, ref, TOL[torch.float32], "h")
@@ -80,7 +81,7 @@ def test_cpp_matches_loop_fp32(cpp_ext, diagonal, steps, dim):
 @pytest.mark.parametrize("diagonal", [False, True])
 def test_cpp_gradcheck_fp64(cpp_ext, diagonal):
     inputs = _inputs(5, 9, 4, diagonal, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda *a: ct_cpu.ct_scan_cpp(*a), inputs)
+    assert torch.autograd.gradcheck(lambda *a: ct_op.ct_scan_cpp(*a), inputs)
 
 
 def test_cpp_fast_tanh_is_accurate(cpp_ext):
@@ -97,7 +98,7 @@ def test_numba_matches_loop(diagonal):
     if ct_cpu.load_numba() is None:
         pytest.skip(f"numba unavailable: {ct_cpu._numba_error}")
     inputs = _inputs(2, 33, 7, diagonal, dtype=torch.float64)
-    out, grads = _fwd_bwd(lambda *a: ct_cpu.ct_scan_numba(*a), inputs)
+    out, grads = _fwd_bwd(lambda *a: ct_op.ct_scan_numba(*a), inputs)
     ref, ref_grads = _fwd_bwd(ct_scan_reference, inputs)
     _assert_close(out, ref, 1e-10, "h")
     for g, rg in zip(grads, ref_grads):
@@ -109,7 +110,7 @@ def test_numba_matches_loop(diagonal):
 @pytest.mark.parametrize("steps,dim", [(1, 16), (13, 5), (20, 32)])
 def test_triton_matches_loop(dtype, diagonal, steps, dim):
     _need_triton()
-    from cram.kernels.ct_scan.triton import ct_scan_triton
+    from cram.kernels.ct_scan.op import ct_scan_triton
 
     inputs = _inputs(2, steps, dim, diagonal, dtype, device=DEVICE)
     assert all(x.device.type == DEVICE for x in inputs)

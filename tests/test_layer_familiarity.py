@@ -10,8 +10,8 @@ import torch
 from cram.consolidation.config import resolve
 from cram.consolidation.layer_familiarity import attended_below, scoped
 from cram.consolidation.losses import compute_loss
-from cram.consolidation.srcd import SRCD
 from cram.models import DataSpec, Route, build_model
+from cram.tasks.srcd_stream import SRCD
 
 
 def test_attended_below_accumulates_lower_layers():

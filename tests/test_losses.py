@@ -13,9 +13,9 @@ import torch
 
 from cram.consolidation.config import TrainConfig, resolve
 from cram.consolidation.losses import compute_loss
-from cram.consolidation.srcd import SRCD
 from cram.core.errors import ConfigError
 from cram.models import DataSpec, Route, build_model
+from cram.tasks.srcd_stream import SRCD
 
 
 def _model_and_batch(seed: int = 0):

@@ -24,9 +24,9 @@ from cram.consolidation.mechanism import (
     task_overrides,
     token_novel_floor,
 )
-from cram.consolidation.srcd import SRCD
 from cram.core.errors import ConfigError
 from cram.models import HARD, DataSpec, Route, Tier, build_model
+from cram.tasks.srcd_stream import SRCD
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -190,15 +190,15 @@ def test_ablation_names_cover_the_issue():
 
 
 def _bench(*args, tmp_path):
-    env = {**ENV, "CRAM_BENCHMARKS_MD": str(tmp_path / "benchmarks.md")}
+    env = {**ENV, "CRAM_RESULTS_DIR": str(tmp_path / "results")}
     return subprocess.run([sys.executable, "-m", "cram", "bench", "mechanism", *args],
                           capture_output=True, text=True, env=env, timeout=900)
 
 
 def test_bench_mechanism_cpu_tiny(tmp_path):
-    runs, doc = tmp_path / "runs", tmp_path / "bench.md"
+    runs, out = tmp_path / "runs", tmp_path / "out"
     proc = _bench("--preset", "cpu-tiny", "--seeds", "1", "--tasks", "srcd-id",
-                  "--runs-dir", str(runs), "--doc", str(doc), "--json", "--quiet", "--timing",
+                  "--runs-dir", str(runs), "--results", str(out), "--json", "--quiet", "--timing",
                   "--timing-lengths", "96", "--timing-shares", "0.5,0.9",
                   "--timing-sequences", "3", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -230,8 +230,11 @@ def test_bench_mechanism_cpu_tiny(tmp_path):
         assert t["load_1min_before"] >= 0
     dense = [t for t in timing if t["model"] == "cram-forced-dense"]
     assert all(t["vs_forced_dense"] == 1.0 and t["attention_per_pair"] == 1.0 for t in dense)
-    text = doc.read_text()
-    assert "Mechanism: is consolidation the cause? (srcd-id" in text and "Mechanism timing" in text
+    from cram.core.results import load_results
+
+    titles = {r.title for results in load_results(out).values() for r in results}
+    assert "Mechanism: is consolidation the cause? (srcd-id, preset cpu-tiny)" in titles
+    assert "Mechanism timing: CRAM against its own weights forced dense (preset cpu-tiny)" in titles
 
 
 def _check_against_direct_evaluation(run_dir: str, row: dict) -> None:

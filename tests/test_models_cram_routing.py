@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from cram.consolidation.srcd import SRCD, SRCDConfig
 from cram.models import HARD, DataSpec, ModelConfig, Route, build_model
 from cram.models.attention import CausalSelfAttention
 from cram.models.tiers import Tier
+from cram.tasks.srcd_stream import SRCD, SRCDConfig
 
 EPISODIC, SEMANTIC = Tier.EPISODIC, Tier.SEMANTIC
 

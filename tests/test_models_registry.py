@@ -13,7 +13,6 @@ import torch
 from hypothesis import given, settings
 from strategies import score_rows
 
-from cram.consolidation.srcd import EVENT_QUERY, SRCD, SRCDConfig
 from cram.core.errors import ConfigError
 from cram.models import (
     HARD,
@@ -25,6 +24,7 @@ from cram.models import (
     build_model,
 )
 from cram.models.mod import capacity_k, top_k_mask
+from cram.tasks.srcd_stream import EVENT_QUERY, SRCD, SRCDConfig
 
 B, T = 3, 40
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from cram.consolidation import srcd
 from cram.consolidation.evaluate import evaluate
-from cram.consolidation.srcd import SRCD, SRCDConfig
 from cram.core.errors import ConfigError
 from cram.models import HARD, TIERS, DataSpec, ModelConfig, Route, RoutingConfig, Tier, build_model
 from cram.models.tiers import EVENT_QUERY, Event, raw_mse, readout_kl
+from cram.tasks import srcd_stream as srcd
+from cram.tasks.srcd_stream import SRCD, SRCDConfig
 
 B, T = 3, 48
 

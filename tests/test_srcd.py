@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import seeds, srcd_configs
 
-from cram.consolidation.srcd import (
+from cram.core.errors import ConfigError
+from cram.tasks.srcd_stream import (
     EVENT_NONE,
     EVENT_QUERY,
     EVENT_STORE,
@@ -21,7 +22,6 @@ from cram.consolidation.srcd import (
     describe,
     stream_rng,
 )
-from cram.core.errors import ConfigError
 
 PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BATCH = 8

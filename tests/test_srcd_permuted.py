@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from strategies import seeds, srcd_configs
 
-from cram.consolidation.srcd import EVENT_QUERY, EVENT_STORE, SRCD, SRCDConfig
 from cram.core.errors import ConfigError
+from cram.tasks.srcd_stream import EVENT_QUERY, EVENT_STORE, SRCD, SRCDConfig
 
 PROPERTY = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cram.consolidation.srcd import EVENT_QUERY, EVENT_STORE, SRCD, SRCDConfig
 from cram.core.errors import ConfigError
 from cram.tasks import IGNORE_INDEX, SRCDTask, TaskError, check_task, srcd_task
+from cram.tasks.srcd_stream import EVENT_QUERY, EVENT_STORE, SRCD, SRCDConfig
 
 CONFIG = SRCDConfig(length=128, query_rate=0.05)
 

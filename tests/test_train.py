@@ -305,7 +305,7 @@ def test_prefetched_batches_are_the_stream_batches(depth, kind):
     from types import SimpleNamespace
 
     from cram.consolidation import batches as batches_mod
-    from cram.consolidation.srcd import SRCD
+    from cram.tasks.srcd_stream import SRCD
 
     config = resolve("cram", "cpu-tiny", ["train.data_shards=2"])
     run = SimpleNamespace(config=config, seed=3, data=SRCD(config.data), token=False,
@@ -334,7 +334,7 @@ def test_ctrl_c_while_the_data_worker_shuts_down_is_not_swallowed(monkeypatch):
     from types import SimpleNamespace
 
     from cram.consolidation import batches as batches_mod
-    from cram.consolidation.srcd import SRCD
+    from cram.tasks.srcd_stream import SRCD
 
     config = resolve("cram", "cpu-tiny")
     run = SimpleNamespace(config=config, seed=0, data=SRCD(config.data), token=False,
@@ -367,7 +367,7 @@ def test_ctrl_c_while_the_data_worker_starts_waits_until_it_has_started(monkeypa
     from types import SimpleNamespace
 
     from cram.consolidation import batches as batches_mod
-    from cram.consolidation.srcd import SRCD
+    from cram.tasks.srcd_stream import SRCD
 
     config = resolve("cram", "cpu-tiny")
     run = SimpleNamespace(config=config, seed=0, data=SRCD(config.data), token=False,
@@ -426,8 +426,8 @@ def test_training_steps_do_not_synchronise_on_cuda():
     warm-up step, by design) is left out: ``signal=False``.
     """
     from cram.consolidation.restore import fresh_state, sync_free
-    from cram.consolidation.srcd import SRCD
     from cram.consolidation.train import train_step
+    from cram.tasks.srcd_stream import SRCD
 
     device = torch.device("cuda")
     assert sync_free(device)

@@ -94,8 +94,8 @@ def _positive(name: str, value: int) -> None:
 
 # ---------------------------------------------------------------------------------------- describe
 def _describe(args) -> int:
-    from cram.consolidation.srcd import describe
-    from cram.consolidation.srcd_stats import expected_statistics
+    from cram.tasks.srcd_stream import describe
+    from cram.tasks.srcd_stats import expected_statistics
 
     _positive("samples", args.samples)
     config = data_config(args.preset, args.overrides)
@@ -140,7 +140,7 @@ def format_description(stats: dict) -> str:
 def _sample(args) -> int:
     import dataclasses
 
-    from cram.consolidation.srcd import SRCD
+    from cram.tasks.srcd_stream import SRCD
 
     config = data_config(args.preset, args.overrides)
     if args.length is not None:
@@ -166,7 +166,7 @@ def format_sequence(seq, config, width: int = 72) -> str:
     """Text view of one sequence (``seq`` holds one row)."""
     import numpy as np
 
-    from cram.consolidation.srcd import EVENT_QUERY, EVENT_STORE
+    from cram.tasks.srcd_stream import EVENT_QUERY, EVENT_STORE
 
     event, key, value_in = seq.event[0], seq.key[0], seq.value_in[0]
     tau = np.cumsum(seq.dtau[0])

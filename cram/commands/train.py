@@ -120,16 +120,16 @@ def _eval(args) -> int:
     import torch
 
     from cram.consolidation.checkpoint import load_trained
-    from cram.consolidation.config import _alias
+    from cram.consolidation.config import alias_override
     from cram.consolidation.evaluate import evaluate
-    from cram.consolidation.srcd import SRCD
     from cram.core.errors import RunFolderError
     from cram.core.jsonio import atomic_write_json
     from cram.core.overrides import apply_overrides
+    from cram.tasks.srcd_stream import SRCD
 
     run_dir = Path(args.run_dir)
     model, config, state = load_trained(run_dir, args.checkpoint)
-    config = apply_overrides(config, [_alias(o) for o in args.overrides])
+    config = apply_overrides(config, [alias_override(o) for o in args.overrides])
     if model.spec.is_token or args.task is not None:
         return _eval_token_run(args, run_dir, model, config, state)
     spec = model.spec
@@ -161,14 +161,14 @@ def _eval_token_run(args, run_dir, model, config, state) -> int:
 
     import torch
 
-    from cram.consolidation.api import _saved_task
+    from cram.consolidation.api import saved_task_record
     from cram.consolidation.tokens import evaluate_tokens, reload_task
     from cram.core.errors import RunFolderError
     from cram.core.jsonio import atomic_write_json
 
     if args.out and Path(args.out).exists():
         raise RunFolderError(f"{args.out}: exists; refusing to overwrite")
-    record = _saved_task(run_dir) or {}
+    record = saved_task_record(run_dir) or {}
     if not model.spec.is_token:
         raise RunFolderError(f"{run_dir}: trained on SRCD; --task needs a run trained on a task")
     task = reload_task(record, args.task, args.task_args, trust=args.trust_task,

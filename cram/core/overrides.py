@@ -18,7 +18,8 @@ from cram.core.errors import ConfigError
 INT_LIMIT = 2**63
 
 
-def _coerce(field_type: Any, raw: str, name: str) -> Any:
+def coerce_value(field_type: Any, raw: str, name: str) -> Any:
+    """``raw`` (command-line text) as a value of ``field_type``; ConfigError naming ``name``."""
     origin = typing.get_origin(field_type)
     if field_type is bool:
         low = raw.strip().lower()
@@ -50,17 +51,17 @@ def _coerce(field_type: Any, raw: str, name: str) -> Any:
         args = typing.get_args(field_type)
         inner = args[0] if args else str
         items = [s for s in raw.replace(";", ",").split(",") if s.strip() != ""]
-        values = [_coerce(inner, s.strip(), name) for s in items]
+        values = [coerce_value(inner, s.strip(), name) for s in items]
         return tuple(values) if origin is tuple else values
     if origin is typing.Union or origin is types.UnionType:
         args = [a for a in typing.get_args(field_type) if a is not type(None)]
         if raw.strip().lower() in {"none", "null"}:
             return None
         if len(args) == 1:  # Optional[X]: X's own message says what is wrong
-            return _coerce(args[0], raw, name)
+            return coerce_value(args[0], raw, name)
         for a in args:
             try:
-                return _coerce(a, raw, name)
+                return coerce_value(a, raw, name)
             except ConfigError:
                 continue
         raise ConfigError(f"--set {name}={raw!r}: cannot be read as {field_type}")
@@ -101,7 +102,7 @@ def _set_path(config: Any, path: list[str], raw: str, full: str) -> Any:
             f"known fields: {', '.join(sorted(fields))}"
         )
     if len(path) == 1:
-        value = _coerce(hints[head], raw, full)
+        value = coerce_value(hints[head], raw, full)
     else:
         value = _set_path(getattr(config, head), path[1:], raw, full)
     return dataclasses.replace(config, **{head: value})

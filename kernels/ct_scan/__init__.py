@@ -142,11 +142,10 @@ def ct_scan(
         return ct_scan_reference(u, gate, w1, h0)
     if h0 is None:
         h0 = u.new_zeros(u.shape[0], u.shape[2])  # (B, D)
-    if path == "triton":
-        from .triton import ct_scan_triton
+    from .op import ct_scan_cpp, ct_scan_numba, ct_scan_triton
 
+    if path == "triton":
         return ct_scan_triton(u, gate, w1, h0)
-    from .cpu import ct_scan_cpp, ct_scan_numba
 
     if path == "cpp":
         return ct_scan_cpp(u, gate, w1, h0)

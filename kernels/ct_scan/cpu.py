@@ -155,13 +155,9 @@ def cpp_backward(grad_h, gate, w1, h0, h, a):
     return tuple(_ext.backward(grad_h.contiguous(), gate, w1, h0, h, a))
 
 
-def ct_scan_cpp(u, gate, w1, h0):
-    """C++ scan; inputs already validated, same dtype, ``h0`` a tensor. Returns (B, T, D)."""
-    if load_extension() is None:
-        raise RuntimeError(f"C++ ct_scan extension unavailable: {_ext_error}")
-    from .op import scan
-
-    return scan(u, gate, w1, h0, "cpp")
+def unavailable_reason(which: str) -> str | None:
+    """Why the ``"cpp"`` or ``"numba"`` path could not be built (None: not tried, or built)."""
+    return _ext_error if which == "cpp" else _numba_error
 
 
 # --------------------------------------------------------------------------------------- numba
@@ -265,12 +261,3 @@ def numba_backward(grad_h, gate, w1, h0, h, a):
     dim = h.shape[-1]
     dw = (dz * hp).sum((0, 1)) if diagonal else dz.reshape(-1, dim).t() @ hp.reshape(-1, dim)
     return dz, dg, dw, dh0
-
-
-def ct_scan_numba(u, gate, w1, h0):
-    """Numba scan; inputs validated, float32/float64, on CPU. Returns (B, T, D)."""
-    if load_numba() is None:
-        raise RuntimeError(f"numba ct_scan unavailable: {_numba_error}")
-    from .op import scan
-
-    return scan(u, gate, w1, h0, "numba")

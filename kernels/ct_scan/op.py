@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["scan"]
+__all__ = ["ct_scan_cpp", "ct_scan_numba", "ct_scan_triton", "scan"]
 
 
 def _paths(path: str):
@@ -77,3 +77,26 @@ ct_scan_forward.register_autograd(_backward, setup_context=_keep_for_backward)
 def scan(u, gate, w1, h0, path: str) -> torch.Tensor:
     """States ``h`` (B, T, D) of the scan on ``path``; inputs validated, one dtype and device."""
     return ct_scan_forward(u, gate, w1, h0, path)[0]
+
+
+def ct_scan_cpp(u, gate, w1, h0):
+    """C++ scan; inputs already validated, same dtype, ``h0`` a tensor. Returns (B, T, D)."""
+    from .cpu import load_extension, unavailable_reason
+
+    if load_extension() is None:
+        raise RuntimeError(f"C++ ct_scan extension unavailable: {unavailable_reason('cpp')}")
+    return scan(u, gate, w1, h0, "cpp")
+
+
+def ct_scan_numba(u, gate, w1, h0):
+    """Numba scan; inputs validated, float32/float64, on CPU. Returns (B, T, D)."""
+    from .cpu import load_numba, unavailable_reason
+
+    if load_numba() is None:
+        raise RuntimeError(f"numba ct_scan unavailable: {unavailable_reason('numba')}")
+    return scan(u, gate, w1, h0, "numba")
+
+
+def ct_scan_triton(u, gate, w1, h0):
+    """Triton scan; inputs validated, one dtype, one device, ``h0`` a tensor. Returns (B, T, D)."""
+    return scan(u, gate, w1, h0, "triton")

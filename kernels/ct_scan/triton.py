@@ -122,10 +122,3 @@ def triton_backward(grad_h, gate, w1, h0, h, a):
     else:
         dw = dz.reshape(-1, dim).t() @ h_prev.reshape(-1, dim)  # (D, D)
     return dz.to(gate.dtype), dg.to(gate.dtype), dw.to(w1.dtype), dh0.to(h0.dtype)
-
-
-def ct_scan_triton(u, gate, w1, h0):
-    """Triton scan; inputs validated, one dtype, one device, ``h0`` a tensor. Returns (B, T, D)."""
-    from .op import scan
-
-    return scan(u, gate, w1, h0, "triton")
