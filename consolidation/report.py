@@ -234,6 +234,8 @@ def _why_text(run, transition: dict) -> str:
     rise, lag = run.familiarity_rise_step, transition.get("lag_after_familiarity")
     lib = _first(run, "qhat_library_retrieving", "qhat_library")
     novel = _first(run, "qhat_novel_retrieving", "qhat_novel")
+    where = (" in the layer that retrieves (the figure shows the mean over layers)"
+             if _last(run, "qhat_library_retrieving") is not None else "")
     gate = ("The attention cost charges each token in proportion to q̂, the model's own estimate "
             "that the semantic tier already says what attention would retrieve, so a query "
             "leaves attention only once q̂ marks it as familiar.")
@@ -243,7 +245,7 @@ def _why_text(run, transition: dict) -> str:
              else "at the same evaluation as the fall" if lag == 0
              else f"{-lag:.0f} steps after the fall" if lag is not None else "")
     ends = (f"; at the end q̂ is {lib:.2f} on library queries and {novel:.2f} on novel ones"
-            if lib is not None and novel is not None else "")
+            f"{where}" if lib is not None and novel is not None else "")
     return (f"{gate} q̂ began to separate library from novel queries at step {rise:.0f}, "
             f"{order}{ends}. Novel queries, which q̂ does not mark, keep attending.")
 

@@ -58,7 +58,8 @@ def fit_gamma_power(run_dirs: list[Path], fit_dir: Path, log_every: int) -> str:
 FIT_COLUMNS = {
     "curve": "the model's curve (`RUN:attention_library`: share of library queries that read "
              "episodic memory, against training steps since warm-up ended) or a human curve "
-             "(dataset/condition); `group:model` and `group:human` are the pooled exponents",
+             "(dataset/condition); `group:model` and `group:human` are the group-level "
+             "exponents of the hierarchical fit (the median γ of the group's curves)",
     "points": "number of points of the curve that were fitted",
     "γ": "posterior mean of the forgetting exponent γ in the power form R = a·t^(−γ)",
     "90% interval": "equal-tailed 90% posterior credible interval of γ",
@@ -117,7 +118,7 @@ def _pooled_text(curves: list[dict]) -> str:
     parts = [f"γ = {pooled[g]['gamma']:.2f} {_interval(pooled[g])} for the {name}"
              for g, name in (("group:model", "model"), ("group:human", "human curves"))
              if g in pooled and pooled[g].get("gamma") is not None]
-    return ("Pooled, " + " and ".join(parts) + ". ") if parts else ""
+    return ("At the group level, " + " and ".join(parts) + ". ") if parts else ""
 
 
 def fit_section(fit_dir: Path) -> tuple[str, str]:
@@ -150,6 +151,13 @@ def fit_section(fit_dir: Path) -> tuple[str, str]:
     return verdict, body
 
 
+def _seconds(runs) -> str:
+    seconds = [run.meta.get("train_seconds") for run in runs]
+    if not all(isinstance(t, (int, float)) for t in seconds):
+        return ""
+    return ", " + " and ".join(f"{t:.0f} s" for t in seconds) + " of training"
+
+
 def trained_text(runs, preset: str, seeds: int) -> str:
     """What was trained, in words, from the first run's config (unknown fields left out)."""
     cfg = runs[0].config
@@ -163,8 +171,9 @@ def trained_text(runs, preset: str, seeds: int) -> str:
     return (f"CRAM (model `{runs[0].model}`), preset `{preset}`, seeds {list(range(seeds))}: "
             f"{size}{train.get('steps', '?')} training steps{batch} on SRCD with "
             f"{data.get('length', '?')} positions per sequence, device "
-            f"`{runs[0].meta.get('device', '?')}`. In SRCD {rate:.0%} of positions are queries "
-            f"that ask for the value stored earlier under a key; {share:.0%} of the bindings "
+            f"`{runs[0].meta.get('device', '?')}`{_seconds(runs)}. In SRCD {rate:.0%} of "
+            "positions are queries that ask for the value stored earlier under a key; "
+            f"{share:.0%} of the bindings "
             f"come from a library of {data.get('n_library', 100)} key→value pairs that recur "
             "in every sequence (they can be consolidated), the rest are new in each sequence "
             f"(only attention can answer them). Every {train.get('log_every', '?')} steps the "
@@ -176,7 +185,13 @@ def _answers(runs, verdict: str, fit_note: str) -> str:
     """The two questions of the report, answered in a sentence each."""
     from cram.consolidation.report import fall_answer
 
-    fell = "; ".join(f"{run.name}: {fall_answer(run)}" for run in runs)
+    def why(run) -> str:
+        rise = run.familiarity_rise_step
+        return ("" if rise is None or (run.transition or {}).get("step") is None
+                else f", after its familiarity estimate q̂ began to mark library queries at "
+                     f"step {rise:.0f}")
+
+    fell = "; ".join(f"{run.name}: {fall_answer(run)}{why(run)}" for run in runs)
     compare = verdict or fit_note or "no fit was made."
     return ("**When did the model stop attending to library queries?** "
             f"{fell}.\n\n**How does its curve compare with people's?** {compare}\n")
@@ -212,15 +227,17 @@ def write_report(out: Path, runs, preset: str, seeds: int, figure: Path, fit_dir
         + f"\n![attention, familiarity and accuracy against step]({figure.name})\n\n"
         f"[{figure.name}]({figure.name}): left, the share of library queries (solid), novel "
         "queries (dashed) and all (token, layer) pairs (dotted) that read episodic memory, with "
-        "the transition (vertical line) and the end of warm-up (dash-dotted grey); middle, q̂ on "
-        "library and novel queries; right, retrieval accuracy.\n"
+        "the transition (vertical line) and the end of warm-up (dash-dotted grey); middle, q̂ "
+        "(mean over layers) on library and novel queries, with the familiarity rise (vertical "
+        "line); right, retrieval accuracy.\n"
         "\n## Which tier answers library queries\n\n" + per_run(tier_text)
         + "\n## How the curve compares with people's (power form, Bayesian fit)\n\n"
         + (fits or (fit_note or "No fit.") + "\n")
         + "\n## Final metrics (hard-routed evaluation)\n\n" + markdown_table(report_rows(runs))
         + "\n" + legend(RUN_COLUMNS)
-        + f"\nWall time of this command: {seconds:.0f} s. Explore: `cram app` (runs in this "
-        "folder are found by default).\n", encoding="utf-8")
+        + f"\nWall time of this command: {seconds:.0f} s (finished runs and an existing fit are "
+        "reused, not redone). Explore: `cram app` (runs in this folder are found by default).\n",
+        encoding="utf-8")
     return report
 
 
