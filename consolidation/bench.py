@@ -38,6 +38,7 @@ def ensure_run(model: str, preset: str, seed: int, run_dir: Path, overrides: lis
     run_dir = Path(run_dir)
     if (run_dir / CONFIG_FILE).is_file():
         asked = asked_record(model, preset, seed, overrides, task, task_args)
+        # raises on another configuration; else resume or reuse below
         check_same_experiment(asked, read_json(run_dir / CONFIG_FILE),
                               expected_name="this bench", found_name="the cached run",
                               where=str(run_dir),
@@ -224,9 +225,28 @@ def check_models(models: list[str]) -> None:
         check_model_name(m)
 
 
+def finished_same_run(run_dir: Path, model: str, preset: str, seed: int,
+                      overrides: list[str]) -> bool:
+    """Whether ``run_dir`` holds a finished run of exactly this experiment (shared caches)."""
+    from cram.core.identity import experiment_identity, identity_differences
+    from cram.core.runs import CONFIG_FILE, META_FILE, read_json
+
+    from .api import asked_record
+
+    run_dir = Path(run_dir)
+    if not ((run_dir / CONFIG_FILE).is_file() and (run_dir / META_FILE).is_file()):
+        return False
+    if read_json(run_dir / META_FILE).get("status") != "finished":
+        return False
+    asked = experiment_identity(asked_record(model, preset, seed, overrides))
+    return not identity_differences(asked, experiment_identity(read_json(run_dir / CONFIG_FILE)))
+
+
 def _find_trained(root: Path, model: str) -> Path | None:
+    from cram.core.runs import CHECKPOINT_DIR
+
     for d in sorted(root.glob(f"{model}-seed*")):
-        if (d / "checkpoints" / "last.pt").is_file():
+        if (d / CHECKPOINT_DIR / "last.pt").is_file():
             return d
     return None
 

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 
 from cram.core.errors import CheckpointError, RunFolderError
-from cram.core.runs import read_json
+from cram.core.runs import CHECKPOINT_DIR, CONFIG_FILE, read_json
 
 FORMAT = "cram-checkpoint-v1"
 LAST, PREV = "last.pt", "prev.pt"
@@ -219,13 +219,13 @@ def load_trained(run_dir: Path, checkpoint: str = LAST) -> Trained:
     from .config import ExperimentConfig
 
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
+    config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         raise RunFolderError(f"{run_dir}: no config.json; is this a cram run folder?")
     refuse_newer_schema(run_dir)
     saved = read_json(config_path)
     config = ExperimentConfig.from_dict(saved, source=str(config_path))
-    path = run_dir / "checkpoints" / checkpoint
+    path = run_dir / CHECKPOINT_DIR / checkpoint
     state = load_checkpoint(path, expect_model=saved.get("model"))
     task = saved.get("task") if isinstance(saved.get("task"), dict) else {}
     if _canon(state["model_args"]) != _canon(expected_model_args(config,

@@ -125,13 +125,13 @@ def eval_batches(run_dir: Path, config, device: str):
     library where ``pattern`` ≥ 0. Same set as training's evaluation (``train.eval_sequences``,
     ``train.eval_seed``).
     """
-    from cram.core.runs import read_json
+    from cram.core.runs import CONFIG_FILE, read_json
     from cram.tasks.batch import IGNORE_INDEX
     from cram.tasks.srcd_stream import EVENT_QUERY, SRCD
 
     from .tokens import reload_task
 
-    record = read_json(Path(run_dir) / "config.json").get("task")
+    record = read_json(Path(run_dir) / CONFIG_FILE).get("task")
     gen = (reload_task(record, where=str(run_dir)) if isinstance(record, dict)
            else SRCD(config.data))
     data = gen.eval_set(config.train.eval_sequences, config.train.eval_seed)

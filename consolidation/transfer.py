@@ -16,10 +16,9 @@ Tasks keep the library (same keys, same stored values) but change the task:
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
-from .bench import ensure_run
+from .bench import ensure_run, finished_same_run
 
 TASKS: dict[str, dict] = {
     "dynamics": {"freq_min": 3.0, "freq_max": 6.0, "decay_min": 0.5, "decay_max": 1.5,
@@ -74,8 +73,7 @@ def run_transfer(models: list[str], preset: str, seeds: int, root: Path, overrid
     for model in models:
         for seed in range(seeds):
             shared = Path(f"runs/bench-srcd-{preset}/{model}-seed{seed}")
-            source = shared if (shared / "meta.json").is_file() and json.loads(
-                (shared / "meta.json").read_text()).get("status") == "finished" else \
+            source = shared if finished_same_run(shared, model, preset, seed, overrides) else \
                 ensure_run(model, preset, seed, root / f"{model}-source-seed{seed}", overrides,
                            progress=progress)
             for task, changes in TASKS.items():

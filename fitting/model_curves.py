@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cram.core.errors import DataError, RunFolderError
-from cram.core.runs import Run, load_run
+from cram.core.runs import METRICS_FILE, PATTERNS_FILE, RETENTION_FILE, Run, load_run
 from cram.psych_data.tidy import validate_curves
 
 CURVE_KINDS = ("episodic_reliance", "per_pattern", "retention")
@@ -54,18 +54,18 @@ def episodic_reliance_curve(run, series: str = "attention_library") -> pd.DataFr
     run = _as_run(run)
     m = run.metrics
     if series not in m.columns:
-        raise RunFolderError(f"{run.path / 'metrics.csv'}: no column {series!r}")
+        raise RunFolderError(f"{run.path / METRICS_FILE}: no column {series!r}")
     onset = run.warmup_steps
     sub = m[(m["step"] >= onset) & m[series].notna()]
     if len(sub) < 3:
-        raise RunFolderError(f"{run.path / 'metrics.csv'}: fewer than 3 logged steps with "
+        raise RunFolderError(f"{run.path / METRICS_FILE}: fewer than 3 logged steps with "
                              f"{series!r} at or after the end of warm-up (step {onset})")
     df = pd.DataFrame({"curve": f"{_label(run)}:{series}", **_base(run),
                        "delay_value": (sub["step"] - onset).to_numpy(float),
                        "delay_unit": "steps", "measure": series,
                        "value": sub[series].to_numpy(float), "n": np.nan, "derived": False,
                        "n_kind": "", "onset_step": onset, "step": sub["step"].to_numpy()})
-    return validate_curves(df, str(run.path / "metrics.csv"))
+    return validate_curves(df, str(run.path / METRICS_FILE))
 
 
 def per_pattern_curve(run, patterns=None) -> pd.DataFrame:
@@ -87,7 +87,7 @@ def per_pattern_curve(run, patterns=None) -> pd.DataFrame:
             "pattern": int(pat), "step": sub["step"].to_numpy()}))
     if not rows:
         raise DataError(f"{run.path / 'patterns.csv'}: no rows for patterns {patterns}")
-    return validate_curves(pd.concat(rows, ignore_index=True), str(run.path / "patterns.csv"))
+    return validate_curves(pd.concat(rows, ignore_index=True), str(run.path / PATTERNS_FILE))
 
 
 def retention_curve(run, steps=None, conditions=("episodic_on", "episodic_off"),
@@ -113,7 +113,7 @@ def retention_curve(run, steps=None, conditions=("episodic_on", "episodic_off"),
             "n": sub["n"].to_numpy(float), "derived": False, "n_kind": "queries",
             "step": int(step), "condition": cond, "binding": bind,
             "lag_high": sub["lag_high"].to_numpy(float)}))
-    return validate_curves(pd.concat(rows, ignore_index=True), str(run.path / "retention.csv"))
+    return validate_curves(pd.concat(rows, ignore_index=True), str(run.path / RETENTION_FILE))
 
 
 def model_curves(runs, kind: str = "episodic_reliance", **kwargs) -> pd.DataFrame:

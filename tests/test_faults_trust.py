@@ -22,7 +22,7 @@ import torch
 
 import cram
 from cram.consolidation import checkpoint as ckpt_mod
-from cram.consolidation.bench import ensure_run
+from cram.consolidation.bench import ensure_run, finished_same_run
 from cram.consolidation.checkpoint import load_trained
 from cram.core.errors import CramError, ResourceError, RunFolderError
 from cram.tasks import TaskError, check_task
@@ -281,6 +281,9 @@ def test_bench_cache_never_reports_another_configuration(tmp_path):
     assert ensure_run("cram", "cpu-tiny", 1, run_dir, ["data.key_encoding=vector"],
                       progress=False) == run_dir  # the same experiment: reused
     assert _snapshot(run_dir) == before
+    # the transfer study's shared cache asks the same question
+    assert finished_same_run(run_dir, "cram", "cpu-tiny", 1, ["data.key_encoding=vector"])
+    assert not finished_same_run(run_dir, "cram", "cpu-tiny", 1, [])
 
 
 def test_bench_cache_of_a_token_task_checks_the_task(tmp_path):
