@@ -72,9 +72,19 @@ FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
 
 
+#: text files of the measured records under docs/ (logs, tables, JSON, JUnit XML)
+RECORD_SUFFIXES = {".md", ".txt", ".log", ".json", ".jsonl", ".csv", ".tsv", ".xml"}
+
+
 def scanned_files(root: Path = ROOT) -> list[Path]:
-    """README.md, docs/*.md, notebooks/*.ipynb and the package folders' text files."""
+    """README.md, every text file under docs/, notebooks/*.ipynb and the package's text files.
+
+    docs/ includes the measured records below it (e.g. docs/gpu/), whose logs must not name the
+    machine they ran on either.
+    """
     files = [root / "README.md", *sorted((root / "docs").glob("*.md")),
+             *sorted(p for p in (root / "docs").rglob("*")
+                     if p.parent != root / "docs" and p.suffix in RECORD_SUFFIXES),
              *sorted((root / "notebooks").glob("*.ipynb"))]
     for folder in PACKAGE_DIRS:
         for path in sorted((root / folder).rglob("*")):
