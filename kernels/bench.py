@@ -2,7 +2,7 @@
 
 ``run_kernel_bench`` returns rows ``{op, T, p, ms, dense_ms, ratio, ...}``;
 ``ratio = ms / dense_ms`` (below 1 means faster than the baseline). ``write_kernel_bench_tables``
-appends them to a markdown file (``--doc``) through :mod:`cram.core.benchlog`. ``cram bench
+records them as result files (``--results``) through :mod:`cram.core.benchlog`. ``cram bench
 kernels`` calls both.
 
 - ``op="routed_attention"``: forward time of ``routed_attention`` (the path ``backend="auto"``
@@ -483,75 +483,73 @@ def run_kernel_bench(threads: int = 1, device=None, quick: bool = False, seed: i
     return realistic + rows
 
 
-def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None, path=None) -> None:
-    """Append the benchmark tables to ``path`` via cram.core.benchlog.
+def write_kernel_bench_tables(rows: list[dict], argv: list[str] | None = None,
+                              results=None, seed: int = 0) -> list:
+    """Record the benchmark tables as result files via :mod:`cram.core.benchlog`; their paths.
 
-    The default is ./benchmarks.md; the project's table is ``path="docs/benchmarks.md"``.
-
-    One table each for routed attention, the CT scan and, when present, the model-level rows
-    (``op`` = ``model_infer`` / ``model_step``, produced elsewhere): their columns are the common
-    ``op, T, p, ms, dense_ms, ratio`` followed by every other key the rows carry.
+    ``results`` is the results folder (default ``$CRAM_RESULTS_DIR``, else ./results); the
+    project's is the repository's ``results/``. One result file each for routed attention, the
+    GPU-sized routed-attention rows, the CT scan and, when present, the model-level rows (``op``
+    = ``model_infer`` / ``model_step``, produced elsewhere): their columns are the common ``op,
+    T, p, ms, dense_ms, ratio`` followed by every other key the rows carry. Each title is its
+    study (:func:`cram.core.results.study_id`), so a device or thread count is a study of its
+    own. ``seed`` is the one :func:`run_kernel_bench` drew inputs and positions with (the
+    model-level rows name their runs instead).
     """
-    from cram.core.benchlog import append_benchmark, markdown_table
+    from cram.core.benchlog import record_benchmark
+    from cram.core.results import study_id
 
+    tables = []
     routed = [r for r in rows if r["op"] == "routed_attention" and r.get("shapes") != "realistic"]
     realistic = [r for r in rows if r.get("shapes") == "realistic"]
     scan = [r for r in rows if r["op"] == "ct_scan"]
     model = [r for r in rows if r["op"] in ("model_infer", "model_step")]
     if routed:
-        r0 = routed[0]
-        append_benchmark(
-            f"Routed attention vs dense causal SDPA ({r0['device']}, {r0['threads']} thread(s))",
-            markdown_table(routed, ["T", "p", "N", "ms", "dense_ms", "ratio", "tiles",
-                                    "dense_tiles", "tile_ratio", "backend", "threads", "device",
-                                    "load_1min"]),
-            notes=(
-                f"Forward only, fp32, B={r0['B']}, H={r0['H']}, Dh={r0['Dh']}; exactly round(p·T) "
-                "random routed positions per sequence; medians of 9 rounds alternating routed "
-                "and dense. ratio = ms / dense_ms. "
-                "tiles / dense_tiles: 64x64 key tiles the Triton forward visits against a dense "
-                "causal flash kernel (a work count, exact for the GPU kernel whatever device timed "
-                "the row). load_1min: the machine's 1-minute load average before the row (other "
-                "jobs skew timings)."
-            ),
-            argv=argv, path=path,
-        )
+        tables.append(_routed_spec(routed) + (routed,))
     if realistic:
-        append_benchmark(*_realistic_table(realistic), argv=argv, path=path)
+        tables.append(_realistic_spec(realistic) + (realistic,))
     if scan:
         s0 = scan[0]
-        append_benchmark(
+        tables.append((
             f"CT scan vs the torch loop ({s0['device']}, {s0['threads']} thread(s))",
-            markdown_table(scan, ["T", "D", "B", "ms", "dense_ms", "speedup", "tokens_per_s",
-                                  "loop_tokens_per_s", "backend", "threads", "device",
-                                  "load_1min"]),
-            notes=(
-                "Forward + backward, fp32, full W_1; dense_ms is the pure-torch loop with unbind "
-                "slices (ct_scan_reference); speedup = dense_ms / ms; tokens/s = B·T per "
-                "forward+backward."
-            ),
-            argv=argv, path=path,
-        )
+            ["T", "D", "B", "ms", "dense_ms", "speedup", "tokens_per_s", "loop_tokens_per_s",
+             "backend", "threads", "device", "load_1min"],
+            "Forward + backward, fp32, full W_1; dense_ms is the pure-torch loop with unbind "
+            "slices (ct_scan_reference); speedup = dense_ms / ms; tokens/s = B·T per "
+            "forward+backward.", scan))
     if model:
         common = ["op", "T", "p", "ms", "dense_ms", "ratio"]
         extra = [k for r in model for k in r if k not in common]
-        columns = common + list(dict.fromkeys(extra))
-        append_benchmark(
-            "CRAM vs dense Transformer, whole model",
-            markdown_table(model, columns),
-            notes="ratio = ms / dense_ms (the dense Transformer of the same width).",
-            argv=argv, path=path,
-        )
+        tables.append(("CRAM vs dense Transformer, whole model",
+                       common + list(dict.fromkeys(extra)),
+                       "ratio = ms / dense_ms (the dense Transformer of the same width).", model))
+    return [record_benchmark(study_id(title), title, part, columns, notes, argv=argv,
+                             results=results, seeds=None if part is model else [seed])
+            for title, columns, notes, part in tables]
 
 
-def _realistic_table(rows: list[dict]) -> tuple[str, str, str]:
-    """(title, markdown table, notes) of the GPU-sized routed-attention rows."""
-    from cram.core.benchlog import markdown_table
+def _routed_spec(rows: list[dict]) -> tuple[str, list[str], str]:
+    """(title, columns, notes) of the small routed-attention rows."""
+    r0 = rows[0]
+    columns = ["T", "p", "N", "ms", "dense_ms", "ratio", "tiles", "dense_tiles", "tile_ratio",
+               "backend", "threads", "device", "load_1min"]
+    notes = (f"Forward only, fp32, B={r0['B']}, H={r0['H']}, Dh={r0['Dh']}; exactly round(p·T) "
+             "random routed positions per sequence; medians of 9 rounds alternating routed "
+             "and dense. ratio = ms / dense_ms. "
+             "tiles / dense_tiles: 64x64 key tiles the Triton forward visits against a dense "
+             "causal flash kernel (a work count, exact for the GPU kernel whatever device timed "
+             "the row). load_1min: the machine's 1-minute load average before the row (other "
+             "jobs skew timings).")
+    title = f"Routed attention vs dense causal SDPA ({r0['device']}, {r0['threads']} thread(s))"
+    return title, columns, notes
 
+
+def _realistic_spec(rows: list[dict]) -> tuple[str, list[str], str]:
+    """(title, columns, notes) of the GPU-sized routed-attention rows."""
     r0 = rows[0]
     columns = ["T", "Dh", "p", "pass", "backend", "path", "splits", "longest_steps", "N", "ms",
                "dense_ms", "ratio", "tile_ratio", "dtype", "device"]
-    table = markdown_table(rows, columns + (["error"] if any(r.get("error") for r in rows) else []))
+    columns += ["error"] if any(r.get("error") for r in rows) else []
     notes = (f"bf16, B={r0['B']}, H={r0['H']}; exactly round(p·T) random routed positions per "
              "sequence; dense_ms: SDPA restricted to the flash backend, causal, all T positions, "
              "on the same inputs; medians of "
@@ -560,4 +558,12 @@ def _realistic_table(rows: list[dict]) -> tuple[str, str, str]:
              "into `splits` chunks; triton-nosplit: the same with one chunk; flex: "
              "FlexAttention on the gathered rows, block-mask construction included. "
              "forward+backward: gradients of q, k and v.")
-    return "Routed attention vs flash attention, GPU-sized shapes", table, notes
+    return "Routed attention vs flash attention, GPU-sized shapes", columns, notes
+
+
+def _realistic_table(rows: list[dict]) -> tuple[str, str, str]:
+    """(title, markdown table, notes) of the GPU-sized routed-attention rows."""
+    from cram.core.benchlog import markdown_table
+
+    title, columns, notes = _realistic_spec(rows)
+    return title, markdown_table(rows, columns), notes

@@ -15,8 +15,10 @@ way of drawing the batches runs ``--steps`` steps (after 3 untimed ones: the wor
 
 The ways alternate within each round, so a shared machine's load falls on all of them alike.
 Prints ms per step (median over rounds) and the excess over ``none``, with the machine, load,
-date and command, ready for docs/benchmarks.md. It measures the mechanism, not a GPU: the GPU
-numbers come from ``scripts/gpu_check.sh`` (its throughput step).
+date and command, and writes them as a result file (``cram.core.results``) into ``--results
+DIR`` (default ``$CRAM_RESULTS_DIR``, else ``./results``; the project's is the repository's
+``results/``) unless ``--no-results``. It measures the mechanism, not a GPU: the GPU numbers
+come from ``scripts/gpu_check.sh`` (its throughput step).
 
 Usage::
 
@@ -35,10 +37,14 @@ import torch
 
 from cram.consolidation.batches import StepBatches, prefetcher
 from cram.consolidation.config import get_preset
+from cram.core.benchlog import load_line, machine_description, markdown_table, record_benchmark
+from cram.core.errors import CramError
+from cram.core.results import check_results_dir, default_results_dir, study_id
 from cram.tasks.srcd_stream import SRCD
-from cram.core.benchlog import machine_description, markdown_table
 
 WAYS = ("none", "inline", "thread", "process")
+TITLE = "Where the data are drawn: thread or worker process"
+COLUMNS = ["preset", "generation_ms_per_batch", "way", "ms_per_step", "over_loop_alone_ms"]
 
 
 def python_bound_step(n_ops: int) -> None:
@@ -100,14 +106,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loop-ms", type=float, default=100.0,
                         help="Python time of one stand-in training step (H200 paper CRAM: ~124 ms)")
     parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--results", default=None, metavar="DIR",
+                        help="results folder (default $CRAM_RESULTS_DIR, else ./results)")
+    parser.add_argument("--no-results", action="store_true", help="write no result file")
     args = parser.parse_args(argv)
+    if not args.no_results:
+        try:
+            check_results_dir(args.results or default_results_dir())
+        except CramError as err:
+            parser.error(str(err))
     torch.set_num_threads(1)
+    load_before = load_line()
     print(f"- command: `python {' '.join(sys.argv)}`")
     print(f"- machine: {machine_description()}")
     print(f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; "
           f"{args.loop_ms:g} ms stand-in loop, prefetch depth {args.depth}")
     n_ops = calibrate(args.loop_ms)
-    rows = []
+    rows, data = [], []
     for preset in args.presets.split(","):
         source = source_for(preset)
         gen = generation_ms(source)
@@ -121,8 +136,20 @@ def main(argv: list[str] | None = None) -> None:
             ms = statistics.median(runs[way])
             rows.append({"preset": preset, "generation ms/batch": f"{gen:.1f}", "way": way,
                          "ms/step": f"{ms:.1f}", "over the loop alone": f"{ms - floor:+.1f}"})
+            data.append(dict(zip(COLUMNS, (preset, gen, way, ms, ms - floor))))
     print(f"- load after: {machine_description().rsplit('; ', 1)[-1]}\n")
     print(markdown_table(rows))
+    if not args.no_results:
+        notes = (f"A stand-in training loop of {args.loop_ms:g} ms of tiny torch operations per "
+                 f"step, prefetch depth {args.depth}, {args.steps} timed steps per way and round, "
+                 f"{args.rounds} round(s), medians over rounds; one torch thread. Load before the "
+                 f"run: {load_before}. over_loop_alone_ms: ms per step minus the loop alone "
+                 "(`none`).")
+        path = record_benchmark(study_id(TITLE), TITLE, data, COLUMNS, notes,
+                                argv=["python", "scripts/bench_data_worker.py",
+                                      *(sys.argv[1:] if argv is None else argv)],
+                                results=args.results, seeds=[0])
+        print(f"result file: {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ cache, ``warm`` with the cache the cold run left. Wall time covers the whole fit
 Usage::
 
     python scripts/bench_samplers.py [--run DIR ...] [--repeats 1] [--target-accept 0.9,0.99]
-                                     [--no-bench]
+                                     [--results DIR | --no-results]
+
+The table is written as a result file (``cram.core.results``) into ``--results DIR`` (default
+``$CRAM_RESULTS_DIR``, else ``./results``; the project's is the repository's ``results/``).
 """
 
 from __future__ import annotations
@@ -80,14 +83,23 @@ def main(argv=None) -> int:
                          "hierarchical fit's, cram.fitting.bayes.TARGET_ACCEPT)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1, help="warm repeats per sampler")
-    ap.add_argument("--no-bench", action="store_true", help="do not append to --doc")
-    ap.add_argument("--doc", default="benchmarks.md", metavar="PATH",
-                    help="markdown file the table is appended to (the project's: "
-                         "docs/benchmarks.md)")
+    ap.add_argument("--no-results", "--no-bench", dest="no_results", action="store_true",
+                    help="write no result file")
+    ap.add_argument("--results", default=None, metavar="DIR",
+                    help="results folder (default $CRAM_RESULTS_DIR, else ./results; the "
+                         "project's: results/ at the repository root)")
     args = ap.parse_args(argv)
     if args.worker:
         worker(args)
         return 0
+    if not args.no_results:  # a folder that cannot take the result fails before any fit
+        from cram.core.errors import CramError
+        from cram.core.results import check_results_dir, default_results_dir
+
+        try:
+            check_results_dir(args.results or default_results_dir())
+        except CramError as err:
+            ap.error(str(err))
     rows = []
     for sampler, target_accept in _cells(args.target_accept):
         cache = tempfile.mkdtemp(prefix=f"pytensor-{sampler}-")
@@ -126,13 +138,15 @@ def main(argv=None) -> int:
              "the criterion for the default sampler. Other jobs shared the 2 cores while this "
              "ran.")
     print(notes, file=sys.stderr)
-    if not args.no_bench:
-        from cram.core.benchlog import append_benchmark, markdown_table
+    if not args.no_results:
+        from cram.core.benchlog import record_benchmark
+        from cram.core.results import study_id
 
-        append_benchmark("Sampler comparison: PyMC NUTS vs nutpie, hierarchical γ fit",
-                         markdown_table(rows, cols), notes,
-                         argv=["python", "scripts/bench_samplers.py", *sys.argv[1:]],
-                         path=args.doc)
+        title = "Sampler comparison: PyMC NUTS vs nutpie, hierarchical γ fit"
+        path = record_benchmark(study_id(title), title, rows, cols, notes,
+                                argv=["python", "scripts/bench_samplers.py", *sys.argv[1:]],
+                                results=args.results, seeds=[args.seed])
+        print(f"result file: {path}", file=sys.stderr)
     return 0
 
 

@@ -6,8 +6,10 @@ counts in ``train_seconds``), and reads ``tokens_seen`` and ``train_seconds`` fr
 of ``metrics.csv``. ``second_half_tokens_per_s`` is the rate over the second half of the steps
 alone (rows logged at half and at the end), which leaves out start-up costs such as Triton
 compilation and autotuning on a GPU. Prints one line per run and a JSON list; states the
-machine, the load (``uptime``), the date and the command, so the numbers can be placed in
-docs/benchmarks.md as they are.
+machine, the load (``uptime``), the date and the command; and writes the rows as a result file
+(``cram.core.results``) into ``--results DIR`` (default ``$CRAM_RESULTS_DIR``, else
+``./results``; the project's is the repository's ``results/``) unless ``--no-results``. The
+study is named by the presets and devices measured.
 
 Usage::
 
@@ -99,7 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", action="append", default=[],
                    help="LABEL=PYTHON[;OVERRIDE...] (repeatable; default: this interpreter)")
     p.add_argument("--rounds", type=int, default=1, help="alternating rounds over the variants")
+    p.add_argument("--results", default=None, metavar="DIR",
+                   help="results folder (default $CRAM_RESULTS_DIR, else ./results)")
+    p.add_argument("--no-results", action="store_true", help="write no result file")
     args = p.parse_args(argv)
+    if not args.no_results:  # a folder that cannot take the result fails before any training
+        from cram.core.errors import CramError
+        from cram.core.results import check_results_dir, default_results_dir
+
+        try:
+            check_results_dir(args.results or default_results_dir())
+        except CramError as err:
+            p.error(str(err))
     variants = [_variant(v) for v in args.variant] or [("", sys.executable, ())]
     print(f"# {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; {_machine()}")
     print(f"# before: {_uptime()}")
@@ -118,7 +131,31 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['steps']} steps, {row['device']}, load {row['load']:.1f})", flush=True)
     print(f"# after: {_uptime()}")
     print(json.dumps(rows))
+    if not args.no_results:
+        _record(args, argv, rows, variants)
     return 0
+
+
+def _record(args, argv: list[str] | None, rows: list[dict], variants: list) -> None:
+    """Write the rows as a result file; the study is named by the presets and devices."""
+    from cram.core.benchlog import record_benchmark
+    from cram.core.results import study_id
+
+    devices = ", ".join(sorted({str(r["device"]) for r in rows})) or "no device"
+    title = f"Training throughput through `cram train` ({args.presets}; {devices})"
+    labels = [label for label, _, _ in variants if label]
+    notes = (f"{args.steps} steps per run, {args.rounds} round(s); tokens_per_s = tokens_seen / "
+             "train_seconds of the last metrics.csv row (evaluation, patterns and checkpoints "
+             "excluded); second_half_tokens_per_s over the second half of the steps alone "
+             "(no start-up costs). load: the 1-minute load average before each run.")
+    columns = ["variant", "round", "preset", "model", "steps", "tokens_per_s",
+               "second_half_tokens_per_s", "train_seconds", "device", "load"]
+    path = record_benchmark(study_id(title), title, rows, columns, notes,
+                            argv=["python", "scripts/bench_throughput.py",
+                                  *(sys.argv[1:] if argv is None else argv)],
+                            results=args.results, seeds=[args.seed],
+                            variant=("variants: " + ", ".join(labels)) if labels else None)
+    print(f"# result file: {path}")
 
 
 def _variant(text: str) -> tuple[str, str, tuple[str, ...]]:

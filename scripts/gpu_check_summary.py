@@ -4,11 +4,17 @@ Reads what the check wrote: steps.tsv (step, exit status, seconds), env.txt, the
 the realistic benchmark rows (bench_realistic.jsonl, one JSON row per line; or a JSON list in
 bench_realistic.json), bench_model.json, throughput.txt and the paper-preset run folders.
 Missing pieces are reported as missing, never guessed.
-Usage: ``python scripts/gpu_check_summary.py OUTDIR``.
+Usage: ``python scripts/gpu_check_summary.py OUTDIR [--results DIR | --no-results]``.
+
+Besides summary.md it writes a result file (``cram.core.results``: the realistic routed rows,
+the summary as notes) into ``--results DIR``, default ``OUTDIR/results`` (laid out as the
+repository's ``results/``: copy its study folder there and run ``cram docs render``). Where the
+``cram`` package cannot be imported, the summary is still written and the result file skipped.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
@@ -182,14 +188,45 @@ def _printed_lines(path: Path) -> list[str]:
     return [x for x in path.read_text().splitlines() if not x.startswith("[")]
 
 
+ROUTED_COLUMNS = ["backend", "pass", "Dh", "T", "p", "splits", "ms", "dense_ms", "ratio",
+                  "tile_ratio", "error"]
+
+
+def record(out: Path, text: str, results: Path) -> Path | None:
+    """The check as a result file under ``results``; None where cram cannot be imported."""
+    try:
+        from cram.core.benchlog import record_benchmark
+        from cram.core.results import study_id
+    except ImportError as err:
+        print(f"gpu_check_summary: no result file ({err})", file=sys.stderr)
+        return None
+    rows = [{k: r.get(k) for k in ROUTED_COLUMNS} for r in _realistic_rows(out) or []
+            if r.get("shapes") == "realistic"]
+    title = "GPU check (`scripts/gpu_check.sh`)"
+    notes = ("Rows: the realistic routed-attention rows (ratio = routed ms / flash ms). The "
+             "check's summary follows.\n\n" + text.split("\n", 1)[1].strip().replace(
+                 "\n## ", "\n#### "))
+    return record_benchmark(study_id(title), title, rows, ROUTED_COLUMNS, notes,
+                            argv=["python", "scripts/gpu_check_summary.py", str(out)],
+                            results=results, extra={"measured_by": "scripts/gpu_check.sh"})
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python scripts/gpu_check_summary.py OUTDIR", file=sys.stderr)
-        return 2
-    out = Path(argv[0])
+    ap = argparse.ArgumentParser(prog="python scripts/gpu_check_summary.py",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("outdir", metavar="OUTDIR")
+    ap.add_argument("--results", default=None, metavar="DIR",
+                    help="results folder for the result file (default OUTDIR/results)")
+    ap.add_argument("--no-results", action="store_true", help="write no result file")
+    args = ap.parse_args(argv)
+    out = Path(args.outdir)
     text = summarize(out)
     (out / "summary.md").write_text(text)
     print(text)
+    if not args.no_results:
+        path = record(out, text, Path(args.results) if args.results else out / "results")
+        if path is not None:
+            print(f"result file: {path}", file=sys.stderr)
     return 0
 
 

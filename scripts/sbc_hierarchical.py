@@ -11,12 +11,16 @@ The model is compiled once; each simulation swaps the observed data (``with_data
 
 Usage::
 
-    python scripts/sbc_hierarchical.py --sims 200 --seed 0 --out runs/sbc [--no-bench]
+    python scripts/sbc_hierarchical.py --sims 200 --seed 0 --out runs/sbc [--results DIR]
 
 With ``--out``: ``sbc_ranks.csv``, ``sbc_coverage.csv``, ``sbc_summary.json`` and the rank
 histograms ``sbc_ranks.png``. ``--pool OUT1 OUT2 ...`` fits nothing and pools the ranks of runs
 made with different seeds into one table (200 simulations leave a Monte Carlo error of ±2.1
 points on a 90% coverage; 800, ±1.1).
+
+The coverage table is written as a result file (``cram.core.results``) into ``--results DIR``
+(default ``$CRAM_RESULTS_DIR``, else ``./results``; the project's is the repository's
+``results/``), unless ``--no-results``.
 """
 
 from __future__ import annotations
@@ -220,10 +224,11 @@ def main(argv=None) -> int:
     ap.add_argument("--pool", nargs="+", default=None, metavar="DIR",
                     help="fit nothing: pool the sbc_ranks.csv of earlier --out folders (runs "
                          "with different --seed) into one coverage table")
-    ap.add_argument("--no-bench", action="store_true", help="do not append to --doc")
-    ap.add_argument("--doc", default="benchmarks.md", metavar="PATH",
-                    help="markdown file the table is appended to (the project's: "
-                         "docs/benchmarks.md)")
+    ap.add_argument("--no-results", "--no-bench", dest="no_results", action="store_true",
+                    help="write no result file")
+    ap.add_argument("--results", default=None, metavar="DIR",
+                    help="results folder (default $CRAM_RESULTS_DIR, else ./results; the "
+                         "project's: results/ at the repository root)")
     args = ap.parse_args(argv)
     if args.sims < 1:
         ap.error("--sims must be >= 1")
@@ -231,6 +236,14 @@ def main(argv=None) -> int:
         ap.error("--trials must be >= 1")
     if args.target_accept is not None and not 0 < args.target_accept < 1:
         ap.error("--target-accept must be in (0, 1)")
+    if not args.no_results:  # a folder that cannot take the result fails before any fit
+        from cram.core.errors import CramError
+        from cram.core.results import check_results_dir, default_results_dir
+
+        try:
+            check_results_dir(args.results or default_results_dir())
+        except CramError as err:
+            ap.error(str(err))
     if args.pool:
         return _pooled(args)
 
@@ -261,8 +274,9 @@ def main(argv=None) -> int:
         cov_df.to_csv(out / "sbc_coverage.csv", index=False)
         (out / "sbc_summary.json").write_text(json.dumps({"notes": notes, "fail": fail}, indent=2))
         plot_ranks(ranks, out / "sbc_ranks.png")
-    return _report(args, "SBC: hierarchical γ model, coverage of the 90% interval", cov_df,
-                   notes, fail)
+    return _report(args, _title(args, pooled=False), cov_df, notes, fail,
+                   variant=f"target acceptance {target_accept}; seed {args.seed}",
+                   seeds=[args.seed])
 
 
 def _pooled(args) -> int:
@@ -276,24 +290,36 @@ def _pooled(args) -> int:
              + ("PASS" if not fail else f"FAIL: {fail}"))
     if args.out:
         plot_ranks(ranks, Path(args.out) / "sbc_ranks.png")
-    return _report(args, "SBC, pooled runs: hierarchical γ model, coverage of the 90% interval",
-                   cov_df, notes, fail)
+    return _report(args, _title(args, pooled=True), cov_df, notes, fail,
+                   variant=f"{n_sims} simulations from {len(args.pool)} runs")
+
+
+def _title(args, pooled: bool) -> str:
+    """The table's title (its study): pooled or one run, beta or binomial likelihood."""
+    likelihood = (f", binomial likelihood ({args.trials} trials per point)" if args.trials
+                  else "")
+    return (f"SBC{', pooled runs' if pooled else ''}: hierarchical γ model{likelihood}, "
+            f"coverage of the {args.level:.0%} interval")
 
 
 def _fits_with_divergences(ranks: pd.DataFrame) -> int:
     return int((ranks.groupby("sim")["divergences"].first() > 0).sum())
 
 
-def _report(args, title: str, cov_df: pd.DataFrame, notes: str, fail: list) -> int:
-    """Print the table and notes, append them to ``--doc`` unless ``--no-bench``; exit code."""
+def _report(args, title: str, cov_df: pd.DataFrame, notes: str, fail: list,
+            variant: str | None = None, seeds: list[int] | None = None) -> int:
+    """Print the table and notes, write their result file unless ``--no-results``; exit code."""
     print(cov_df.to_string(index=False), file=sys.stderr)
     print(notes, file=sys.stderr)
-    if not args.no_bench:
-        from cram.core.benchlog import append_benchmark, markdown_table
+    if not args.no_results:
+        from cram.core.benchlog import record_benchmark
+        from cram.core.results import study_id
 
-        append_benchmark(title, markdown_table(cov_df.to_dict("records")), notes,
-                         argv=["python", "scripts/sbc_hierarchical.py", *sys.argv[1:]],
-                         path=args.doc)
+        path = record_benchmark(study_id(title), title, cov_df.to_dict("records"), notes=notes,
+                                argv=["python", "scripts/sbc_hierarchical.py", *sys.argv[1:]],
+                                results=args.results, variant=variant, seeds=seeds,
+                                extra={"passed": not fail})
+        print(f"result file: {path}", file=sys.stderr)
     return 1 if fail else 0
 
 

@@ -17,17 +17,24 @@ SRCD_KEYS = {"model", "seed", "retrieval_acc", "retrieval_acc_library", "retriev
 
 
 def _bench(*args, tmp_path):
-    # the default doc (./benchmarks.md) is pointed into tmp_path; --json writes only with --doc
-    env = {**ENV, "CRAM_BENCHMARKS_MD": str(tmp_path / "benchmarks.md")}
+    # the default results folder is pointed into tmp_path; --json writes only with --results
+    env = {**ENV, "CRAM_RESULTS_DIR": str(tmp_path / "results")}
     return subprocess.run([sys.executable, "-m", "cram", "bench", *args], capture_output=True,
                           text=True, env=env, timeout=600)
+
+
+def _results(folder):
+    """The result files under ``folder``: {study: [results, oldest first]}."""
+    from cram.core.results import load_results
+
+    return load_results(folder)
 
 
 def test_bench_srcd_rows_and_docs(tmp_path):
     runs = tmp_path / "runs"
     proc = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram,transformer", "--seeds", "2",
                   "--runs-dir", str(runs), "--infer-length", "128", "--json", "--quiet",
-                  "--doc", str(tmp_path / "benchmarks.md"), tmp_path=tmp_path)
+                  "--results", str(tmp_path / "out"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(proc.stdout)
     assert len(rows) == 4 and {r["model"] for r in rows} == {"cram", "transformer"}
@@ -36,8 +43,12 @@ def test_bench_srcd_rows_and_docs(tmp_path):
         assert 0 <= row["attention_fraction"] <= 1 and row["infer_ms_per_seq"] > 0
     dense = [r for r in rows if r["model"] == "transformer"]
     assert all(r["attention_fraction"] == 1.0 for r in dense)
-    doc = (tmp_path / "benchmarks.md").read_text()
-    assert "SRCD: models × seeds (preset cpu-tiny)" in doc and "95% t-interval" in doc
+    (result,) = _results(tmp_path / "out")["srcd-models-seeds-preset-cpu-tiny"]
+    assert result.title == "SRCD: models × seeds (preset cpu-tiny)" and result.seeds == [0, 1]
+    assert [r["retrieval_acc"] for r in result.rows] == [r["retrieval_acc"] for r in rows]
+    assert result.tables[0]["caption"].startswith("Mean and 95% t-interval")
+    assert "--results" in result.command and result.load and result.machine
+    assert not (tmp_path / "results").exists()  # --results named the folder
     # a second invocation reuses the finished runs: same numbers, nothing retrained
     mtime = (runs / "cram-seed0" / "metrics.csv").stat().st_mtime
     again = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram", "--seeds", "1",
@@ -78,7 +89,7 @@ def test_bench_transfer_rows(tmp_path):
 def test_bench_schedule_rows_scale_the_preset(tmp_path):
     proc = _bench("schedule", "--preset", "cpu-tiny", "--variants", "fixed,warmup x2",
                   "--runs-dir", str(tmp_path / "s"), "--json", "--quiet",
-                  "--doc", str(tmp_path / "benchmarks.md"), tmp_path=tmp_path)
+                  "--results", str(tmp_path / "out"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(proc.stdout)
     assert [r["variant"] for r in rows] == ["fixed", "warmup x2"]
@@ -87,7 +98,8 @@ def test_bench_schedule_rows_scale_the_preset(tmp_path):
     for row in rows:
         assert row["schedule_end"] == row["warmup_end"] + 5  # cpu-tiny cost ramp
         assert {"familiarity_rise_step", "transition_step", "lag_after_familiarity"} <= set(row)
-    assert "Learned or scheduled transition" in (tmp_path / "benchmarks.md").read_text()
+    (result,) = _results(tmp_path / "out")["learned-or-scheduled-transition-preset-cpu-tiny"]
+    assert [r["variant"] for r in result.rows] == ["fixed", "warmup x2"]
 
 
 def test_bench_schedule_rejects_unknown_variant(tmp_path):
@@ -100,7 +112,7 @@ def test_bench_srcd_rank_sweep(tmp_path):
     runs = tmp_path / "ranks"
     proc = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram", "--seeds", "1",
                   "--ranks", "2,8", "--runs-dir", str(runs), "--json", "--quiet",
-                  "--doc", str(tmp_path / "benchmarks.md"), tmp_path=tmp_path)
+                  "--results", str(tmp_path / "out"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(proc.stdout)
     assert [r["semantic_rank"] for r in rows] == [2, 8]
@@ -108,7 +120,8 @@ def test_bench_srcd_rank_sweep(tmp_path):
         config = json.loads((runs / f"rank{rank}" / "cram-seed0" / "config.json").read_text())
         assert config["model_config"]["semantic_rank"] == rank
     assert all(0 <= r["q_library"] <= 1 for r in rows)
-    assert "Semantic-rank sweep (preset cpu-tiny)" in (tmp_path / "benchmarks.md").read_text()
+    (result,) = _results(tmp_path / "out")["semantic-rank-sweep-preset-cpu-tiny"]
+    assert result.title == "Semantic-rank sweep (preset cpu-tiny)"
     bad = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram", "--ranks", "4,x",
                  "--no-docs", tmp_path=tmp_path)
     assert bad.returncode != 0 and "--ranks" in bad.stderr
@@ -118,7 +131,7 @@ def test_bench_refuses_zero_seeds(tmp_path):
     proc = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram", "--seeds", "0",
                   tmp_path=tmp_path)
     assert proc.returncode == 2 and "--seeds" in proc.stderr and "at least 1" in proc.stderr
-    assert not (tmp_path / "benchmarks.md").exists()
+    assert not (tmp_path / "results").exists()
 
 
 def test_schedule_variants_scale_the_preset_and_keep_warmup_on_the_log_grid():

@@ -29,7 +29,7 @@ from cram.testing import write_synthetic_run
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
 ENV.pop("CRAM_DEBUG", None)
-ENV.pop("CRAM_BENCHMARKS_MD", None)
+ENV.pop("CRAM_RESULTS_DIR", None)
 GOOD_CSV = "delay_value,delay_unit,measure,value\n1,hours,recall,0.9\n2,hours,recall,0.8\n" \
            "4,hours,recall,0.7\n"
 
@@ -141,8 +141,8 @@ CASES = [
     ("train-seed-1e20", None, [*TRAIN, "--seed", "1e20"], "--seed"),
     # bench and app arguments
     ("bench-seeds-0", None, ["bench", "srcd", "--preset", "cpu-tiny", "--seeds", "0"], "--seeds"),
-    ("bench-doc-folder", lambda d: (d / "docdir").mkdir(),
-     ["bench", "kernels", "--quick", "--doc", "docdir"], "is a folder"),
+    ("bench-results-file", _write("f.txt", "x"),
+     ["bench", "kernels", "--quick", "--results", "f.txt"], "is a file"),
     ("app-remote", None, ["app", "--address", "0.0.0.0", "--dry-run"], "loopback"),
     ("app-bad-address", None, ["app", "--address", "example.invalid", "--dry-run"],
      "not an IP address"),
@@ -327,21 +327,22 @@ def test_argument_errors_are_one_line():
 
 
 # ------------------------------------------------------------------------------------------
-# cram bench: never into the package, atomic concurrent appends
+# cram bench: never into the package, concurrent result files all kept
 
 
 def _package_docs_state() -> dict[str, tuple[int, int]]:
-    """Sizes and mtimes of every docs/ file and every file at the package roots (not .venv)."""
+    """Sizes and mtimes of every docs/ and results/ file and every file at the package roots."""
     out = {}
-    for p in [*(REPO / "docs").rglob("*"), *REPO.glob("*"), *(REPO / "cram").rglob("*.md")]:
+    for p in [*(REPO / "docs").rglob("*"), *(REPO / "results").rglob("*"), *REPO.glob("*"),
+              *(REPO / "cram").rglob("*.md")]:
         if p.is_file():
             st = p.stat()
             out[str(p)] = (st.st_size, st.st_mtime_ns)
     return out
 
 
-def test_bench_json_writes_nothing_and_doc_writes_there(tmp_path):
-    """``--json`` alone writes no file anywhere; ``--doc PATH`` writes exactly that file.
+def test_bench_json_writes_nothing_and_results_writes_there(tmp_path):
+    """``--json`` alone writes no file anywhere; ``--results DIR`` writes result files there.
 
     Not into the package, not into the working folder.
     """
@@ -354,11 +355,14 @@ def test_bench_json_writes_nothing_and_doc_writes_there(tmp_path):
     assert json.loads(proc.stdout)
     assert [p.name for p in work.iterdir()] == ["runs"]
     assert _package_docs_state() == before
-    proc = _cram([*args, "--json", "--doc", "tables/b.md"], work)
+    proc = _cram([*args, "--json", "--results", "tables"], work)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    text = (work / "tables" / "b.md").read_text()
-    assert text.startswith("# Benchmarks") and "Routed attention vs dense" in text
-    assert oct((work / "tables" / "b.md").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    files = sorted((work / "tables").glob("*/*.json"))
+    assert {f.parent.name for f in files} == {
+        "routed-attention-vs-dense-causal-sdpa-cpu-1-thread-s",
+        "ct-scan-vs-the-torch-loop-cpu-1-thread-s"}
+    assert all(oct(f.stat().st_mode & 0o777) == oct(0o666 & ~_umask()) for f in files)
+    assert sorted(p.name for p in work.iterdir()) == ["runs", "tables"]
     assert _package_docs_state() == before
 
 
@@ -368,32 +372,39 @@ def _umask() -> int:
     return current_umask()
 
 
-def test_concurrent_appends_lose_no_section(tmp_path):
-    doc = tmp_path / "bench.md"
+def test_concurrent_result_files_lose_none(tmp_path):
+    """Two processes writing 15 results each to one study in the same seconds keep all 30."""
+    out = tmp_path / "results"
     script = textwrap.dedent(f"""
         import sys
-        from cram.core.benchlog import append_benchmark
+        from cram.core.benchlog import record_benchmark
         for i in range(15):
-            append_benchmark(f"writer {{sys.argv[1]}} section {{i}}", "| a |\\n|---|\\n| 1 |\\n",
-                             argv=["x"], path={str(doc)!r})
+            record_benchmark("one-study", "t", [{{"writer": int(sys.argv[1]), "i": i}}],
+                             argv=["x"], results={str(out)!r})
     """)
     procs = [subprocess.Popen([sys.executable, "-c", script, str(w)], env=ENV) for w in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    text = doc.read_text()
-    for w in range(2):
-        for i in range(15):
-            assert f"## writer {w} section {i}\n" in text
-    assert text.count("# Benchmarks") == 1
+    from cram.core.results import load_results
+
+    rows = [r.rows[0] for r in load_results(out)["one-study"]]
+    assert sorted((r["writer"], r["i"]) for r in rows) == [(w, i) for w in range(2)
+                                                           for i in range(15)]
+    assert not list(out.rglob(".*"))  # no temporary file left behind
 
 
-def test_default_doc_is_in_the_working_folder(tmp_path, monkeypatch):
-    from cram.core.benchlog import append_benchmark, default_doc_path
+def test_default_results_folder_is_in_the_working_folder(tmp_path, monkeypatch):
+    from cram.core.benchlog import record_benchmark
+    from cram.core.errors import ConfigError
+    from cram.core.results import default_results_dir
 
-    monkeypatch.delenv("CRAM_BENCHMARKS_MD", raising=False)
+    monkeypatch.delenv("CRAM_RESULTS_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert default_doc_path() == Path("benchmarks.md")
-    path = append_benchmark("t", "x\n", argv=["cram"])
-    assert (tmp_path / path).is_file() and not (REPO / "cram" / "benchmarks.md").exists()
+    assert default_results_dir() == Path("results")
+    path = record_benchmark("t", "t", [{"a": 1}], argv=["cram"])
+    assert (tmp_path / path).is_file() and path.parts[:2] == ("results", "t")
+    with pytest.raises(ConfigError, match="inside the installed package"):
+        record_benchmark("t", "t", [{"a": 1}], argv=["cram"], results=REPO / "cram" / "results")
+    assert not (REPO / "cram" / "results").exists()
 
 
 # ------------------------------------------------------------------------------------------

@@ -147,6 +147,11 @@ def test_summary_reads_what_the_check_writes(tmp_path):
     assert "'warmup_end': 1234" in text and "transformer: no run folder" in text
     assert "3 samples: mean 40%, median 40%, max 50%" in text
     assert "123456 tokens/s" in text and "[{}]" not in text
+    from cram.core.results import load_results  # the result file, beside the summary
+
+    (result,) = load_results(out / "results")["gpu-check-scripts-gpu-check-sh"]
+    assert [r["backend"] for r in result.rows] == ["triton"] * 4 + ["flex"]
+    assert "#### Steps" in result.notes and "\n## " not in result.notes
 
 
 STUB_PYTHON = """#!/bin/sh

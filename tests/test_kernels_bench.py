@@ -42,17 +42,25 @@ def test_quick_bench_rows_and_tables(tmp_path):
         by_p = {r["p"]: r["tile_ratio"] for r in routed if r["T"] == t}
         assert by_p[0.02] <= by_p[0.1] <= by_p[0.5] <= 1.0 and by_p[0.02] < 1.0
     assert {r["D"] for r in rows if r["op"] == "ct_scan"} == {64, 128}
-    out = tmp_path / "bench.md"
-    write_kernel_bench_tables(rows, argv=["cram", "bench", "kernels"], path=out)
-    text = out.read_text()
-    assert "Routed attention vs dense causal SDPA" in text and "CT scan vs the torch loop" in text
-    assert "1 thread(s)" in text and "`cram bench kernels`" in text
-    assert "whole model" not in text
+    from cram.core.results import load_results
+
+    out = tmp_path / "results"
+    paths = write_kernel_bench_tables(rows, argv=["cram", "bench", "kernels"], results=out)
+    studies = load_results(out)
+    assert [p.parent.name for p in paths] == [
+        "routed-attention-vs-dense-causal-sdpa-cpu-1-thread-s",
+        "ct-scan-vs-the-torch-loop-cpu-1-thread-s"]
+    (routed,) = studies[paths[0].parent.name]
+    assert routed.title == "Routed attention vs dense causal SDPA (cpu, 1 thread(s))"
+    assert routed.command == "cram bench kernels" and routed.seeds == [0]
+    assert len(routed.rows) == len([r for r in rows if r["op"] == "routed_attention"])
+    assert "tile_ratio" in routed.columns and "Forward only" in routed.notes
     model_rows = [{"op": "model_infer", "T": 2048, "p": 0.02, "ms": 3.0, "dense_ms": 12.0,
                    "ratio": 0.25, "run": "cram-seed0"}]
-    write_kernel_bench_tables(model_rows, argv=["cram", "bench", "kernels"], path=out)
-    text = out.read_text()
-    assert "CRAM vs dense Transformer, whole model" in text and "| cram-seed0 |" in text
+    (path,) = write_kernel_bench_tables(model_rows, argv=["cram", "bench", "kernels"], results=out)
+    (model,) = load_results(out)[path.parent.name]
+    assert model.title == "CRAM vs dense Transformer, whole model"
+    assert model.columns[-1] == "run" and model.rows == model_rows
 
 
 def test_realistic_shapes_refuse_without_cuda():
@@ -103,10 +111,9 @@ def test_realistic_rows_stay_out_of_the_small_table(tmp_path):
              "pass": "forward", "backend": "triton", "N": 655, "ms": 1.0, "dense_ms": 4.0,
              "ratio": 0.25, "tile_ratio": 0.05, "dtype": "bfloat16", "device": "cuda", "B": 8,
              "H": 8}]
-    out = tmp_path / "bench.md"
-    write_kernel_bench_tables(rows, argv=["cram", "bench", "kernels"], path=out)
-    text = out.read_text()
-    assert "GPU-sized shapes" in text and "Routed attention vs dense causal SDPA" not in text
+    (path,) = write_kernel_bench_tables(rows, argv=["cram", "bench", "kernels"],
+                                        results=tmp_path / "results")
+    assert path.parent.name == "routed-attention-vs-flash-attention-gpu-sized-shapes"
 
 
 @pytest.mark.gpu

@@ -196,9 +196,10 @@ def _bench(*args, tmp_path):
 
 
 def test_bench_mechanism_cpu_tiny(tmp_path):
-    runs, out = tmp_path / "runs", tmp_path / "out"
+    runs, results = tmp_path / "runs", tmp_path / "results-here"
     proc = _bench("--preset", "cpu-tiny", "--seeds", "1", "--tasks", "srcd-id",
-                  "--runs-dir", str(runs), "--results", str(out), "--json", "--quiet", "--timing",
+                  "--runs-dir", str(runs), "--results", str(results), "--json", "--quiet",
+                  "--timing",
                   "--timing-lengths", "96", "--timing-shares", "0.5,0.9",
                   "--timing-sequences", "3", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -232,7 +233,7 @@ def test_bench_mechanism_cpu_tiny(tmp_path):
     assert all(t["vs_forced_dense"] == 1.0 and t["attention_per_pair"] == 1.0 for t in dense)
     from cram.core.results import load_results
 
-    titles = {r.title for results in load_results(out).values() for r in results}
+    titles = {r.title for study in load_results(results).values() for r in study}
     assert "Mechanism: is consolidation the cause? (srcd-id, preset cpu-tiny)" in titles
     assert "Mechanism timing: CRAM against its own weights forced dense (preset cpu-tiny)" in titles
 

@@ -1,8 +1,11 @@
-"""``cram bench``: experiments that print a table and append it to a markdown file.
+"""``cram bench``: experiments that print a table and record it as a result file.
 
-The tables go to ``--doc PATH`` (default ``./benchmarks.md`` in the working directory, never into
-the installed package; the project's table is ``--doc docs/benchmarks.md``). With ``--json`` the
-rows go to stdout and nothing is written unless ``--doc`` is given; ``--no-docs`` never writes.
+Each table becomes one result file (:mod:`cram.core.results`: rows, command, machine, load,
+commit, seeds, date) under ``--results DIR`` (default ``$CRAM_RESULTS_DIR``, else ``./results``
+in the working directory, never inside the installed package), in the folder of its study. The
+project's results are the repository's ``results/`` (run from its root; ``cram docs render``
+then rewrites docs/benchmarks.md). With ``--json`` the rows go to stdout and no file is written
+unless ``--results`` is given; ``--no-results`` never writes.
 
 Sub-verbs: ``srcd`` (models × seeds on SRCD), ``transfer`` (frozen semantic memory and router on
 unseen tasks), ``recurrence`` (attention against the library share f), ``schedule`` (is the
@@ -23,7 +26,7 @@ from cram.commands._util import add_set_argument, emit_json, log
 
 def register(sub) -> None:
     """Add the ``bench`` subcommand and its experiments to ``sub``."""
-    p = sub.add_parser("bench", help="benchmarks and experiments (tables → --doc PATH)",
+    p = sub.add_parser("bench", help="benchmarks and experiments (tables → result files)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bsub = p.add_subparsers(dest="bench", metavar="EXPERIMENT")
     bsub.required = True
@@ -100,12 +103,15 @@ def _common(p, models_default: str) -> None:
 
 
 def _doc_arguments(p) -> None:
+    # the destinations stay ``doc`` and ``no_docs``: cram/commands/bench_mechanism.py reads them
     p.add_argument("--json", action="store_true",
-                   help="print the rows as one JSON document (writes no file unless --doc)")
-    p.add_argument("--doc", default=None, metavar="PATH",
-                   help="markdown file the tables are appended to (default: ./benchmarks.md, "
-                        "or $CRAM_BENCHMARKS_MD; not written with --json unless given)")
-    p.add_argument("--no-docs", action="store_true", help="append the tables to no file")
+                   help="print the rows as one JSON document (writes no file unless --results)")
+    p.add_argument("--results", dest="doc", default=None, metavar="DIR",
+                   help="folder the result files are written to, one subfolder per study "
+                        "(default: $CRAM_RESULTS_DIR, else ./results; not written with --json "
+                        "unless given)")
+    p.add_argument("--no-results", "--no-docs", dest="no_docs", action="store_true",
+                   help="write no result file")
 
 
 def _positive_int(text: str) -> int:
@@ -118,32 +124,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def doc_target(args):
-    """The markdown file this invocation appends to, or None (``--no-docs``; ``--json`` alone)."""
-    from cram.core.benchlog import default_doc_path
+def results_target(args):
+    """The results folder of this invocation, or None (``--no-results``; ``--json`` alone)."""
+    from cram.core.results import default_results_dir
 
     if args.no_docs or (args.json and args.doc is None):
         return None
-    return default_doc_path() if args.doc is None else Path(args.doc)
-
-
-def _check_writable(target: Path) -> None:
-    """Refuse a --doc target that cannot be appended to, before any training or timing runs."""
-    import os
-
-    from cram.core.errors import ConfigError
-
-    if target.is_dir():
-        raise ConfigError(f"--doc {target}: is a folder; give a markdown file")
-    folder = next((q for q in [target.parent, *target.parent.parents] if q.exists()), Path("."))
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise ConfigError(f"--doc {target}: not writable; give a path you can write, or --no-docs")
+    return default_results_dir() if args.doc is None else Path(args.doc)
 
 
 def _check_doc(args) -> None:
-    target = doc_target(args)
+    """Refuse a results folder that cannot be written, before any training or timing runs."""
+    from cram.core.results import check_results_dir
+
+    target = results_target(args)
     if target is not None:
-        _check_writable(target)
+        check_results_dir(target)
+
+
+def _settings(args) -> list[str]:
+    """The ``--set`` overrides and ``--task-arg`` values: they make a study of their own."""
+    return [*getattr(args, "overrides", []), *getattr(args, "task_args", [])]
 
 
 def _models(arg: str) -> list[str]:
@@ -165,19 +166,27 @@ def _runs_dir(args, experiment: str):
 
 def _report(title: str, rows: list[dict], columns: list[str], args, notes: str = "",
             summary: list[dict] | None = None, summary_columns: list[str] | None = None) -> None:
-    from cram.core.benchlog import append_benchmark, markdown_table
+    """Log the table (and the summary over seeds); write its result file; print --json rows.
 
-    table = markdown_table(rows, columns)
-    log(table)
-    text = table
+    The title gets the invocation's settings it does not name yet, and the study is the id of
+    that title (:func:`cram.core.results.study_id`).
+    """
+    from cram.core.benchlog import markdown_table, record_benchmark
+    from cram.core.results import study_id, title_with_settings
+
+    log(markdown_table(rows, columns))
+    tables = []
     if summary:
-        st = markdown_table(summary, summary_columns)
-        log(st)
-        text += "\nMean and 95% t-interval over seeds:\n\n" + st
-    target = doc_target(args)
+        log(markdown_table(summary, summary_columns))
+        tables.append({"caption": "Mean and 95% t-interval over seeds:",
+                       "columns": list(summary_columns or summary[0]), "rows": summary})
+    target = results_target(args)
     if target is not None:
-        path = append_benchmark(title, text, notes, path=target)
-        log(f"appended to {path}")
+        title = title_with_settings(title, _settings(args))
+        seeds = sorted({r["seed"] for r in rows if isinstance(r.get("seed"), int)}) or None
+        path = record_benchmark(study_id(title), title, rows, columns, notes, results=target,
+                                seeds=seeds, tables=tables)
+        log(f"result file: {path}")
     if args.json:
         emit_json(rows)
 
@@ -366,7 +375,7 @@ def _kernels(args) -> int:
         from cram.core.errors import ConfigError
 
         raise ConfigError(f"--parts {args.parts!r}: choose among routed, scan, model")
-    target = doc_target(args)
+    target = results_target(args)
     on_row = _row_streamer(args.stream)
     rows = run_kernel_bench(threads=args.threads, quick=args.quick, shapes=args.shapes,
                             parts=tuple(p for p in parts if p != "model"), on_row=on_row)
@@ -376,8 +385,8 @@ def _kernels(args) -> int:
             on_row(row)
         rows += model_rows
     if target is not None:
-        write_kernel_bench_tables(rows, path=target)
-        log(f"appended to {target}")
+        for path in write_kernel_bench_tables(rows, results=target):
+            log(f"result file: {path}")
     if args.json:
         emit_json(rows)
     else:

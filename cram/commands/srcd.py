@@ -63,9 +63,11 @@ def register(sub) -> None:
     t.add_argument("--threads", type=int, default=1, help="torch threads")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", action="store_true")
-    t.add_argument("--append", action="store_true",
-                   help="append the table to --doc (default ./benchmarks.md)")
-    t.add_argument("--doc", default=None, metavar="PATH", help="markdown file for --append")
+    t.add_argument("--record", action="store_true",
+                   help="also write the table as a result file (into --results)")
+    t.add_argument("--results", default=None, metavar="DIR",
+                   help="results folder for --record (given alone, it implies --record; "
+                        "default $CRAM_RESULTS_DIR, else ./results)")
     t.set_defaults(func=_speed)
 
 
@@ -94,8 +96,8 @@ def _positive(name: str, value: int) -> None:
 
 # ---------------------------------------------------------------------------------------- describe
 def _describe(args) -> int:
-    from cram.tasks.srcd_stream import describe
     from cram.tasks.srcd_stats import expected_statistics
+    from cram.tasks.srcd_stream import describe
 
     _positive("samples", args.samples)
     config = data_config(args.preset, args.overrides)
@@ -211,19 +213,25 @@ def _sparkline(x, width: int) -> str:
 def _speed(args) -> int:
     _positive("repeats", args.repeats)
     _positive("threads", args.threads)
+    if args.record or args.results is not None:  # a bad folder fails before the timing
+        from cram.core.results import check_results_dir, default_results_dir
+
+        check_results_dir(args.results or default_results_dir())
     from cram.consolidation.timing import srcd_speed_table
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     rows = srcd_speed_table(presets, args.model, repeats=args.repeats, threads=args.threads,
                             seed=args.seed)
-    if args.append:
-        from cram.core.benchlog import append_benchmark, markdown_table
+    if args.record or args.results is not None:
+        from cram.core.benchlog import record_benchmark
+        from cram.core.results import study_id
 
+        title = "SRCD generation vs one training step"
         notes = ("Median of the timed repeats after one warm-up; gen/step is the share of a step "
                  "that generation would add if it ran in the same thread.")
-        path = append_benchmark("SRCD generation vs one training step", markdown_table(rows),
-                                notes=notes, path=args.doc)
-        log(f"appended to {path}")
+        path = record_benchmark(study_id(title), title, rows, notes=notes, results=args.results,
+                                seeds=[args.seed], extra={"threads": args.threads})
+        log(f"result file: {path}")
     if args.json:
         emit_json({"rows": rows})
     else:

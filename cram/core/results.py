@@ -41,7 +41,7 @@ DEFAULT_DIRNAME = "results"
 ENV_VAR = "CRAM_RESULTS_DIR"
 _STUDY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}Z)?$")
-_MAX_ID = 64
+_MAX_ID = 80
 _FIELDS = ("schema_version", "study", "title", "variant", "date", "command", "machine", "load",
            "commit", "seeds", "columns", "rows", "tables", "notes", "extra")
 
@@ -185,13 +185,15 @@ def _validate(obj: Any, source: str) -> None:
 
 
 # -------------------------------------------------------------------------------- ids and values
+#: settings that change which files a run saves, not what it trains or measures
+BOOKKEEPING_SETTINGS = ("train.checkpoint_every", "train.pattern_every")
 _SYMBOLS = {"γ": " gamma ", "Γ": " gamma ", "Δ": " delta ", "δ": " delta ", "×": " ", "%": " "}
 
 
 def study_id(title: str) -> str:
     """A stable id for a study title: ``"SRCD: models × seeds (preset demo)"`` → ``srcd-models-…``.
 
-    Lowercase ASCII letters, digits and hyphens; a title whose id would pass 64 characters keeps
+    Lowercase ASCII letters, digits and hyphens; a title whose id would pass 80 characters keeps
     its first words and ends in 8 hex digits of a hash of the whole id.
     """
     text = "".join(_SYMBOLS.get(ch, ch) for ch in title)
@@ -208,9 +210,11 @@ def title_with_settings(title: str, settings: list[str] | tuple[str, ...]) -> st
 
     ``("SRCD (preset demo)", ["data.length=1024"])`` → ``"SRCD (preset demo; data.length=1024)"``;
     a title without a trailing parenthesis gets one. Settings change the experiment, so a table
-    measured with them is a study of its own (:func:`study_id` of the result).
+    measured with them is a study of its own (:func:`study_id` of the result). Settings that
+    only change what is saved (:data:`BOOKKEEPING_SETTINGS`) are left out.
     """
-    missing = [s for s in settings if s and s not in title]
+    missing = [s for s in settings if s and s not in title
+               and s.partition("=")[0] not in BOOKKEEPING_SETTINGS]
     if not missing:
         return title
     if title.endswith(")"):
