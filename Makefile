@@ -12,7 +12,7 @@ SEEDS  ?= 1
 export PYTENSOR_FLAGS ?= base_compiledir=$(CURDIR)/.cache/pytensor
 export MPLBACKEND ?= Agg
 
-.PHONY: install install-test demo test test-slow bench lint clean-demo
+.PHONY: install install-test demo test test-slow bench lint clean-demo docs
 
 # the package and what it runs with (make demo); the test tools come with install-test only
 $(STAMP): pyproject.toml
@@ -41,6 +41,11 @@ test-slow: install-test
 
 lint: install-test
 	$(BIN)/ruff check .
+
+# docs/benchmarks.md from results/ and docs/claims.md from claims/registry.toml (the tests check
+# that the committed pages equal these renderings)
+docs: install
+	$(BIN)/python -m cram docs render
 
 clean-demo:
 	rm -rf $(DEMO)
