@@ -33,10 +33,11 @@ This page is generated: do not edit it by hand. Run a benchmark with `--results 
 the repository root (the default folder is `$CRAM_RESULTS_DIR`, else `./results` in the working
 folder; `--json` alone writes no file), then `cram docs render` (or `make docs`) to rewrite this
 page; `cram docs render --check` (run by the tests) fails when the page and `results/` disagree.
-Tables recorded before result files existed were migrated from the old log by
-`scripts/migrate_benchmarks.py`: their commit is the one that added them to this page, and
-where their prose and tables interleaved, the text is kept as it was written (their first table
-is also in the file's rows).
+Tables recorded before result files existed were migrated from the old appended log by
+`scripts/migrate_benchmarks.py`: their code commit was never recorded (each names the commit
+that added it to the log), paths of the machine that ran them are replaced by placeholders
+(`OUT`, `GC`), and where their prose and tables interleaved, the text is kept as it was written
+(their first table is also in the file's rows).
 """
 
 
