@@ -8,7 +8,8 @@
 - :mod:`cram.fitting.model_curves`: curves from run folders;
 - :mod:`cram.fitting.results`: the interface every γ fit offers (``GammaFit``);
 - :mod:`cram.fitting.pipeline`: the scripted fit behind ``cram fit gamma``;
-- :mod:`cram.fitting.io`: fit output folders (``load_fit``).
+- :mod:`cram.fitting.io`: writing fit output folders; ``load_fit`` reads them (the one reader,
+  :mod:`cram.core.fits`).
 
 PyMC is imported only inside :mod:`cram.fitting.bayes`, so point fits stay light.
 """
@@ -25,7 +26,8 @@ from cram.fitting.rules import ComparisonRules, apply_rules, parse_window
 _LAZY = {
     "fit_bayes": ("cram.fitting.bayes", "fit_bayes"),
     "BayesFitResult": ("cram.fitting.bayes", "BayesFitResult"),
-    "load_fit": ("cram.fitting.io", "load_fit"),
+    "FitFolder": ("cram.core.fits", "FitFolder"),
+    "load_fit": ("cram.core.fits", "load_fit"),
     "episodic_reliance_curve": ("cram.fitting.model_curves", "episodic_reliance_curve"),
     "per_pattern_curve": ("cram.fitting.model_curves", "per_pattern_curve"),
     "retention_curve": ("cram.fitting.model_curves", "retention_curve"),

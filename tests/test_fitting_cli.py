@@ -189,3 +189,40 @@ def test_stale_temp_folder_of_a_killed_fit_is_removed(tmp_path):
     from cram.core.jsonio import current_umask
 
     assert mode == 0o777 & ~current_umask()
+
+
+def test_one_reader_of_fit_folders(tmp_path, capsys):
+    """`cram.fitting.load_fit` is `cram.core.fits.load_fit`; strict and display reads."""
+    import subprocess
+    import sys
+
+    from cram.core import fits
+    from cram.core.errors import RunFolderError
+    from cram.fitting import io
+
+    assert load_fit is fits.load_fit and io.load_fit is fits.load_fit
+    assert (io.RESULT_FILE, io.SUMMARY_FILE, io.POSTERIOR_FILE, io.CURVES_FILE) == (
+        fits.RESULT_FILE, fits.SUMMARY_FILE, fits.POSTERIOR_FILE, fits.CURVES_FILE)
+    out = tmp_path / "fit"
+    assert main(["fit", "gamma", "--human", "ebbinghaus1885", "--method", "mle", "--quiet",
+                 "--out", str(out), "--no-figures", "--no-window-sensitivity"]) == 0
+    capsys.readouterr()
+    fit = load_fit(out)
+    assert fit.method == "mle" and fit.idata is None and fit.draws == {}
+    assert fit.hdi("gamma") is None  # a point fit has no posterior interval
+    assert fits.find_fits(tmp_path) == [out]
+    (out / "posterior.nc").write_bytes(b"not netCDF")
+    with pytest.raises(RunFolderError, match="posterior.nc: cannot be read"):
+        load_fit(out)
+    shown = fits.load_fit(out, strict=False)  # for display: the problem is a warning
+    assert shown.idata is None and any("posterior.nc" in w for w in shown.warnings)
+    (out / "posterior.nc").unlink()
+    (out / "curves.csv").unlink()
+    with pytest.raises(RunFolderError, match="missing curves.csv"):
+        load_fit(out)
+    assert fits.load_fit(out, strict=False).warnings == [f"{out}: no curves.csv"]
+    # the reader lives in core: importing it loads neither pandas nor ArviZ
+    code = ("import sys, cram.core.fits\n"
+            "print(sorted({'pandas', 'arviz', 'numpy', 'torch'} & set(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "[]", proc.stderr[-2000:]
