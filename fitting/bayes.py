@@ -453,12 +453,12 @@ class _Steps:
 def _sample(model, seeds: list[int], steps: _Steps, *, sampler: str, chains: int,
             **kw) -> tuple[object, dict]:
     """Posterior draws plus the requested predictive draws and pointwise terms, with timings."""
-    from cram.fitting.mle import _one_blas_thread
+    from cram.fitting.mle import one_blas_thread
 
     pm = _pm()
     timings = {}
     t0 = time.perf_counter()
-    with model, warnings.catch_warnings(), _one_blas_thread():
+    with model, warnings.catch_warnings(), one_blas_thread():
         warnings.filterwarnings("ignore", category=FutureWarning)
         kw = dict(draws=kw.pop("draws"), tune=kw.pop("tune"), chains=chains,
                   random_seed=seeds[0], **kw)

@@ -190,7 +190,7 @@ def _numeric_hessian(f, x, rel=1e-4):
     return H
 
 
-def _one_blas_thread():
+def one_blas_thread():
     """Limit BLAS to one thread: L-BFGS-B on tiny problems is ~20x slower with more, under load."""
     try:
         from threadpoolctl import threadpool_limits
@@ -229,7 +229,7 @@ def fit_mle(curve_df: pd.DataFrame, form: str = "power", window=None, offset=Non
         the fitted t, value and n): a fit of the same points is taken from it instead of being
         made again (its result is the same number for number). Filled as fits are made.
     """
-    with _one_blas_thread():
+    with one_blas_thread():
         rules = rules or ComparisonRules(form=form, window=window, offset=offset)
         return _fit_mle(curve_df, rules, likelihood, n_starts, seed, cache)
 

@@ -226,15 +226,20 @@ def _triton_detail(backend, q, k, batch_idx, pos) -> dict:
     if not backend.startswith("triton"):
         return {}
     from cram.kernels.routed_attention import dense_dispatch
-    from cram.kernels.routed_attention.triton import _chunk, _sm_count, key_splits, tuned_configs
+    from cram.kernels.routed_attention.triton import (
+        key_chunk,
+        key_splits,
+        sm_count_of,
+        tuned_configs,
+    )
 
     n_rows = batch_idx.shape[0]
     if backend == "triton" and dense_dispatch(q, k, n_rows, None):
         return {"splits": None}
     seq_len = q.shape[2]
     wanted = 1 if backend == "triton-nosplit" else key_splits(n_rows, q.shape[1], seq_len,
-                                                              _sm_count(q.device))
-    chunk, splits = _chunk(seq_len, wanted)
+                                                              sm_count_of(q.device))
+    chunk, splits = key_chunk(seq_len, wanted)
     steps, busy = longest_program_steps(batch_idx.cpu(), pos.cpu(), chunk)
     return {"splits": splits, "longest_steps": steps, "busy_programs": busy * q.shape[1],
             "configs": tuned_configs()}
@@ -244,10 +249,10 @@ def _split_wanted(seq_len, p, head_dim) -> bool:
     """Whether ``triton`` splits the keys here (else ``triton-nosplit`` would repeat its row)."""
     import torch
 
-    from cram.kernels.routed_attention.triton import _sm_count, key_splits
+    from cram.kernels.routed_attention.triton import key_splits, sm_count_of
 
     n_rows = max(1, round(p * seq_len)) * REALISTIC["B"]
-    return key_splits(n_rows, REALISTIC["H"], seq_len, _sm_count(torch.device("cuda"))) > 1
+    return key_splits(n_rows, REALISTIC["H"], seq_len, sm_count_of(torch.device("cuda"))) > 1
 
 
 def kernel_breakdown(fn, device, calls: int = 3, top: int = 10) -> list[dict]:

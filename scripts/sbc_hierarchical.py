@@ -157,14 +157,14 @@ def run_sims(args, target_accept: float) -> tuple[pd.DataFrame, float, list]:
     from tqdm.auto import tqdm
 
     from cram.fitting.bayes import build_model, prepare
-    from cram.fitting.mle import _one_blas_thread
+    from cram.fitting.mle import one_blas_thread
     from cram.fitting.rules import ComparisonRules
 
     rules = ComparisonRules(form="power", interval=args.level)
     md = prepare(design(args.human, args.model, args.delays, args.trials), rules)
     model = build_model(md, "power", hierarchical=True)
     t0 = time.perf_counter()
-    with _one_blas_thread():
+    with one_blas_thread():
         compiled = nutpie.compile_pymc_model(model)
     compile_s = time.perf_counter() - t0
     rng = np.random.default_rng(args.seed)
@@ -177,7 +177,7 @@ def run_sims(args, target_accept: float) -> tuple[pd.DataFrame, float, list]:
         c = (compiled.with_data(k_binomial=sims_y[i].astype("int64")) if args.trials
              else compiled.with_data(y_beta=_inside_unit_interval(sims_y[i])))
         t1 = time.perf_counter()
-        with _one_blas_thread():
+        with one_blas_thread():
             tr = nutpie.sample(c, draws=args.draws, tune=args.tune, chains=args.chains,
                                seed=int(rng.integers(2**31 - 1)), progress_bar=False,
                                target_accept=target_accept)

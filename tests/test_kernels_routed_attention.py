@@ -219,9 +219,9 @@ def test_triton_key_split_matches_dense(n_splits, window, gather):
     window of 150 rows late in one have empty earlier chunks; both must merge to dense.
     """
     _need_triton()
-    from cram.kernels.routed_attention.triton import _chunk, routed_attention_triton
+    from cram.kernels.routed_attention.triton import key_chunk, routed_attention_triton
 
-    assert _chunk(300, n_splits)[1] == min(n_splits, 3)  # chunks of >= 128 keys: at most 3
+    assert key_chunk(300, n_splits)[1] == min(n_splits, 3)  # chunks of >= 128 keys: at most 3
 
     def fn(q, k, v, b, p, w):
         return routed_attention_triton(q, k, v, b, p, window=w, n_splits=n_splits)
@@ -245,12 +245,12 @@ def test_triton_key_split_half_precision(dtype):
 
 def test_triton_key_split_count_follows_parallelism():
     """Split only while the query blocks alone leave the GPU short of programs."""
-    from cram.kernels.routed_attention.triton import MIN_CHUNK, _chunk, key_splits
+    from cram.kernels.routed_attention.triton import MIN_CHUNK, key_chunk, key_splits
 
     # issue 16's miss: p = 0.02, T = 8192, B = 8, H = 8 on 132 SMs: 168 programs -> 7 chunks
     n_rows = round(0.02 * 8192) * 8
     assert key_splits(n_rows, 8, 8192, 132) == 7
-    assert _chunk(8192, 7) == (1280, 7)
+    assert key_chunk(8192, 7) == (1280, 7)
     assert key_splits(8192 * 8, 8, 8192, 132) == 1  # p = 1: 8192 programs already
     assert key_splits(10, 8, 256, 132) == 1  # short sequences: chunks would be < MIN_CHUNK
     assert key_splits(10, 8, 1 << 20, 132) == 132 * 8 // 8  # capped by programs, not length

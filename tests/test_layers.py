@@ -5,10 +5,14 @@ The layers (each may import only the ones listed in ``MAY_IMPORT``)::
     core ─┬─ kernels ── models ── consolidation ── redundancy ─┐
           └─ psych_data ── fitting ── apps ───────────────────┴── CLI (cram.cli, cram.commands)
 
-``cram`` itself (``cram/__init__.py``) is a lazy facade over core and psych_data for users and
-notebooks; only the CLI may import it inside the package (``cram.__version__`` counts as core).
-``cram.testing`` writes synthetic run folders for tests and scripts. Every import counts, also
-one inside a function (a lazy import is still a dependency) and one under ``TYPE_CHECKING``.
+``cram`` itself (``cram/__init__.py``) is a lazy facade for users and notebooks (readers from
+core and psych_data, and ``cram.train`` from consolidation); only the CLI may import it inside the
+package (``cram.__version__`` counts as core). ``cram.testing`` writes synthetic run folders for
+tests and scripts. Every import counts, also one inside a function (a lazy import is still a
+dependency), one under ``TYPE_CHECKING``, and a module named in a string (``importlib``, a lazy
+facade's table): any string constant that is a dotted ``cram.*`` module path. Two more rules hold
+between files: no module imports another module's private name (``_name``), and no import cycle
+joins two files (a submodule importing its own package's ``__init__`` does not count).
 
 The checker runs on the real tree and on small synthetic trees with planted violations, so that
 a checker that finds nothing cannot pass.
@@ -17,6 +21,7 @@ a checker that finds nothing cannot pass.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +46,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "psych_data": {"core"},
     "fitting": {"core", "psych_data"},
     "apps": {"core", "psych_data", "fitting"},
-    "facade": {"core", "psych_data"},
+    "facade": {"core", "psych_data", "consolidation"},  # cram.train; only the CLI imports it
     "testing": {"core"},
     "cli": {"core", "kernels", "models", "tasks", "consolidation", "redundancy", "psych_data",
             "fitting", "apps", "facade", "testing"},
@@ -112,8 +117,31 @@ def _modules(pkg: str, folder: Path, mapped: set[Path]):
         yield ".".join(parts), path
 
 
+#: a string constant that names a project module (``importlib.import_module("cram.x.y")``)
+_DOTTED = re.compile(r"^cram(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstring constants of a module, its classes and functions."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def _string_imports(module: str, path: Path, tree: ast.AST) -> list[Import]:
+    """Project modules named by string constants (not docstrings): imports all the same."""
+    docs = _docstrings(tree)
+    return [Import(module, node.value, path, node.lineno) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docs and _DOTTED.match(node.value)]
+
+
 def _imports_of(module: str, path: Path) -> list[Import]:
-    """Every import in ``path``, relative ones resolved against ``module``'s package."""
+    """Every import in ``path``: relative ones resolved against the package, strings too."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     is_pkg = path.name == "__init__.py"
     package = module if is_pkg else module.rpartition(".")[0]
@@ -128,7 +156,7 @@ def _imports_of(module: str, path: Path) -> list[Import]:
                 anchor = anchor[:len(anchor) - (node.level - 1)]
                 base = ".".join([*anchor, base] if base else anchor)
             out += [Import(module, f"{base}.{a.name}", path, node.lineno) for a in node.names]
-    return out
+    return out + _string_imports(module, path, tree)
 
 
 def component(module: str) -> str | None:
@@ -193,7 +221,85 @@ def check(root: Path) -> list[str]:
             problems.append(f"{imp.where()}: {imp.module} imports {imp.target}: layer {src} "
                             f"may import only {sorted(MAY_IMPORT[src]) or 'nothing'}")
     problems += [f"import cycle between folders: {' -> '.join(c)}" for c in find_cycles(edges)]
-    return problems
+    return problems + private_imports(root) + file_cycles(root)
+
+
+def _module_names(root: Path) -> set[str]:
+    dirs = package_dirs(root)
+    mapped = set(dirs.values())
+    return {m for pkg, folder in dirs.items() for m, _ in _modules(pkg, folder, mapped)}
+
+
+def _owner(target: str, modules: set[str]) -> str | None:
+    """The module an import target lives in (``a.b.name`` → ``a.b``), or None if not ours."""
+    parts = target.split(".")
+    for i in range(len(parts), 0, -1):
+        if ".".join(parts[:i]) in modules:
+            return ".".join(parts[:i])
+    return None
+
+
+def private_imports(root: Path) -> list[str]:
+    """Imports of another module's private name (``from x import _name``), one line each."""
+    modules, found = _module_names(root), []
+    for imp in collect_imports(root):
+        name = imp.target.rpartition(".")[2]
+        owner = _owner(imp.target, modules)
+        if (name.startswith("_") and not name.startswith("__") and owner is not None
+                and owner != imp.target and owner != imp.module):
+            found.append(f"{imp.where()}: {imp.module} imports the private name {name} of "
+                         f"{owner} (make it public, or keep it in one module)")
+    return found
+
+
+def file_cycles(root: Path) -> list[str]:
+    """Import cycles between files (strongly connected modules), one line each."""
+    modules, graph = _module_names(root), {}
+    for imp in collect_imports(root):
+        dst = _owner(imp.target, modules)
+        if dst is None or dst == imp.module or imp.module.startswith(dst + "."):
+            continue  # not ours, itself, or its own package's __init__
+        graph.setdefault(imp.module, set()).add(dst)
+    return [f"import cycle between files: {' <-> '.join(c)}" for c in _components(graph)]
+
+
+def _components(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one node (iterative Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    comp = []
+                    while True:
+                        top = stack.pop()
+                        on.discard(top)
+                        comp.append(top)
+                        if top == node:
+                            break
+                    if len(comp) > 1:
+                        out.append(sorted(comp))
+            elif child not in index:
+                index[child] = low[child] = counter[0]
+                counter[0] += 1
+                stack.append(child)
+                on.add(child)
+                work.append((child, iter(sorted(graph.get(child, ())))))
+            elif child in on:
+                low[node] = min(low[node], index[child])
+    return sorted(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +374,36 @@ def test_a_planted_violation_fails(tmp_path, rel, text, expected):
     problems = check(_tree(tmp_path, {rel: text}))
     assert any(expected in p for p in problems), problems
     assert all(rel.split("/")[-1] in p or "cycle" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("rel,text,expected", [
+    ("kernels/bad.py", "import importlib\nm = importlib.import_module('cram.models.x')\n",
+     "kernels import no model"),
+    ("models/bad.py", "NAME = 'cram.consolidation.loss'\n", "nothing from consolidation"),
+])
+def test_a_module_named_in_a_string_counts(tmp_path, rel, text, expected):
+    problems = check(_tree(tmp_path, {rel: text}))
+    assert any(expected in p for p in problems), problems
+
+
+def test_a_docstring_naming_a_module_is_no_import(tmp_path):
+    text = '"""Reads what cram.consolidation.loss writes."""\n'
+    assert check(_tree(tmp_path, {"models/ok.py": text})) == []
+
+
+def test_a_private_name_of_another_module_is_reported(tmp_path):
+    files = {"consolidation/loss.py": "from cram.models import build\n\ndef _helper():\n    pass\n",
+             "consolidation/other.py": "from .loss import _helper\n"}
+    problems = check(_tree(tmp_path, files))
+    assert any("private name _helper of cram.consolidation.loss" in p for p in problems), problems
+
+
+def test_a_cycle_between_two_files_is_reported(tmp_path):
+    files = {"consolidation/a.py": "def f():\n    from . import b\n",
+             "consolidation/b.py": "from cram.consolidation import a\n"}
+    problems = check(_tree(tmp_path, files))
+    assert ("import cycle between files: cram.consolidation.a <-> cram.consolidation.b"
+            in problems), problems
 
 
 def test_a_planted_cycle_is_reported(tmp_path):

@@ -21,7 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-from cram.commands._util import add_set_argument, emit_json, log
+from cram.commands._bench_common import (
+    check_results_target,
+    common_arguments,
+    model_list,
+    report,
+    result_arguments,
+    results_target,
+    runs_dir,
+)
+from cram.commands._util import emit_json, log
 
 
 def register(sub) -> None:
@@ -33,7 +42,7 @@ def register(sub) -> None:
 
     s = bsub.add_parser("srcd", help="CRAM, its ablations and the baselines on SRCD",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _common(s, models_default="all")
+    common_arguments(s, models_default="all")
     s.add_argument("--infer-length", type=int, default=2048,
                    help="sequence length for infer_ms_per_seq (batch 1, one thread); 0 skips it")
     from cram.commands.train import add_task_arguments
@@ -46,20 +55,20 @@ def register(sub) -> None:
 
     t = bsub.add_parser("transfer", help="frozen semantic memory + router on unseen tasks",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _common(t, models_default="cram")
+    common_arguments(t, models_default="cram")
     t.add_argument("--finetune-steps", type=int, default=None,
                    help="task-head training steps on each new task (default: the preset's steps/2)")
     t.set_defaults(func=_transfer)
 
     r = bsub.add_parser("recurrence", help="attention fraction against the library share f",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _common(r, models_default="cram,cram-static")
+    common_arguments(r, models_default="cram,cram-static")
     r.add_argument("--shares", default="0,0.25,0.5,0.7,0.9")
     r.set_defaults(func=_recurrence)
 
     h = bsub.add_parser("schedule", help="is the transition learned or scheduled? (vary schedules)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _common(h, models_default="cram")
+    common_arguments(h, models_default="cram")
     h.set_defaults(seeds=1)
     h.add_argument("--variants", default="all",
                    help="comma-separated variant names from cram.consolidation.schedule, or 'all'")
@@ -67,7 +76,7 @@ def register(sub) -> None:
 
     from cram.commands import bench_mechanism  # issue 15: `cram bench mechanism`
 
-    bench_mechanism.add_parser(bsub, _common, _positive_int)
+    bench_mechanism.add_parser(bsub)
 
     k = bsub.add_parser("kernels", help="routed attention and CT scan vs dense / loop baselines",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -85,124 +94,22 @@ def register(sub) -> None:
     k.add_argument("--stream", default=None, metavar="PATH",
                    help="also append each row to PATH as one JSON line as soon as it is measured "
                         "(a run stopped by a time limit keeps its rows)")
-    _doc_arguments(k)
+    result_arguments(k)
     k.set_defaults(func=_kernels)
 
 
-def _common(p, models_default: str) -> None:
-    p.add_argument("--preset", default="demo")
-    p.add_argument("--models", default=models_default,
-                   help="comma-separated model names, or 'all'")
-    p.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..K-1 (K >= 1)")
-    p.add_argument("--runs-dir", default=None,
-                   help="where runs are trained (finished runs are reused, partial ones resumed); "
-                        "default runs/bench-<experiment>-<preset>")
-    _doc_arguments(p)
-    p.add_argument("--quiet", action="store_true")
-    add_set_argument(p)
-
-
-def _doc_arguments(p) -> None:
-    # the destinations stay ``doc`` and ``no_docs``: cram/commands/bench_mechanism.py reads them
-    p.add_argument("--json", action="store_true",
-                   help="print the rows as one JSON document (writes no file unless --results)")
-    p.add_argument("--results", dest="doc", default=None, metavar="DIR",
-                   help="folder the result files are written to, one subfolder per study "
-                        "(default: $CRAM_RESULTS_DIR, else ./results; not written with --json "
-                        "unless given)")
-    p.add_argument("--no-results", "--no-docs", dest="no_docs", action="store_true",
-                   help="write no result file")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def results_target(args):
-    """The results folder of this invocation, or None (``--no-results``; ``--json`` alone)."""
-    from cram.core.results import default_results_dir
-
-    if args.no_docs or (args.json and args.doc is None):
-        return None
-    return default_results_dir() if args.doc is None else Path(args.doc)
-
-
-def _check_doc(args) -> None:
-    """Refuse a results folder that cannot be written, before any training or timing runs."""
-    from cram.core.results import check_results_dir
-
-    target = results_target(args)
-    if target is not None:
-        check_results_dir(target)
-
-
-def _settings(args) -> list[str]:
-    """The ``--set`` overrides and ``--task-arg`` values: they make a study of their own."""
-    return [*getattr(args, "overrides", []), *getattr(args, "task_args", [])]
-
-
-def _models(arg: str) -> list[str]:
-    from cram.consolidation.bench import DEFAULT_MODELS, check_models
-
-    if arg == "all":
-        models = list(DEFAULT_MODELS)
-    else:
-        models = [m.strip() for m in arg.split(",") if m.strip()]
-    check_models(models)
-    return models
-
-
-def _runs_dir(args, experiment: str):
-    from pathlib import Path
-
-    return Path(args.runs_dir or f"runs/bench-{experiment}-{args.preset}")
-
-
-def _report(title: str, rows: list[dict], columns: list[str], args, notes: str = "",
-            summary: list[dict] | None = None, summary_columns: list[str] | None = None) -> None:
-    """Log the table (and the summary over seeds); write its result file; print --json rows.
-
-    The title gets the invocation's settings it does not name yet, and the study is the id of
-    that title (:func:`cram.core.results.study_id`).
-    """
-    from cram.core.benchlog import markdown_table, record_benchmark
-    from cram.core.results import study_id, title_with_settings
-
-    log(markdown_table(rows, columns))
-    tables = []
-    if summary:
-        log(markdown_table(summary, summary_columns))
-        tables.append({"caption": "Mean and 95% t-interval over seeds:",
-                       "columns": list(summary_columns or summary[0]), "rows": summary})
-    target = results_target(args)
-    if target is not None:
-        title = title_with_settings(title, _settings(args))
-        seeds = sorted({r["seed"] for r in rows if isinstance(r.get("seed"), int)}) or None
-        path = record_benchmark(study_id(title), title, rows, columns, notes, results=target,
-                                seeds=seeds, tables=tables)
-        log(f"result file: {path}")
-    if args.json:
-        emit_json(rows)
-
-
 def _srcd(args) -> int:
-    _check_doc(args)
+    check_results_target(args)
     from cram.consolidation.bench import ensure_run, srcd_row, summarize
     from cram.consolidation.config import get_preset
 
     get_preset(args.preset)
-    models = _models(args.models)
+    models = model_list(args.models)
     if args.ranks:
         return _rank_sweep(args, models)
     if args.task is not None:
         return _task_bench(args, models)
-    root = _runs_dir(args, "srcd")
+    root = runs_dir(args, "srcd")
     t0 = time.perf_counter()
     rows = []
     for model in models:
@@ -234,7 +141,7 @@ def _srcd(args) -> int:
              "range, never a t-interval). attention_fraction is per (token, layer) pair, "
              "attention_per_token per token (any layer attends; the paper's unit). "
              f"infer_ms_per_seq: hard-routed, batch 1, one thread, N={args.infer_length}.")
-    _report(f"SRCD: models × seeds (preset {args.preset})", rows, cols, args, notes, summary, scols)
+    report(f"SRCD: models × seeds (preset {args.preset})", rows, cols, args, notes, summary, scols)
     return 0
 
 
@@ -271,7 +178,7 @@ def _task_bench(args, models: list[str]) -> int:
     notes = (f"Task `{args.task}` {args_text}, preset `{args.preset}`, runs in `{root}`; "
              f"{time.perf_counter() - t0:.0f} s. attention_fraction = per (token, layer) pair; "
              "attention_token = tokens that attend in any layer; floor = novel queries per token.")
-    _report(f"Token task {args.task}: models × seeds (preset {args.preset})", rows, cols, args,
+    report(f"Token task {args.task}: models × seeds (preset {args.preset})", rows, cols, args,
             notes, summary, scols)
     return 0
 
@@ -303,7 +210,7 @@ def _rank_sweep(args, models: list[str]) -> int:
             "attention_library_queries", "attention_novel_queries", "attention_fraction",
             "q_library", "q_novel", "qhat_library", "qhat_novel", "acc_library_semantic_only",
             "familiarity_rise_step", "transition_step"]
-    _report(f"Semantic-rank sweep (preset {args.preset})", rows, cols, args,
+    report(f"Semantic-rank sweep (preset {args.preset})", rows, cols, args,
             f"Runs in `{root}/rank<R>`. q: agreement of the semantic and episodic value readouts "
             "on library / novel queries at the end; acc_library_semantic_only: library accuracy "
             "with every CRAM layer forced to semantic memory.")
@@ -311,37 +218,38 @@ def _rank_sweep(args, models: list[str]) -> int:
 
 
 def _transfer(args) -> int:
-    _check_doc(args)
+    check_results_target(args)
     from cram.consolidation.transfer import run_transfer
 
-    rows = run_transfer(_models(args.models), args.preset, args.seeds, _runs_dir(args, "transfer"),
-                        args.overrides, args.finetune_steps, progress=not args.quiet)
+    rows = run_transfer(model_list(args.models), args.preset, args.seeds,
+                        runs_dir(args, "transfer"), args.overrides, args.finetune_steps,
+                        progress=not args.quiet)
     cols = ["model", "seed", "task", "library", "finetune_steps", "attention_library_frozen",
             "attention_library_scratch", "attention_query_frozen", "attention_query_scratch",
             "attention_reduction_pct", "retrieval_acc_frozen", "retrieval_acc_scratch"]
-    _report(f"Transfer to unseen tasks (preset {args.preset})", rows, cols, args,
+    report(f"Transfer to unseen tasks (preset {args.preset})", rows, cols, args,
             "attention_reduction_pct = 100·(1 − query attention with frozen semantic memory and "
             "router / query attention of a model trained from scratch on the same task and steps).")
     return 0
 
 
 def _recurrence(args) -> int:
-    _check_doc(args)
+    check_results_target(args)
     from cram.consolidation.recurrence import run_recurrence
 
     shares = [float(s) for s in args.shares.split(",")]
-    rows = run_recurrence(_models(args.models), args.preset, args.seeds, shares,
-                          _runs_dir(args, "recurrence"), args.overrides, progress=not args.quiet)
+    rows = run_recurrence(model_list(args.models), args.preset, args.seeds, shares,
+                          runs_dir(args, "recurrence"), args.overrides, progress=not args.quiet)
     cols = ["model", "seed", "library_share", "attention_query", "attention_library",
             "attention_fraction", "retrieval_acc", "retrieval_acc_novel", "static_floor"]
-    _report(f"Recurrence sweep (preset {args.preset})", rows, cols, args,
+    report(f"Recurrence sweep (preset {args.preset})", rows, cols, args,
             "static_floor = the query share a static router needs to keep accuracy "
             "(every query attends); CRAM can go below it only on recurring (library) queries.")
     return 0
 
 
 def _schedule(args) -> int:
-    _check_doc(args)
+    check_results_target(args)
     from cram.consolidation.schedule import SCHEDULE_VARIANTS, run_schedule
     from cram.core.errors import ConfigError
 
@@ -351,13 +259,13 @@ def _schedule(args) -> int:
     if unknown:
         raise ConfigError(f"unknown schedule variant(s) {unknown}; choose from: "
                           + ", ".join(SCHEDULE_VARIANTS))
-    rows = run_schedule(_models(args.models), args.preset, args.seeds, variants,
-                        _runs_dir(args, "schedule"), args.overrides, progress=not args.quiet)
+    rows = run_schedule(model_list(args.models), args.preset, args.seeds, variants,
+                        runs_dir(args, "schedule"), args.overrides, progress=not args.quiet)
     cols = ["model", "variant", "seed", "settings", "warmup_end", "schedule_end",
             "familiarity_rise_step", "transition_step", "lag_after_familiarity", "after_schedule",
             "attention_library_queries", "attention_novel_queries", "retrieval_acc_novel"]
     changed = f"; {' '.join(args.overrides)}" if args.overrides else ""
-    _report(f"Learned or scheduled transition (preset {args.preset}{changed})", rows, cols, args,
+    report(f"Learned or scheduled transition (preset {args.preset}{changed})", rows, cols, args,
             "familiarity_rise_step: change point of q̂(library) − q̂(novel); transition_step: change "
             "point of library-query attention after warm-up; lag_after_familiarity = their "
             "difference; after_schedule = transition step − (warm-up + cost ramp).")
@@ -368,7 +276,7 @@ def _kernels(args) -> int:
     from cram.consolidation.bench import model_timing_rows
     from cram.kernels.bench import run_kernel_bench, write_kernel_bench_tables
 
-    _check_doc(args)
+    check_results_target(args)
     parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
     unknown = sorted(set(parts) - {"routed", "scan", "model"})
     if unknown or not parts:

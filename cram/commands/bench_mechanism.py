@@ -12,6 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 
+from cram.commands._bench_common import (
+    check_results_target,
+    common_arguments,
+    model_list,
+    positive_int,
+    report,
+    runs_dir,
+)
 from cram.commands._util import emit_json, log
 
 ROW_COLUMNS = ["model", "seed", "consolidation_loss", "cost_gated", "acc_library_normal",
@@ -30,14 +38,14 @@ TIMING_COLUMNS = ["length", "library_share", "model", "ms_median", "ms_ci95", "v
                   "load_1min_after"]
 
 
-def add_parser(bsub, common, positive_int) -> None:
-    """Register ``mechanism`` under ``cram bench`` (``common`` adds the shared options)."""
+def add_parser(bsub) -> None:
+    """Register ``mechanism`` under ``cram bench`` (with the bench verbs' shared options)."""
     from cram.consolidation.mechanism import MECHANISM_MODELS, TIMING_MODELS
 
     m = bsub.add_parser("mechanism", help="is consolidation the cause? 2×2, matched baselines, "
                         "ablations", description=__doc__,
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    common(m, models_default=",".join(MECHANISM_MODELS))
+    common_arguments(m, models_default=",".join(MECHANISM_MODELS))
     m.set_defaults(seeds=5, func=run)
     m.add_argument("--tasks", default="srcd-id,srcd-vector",
                    help="comma-separated: srcd-id, srcd-vector, srcd-permuted, srcd-unlabelled "
@@ -68,7 +76,6 @@ def _floats(text: str, what: str, kind=float) -> list:
 
 def run(args) -> int:
     """The ``cram bench mechanism`` verb."""
-    from cram.commands.bench import _check_doc, _models, _report, _runs_dir
     from cram.consolidation.config import get_preset
     from cram.consolidation.mechanism import (
         TIMING_MODELS,
@@ -83,9 +90,9 @@ def run(args) -> int:
     from cram.core.errors import ConfigError
     from cram.tasks import load_task
 
-    _check_doc(args)
+    check_results_target(args)
     get_preset(args.preset)
-    models = _models(args.models)
+    models = model_list(args.models)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     for task in tasks:
         task_overrides(task)  # unknown task: fails before any training
@@ -97,7 +104,7 @@ def run(args) -> int:
     if args.timing and sorted(set(wanted) - set(TIMING_MODELS)):
         raise ConfigError(f"--timing-models {args.timing_models!r}: choose from "
                           + ", ".join(TIMING_MODELS))
-    root = _runs_dir(args, "mechanism")
+    root = runs_dir(args, "mechanism")
     table_args = argparse.Namespace(**{**vars(args), "json": False,  # one JSON document at the end
                                        "no_docs": args.no_docs or (args.json and not args.doc)})
     rows = run_mechanism(models, tasks, args.preset, args.seeds, root, args.overrides,
@@ -119,7 +126,7 @@ def run(args) -> int:
                  f"with the count of lower bounds. mod-matched capacity = novel floor {floor:.4f}. "
                  "Load average (1, 5, 15 min) when the table was written: "
                  + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + ".")
-        _report(f"Mechanism: is consolidation the cause? ({task}, preset {args.preset})", mine,
+        report(f"Mechanism: is consolidation the cause? ({task}, preset {args.preset})", mine,
                 ROW_COLUMNS, table_args, notes, [s for s in summary if s["task"] == task],
                 SUMMARY_COLUMNS)
     trows = []
@@ -131,7 +138,7 @@ def run(args) -> int:
                             args.timing_sequences, args.threads,
                             forced_dense="cram-forced-dense" in wanted)
         log("[bench mechanism] timing done")
-        _report(f"Mechanism timing: CRAM against its own weights forced dense (preset "
+        report(f"Mechanism timing: CRAM against its own weights forced dense (preset "
                 f"{args.preset})", trows, TIMING_COLUMNS, table_args,
                 "Hard-routed inference, batch 1, interleaved (each sequence runs through every "
                 "model in turn after one untimed warm-up sequence); ms_median with a 95% "

@@ -354,7 +354,7 @@ def tuned_configs() -> dict[str, str | None]:
     return out
 
 
-def _sm_count(device: torch.device) -> int:
+def sm_count_of(device: torch.device) -> int:
     """Streaming multiprocessors of ``device`` (a nominal 4 in the interpreter)."""
     if device.type != "cuda":
         return 4
@@ -377,7 +377,7 @@ def key_splits(n_rows: int, n_heads: int, seq_len: int, sm_count: int) -> int:
     return max(1, min(wanted, seq_len // MIN_CHUNK))
 
 
-def _chunk(seq_len: int, n_splits: int) -> tuple[int, int]:
+def key_chunk(seq_len: int, n_splits: int) -> tuple[int, int]:
     """(KV_CHUNK, S): chunk length, a multiple of ``CHUNK_QUANTUM``, and the split count."""
     chunk = triton.cdiv(triton.cdiv(seq_len, n_splits), CHUNK_QUANTUM) * CHUNK_QUANTUM
     return chunk, triton.cdiv(seq_len, chunk)
@@ -449,8 +449,8 @@ class _RoutedAttentionTriton(torch.autograd.Function):
         seq_len = k.shape[2]
         q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
         if n_splits is None:
-            n_splits = key_splits(n_rows, n_heads, seq_len, _sm_count(q.device))
-        chunk, n_splits = _chunk(seq_len, n_splits)
+            n_splits = key_splits(n_rows, n_heads, seq_len, sm_count_of(q.device))
+        chunk, n_splits = key_chunk(seq_len, n_splits)
         out = q.new_empty(n_rows, n_heads, head_dim)  # (N, H, Dh)
         lse = torch.empty(n_rows, n_heads, device=q.device, dtype=torch.float32)  # (N, H)
         if n_rows > 0:
