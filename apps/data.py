@@ -8,21 +8,25 @@ those as messages.
 Model curves follow the tidy curve table of :mod:`cram.psych_data.tidy` (``curve``, ``group``,
 ``source``, ``delay_value``, ``delay_unit``, ``measure``, ``value``, ``n``, ``derived``) so that
 they can be overlaid on human curves and fitted by :func:`cram.fitting.fit_mle`.
+
+Fit folders are read through :mod:`cram.core.fits` (the one reader), a user's curve CSV through
+:func:`cram.psych_data.load_curves_csv` (the checker of ``cram data check``), and a Bayesian fit
+asked for in the app is ``cram fit gamma`` run as a subprocess (:func:`run_fit`): nothing here
+imports PyMC.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from cram.core import fits
 from cram.core.errors import CramError, DataError, RunFolderError
 from cram.core.runs import Run, find_runs, load_run
 
@@ -401,193 +405,255 @@ def window_mask(df: pd.DataFrame, window: tuple[float, float] | None,
 
 
 # --------------------------------------------------------------------------------------------
-# fit folders written by `cram fit gamma ... --out DIR`
+# fit folders written by `cram fit gamma ... --out DIR`: read through cram.core.fits, the one
+# reader (names kept here for the app and the notebooks)
+
+FitFolder = fits.FitFolder
+find_fits = fits.find_fits
+format_window = fits.format_window
+
+#: how every interval is named, on the page and in these helpers (one wording)
+HDI_NAME = "HDI (Bayesian posterior)"
+CI_NAME = "confidence interval (MLE)"
+INTERVALS_CAPTION = (
+    "Why the two kinds of interval differ: a {p} HDI is the narrowest range holding {p} of a "
+    "Bayesian fit's posterior (priors, curves pooled in groups); a {p} confidence interval "
+    "(MLE) is a frequentist Wald interval (estimate ± z · standard error) of a "
+    "maximum-likelihood fit of each curve alone.")
 
 
-@dataclass
-class FitFolder:
-    """A ``cram fit`` output folder read back for display.
-
-    ``draws`` maps each scalar posterior variable (``delta_gamma``, ``gamma_human``, ...) to its
-    flattened draws (chains × draws); it is empty for point fits or when ``posterior.nc`` is
-    missing. ``warnings`` lists the optional files that could not be read.
-    """
-
-    path: Path
-    result: dict
-    summary: pd.DataFrame | None = None
-    curves: pd.DataFrame | None = None
-    draws: dict[str, np.ndarray] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def method(self) -> str:
-        """The fitting method recorded in the result (``mle``, ``bayes``, ...), or ``?``."""
-        return str(self.result.get("method", "?"))
-
-    @property
-    def form(self) -> str:
-        """The curve form recorded in the result, or ``?``."""
-        return str(self.result.get("form", "?"))
-
-    @property
-    def window(self) -> Any:
-        """The fitting window recorded in the result (None when unset)."""
-        return self.result.get("window")
-
-    def measures(self) -> list[str]:
-        """Measures of the fitted data (from ``curves.csv``, else from ``result.json``)."""
-        if self.curves is not None and "measure" in self.curves.columns:
-            return sorted(self.curves["measure"].astype(str).unique())
-        m = self.result.get("measure") or self.result.get("measures")
-        if isinstance(m, str):
-            return [m]
-        return [str(x) for x in m] if isinstance(m, list) else []
-
-    def describe(self) -> str:
-        """One line naming what was compared: measures, form, window, method."""
-        meas = ", ".join(self.measures()) or "?"
-        return (f"measure: {meas} · form: {self.form} · window: {format_window(self.window)} · "
-                f"method: {self.method}")
+def hdi_label(prob: float = 0.9) -> str:
+    """``90% HDI (Bayesian posterior)``: the name of a posterior interval."""
+    return f"{prob:.0%} {HDI_NAME}"
 
 
-def format_window(window: Any) -> str:
-    """Human-readable fit window (``None`` means all delays)."""
-    if window is None:
-        return "all delays"
-    if isinstance(window, dict):
-        return "; ".join(f"{k}: {format_window(v)}" for k, v in window.items())
-    if isinstance(window, (list, tuple)) and len(window) == 2:
-        lo, hi = window
-        lo = "0" if lo is None else f"{lo:g}" if isinstance(lo, (int, float)) else str(lo)
-        hi = "∞" if hi is None else f"{hi:g}" if isinstance(hi, (int, float)) else str(hi)
-        return f"[{lo}, {hi}]"
-    return str(window)
+def ci_label(level: float = 0.9) -> str:
+    """``90% confidence interval (MLE)``: the name of a point fit's interval."""
+    return f"{level:.0%} {CI_NAME}"
 
 
-def _hidden_below(path: Path, root: Path) -> bool:
-    """True when a folder between ``root`` and ``path`` is hidden (``.name``).
-
-    The temp folder of a fit still being written, or left by a killed one, is never a fit.
-    """
-    try:
-        parts = path.relative_to(root).parts
-    except ValueError:
-        parts = path.parts
-    return any(part.startswith(".") for part in parts)
-
-
-def find_fits(root: str | os.PathLike) -> list[Path]:
-    """Every folder at or below ``root`` holding a ``result.json`` (newest first).
-
-    Hidden folders (a fit's temp folder, see ``cram.fitting.io.FitFolderWriter``) and
-    checkpoint folders are skipped.
-    """
-    root = Path(root)
-    if not root.exists():
-        return []
-    found = {p.parent for p in root.rglob("result.json")
-             if "checkpoints" not in p.parts and not _hidden_below(p.parent, root)}
-    return sorted(found, key=lambda p: (-(p / "result.json").stat().st_mtime, str(p)))
+def intervals_caption(level: float = 0.9) -> str:
+    """One line saying why an HDI and a confidence interval of the same level differ."""
+    return INTERVALS_CAPTION.format(p=f"{level:.0%}")
 
 
 def load_fit_folder(path: str | os.PathLike) -> FitFolder:
-    """Read a ``cram fit`` output folder (result.json required; the rest optional).
+    """Read a ``cram fit`` folder for display (:func:`cram.core.fits.load_fit`, lenient).
+
+    Only ``result.json`` is required; other missing or unreadable files become
+    ``FitFolder.warnings``, and ``posterior.nc`` is read on first use of ``draws``/``idata``.
 
     Raises
     ------
-    DataError
+    RunFolderError
         If ``result.json`` is missing, not JSON or not an object.
     """
-    path = Path(path)
-    rfile = path / "result.json"
-    if not rfile.is_file():
-        raise DataError(f"{path}: no result.json; is this a 'cram fit --out' folder?")
-    try:
-        result = json.loads(rfile.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{rfile}: not valid JSON ({err})") from None
-    if not isinstance(result, dict):
-        raise DataError(f"{rfile}: expected a JSON object")
-    fit = FitFolder(path=path, result=result)
-    for attr, fname in (("summary", "summary.csv"), ("curves", "curves.csv")):
-        f = path / fname
-        if not f.is_file():
-            fit.warnings.append(f"{path}: no {fname}")
-            continue
-        try:
-            setattr(fit, attr, pd.read_csv(f))
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            fit.warnings.append(f"{f}: cannot be read as CSV ({err})")
-    nc = path / "posterior.nc"
-    if nc.is_file():
-        try:
-            fit.draws = read_posterior_draws(nc)
-        except Exception as err:  # noqa: BLE001 - corrupt netCDF comes in many exception types
-            fit.warnings.append(f"{nc}: cannot be read ({type(err).__name__}: {err})")
-    elif fit.method not in ("mle", "point", "?"):
-        fit.warnings.append(f"{path}: no posterior.nc")
-    return fit
-
-
-def read_posterior_draws(nc: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Scalar posterior variables of an ArviZ netCDF file as flat arrays (chains × draws).
-
-    Reads the HDF5 file with h5py (a netCDF-4 file is HDF5; importing ArviZ costs seconds on a
-    loaded 2-core machine, which the Compare page's first load cannot afford) and falls back to
-    :func:`arviz.from_netcdf` for files h5py cannot read.
-    """
-    try:
-        return _read_posterior_h5py(nc)
-    except Exception:  # noqa: BLE001, S110 - e.g. a netCDF-3 file: let ArviZ try
-        pass
-    import arviz as az
-
-    idata = az.from_netcdf(str(nc))
-    if not hasattr(idata, "posterior"):
-        raise DataError(f"{nc}: no posterior group")
-    out = {}
-    for name, var in idata.posterior.data_vars.items():
-        if [d for d in var.dims if d not in ("chain", "draw")]:
-            continue
-        out[str(name)] = np.asarray(var.values, dtype=float).reshape(-1)
-    return out
-
-
-def _read_posterior_h5py(nc: str | os.PathLike) -> dict[str, np.ndarray]:
-    import h5py
-
-    with h5py.File(nc, "r") as fh:
-        if "posterior" not in fh:
-            raise DataError(f"{nc}: no posterior group")
-        post = fh["posterior"]
-        n_chain, n_draw = len(post["chain"]), len(post["draw"])
-        out = {}
-        for name, ds in post.items():
-            if name in ("chain", "draw") or not isinstance(ds, h5py.Dataset):
-                continue
-            if ds.shape == (n_chain, n_draw):  # shapes: (chain, draw) = a scalar variable
-                out[name] = np.asarray(ds[...], dtype=float).reshape(-1)
-    return out
+    return fits.load_fit(path, strict=False)
 
 
 def posterior_stats(draws: np.ndarray, hdi_prob: float = 0.9) -> dict[str, float]:
-    """Mean, sd, highest-density interval and P(x > 0) of a set of draws."""
-    x = np.sort(np.asarray(draws, dtype=float))
+    """Mean, sd, the ``hdi_prob`` HDI (:func:`arviz.hdi`) and P(x > 0) of a set of draws."""
+    x = np.asarray(draws, dtype=float)
     x = x[np.isfinite(x)]
     if len(x) == 0:
         return {"mean": math.nan, "sd": math.nan, "hdi_low": math.nan, "hdi_high": math.nan,
                 "p_positive": math.nan, "n_draws": 0}
-    k = max(1, math.floor(hdi_prob * len(x)))
-    if k >= len(x):
-        lo, hi = x[0], x[-1]
-    else:
-        widths = x[k:] - x[: len(x) - k]
-        i = int(np.argmin(widths))
-        lo, hi = x[i], x[i + k]
+    import arviz as az
+
+    lo, hi = (float(v) for v in az.hdi(x, hdi_prob=hdi_prob))
     return {"mean": float(x.mean()), "sd": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
-            "hdi_low": float(lo), "hdi_high": float(hi), "p_positive": float((x > 0).mean()),
+            "hdi_low": lo, "hdi_high": hi, "p_positive": float((x > 0).mean()),
             "n_draws": len(x)}
+
+
+def describe_inputs(fit: FitFolder) -> dict[str, str]:
+    """What a fit compared, per group: ``{"model": "a, b", "human": "rubin1999 (3 curves)"}``.
+
+    Model curves are named one by one; human curves by dataset (a shipped dataset's name, or
+    the source of a user's CSV), with their count.
+    """
+    table = fit.inputs()
+    out = {}
+    for group in ("model", "human"):
+        sub = table[table["group"] == group]
+        if group == "model":
+            out[group] = ", ".join(sub["curve"])
+            continue
+        parts = []
+        for ds, rows in sub.groupby("dataset", sort=False):
+            n = len(rows)
+            parts.append(f"{ds} ({n} curve{'s' if n != 1 else ''})")
+        out[group] = ", ".join(parts)
+    return out
+
+
+def delta_gamma_mle(model_gamma: float, model_se: float, human_gamma: float, human_se: float,
+                    level: float = 0.9) -> dict[str, float]:
+    """Δγ = γ_model − γ_human of two independent MLE fits, with its Wald confidence interval.
+
+    The standard error of the difference is ``sqrt(se_model² + se_human²)``; the interval is
+    Δγ ± z · se with z the normal quantile of ``(1 + level) / 2`` (NaN when a standard error
+    is undefined).
+    """
+    from statistics import NormalDist
+
+    d = float(model_gamma) - float(human_gamma)
+    se = math.hypot(float(model_se), float(human_se))
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    ok = math.isfinite(se)
+    return {"delta": d, "se": se, "low": d - z * se if ok else math.nan,
+            "high": d + z * se if ok else math.nan, "level": level}
+
+
+# --------------------------------------------------------------------------------------------
+# a user's own human curve CSV (the checker of `cram data check`)
+
+USER_DATASET = "your CSV"
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def user_csv_name(name: str) -> str:
+    """A safe file name for an uploaded CSV (its base name, odd characters replaced)."""
+    base = Path(str(name)).name
+    if base.lower().endswith(".csv"):
+        base = base[:-4]
+    return (_SAFE_NAME.sub("_", base).strip("._-") or "curves") + ".csv"
+
+
+def load_user_csv(name: str, data: bytes) -> tuple[pd.DataFrame | None, str | None]:
+    """Check an uploaded human curve CSV with :func:`cram.psych_data.load_curves_csv`.
+
+    The file is checked exactly as ``cram data check FILE`` checks it (columns delay_value,
+    delay_unit, measure, value, optional n, source, curve). Returns ``(tidy curves, None)`` or
+    ``(None, one-line message)``; the message names the uploaded file, never a temp path.
+    Curve ids are ``<file stem>/<curve>``; ``dataset`` is ``your CSV: <file name>``.
+    """
+    import tempfile
+
+    from cram.psych_data import load_curves_csv
+
+    fname = user_csv_name(name)
+    with tempfile.TemporaryDirectory(prefix="cram-upload-") as tmp:
+        path = Path(tmp) / fname
+        path.write_bytes(data)
+        try:
+            df = load_curves_csv(path)
+        except CramError as err:
+            return None, " ".join(str(err).replace(str(path), fname).split())
+        except Exception as err:  # noqa: BLE001 - an upload must never become a traceback
+            return None, f"{fname}: cannot be read ({type(err).__name__})"
+    if (df["group"] != "human").any():
+        return None, (f"{fname}: column 'group' says {sorted(set(df['group']) - {'human'})}; "
+                      "this upload takes human curves only (leave 'group' out)")
+    for col in ("source", "curve"):
+        df[col] = df[col].astype(str).str.replace(str(path), fname, regex=False)
+    df["dataset"] = f"{USER_DATASET}: {fname}"
+    return df, None
+
+
+def is_user_curve(df: pd.DataFrame) -> pd.Series:
+    """Which rows of a tidy table come from an uploaded CSV."""
+    if "dataset" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["dataset"].astype(str).str.startswith(f"{USER_DATASET}: ")
+
+
+# --------------------------------------------------------------------------------------------
+# an on-demand Bayesian fit: `cram fit gamma` in a subprocess (the app never runs PyMC)
+
+#: where the app writes the fit folders it asks for, below its fits folder
+APP_FITS_DIR = "app-fits"
+
+
+def new_fit_folder(fits_root: str | os.PathLike) -> Path:
+    """A fresh path ``<fits_root>/app-fits/bayes-<UTC time>[-k]`` (not created)."""
+    import datetime as _dt
+
+    base = Path(fits_root) / APP_FITS_DIR
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out, k = base / f"bayes-{stamp}", 1
+    while out.exists() or Path(f"{out}-inputs").exists():
+        k += 1
+        out = base / f"bayes-{stamp}-{k}"
+    return out
+
+
+@dataclass
+class FitRequest:
+    """What an on-demand fit covers and how; :meth:`command` is the ``cram fit gamma`` call.
+
+    ``cram fit gamma`` takes whole inputs: every ``kind`` curve of each run folder, every
+    curve of each shipped dataset (derived ones are left out of pooled fits) and every curve of
+    each user CSV.
+    """
+
+    out: Path
+    runs: list[Path]
+    kind: str
+    datasets: list[str]
+    csvs: list[Path]
+    form: str
+    offset: float | None
+    window: tuple[float, float] | None
+    seed: int = 0
+    draws: int = 500
+
+    def command(self) -> list[str]:
+        """The argument list: ``python -m cram fit gamma ... --method bayes --out OUT``."""
+        import sys
+
+        cmd = [sys.executable, "-m", "cram", "fit", "gamma"]
+        for r in self.runs:
+            cmd += ["--run", str(r)]
+        cmd += ["--curve-kind", self.kind]
+        for d in self.datasets:
+            cmd += ["--human", d]
+        for c in self.csvs:
+            cmd += ["--human-csv", str(c)]
+        cmd += ["--form", self.form]
+        if self.offset:
+            cmd += ["--offset", f"{self.offset:g}"]
+        if self.window:
+            cmd += ["--window", f"{self.window[0]:g}:{self.window[1]:g}"]
+        cmd += ["--method", "bayes", "--chains", "2", "--draws", str(self.draws),
+                "--tune", str(self.draws), "--seed", str(self.seed), "--out", str(self.out),
+                "--quiet", "--no-figures", "--no-window-sensitivity"]
+        return cmd
+
+
+def save_user_csvs(out: Path, uploads: dict[str, bytes]) -> list[Path]:
+    """Keep uploaded CSVs beside a fit folder (``<out>-inputs/NAME.csv``) for ``--human-csv``."""
+    if not uploads:
+        return []
+    folder = Path(f"{out}-inputs")
+    folder.mkdir(parents=True, exist_ok=False)
+    paths = []
+    for name, data in uploads.items():
+        f = folder / user_csv_name(name)
+        f.write_bytes(data)
+        paths.append(f)
+    return paths
+
+
+def run_fit(request: FitRequest, timeout: float = 1800) -> tuple[Path | None, str | None]:
+    """Run the request's ``cram fit gamma`` and wait; ``(fit folder, None)`` or ``(None, why)``.
+
+    ``why`` is one line: the command's last line on stderr (its error message), or the
+    timeout.
+    """
+    import subprocess
+
+    try:
+        proc = subprocess.run(request.command(), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None, f"cram fit gamma did not finish within {timeout:.0f} s"
+    except OSError as err:
+        return None, f"cram fit gamma could not start ({err})"
+    if proc.returncode != 0 or not (request.out / fits.RESULT_FILE).is_file():
+        lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+        return None, (lines[-1] if lines else f"cram fit gamma exited with {proc.returncode}")
+    return request.out, None
 
 
 # --------------------------------------------------------------------------------------------

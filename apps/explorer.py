@@ -1,10 +1,12 @@
 """CRAM explorer: runs, human forgetting data, model-human γ comparison and the paper's claims.
 
 Start it with ``cram app`` (Streamlit on 127.0.0.1). The app only reads: run folders written by
-``cram train`` (docs/run_folder.md), fit folders written by ``cram fit gamma --out`` and the
-claims registry ``claims/registry.toml`` (from which docs/claims.md is rendered). Live work is
-limited to quick MLE fits; Bayesian fits are read from fit folders, or run on demand behind a
-button and cached.
+``cram train`` (docs/run_folder.md), fit folders written by ``cram fit gamma --out`` (through
+:mod:`cram.core.fits`, the one reader), a human curve CSV the user uploads (checked by
+:func:`cram.psych_data.load_curves_csv`) and the claims registry ``claims/registry.toml`` (from
+which docs/claims.md is rendered). Live work is limited to quick MLE fits; the app never runs
+PyMC: a Bayesian fit asked for behind a button is ``cram fit gamma`` in a subprocess, writing a
+new fit folder that is then read like any other.
 
 Layout: :func:`main` plus one ``*_page`` function per page; ``*_ui`` functions draw widgets and
 return the selection. Every widget's value is mirrored into ``st.query_params`` (the widget key is
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 
 import altair as alt
@@ -97,11 +100,29 @@ def load_runs(root: str, signature: tuple) -> D.RunScan:
 
 @st.cache_data(show_spinner="Reading fit folder…", max_entries=32)
 def load_fit(path: str, signature: tuple) -> tuple[D.FitFolder | None, str | None]:
-    """A fit folder, or ``(None, message)`` when it cannot be read."""
+    """A fit folder (its posterior not read yet), or ``(None, message)`` when it cannot be read."""
     try:
         return D.load_fit_folder(path), None
     except Exception as err:  # noqa: BLE001 - shown to the user, never a traceback
         return None, str(err)
+
+
+@st.cache_data(show_spinner="Reading the posterior…", max_entries=16)
+def load_draws(path: str, signature: tuple) -> tuple[dict, list[str]]:
+    """A fit folder's scalar posterior draws (read by ArviZ) and the problems met reading them."""
+    try:
+        fit = D.load_fit_folder(path)
+    except Exception as err:  # noqa: BLE001
+        return {}, [str(err)]
+    before = len(fit.warnings)
+    draws = fit.draws
+    return draws, fit.warnings[before:]
+
+
+@st.cache_data(show_spinner="Checking your CSV…", max_entries=16)
+def check_user_csv(name: str, data: bytes) -> tuple[pd.DataFrame | None, str | None]:
+    """An uploaded curve CSV checked as ``cram data check`` checks it: ``(curves, error)``."""
+    return D.load_user_csv(name, data)
 
 
 @st.cache_data(show_spinner="Loading human datasets…")
@@ -153,15 +174,18 @@ def mle_fit(curve: pd.DataFrame, form: str, window: tuple | None, offset: float 
         res = fitting.fit_mle(curve, form=form, window=window, offset=offset, n_starts=3)
     except Exception as err:  # noqa: BLE001 - bad windows, too few points, failed optimiser
         return None, None, str(err)
-    row = {"curve": str(curve["curve"].iloc[0]), "group": str(curve["group"].iloc[0]),
-           "measure": str(curve["measure"].iloc[0]), "unit": str(curve["delay_unit"].iloc[0])}
+    first = curve.iloc[0]
+    row = {"curve": str(first["curve"]), "group": str(first["group"]),
+           "dataset": str(first.get("dataset", "")), "measure": str(first["measure"]),
+           "unit": str(first["delay_unit"])}
     params = dict(res.params)
     row.update({k: float(v) for k, v in params.items() if _is_number(v)})
     try:
-        ci = res.conf_int(alpha=0.1)
+        ci = res.conf_int(alpha=0.1)  # the 90% confidence interval (MLE): a Wald interval
         if "gamma" in params and ci is not None and "gamma" in getattr(ci, "index", []):
             lo, hi = ci.loc["gamma"].iloc[0], ci.loc["gamma"].iloc[1]
-            row["gamma 90% low"], row["gamma 90% high"] = float(lo), float(hi)
+            row["gamma low"], row["gamma high"] = float(lo), float(hi)
+            row["gamma se"] = float(res.stderr.get("gamma", np.nan))
     except Exception:  # noqa: BLE001, S110 - intervals are optional in the table
         pass
     for k in ("loglik", "aic", "bic"):
@@ -464,8 +488,37 @@ def measure_ui() -> str:
     return kind
 
 
+def user_csv_ui() -> tuple[pd.DataFrame | None, dict[str, bytes]]:
+    """The uploader of the user's own human curve CSV; returns its curves and its bytes.
+
+    The file is checked as ``cram data check FILE`` checks it; a bad file is one line of error
+    text. A newly uploaded file's curves are added to the chosen human curves.
+    """
+    up = st.file_uploader(
+        "Your own human curve CSV", type=["csv"], key="hcsv",
+        help="Columns delay_value, delay_unit, measure, value; optional n, n_kind, source, "
+             "curve (one curve per value of curve, else per source). Checked as "
+             "`cram data check FILE` checks it.")
+    if up is None:
+        st.session_state.pop("_hcsv_seen", None)
+        return None, {}
+    data = up.getvalue()
+    df, err = check_user_csv(up.name, data)
+    if err:
+        st.error(f"Your CSV was not loaded: {err}")
+        return None, {}
+    ids = list(pd.unique(df["curve"]))
+    seen = (up.name, len(data), hash(data))
+    if st.session_state.get("_hcsv_seen") != seen:
+        st.session_state["_hcsv_seen"] = seen
+        st.session_state["_hcsv_new"] = ids
+    st.caption(f"**{df['dataset'].iloc[0]}**: {len(ids)} curve(s) ({', '.join(ids)}), shown "
+               "beside the shipped datasets and marked as yours in the chart and tables.")
+    return df, {up.name: data}
+
+
 def compare_ui(kind: str, model_ids: list[str], human_ids: list[str],
-               default_human: list[str], forms: list[str]) -> dict:
+               default_human: list[str], forms: list[str], label_of: dict) -> dict:
     """Curves, form, offset, window and axes for the comparison; returns them as a dict."""
     c1, c2 = st.columns(2)
     _qp_init("mcurves", model_ids[:6], options=model_ids, multi=True)
@@ -478,7 +531,16 @@ def compare_ui(kind: str, model_ids: list[str], human_ids: list[str],
     st.session_state["_mkind_prev"] = kind
     mcurves = c1.multiselect("Model curves", model_ids, key="mcurves")
     _qp_init("hcurves", default_human, options=human_ids, multi=True)
-    hcurves = c2.multiselect("Human curves", human_ids, key="hcurves")
+    # curves of a CSV that was removed are dropped; those of one just uploaded join the chosen
+    # curves (and the Δγ pair)
+    chosen = [c for c in st.session_state["hcurves"] if c in human_ids]
+    new = [c for c in st.session_state.pop("_hcsv_new", None) or [] if c in human_ids]
+    if new:
+        chosen = list(dict.fromkeys(chosen + new))
+        st.session_state["_dph_new"] = new[0]
+    st.session_state["hcurves"] = chosen
+    hcurves = c2.multiselect("Human curves", human_ids, key="hcurves",
+                             format_func=lambda c: label_of.get(c, c))
     c3, c4, c5, c6 = st.columns([1.2, 1, 1.6, 1.4])
     _qp_init("form", "power" if "power" in forms else (forms[0] if forms else ""),
              options=forms)
@@ -509,6 +571,26 @@ def load_model_curves(root: str, signature: tuple, kind: str) -> tuple[pd.DataFr
     return D.model_curves(scan.runs, kind)
 
 
+def _label_curves(model: pd.DataFrame, human: pd.DataFrame,
+                  user: pd.DataFrame | None) -> pd.DataFrame:
+    """All curves in one table with ``dataset`` (run, shipped dataset or your CSV) and ``origin``.
+
+    ``origin`` is ``model``, ``human: shipped`` or ``human: your CSV``: what the chart's shapes
+    and the tables show, so that the user's own curves are never taken for shipped ones.
+    """
+    parts = []
+    if len(model):
+        parts.append(model.assign(dataset="run " + model["run_label"].astype(str),
+                                  origin="model"))
+    if len(human):
+        parts.append(human.assign(origin="human: shipped"))
+    if user is not None and len(user):
+        parts.append(user.assign(origin=f"human: {D.USER_DATASET}"))
+    if not parts:
+        return pd.DataFrame(columns=[*D.TIDY_COLUMNS, "dataset", "origin"])
+    return pd.concat(parts, ignore_index=True)
+
+
 def compare_page(runs_root: Path, fits_root: Path) -> None:
     """The Compare page: model and human curves side by side, with point or Bayesian γ fits."""
     st.header("Compare model and human forgetting curves")
@@ -526,24 +608,27 @@ def compare_page(runs_root: Path, fits_root: Path) -> None:
     model_all, merrs = load_model_curves(str(runs_root), sig, kind)
     for label, msg in merrs.items():
         st.warning(f"No `{kind}` curve for run **{label}**: {msg}")
-    model_ids = list(pd.unique(model_all["curve"])) if len(model_all) else []
-    human_ids = list(pd.unique(human["curve"])) if len(human) else []
+    user, uploads = user_csv_ui()
+    everything = _label_curves(model_all, human, user)
+    model_ids = list(pd.unique(everything.loc[everything["group"] == "model", "curve"]))
+    humans = everything[everything["group"] == "human"]
+    human_ids = list(pd.unique(humans["curve"]))
+    label_of = {c: f"{c} ({d})" for c, d in zip(humans["curve"], humans["dataset"])
+                if str(d).startswith(D.USER_DATASET)}
     default_human = (list(pd.unique(human.loc[~human["derived"], "curve"])) if len(human)
                      else [])
-    sel = compare_ui(kind, model_ids, human_ids, default_human, forms)
-    parts = [model_all[model_all["curve"].isin(sel["model"])]]
-    if len(human):
-        parts.append(human[human["curve"].isin(sel["human"])])
-    curves = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(
-        len(p) for p in parts) else pd.DataFrame(columns=list(D.TIDY_COLUMNS))
+    sel = compare_ui(kind, model_ids, human_ids, default_human, forms, label_of)
+    curves = everything[everything["curve"].isin(sel["model"] + sel["human"])]
+    curves = curves.reset_index(drop=True)
     sel["measure"] = {g: sorted(curves.loc[curves["group"] == g, "measure"].astype(str).unique())
                       for g in ("model", "human")}
     rules = (f"measure: model `{', '.join(sel['measure']['model']) or '—'}` vs human "
              f"`{', '.join(sel['measure']['human']) or '—'}` · form: `{sel['form']}` · "
              f"offset: {sel['offset'] or 'none'} · window: {D.format_window(sel['window'])} "
              "(decades from each curve's first t)")
-    # layout: curves, MLE table, then the posterior; filled in the order that is fastest to
-    # show (data points and the stored posterior first, the live fits last)
+    # layout: curves, MLE fits, then the stored fit; filled in the order that is fastest to
+    # show (data points and the stored fit's numbers first, the live fits, then the posterior
+    # histogram, which needs ArviZ to read posterior.nc)
     curves_box, mle_box = st.container(), st.container()
     st.divider()
     bayes_box = st.container()
@@ -554,13 +639,15 @@ def compare_page(runs_root: Path, fits_root: Path) -> None:
         with curves_box:
             slot = _overlay_points(curves, sel, rules)
     with bayes_box:
-        bayes_ui(fits_root, sel)
+        finish = bayes_ui(fits_root, sel, list(curves["curve"].unique()))
     if slot is not None:
         fitting, why = _fitting()
         with mle_box:
-            _overlay_fits(curves, sel, fitting, why, slot)
+            _overlay_fits(curves, sel, fitting, why, slot, kind)
+    if finish is not None:
+        finish()
     with bayes_box:
-        _on_demand_ui(curves, sel)
+        _on_demand_ui(curves, sel, kind, scan, fits_root, uploads)
 
 
 def _forms_fallback() -> list[str]:
@@ -582,12 +669,14 @@ def _points_frame(curves: pd.DataFrame, sel: dict) -> pd.DataFrame:
 
 def _curves_chart(pts: pd.DataFrame, lines: pd.DataFrame | None, log: bool):
     scale = alt.Scale(type="log") if log else alt.Scale(zero=True)
+    shape = "origin:N" if "origin" in pts.columns else "group:N"
     base = alt.Chart(pts).mark_point(filled=True, size=45).encode(
         x=alt.X("t_norm:Q", scale=scale, title="t / t₀ (t₀ = first t > 0 of each curve)"),
         y=alt.Y("v_norm:Q", scale=scale, title="value / value at t₀"),
-        color=alt.Color("curve:N"), shape=alt.Shape("group:N"),
+        color=alt.Color("curve:N"), shape=alt.Shape(shape, title="curve from"),
         opacity=alt.condition("datum['in window']", alt.value(1.0), alt.value(0.25)),
-        tooltip=["curve", "group", "measure", "delay_value", "delay_unit", "value", "n"])
+        tooltip=["curve", *(["dataset"] if "dataset" in pts.columns else []), "group",
+                 "measure", "delay_value", "delay_unit", "value", "n"])
     layers = [base]
     if lines is not None and len(lines):
         layers.append(alt.Chart(lines).mark_line(strokeDash=[4, 2]).encode(
@@ -602,13 +691,15 @@ def _overlay_points(curves: pd.DataFrame, sel: dict, rules: str):
     slot = st.empty()
     slot.altair_chart(_curves_chart(_points_frame(curves, sel), None,
                                     sel["axes"] == "log-log"), width="stretch")
-    st.caption("Points: data (faded outside the fit window). Dashed: the live MLE fit of each "
-               "curve. On log-log axes a power law is a straight line of slope −γ.")
+    st.caption("Points: data (faded outside the fit window); shapes say where a curve comes "
+               "from (a model run, a shipped dataset or your CSV). Dashed: the live MLE fit of "
+               "each curve. On log-log axes a power law is a straight line of slope −γ.")
     return slot
 
 
-def _overlay_fits(curves: pd.DataFrame, sel: dict, fitting, why: str | None, slot) -> None:
-    """Quick MLE fit of every chosen curve: the table, and the fitted lines on the chart."""
+def _overlay_fits(curves: pd.DataFrame, sel: dict, fitting, why: str | None, slot,
+                  kind: str) -> None:
+    """Quick MLE fit of every chosen curve: the table, the fitted lines, Δγ of one pair."""
     st.subheader("Quick MLE fits (live)")
     if fitting is None:
         st.warning(f"Live fits are unavailable: {why}")
@@ -635,176 +726,285 @@ def _overlay_fits(curves: pd.DataFrame, sel: dict, fitting, why: str | None, slo
                           width="stretch")
     for e in errors:
         st.warning(f"No fit for {e}")
-    if rows:
-        table = pd.DataFrame(rows)
-        st.dataframe(table, hide_index=True, width="stretch")
-        if "gamma" in table.columns:
-            g = table.groupby("group")["gamma"].mean()
-            if {"model", "human"} <= set(g.index):
-                st.caption(f"Mean MLE γ: model {g['model']:.3f}, human {g['human']:.3f}, "
-                           f"difference {g['model'] - g['human']:+.3f} (point estimates; see the "
-                           "posterior below for uncertainty).")
+    if not rows:
+        return
+    table = pd.DataFrame(rows)
+    st.dataframe(table.drop(columns=["gamma se"], errors="ignore"), hide_index=True,
+                 width="stretch")
+    if "gamma low" in table.columns:
+        st.caption(f"gamma low, gamma high: the {D.ci_label(0.9)} of each curve's γ "
+                   "(Wald: estimate ± z · standard error).")
+    mine = table[table["dataset"].astype(str).str.startswith(D.USER_DATASET)]
+    for r in mine.to_dict("records"):
+        st.markdown(f"**{r['dataset']}** · `{r['curve']}`: {_gamma_text(r)}")
+    _pair_section(table, kind)
+
+
+def _gamma_text(row: dict) -> str:
+    """``γ = 0.312, 90% confidence interval (MLE) [0.25, 0.37]`` for one MLE row."""
+    if not _is_number(row.get("gamma")):
+        return "no γ in this form"
+    text = f"γ = {row['gamma']:.3f} (MLE)"
+    if _is_number(row.get("gamma low")) and _is_number(row.get("gamma high")):
+        text += f", {D.ci_label(0.9)} [{row['gamma low']:.3f}, {row['gamma high']:.3f}]"
+    return text
+
+
+def _pair_section(table: pd.DataFrame, kind: str) -> None:
+    """Δγ (MLE) of one model curve and one human curve, labelled with both; never a mean."""
+    st.subheader("Δγ of one model curve against one human curve (MLE)")
+    if "gamma" not in table.columns:
+        st.info("This form has no γ, so there is no Δγ.")
+        return
+    fitted = table[table["gamma"].notna()]
+    mids = list(fitted.loc[fitted["group"] == "model", "curve"])
+    hids = list(fitted.loc[fitted["group"] == "human", "curve"])
+    if not mids or not hids:
+        st.info("Δγ needs a fitted model curve and a fitted human curve.")
+        return
+    by = fitted.set_index("curve")
+    _qp_init("dpm", mids[0], options=mids)
+    _qp_init("dph", hids[0], options=hids)
+    pending = st.session_state.pop("_dph_new", None)
+    if pending in hids:
+        st.session_state["dph"] = pending
+    for key, opts in (("dpm", mids), ("dph", hids)):
+        if st.session_state.get(key) not in opts:
+            st.session_state[key] = opts[0]
+    c1, c2 = st.columns(2)
+    m = c1.selectbox("Model curve of the pair", mids, key="dpm")
+    h = c2.selectbox("Human curve of the pair", hids, key="dph",
+                     format_func=lambda c: f"{c} ({by.loc[c, 'dataset']})")
+    _qp_sync("dpm", "dph")
+    mr, hr = by.loc[m], by.loc[h]
+    d = D.delta_gamma_mle(mr["gamma"], mr.get("gamma se", np.nan), hr["gamma"],
+                          hr.get("gamma se", np.nan))
+    c1, c2 = st.columns([1, 2])
+    c1.metric("Δγ (MLE)", f"{d['delta']:+.3f}")
+    c2.metric(D.ci_label(d["level"]), f"[{d['low']:+.3f}, {d['high']:+.3f}]"
+              if np.isfinite(d["low"]) else "undefined (no standard error)")
+    st.caption(f"Δγ = γ(`{m}`, model curve `{kind}`, {mr['dataset']}) − γ(`{h}`, human curve "
+               f"from {hr['dataset']}). It describes this pair only. The interval combines the "
+               "two fits' standard errors as independent (√(se₁² + se₂²)).")
 
 
 # --------------------------------------------------------------------------------------------
-# Bayesian results
+# fit folders: a stored Δγ, labelled with what it compared
 
 
-def bayes_ui(fits_root: Path, sel: dict) -> None:
-    """Pick a precomputed fit folder below ``fits_root`` and show it."""
-    st.subheader("Posterior of Δγ = γ_model − γ_human")
+def bayes_ui(fits_root: Path, sel: dict, chosen: list[str]):
+    """Pick a fit folder below ``fits_root`` and show it; returns the histogram's drawer."""
+    st.subheader("Δγ = γ_model − γ_human of a stored fit (fit folder)")
     fits = D.find_fits(fits_root) if fits_root.exists() else []
-    bayes = [f for f in fits]
-    if not bayes:
+    if not fits:
         st.info(f"No precomputed fit below `{fits_root}`. Write one with "
                 "`cram fit gamma ... --out DIR` (`make demo` writes `runs/demo/fit/`), "
                 "or run one on the current selection below.")
-    else:
-        labels = [D.run_label(p, fits_root) for p in bayes]
-        _qp_init("fit", labels[0], options=labels)
-        label = st.selectbox("Precomputed fit", labels, key="fit")
-        _qp_sync("fit")
-        path = bayes[labels.index(label)]
-        fit, err = load_fit(str(path), D.folder_signature(path))
-        if err:
-            st.error(f"The fit folder `{path}` cannot be shown: {err}")
-        else:
-            show_fit(fit, sel)
+        return None
+    labels = [D.run_label(p, fits_root) for p in fits]
+    _qp_init("fit", labels[0], options=labels)
+    pick = st.session_state.pop("_fit_pick", None)
+    if pick in labels:  # the folder an on-demand fit just wrote
+        st.session_state["fit"] = pick
+    label = st.selectbox("Fit folder", labels, key="fit")
+    _qp_sync("fit")
+    path = fits[labels.index(label)]
+    fit, err = load_fit(str(path), D.folder_signature(path))
+    if err:
+        st.error(f"The fit folder `{path}` cannot be shown: {err}")
+        return None
+    return show_fit(fit, sel, chosen)
 
 
-def show_fit(fit: D.FitFolder, sel: dict | None = None) -> None:
-    """Δγ posterior (or point estimate) of one fit folder, with its measure, form and window."""
+def _compared(fit: D.FitFolder, chosen: list[str] | None) -> None:
+    """What the fit compared (its own curves), and the chosen curves it does not cover."""
+    inputs = D.describe_inputs(fit)
+    st.markdown(f"**This fit compared** model curves {inputs['model'] or '—'} against human "
+                f"curves of {inputs['human'] or '—'}. Its Δγ is the difference of the two "
+                "groups' γ for exactly these curves.")
+    fitted = set(fit.inputs()["curve"])
+    if chosen and fitted:
+        missing = [c for c in chosen if c not in fitted]
+        if missing:
+            more = f" and {len(missing) - 6} more" if len(missing) > 6 else ""
+            st.caption(f"Not in this fit, so not covered by its Δγ: {', '.join(missing[:6])}"
+                       f"{more}. Run a Bayesian fit of the current selection below to "
+                       "include them.")
+
+
+def show_fit(fit: D.FitFolder, sel: dict | None = None, chosen: list[str] | None = None):
+    """Δγ of one fit folder, with what it compared; returns a function drawing its histogram.
+
+    The numbers come from the fit itself: the mean and P(...) from ``result.json``, the HDI
+    from ``summary.csv`` (``az.summary``) or :func:`arviz.hdi` on ``posterior.nc``. The
+    histogram needs the draws (ArviZ), so it is drawn when the returned function is called.
+    """
     for w in fit.warnings:
         st.warning(w)
     st.markdown(f"**{fit.describe()}**")
+    _compared(fit, chosen)
     diag = fit.result.get("diagnostics")
     if isinstance(diag, dict) and diag.get("ok") is False:
         st.warning("Sampler diagnostics failed for this fit; read the posterior with care: "
                    + "; ".join(str(w) for w in diag.get("warnings", [])[:4]))
     if sel is not None and fit.form != sel["form"]:
         st.caption(f"This fit used form `{fit.form}`; the live fits above use `{sel['form']}`.")
-    draws = fit.draws.get("delta_gamma")
-    rope = (fit.result.get("rules") or {}).get("rope", 0.05) if isinstance(
-        fit.result.get("rules"), dict) else 0.05
-    if draws is None or len(draws) == 0:
-        dg = fit.result.get("delta_gamma")
-        if isinstance(dg, dict) or _is_number(dg):
-            st.info("This fit has no posterior draws of Δγ (a point fit or a single group); "
-                    "its result is shown as stored.")
-            st.json(dg if isinstance(dg, dict) else {"delta_gamma": dg})
-        else:
-            st.info("This fit has no Δγ (it needs both a model and a human group).")
+    stored = fit.result.get("delta_gamma")
+    if not isinstance(stored, dict) or not fit.has_posterior:
+        st.info("This fit has no posterior of Δγ (a point fit, or a fit of one group only); "
+                "its per-curve results are in the summary below.")
+        _fit_tables(fit)
+        return None
+    prob = fit.interval_prob
+    rules = fit.result.get("rules") if isinstance(fit.result.get("rules"), dict) else {}
+    rope = float(stored.get("rope", rules.get("rope", 0.05)))
+    hdi = fit.hdi("delta_gamma", prob)
+    c1, c2, c3, c4 = st.columns([1, 1.9, 1, 1])
+    c1.metric("Δγ posterior mean", _num(stored.get("mean"), "+.3f"))
+    c2.metric(D.hdi_label(prob), f"[{hdi.low:+.3f}, {hdi.high:+.3f}]" if hdi else "—")
+    c3.metric("P(Δγ > 0)", _num(stored.get("p_positive"), ".2f"))
+    c4.metric(f"P(|Δγ| < {rope:g})", _num(stored.get("p_in_rope"), ".2f"))
+    st.caption(D.intervals_caption(prob))
+    if stored.get("verdict"):
+        st.markdown(f"Verdict stored by the fit: **{stored['verdict']}** (`cram fit gamma` "
+                    f"decides it on Δγ's central {prob:.0%} credible interval against the ROPE "
+                    f"±{rope:g}).")
+    box = st.container()
+    _fit_tables(fit, prob)
+
+    def finish() -> None:
+        with box:
+            _delta_histogram(fit, hdi, rope)
+
+    return finish
+
+
+def _num(v, fmt: str) -> str:
+    return format(float(v), fmt) if _is_number(v) else "—"
+
+
+def _delta_histogram(fit: D.FitFolder, hdi, rope: float) -> None:
+    """The posterior draws of Δγ with the ROPE band, the HDI and zero."""
+    draws, warns = load_draws(str(fit.path), D.folder_signature(fit.path))
+    for w in warns:
+        st.warning(w)
+    x = draws.get("delta_gamma")
+    if x is None or len(x) == 0:
+        st.info("No posterior draws of Δγ to plot.")
         return
-    s = D.posterior_stats(draws, hdi_prob=0.9)
-    in_rope = float(np.mean(np.abs(draws) < rope))
-    c1, c2, c3, c4 = st.columns([1, 1.7, 1, 1])
-    c1.metric("Δγ posterior mean", f"{s['mean']:+.3f}")
-    c2.metric("90% HDI", f"[{s['hdi_low']:+.3f}, {s['hdi_high']:+.3f}]")
-    c3.metric("P(Δγ > 0)", f"{s['p_positive']:.2f}")
-    c4.metric(f"P(|Δγ| < {rope:g})", f"{in_rope:.2f}")
-    hist = pd.DataFrame({"delta_gamma": draws})
-    bars = alt.Chart(hist).mark_bar(opacity=0.75).encode(
+    bars = alt.Chart(pd.DataFrame({"delta_gamma": x})).mark_bar(opacity=0.75).encode(
         x=alt.X("delta_gamma:Q", bin=alt.Bin(maxbins=50), title="Δγ = γ_model − γ_human"),
         y=alt.Y("count():Q", title="draws"))
     band = alt.Chart(pd.DataFrame({"lo": [-rope], "hi": [rope]})).mark_rect(
         opacity=0.15, color="gray").encode(x="lo:Q", x2="hi:Q")
-    hdi = alt.Chart(pd.DataFrame({"x": [s["hdi_low"], s["hdi_high"]]})).mark_rule(
-        color="firebrick", strokeDash=[4, 3]).encode(x="x:Q")
-    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="black").encode(x="x:Q")
-    st.altair_chart(alt.layer(band, bars, hdi, zero), width="stretch")
-    st.caption(f"{s['n_draws']} posterior draws. Grey band: ROPE ±{rope:g}; red dashed: 90% HDI; "
-               f"black: 0. {fit.describe()}.")
-    stored = fit.result.get("delta_gamma")
-    if isinstance(stored, dict) and stored.get("statement"):
-        st.markdown(f"Verdict (`{stored.get('verdict', '?')}`): {stored['statement']}.")
-    other = {k: v for k, v in fit.draws.items() if k.startswith(("gamma", "mu_g"))}
-    if other:
-        rows = [{"variable": k, **D.posterior_stats(v)} for k, v in other.items()]
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    layers = [band, bars]
+    if hdi is not None:
+        layers.append(alt.Chart(pd.DataFrame({"x": [hdi.low, hdi.high]})).mark_rule(
+            color="firebrick", strokeDash=[4, 3]).encode(x="x:Q"))
+    layers.append(alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="black").encode(
+        x="x:Q"))
+    st.altair_chart(alt.layer(*layers), width="stretch")
+    st.caption(f"{len(x)} posterior draws. Grey band: ROPE ±{rope:g}; red dashed: the "
+               f"{D.hdi_label(hdi.prob if hdi else 0.9)}; black: 0.")
+
+
+def _fit_tables(fit: D.FitFolder, prob: float | None = None) -> None:
+    """γ per group and curve (HDI from summary.csv), the full summary and the extra tables."""
+    post = fit.posterior_table(prob)
+    post = post[post["variable"].astype(str).str.match(r"(mu_gamma|gamma|delta_gamma)\b")]
+    if len(post):
+        st.dataframe(post.rename(columns={"hdi_low": "HDI low", "hdi_high": "HDI high"}),
+                     hide_index=True, width="stretch")
+        level = fit.interval_prob if prob is None else prob
+        st.caption(f"HDI low, HDI high: the {D.hdi_label(level)} of each variable, as the fit "
+                   "wrote it (summary.csv, az.summary).")
     if fit.summary is not None:
-        with st.expander("ArviZ summary (summary.csv)"):
+        with st.expander("Full summary (summary.csv)"):
             st.dataframe(fit.summary, hide_index=True, width="stretch")
-    ws = fit.path / "window_sensitivity.csv"
-    if ws.is_file():
-        with st.expander("Window sensitivity (window_sensitivity.csv)"):
-            try:
-                st.dataframe(pd.read_csv(ws), hide_index=True, width="stretch")
-            except Exception as err:  # noqa: BLE001
-                st.warning(f"{ws}: cannot be read ({err})")
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def bayes_fit(curves: pd.DataFrame, form: str, window: tuple | None, offset: float | None,
-              seed: int, draws: int) -> dict:
-    """Hierarchical PyMC fit of the selection (cached per data and rules).
-
-    Returns the flattened scalar draws, the ArviZ summary and the Δγ statement of
-    :func:`cram.fitting.bayes.fit_bayes`; predictive checks, LOO and prior sensitivity are
-    skipped to keep it to about a minute on 2 cores.
-    """
-    from cram.fitting import ComparisonRules
-    from cram.fitting.bayes import fit_bayes
-
-    rules = ComparisonRules(form=form, window=window, offset=offset)
-    res = fit_bayes(curves, rules, draws=draws, tune=draws, chains=2, seed=seed,
-                    progress=False, prior_predictive=False, posterior_predictive=False,
-                    loo=False, prior_sensitivity=False)
-    post = res.idata.posterior
-    out = {}
-    for name, var in post.data_vars.items():
-        if set(var.dims) <= {"chain", "draw"}:
-            out[str(name)] = np.asarray(var.values, dtype=float).reshape(-1)
-        elif name == "mu_gamma" and "group" in var.dims:
-            for g in var["group"].values:
-                out[f"mu_gamma[{g}]"] = np.asarray(var.sel(group=g).values).reshape(-1)
-    return {"draws": out, "summary": res.summary, "delta": res.delta_gamma,
-            "warnings": list(res.warnings), "rules": rules.to_dict(),
-            "measures": sorted(res.curves["measure"].astype(str).unique()),
-            "seconds": res.timings.get("total_s")}
-
-
-def _on_demand_ui(curves: pd.DataFrame, sel: dict) -> None:
-    with st.expander("Bayesian fit of the current selection (on demand)"):
+    for name in ("window_sensitivity", "loo_compare"):
         try:
-            import cram.fitting.bayes  # noqa: F401 - PyMC itself loads only when sampling
+            table = fit.extra(name)
         except Exception as err:  # noqa: BLE001
-            st.info(f"On-demand Bayesian fits are unavailable ({type(err).__name__}: {err}); "
-                    "use `cram fit gamma ... --out DIR`.")
-            return
-        groups = set(curves["group"]) if len(curves) else set()
-        if groups != {"model", "human"}:
-            st.info("Choose at least one model curve and one human curve to fit Δγ.")
-            return
-        c1, c2 = st.columns(2)
-        _qp_init("bseed", 0, cast=int)
-        seed = c1.number_input("Seed", min_value=0, step=1, key="bseed")
-        draws = c2.select_slider("Draws per chain (2 chains)", [250, 500, 1000], value=500,
-                                 key="bdraws")
-        _qp_sync("bseed")
-        st.caption("PyMC's NUTS, hierarchical over curves (target acceptance 0.99); about a "
-                   "minute on 2 cores the first time, instant afterwards (cached for this "
-                   "selection and seed).")
-        if not st.button("Run Bayesian fit", key="bayes_go"):
-            return
-        with st.status("Bayesian fit: compiling and sampling…", expanded=True) as status:
-            st.write(f"{curves['curve'].nunique()} curves · form `{sel['form']}` · "
-                     f"window {D.format_window(sel['window'])} · offset {sel['offset'] or 'none'}")
-            try:
-                res = bayes_fit(curves, sel["form"], sel["window"], sel["offset"], int(seed),
-                                int(draws))
-            except Exception as err:  # noqa: BLE001 - shown, never a traceback
-                status.update(label="Bayesian fit failed", state="error")
-                st.error(f"The fit failed: {err}")
-                return
-            status.update(label=f"Bayesian fit done ({res['seconds'] or 0:.0f} s)",
-                          state="complete")
-        fit = D.FitFolder(path=Path("(on demand)"),
-                          result={"form": sel["form"], "method": "bayes (on demand)",
-                                  "window": list(sel["window"]) if sel["window"] else None,
-                                  "rules": res["rules"], "measure": res["measures"],
-                                  "delta_gamma": res["delta"]},
-                          summary=res["summary"], draws=res["draws"], warnings=res["warnings"])
-        show_fit(fit, sel)
+            st.warning(str(err))
+            continue
+        if table is not None:
+            with st.expander(f"{name.replace('_', ' ').capitalize()} ({name}.csv)"):
+                st.dataframe(table, hide_index=True, width="stretch")
+    if fit.figures:
+        with st.expander(f"Figures ({len(fit.figures)} in figures/)"):
+            for f in fit.figures:
+                st.image(str(f), caption=f.name)
+
+
+# --------------------------------------------------------------------------------------------
+# an on-demand Bayesian fit: `cram fit gamma` in a subprocess, into a new fit folder
+
+
+def _fit_request(curves: pd.DataFrame, sel: dict, kind: str, scan: D.RunScan,
+                 out: Path, uploads: dict, seed: int, draws: int) -> tuple[D.FitRequest, dict]:
+    """The ``cram fit gamma`` call for the chosen curves' inputs, and the uploads it needs."""
+    labels = list(pd.unique(curves.loc[curves["group"] == "model", "run_label"]))
+    runs = [scan.runs[lab].path for lab in labels if lab in scan.runs]
+    human = curves[curves["group"] == "human"]
+    mine = D.is_user_curve(human)
+    datasets = [str(d) for d in pd.unique(human.loc[~mine, "dataset"])]
+    need = uploads if mine.any() else {}
+    req = D.FitRequest(out=out, runs=runs, kind=kind, datasets=datasets,
+                       csvs=[Path(f"{out}-inputs") / D.user_csv_name(n) for n in need],
+                       form=sel["form"], offset=sel["offset"], window=sel["window"],
+                       seed=seed, draws=draws)
+    return req, need
+
+
+def _on_demand_ui(curves: pd.DataFrame, sel: dict, kind: str, scan: D.RunScan,
+                  fits_root: Path, uploads: dict) -> None:
+    """The button that runs ``cram fit gamma --method bayes`` on the selection's inputs.
+
+    The fit runs in a subprocess (the app never imports PyMC) into a new folder below the fits
+    folder, which is then shown through the fit-folder reader like any stored fit.
+    """
+    st.subheader("Bayesian fit of the current selection (on demand)")
+    groups = set(curves["group"]) if len(curves) else set()
+    if groups != {"model", "human"}:
+        st.info("Choose at least one model curve and one human curve to fit Δγ.")
+        return
+    c1, c2 = st.columns(2)
+    _qp_init("bseed", 0, cast=int)
+    seed = c1.number_input("Seed", min_value=0, step=1, key="bseed")
+    draws = c2.select_slider("Draws per chain (2 chains)", [250, 500, 1000], value=500,
+                             key="bdraws")
+    _qp_sync("bseed")
+    shown = Path(fits_root) / D.APP_FITS_DIR / "bayes-<UTC time>"
+    req, need = _fit_request(curves, sel, kind, scan, shown, uploads, int(seed), int(draws))
+    st.caption("Runs `cram fit gamma --method bayes` in a separate process (PyMC's NUTS, "
+               "hierarchical over curves; a minute or more on 2 cores) and writes a new fit "
+               f"folder below `{shown.parent}`, shown here and listed as a stored fit. "
+               "`cram fit gamma` takes whole inputs: every curve of each run and dataset "
+               "named below (derived curves are left out), not a subset of them.")
+    st.code(shlex.join(["cram", *req.command()[3:]]), language="bash")
+    if not st.button("Run Bayesian fit", key="bayes_go"):
+        return
+    out = D.new_fit_folder(fits_root)
+    req, need = _fit_request(curves, sel, kind, scan, out, uploads, int(seed), int(draws))
+    try:
+        D.save_user_csvs(out, need)
+    except OSError as err:
+        st.error(f"Cannot write below `{out.parent}`: {err}")
+        return
+    with st.spinner(f"cram fit gamma is running (writing `{out}`)…"):
+        path, err = D.run_fit(req)
+    if err:
+        st.error(f"The fit failed: {err}")
+        return
+    st.success(f"Wrote `{path}`.")
+    st.session_state["_fit_pick"] = D.run_label(path, fits_root)
+    fit, lerr = load_fit(str(path), D.folder_signature(path))
+    if lerr:
+        st.error(f"The new fit folder cannot be shown: {lerr}")
+        return
+    finish = show_fit(fit, sel, list(curves["curve"].unique()))
+    if finish is not None:
+        finish()
 
 
 # ============================================================================================

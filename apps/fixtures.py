@@ -1,10 +1,12 @@
 """Fixture fit folders for the explorer's tests and the notebooks (no PyMC, a few seconds).
 
 :func:`write_laplace_fit` writes a folder that follows the ``cram fit gamma --out`` contract
-(``result.json``, ``summary.csv``, ``posterior.nc`` with ``delta_gamma``, ``curves.csv``) from
-*real* point fits of the curves it is given: each curve's MLE γ and its standard error, pooled
-per group by inverse-variance weighting, and draws from the resulting normal (Laplace)
-approximation. It is not the hierarchical Bayesian fit of ``cram fit gamma``; it exists so that
+(``result.json``, ``summary.csv``, ``posterior.nc`` with ``delta_gamma``, ``curves.csv``, named
+by :mod:`cram.core.fits`) from *real* point fits of the curves it is given: each curve's MLE γ
+and its standard error, pooled per group by inverse-variance weighting, and draws from the
+resulting normal (Laplace) approximation; Δγ is summarised by the fit's own
+:func:`cram.fitting.bayes.rope_statement`, so ``result.json`` has the keys of a real fit.
+It is not the hierarchical Bayesian fit of ``cram fit gamma``; it exists so that
 the app and the notebooks can be exercised on fixtures without sampling, and it says so in
 ``result.json`` (``method: "laplace-fixture"``).
 """
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from cram.core.errors import DataError, RunFolderError
+from cram.core.fits import CURVES_FILE, POSTERIOR_FILE, RESULT_FILE, SUMMARY_FILE
 
 
 def pooled_gamma(fits: list) -> tuple[float, float]:
@@ -58,6 +61,7 @@ def write_laplace_fit(out: str | Path, curves: pd.DataFrame, form: str = "power"
 
     from cram.core.jsonio import atomic_write_json, atomic_write_text
     from cram.fitting import ComparisonRules, apply_rules, fit_mle, get_form
+    from cram.fitting.bayes import rope_statement  # a pure function; PyMC is not loaded
 
     out = Path(out)
     if out.exists():
@@ -84,21 +88,19 @@ def write_laplace_fit(out: str | Path, curves: pd.DataFrame, form: str = "power"
     idata = az.from_dict(posterior={"gamma_model": g_model, "gamma_human": g_human,
                                     "delta_gamma": g_model - g_human})
     out.mkdir(parents=True)
-    idata.to_netcdf(str(out / "posterior.nc"))
-    summary = az.summary(idata, hdi_prob=0.9).reset_index(names="variable")
-    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
-    atomic_write_text(out / "curves.csv", used.to_csv(index=False))
-    dg = (g_model - g_human).reshape(-1)
-    lo, hi = np.quantile(dg, [0.05, 0.95])
-    atomic_write_json(out / "result.json", {
+    idata.to_netcdf(str(out / POSTERIOR_FILE))
+    summary = az.summary(idata, hdi_prob=rules.interval).reset_index(names="variable")
+    atomic_write_text(out / SUMMARY_FILE, summary.to_csv(index=False))
+    atomic_write_text(out / CURVES_FILE, used.to_csv(index=False))
+    delta = rope_statement((g_model - g_human).reshape(-1), rules.rope, rules.interval)
+    atomic_write_json(out / RESULT_FILE, {
         "form": form, "method": "laplace-fixture", "window": list(window) if window else None,
         "rules": rules.to_dict(), "seed": seed,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "measure": sorted(used["measure"].astype(str).unique()),
         "gamma_model": {"mean": groups["model"][0], "sd": groups["model"][1]},
         "gamma_human": {"mean": groups["human"][0], "sd": groups["human"][1]},
-        "delta_gamma": {"mean": float(dg.mean()), "low": float(lo), "high": float(hi),
-                        "interval": 0.9},
+        "delta_gamma": delta,
         "curves": {cid: {"gamma": f.params.get("gamma"), "se": f.stderr.get("gamma")}
                    for cid, f in fits.items()},
         "note": "fixture: normal approximation from per-curve MLE fits, not a PyMC fit",

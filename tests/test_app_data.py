@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cram.apps import data as D
-from cram.core.errors import DataError
+from cram.core.errors import DataError, RunFolderError
 from cram.testing import write_synthetic_run
 
 
@@ -80,7 +80,7 @@ def test_posterior_stats_on_normal_draws():
     s = D.posterior_stats(x, hdi_prob=0.9)
     assert s["mean"] == pytest.approx(0.2, abs=2e-3)
     assert s["sd"] == pytest.approx(0.1, rel=1e-2)
-    # the 90% HDI of a normal is mean ± 1.645 sd
+    # the 90% HDI (arviz.hdi) of a normal is mean ± 1.645 sd
     assert s["hdi_low"] == pytest.approx(0.2 - 0.16449, abs=3e-3)
     assert s["hdi_high"] == pytest.approx(0.2 + 0.16449, abs=3e-3)
     assert s["p_positive"] == pytest.approx(0.97725, abs=3e-3)
@@ -89,33 +89,139 @@ def test_posterior_stats_on_normal_draws():
     assert hs["hdi_low"] < 0.01 and hs["hdi_high"] == pytest.approx(-np.log(0.1), rel=0.03)
 
 
-def test_fit_folder_round_trip_and_errors(tmp_path):
-    import arviz as az
-
+def _fixture_fit(tmp_path):
     from cram.apps.fixtures import write_laplace_fit
     from cram.fitting.model_curves import model_curves
     from cram.psych_data import load_dataset
 
     run = write_synthetic_run(tmp_path / "run", seed=0)
     curves = pd.concat([model_curves([run]), load_dataset("rubin1999")], ignore_index=True)
-    out = write_laplace_fit(tmp_path / "fit", curves, seed=3)
+    return write_laplace_fit(tmp_path / "fit", curves, seed=3), curves
+
+
+def test_fit_folder_round_trip_and_errors(tmp_path):
+    import arviz as az
+
+    from cram.apps.fixtures import write_laplace_fit
+    from cram.core import fits
+
+    out, curves = _fixture_fit(tmp_path)
     fit = D.load_fit_folder(out)
+    assert isinstance(fit, fits.FitFolder) and D.FitFolder is fits.FitFolder  # the one reader
     assert fit.warnings == []
     idata = az.from_netcdf(out / "posterior.nc")
     np.testing.assert_allclose(fit.draws["delta_gamma"],
                                idata.posterior["delta_gamma"].values.reshape(-1))
     assert fit.measures() == ["attention_library", "recall"]
     assert "form: power" in fit.describe() and "window: all delays" in fit.describe()
+    assert D.describe_inputs(fit) == {"model": "run-seed0:attention_library",
+                                      "human": "rubin1999 (3 curves)"}
     assert D.find_fits(tmp_path) == [out]
     with pytest.raises(Exception, match="already exists"):
         write_laplace_fit(out, curves)
     (out / "curves.csv").write_bytes(b"\xff\xfe\x00bad")
     assert any("curves.csv" in w for w in D.load_fit_folder(out).warnings)
     (out / "result.json").write_text("[1, 2]")
-    with pytest.raises(DataError, match="expected a JSON object"):
+    with pytest.raises(RunFolderError, match="expected a JSON object"):
         D.load_fit_folder(out)
-    with pytest.raises(DataError, match="no result.json"):
+    with pytest.raises(RunFolderError, match="missing result.json"):
         D.load_fit_folder(tmp_path / "run")
+
+
+def test_hdi_comes_from_the_fit_or_from_arviz(tmp_path):
+    """The HDI is the one the fit wrote (summary.csv); without it, arviz.hdi on the draws."""
+    import arviz as az
+
+    out, _ = _fixture_fit(tmp_path)
+    fit = D.load_fit_folder(out)
+    hdi = fit.hdi("delta_gamma")
+    row = fit.summary.set_index("variable").loc["delta_gamma"]
+    assert (hdi.low, hdi.high, hdi.prob, hdi.source) == (row["hdi_5%"], row["hdi_95%"], 0.9,
+                                                           "summary.csv")
+    want = az.hdi(fit.draws["delta_gamma"], hdi_prob=0.8)
+    at80 = fit.hdi("delta_gamma", 0.8)  # not in summary.csv: computed by ArviZ on the posterior
+    assert at80.source == "posterior.nc" and (at80.low, at80.high) == tuple(want)
+    assert fit.hdi("no_such_variable") is None
+    table = fit.posterior_table()
+    assert list(table.columns) == ["variable", "mean", "sd", "hdi_low", "hdi_high"]
+    assert "delta_gamma" in set(table["variable"])
+    (out / "summary.csv").unlink()
+    bare = D.load_fit_folder(out)
+    assert any("no summary.csv" in w for w in bare.warnings)
+    assert bare.hdi("delta_gamma").source == "posterior.nc"
+    assert bare.posterior_table().empty
+
+
+def test_interval_wording_is_one_and_the_same():
+    assert D.hdi_label(0.9) == "90% HDI (Bayesian posterior)"
+    assert D.ci_label(0.9) == "90% confidence interval (MLE)"
+    caption = D.intervals_caption(0.9)
+    assert "90% HDI" in caption and "90% confidence interval (MLE)" in caption
+    assert "\n" not in caption
+
+
+def test_delta_gamma_mle_is_a_wald_interval_of_the_difference():
+    d = D.delta_gamma_mle(0.5, 0.03, 0.2, 0.04, level=0.9)
+    assert d["delta"] == pytest.approx(0.3) and d["se"] == pytest.approx(0.05)
+    assert (d["low"], d["high"]) == pytest.approx((0.3 - 1.644854 * 0.05, 0.3 + 1.644854 * 0.05))
+    nan = D.delta_gamma_mle(0.5, float("nan"), 0.2, 0.04)
+    assert np.isnan(nan["low"]) and nan["delta"] == pytest.approx(0.3)
+
+
+def test_user_csv_is_checked_like_cram_data_check(tmp_path):
+    from cram.psych_data import load_curves_csv
+
+    text = ("delay_value,delay_unit,measure,value\n1,hours,recall,0.9\n2,hours,recall,0.8\n"
+            "4,hours,recall,0.7\n")
+    df, err = D.load_user_csv("../odd name!.csv", text.encode())
+    assert err is None and list(df["curve"].unique()) == ["odd_name/odd_name.csv"]
+    assert set(df["dataset"]) == {"your CSV: odd_name.csv"} and set(df["group"]) == {"human"}
+    assert not df["source"].str.contains("cram-upload").any()  # no temp path leaks
+    (tmp_path / "odd_name.csv").write_text(text)
+    same = load_curves_csv(tmp_path / "odd_name.csv")
+    np.testing.assert_allclose(df["value"], same["value"])
+    assert D.is_user_curve(df).all()
+    for data, why in ((b"delay,value\n1,2\n", "missing required column(s)"),
+                      (text.replace("0.8", "80").encode(), "outside [0, 1]"),
+                      (b"\xff\xfe", "not UTF-8")):
+        df, err = D.load_user_csv("u.csv", data)
+        assert df is None and err.startswith("u.csv: ") and why in err, err
+        assert "\n" not in err and "cram-upload" not in err
+    model = ("delay_value,delay_unit,measure,value,group\n1,hours,recall,0.9,model\n"
+             "2,hours,recall,0.8,model\n")
+    df, err = D.load_user_csv("m.csv", model.encode())
+    assert df is None and "human curves only" in err
+
+
+def test_fit_request_is_a_cram_fit_gamma_call(tmp_path):
+    """The on-demand fit's command is accepted by `cram fit gamma` (run here as a point fit)."""
+    import subprocess
+
+    run = write_synthetic_run(tmp_path / "runs" / "cram-seed0", seed=0)
+    csv = tmp_path / "mine.csv"
+    csv.write_text("delay_value,delay_unit,measure,value\n1,hours,recall,0.9\n"
+                   "2,hours,recall,0.8\n4,hours,recall,0.7\n8,hours,recall,0.6\n")
+    out = D.new_fit_folder(tmp_path / "fits")
+    assert out.parent == tmp_path / "fits" / "app-fits" and out.name.startswith("bayes-")
+    req = D.FitRequest(out=out, runs=[run], kind="episodic_reliance", datasets=["rubin1999"],
+                       csvs=[csv], form="power", offset=1.0, window=(0.0, 2.0), seed=1,
+                       draws=250)
+    cmd = req.command()
+    assert cmd[1:5] == ["-m", "cram", "fit", "gamma"]
+    i = cmd.index("--method")
+    assert cmd[i + 1] == "bayes" and cmd[cmd.index("--out") + 1] == str(out)
+    assert cmd[cmd.index("--window") + 1] == "0:2" and cmd[cmd.index("--offset") + 1] == "1"
+    cmd[i + 1] = "mle"  # the same call as a point fit: seconds, no PyMC
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fit = D.load_fit_folder(out)
+    assert set(fit.inputs()["dataset"]) >= {"rubin1999"}
+    assert "mine/" in " ".join(fit.inputs()["curve"])
+    # a failing call is one line, the command's own error
+    bad = D.FitRequest(out=out, runs=[], kind="episodic_reliance", datasets=["nope"], csvs=[],
+                       form="power", offset=None, window=None)
+    path, err = D.run_fit(bad)
+    assert path is None and "already exists" in err and "\n" not in err
 
 
 def test_claims_registry(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit")
@@ -107,13 +108,34 @@ def test_compare_page_curves_mle_and_posterior(monkeypatch, demo_root):
     table = at.dataframe[0].value
     assert set(table["group"]) == {"model", "human"}
     assert table["gamma"].between(0.05, 2.0).all()
+    assert {"gamma low", "gamma high", "dataset"} <= set(table.columns)
     metrics = {m.label: m.value for m in at.metric}
-    assert "Δγ posterior mean" in metrics and "90% HDI" in metrics
+    hdi, ci = "90% HDI (Bayesian posterior)", "90% confidence interval (MLE)"
+    assert "Δγ posterior mean" in metrics and hdi in metrics and ci in metrics
+    assert not any(k.startswith("90% interval") for k in metrics)
     result = json.loads((demo_root / "fit" / "result.json").read_text())
     assert float(metrics["Δγ posterior mean"]) == pytest.approx(
         result["delta_gamma"]["mean"], abs=2e-3)
+    # the HDI is the one the fit wrote (summary.csv, az.summary), not computed by the app
+    summary = pd.read_csv(demo_root / "fit" / "summary.csv").set_index("variable")
+    lo, hi = summary.loc["delta_gamma", ["hdi_5%", "hdi_95%"]]
+    assert metrics[hdi] == f"[{lo:+.3f}, {hi:+.3f}]"
     stated = " ".join(m.value for m in at.markdown)
     assert "form: power" in stated and "window: all delays" in stated and "measure:" in stated
+    # the stored Δγ names what it compared; curves outside the fit are said to be outside it
+    assert "This fit compared" in stated and "rubin1999 (3 curves)" in stated
+    captions = " ".join(c.value for c in at.caption)
+    assert "Not in this fit, so not covered by its Δγ: ebbinghaus1885" in captions
+    assert "Why the two kinds of interval differ" in captions
+    assert "Mean MLE γ" not in captions  # no Δγ averaged over datasets
+    # the MLE Δγ is for one named pair
+    pair = at.selectbox(key="dpm").value, at.selectbox(key="dph").value
+    assert pair == ("cram-seed0:attention_library", "ebbinghaus1885")
+    assert any("Δγ = γ(`cram-seed0:attention_library`" in c.value and "describes this pair"
+               in c.value for c in at.caption)
+    rows = table.set_index("curve")
+    assert float(metrics["Δγ (MLE)"]) == pytest.approx(
+        rows.loc[pair[0], "gamma"] - rows.loc[pair[1], "gamma"], abs=1e-3)
 
     # window + another form: the live fit changes and the view is in the URL
     g0 = table.set_index("curve")["gamma"]
@@ -259,19 +281,86 @@ def test_corrupt_fit_folder_is_a_message(monkeypatch, tmp_path):
     assert any("cannot be shown" in e.value and "result.json" in e.value for e in at.error)
 
 
+USER_CSV = (b"curve,delay_value,delay_unit,measure,value,n\n"
+            b"mine,1,hours,recall,0.9,40\nmine,2,hours,recall,0.8,40\n"
+            b"mine,4,hours,recall,0.7,40\nmine,8,hours,recall,0.62,40\n"
+            b"mine,24,hours,recall,0.5,40\n")
+
+
+def test_compare_page_reads_a_users_csv(monkeypatch, demo_root):
+    """An uploaded CSV is checked like `cram data check`, shown as the user's, and fitted."""
+    at = _app(monkeypatch, demo_root, "Compare")
+    _clean(at)
+    at.file_uploader(key="hcsv").set_value(("my data.csv", USER_CSV, "text/csv")).run()
+    _clean(at)
+    assert "my_data/mine" in at.multiselect(key="hcurves").value  # chosen on upload
+    assert any("your CSV: my_data.csv" in c.value for c in at.caption)
+    table = at.dataframe[0].value.set_index("curve")
+    assert table.loc["my_data/mine", "dataset"] == "your CSV: my_data.csv"
+    mine = [m.value for m in at.markdown if "my_data/mine" in m.value]
+    assert mine and "γ = " in mine[0] and "90% confidence interval (MLE)" in mine[0]
+    # the MLE Δγ pair turns to the user's curve
+    assert at.selectbox(key="dph").value == "my_data/mine"
+    assert any("my_data/mine" in c.value and "your CSV: my_data.csv" in c.value
+               and "describes this pair only" in c.value for c in at.caption)
+    # the on-demand fit would fit the user's file through --human-csv
+    cmd = " ".join(c.value for c in at.code)
+    assert "--human-csv" in cmd and "my_data.csv" in cmd and "--method bayes" in cmd
+    # a bad file is one line of error text, never a traceback; the page goes on
+    at.file_uploader(key="hcsv").set_value(("bad.csv", b"delay,value\n1,2\n", "text/csv"))
+    at.run()
+    assert not at.exception
+    (err,) = [e.value for e in at.error]
+    assert err.startswith("Your CSV was not loaded: bad.csv: missing required column(s)")
+    assert "\n" not in err and "Traceback" not in err and "/tmp" not in err
+    assert "my_data/mine" not in at.multiselect(key="hcurves").options
+    for bad, why in ((b"delay_value,delay_unit,measure,value\n1,hours,recall,1.7\n",
+                      "outside [0, 1]"), (b"\xff\xfe\x00", "not UTF-8"), (b"", "empty file")):
+        at.file_uploader(key="hcsv").set_value(("x.csv", bad, "text/csv")).run()
+        assert not at.exception
+        assert len(at.error) == 1 and why in at.error[0].value, [e.value for e in at.error]
+
+
+def test_the_app_never_imports_pymc():
+    """The explorer reads fits and runs pure point fits; Bayesian fits are a subprocess."""
+    import ast
+
+    banned = {"pymc", "pytensor", "h5py", "cram.fitting.bayes", "cram.fitting.pipeline"}
+    for name in ("explorer.py", "data.py"):
+        tree = ast.parse((Path(APP).parent / name).read_text(encoding="utf-8"))
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        assert not {m for m in found if m.split(".")[0] in banned or m in banned
+                    or any(m.startswith(b + ".") for b in banned)}, name
+
+
 @pytest.mark.slow
 def test_on_demand_bayesian_fit(monkeypatch, tmp_path):
-    """The button runs a real PyMC fit of the selection (about a minute) and shows Δγ."""
+    """The button runs `cram fit gamma` in a subprocess (a real PyMC fit) and shows its folder."""
     root = make_demo_like(tmp_path / "demo", seeds=2, with_fit=False)
     at = _app(monkeypatch, root, "Compare", hcurves="rubin1999/matched,rubin1999/white")
     _clean(at)
     assert any("No precomputed fit" in i.value for i in at.info)
     at.select_slider(key="bdraws").set_value(250).run()
-    at.button(key="bayes_go").click().run(timeout=600)
+    at.button(key="bayes_go").click().run(timeout=900)
     assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    (out,) = (root / "app-fits").iterdir()
+    result = json.loads((out / "result.json").read_text())
+    assert result["method"] == "bayes" and "--human" in result["command"]
     metrics = {m.label: m.value for m in at.metric}
-    assert "Δγ posterior mean" in metrics
-    assert any("method: bayes (on demand)" in m.value for m in at.markdown)
+    assert float(metrics["Δγ posterior mean"]) == pytest.approx(
+        result["delta_gamma"]["mean"], abs=2e-3)
+    assert "90% HDI (Bayesian posterior)" in metrics
+    assert any("method: bayes" in m.value for m in at.markdown)
+    assert any(s.value.startswith("Wrote") for s in at.success)
+    # the next run lists the new folder as the stored fit
+    at.run()
+    assert at.selectbox(key="fit").value == "app-fits/" + out.name
 
 
 def test_url_cannot_change_the_folders(monkeypatch, demo_root, tmp_path):
