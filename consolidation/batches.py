@@ -18,15 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import os
+import queue
 import signal
+import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 import torch
 
 from cram.tasks.srcd_stream import stream_rng
+
 from .tokens import exposure_counts
 
 __all__ = ["StepBatches", "draw_batch", "prefetcher", "step_batches", "worker_kind"]
@@ -106,31 +111,61 @@ class _Inline:
 
 
 class _Thread:
-    """Batches up to ``depth`` steps ahead, drawn in one background thread."""
+    """Batches up to ``depth`` steps ahead, drawn in one background (daemon) thread.
+
+    A daemon thread, not a ``ThreadPoolExecutor``'s: a draw that never returns (a task whose
+    ``sample`` hangs) must not keep the process alive. The pool's workers are joined by
+    ``shutdown`` and again at interpreter exit, so Ctrl-C (or SIGTERM) used to wait for it forever.
+    """
+
+    #: seconds ``close`` waits for a draw in progress before leaving the thread to itself
+    CLOSE_WAIT = 0.5
 
     def __init__(self, source: StepBatches, depth: int, steps: int):
         self.source, self.depth, self.steps = source, depth, steps
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="cram-data")
         self.pending: dict[int, Future] = {}
+        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, name="cram-data", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        """The thread: draw each requested step in order until ``None`` is requested."""
+        while (request := self.requests.get()) is not None:
+            step, future = request
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self.source[step])
+            except BaseException as err:  # handed to the loop, which raises it
+                future.set_exception(err)
 
     def get(self, step: int):
         """Return (batch, counts) of ``step`` and queue the next ``depth`` steps."""
         for s in range(step, min(step + self.depth, self.steps - 1) + 1):
             if s not in self.pending:
-                self.pending[s] = self.pool.submit(self.source.__getitem__, s)
+                self.pending[s] = Future()
+                self.requests.put((s, self.pending[s]))
         for s in [s for s in self.pending if s < step]:  # a jump back: drop what it skipped
             self.pending.pop(s).cancel()
         return self.pending.pop(step).result()[1:]
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        """Cancel queued draws; wait ``CLOSE_WAIT`` s at most for one in progress."""
+        for future in self.pending.values():
+            future.cancel()
+        self.pending.clear()
+        self.requests.put(None)
+        self.thread.join(self.CLOSE_WAIT)
 
 
 class _WorkerProcess:
     """Batches up to ``depth`` steps ahead, drawn in one worker process (a DataLoader).
 
     The loader walks steps in order from the first one asked for; asking for any other step than
-    the next (a resume inside one process never does) starts a fresh loader there.
+    the next (a resume inside one process never does) starts a fresh loader there. The worker
+    dies with this process (``kill -9`` included; Linux) and a SIGTERM ends it at once
+    (:func:`_worker_init`); a loader closed before its last step stops its worker at once, so a
+    worker stuck in a task's ``sample`` costs no wait.
     """
 
     def __init__(self, source: StepBatches, depth: int, steps: int):
@@ -141,7 +176,8 @@ class _WorkerProcess:
         self.close()
         loader = torch.utils.data.DataLoader(
             _InSharedMemory(self.source), batch_size=None, sampler=range(step, self.steps),
-            num_workers=1, prefetch_factor=self.depth, collate_fn=_as_is)
+            num_workers=1, prefetch_factor=self.depth, collate_fn=_as_is,
+            worker_init_fn=functools.partial(_worker_init, os.getpid()))
         with _sigint_deferred():  # a half-built iterator's __del__ prints a traceback
             self.iterator, self.next_step = iter(loader), step
 
@@ -156,34 +192,84 @@ class _WorkerProcess:
         return _unpack(batch), counts
 
     def close(self) -> None:
+        """Stop the worker: at once if steps were left (an error, Ctrl-C, SIGTERM), then join it."""
         iterator, self.iterator = self.iterator, None
-        if iterator is not None:
-            # joined here, not in the iterator's __del__, which would swallow a Ctrl-C (or a
-            # time limit's SIGINT) arriving while it waits: the run would end with status 0
-            iterator._shutdown_workers()
+        if iterator is None:
+            return
+        workers = list(iterator._workers)
+        if self.next_step != self.steps:  # its draws are not wanted, and one may never return
+            for worker in workers:
+                with contextlib.suppress(OSError, ValueError):
+                    worker.terminate()  # the worker's SIGTERM handler exits (code 0) at once
+        # joined here, not in the iterator's __del__, which would swallow a Ctrl-C (or a
+        # time limit's SIGINT) arriving while it waits: the run would end with status 0
+        iterator._shutdown_workers()
+        for worker in workers:  # stuck where SIGTERM cannot reach it: no exit-time join on it
+            if worker.is_alive():
+                worker.kill()
+                worker.join(1.0)
+
+
+def _worker_init(parent: int, worker_id: int) -> None:
+    """In the data worker process: die with ``parent``, and exit at once on SIGTERM.
+
+    SIGTERM (from the training process closing the loader, or sent to the whole process group by
+    ``kill``, ``timeout`` or a scheduler) ends the worker with exit code 0, which the training
+    process's worker watch does not report as a crash: the training process itself handles the
+    signal (``cram`` raises ``Terminated`` in it), as it does Ctrl-C, which the worker ignores.
+    """
+    _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, _exit_at_once)
+
+
+def _exit_at_once(signum, frame) -> None:
+    os._exit(0)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when ``parent`` dies (Linux ``PR_SET_PDEATHSIG``).
+
+    No-op where ``prctl`` is unavailable. ``parent`` is the PID that started this process: if it
+    is already gone, this process exits now.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    pr_set_pdeathsig = 1
+    if prctl(pr_set_pdeathsig, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
+             ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0 and os.getppid() != parent:
+        os._exit(0)
 
 
 @contextlib.contextmanager
 def _sigint_deferred():
-    """Hold a SIGINT (Ctrl-C, a time limit) that arrives inside the block until it ends.
+    """Hold a SIGINT or SIGTERM that arrives inside the block until it ends.
 
-    In the main thread the SIGINT handler is swapped for one that notes the signal; on leaving,
-    the handler is put back and a noted signal is raised again, now that the block's work is
+    In the main thread the handlers are swapped for one that notes the signal; on leaving, the
+    handlers are put back and a noted signal is raised again, now that the block's work is
     whole. Elsewhere (signal handlers belong to the main thread) the block runs as it is. A
-    worker forked inside inherits the noting handler: Ctrl-C on the terminal's process group
-    leaves it to the main process, which shuts it down.
+    worker forked inside inherits the noting handler for SIGINT: Ctrl-C on the terminal's
+    process group leaves it to the main process, which shuts it down.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     noted = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: noted.append(signum))
+                for sig in held}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if noted:
-        signal.raise_signal(signal.SIGINT)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    for signum in dict.fromkeys(noted):
+        signal.raise_signal(signum)
 
 
 class _InSharedMemory(torch.utils.data.Dataset):
