@@ -124,6 +124,34 @@ def _stop_server(proc, timeout: float = 10.0) -> None:
             continue
 
 
+def die_with_this_process():
+    """A ``preexec_fn`` that has the kernel SIGTERM the child when this process dies, or None.
+
+    Linux ``prctl(PR_SET_PDEATHSIG, SIGTERM)`` through ctypes, loaded here (the child, between
+    fork and exec, imports nothing); None where ``prctl`` is unavailable (macOS). It covers the
+    death the signal handlers of :func:`_run` never see: ``kill -9`` of ``cram app``.
+    """
+    import signal
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    args = [ctypes.c_ulong(v) for v in (signal.SIGTERM, 0, 0, 0)]
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        if prctl(pr_set_pdeathsig, *args) == 0 and os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)  # the parent died before prctl took effect
+
+    return preexec
+
+
 def _run(args) -> int:
     import signal
     import subprocess
@@ -141,12 +169,15 @@ def _run(args) -> int:
     full_env = {**os.environ, **env}
     # the server gets its own process group: this process forwards SIGINT, SIGTERM and SIGHUP
     # to all of it, so no server outlives `cram app`. SIGINT is handled explicitly too: a process
-    # started in the background by a shell inherits SIGINT ignored, and Ctrl-C must still work
+    # started in the background by a shell inherits SIGINT ignored, and Ctrl-C must still work.
+    # A `kill -9` of this process runs no handler: the kernel then sends the server SIGTERM
+    # (die_with_this_process, Linux)
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in handled}
     proc = None
     try:
-        proc = subprocess.Popen(argv, env=full_env, start_new_session=True)
+        proc = subprocess.Popen(argv, env=full_env, start_new_session=True,
+                                preexec_fn=die_with_this_process())
         return proc.wait()
     except (KeyboardInterrupt, _Stopped) as err:
         signum = getattr(err, "signum", signal.SIGINT)
