@@ -10,19 +10,28 @@ are one line (exit 2); decode, JSON, OS (no space left, permission denied, ...),
 checkpoint-shape errors that escape a command are mapped at this boundary by
 :func:`boundary_error` (exit 2 or 3); anything else is a bug and prints one line
 ``internal error: ...`` (exit 70); ``CRAM_DEBUG=1`` re-raises it with its traceback.
+
+Signals: Ctrl-C (SIGINT) ends a command with ``cram: interrupted`` (exit 130) and SIGTERM with
+``cram: terminated (SIGTERM)`` (exit 143): SIGTERM raises :class:`~cram.core.errors.Terminated`,
+a ``KeyboardInterrupt``, so a training run records status ``interrupted`` and removes its lock
+either way. With ``--json``, stdout holds the JSON document alone: anything else written to it
+while the command runs (a user task's ``print``) goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from cram.core.errors import CramError
+from cram.core.errors import CramError, Terminated
 
 #: exit code of an unexpected exception (a bug), as in sysexits.h's EX_SOFTWARE
 INTERNAL_ERROR = 70
@@ -175,14 +184,42 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated("SIGTERM")
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """Inside the block SIGTERM raises :class:`Terminated` in the main thread (as Ctrl-C does).
+
+    Not where SIGTERM is ignored (as Python leaves an ignored SIGINT ignored), nor outside the
+    main thread, which cannot set handlers; the previous handler is put back on leaving.
+    """
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``cram`` with ``argv``; return the exit code (errors as one line on stderr)."""
+    from cram.commands._util import stdout_for_json
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code = args.func(args)
+        with _sigterm_raises(), stdout_for_json(bool(getattr(args, "json", False))):
+            code = args.func(args)
     except CramError as err:
         return _fail(str(err), err.exit_code)
+    except Terminated:
+        print("cram: terminated (SIGTERM)", file=sys.stderr)
+        return Terminated.exit_code
     except KeyboardInterrupt:
         print("cram: interrupted", file=sys.stderr)
         return 130
