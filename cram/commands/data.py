@@ -4,10 +4,10 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    """Add the ``data`` subcommand (list, show, check) to ``sub``."""
-    p = sub.add_parser("data", help="human forgetting datasets: list, show, check",
-                       description="Human forgetting data shipped with cram, and checks of your "
-                                   "own curve CSVs.")
+    """Add the ``data`` subcommand (list, show, check, curves) to ``sub``."""
+    p = sub.add_parser("data", help="human forgetting datasets, your own curves, model curves",
+                       description="Human forgetting data shipped with cram, checks of your own "
+                                   "curve CSVs, and tidy model curves of run folders.")
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     dsub.required = True
     ls = dsub.add_parser("list", help="list the shipped datasets",

@@ -25,7 +25,7 @@ DEFAULT_PRESET = "paper"
 
 def register(sub) -> None:
     """Add ``cram srcd`` and its actions to the CLI's subparsers."""
-    p = sub.add_parser("srcd", help="describe, sample and time the SRCD benchmark data",
+    p = sub.add_parser("srcd", help="the SRCD benchmark data: statistics, samples, timing",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ssub = p.add_subparsers(dest="srcd", metavar="ACTION")
     ssub.required = True

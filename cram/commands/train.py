@@ -11,7 +11,7 @@ from cram.commands._util import add_set_argument, emit_json, log
 def register(sub) -> None:
     """Add ``train`` and ``eval`` to the CLI's subparsers."""
     p = sub.add_parser(
-        "train", help="train a model on SRCD and write a run folder",
+        "train", help="train a model on SRCD or a token task and write a run folder",
         description="Train MODEL at PRESET on an endless SRCD stream, evaluating with hard "
                     "routing every log_every steps, and write a crash-safe run folder "
                     "(docs/run_folder.md). One process writes a folder at a time (a lock). "
