@@ -482,3 +482,18 @@ def test_an_eval_set_that_is_not_a_function_of_its_seed_is_refused():
     with pytest.raises(TaskError, match="eval_set"):
         check_task(Drifting())
 
+
+
+@pytest.mark.parametrize("argv", [
+    ["srcd", "describe", "--seed", "-1"],
+    ["srcd", "sample", "--seed", "-1"],
+    ["tasks", "--seed", "-1"],
+    ["redundancy", "--train-small", "--seed", "-1", "--preset", "cpu-tiny", "--out", "{out}"],
+    ["bench", "srcd", "--infer-length", "-1", "--preset", "cpu-tiny", "--models", "cram",
+     "--seeds", "1", "--runs-dir", "{out}", "--no-results"],
+])
+def test_a_negative_seed_or_length_is_one_line_and_leaves_nothing(tmp_path, argv):
+    out = tmp_path / "out"
+    proc = _cli(*[a.replace("{out}", str(out)) for a in argv], cwd=tmp_path)
+    assert proc.returncode == 2 and "must be >= 0" in _one_line(proc)
+    assert not out.exists()

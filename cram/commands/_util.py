@@ -86,3 +86,16 @@ def add_set_argument(parser) -> None:
         metavar="FIELD=VALUE",
         help="override a config field of the preset (repeatable); checked against the dataclass",
     )
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (seeds, lengths where 0 means "none")."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value

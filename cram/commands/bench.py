@@ -30,7 +30,7 @@ from cram.commands._bench_common import (
     results_target,
     runs_dir,
 )
-from cram.commands._util import emit_json, log
+from cram.commands._util import emit_json, log, non_negative_int
 
 
 def register(sub) -> None:
@@ -43,7 +43,7 @@ def register(sub) -> None:
     s = bsub.add_parser("srcd", help="CRAM, its ablations and the baselines on SRCD",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common_arguments(s, models_default="all")
-    s.add_argument("--infer-length", type=int, default=2048,
+    s.add_argument("--infer-length", type=non_negative_int, default=2048,
                    help="sequence length for infer_ms_per_seq (batch 1, one thread); 0 skips it")
     from cram.commands.train import add_task_arguments
 

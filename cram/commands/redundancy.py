@@ -9,7 +9,7 @@ import argparse
 import datetime as _dt
 from pathlib import Path
 
-from cram.commands._util import add_set_argument, emit_json, log
+from cram.commands._util import add_set_argument, emit_json, log, non_negative_int
 from cram.core.overrides import apply_overrides
 
 DESCRIPTION = """\
@@ -52,7 +52,8 @@ def register(sub) -> None:
                         "evaluates); default: the shipped corpus's held-out split")
     p.add_argument("--threshold", type=float, default=None,
                    help="cosine threshold tau for 'predictable' (default 0.9)")
-    p.add_argument("--seed", type=int, default=None, help="seed (training and window choice)")
+    p.add_argument("--seed", type=non_negative_int, default=None,
+                   help="seed (training and window choice)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: fastest on shared 2-core machines)")
     p.add_argument("--json", action="store_true",

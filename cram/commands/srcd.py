@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from cram.commands._util import add_set_argument, emit_json, log
+from cram.commands._util import add_set_argument, emit_json, log, non_negative_int
 
 DEFAULT_PRESET = "paper"
 
@@ -61,7 +61,7 @@ def register(sub) -> None:
     t.add_argument("--model", default="cram", help="model whose training step is timed")
     t.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
     t.add_argument("--threads", type=int, default=1, help="torch threads")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=non_negative_int, default=0)
     t.add_argument("--json", action="store_true")
     t.add_argument("--record", action="store_true",
                    help="also write the table as a result file (into --results)")
@@ -74,7 +74,8 @@ def register(sub) -> None:
 def _data_arguments(p) -> None:
     p.add_argument("--preset", default=DEFAULT_PRESET,
                    help="preset whose data section is used (cpu-tiny, demo, cpu, paper)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated sequences")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the generated sequences")
     add_set_argument(p)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cram.commands._util import emit_json
+from cram.commands._util import emit_json, non_negative_int
 
 
 def register(sub) -> None:
@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
                    dest="task_args", help="argument of the task's factory (repeatable)")
     p.add_argument("--samples", type=int, default=256, help="sequences measured")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=_tasks)
 
