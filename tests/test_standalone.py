@@ -34,10 +34,9 @@ PACKAGE_DIRS = ("cram", "models", "kernels", "consolidation", "tasks", "fitting"
 TEXT_SUFFIXES = {".py", ".md", ".txt", ".json", ".jsonl", ".csv", ".tsv", ".cpp", ".c", ".h",
                  ".cu", ".sh", ".toml", ".cfg", ".ini", ".yaml", ".yml", ".ipynb", ".xml"}
 
-#: TODO(cram docs render): docs/benchmarks.md and docs/claims.md are being regenerated from
-#: results/ by `cram docs render`; their old text still names machine paths. Remove this
-#: exemption once `cram docs render` has rewritten them, so that they are checked like every page.
-EXEMPT = {"docs/benchmarks.md", "docs/claims.md"}
+#: pages not checked: none (docs/benchmarks.md and docs/claims.md are rendered by
+#: `cram docs render` from results/ and claims/registry.toml, and checked like every page)
+EXEMPT: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -185,8 +184,8 @@ def test_every_allowance_is_still_needed():
         assert any(re.search(allowed.pattern, t) for t in texts), allowed
 
 
-def test_the_exempt_pages_are_only_those_being_regenerated():
-    assert EXEMPT == {"docs/benchmarks.md", "docs/claims.md"}
+def test_no_page_is_exempt():
+    assert EXEMPT == set()
 
 
 @pytest.mark.parametrize(("text", "expected"), [
