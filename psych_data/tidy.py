@@ -182,7 +182,7 @@ def load_curves_csv(path: str | os.PathLike, group: str = "human") -> pd.DataFra
     The CSV needs the columns ``delay_value, delay_unit, measure, value`` and may have ``n``,
     ``n_kind``, ``source``, ``curve``, ``group`` and ``derived``. ``curve`` groups rows into
     curves; without it, each ``source`` is one curve (and without ``source``, the whole file is
-    one curve named after the file); a source text found on one row only is refused then, since
+    one curve named by the file's stem, ``my_recall.csv`` → ``my_recall``, wherever it lies); a source text found on one row only is refused then, since
     it would make a curve of one point. One row per delay within a curve. Curve ids are prefixed
     with the file stem so that they do not clash with shipped datasets. Extra columns are kept.
 
@@ -204,18 +204,20 @@ def load_curves_csv(path: str | os.PathLike, group: str = "human") -> pd.DataFra
         raise DataError(f"{path}: no data rows (only a header); a curve needs at least one row "
                         "per delay")
     df = raw.copy()
-    if "source" not in df.columns:
-        df["source"] = str(path)
-    df["source"] = df["source"].where(df["source"].notna(), str(path)).astype(str)
+    no_source = "source" not in df.columns
+    if no_source:  # the file is the source: named by its file name, not by how it was reached
+        df["source"] = path.name
+    df["source"] = df["source"].where(df["source"].notna(), path.name).astype(str)
     if "curve" not in df.columns:
         _check_source_grouping(df, path)
-        df["curve"] = df["source"]
+        # one curve per source, prefixed with the file stem; a file without sources is one curve
+        df["curve"] = path.stem if no_source else path.stem + "/" + df["source"]
     else:
         empty = df["curve"].isna() | (df["curve"].astype(str).str.strip() == "")
         if empty.any():
             i = int(np.flatnonzero(empty.to_numpy())[0])
             raise DataError(f"{path}: row {i + 1} (line {_line(i)}), column 'curve': empty")
-    df["curve"] = path.stem + "/" + df["curve"].astype(str)
+        df["curve"] = path.stem + "/" + df["curve"].astype(str)
     if "n" not in df.columns:
         df["n"] = np.nan
     if "group" not in df.columns:

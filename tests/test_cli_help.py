@@ -65,3 +65,32 @@ def test_top_level_help_names_every_sub_verb():
         for sub in subs:
             assert re.search(rf"\b{re.escape(sub)}\b", line), (
                 f"`cram --help` line for {verb!r} does not name its sub-verb {sub!r}: {line!r}")
+
+
+def test_fit_gamma_help_says_its_default_and_its_example_writes_a_new_folder():
+    parser = _subparsers(_subparsers(build_parser())["fit"])["gamma"]
+    text = " ".join(parser.format_help().split())
+    assert parser.get_default("method") == "mle"
+    assert "mle (default" in text and "about a minute" in text
+    assert "--out runs/demo/fit" not in text  # make demo writes that folder already
+
+
+def test_a_user_csv_without_curve_or_source_is_named_by_its_stem(tmp_path):
+    from cram.psych_data import load_curves_csv
+
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    path = deep / "my_recall.csv"
+    path.write_text("delay_value,delay_unit,measure,value\n1,days,recall,0.8\n2,days,recall,0.6\n"
+                    "4,days,recall,0.5\n")
+    relative = Path("..") / "b" / "my_recall.csv"
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "a" / "b")
+    try:
+        df = load_curves_csv(relative)
+    finally:
+        os.chdir(cwd)
+    assert list(df["curve"].unique()) == ["my_recall"]
+    assert list(df["source"].unique()) == ["my_recall.csv"]

@@ -28,12 +28,17 @@ def register(sub) -> None:
             "Model curves come from run folders (--run, read via cram.load_run); human curves\n"
             "from shipped datasets (--human, see `cram data list`) or your own CSV (--human-csv,\n"
             "columns delay_value, delay_unit, measure, value[, n, source, curve]).\n"
+            "The default, --method mle, fits each curve alone by maximum likelihood (seconds).\n"
             "--method bayes fits a hierarchical PyMC model with group-level γ for human and\n"
-            "model curves and reports Δγ against a ROPE; mle/ols fit each curve alone.\n"
+            "model curves and reports Δγ against a ROPE (about a minute for a few curves).\n"
             "The rules (form, window, offset, onset, ROPE) are written into every result."),
-        epilog=("example: cram fit gamma --human rubin1999 --human ebbinghaus1885 "
-                "--run runs/demo/cram-seed0 --form power --offset intervening_items=1 "
-                "--offset steps=10 --method bayes --out runs/demo/fit --json"))
+        epilog=("examples:\n"
+                "  cram fit gamma --human-csv my_recall.csv            # γ of your own curve\n"
+                "  cram fit gamma --human rubin1999 --human ebbinghaus1885 "
+                "--run runs/demo/cram-seed0 \\\n"
+                "      --offset intervening_items=1 --offset steps=25 --method bayes "
+                "--out fits/my-fit\n"
+                "(--out must name a new folder; make demo's own fit is runs/demo/fit)"))
     g.add_argument("--run", action="append", default=[], metavar="DIR",
                    help="run folder (repeatable); gives one model curve each")
     g.add_argument("--curve-kind", default="episodic_reliance",
@@ -48,8 +53,10 @@ def register(sub) -> None:
                         "rope, interval); then --form/--window/--offset/--rope/--interval must "
                         "not be given")
     g.add_argument("--form", default=None, choices=FORM_NAMES, help="curve form (power)")
-    g.add_argument("--method", default="bayes", choices=("mle", "ols", "bayes"),
-                   help="mle (scipy), ols (log-log statsmodels baseline) or bayes (PyMC)")
+    g.add_argument("--method", default="mle", choices=("mle", "ols", "bayes"),
+                   help="mle (default: maximum likelihood per curve, scipy; seconds), ols "
+                        "(log-log statsmodels baseline) or bayes (hierarchical PyMC fit with "
+                        "Δγ; about a minute)")
     g.add_argument("--window", default=None, metavar="A:B",
                    help="fit window in decades from the first t > 0 (default: all points)")
     g.add_argument("--offset", action="append", default=[], metavar="X|UNIT=X",
