@@ -28,7 +28,17 @@ import pandas as pd
 
 from cram.core import fits
 from cram.core.errors import CramError, DataError, RunFolderError
-from cram.core.runs import Run, find_runs, load_run
+from cram.core.runs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    METRICS_FILE,
+    PATTERNS_FILE,
+    RETENTION_FILE,
+    TRANSITION_FILE,
+    Run,
+    find_runs,
+    load_run,
+)
 
 #: environment variables set by ``cram app`` (and read by the notebooks)
 RUNS_ENV = "CRAM_APP_RUNS"
@@ -140,9 +150,9 @@ def _candidate_run_dirs(root: Path) -> list[Path]:
     if not root.exists():
         return []
     found = set(find_runs(root))
-    for name in ("config.json", "metrics.csv"):
+    for name in (CONFIG_FILE, METRICS_FILE):
         for f in root.rglob(name):
-            if "checkpoints" not in f.parts:
+            if CHECKPOINT_DIR not in f.parts:
                 found.add(f.parent)
     return sorted(found)
 
@@ -169,11 +179,11 @@ def scan_runs(root: str | os.PathLike) -> RunScan:
             continue
         scan.runs[label] = run
         warns = list(run.warnings)
-        for key, fname in (("patterns", "patterns.csv"), ("retention", "retention.csv")):
+        for key, fname in (("patterns", PATTERNS_FILE), ("retention", RETENTION_FILE)):
             if getattr(run, key) is None and not any(fname in w for w in warns):
                 warns.append(f"{d}: no {fname}; its charts are skipped")
-        if run.transition is None and not any("transition.json" in w for w in warns):
-            warns.append(f"{d}: no transition.json; the phase transition is not marked")
+        if run.transition is None and not any(TRANSITION_FILE in w for w in warns):
+            warns.append(f"{d}: no {TRANSITION_FILE}; the phase transition is not marked")
         if run.meta.get("status") == "running":
             warns.append(f"{d}: still running (meta.json status 'running'); numbers may change")
         if run.meta.get("status") in ("failed", "interrupted"):
@@ -195,11 +205,11 @@ def _check_metrics(run: Run) -> None:
             bad = num.isna() & m[col].notna()
             if bad.any():
                 i = int(np.flatnonzero(bad.to_numpy())[0])
-                raise RunFolderError(f"{run.path / 'metrics.csv'}: row {i + 1}, column '{col}': "
+                raise RunFolderError(f"{run.path / METRICS_FILE}: row {i + 1}, column '{col}': "
                                      f"{m[col].iloc[i]!r} is not a number")
             m[col] = num
     if len(m) == 0:
-        raise RunFolderError(f"{run.path / 'metrics.csv'}: no rows yet")
+        raise RunFolderError(f"{run.path / METRICS_FILE}: no rows yet")
 
 
 def attention_long(runs: dict[str, Run], series: list[str] | tuple[str, ...]) -> pd.DataFrame:

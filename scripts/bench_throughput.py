@@ -30,7 +30,6 @@ shared machine fall on every variant alike.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import os
@@ -60,7 +59,13 @@ def _uptime() -> str:
 
 def measure(model: str, preset: str, steps: int, seed: int = 0, python: str = sys.executable,
             overrides: tuple[str, ...] = ()) -> dict:
-    """Train ``steps`` steps of ``model`` at ``preset`` and return its throughput row."""
+    """Train ``steps`` steps of ``model`` at ``preset`` and return its throughput row.
+
+    The run folder is read with this checkout's ``load_run`` whatever code trained it (the folder
+    format is the contract between versions).
+    """
+    from cram.core.runs import load_run
+
     with tempfile.TemporaryDirectory(prefix="cram-throughput-") as tmp:
         out = Path(tmp) / f"{model}-{preset}"
         env = {**os.environ, **dict(o[4:].split("=", 1) for o in overrides
@@ -78,10 +83,11 @@ def measure(model: str, preset: str, steps: int, seed: int = 0, python: str = sy
         res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=tmp)
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
-        rows = list(csv.DictReader((out / "metrics.csv").open()))
+        run = load_run(out)  # the one run-folder reader
+        rows = run.metrics.to_dict("records")
         last = rows[-1]
         mid = max((r for r in rows if int(r["step"]) <= steps // 2), key=lambda r: int(r["step"]))
-        meta = json.loads((out / "meta.json").read_text())
+        meta = run.meta
     tokens, seconds = float(last["tokens_seen"]), float(last["train_seconds"])
     late_tokens = tokens - float(mid["tokens_seen"])
     late_seconds = seconds - float(mid["train_seconds"])

@@ -113,27 +113,23 @@ def _routed(rows: list[dict] | None) -> list[str]:
 
 
 def _run(run_dir: Path, wall: tuple[str, str] | None = None) -> str:
-    metrics = run_dir / "metrics.csv"
-    if not metrics.is_file():
-        return f"{run_dir.name}: no metrics.csv"
-    rows = list(csv.DictReader(metrics.open()))
-    last = rows[-1] if rows else {}
+    """One line on a run folder, read through the one run-folder reader (partial rows dropped)."""
+    from cram.core.errors import CramError
+    from cram.core.runs import load_run
+
+    try:
+        run = load_run(run_dir)
+    except CramError as err:
+        return f"{run_dir.name}: {err}"
+    last = run.metrics.iloc[-1].to_dict() if len(run.metrics) else {}
     keys = ("step", "tokens_seen", "train_seconds", "retrieval_acc", "retrieval_acc_library",
             "retrieval_acc_novel", "attention_fraction", "attention_library", "attention_novel")
     text = f"{run_dir.name}: " + ", ".join(f"{k} {last[k]}" for k in keys if k in last)
-    try:
-        meta = json.loads((run_dir / "meta.json").read_text())
-        text += f", status {meta.get('status', '?')}"
-    except (OSError, ValueError):
-        text += ", meta.json missing"
+    text += f", status {run.meta.get('status', '?')}" if run.meta else ", meta.json missing"
     if wall is not None:
         text += f", wall {wall[1]} s (exit {wall[0]})"
-    transition = run_dir / "transition.json"
-    if transition.is_file():
-        try:
-            sched = json.loads(transition.read_text()).get("schedule") or {}
-        except ValueError:
-            sched = {}
+    if run.transition is not None:
+        sched = run.transition.get("schedule") or {}
         found = {k: sched[k] for k in ("kind", "warmup_end", "fired_by") if k in sched}
         text += f", transition.json present {found}" if found else ", transition.json present"
     else:
