@@ -15,28 +15,30 @@ pyproject.toml, by symbolic links), and runs with ``PYTHONPATH`` pointing there,
 temporary folder, under the same interpreter (like ``scripts/bench_throughput.py``, which runs
 another checkout's ``python -m cram`` from a temporary folder); ``--after REF`` does the same
 for the code timed as "after" (default: the installed package, the working tree of an editable
-install). Runs alternate between before
-and after in every round, so load changes on a shared machine fall on both alike; cells with at
-least ``--before-once-rows`` rows run "before" in the first round only (it can take minutes). For
-every cell the JSON documents of before and after are compared (``created``, ``command``
-removed): ``same_numbers`` says whether every fitted number is the same.
+install). Runs alternate between before and after in every round, so load changes on a shared
+machine fall on both alike; cells with at least ``--before-once-rows`` rows run "before" in the
+first round only (it can take minutes). For every cell the JSON documents of before and after
+are compared (``created``, ``command`` and ``inputs`` removed): ``same_numbers`` says whether
+every fitted number is the same.
 
-Writes ``results/fit_scaling/<UTC date>-<short commit>.json`` (``--out-dir``): the rows (variant,
-curves, rows per curve, options, seconds, load), the command, the machine
-(``cram.core.benchlog.machine_description()``), the load average before and after, the git
-commit and the date; prints a markdown table (median seconds per cell).
+Writes a result file (``cram.core.results``, study ``fit-scaling``) into ``--results DIR``
+(default ``$CRAM_RESULTS_DIR``, else ``./results``; the project's is the repository's
+``results/``, rendered into docs/benchmarks.md by ``cram docs render``) unless
+``--no-results``: one row per timed run (variant, round, curves, rows per curve, rows, options,
+seconds, 1-minute load), the command, the machine, the load, the commit of the code timed as
+"after", the date, and a table of the median seconds per cell; ``extra`` holds the load after
+the runs and the commits of before and after. Prints that table as markdown.
 
 Usage::
 
     python scripts/bench_fit_scaling.py                      # after only, default grid
     python scripts/bench_fit_scaling.py --before HEAD~1 --rounds 2
-    python scripts/bench_fit_scaling.py --curves 2 --rows 10 --options full --out-dir bench-out
+    python scripts/bench_fit_scaling.py --curves 2 --rows 10 --options full --results bench-out
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import io
 import json
 import os
@@ -166,29 +168,23 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=1,
                    help="untimed small fits per variant first (compiles the bytecode of an "
                         "unpacked commit, fills caches)")
-    p.add_argument("--out-dir", default=str(ROOT / "results" / "fit_scaling"),
-                   help="folder of the result file")
+    p.add_argument("--results", default=None, metavar="DIR",
+                   help="results folder (default $CRAM_RESULTS_DIR, else ./results)")
+    p.add_argument("--no-results", action="store_true", help="write no result file")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from cram.core.benchlog import machine_description
-
     unknown = [o for o in args.options.split(",") if o not in OPTION_SETS]
     if unknown:
         raise SystemExit(f"--options: unknown {unknown}; choose among {list(OPTION_SETS)}")
-    started = dt.datetime.now(dt.timezone.utc)
-    meta = {"command": ["python", "scripts/bench_fit_scaling.py",
-                        *(sys.argv[1:] if argv is None else argv)],
-            "machine": machine_description(), "load_before": list(os.getloadavg()),
-            "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status",
-                                                                           "--porcelain")),
-            "date": started.strftime("%Y-%m-%d %H:%M UTC"), "omp_num_threads": 1,
-            "before_ref": args.before,
-            "before_commit": git("rev-parse", args.before) if args.before else None,
-            "after_ref": args.after,
-            "after_commit": git("rev-parse", args.after) if args.after else None}
+    if not args.no_results:  # a folder that cannot take the result fails before any fit
+        from cram.core.results import check_results_dir, default_results_dir
+
+        check_results_dir(args.results or default_results_dir())
+    command = ["python", "scripts/bench_fit_scaling.py", *(sys.argv[1:] if argv is None else argv)]
+    load_before = list(os.getloadavg())
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-fit-scaling-") as tmp:
         tmp = Path(tmp)
@@ -207,15 +203,51 @@ def main(argv: list[str] | None = None) -> int:
                 make_table(curves, per).to_csv(csv, index=False)
                 for opt in args.options.split(","):
                     rows += _cell(csv, curves, per, opt, variants, args, tmp)
-    meta["load_after"] = list(os.getloadavg())
-    meta["rows"] = rows
-    commit = git("rev-parse", "--short", args.after or "HEAD")
-    path = _result_path(Path(args.out_dir), started, commit)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(meta, indent=1) + "\n")
-    print(markdown(rows))
-    print(f"# written {path}")
+    summary = summarise(rows)
+    print(markdown(summary))
+    if not args.no_results:
+        path = record(args, command, rows, summary, load_before)
+        print(f"# result file: {path}")
     return 0
+
+
+def record(args, command: list[str], rows: list[dict], summary: list[dict],
+           load_before: list[float]) -> Path:
+    """Write the runs and the summary as a result file (study ``fit-scaling``); its path."""
+    import shlex
+
+    from cram.core.benchlog import git_commit, load_line, machine_line, utc_now
+    from cram.core.results import ResultFile, write_result
+
+    here, dirty = git_commit()
+    after = git("rev-parse", args.after) if args.after else here
+    extra = {"load_before": load_before, "load_after": list(os.getloadavg()),
+             "omp_num_threads": 1, "rounds": args.rounds, "before_ref": args.before,
+             "before_commit": git("rev-parse", args.before) if args.before else None,
+             "after_ref": args.after or "installed package (working tree)",
+             "after_commit": after, "option_sets": OPTION_SETS}
+    if dirty and not args.after:
+        extra["uncommitted_changes"] = True
+    notes = ("Wall-clock seconds of `python -m cram fit gamma --human-csv FILE --method mle "
+             "--json --out DIR [options]` in a subprocess from a temporary folder, "
+             "OMP_NUM_THREADS=1, stderr captured (not a terminal). Options: full = window "
+             "sensitivity and figures (the CLI's default), no-ws = --no-window-sensitivity, "
+             "bare = --no-window-sensitivity --no-figures. Data: synthetic power-law curves "
+             "with noise, delays evenly spaced in log time over 3 decades (make_table). "
+             "before/after: the package of the commits in extra, run alternately in each round; "
+             "same_numbers: the JSON documents of before and after are equal. load_1min: the "
+             "1-minute load average before each run (2 shared cores: other jobs slow a run).")
+    result = ResultFile(
+        study="fit-scaling", title="MLE γ fit time against curves × rows (`cram fit gamma`)",
+        command=shlex.join(command), machine=machine_line(), load=load_line(), commit=after,
+        date=utc_now(), columns=["variant", "round", "curves", "rows_per_curve", "rows",
+                                 "options", "seconds", "load_1min", "same_numbers",
+                                 "progress_window_sensitivity"],
+        rows=rows, variant="before/after" if args.before else None,
+        tables=[{"caption": "Median seconds per cell (speed-up = before / after):",
+                 "columns": list(summary[0]) if summary else [], "rows": summary}],
+        notes=notes, extra=extra)
+    return write_result(result, args.results)
 
 
 def _cell(csv, curves, per, opt, variants, args, tmp) -> list[dict]:
@@ -241,30 +273,30 @@ def _cell(csv, curves, per, opt, variants, args, tmp) -> list[dict]:
     return rows
 
 
-def _result_path(folder: Path, when: dt.datetime, commit: str) -> Path:
-    stem = f"{when:%Y-%m-%d}-{commit or 'nogit'}"
-    path, i = folder / f"{stem}.json", 2
-    while path.exists():
-        path, i = folder / f"{stem}-{i}.json", i + 1
-    return path
-
-
-def markdown(rows: list[dict]) -> str:
-    """One line per (curves, rows per curve, options): median seconds of each variant."""
-    cells = {}
+def summarise(rows: list[dict]) -> list[dict]:
+    """One row per (curves, rows per curve, options): median seconds of each variant."""
+    cells: dict = {}
     for r in rows:
         cells.setdefault((r["curves"], r["rows_per_curve"], r["options"]), {}).setdefault(
             r["variant"], []).append(r["seconds"])
-    head = "| curves | rows/curve | rows | options | before s | after s | speed-up | runs |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    out = []
     for (c, per, opt), by in cells.items():
         b = statistics.median(by["before"]) if "before" in by else None
         a = statistics.median(by["after"]) if "after" in by else None
-        runs = "/".join(f"{len(by.get(v, []))}" for v in ("before", "after"))
-        lines.append(f"| {c} | {per} | {c * per:,} | {opt} | "
-                     f"{'' if b is None else f'{b:.1f}'} | {'' if a is None else f'{a:.1f}'} | "
-                     f"{'' if a is None or b is None else f'{b / a:.1f}x'} | {runs} |")
-    return "\n".join(lines)
+        out.append({"curves": c, "rows_per_curve": per, "rows": c * per, "options": opt,
+                    "before_s": None if b is None else round(b, 2),
+                    "after_s": None if a is None else round(a, 2),
+                    "speed_up": None if a is None or b is None else round(b / a, 2),
+                    "runs_before": len(by.get("before", [])),
+                    "runs_after": len(by.get("after", []))})
+    return out
+
+
+def markdown(summary: list[dict]) -> str:
+    """The summary as a markdown table."""
+    from cram.core.benchlog import markdown_table
+
+    return markdown_table(summary).rstrip("\n")
 
 
 if __name__ == "__main__":

@@ -208,17 +208,22 @@ def test_progress_updates_are_spaced_out_when_stderr_is_not_a_terminal(capsys):
 
 
 def test_bench_script_writes_its_result_file(tmp_path, capsys):
+    from cram.core.results import read_result
+
     bench = load_script("bench_fit_scaling")
     assert bench.main(["--curves", "2", "--rows", "10", "--options", "bare", "--warmup", "0",
-                       "--out-dir", str(tmp_path)]) == 0
-    (path,) = tmp_path.glob("*.json")
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d-[0-9a-f]{4,40}\.json", path.name)
-    doc = json.loads(path.read_text())
-    for key in ("rows", "command", "machine", "load_before", "load_after", "git_commit", "date"):
-        assert key in doc, key
-    (row,) = doc["rows"]
+                       "--results", str(tmp_path)]) == 0
+    (path,) = (tmp_path / "fit-scaling").glob("*.json")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d{6}Z-([0-9a-f]{10}|nocommit)\.json", path.name)
+    result = read_result(path)  # checked against the schema of cram.core.results
+    assert result.study == "fit-scaling" and result.machine and result.load and result.command
+    assert result.date.endswith("Z") and "bench_fit_scaling.py" in result.command
+    assert {"load_before", "load_after", "after_commit"} <= set(result.extra)
+    (row,) = result.rows
     assert row["curves"] == 2 and row["rows_per_curve"] == 10 and row["rows"] == 20
     assert row["variant"] == "after" and row["options"] == "bare" and row["seconds"] > 0
     assert row["argv"] == ["--no-window-sensitivity", "--no-figures"]
     assert row["progress_fits"] and not row["progress_window_sensitivity"]
+    (summary,) = result.tables[0]["rows"]
+    assert summary["after_s"] == round(row["seconds"], 2) and summary["before_s"] is None
     assert "| 2 | 10 | 20 | bare |" in capsys.readouterr().out
