@@ -115,16 +115,21 @@ def _routed(rows: list[dict] | None) -> list[str]:
 def _run(run_dir: Path, wall: tuple[str, str] | None = None) -> str:
     """One line on a run folder, read through the one run-folder reader (partial rows dropped)."""
     from cram.core.errors import CramError
-    from cram.core.runs import load_run
+    from cram.core.runs import Run, load_run, read_json, read_table
 
     try:
         run = load_run(run_dir)
-    except CramError as err:
-        return f"{run_dir.name}: {err}"
+    except CramError as err:  # a run killed early: its table alone, still without partial rows
+        if not (run_dir / "metrics.csv").is_file():
+            return f"{run_dir.name}: {err}"
+        meta, transition = ({} if not (run_dir / name).is_file() else read_json(run_dir / name)
+                            for name in ("meta.json", "transition.json"))
+        run = Run(run_dir, {}, meta, read_table(run_dir / "metrics.csv")[0],
+                  transition=transition or None)
     last = run.metrics.iloc[-1].to_dict() if len(run.metrics) else {}
     keys = ("step", "tokens_seen", "train_seconds", "retrieval_acc", "retrieval_acc_library",
             "retrieval_acc_novel", "attention_fraction", "attention_library", "attention_novel")
-    text = f"{run_dir.name}: " + ", ".join(f"{k} {last[k]}" for k in keys if k in last)
+    text = f"{run_dir.name}: " + ", ".join(f"{k} {_number(last[k])}" for k in keys if k in last)
     text += f", status {run.meta.get('status', '?')}" if run.meta else ", meta.json missing"
     if wall is not None:
         text += f", wall {wall[1]} s (exit {wall[0]})"
@@ -135,6 +140,13 @@ def _run(run_dir: Path, wall: tuple[str, str] | None = None) -> str:
     else:
         text += ", transition.json missing"
     return text
+
+
+def _number(value) -> str:
+    """A metrics cell as the CSV wrote it: whole numbers without ``.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _utilisation(out: Path) -> str:

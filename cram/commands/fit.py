@@ -12,6 +12,26 @@ FORM_NAMES = ("power", "wickelgren", "fsrs", "power_asymptote", "exponential",
               "exponential_floor", "hyperbolic", "logarithmic")
 
 
+#: ``cram fit gamma --help``: what it does (before the options) and examples (after them)
+GAMMA_DESCRIPTION = (
+    "Estimate the forgetting exponent γ of each curve.\n\n"
+    "Model curves come from run folders (--run, read via cram.load_run); human curves\n"
+    "from shipped datasets (--human, see `cram data list`) or your own CSV (--human-csv,\n"
+    "columns delay_value, delay_unit, measure, value[, n, source, curve]).\n"
+    "The default, --method mle, fits each curve alone by maximum likelihood (seconds).\n"
+    "--method bayes fits a hierarchical PyMC model with group-level γ for human and\n"
+    "model curves and reports Δγ against a ROPE (about a minute for a few curves).\n"
+    "The rules (form, window, offset, onset, ROPE) are written into every result.")
+GAMMA_EXAMPLES = (
+    "examples:\n"
+    "  cram fit gamma --human-csv my_recall.csv            # γ of your own curve\n"
+    "  cram fit gamma --human rubin1999 --human ebbinghaus1885 "
+    "--run runs/demo/cram-seed0 \\\n"
+    "      --offset intervening_items=1 --offset steps=25 --method bayes "
+    "--out fits/my-fit\n"
+    "(--out must name a new folder; make demo's own fit is runs/demo/fit)")
+
+
 def register(sub) -> None:
     """Add the ``fit`` subcommand to ``sub``."""
     p = sub.add_parser(
@@ -23,22 +43,7 @@ def register(sub) -> None:
     g = fsub.add_parser(
         "gamma", help="estimate γ per curve, and Δγ = γ_model − γ_human (Bayesian)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Estimate the forgetting exponent γ of each curve.\n\n"
-            "Model curves come from run folders (--run, read via cram.load_run); human curves\n"
-            "from shipped datasets (--human, see `cram data list`) or your own CSV (--human-csv,\n"
-            "columns delay_value, delay_unit, measure, value[, n, source, curve]).\n"
-            "The default, --method mle, fits each curve alone by maximum likelihood (seconds).\n"
-            "--method bayes fits a hierarchical PyMC model with group-level γ for human and\n"
-            "model curves and reports Δγ against a ROPE (about a minute for a few curves).\n"
-            "The rules (form, window, offset, onset, ROPE) are written into every result."),
-        epilog=("examples:\n"
-                "  cram fit gamma --human-csv my_recall.csv            # γ of your own curve\n"
-                "  cram fit gamma --human rubin1999 --human ebbinghaus1885 "
-                "--run runs/demo/cram-seed0 \\\n"
-                "      --offset intervening_items=1 --offset steps=25 --method bayes "
-                "--out fits/my-fit\n"
-                "(--out must name a new folder; make demo's own fit is runs/demo/fit)"))
+        description=GAMMA_DESCRIPTION, epilog=GAMMA_EXAMPLES)
     g.add_argument("--run", action="append", default=[], metavar="DIR",
                    help="run folder (repeatable); gives one model curve each")
     g.add_argument("--curve-kind", default="episodic_reliance",
