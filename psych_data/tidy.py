@@ -182,7 +182,8 @@ def load_curves_csv(path: str | os.PathLike, group: str = "human") -> pd.DataFra
     The CSV needs the columns ``delay_value, delay_unit, measure, value`` and may have ``n``,
     ``n_kind``, ``source``, ``curve``, ``group`` and ``derived``. ``curve`` groups rows into
     curves; without it, each ``source`` is one curve (and without ``source``, the whole file is
-    one curve named by the file's stem, ``my_recall.csv`` → ``my_recall``, wherever it lies); a source text found on one row only is refused then, since
+    one curve named by the file's stem, ``my_recall.csv`` → ``my_recall``, wherever it lies); a
+    source text found on one row only is refused then, since
     it would make a curve of one point. One row per delay within a curve. Curve ids are prefixed
     with the file stem so that they do not clash with shipped datasets. Extra columns are kept.
 

@@ -174,7 +174,8 @@ def test_user_csv_is_checked_like_cram_data_check(tmp_path):
     text = ("delay_value,delay_unit,measure,value\n1,hours,recall,0.9\n2,hours,recall,0.8\n"
             "4,hours,recall,0.7\n")
     df, err = D.load_user_csv("../odd name!.csv", text.encode())
-    assert err is None and list(df["curve"].unique()) == ["odd_name"]  # the file stem, wherever the upload was kept
+    # the file stem, wherever the upload was kept
+    assert err is None and list(df["curve"].unique()) == ["odd_name"]
     assert set(df["dataset"]) == {"your CSV: odd_name.csv"} and set(df["group"]) == {"human"}
     assert not df["source"].str.contains("cram-upload").any()  # no temp path leaks
     (tmp_path / "odd_name.csv").write_text(text)
