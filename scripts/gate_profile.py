@@ -34,8 +34,8 @@ def gate_profile(run_dir: Path, soft_mix: bool = False, temperature: float = 0.2
                  seed: int = 0) -> dict:
     """Gate quantiles by token kind and soft / hard accuracy of one trained run (see module doc)."""
     from cram.consolidation.checkpoint import load_trained
-    from cram.consolidation.mechanism import eval_batches
     from cram.core.errors import ConfigError
+    from cram.experiments.mechanism import eval_batches
     from cram.models import HARD, Route
 
     model, config, _ = load_trained(run_dir)

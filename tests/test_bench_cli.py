@@ -136,7 +136,7 @@ def test_bench_refuses_zero_seeds(tmp_path):
 
 def test_schedule_variants_scale_the_preset_and_keep_warmup_on_the_log_grid():
     from cram.consolidation.config import resolve
-    from cram.consolidation.schedule import SCHEDULE_VARIANTS, _scaled
+    from cram.experiments.schedule import SCHEDULE_VARIANTS, _scaled
 
     demo = resolve("cram", "demo")
     fixed = "train.schedule=fixed"  # every step-count variant runs the fixed schedule
@@ -156,7 +156,7 @@ def test_schedule_variants_scale_the_preset_and_keep_warmup_on_the_log_grid():
 
 def test_summary_gives_lower_bound_ratios_a_median_and_range_not_an_interval():
     """A peak/end ratio that is a lower bound where the end is 0 never gets a t-interval."""
-    from cram.consolidation.bench import summarize
+    from cram.experiments.bench import summarize
 
     rows = [{"model": "cram", "retrieval_acc": 1.0, "attention_per_token": 0.03, "reduction": r,
              "reduction_is_lower_bound": lb} for r, lb in ((582.0, True), (32.3, False),

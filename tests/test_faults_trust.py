@@ -22,9 +22,9 @@ import torch
 
 import cram
 from cram.consolidation import checkpoint as ckpt_mod
-from cram.consolidation.bench import ensure_run, finished_same_run
 from cram.consolidation.checkpoint import load_trained
 from cram.core.errors import CramError, ResourceError, RunFolderError
+from cram.experiments.bench import ensure_run, finished_same_run
 from cram.tasks import TaskError, check_task
 from cram.tasks.batch import TaskLoadError
 

@@ -268,9 +268,9 @@ def test_kernels_cli_streams_rows_and_picks_parts(tmp_path):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_model_timing_rows_time_trained_runs_on_the_device(tmp_path, device):
     """model_infer / model_step rows from two trained runs, timed on the device they name."""
-    from cram.consolidation.bench import model_timing_rows
     from cram.consolidation.config import resolve
     from cram.consolidation.train import train
+    from cram.experiments.bench import model_timing_rows
 
     for model in ("cram", "transformer"):
         train(model, resolve(model, "cpu-tiny"), tmp_path / f"{model}-seed0", progress=False)

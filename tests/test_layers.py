@@ -2,8 +2,9 @@
 
 The layers (each may import only the ones listed in ``MAY_IMPORT``)::
 
-    core ─┬─ kernels ── models ── consolidation ── redundancy ─┐
-          └─ psych_data ── fitting ── apps ───────────────────┴── CLI (cram.cli, cram.commands)
+    core ─┬─ kernels ── models ──┬─ consolidation ─┬─ experiments ─┐
+          ├─ tasks ──────────────┘                 └─ redundancy ──┤
+          └─ psych_data ── fitting ── apps ────────────────────────┴── CLI (cram.cli, cram.commands)
 
 ``cram`` itself (``cram/__init__.py``) is a lazy facade for users and notebooks (readers from
 core and psych_data, and ``cram.train`` from consolidation); only the CLI may import it inside the
@@ -43,13 +44,14 @@ MAY_IMPORT: dict[str, set[str]] = {
     "tasks": {"core"},  # token tasks (issue 14): beside models, read by consolidation and the CLI
     "consolidation": {"core", "kernels", "models", "tasks"},
     "redundancy": {"core", "kernels", "models", "consolidation"},
+    "experiments": {"core", "kernels", "models", "tasks", "consolidation"},  # above training
     "psych_data": {"core"},
     "fitting": {"core", "psych_data"},
     "apps": {"core", "psych_data", "fitting"},
     "facade": {"core", "psych_data", "consolidation"},  # cram.train; only the CLI imports it
     "testing": {"core"},
-    "cli": {"core", "kernels", "models", "tasks", "consolidation", "redundancy", "psych_data",
-            "fitting", "apps", "facade", "testing"},
+    "cli": {"core", "kernels", "models", "tasks", "consolidation", "experiments", "redundancy",
+            "psych_data", "fitting", "apps", "facade", "testing"},
 }
 
 #: module prefix → component; the longest matching prefix wins.
@@ -65,6 +67,7 @@ COMPONENT_OF_PREFIX = {
     "cram.models": "models",
     "cram.tasks": "tasks",
     "cram.consolidation": "consolidation",
+    "cram.experiments": "experiments",
     "cram.redundancy": "redundancy",
     "cram.psych_data": "psych_data",
     "cram.fitting": "fitting",

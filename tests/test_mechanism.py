@@ -17,14 +17,14 @@ import torch
 
 from cram.consolidation.config import resolve
 from cram.consolidation.losses import compute_loss
-from cram.consolidation.mechanism import (
+from cram.core.errors import ConfigError
+from cram.experiments.mechanism import (
     ABLATIONS,
     novel_floor,
     run_overrides,
     task_overrides,
     token_novel_floor,
 )
-from cram.core.errors import ConfigError
 from cram.models import HARD, DataSpec, Route, Tier, build_model
 from cram.tasks.srcd_stream import SRCD
 

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from cram.commands.demo import delta_text, fit_section, verdict_sentence, write_report
-from cram.consolidation.report import (
+from cram.core.runs import METRICS_FILE, load_run
+from cram.experiments.report import (
     RUN_COLUMNS,
     change_point_text,
     fall_answer,
@@ -26,7 +27,6 @@ from cram.consolidation.report import (
     tier_text,
     transition_text,
 )
-from cram.core.runs import METRICS_FILE, load_run
 from cram.testing import write_synthetic_run
 
 

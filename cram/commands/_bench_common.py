@@ -75,7 +75,7 @@ def settings_of(args) -> list[str]:
 
 def model_list(arg: str) -> list[str]:
     """Model names from ``--models`` (``all``: the bench's defaults), each checked."""
-    from cram.consolidation.bench import DEFAULT_MODELS, check_models
+    from cram.experiments.bench import DEFAULT_MODELS, check_models
 
     if arg == "all":
         models = list(DEFAULT_MODELS)

@@ -71,7 +71,7 @@ def register(sub) -> None:
     common_arguments(h, models_default="cram")
     h.set_defaults(seeds=1)
     h.add_argument("--variants", default="all",
-                   help="comma-separated variant names from cram.consolidation.schedule, or 'all'")
+                   help="comma-separated variant names from cram.experiments.schedule, or 'all'")
     h.set_defaults(func=_schedule)
 
     from cram.commands import bench_mechanism  # issue 15: `cram bench mechanism`
@@ -100,8 +100,8 @@ def register(sub) -> None:
 
 def _srcd(args) -> int:
     check_results_target(args)
-    from cram.consolidation.bench import ensure_run, srcd_row, summarize
     from cram.consolidation.config import get_preset
+    from cram.experiments.bench import ensure_run, srcd_row, summarize
 
     get_preset(args.preset)
     models = model_list(args.models)
@@ -149,8 +149,8 @@ def _task_bench(args, models: list[str]) -> int:
     """``cram bench srcd --task SPEC``: the same models × seeds on a token task (no SRCD timing)."""
     from pathlib import Path
 
-    from cram.consolidation.bench import TOKEN_ROW_KEYS, ensure_run, srcd_row, summarize
     from cram.consolidation.tokens import REFUSED, check_token_model
+    from cram.experiments.bench import TOKEN_ROW_KEYS, ensure_run, srcd_row, summarize
     from cram.tasks import load_task
 
 
@@ -187,8 +187,8 @@ def _rank_sweep(args, models: list[str]) -> int:
     """``cram bench srcd --ranks 4,8,16,32``: the same models and seeds at each semantic rank."""
     from pathlib import Path
 
-    from cram.consolidation.bench import ensure_run, srcd_row
     from cram.core.errors import ConfigError
+    from cram.experiments.bench import ensure_run, srcd_row
 
     try:
         ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
@@ -219,7 +219,7 @@ def _rank_sweep(args, models: list[str]) -> int:
 
 def _transfer(args) -> int:
     check_results_target(args)
-    from cram.consolidation.transfer import run_transfer
+    from cram.experiments.transfer import run_transfer
 
     rows = run_transfer(model_list(args.models), args.preset, args.seeds,
                         runs_dir(args, "transfer"), args.overrides, args.finetune_steps,
@@ -235,7 +235,7 @@ def _transfer(args) -> int:
 
 def _recurrence(args) -> int:
     check_results_target(args)
-    from cram.consolidation.recurrence import run_recurrence
+    from cram.experiments.recurrence import run_recurrence
 
     shares = [float(s) for s in args.shares.split(",")]
     rows = run_recurrence(model_list(args.models), args.preset, args.seeds, shares,
@@ -250,8 +250,8 @@ def _recurrence(args) -> int:
 
 def _schedule(args) -> int:
     check_results_target(args)
-    from cram.consolidation.schedule import SCHEDULE_VARIANTS, run_schedule
     from cram.core.errors import ConfigError
+    from cram.experiments.schedule import SCHEDULE_VARIANTS, run_schedule
 
     variants = list(SCHEDULE_VARIANTS) if args.variants == "all" else \
         [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -273,7 +273,7 @@ def _schedule(args) -> int:
 
 
 def _kernels(args) -> int:
-    from cram.consolidation.bench import model_timing_rows
+    from cram.experiments.bench import model_timing_rows
     from cram.kernels.bench import run_kernel_bench, write_kernel_bench_tables
 
     check_results_target(args)

@@ -40,7 +40,7 @@ TIMING_COLUMNS = ["length", "library_share", "model", "ms_median", "ms_ci95", "v
 
 def add_parser(bsub) -> None:
     """Register ``mechanism`` under ``cram bench`` (with the bench verbs' shared options)."""
-    from cram.consolidation.mechanism import MECHANISM_MODELS, TIMING_MODELS
+    from cram.experiments.mechanism import MECHANISM_MODELS, TIMING_MODELS
 
     m = bsub.add_parser("mechanism", help="is consolidation the cause? 2×2, matched baselines, "
                         "ablations", description=__doc__,
@@ -77,7 +77,8 @@ def _floats(text: str, what: str, kind=float) -> list:
 def run(args) -> int:
     """The ``cram bench mechanism`` verb."""
     from cram.consolidation.config import get_preset
-    from cram.consolidation.mechanism import (
+    from cram.core.errors import ConfigError
+    from cram.experiments.mechanism import (
         TIMING_MODELS,
         run_mechanism,
         summarize_mechanism,
@@ -87,7 +88,6 @@ def run(args) -> int:
         timing_runs,
         token_task,
     )
-    from cram.core.errors import ConfigError
     from cram.tasks import load_task
 
     check_results_target(args)

@@ -23,7 +23,7 @@ def _log(msg: str) -> None:
 
 def train_runs(out: Path, preset: str, seeds: int) -> list[Path]:
     """Train (or reuse, or resume) one CRAM run per seed under ``out``."""
-    from cram.consolidation.bench import ensure_run
+    from cram.experiments.bench import ensure_run
 
     run_dirs = []
     for seed in range(seeds):
@@ -123,8 +123,8 @@ def _pooled_text(curves: list[dict]) -> str:
 
 def fit_section(fit_dir: Path) -> tuple[str, str]:
     """The verdict sentence and the markdown of the γ fit (empty strings without a result)."""
-    from cram.consolidation.report import legend
     from cram.core.benchlog import markdown_table
+    from cram.experiments.report import legend
 
     if not (fit_dir / "result.json").is_file():
         return "", ""
@@ -183,7 +183,7 @@ def trained_text(runs, preset: str, seeds: int) -> str:
 
 def _answers(runs, verdict: str, fit_note: str) -> str:
     """The two questions of the report, answered in a sentence each."""
-    from cram.consolidation.report import fall_answer
+    from cram.experiments.report import fall_answer
 
     def why(run) -> str:
         rise = run.familiarity_rise_step
@@ -204,14 +204,14 @@ def write_report(out: Path, runs, preset: str, seeds: int, figure: Path, fit_dir
     The two answers come first, then what was trained, the transition, the tiers, the human
     comparison and the run table, every column defined and every figure linked.
     """
-    from cram.consolidation.report import (
+    from cram.core.benchlog import markdown_table
+    from cram.experiments.report import (
         RUN_COLUMNS,
         legend,
         report_rows,
         tier_text,
         transition_text,
     )
-    from cram.core.benchlog import markdown_table
 
     verdict, fits = fit_section(fit_dir)
     def per_run(paragraph) -> str:
@@ -249,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="demo")
     args = parser.parse_args(argv)
 
-    from cram.consolidation.report import plot_attention, report_rows, resume_hint
     from cram.core.benchlog import markdown_table
     from cram.core.runs import load_run
+    from cram.experiments.report import plot_attention, report_rows, resume_hint
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

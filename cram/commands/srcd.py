@@ -218,7 +218,7 @@ def _speed(args) -> int:
         from cram.core.results import check_results_dir, default_results_dir
 
         check_results_dir(args.results or default_results_dir())
-    from cram.consolidation.timing import srcd_speed_table
+    from cram.experiments.timing import srcd_speed_table
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     rows = srcd_speed_table(presets, args.model, repeats=args.repeats, threads=args.threads,

@@ -92,7 +92,7 @@ def _train(args) -> int:
                 resume=args.resume, restart=args.restart, progress=not args.quiet,
                 argv=["cram", *sys.argv[1:]], trust_task=args.trust_task)
     import cram
-    from cram.consolidation.report import resume_hint
+    from cram.experiments.report import resume_hint
 
     loaded = cram.load_run(run)
     final = loaded.metrics.iloc[-1].to_dict()

@@ -72,7 +72,7 @@ def _scaled(overrides: list[str], base) -> list[str]:
 def run_schedule(models: list[str], preset: str, seeds: int, variants: list[str], root: Path,
                  overrides: list[str], progress: bool = True) -> list[dict]:
     """Train each model under each schedule variant; one row per (model, variant, seed)."""
-    from .config import resolve
+    from cram.consolidation.config import resolve
 
     rows = []
     for model in models:

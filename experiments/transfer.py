@@ -32,12 +32,11 @@ def finetune_heads(source_dir: Path, task: dict, steps: int, seed: int, lr: floa
     """Retrain only the heads of a trained run's model on ``task``; return hard-routed metrics."""
     import torch
 
+    from cram.consolidation.checkpoint import load_trained
+    from cram.consolidation.evaluate import evaluate
+    from cram.consolidation.losses import compute_loss
     from cram.models import HARD
     from cram.tasks.srcd_stream import SRCD, stream_rng
-
-    from .checkpoint import load_trained
-    from .evaluate import evaluate
-    from .losses import compute_loss
 
     model, config, _ = load_trained(source_dir)
     data = dataclasses.replace(config.data, **task)
@@ -63,9 +62,8 @@ def finetune_heads(source_dir: Path, task: dict, steps: int, seed: int, lr: floa
 def run_transfer(models: list[str], preset: str, seeds: int, root: Path, overrides: list[str],
                  finetune_steps: int | None = None, progress: bool = True) -> list[dict]:
     """Fine-tune frozen trained models on transfer tasks; compare with training from scratch."""
+    from cram.consolidation.config import get_preset
     from cram.core.runs import load_run
-
-    from .config import get_preset
 
     root = Path(root)
     steps = finetune_steps or get_preset(preset).train.steps // 2

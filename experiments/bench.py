@@ -30,10 +30,9 @@ def ensure_run(model: str, preset: str, seed: int, run_dir: Path, overrides: lis
     config field, the task's identity: ``cram.core.identity``); another configuration in the
     same folder is refused in one line, never reported as this one's.
     """
+    from cram.consolidation.api import asked_record, train
     from cram.core.identity import check_same_experiment
     from cram.core.runs import CONFIG_FILE, META_FILE, read_json
-
-    from .api import asked_record, train
 
     run_dir = Path(run_dir)
     if (run_dir / CONFIG_FILE).is_file():
@@ -99,11 +98,10 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
     """
     import torch
 
+    from cram.consolidation.checkpoint import load_trained
     from cram.kernels._common import sync_device
     from cram.models import HARD
     from cram.tasks.srcd_stream import EVENT_QUERY, SRCD
-
-    from .checkpoint import load_trained
 
     device = torch.device(device)
     model, config, _ = load_trained(run_dir)
@@ -228,10 +226,9 @@ def check_models(models: list[str]) -> None:
 def finished_same_run(run_dir: Path, model: str, preset: str, seed: int,
                       overrides: list[str]) -> bool:
     """Whether ``run_dir`` holds a finished run of exactly this experiment (shared caches)."""
+    from cram.consolidation.api import asked_record
     from cram.core.identity import experiment_identity, identity_differences
     from cram.core.runs import CONFIG_FILE, META_FILE, read_json
-
-    from .api import asked_record
 
     run_dir = Path(run_dir)
     if not ((run_dir / CONFIG_FILE).is_file() and (run_dir / META_FILE).is_file()):
@@ -256,9 +253,9 @@ def model_step_ms(run_dir: Path, length: int = 2048, batch_size: int = 1, repeat
     """Median ms of one training step (soft routing, forward, backward, AdamW) of a run's model."""
     import torch
 
+    from cram.consolidation.checkpoint import load_trained
     from cram.tasks.srcd_stream import SRCD
 
-    from .checkpoint import load_trained
     from .timing import train_step_ms
 
     model, config, _ = load_trained(run_dir)

@@ -1,7 +1,7 @@
 """``cram bench mechanism``: is consolidation what makes CRAM drop attention? Issue 15.
 
 One table per task. Rows are trained runs (models × seeds, reused through
-:func:`cram.consolidation.bench.ensure_run`); each row carries the run's final routing numbers and
+:func:`cram.experiments.bench.ensure_run`); each row carries the run's final routing numbers and
 the library accuracy of the same weights under three evaluation-only ablations (a
 :class:`cram.models.Route` each, never used in training):
 
@@ -93,7 +93,7 @@ def task_floor(task: str, preset: str, overrides: list[str], task_args=()) -> fl
 
 def novel_floor(model: str, preset: str, overrides: list[str]) -> float:
     """Share of tokens that are novel queries: query rate × (1 − library share) of the data."""
-    from .config import resolve
+    from cram.consolidation.config import resolve
 
     data = resolve(model, preset, overrides).data
     return data.n_queries / data.length * (1.0 - data.library_share)
@@ -125,11 +125,10 @@ def eval_batches(run_dir: Path, config, device: str):
     library where ``pattern`` ≥ 0. Same set as training's evaluation (``train.eval_sequences``,
     ``train.eval_seed``).
     """
+    from cram.consolidation.tokens import reload_task
     from cram.core.runs import CONFIG_FILE, read_json
     from cram.tasks.batch import IGNORE_INDEX
     from cram.tasks.srcd_stream import EVENT_QUERY, SRCD
-
-    from .tokens import reload_task
 
     record = read_json(Path(run_dir) / CONFIG_FILE).get("task")
     gen = (reload_task(record, where=str(run_dir)) if isinstance(record, dict)
@@ -154,9 +153,8 @@ def ablation_accuracies(run_dir: Path, device: str = "cpu") -> dict:
     """
     import torch
 
+    from cram.consolidation.checkpoint import load_trained
     from cram.models import Route
-
-    from .checkpoint import load_trained
 
     model, config, _ = load_trained(run_dir)
     model.eval()
@@ -266,9 +264,8 @@ def summarize_mechanism(rows: list[dict]) -> list[dict]:
 # ---------------------------------------------------------------------- timing
 def _timed_model(name: str, runs: dict[str, Path]):
     """(model, Route, config) of a timing row; ``cram-forced-dense``: CRAM attending everywhere."""
+    from cram.consolidation.checkpoint import load_trained
     from cram.models import HARD, Route
-
-    from .checkpoint import load_trained
 
     source = "cram" if name == "cram-forced-dense" else name
     model, config, _ = load_trained(runs[source])
