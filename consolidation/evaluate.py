@@ -23,9 +23,12 @@ from cram.tasks.srcd_stream import SRCDBatch
 from .layer_metrics import LayerCollector  # issue 13
 
 LAG_EDGES = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
-#: forced-tier accuracies a consolidating model is evaluated with: key → forced route
+#: forced-tier accuracies a consolidating model is evaluated with: key → forced route.
+#: ``correct_zero`` is the causal check of the logged reliance: the router's own choice with the
+#: semantic tier's output zeroed (what the semantic tier contributes to the answers)
 FORCED = (("correct_sem", Route("hard", force="semantic")),
           ("correct_work", Route("hard", force="working")),
+          ("correct_zero", Route("hard", ablate="semantic")),
           ("correct_off", Route("hard", force="no-episodic")))
 
 
@@ -57,6 +60,10 @@ def query_memory_metrics(cat: dict, lib: np.ndarray) -> dict[str, float]:
     if cat["correct_sem"].size:
         m["acc_library_semantic_only"] = mean_or_nan(cat["correct_sem"][lib])
         m["acc_library_working_only"] = mean_or_nan(cat["correct_work"][lib])
+        m["acc_novel_working_only"] = mean_or_nan(cat["correct_work"][~lib])
+    if cat["correct_zero"].size:
+        m["acc_library_semantic_zeroed"] = mean_or_nan(cat["correct_zero"][lib])
+        m["acc_novel_semantic_zeroed"] = mean_or_nan(cat["correct_zero"][~lib])
     return m
 
 
@@ -67,7 +74,7 @@ class _Tally:
     n_layers: int
     per_query: dict[str, list] = field(default_factory=lambda: {k: [] for k in (
         "correct", "is_lib", "pattern", "lag", "q", "qhat", "attend",
-        "correct_sem", "correct_work", "correct_off")})
+        "correct_sem", "correct_work", "correct_zero", "correct_off")})
     sq_err: float = 0.0
     n_sig: float = 0.0
     n_tokens: int = 0

@@ -141,7 +141,7 @@ class _TokenTally:
         self.computed = np.zeros(n_layers)
         self.tiers = np.zeros((n_layers, len(TIERS)))
         self.per_query: dict[str, list] = {k: [] for k in (
-            "pattern", "attend", "q", "qhat", "correct_sem", "correct_work")}
+            "pattern", "attend", "q", "qhat", "correct_sem", "correct_work", "correct_zero")}
         self.layers = LayerCollector()  # per-layer attention, q and q̂ (issue 13)
 
     def add(self, out, b: dict, forced: dict) -> None:

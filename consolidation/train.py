@@ -80,7 +80,10 @@ LOSS_COLUMNS = ("loss_total", "loss_value", "loss_signal", "loss_consolidation",
 EVAL_COLUMNS = ("attention_fraction", "attention_computed", "attention_query", "attention_library",
                 "attention_novel", "attention_nonquery", "retrieval_acc", "retrieval_acc_library",
                 "retrieval_acc_novel", "dynamics_mse", "q_library", "q_novel", "qhat_library",
-                "qhat_novel", "acc_library_semantic_only", "acc_library_working_only")
+                "qhat_novel", "acc_library_semantic_only", "acc_library_working_only",
+                # the causal check of the logged reliance (semantic output zeroed, working only)
+                "acc_library_semantic_zeroed", "acc_novel_semantic_zeroed",
+                "acc_novel_working_only")
 MAX_SEED = 2**32 - 1
 
 

@@ -314,4 +314,16 @@ def tier_text(run) -> str:
                   + "; ".join(shares) + "." if shares else "")
     return (f"Library accuracy is {acc:.3f} with the router's own choice, {sem:.3f} with every "
             f"layer forced to semantic memory and {work:.3f} with every layer forced to working "
-            f"memory (no retrieval at all). {_tier_verdict(acc, sem, work)}{share_text}")
+            f"memory (no retrieval at all). {_tier_verdict(acc, sem, work)}{_zeroed_text(run)}"
+            f"{share_text}")
+
+
+def _zeroed_text(run) -> str:
+    """One sentence: what zeroing the semantic tier's output does (the causal check), if logged."""
+    lib, nov = _last(run, "acc_library_semantic_zeroed"), _last(run, "acc_novel_semantic_zeroed")
+    if lib is None or nov is None:
+        return ""
+    return (f" Zeroing the semantic tier's output, with the router's choices kept, leaves library "
+            f"accuracy at {lib:.3f} and novel accuracy at {nov:.3f}: "
+            + ("the answers do not depend on what the semantic tier says." if lib >= 0.9 else
+               "the library answers depend on it."))

@@ -175,3 +175,15 @@ def test_cram_train_ends_with_a_hint_when_the_run_has_no_transition(run_folder, 
     assert _train(args) == 0
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "ended before its transition" in last and "--resume --steps 1200" in last
+
+
+@pytest.mark.parametrize(("zeroed", "expected"), [
+    (0.98, "do not depend on what the semantic tier says"),
+    (0.05, "the library answers depend on it"),
+])
+def test_the_tier_paragraph_says_what_zeroing_the_semantic_tier_does(run_folder, zeroed, expected):
+    _edit_last_row(run_folder, acc_library_semantic_only=0.97, acc_library_working_only=0.05,
+                   acc_library_semantic_zeroed=zeroed, acc_novel_semantic_zeroed=0.99)
+    text = tier_text(load_run(run_folder))
+    assert f"leaves library accuracy at {zeroed:.3f} and novel accuracy at 0.990" in text
+    assert expected in text
