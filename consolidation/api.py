@@ -113,12 +113,7 @@ def _resumed_task(out: Path, task: Any, task_args, trust: bool) -> tuple[Any, di
 
 def _saved_model(out: Path) -> str | None:
     """The model name of a run folder's config.json (None if unreadable)."""
-    path = out / CONFIG_FILE
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    model = saved.get("model") if isinstance(saved, dict) else None
+    model = _saved_config(out).get("model")
     return model if isinstance(model, str) else None
 
 
@@ -137,11 +132,16 @@ def _load(task: Any, task_args) -> tuple[Any, dict]:
 
 def saved_task_record(run_dir: Path) -> dict | None:
     """The ``task`` record of a run folder's config.json (None: an SRCD run or no folder)."""
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        return None
+    return _saved_config(run_dir).get("task")
+
+
+def _saved_config(run_dir: Path) -> dict:
+    """A run folder's config.json as a dict; {} when missing or unreadable.
+
+    The trainer reports an unreadable config.json itself, naming the file.
+    """
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None  # the trainer reports an unreadable config.json itself
-    return saved.get("task") if isinstance(saved, dict) else None
+        return {}
+    return saved if isinstance(saved, dict) else {}

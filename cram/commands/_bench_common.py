@@ -6,10 +6,9 @@ imports it and none imports another.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from cram.commands._util import add_set_argument, emit_json, log
+from cram.commands._util import add_set_argument, emit_json, log, positive_int
 
 
 def common_arguments(p, models_default: str) -> None:
@@ -37,17 +36,6 @@ def result_arguments(p) -> None:
                         "unless given)")
     p.add_argument("--no-results", "--no-docs", dest="no_docs", action="store_true",
                    help="write no result file")
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def results_target(args):

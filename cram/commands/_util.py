@@ -88,14 +88,24 @@ def add_set_argument(parser) -> None:
     )
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer >= 0 (seeds, lengths where 0 means "none")."""
+def int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (one line naming the value otherwise)."""
     import argparse
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {minimum} (an integer at least "
+                                             f"{minimum})")
+        return value
+
+    return parse
+
+
+#: seeds, and lengths where 0 means "none"
+non_negative_int = int_at_least(0)
+#: counts of at least one (seeds of a bench, repeats)
+positive_int = int_at_least(1)

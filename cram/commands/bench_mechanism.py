@@ -16,11 +16,10 @@ from cram.commands._bench_common import (
     check_results_target,
     common_arguments,
     model_list,
-    positive_int,
     report,
     runs_dir,
 )
-from cram.commands._util import emit_json, log
+from cram.commands._util import emit_json, log, positive_int
 
 ROW_COLUMNS = ["model", "seed", "consolidation_loss", "cost_gated", "acc_library_normal",
                "acc_novel_normal", "acc_library_semantic_zeroed", "acc_library_forced_working",

@@ -13,25 +13,31 @@ from pathlib import Path
 from typing import Any
 
 
-def json_safe(obj: Any) -> Any:
+def json_safe(obj: Any, *, text_for_odd: bool = False) -> Any:
     """Return ``obj`` as plain JSON types.
 
     Arrays become lists, numpy/torch scalars Python numbers, and NaN or infinite floats ``None``
-    (so the document parses everywhere).
+    (so the document parses everywhere). ``text_for_odd=True`` keeps what ``None`` would lose:
+    non-finite floats become ``"nan"``, ``"inf"`` or ``"-inf"``, and any other object its
+    ``str`` (result files, :mod:`cram.core.results`).
     """
     if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v, text_for_odd=text_for_odd) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
+        return [json_safe(v, text_for_odd=text_for_odd) for v in obj]
     if getattr(obj, "ndim", 0) and callable(getattr(obj, "tolist", None)):
-        return json_safe(obj.tolist())
+        return json_safe(obj.tolist(), text_for_odd=text_for_odd)
     if hasattr(obj, "item") and callable(obj.item):
         try:
             obj = obj.item()
         except (TypeError, ValueError):
             pass
     if isinstance(obj, float) and not math.isfinite(obj):
-        return None
+        if not text_for_odd:
+            return None
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if text_for_odd and not (obj is None or isinstance(obj, (str, int, float, bool))):
+        return str(obj)
     return obj
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cram.core.errors import ConfigError, DataError
-from cram.core.jsonio import file_mode
+from cram.core.jsonio import file_mode, json_safe
 
 #: the version written into every result file; a reader refuses a newer one
 SCHEMA_VERSION = 1
@@ -224,22 +223,7 @@ def title_with_settings(title: str, settings: list[str] | tuple[str, ...]) -> st
 
 def _plain(value: Any) -> Any:
     """``value`` as standard JSON types; non-finite floats as strings, unknown objects as str."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if getattr(value, "ndim", 0) and callable(getattr(value, "tolist", None)):
-        return _plain(value.tolist())
-    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
-        try:
-            value = value.item()
-        except (TypeError, ValueError):
-            pass
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
+    return json_safe(value, text_for_odd=True)
 
 
 def dumps(result: ResultFile) -> str:
