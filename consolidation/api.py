@@ -18,8 +18,6 @@ from typing import Any
 from cram.core.errors import ConfigError
 from cram.core.runs import CONFIG_FILE
 
-from .tokens import TOKEN_COST_GATE
-
 
 def train(model: str | None, *, out: str | os.PathLike, task: Any = None,
           task_args: Sequence[str] | Mapping[str, Any] = (), preset: str = "demo", seed: int = 0,
@@ -28,12 +26,12 @@ def train(model: str | None, *, out: str | os.PathLike, task: Any = None,
           trust_task: bool = False) -> Path:
     """Train ``model`` at ``preset`` on SRCD (``task=None``) or on ``task``; return the run folder.
 
-    ``overrides`` are ``--set`` strings (``train.steps=100``). On a token task the attention cost
-    gate defaults to ``"familiarity-queries"`` unless the model variant sets its own
-    (``cram-ungated``: none) or an override changes it. ``resume`` continues the run folder's
-    recorded model (``model=None`` reads it) and task: a built-in task is rebuilt by name; a
-    user's file or module task only when ``task`` names it again (checked against the recorded
-    hash) or ``trust_task`` is set (``cram.tasks.record``).
+    ``overrides`` are ``--set`` strings (``train.steps=100``). The task's ``train_defaults``
+    (a token task: the ``"familiarity-queries"`` cost gate) replace the preset's, and the model
+    variant's changes (``cram-ungated``: none) and the overrides win over both. ``resume``
+    continues the run folder's recorded model (``model=None`` reads it) and task: a built-in
+    task is rebuilt by name; a user's file or module task only when ``task`` names it again
+    (checked against the recorded hash) or ``trust_task`` is set (``cram.tasks.record``).
     """
     from .train import train as train_run
 
@@ -48,24 +46,26 @@ def train(model: str | None, *, out: str | os.PathLike, task: Any = None,
     overrides = list(overrides)
     if steps is not None and not resume:
         overrides.append(f"train.steps={steps}")
-    config = resolved_config(model, preset, overrides, token=data is not None)
+    config = resolved_config(model, preset, overrides, task=data)
     return train_run(model, config, out, seed=seed, preset=preset, resume=resume, argv=argv,
                      progress=progress, restart=restart, data=data, task_record=record,
                      steps=steps if resume else None)
 
 
-def resolved_config(model: str, preset: str, overrides: Sequence[str], token: bool = False):
+def resolved_config(model: str, preset: str, overrides: Sequence[str], task: Any = None):
     """The ExperimentConfig a run of ``model`` at ``preset`` with ``overrides`` trains with.
 
-    On a token task the attention cost gate defaults to ``TOKEN_COST_GATE`` (the preset's is
-    replaced; variants and ``--set`` still win).
+    ``task`` (None: SRCD) brings its ``train_defaults`` (``cram.tasks.view``) over the preset's;
+    the variant's changes and ``--set`` still win.
     """
+    from cram.tasks.srcd_stream import SRCD
+    from cram.tasks.view import training_task
+
     from .config import get_preset, resolve
 
     base = get_preset(preset)
-    if token:
-        base = dataclasses.replace(base, train=dataclasses.replace(base.train,
-                                                                   cost_gate=TOKEN_COST_GATE))
+    defaults = training_task(task if task is not None else SRCD(base.data)).train_defaults
+    base = dataclasses.replace(base, train=dataclasses.replace(base.train, **defaults))
     return resolve(model, base, list(overrides))
 
 
@@ -75,11 +75,12 @@ def asked_record(model: str, preset: str, seed: int, overrides: Sequence[str],
     from cram.tasks import load_task
     from cram.tasks.record import task_record
 
-    record = None
+    record, obj = None, None
     if task is not None:
         args = _arg_strings(task_args)
-        record = task_record(load_task(task, args), task, dict(a.split("=", 1) for a in args))
-    config = resolved_config(model, preset, overrides, token=task is not None)
+        obj = load_task(task, args)
+        record = task_record(obj, task, dict(a.split("=", 1) for a in args))
+    config = resolved_config(model, preset, overrides, task=obj)
     return {"model": model, "preset": preset, "seed": seed, **config.to_dict(), "task": record}
 
 
@@ -145,3 +146,35 @@ def _saved_config(run_dir: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
     return saved if isinstance(saved, dict) else {}
+
+
+def reload_task(record: dict, spec: str | None = None, args: list[str] | None = None,
+                trust: bool = False, where: str = "the run") -> Any:
+    """The task of a run's config.json ``task`` record (or ``spec``/``args`` given instead).
+
+    Never imports a user's file or module that the caller did not name (``spec``) or trust
+    (``trust``): see ``cram.tasks.record``.
+    """
+    from cram.tasks.record import load_recorded_task
+
+    return load_recorded_task(record, spec=spec, args=list(args or []), trust=trust, where=where)
+
+
+def run_task(run_dir: str | os.PathLike, config, spec: str | None = None,
+             args: Sequence[str] = (), trust: bool = False) -> Any:
+    """The task a run folder trained on, as the trainer holds it (``cram.tasks.view``).
+
+    A run without a ``task`` record trained on SRCD with its config's ``data`` section; a
+    recorded task is rebuilt with the user's consent (``reload_task``). ``spec`` names a task
+    instead (``cram eval --task``); on an SRCD run it is refused.
+    """
+    from cram.core.errors import RunFolderError
+    from cram.tasks.srcd_stream import SRCD
+    from cram.tasks.view import training_task
+
+    record = saved_task_record(Path(run_dir))
+    if record is None and spec is not None:
+        raise RunFolderError(f"{run_dir}: trained on SRCD; --task needs a run trained on a task")
+    if record is None:
+        return training_task(SRCD(config.data))
+    return training_task(reload_task(record, spec, list(args), trust=trust, where=str(run_dir)))

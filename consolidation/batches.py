@@ -32,8 +32,6 @@ import torch
 
 from cram.tasks.srcd_stream import stream_rng
 
-from .tokens import exposure_counts
-
 __all__ = ["StepBatches", "draw_batch", "prefetcher", "step_batches", "worker_kind"]
 
 
@@ -44,23 +42,19 @@ class StepBatches(torch.utils.data.Dataset):
     per library pattern in the batch (the run's exposures).
     """
 
-    def __init__(self, data: Any, seed: int, ranks: list[int], shard_size: int, n_library: int,
-                 token: bool):
-        self.data, self.seed, self.ranks = data, seed, list(ranks)
-        self.shard_size, self.n_library, self.token = shard_size, n_library, token
+    def __init__(self, task: Any, seed: int, ranks: list[int], shard_size: int):
+        self.task, self.seed, self.ranks = task, seed, list(ranks)
+        self.shard_size = shard_size
 
     def batch(self, step: int):
         """The batch alone: the shards of ``self.ranks``, concatenated along the batch."""
-        parts = [self.data.sample(self.shard_size, stream_rng(self.seed, r, step))
+        parts = [self.task.sample(self.shard_size, stream_rng(self.seed, r, step))
                  for r in self.ranks]
         return type(parts[0]).concat(parts)
 
     def __getitem__(self, step: int):
         batch = self.batch(step)
-        if self.token:
-            return step, batch, exposure_counts(batch, self.n_library)
-        pattern = batch.pattern
-        return step, batch, np.bincount(pattern[pattern >= 0], minlength=self.n_library)
+        return step, batch, self.task.exposure_counts(batch)
 
 
 def step_batches(run) -> StepBatches:
@@ -68,8 +62,7 @@ def step_batches(run) -> StepBatches:
     t = run.config.train
     shards = run.dist.world if run.dist.enabled else t.data_shards
     ranks = [run.dist.rank] if run.dist.enabled else list(range(shards))
-    n_library = run.data.n_library if run.token else run.config.data.n_library
-    return StepBatches(run.data, run.seed, ranks, t.batch_size // shards, n_library, run.token)
+    return StepBatches(run.task, run.seed, ranks, t.batch_size // shards)
 
 
 def draw_batch(run, step: int):

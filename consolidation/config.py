@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Literal
 
 from cram.core.errors import ConfigError
+from cram.core.fields import check_fields, config_field, expected
 from cram.models import MODEL_VARIANTS, ModelConfig, ModelVariant, check_model_name
 from cram.tasks.srcd_stream import SRCDConfig
 
@@ -21,122 +21,91 @@ from cram.tasks.srcd_stream import SRCDConfig
 class TrainConfig:
     """Training fields: steps, batch, optimiser, the routing schedule and the loss weights."""
 
-    steps: int = 700
-    batch_size: int = 32  # global batch (split across DDP ranks)
-    data_shards: int = 1  # single process: draw the global batch as this many rank streams, so it
-    #                       sees exactly the data of a DDP run with that many ranks
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    lr_warmup_steps: int = 30  # linear learning-rate warm-up
+    steps: int = config_field(700, min=1)
+    batch_size: int = config_field(32, min=1)  # global batch (split across DDP ranks)
+    data_shards: int = config_field(1, min=1)  # single process: draw the global batch as this
+    #   many rank streams, so it sees exactly the data of a DDP run with that many ranks
+    lr: float = config_field(3e-3, gt=0)
+    weight_decay: float = config_field(0.0, min=0)
+    grad_clip: float = config_field(1.0, min=0)
+    lr_warmup_steps: int = config_field(30, min=0)  # linear learning-rate warm-up
     # routing schedule (CRAM family)
-    warmup_steps: int = 150  # routing forced to episodic memory; the γ fits' onset
+    warmup_steps: int = config_field(150, min=0)  # routing forced to episodic memory; the γ
+    #   fits' onset
     tau_start: float = 1.0  # Gumbel-softmax temperature right after warm-up ...
     tau_end: float = 0.2  # ... annealed geometrically to this
-    tau_anneal_steps: int = 200
+    tau_anneal_steps: int = config_field(200, min=0)
     # issue 13: "learned" (default) = warm-up ends when the retrieval criterion is met
     # (consolidation/routing_schedule.py), at the latest after max_fraction·steps, and the cost
     # ramps in from there; "fixed" = warm-up and ramp at the step counts above (a schedule tuned
     # to one task and length: `cram bench schedule` compares the two)
     schedule: Literal["fixed", "learned"] = "learned"
     schedule_criterion: Literal["retrieval", "accuracy"] = "retrieval"
-    schedule_threshold: float = 0.9  # criterion value that ends a learned warm-up
-    schedule_horizon: int = 20  # EMA horizon of the criterion, in steps (also its minimum wait)
-    schedule_max_fraction: float = 0.5  # base maximum learned warm-up, share of train.steps ...
-    schedule_extend_fraction: float = 0.8  # ... extended up to this share while the signal rises
-    schedule_min_rise: float = 0.02  # "rising": gained this much over the last horizon updates
+    schedule_threshold: float = config_field(0.9, range=(0, 1))  # criterion value that ends a
+    #   learned warm-up
+    schedule_horizon: int = config_field(20, min=1)  # EMA horizon of the criterion, in steps
+    #   (also its minimum wait)
+    schedule_max_fraction: float = config_field(0.5, range=(0, 1))  # base maximum learned
+    #   warm-up, share of train.steps ...
+    schedule_extend_fraction: float = config_field(0.8, range=(0, 1))  # ... extended up to this
+    #   share while the signal rises
+    schedule_min_rise: float = config_field(0.02, range=(0, 1))  # "rising": gained this much
+    #   over the last horizon updates
     schedule_signal: bool = False  # fixed schedule: also measure the criterion in warm-up, for
     #   the log (one extra no-grad forward per warm-up step; a learned schedule always does)
     # loss weights
-    signal_weight: float = 1.0  # next-signal MSE
-    consolidation_weight: float = 1.0  # semantic → stop-grad episodic, in q's space
-    consolidation_raw_weight: float = 0.1  # extra raw-vector term (keeps downstream inputs alike)
-    familiarity_weight: float = 1.0  # q̂ regression toward q
-    probe_weight: float = 1.0  # value probe on r_E (defines value-space q)
+    signal_weight: float = config_field(1.0, min=0)  # next-signal MSE
+    consolidation_weight: float = config_field(1.0, min=0)  # semantic → stop-grad episodic, in
+    #   q's space
+    consolidation_raw_weight: float = config_field(0.1, min=0)  # extra raw-vector term (keeps
+    #   downstream inputs alike)
+    familiarity_weight: float = config_field(1.0, min=0)  # q̂ regression toward q
+    probe_weight: float = config_field(1.0, min=0)  # value probe on r_E (defines value-space q)
     familiarity_scope: Literal["all", "retrieving"] = "all"  # issue 13: "retrieving" = a layer's
     #   consolidation / familiarity targets count a token only where no lower layer attended
-    cost_query: float = 2.0  # λ on the expected episodic share of query tokens
-    cost_nonquery: float = 0.5  # λ on the expected episodic share of other tokens
-    cost_ramp_steps: int = 100  # λ ramps linearly from 0 after warm-up
-    router_logit_weight: float = 0.0  # penalty on the router's centred squared logits (query and
-    #   non-query tokens averaged apart): keeps the router off saturation, where no cost moves it
-    router_consistency_weight: float = 0.0  # after warm-up, at query tokens (labelled or not):
-    #   the expected distance, in the value probe's readout, of the working and semantic tiers'
-    #   outputs from the stop-grad episodic readout, weighted by the router's softmax over those
-    #   two logits: teaches which non-attention tier reproduces what attention would fetch where
-    #   no label says it (the attention share stays the cost's)
+    cost_query: float = config_field(2.0, min=0)  # λ on the expected episodic share of query
+    #   tokens
+    cost_nonquery: float = config_field(0.5, min=0)  # λ on the expected episodic share of other
+    #   tokens
+    cost_ramp_steps: int = config_field(100, min=0)  # λ ramps linearly from 0 after warm-up
+    router_logit_weight: float = config_field(0.0, min=0)  # penalty on the router's centred
+    #   squared logits (query and non-query tokens averaged apart): keeps the router off
+    #   saturation, where no cost moves it
+    router_consistency_weight: float = config_field(0.0, min=0)  # after warm-up, at query
+    #   tokens (labelled or not): the expected distance, in the value probe's readout, of the
+    #   working and semantic tiers' outputs from the stop-grad episodic readout, weighted by the
+    #   router's softmax over those two logits: teaches which non-attention tier reproduces what
+    #   attention would fetch where no label says it (the attention share stays the cost's)
     cost_gate: Literal["none", "familiarity", "familiarity-queries"] = "familiarity"
     #   each token's cost is scaled by its stop-grad q̂: attention is charged only where the
     #   model predicts consolidation; "none": the ungated cost;
     #   "familiarity-queries": query tokens gated, non-query tokens (no binding) charged ungated
     # logging and evaluation
-    log_every: int = 25
-    eval_sequences: int = 64
-    eval_batch_size: int = 32
-    eval_seed: int = 10_000
-    pattern_every: int = 50
-    retention_stages: int = 3  # retention curves at warm-up end plus this many evenly spaced steps
-    checkpoint_every: int = 50
-    threads: int = 1  # torch intra-op threads on CPU
-    prefetch: int = 2  # batches drawn this many steps ahead (0: in the loop; issue 16) ...
+    log_every: int = config_field(25, min=1)
+    eval_sequences: int = config_field(64, min=1)
+    eval_batch_size: int = config_field(32, min=1)
+    eval_seed: int = config_field(10_000, min=0)
+    pattern_every: int = config_field(50, min=1)
+    retention_stages: int = config_field(3, min=0)  # retention curves at warm-up end plus this
+    #   many evenly spaced steps
+    checkpoint_every: int = config_field(50, min=1)
+    threads: int = config_field(1, min=1)  # torch intra-op threads on CPU
+    prefetch: int = config_field(2, min=0)  # batches drawn this many steps ahead (0: in the
+    #   loop; issue 16) ...
     data_worker: Literal["auto", "thread", "process"] = "auto"  # ... in a background thread or
     #   one worker process (no GIL time taken from the loop); auto: a process on CUDA, else a
     #   thread (consolidation/batches.py). Any choice gives the same batches, bit for bit
     compile: bool = False  # torch.compile the training forward (not evaluation); the scans are
     #   custom ops and the Gumbel noise is drawn before the forward, so a CRAM model is one graph
-    device: str = "auto"  # auto: CUDA (with AMP) if present, then MPS, else CPU
+    device: str = config_field("auto", pattern=(r"auto|cpu|mps|cuda(:.*)?",
+                                                "auto, cpu, cuda[:N] or mps"))
+    #   auto: CUDA (with AMP) if present, then MPS, else CPU
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "data_shards", "log_every", "eval_sequences",
-                     "eval_batch_size", "pattern_every", "checkpoint_every", "threads"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"TrainConfig.{name}={v!r}: must be an integer >= 1")
-        for name in ("warmup_steps", "lr_warmup_steps", "tau_anneal_steps", "cost_ramp_steps",
-                     "retention_stages", "prefetch", "eval_seed"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise ConfigError(f"TrainConfig.{name}={v!r}: must be an integer >= 0")
-        if not self.lr > 0:
-            raise ConfigError(f"TrainConfig.lr={self.lr!r}: must be > 0")
-        if not (self.tau_start > 0 and self.tau_end > 0):
+        check_fields(self)
+        if not (self.tau_start > 0 and self.tau_end > 0):  # the anneal's ratio needs both
             raise ConfigError(f"TrainConfig.tau_start/tau_end: a temperature must be > 0 "
                               f"(got {self.tau_start}, {self.tau_end})")
-        for name in ("signal_weight", "consolidation_weight", "consolidation_raw_weight",
-                     "familiarity_weight", "probe_weight", "cost_query", "cost_nonquery",
-                     "router_logit_weight", "router_consistency_weight", "weight_decay",
-                     "grad_clip"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v >= 0):
-                raise ConfigError(f"TrainConfig.{name}={v!r}: must be a number >= 0")
-        if self.cost_gate not in ("none", "familiarity", "familiarity-queries"):
-            raise ConfigError(f"TrainConfig.cost_gate={self.cost_gate!r}: 'none', 'familiarity' "
-                              "or 'familiarity-queries'")
-        if self.familiarity_scope not in ("all", "retrieving"):
-            raise ConfigError(f"TrainConfig.familiarity_scope={self.familiarity_scope!r}: "
-                              "'all' or 'retrieving'")
-        if not isinstance(self.compile, bool):
-            raise ConfigError(f"TrainConfig.compile={self.compile!r}: true or false")
-        if self.data_worker not in ("auto", "thread", "process"):
-            raise ConfigError(f"TrainConfig.data_worker={self.data_worker!r}: 'auto', 'thread' "
-                              "or 'process'")
-        if self.schedule not in ("fixed", "learned"):
-            raise ConfigError(f"TrainConfig.schedule={self.schedule!r}: 'fixed' or 'learned'")
-        if self.schedule_criterion not in ("retrieval", "accuracy"):
-            raise ConfigError(f"TrainConfig.schedule_criterion={self.schedule_criterion!r}: "
-                              "'retrieval' or 'accuracy'")
-        if not all(0 <= x <= 1 for x in (self.schedule_threshold, self.schedule_max_fraction,
-                                         self.schedule_extend_fraction, self.schedule_min_rise)):
-            raise ConfigError(f"TrainConfig.schedule_threshold={self.schedule_threshold!r} / "
-                              f"schedule_max_fraction={self.schedule_max_fraction!r} / "
-                              f"schedule_extend_fraction={self.schedule_extend_fraction!r} / "
-                              f"schedule_min_rise={self.schedule_min_rise!r}: must be in [0, 1]")
-        if not isinstance(self.schedule_horizon, int) or self.schedule_horizon < 1:
-            raise ConfigError(f"TrainConfig.schedule_horizon={self.schedule_horizon!r}: "
-                              "must be an integer >= 1")
-        if (self.device not in ("auto", "cpu", "cuda", "mps")
-                and not self.device.startswith("cuda:")):
-            raise ConfigError(f"TrainConfig.device={self.device!r}: auto, cpu, cuda[:N] or mps")
 
     def temperature(self, step: int) -> float:
         """Gumbel temperature at ``step``: tau_start after warm-up, geometric decay to tau_end."""
@@ -186,32 +155,7 @@ class ExperimentConfig:
             unknown field, a value of the wrong type (checked against the dataclass's type
             hints before the dataclass is built) or out of range.
         """
-        import types
         import typing
-
-        def expected(hint, value) -> str | None:  # what ``value`` should be, None if it is
-            origin, args = typing.get_origin(hint), typing.get_args(hint)
-            if hint is bool:
-                return None if isinstance(value, bool) else "true or false"
-            if hint in (int, float):
-                ok = isinstance(value, (int, float) if hint is float else int)
-                return None if ok and not isinstance(value, bool) else (
-                    "a number" if hint is float else "an integer")
-            if hint is str:
-                return None if isinstance(value, str) else "a string"
-            if origin is Literal:
-                ok = any(type(value) is type(a) and value == a for a in args)
-                return None if ok else f"one of {list(args)}"
-            if origin in (typing.Union, types.UnionType):
-                if value is None and type(None) in args:
-                    return None
-                wants = [expected(a, value) for a in args if a is not type(None)]
-                return None if None in wants else " or ".join([*wants, "null"])
-            if origin in (tuple, list):
-                ok = isinstance(value, (list, tuple)) and all(
-                    expected(args[0], v) is None for v in value)
-                return None if ok else ("a list of integers" if args[0] is int else "a list")
-            return None  # a type checked by the dataclass itself
 
         if not isinstance(d, Mapping):
             raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
@@ -295,17 +239,18 @@ def get_preset(name: str) -> ExperimentConfig:
 
 @dataclass(frozen=True)
 class Variant:
-    """A model name as a whole: its model half (``cram.models``) and its training changes."""
+    """A model name as a whole: its one record in ``cram.models`` (model and training changes).
+
+    Building it checks the record's training changes against ``TrainConfig``'s fields.
+    """
 
     model: ModelVariant
-    train: Mapping[str, object] = field(default_factory=dict)  # TrainConfig field → value
 
     def __post_init__(self) -> None:
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         unknown = sorted(set(self.train) - known)
         if unknown:
             raise ConfigError(f"variant {self.name!r}: unknown TrainConfig fields {unknown}")
-        object.__setattr__(self, "train", MappingProxyType(dict(self.train)))
 
     @property
     def name(self) -> str:
@@ -317,22 +262,30 @@ class Variant:
         """The variant's one-line description."""
         return self.model.description
 
+    @property
+    def train(self) -> Mapping[str, object]:
+        """The variant's ``TrainConfig`` changes (field → value, read-only)."""
+        return self.model.train
+
+    @property
+    def token_refusal(self) -> str:
+        """Why token tasks cannot run this model; ``""`` if they can."""
+        return self.model.token_refusal
+
     def apply(self, config: ExperimentConfig) -> ExperimentConfig:
         """``config`` with this variant's model and training changes."""
         return dataclasses.replace(config, model=self.model.apply(config.model),
                                    train=dataclasses.replace(config.train, **self.train))
 
 
-#: training changes of the variants that have any (the model changes live in cram.models)
-TRAIN_CHANGES: dict[str, dict[str, object]] = {
-    "cram-no-consolidation": {"consolidation_weight": 0.0, "consolidation_raw_weight": 0.0},
-    "cram-logit-router": {"router_logit_weight": 0.01, "cost_gate": "familiarity-queries"},
-    "cram-ungated": {"cost_gate": "none"},
-    "cram-no-consolidation-ungated": {"consolidation_weight": 0.0, "consolidation_raw_weight": 0.0,
-                                      "cost_gate": "none"},
-}
-VARIANTS: dict[str, Variant] = {name: Variant(mv, TRAIN_CHANGES.get(name, {}))
-                                for name, mv in MODEL_VARIANTS.items()}
+#: every model name's variant, built from the one table (``cram.models.MODEL_VARIANTS``)
+VARIANTS: dict[str, Variant] = {name: Variant(mv) for name, mv in MODEL_VARIANTS.items()}
+
+
+def token_refusal(model_name: str) -> str:
+    """Why token tasks cannot run ``model_name`` (one clause), ``""`` if they can."""
+    check_model_name(model_name)
+    return VARIANTS[model_name].token_refusal
 
 
 def resolve(model_name: str, preset: str | ExperimentConfig, overrides: list[str] = ()
@@ -360,3 +313,12 @@ def alias_override(override: str) -> str:
         raise ConfigError(f"--set {override}: {name!r} is ambiguous; write "
                           + " or ".join(f"{o}.{name}" for o in owners))
     raise ConfigError(f"--set {override}: unknown field {name!r} (sections: data, model, train)")
+
+
+def model_refusal(model_name: str, encoding: str) -> str:
+    """Why ``model_name`` cannot train on data of ``encoding`` (a task's), "" if it can.
+
+    The variant record says which input it needs that an encoding lacks (``cram-static`` reads
+    SRCD's query events, which a token encoding never gives).
+    """
+    return {"tokens": token_refusal(model_name)}.get(encoding, "")

@@ -1,5 +1,10 @@
 """Hard-routed evaluation on the fixed evaluation set: the numbers every metrics row carries.
 
+One evaluator for every task: what a query, its answer, its library binding and its lag are
+comes from the task's ``eval_view`` (``cram.tasks.view``); a task that asks for
+``per_token_metrics`` also gets attention per token against the novel floor
+(``cram.tasks.metrics.TokenMetrics``, the columns of :data:`TOKEN_COLUMNS`).
+
 Definitions (also in docs/run_folder.md):
 
 - ``attention_fraction``: share of (token, layer) pairs that read episodic memory;
@@ -16,9 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from cram.core.columns import TOKEN_COLUMNS
 from cram.models.routing import HARD, Route
-from cram.models.tiers import EVENT_QUERY, TIERS
-from cram.tasks.srcd_stream import SRCDBatch
+from cram.models.tiers import TIERS
+from cram.tasks.metrics import TokenMetrics
 
 from .layer_metrics import LayerCollector  # issue 13
 
@@ -79,6 +85,8 @@ class _Tally:
     n_sig: float = 0.0
     n_tokens: int = 0
     n_nonquery: int = 0
+    has_signal: bool = False  # the task has a signal target (SRCD's dynamics)
+    tokens: TokenMetrics | None = None  # attention per token and the floor (per_token_metrics)
 
     def __post_init__(self) -> None:
         self.layer_episodic = np.zeros(self.n_layers)  # (L,) tokens that read episodic memory
@@ -87,22 +95,28 @@ class _Tally:
         self.tier_counts = np.zeros((self.n_layers, len(TIERS)))  # (L, 3) hard tier choices
         self.per_layer = LayerCollector()  # issue 13: per-layer attention, q, q̂; both units
 
-    def add(self, out, b: dict, query: torch.Tensor) -> None:
-        """Count one batch's inference output ``out``; query: (B, T) bool."""
-        acc = self.per_query
-        self.per_layer.add(out.layers, query, b["is_library"], b["answer"])  # issue 13
-        acc["correct"].append((out.value_logits.argmax(-1) == b["answer"])[query].cpu().numpy())
+    def add(self, out, view: dict) -> None:
+        """Count one batch's inference output ``out`` against the task's ``eval_view``."""
+        acc, query = self.per_query, view["query"]  # (B, T) bool
+        self.per_layer.add(out.layers, query, view["is_library"], view["answer"])  # issue 13
+        acc["correct"].append((out.value_logits.argmax(-1) == view["answer"])[query].cpu().numpy())
         for key, name in (("is_lib", "is_library"), ("pattern", "pattern"), ("lag", "lag")):
-            acc[key].append(b[name][query].cpu().numpy())
-        mask = b["signal_mask"]
-        self.sq_err += float(((out.signal_pred.float() - b["target_signal"]) ** 2)[mask].sum())
-        self.n_sig += float(mask.sum())
+            if view[name] is not None:
+                acc[key].append(view[name][query].cpu().numpy())
+        mask = view["signal_mask"]
+        if mask is not None:
+            self.has_signal = True
+            self.sq_err += float(((out.signal_pred.float() - view["target_signal"]) ** 2
+                                  )[mask].sum())
+            self.n_sig += float(mask.sum())
         self.n_tokens += query.numel()
         self.n_nonquery += int((~query).sum())
         attend = torch.zeros_like(query)  # (B, T): any layer read episodic memory
+        attended = []  # L x (B, T): where each layer read episodic memory
         qs, qhats = [], []
         for i, s in enumerate(out.layers):
             epi = s.episodic.float() > 0.5  # (B, T)
+            attended.append(epi)
             attend |= epi
             self.layer_episodic[i] += float(epi.sum())
             self.layer_nonquery[i] += float(epi[~query].sum())
@@ -112,6 +126,9 @@ class _Tally:
             if s.q is not None:
                 qs.append(s.q[query].float().cpu().numpy())
                 qhats.append(s.qhat[query].float().cpu().numpy())
+        if self.tokens is not None:
+            self.tokens.update(out.value_logits.argmax(-1), view["answer"], view["pattern"],
+                               attended)
         acc["attend"].append(attend[query].cpu().numpy())
         if qs:
             acc["q"].append(np.mean(qs, 0))
@@ -122,36 +139,40 @@ class _Tally:
 
 
 @torch.no_grad()
-def evaluate(model, data: SRCDBatch, batch_size: int, device, *, n_library: int,
-             patterns: bool = False, retention: bool = False, autocast=None) -> EvalResult:
-    """Hard-routed inference over ``data``; a consolidating model also gets its diagnostics.
+def evaluate(model, data, batch_size: int, device, *, task, patterns: bool = False,
+             retention: bool = False, autocast=None) -> EvalResult:
+    """Hard-routed inference over ``data`` (``task``'s evaluation set), with the diagnostics.
 
     Inference computes routed attention only. For a consolidating model the same call asks for
     the dense diagnostic pass (``diagnose_dense``: q and q̂ at every query, never counted in
-    ``attention_computed``) and runs the forced-tier passes of ``FORCED``.
+    ``attention_computed``) and runs the forced-tier passes of ``FORCED``
+    (``correct_off`` only for retention curves, which need the task's lags).
     """
     was_training = model.training
     model.eval()
     diagnose = getattr(model, "consolidates", False)
     tally = _Tally(len(model.blocks))
+    if task.per_token_metrics:
+        tally.tokens = TokenMetrics(len(model.blocks))
     ctx = autocast if autocast is not None else torch.autocast("cpu", enabled=False)
     for start in range(0, len(data), batch_size):
         b = data.slice(start, start + batch_size).to_torch(device)
+        view = task.eval_view(b)
         with ctx:
             out = model(b, HARD, diagnose_dense=diagnose)
-        query = b["event"] == EVENT_QUERY  # (B, T)
-        tally.add(out, b, query)
+        tally.add(out, view)
+        retention = retention and view["lag"] is not None
         for key, route in FORCED if diagnose else ():
             if key == "correct_off" and not retention:
                 continue
             with ctx:
                 forced = model(b, route)
             tally.per_query[key].append(
-                (forced.value_logits.argmax(-1) == b["answer"])[query].cpu().numpy())
+                (forced.value_logits.argmax(-1) == view["answer"])[view["query"]].cpu().numpy())
     cat = tally.arrays()
     result = EvalResult(_metrics(tally, cat))
     if patterns:
-        result.pattern_rows = _pattern_rows(cat, n_library)
+        result.pattern_rows = _pattern_rows(cat, task.n_library)
     if retention:
         result.retention_rows = _retention_rows(cat)
     model.train(was_training)
@@ -171,8 +192,12 @@ def _metrics(t: _Tally, cat: dict[str, np.ndarray]) -> dict:
         "retrieval_acc": mean_or_nan(correct),
         "retrieval_acc_library": mean_or_nan(correct[lib]),
         "retrieval_acc_novel": mean_or_nan(correct[~lib]),
-        "dynamics_mse": t.sq_err / max(t.n_sig, 1.0),
+        "dynamics_mse": t.sq_err / max(t.n_sig, 1.0) if t.has_signal else float("nan"),
     }
+    if t.tokens is not None:
+        r = t.tokens.result()
+        m.update({k: r[k] for k in TOKEN_COLUMNS})
+        m.update({f"attention_l{i}": r[f"attention_l{i}"] for i in range(n_layers)})
     m.update(t.per_layer.metrics())  # issue 13
     m.update(query_memory_metrics(cat, lib))
     for i in range(n_layers):

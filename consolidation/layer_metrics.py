@@ -2,7 +2,7 @@
 
 Units: a *pair* is one (token, layer); a *token* attends if any layer reads episodic memory for
 it. In an L-layer model the pair fraction is at most the token fraction and at least 1/L of it.
-Columns (``layer_metric_columns``):
+Columns (``cram.core.columns.layer_columns``):
 
 - both units of each headline fraction: ``attention_tokens`` (all tokens; the pair unit is the
   existing ``attention_fraction``), ``attention_query_pairs``, ``attention_library_pairs``,
@@ -22,19 +22,6 @@ numpy only: evaluation hands in arrays gathered over the evaluation set.
 from __future__ import annotations
 
 import numpy as np
-
-_PER_LAYER = ("attention_library", "attention_novel", "attention_nonquery", "q_library", "q_novel",
-              "qhat_library", "qhat_novel")
-HEADLINE_COLUMNS = ("attention_tokens", "attention_query_pairs", "attention_library_pairs",
-                    "attention_novel_pairs", "attention_nonquery_tokens")
-RETRIEVING_COLUMNS = ("q_library_retrieving", "q_novel_retrieving", "qhat_library_retrieving",
-                      "qhat_novel_retrieving")
-
-
-def layer_metric_columns(n_layers: int) -> list[str]:
-    """metrics.csv columns written by :func:`layer_metrics` for an ``n_layers`` model."""
-    return [*HEADLINE_COLUMNS, *(f"{name}_l{i}" for i in range(n_layers) for name in _PER_LAYER),
-            *RETRIEVING_COLUMNS]
 
 
 def _mean(x: np.ndarray) -> float:
@@ -56,8 +43,8 @@ def layer_metrics(episodic: np.ndarray, is_query: np.ndarray, is_library: np.nda
 
     Returns
     -------
-    dict of floats named as in :func:`layer_metric_columns` (NaN where a group is empty; the q
-    columns are absent when ``q`` is None).
+    dict of floats named as in ``cram.core.columns.layer_columns`` (NaN where a group is empty;
+    the q columns are absent when ``q`` is None).
     """
     epi = np.asarray(episodic, bool)
     query = np.asarray(is_query, bool)

@@ -180,3 +180,23 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
         terms["loss_aux"] = out.aux_loss
     terms["loss_total"] = total
     return LossTerms(total, {k: v.detach() for k, v in terms.items()})
+
+
+def task_loss(task, out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
+              schedule=None, view: dict | None = None) -> LossTerms:
+    """The objective on ``task``'s loss view of ``batch``, plus the task's own terms.
+
+    ``view`` (``task.loss_view(batch)``) may be passed in when the caller has built it. Each
+    extra term is added to the total and logged as ``loss_<name>``.
+    """
+    loss = compute_loss(out, view if view is not None else task.loss_view(batch), cfg, step,
+                        schedule=schedule)
+    extra = task.extra_loss(out, batch)
+    if not extra:
+        return loss
+    total, values = loss.total, dict(loss.values)
+    for name, value in extra.items():
+        total = total + value
+        values[f"loss_{name}"] = value.detach()
+    values["loss_total"] = total.detach()
+    return LossTerms(total, values)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cram.core.columns import PATTERN_COLUMNS, RETENTION_COLUMNS
 from cram.core.errors import RunFolderError
 from cram.core.identity import refuse_newer_schema
 from cram.core.runs import (
@@ -40,8 +41,6 @@ from cram.core.runs import (
 
 LOCK_FILE = ".lock"
 RUN_FILES = (CONFIG_FILE, META_FILE, METRICS_FILE, PATTERNS_FILE, RETENTION_FILE, TRANSITION_FILE)
-PATTERN_COLUMNS = ["step", "pattern", "exposures", "episodic_share", "q", "qhat", "n_queries"]
-RETENTION_COLUMNS = ["step", "condition", "binding", "lag", "lag_high", "n", "correct", "accuracy"]
 
 
 class RunLocked(RunFolderError):
@@ -165,8 +164,8 @@ class RunWriter:
         self.record = record
         self.meta = meta
         self.metrics = CsvLog(self.dir / METRICS_FILE, metric_columns)
-        self.patterns = CsvLog(self.dir / PATTERNS_FILE, PATTERN_COLUMNS)
-        self.retention = CsvLog(self.dir / RETENTION_FILE, RETENTION_COLUMNS)
+        self.patterns = CsvLog(self.dir / PATTERNS_FILE, list(PATTERN_COLUMNS))
+        self.retention = CsvLog(self.dir / RETENTION_FILE, list(RETENTION_COLUMNS))
         self.bar = None
 
     @classmethod

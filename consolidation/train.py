@@ -4,16 +4,16 @@
 evaluates it with hard routing on a fixed evaluation set every ``log_every`` steps, and writes the
 run folder described in docs/run_folder.md. Where things happen:
 
-- a batch comes from the *data source* (``batches.draw_batch``; SRCD unless ``data=`` is given);
-- the loss and the optimiser step are :func:`train_step` (loss terms from ``losses.compute_loss``);
+- a batch comes from the *task* (``batches.draw_batch``; SRCD unless ``data=`` is given);
+- the loss and the optimiser step are :func:`train_step` (loss terms from ``losses.task_loss``);
 - files are written by ``run_writer.RunWriter`` under a ``run_writer.RunLock``; checkpoints by
   ``restore.save_state`` (after a finiteness check) and read back by ``restore`` / ``checkpoint``.
 
-The data source seam: any object with ``sample(batch_size, rng) -> batch`` (``rng`` a
-``numpy.random.Generator``) and ``eval_set(n_sequences, seed) -> batch``. A batch needs
-``type(batch).concat(list_of_batches)``, ``batch.to_torch(device)`` (what the model and
-``compute_loss`` take) and ``batch.pattern`` (int array, library pattern per query, -1 elsewhere:
-for the exposure counts). ``evaluate`` reads the eval batch as it reads an ``SRCDBatch``.
+The data seam is the task (``cram.tasks.view``): SRCD's generator in its native encoding, or a
+token task through the token protocol. The loop asks the task for everything that depends on
+the data (the model's data spec, the loss view, the evaluation view, the exposure counts, the
+sequence length, the training defaults) and never asks which task it is. A batch needs
+``type(batch).concat(list_of_batches)`` and ``batch.to_torch(device)`` (what the model takes).
 
 Under ``torchrun`` it trains with DistributedDataParallel (gloo on CPU, NCCL on CUDA): each rank
 draws its own seeded stream, and only rank 0 evaluates, logs and checkpoints. Crash safety: rows
@@ -38,19 +38,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from cram.core.columns import metric_columns
 from cram.core.errors import ConfigError, ResourceError, RunFolderError
 from cram.core.runs import CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, read_table
-from cram.models import Route
+from cram.models import DataSpec, Route
 from cram.tasks import TaskError
-from cram.tasks.guard import GuardedTask
 from cram.tasks.srcd_stream import IGNORE_INDEX, SRCD
+from cram.tasks.view import training_task
 
 from .batches import prefetcher, step_batches, worker_kind
 from .checkpoint import remove_temp_files
-from .config import ExperimentConfig
+from .config import ExperimentConfig, model_refusal
 from .evaluate import evaluate
-from .layer_metrics import layer_metric_columns  # issue 13
-from .losses import compute_loss
+from .losses import task_loss
 from .restore import (
     TrainingDiverged,
     TrainState,
@@ -64,26 +64,10 @@ from .restore import (
 )
 from .routing_schedule import RoutingSchedule, measure_criterion  # issue 13
 from .run_writer import RunLock, RunWriter, prepare_folder, run_meta
-from .tokens import (
-    check_token_model,
-    compute_token_loss,
-    evaluate_tokens,
-    is_token_task,
-    token_metric_columns,
-)
 from .transition import transition_summary
 
 __all__ = ["OutOfResources", "TrainingDiverged", "metric_columns", "train", "train_step"]
 
-LOSS_COLUMNS = ("loss_total", "loss_value", "loss_signal", "loss_consolidation", "loss_familiarity",
-                "loss_cost", "loss_router", "loss_probe", "loss_aux")
-EVAL_COLUMNS = ("attention_fraction", "attention_computed", "attention_query", "attention_library",
-                "attention_novel", "attention_nonquery", "retrieval_acc", "retrieval_acc_library",
-                "retrieval_acc_novel", "dynamics_mse", "q_library", "q_novel", "qhat_library",
-                "qhat_novel", "acc_library_semantic_only", "acc_library_working_only",
-                # the causal check of the logged reliance (semantic output zeroed, working only)
-                "acc_library_semantic_zeroed", "acc_novel_semantic_zeroed",
-                "acc_novel_working_only")
 MAX_SEED = 2**32 - 1
 
 
@@ -91,20 +75,30 @@ class OutOfResources(ResourceError):
     """Out of memory, disk space or I/O while training (exit 3); the last checkpoint is kept."""
 
 
-def metric_columns(n_layers: int) -> list[str]:
-    """Columns of metrics.csv for a model with ``n_layers`` layers."""
-    tiers = [f"share_{t}_l{i}" for i in range(n_layers)
-             for t in ("working", "episodic", "semantic")]
-    return ["step", "phase", "tokens_seen", "train_seconds", "temperature", "lr",
-            "schedule_signal", *LOSS_COLUMNS,  # issue 13: the routing criterion's EMA
-            *EVAL_COLUMNS, *layer_metric_columns(n_layers), *tiers]  # issue 13: per-layer
+@dataclass(frozen=True)
+class Launch:
+    """How this process was launched: its rank, the world size and its local rank.
+
+    Read from torchrun's environment once per run (:meth:`from_env`); a single process is rank
+    0 of a world of 1. Everything below takes it from the run's ``_Dist``.
+    """
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Launch":
+        env = os.environ
+        return cls(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")),
+                   int(env.get("LOCAL_RANK", "0")))
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto``: CUDA (this rank's), then MPS, else CPU; a named device must be available."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            return torch.device("cuda", local_rank)
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -123,9 +117,9 @@ def pick_device(name: str) -> torch.device:
 class _Dist:
     """Rank, world size and the process group under torchrun; a no-op in a single process."""
 
-    def __init__(self, device_kind: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+    def __init__(self, launch: Launch, device_kind: str):
+        self.launch = launch
+        self.world, self.rank = launch.world, launch.rank
         self.enabled = self.world > 1
         if self.enabled and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if device_kind == "cuda" else "gloo")
@@ -168,13 +162,13 @@ def retention_steps(config: ExperimentConfig) -> set[int]:
     return {min(s, t.steps) for s in stages}
 
 
-def check_run_args(config: ExperimentConfig, seed: Any) -> None:
+def check_run_args(config: ExperimentConfig, seed: Any, launch: Launch = Launch()) -> None:
     """Every argument check that needs no run folder, so a bad one never leaves a folder behind."""
     t = config.train
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not (
             0 <= seed <= MAX_SEED):
         raise ConfigError(f"seed={seed!r}: must be an integer in [0, {MAX_SEED}]")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launch.world
     shards, what = (world, "ranks") if world > 1 else (t.data_shards, "train.data_shards")
     if t.batch_size % shards:
         raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by {what}={shards}")
@@ -182,7 +176,7 @@ def check_run_args(config: ExperimentConfig, seed: Any) -> None:
     if lost:
         raise ConfigError(f"train.warmup_steps={t.warmup_steps}: retention curves are due at steps "
                           f"{lost}, which are not multiples of train.log_every={t.log_every}")
-    pick_device(t.device)
+    pick_device(t.device, launch.local_rank)
 
 
 @dataclass
@@ -195,12 +189,11 @@ class _Run:
     out: Path
     device: torch.device
     dist: _Dist
-    data: Any  # the data source (see the module docstring)
+    task: Any  # the task (cram.tasks.view; see the module docstring)
     train_model: torch.nn.Module  # the model, or its DDP wrapper
     tiered: bool  # the model routes among memory tiers (forced episodic in warm-up, patterns)
     autocast: Any
     eval_set: Any = None  # rank 0 only
-    token: bool = False  # the data source is a token task (cram.tasks), not SRCD
     task_record: dict | None = None  # config.json's task entry (saved in every checkpoint too)
     train_length: int | None = None  # tokens per training sequence (read off the first batch)
     scheduled: bool = False  # the routing schedule's criterion is measured on it (tiered, or a
@@ -216,9 +209,9 @@ def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, see
     ``resume`` continues ``out`` from its newest checkpoint with its saved config (from step 0
     if it has none); ``steps`` then moves ``train.steps`` (the run is extended, or shortened to
     a step not before the checkpoint's). ``restart`` starts over a folder that has no
-    checkpoint. ``data`` replaces the SRCD source built from ``config.data``; a token task
-    (``cram.tasks``) is checked here, before any folder exists, and ``task_record`` (see
-    ``tokens.task_record``) is stored as config.json's ``task`` so ``cram eval`` can reload it.
+    checkpoint. ``data`` (a task, ``cram.tasks``) replaces SRCD built from ``config.data``; it
+    is checked here, before any folder exists, and ``task_record`` (``cram.tasks.record``) is
+    stored as config.json's ``task`` so ``cram eval`` can reload it.
     """
     out = Path(out)
     if resume and restart:
@@ -226,12 +219,14 @@ def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, see
     if (resume or restart) and not out.is_dir():
         verb = "resume" if resume else "restart"
         raise RunFolderError(f"{out}: nothing to {verb} (no such folder)")
+    launch = Launch.from_env()  # the one read of torchrun's environment
     if not resume:
-        check_run_args(config, seed)
-    if is_token_task(data):
-        _check_token_run(model_name, data)
-        data = GuardedTask(data)  # every later call checked and named as the task's
-    rank = int(os.environ.get("RANK", "0"))
+        check_run_args(config, seed, launch)
+    if data is not None:
+        data = training_task(data)  # a token task: every later call checked, named as its own
+        data.check()
+        _check_model(model_name, data)
+    rank = launch.rank
     if rank == 0:
         if not (resume or restart):
             prepare_folder(out, "fresh")  # read-only early refusal; repeated under the lock
@@ -247,8 +242,8 @@ def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, see
             if steps is not None:
                 config = dataclasses.replace(
                     config, train=dataclasses.replace(config.train, steps=steps))
-            check_run_args(config, seed)
-        dist = _Dist(pick_device(config.train.device).type)
+            check_run_args(config, seed, launch)
+        dist = _Dist(launch, pick_device(config.train.device, launch.local_rank).type)
         try:
             return _train(model_name, config, out, int(seed), preset, resume, argv, progress,
                           data, dist, extended=resume and steps is not None,
@@ -272,18 +267,12 @@ def _warn(message: str) -> None:
     print(f"cram train: warning: {message}", file=sys.stderr)
 
 
-def _check_token_run(model_name: str, task: Any) -> None:
-    """A token task's checks (one line each, before any folder is made)."""
-    from cram.tasks import check_task
-
-    check_token_model(model_name)
-    check_task(task)
-
-
-def _run_columns(run: _Run) -> list[str]:
-    """metrics.csv columns: SRCD's, plus the token columns on a token task."""
-    n_layers = run.config.model.n_layers
-    return metric_columns(n_layers) + (token_metric_columns(n_layers) if run.token else [])
+def _check_model(model_name: str, task: Any) -> None:
+    """Refuse a model that needs an input this task's encoding lacks (before any folder)."""
+    reason = model_refusal(model_name, task.encoding)
+    if reason:
+        raise ConfigError(f"--model {model_name}: not available on task {task.name!r} "
+                          f"({task.encoding} input): {reason}")
 
 
 def _train(model_name, config, out, seed, preset, resume, argv, progress, data, dist,
@@ -307,14 +296,14 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, data, 
         writer = RunWriter.open(
             out, {"model": model_name, "preset": preset, "seed": seed, **config.to_dict(),
                   **({"task": task_record} if task_record is not None else {})},
-            _run_columns(run),
+            metric_columns(config.model.n_layers, run.task.per_token_metrics),
             after_step=(ts.step if ckpt is not None else -1) if resume else None,
             write_config=not resume or extended,
             meta=run_meta(argv, run.device, dist.world, ts.train_seconds,
                           ts.model.num_parameters()))
     try:
         if writer is not None:
-            run.eval_set = run.data.eval_set(config.train.eval_sequences,
+            run.eval_set = run.task.eval_set(config.train.eval_sequences,
                                              config.train.eval_seed)
             if progress:
                 writer.start_progress(config.train.steps, ts.step, f"train {model_name}")
@@ -338,18 +327,12 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, data, 
 
 def _setup(model_name, config, out, seed, dist, data, ckpt) -> tuple[_Run, TrainState]:
     """Device, data source, model and optimiser (restored from ``ckpt`` if given), DDP wrap."""
-    device = pick_device(config.train.device)
+    device = pick_device(config.train.device, dist.launch.local_rank)
     if device.type == "cpu":
         torch.set_num_threads(config.train.threads)
-    data = data if data is not None else SRCD(config.data)
-    token = is_token_task(data)
-    if token:
-        from cram.models import token_spec
-
-        ts = fresh_state(model_name, config, seed, dist.rank, device,
-                         spec=token_spec(data.vocab_size), n_library=data.n_library)
-    else:
-        ts = fresh_state(model_name, config, seed, dist.rank, device)
+    task = data if data is not None else training_task(SRCD(config.data))
+    ts = fresh_state(model_name, config, seed, dist.rank, device,
+                     spec=DataSpec(**task.data_spec), n_library=task.n_library)
     if ckpt is not None:
         restore(ts, ckpt, dist.rank)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
@@ -363,8 +346,8 @@ def _setup(model_name, config, out, seed, dist, data, ckpt) -> tuple[_Run, Train
         train_model = torch.compile(train_model)
     tiered = bool(ts.model.consolidates)
     scheduled = tiered or bool(ts.model.follows_routing_schedule)
-    return _Run(model_name, config, seed, out, device, dist, data, train_model, tiered,
-                autocast, token=token, scheduled=scheduled), ts
+    return _Run(model_name, config, seed, out, device, dist, task, train_model, tiered,
+                autocast, scheduled=scheduled), ts
 
 
 def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) -> None:
@@ -397,16 +380,15 @@ def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) 
             t0 = time.perf_counter()
             batch_np, counts = batches.get(step)
             if run.train_length is None:
-                run.train_length = int(batch_np.tokens.shape[1]) if run.token \
-                    else run.config.data.length
+                run.train_length = run.task.sequence_length(batch_np)
             ts.exposures += run.dist.all_sum(counts.astype(float))
             batch = batch_np.to_torch(run.device, non_blocking=resident)
             warm = run.scheduled and ts.schedule.warmup(step)  # issue 13 (matched: gates open)
             window.add(train_step(ts, run.train_model, batch, step, temperature, lr, t,
                                   "episodic" if warm else "none", run.autocast,
-                                  ddp=run.dist.enabled,
+                                  dist=run.dist,
                                   signal=run.scheduled and ts.schedule.needs_signal(step),
-                                  loss_fn=_token_loss(run.data) if run.token else None,
+                                  task=run.task,
                                   resident=resident))
             ts.train_seconds += time.perf_counter() - t0
             ts.step += 1
@@ -433,13 +415,13 @@ def _log_and_save(run: _Run, ts: TrainState, writer: RunWriter | None, temperatu
 
 
 def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: float, cfg_t,
-               force: str = "none", autocast=None, ddp: bool = False,
-               signal: bool = False, loss_fn=None, resident: bool = False
+               force: str = "none", autocast=None, dist: _Dist | None = None,
+               signal: bool = False, task: Any = None, resident: bool = False
                ) -> dict[str, torch.Tensor]:
     """One optimiser step on ``batch`` (soft routing); returns the loss terms as 0-dim tensors.
 
-    ``loss_fn(out, batch, cfg_t, step, schedule=...)`` replaces ``compute_loss`` (a token task's
-    loss).
+    ``task`` (``cram.tasks.view``; SRCD's own hooks when None) gives the loss view of the batch
+    and its extra loss terms (``losses.task_loss``).
 
     ``signal``: also feed the routing schedule's criterion on this batch (issue 13; measured
     before the weights change, applied after the optimiser step is queued; a learned schedule
@@ -449,6 +431,7 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
     no read-back; the loss's finiteness becomes a sticky device flag, the fused AdamW skips this
     and every later step once it is set, and the next logged row raises.
     """
+    ddp = dist is not None and dist.enabled
     for group in ts.optimizer.param_groups:
         group["lr"] = lr
     schedule = ts.schedule
@@ -458,9 +441,12 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
         route = ts.model.with_route_noise(
             Route(temperature=temperature, force=force, generator=ts.gumbel), batch)
         out = model(batch, route)
-        loss = (loss_fn or compute_loss)(out, batch, cfg_t, step, schedule=schedule)
+        task = task if task is not None else SRCD  # SRCD's hooks need no instance
+        view = task.loss_view(batch)
+        loss = task_loss(task, out, batch, cfg_t, step, schedule=schedule, view=view)
         if signal and schedule is not None:  # issue 13: the retrieval criterion
-            criterion = _measure_signal(ts.model, batch, out.value_logits, cfg_t)
+            criterion = _measure_signal(ts.model, {**batch, "answer": view["answer"]},
+                                        out.value_logits, cfg_t)
         if ddp:  # DDP waits for a gradient from every output it can see; outputs kept only for
             # logging (e.g. router probs in warm-up) join the graph at weight 0
             loss.total = loss.total + 0.0 * _output_sum(out)
@@ -478,7 +464,7 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
         ts.optimizer.found_inf = ts.nonfinite  # the fused kernel skips the update when 1
     ts.optimizer.step()
     if criterion is not None:
-        _update_schedule(schedule, *criterion, step)
+        _update_schedule(schedule, *criterion, step, dist)
     return loss.values
 
 
@@ -506,22 +492,24 @@ def _check_finite_loss(run: _Run, ts: TrainState) -> None:
 
 
 def _measure_signal(model, batch, logits, cfg_t) -> tuple[torch.Tensor, torch.Tensor]:
-    """The criterion's (hits, count) on this batch, as device tensors (issue 13)."""
-    if "answer" not in batch:  # a token task: the criterion reads its labels as the answers
-        batch = {**batch, "answer": batch["labels"]}
+    """The criterion's (hits, count) on this batch, as device tensors (issue 13).
+
+    ``batch["answer"]`` is the loss view's answer (a token task: its labels).
+    """
     return measure_criterion(model, batch, logits, cfg_t.schedule_criterion, IGNORE_INDEX)
 
 
-def _update_schedule(schedule: RoutingSchedule, hits, count, step: int) -> None:
+def _update_schedule(schedule: RoutingSchedule, hits, count, step: int,
+                     dist: _Dist | None) -> None:
     """Update the schedule with this step's criterion counts (issue 13)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if schedule.kind == "learned" or world > 1:  # the decision needs the global value now
+    ddp = dist is not None and dist.enabled
+    if schedule.kind == "learned" or ddp:  # the decision needs the global value now
         counts = torch.stack([hits, count]).cpu()
-        if world > 1:
+        if ddp:
             torch.distributed.all_reduce(counts)
         hits, count = float(counts[0]), float(counts[1])
     message = schedule.update(step, hits, count)
-    if message and int(os.environ.get("RANK", "0")) == 0:
+    if message and (dist is None or dist.main):
         print(message, file=sys.stderr, flush=True)
 
 
@@ -553,11 +541,10 @@ def _eval_rows(run: _Run, ts: TrainState, temperature: float, lr: float,
                losses: dict[str, float]) -> tuple[dict, list[dict], list[dict]]:
     """Evaluate on the fixed set: the metrics row, the pattern rows and the retention rows."""
     t, step = run.config.train, ts.step
-    n_library = run.data.n_library if run.token else run.config.data.n_library
-    # tokens per training sequence; a token task's eval sequences may be longer or shorter
-    length = run.train_length if run.token else run.config.data.length
-    ev = (evaluate_tokens if run.token else evaluate)(
-        ts.model, run.eval_set, t.eval_batch_size, run.device, n_library=n_library,
+    # tokens per training sequence (a task's eval sequences may be longer or shorter)
+    length = run.train_length
+    ev = evaluate(
+        ts.model, run.eval_set, t.eval_batch_size, run.device, task=run.task,
         patterns=run.tiered and step % t.pattern_every == 0,
         retention=step in retention_steps(run.config), autocast=run.autocast)
     row = {"step": step, "phase": ts.schedule.phase_at(step),  # issue 13
@@ -568,12 +555,6 @@ def _eval_rows(run: _Run, ts: TrainState, temperature: float, lr: float,
     patterns = [{"step": step, "exposures": int(ts.exposures[r["pattern"]]), **r}
                 for r in ev.pattern_rows]
     return row, patterns, [{"step": step, **r} for r in ev.retention_rows]
-
-
-def _token_loss(task: Any):
-    """``train_step``'s loss for a token task: labels' cross-entropy + extras + mechanism."""
-    return lambda out, batch, cfg, step, schedule=None: compute_token_loss(
-        out, batch, cfg, step, task, schedule=schedule)
 
 
 def _check_finite_weights(run: _Run, ts: TrainState) -> None:

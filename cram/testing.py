@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cram.core.columns import EVAL_COLUMNS, PATTERN_COLUMNS, RETENTION_COLUMNS, tier_columns
 from cram.core.runs import (
     CONFIG_FILE,
     META_FILE,
@@ -90,13 +91,7 @@ def _metrics_row(step: int, rng: np.random.Generator, warmup_steps: int, gamma: 
 def _write_metrics(path: Path, rng: np.random.Generator, steps: int, log_every: int,
                    warmup_steps: int, gamma: float, n_layers: int) -> None:
     """metrics.csv: one row every ``log_every`` steps from 0 to ``steps``."""
-    tiers = [f"share_{t}_l{i}" for i in range(n_layers)
-             for t in ("working", "episodic", "semantic")]
-    cols = ["step", "phase", "attention_fraction", "attention_computed", "attention_query",
-            "attention_library", "attention_novel", "attention_nonquery", "retrieval_acc",
-            "retrieval_acc_library", "retrieval_acc_novel", "dynamics_mse", "q_library", "q_novel",
-            "qhat_library", "qhat_novel", "acc_library_semantic_only", "acc_library_working_only",
-            "loss_total", *tiers]
+    cols = ["step", "phase", *EVAL_COLUMNS[:16], "loss_total", *tier_columns(n_layers)]
     log = CsvLog(path / METRICS_FILE, cols)
     log.append([_metrics_row(step, rng, warmup_steps, gamma, n_layers)
                 for step in range(0, steps + 1, log_every)])
@@ -105,8 +100,7 @@ def _write_metrics(path: Path, rng: np.random.Generator, steps: int, log_every: 
 def _write_patterns(path: Path, rng: np.random.Generator, steps: int, log_every: int,
                     gamma: float, n_patterns: int) -> None:
     """patterns.csv: per-pattern episodic share, decaying with exposures, every 5 log steps."""
-    pat = CsvLog(path / PATTERNS_FILE, ["step", "pattern", "exposures", "episodic_share", "q",
-                                        "qhat", "n_queries"])
+    pat = CsvLog(path / PATTERNS_FILE, list(PATTERN_COLUMNS))
     prow = []
     for step in range(log_every * 5, steps + 1, log_every * 5):
         for p in range(n_patterns):
@@ -120,8 +114,7 @@ def _write_patterns(path: Path, rng: np.random.Generator, steps: int, log_every:
 
 def _write_retention(path: Path, rng: np.random.Generator, steps: int, warmup_steps: int) -> None:
     """retention.csv: binomial accuracy per lag bin, with episodic memory on and off."""
-    ret = CsvLog(path / RETENTION_FILE, ["step", "condition", "binding", "lag", "lag_high", "n",
-                                         "correct", "accuracy"])
+    ret = CsvLog(path / RETENTION_FILE, list(RETENTION_COLUMNS))
     rrow = []
     edges = [0, 1, 2, 4, 8, 16, 32, 64, 128]
     for step in (warmup_steps, steps):

@@ -121,27 +121,19 @@ def novel_dip(run) -> dict:
 def eval_batches(run_dir: Path, config, device: str):
     """Yield (batch, query mask, answers, library mask at the queries) of a run's evaluation set.
 
-    SRCD: queries are the query events; a token task (config.json ``task``): the scored tokens,
-    library where ``pattern`` ≥ 0. Same set as training's evaluation (``train.eval_sequences``,
-    ``train.eval_seed``).
+    The run's own task (``consolidation.api.run_task``) says what a query, its answer and its
+    library binding are (``eval_view``). Same set as training's evaluation
+    (``train.eval_sequences``, ``train.eval_seed``).
     """
-    from cram.consolidation.tokens import reload_task
-    from cram.core.runs import CONFIG_FILE, read_json
-    from cram.tasks.batch import IGNORE_INDEX
-    from cram.tasks.srcd_stream import EVENT_QUERY, SRCD
+    from cram.consolidation.api import run_task
 
-    record = read_json(Path(run_dir) / CONFIG_FILE).get("task")
-    gen = (reload_task(record, where=str(run_dir)) if isinstance(record, dict)
-           else SRCD(config.data))
-    data = gen.eval_set(config.train.eval_sequences, config.train.eval_seed)
+    task = run_task(run_dir, config)
+    data = task.eval_set(config.train.eval_sequences, config.train.eval_seed)
     for start in range(0, len(data), config.train.eval_batch_size):
         b = data.slice(start, start + config.train.eval_batch_size).to_torch(device)
-        if isinstance(record, dict):
-            query = b["labels"] != IGNORE_INDEX  # (B, T)
-            yield b, query, b["labels"], (b["pattern"][query] >= 0).cpu().numpy()
-        else:
-            query = b["event"] == EVENT_QUERY  # (B, T)
-            yield b, query, b["answer"], b["is_library"][query].cpu().numpy()
+        view = task.eval_view(b)
+        query = view["query"]  # (B, T)
+        yield b, query, view["answer"], view["is_library"][query].cpu().numpy()
 
 
 def ablation_accuracies(run_dir: Path, device: str = "cpu") -> dict:

@@ -56,7 +56,7 @@ def finetune_heads(source_dir: Path, task: dict, steps: int, seed: int, lr: floa
         opt.step()
     eval_set = gen.eval_set(config.train.eval_sequences, config.train.eval_seed)
     return evaluate(model, eval_set, config.train.eval_batch_size, torch.device("cpu"),
-                    n_library=data.n_library).metrics
+                    task=gen).metrics
 
 
 def run_transfer(models: list[str], preset: str, seeds: int, root: Path, overrides: list[str],

@@ -1,9 +1,11 @@
 """SRCD sequence models: CRAM, its ablations and the baselines, behind one registry.
 
 ``build_model(name, config, spec)`` builds any of ``MODEL_NAMES``. ``MODEL_VARIANTS`` holds, per
-name, the model half of a variant: the class to build and the ``ModelConfig`` changes the name
-implies (applied when a run's config is resolved, so config.json shows them). The training half
-(``TrainConfig`` changes) belongs to the consolidation layer (``cram.consolidation.config``).
+name, the one record of a variant: the class to build, the ``ModelConfig`` changes the name implies
+(applied when a run's config is resolved, so config.json shows them), its ``TrainConfig`` changes
+and, if token tasks cannot run it, why. The training changes are data here; the consolidation layer
+(``cram.consolidation.config.VARIANTS``) checks their names against ``TrainConfig`` and applies
+them.
 """
 
 from __future__ import annotations
@@ -25,19 +27,23 @@ _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
 
 @dataclass(frozen=True)
 class ModelVariant:
-    """A registered model name: what to build and how it changes the preset's ``ModelConfig``."""
+    """A registered model name: what to build and how it changes the preset's configs."""
 
     name: str
     description: str  # one line; docs/models.md lists it (a test keeps the two in step)
     module: str  # under cram.models
     cls: str
     changes: Mapping[str, object] = field(default_factory=dict)  # ModelConfig field → value
+    train: Mapping[str, object] = field(default_factory=dict)  # TrainConfig field → value
+    #   (names checked by cram.consolidation.config, which owns TrainConfig)
+    token_refusal: str = ""  # why token tasks cannot run this model ("": they can)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.changes) - _CONFIG_FIELDS)
         if unknown:
             raise ConfigError(f"model variant {self.name!r}: unknown ModelConfig fields {unknown}")
         object.__setattr__(self, "changes", MappingProxyType(dict(self.changes)))
+        object.__setattr__(self, "train", MappingProxyType(dict(self.train)))
 
     def apply(self, config: ModelConfig) -> ModelConfig:
         """``config`` with this variant's changes."""
@@ -57,17 +63,23 @@ _VARIANTS = (
     ModelVariant("cram-oracle-q", "ablation: router reads the true q (the paper as written); "
                  "attends everywhere", "cram", "CRAM", {"router_reads": "q"}),
     ModelVariant("cram-static", "ablation: every query reads episodic memory, no other token does",
-                 "cram", "CRAM", {"static_routing": True}),
-    ModelVariant("cram-no-consolidation", "ablation: no consolidation loss", "cram", "CRAM"),
+                 "cram", "CRAM", {"static_routing": True},
+                 token_refusal="it routes by the query mask, which a token task never gives a "
+                 "model (the oracle ablation exists on SRCD only)"),
+    ModelVariant("cram-no-consolidation", "ablation: no consolidation loss", "cram", "CRAM",
+                 train={"consolidation_weight": 0.0, "consolidation_raw_weight": 0.0}),
     ModelVariant("cram-logit-router", "CRAM for familiarity that must be learned (key vectors): "
                  "the router reads q̂'s log-odds and is kept off saturation; non-query tokens pay "
-                 "ungated", "cram", "CRAM", {"router_feature": "logit", "familiarity_hidden": 128}),
+                 "ungated", "cram", "CRAM", {"router_feature": "logit", "familiarity_hidden": 128},
+                 train={"router_logit_weight": 0.01, "cost_gate": "familiarity-queries"}),
     # issue 15, the 2×2 of consolidation loss on/off × cost gated/ungated (with cram and
     # cram-no-consolidation), and the cost-matched baselines of `cram bench mechanism`
     ModelVariant("cram-ungated", "ablation (2×2): consolidation loss on, attention cost not gated "
-                 "by q̂", "cram", "CRAM"),
+                 "by q̂", "cram", "CRAM", train={"cost_gate": "none"}),
     ModelVariant("cram-no-consolidation-ungated", "ablation (2×2): no consolidation loss and the "
-                 "attention cost not gated by q̂", "cram", "CRAM"),
+                 "attention cost not gated by q̂", "cram", "CRAM",
+                 train={"consolidation_weight": 0.0, "consolidation_raw_weight": 0.0,
+                        "cost_gate": "none"}),
     ModelVariant("seqboat-matched", "baseline: SeqBoat-style gate charged and trained like "
                  "CRAM (λ_q at queries, λ_n elsewhere, same schedule, sampled near-binary gates)",
                  "matched", "SeqBoatMatched"),

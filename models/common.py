@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cram.core.errors import ConfigError
+from cram.core.fields import check_fields, config_field
 
 from .routing import QSpace, QValueScore, Route, RouterFeature, RouterReads, RoutingConfig
 
@@ -28,21 +29,25 @@ class ModelConfig:
     static hybrid. CRAM's routing switches are grouped and validated as ``routing``.
     """
 
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    d_ff: int = 128  # feed-forward hidden width; 0 disables the FFN
+    d_model: int = config_field(64, min=1)
+    n_layers: int = config_field(2, min=1)
+    n_heads: int = config_field(4, min=1)
+    d_ff: int = config_field(128, min=0)  # feed-forward hidden width; 0 disables the FFN
     # working memory (CT-ODE) tier
-    ct_dim: int = 64  # state width D of the CT scan
-    ct_dt: float = 1.0  # Euler step Δt; the gate σ(W_τ log(1+Δτ)) scales it per channel
+    ct_dim: int = config_field(64, min=1)  # state width D of the CT scan
+    ct_dt: float = config_field(1.0, gt=0)  # Euler step Δt; the gate σ(W_τ log(1+Δτ)) scales
+    #   it per channel
     ct_diagonal: bool = False  # diagonal W_1 (parallel over channels in the Triton kernel)
     # episodic tier
-    attention_window: int | None = None  # episodic buffer B: keys j, pos-B < j <= pos; None: all
+    attention_window: int | None = config_field(None, min=1)  # episodic buffer B: keys j,
+    #   pos-B < j <= pos; None: all
     # semantic tier + consolidation (CRAM)
-    semantic_rank: int = 16  # rank r of the low-rank semantic MLP (paper: d/16)
+    semantic_rank: int = config_field(16, min=1)  # rank r of the low-rank semantic MLP
+    #   (paper: d/16)
     # routing switches (typed and validated as ``RoutingConfig``; read them as ``.routing``)
     q_space: QSpace = "value"  # where the consolidation score q is measured
-    q_sigma: float = 1.0  # q = exp(-distance / q_sigma) (the "kl" score and raw space)
+    q_sigma: float = config_field(1.0, gt=0)  # q = exp(-distance / q_sigma) (the "kl" score
+    #   and raw space)
     q_value_score: QValueScore = "agreement"  # value-space q: the agreement
     #   Σ_v p_E(v)·p_S(v), the chance both readouts name the same value (low while they say
     #   nothing, so an untrained pair does not look consolidated); "kl": exp(-KL(p_E‖p_S)/σ)
@@ -51,35 +56,18 @@ class ModelConfig:
     #   probability, or its log-odds (a scale on which a small router weight separates 0.7 from 0.2)
     router_episodic_bias: float = 2.0  # router initialised toward episodic memory
     static_routing: bool = False  # cram-static: queries read episodic memory, nothing else does
-    familiarity_hidden: int = 32
+    familiarity_hidden: int = config_field(32, min=1)
     # baselines
     attention_layers: tuple[int, ...] = (1,)  # static hybrid: which layers are attention layers
-    mod_capacity: float = 0.125  # Mixture-of-Depths: share of tokens per layer that attend
+    mod_capacity: float = config_field(0.125, gt=0, max=1)  # Mixture-of-Depths: share of
+    #   tokens per layer that attend
     seqboat_threshold: float = 0.5  # SeqBoat-style gate: attend where σ(gate) > threshold
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_layers", "n_heads", "ct_dim", "familiarity_hidden"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"ModelConfig.{name}={v!r}: must be an integer >= 1")
+        check_fields(self)  # types, bounds and the routing switches' Literal sets
         if self.d_model % self.n_heads:
             raise ConfigError(f"ModelConfig.d_model={self.d_model} must be divisible by "
                               f"n_heads={self.n_heads}")
-        if not isinstance(self.d_ff, int) or self.d_ff < 0:
-            raise ConfigError(f"ModelConfig.d_ff={self.d_ff!r}: must be an integer >= 0")
-        if not isinstance(self.semantic_rank, int) or self.semantic_rank < 1:
-            raise ConfigError(f"ModelConfig.semantic_rank={self.semantic_rank!r}: "
-                              "rank must be >= 1")
-        if self.attention_window is not None and self.attention_window < 1:
-            raise ConfigError(f"ModelConfig.attention_window={self.attention_window!r}: "
-                              "buffer must be >= 1")
-        self.routing  # noqa: B018 (builds the RoutingConfig, which validates the switches)
-        if not self.q_sigma > 0:
-            raise ConfigError(f"ModelConfig.q_sigma={self.q_sigma!r}: must be > 0")
-        if not self.ct_dt > 0:
-            raise ConfigError(f"ModelConfig.ct_dt={self.ct_dt!r}: must be > 0")
-        if not 0 < self.mod_capacity <= 1:
-            raise ConfigError(f"ModelConfig.mod_capacity={self.mod_capacity!r}: must lie in (0, 1]")
         if any(not 0 <= i < self.n_layers for i in self.attention_layers):
             raise ConfigError(f"ModelConfig.attention_layers={self.attention_layers!r}: "
                               f"indices must lie in [0, {self.n_layers})")
@@ -108,9 +96,12 @@ class DataSpec:
     vocab_size: int = 0  # > 0: a token task with this vocabulary
 
     @property
-    def is_token(self) -> bool:
-        """The data is a token task (the model reads ``tokens``), not SRCD."""
-        return self.vocab_size > 0
+    def encoding(self) -> str:
+        """The model input's encoding: ``"tokens"`` (a vocabulary) or ``"srcd"`` (events and keys).
+
+        It picks the embedding (``EMBEDDINGS``) and matches a task's ``encoding``.
+        """
+        return "tokens" if self.vocab_size > 0 else "srcd"
 
 
 def token_spec(vocab_size: int) -> DataSpec:
@@ -211,6 +202,10 @@ class TokenEmbedding(nn.Module):
         return x + self.gap(torch.log1p(dtau.float())[..., None])
 
 
+#: the embedding of each input encoding (``DataSpec.encoding``)
+EMBEDDINGS = {"srcd": SRCDEmbedding, "tokens": TokenEmbedding}
+
+
 class SRCDHeads(nn.Module):
     """Value readout (at queries) and next-signal prediction (everywhere)."""
 
@@ -263,8 +258,7 @@ class SRCDModel(nn.Module):
         super().__init__()
         self.config = config
         self.spec = spec
-        embedding = TokenEmbedding if spec.is_token else SRCDEmbedding
-        self.embed = embedding(spec, config.d_model)
+        self.embed = EMBEDDINGS[spec.encoding](spec, config.d_model)
         self.heads = SRCDHeads(spec, config.d_model)
 
     def with_route_noise(self, route: Route, batch: dict) -> Route:

@@ -41,6 +41,7 @@ import numpy as np
 
 from cram.core.errors import ConfigError
 from cram.core.events import EVENT_NONE, EVENT_QUERY, EVENT_STORE
+from cram.core.fields import check_fields, config_field
 
 __all__ = ["EVENT_NONE", "EVENT_QUERY", "EVENT_STORE", "IGNORE_INDEX", "SRCD", "SRCDBatch",
            "SRCDConfig", "describe", "stream_rng"]
@@ -51,28 +52,39 @@ IGNORE_INDEX = -100
 class SRCDConfig:
     """Every parameter of the SRCD construction (defaults: the paper's N=2048, 5%, 70%, 100)."""
 
-    length: int = 2048
-    query_rate: float = 0.05  # share of positions that are queries (one store per query as well)
-    library_share: float = 0.7  # recurrence f: share of bindings drawn from the library
-    n_library: int = 100  # fixed library of key→value patterns
-    library_seed: int = 1234  # fixes the library (its values and key vectors), not the stream
-    n_novel_keys: int = 1000  # pool of novel key ids, disjoint from the library
-    n_values: int = 32  # value vocabulary size (chance accuracy 1/n_values)
+    length: int = config_field(2048, min=1)
+    query_rate: float = config_field(0.05, gt=0, lt=1)  # share of positions that are queries
+    #   (one store per query as well)
+    library_share: float = config_field(0.7, range=(0, 1))  # recurrence f: share of bindings
+    #   drawn from the library
+    n_library: int = config_field(100, min=1)  # fixed library of key→value patterns
+    library_seed: int = config_field(1234, min=0)  # fixes the library (its values and key
+    #   vectors), not the stream; numpy seeds are never negative
+    n_novel_keys: int = config_field(1000, min=1)  # pool of novel key ids, disjoint from the
+    #   library
+    n_values: int = config_field(32, min=2)  # value vocabulary size (chance accuracy 1/n_values)
     key_encoding: Literal["id", "vector"] = "id"
-    key_dim: int = 32  # vector encoding: key vector dimension
-    key_noise: float = 0.3  # vector encoding: fresh per-occurrence noise (per-entry std)
-    gap_shape: float = 2.0  # Pareto shape α of the time gaps (tail P(Δτ > x) ∝ x^-α)
-    gap_scale: float = 0.05  # Pareto scale: the minimum gap
-    gap_max: float = 2.0  # gaps are clipped here (keeps the Euler step of the CT tier stable)
+    key_dim: int = config_field(32, min=1)  # vector encoding: key vector dimension
+    key_noise: float = config_field(0.3, min=0)  # vector encoding: fresh per-occurrence noise
+    #   (per-entry std)
+    gap_shape: float = config_field(2.0, gt=0, finite=True)  # Pareto shape α of the time gaps
+    #   (tail P(Δτ > x) ∝ x^-α)
+    gap_scale: float = config_field(0.05, gt=0, finite=True)  # Pareto scale: the minimum gap
+    gap_max: float = config_field(2.0, gt=0, finite=True)  # gaps are clipped here (keeps the
+    #   Euler step of the CT tier stable)
     signal_dim_min: int = 2
     signal_dim_max: int = 4
-    decay_min: float = 0.05  # latent decay rates a ~ U(decay_min, decay_max)
+    decay_min: float = config_field(0.05, gt=0, finite=True)  # latent decay rates
+    #   a ~ U(decay_min, decay_max)
     decay_max: float = 0.5
-    freq_min: float = 0.5  # angular frequencies ω ~ U(freq_min, freq_max)
+    freq_min: float = config_field(0.5, gt=0, finite=True)  # angular frequencies
+    #   ω ~ U(freq_min, freq_max)
     freq_max: float = 3.0
-    obs_noise: float = 0.1  # observation noise, relative to the latent signal's std
+    obs_noise: float = config_field(0.1, min=0)  # observation noise, relative to the latent
+    #   signal's std
     # task variants (cram bench transfer): same library, another task
-    answer_permutation_seed: int | None = None  # query format: answer = π(value) for a fixed π
+    answer_permutation_seed: int | None = config_field(None, min=0)  # query format:
+    #   answer = π(value) for a fixed π
     library_keys: Literal["default", "shifted"] = "default"  # shifted: library keys take ids
     #   n_library+1..2·n_library (keys the default task uses as novel), novel keys the ids above
     library_answer: Literal["fixed", "permuted", "unlabelled"] = "fixed"  # closes the readout
@@ -82,22 +94,7 @@ class SRCDConfig:
     #   value loss never teaches the readout a library value; the evaluation set keeps them
 
     def __post_init__(self) -> None:
-        check = _Checker("SRCDConfig")
-        check.positive_int("length", self.length)
-        check.open_unit("query_rate", self.query_rate)
-        check.closed_unit("library_share", self.library_share)
-        check.positive_int("n_library", self.n_library)
-        check.positive_int("n_novel_keys", self.n_novel_keys)
-        check.positive_int("n_values", self.n_values, minimum=2)
-        check.positive_int("key_dim", self.key_dim)
-        if self.key_encoding not in ("id", "vector"):
-            raise ConfigError(f"SRCDConfig.key_encoding={self.key_encoding!r}: "
-                              "choose 'id' or 'vector'")
-        for name in ("gap_shape", "gap_scale", "gap_max", "decay_min", "freq_min"):
-            check.positive(name, getattr(self, name))
-        for name in ("key_noise", "obs_noise"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"SRCDConfig.{name}={getattr(self, name)!r}: must be >= 0")
+        check_fields(self)  # each field alone; below, the checks that join fields
         if self.gap_max < self.gap_scale:
             raise ConfigError("SRCDConfig.gap_max must be >= gap_scale")
         if not (1 <= self.signal_dim_min <= self.signal_dim_max <= 5):
@@ -111,20 +108,9 @@ class SRCDConfig:
                 f"SRCDConfig.query_rate={self.query_rate}: {n_q} queries plus their stores do not "
                 f"fit in length {self.length}"
             )
-        if self.library_keys not in ("default", "shifted"):
-            raise ConfigError(f"SRCDConfig.library_keys={self.library_keys!r}: "
-                              "'default' or 'shifted'")
-        if self.library_answer not in ("fixed", "permuted", "unlabelled"):
-            raise ConfigError(f"SRCDConfig.library_answer={self.library_answer!r}: "
-                              "'fixed', 'permuted' or 'unlabelled'")
         if n_q > self.novel_pool:
             raise ConfigError(f"SRCDConfig.n_novel_keys={self.n_novel_keys}: the novel pool "
                               f"({self.novel_pool}) is smaller than {n_q} bindings")
-        for name in ("library_seed", "answer_permutation_seed"):  # numpy seeds: never negative
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool)
-                                  or v < 0):
-                raise ConfigError(f"SRCDConfig.{name}={v!r}: must be an integer >= 0")
 
     @property
     def n_queries(self) -> int:
@@ -375,6 +361,55 @@ class SRCD:
     def eval_set(self, n_sequences: int, seed: int = 10_000) -> SRCDBatch:
         """The fixed evaluation set (its seed is disjoint from training streams by construction)."""
         return self.sample(n_sequences, np.random.default_rng([seed, 0xE7A1]), library_labels=True)
+
+    # ------------------------------------------------ the trainer's hooks (tasks/view.py)
+    native = True  # SRCD's own encoding: events, keys, the observed signal and the lags
+    name = "srcd"
+    encoding = "srcd"
+    per_token_metrics = False
+    train_defaults: dict = {}
+
+    @property
+    def n_library(self) -> int:
+        """Size of the fixed library."""
+        return self.config.n_library
+
+    def check(self) -> None:
+        """Nothing to check: ``SRCDConfig`` validated every field when it was built."""
+
+    @property
+    def data_spec(self) -> dict:
+        """SRCD's key and value vocabularies and the key encoding (the SRCD embedding)."""
+        c = self.config
+        return {"n_keys": c.n_keys, "n_values": c.n_values, "key_encoding": c.key_encoding,
+                "key_dim": c.key_dim}
+
+    @staticmethod
+    def loss_view(batch: dict) -> dict:
+        """The batch itself: it carries answer, event, target_signal and signal_mask."""
+        return batch
+
+    @staticmethod
+    def extra_loss(outputs, batch: dict) -> dict:
+        """None: the dynamics term is the objective's own (``signal_weight``)."""
+        return {}
+
+    @staticmethod
+    def eval_view(batch: dict) -> dict:
+        """Queries are query events; the lag and the signal target are SRCD's."""
+        return {"query": batch["event"] == EVENT_QUERY, "answer": batch["answer"],
+                "pattern": batch["pattern"], "is_library": batch["is_library"],
+                "lag": batch["lag"], "signal_mask": batch["signal_mask"],
+                "target_signal": batch["target_signal"]}
+
+    def exposure_counts(self, batch: SRCDBatch) -> np.ndarray:
+        """(n_library,) training queries per library pattern in ``batch``."""
+        pattern = batch.pattern
+        return np.bincount(pattern[pattern >= 0], minlength=self.config.n_library)
+
+    def sequence_length(self, batch: SRCDBatch) -> int:
+        """Positions per sequence (``SRCDConfig.length``)."""
+        return self.config.length
 
 
 def stream_rng(seed: int, rank: int, step: int) -> np.random.Generator:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cram.consolidation.layer_metrics import layer_metric_columns, layer_metrics
+from cram.consolidation.layer_metrics import layer_metrics
+from cram.core.columns import layer_columns as layer_metric_columns
 
 # 6 tokens: 0, 1 library queries; 2, 3 novel queries; 4, 5 non-queries. 2 layers.
 QUERY = np.array([1, 1, 1, 1, 0, 0], bool)

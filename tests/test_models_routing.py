@@ -123,7 +123,8 @@ def test_evaluation_reports_q_but_counts_only_routed_attention():
         with torch.no_grad():
             block.router.weight.zero_()
             block.router.bias.copy_(torch.tensor([0.0, 0.0, 5.0]))
-    res = evaluate(model, data, 2, "cpu", n_library=6)
+    task = SRCD(SRCDConfig(length=T, query_rate=0.1, n_library=6, n_novel_keys=30, n_values=5))
+    res = evaluate(model, data, 2, "cpu", task=task)
     assert res.metrics["attention_computed"] == 0.0
     assert np.isfinite(res.metrics["q_library"]) and np.isfinite(res.metrics["qhat_novel"])
     assert res.metrics["share_semantic_l0"] == 1.0

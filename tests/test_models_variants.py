@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cram.consolidation.config import PRESETS, TRAIN_CHANGES, VARIANTS, Variant, resolve
+from cram.consolidation.config import PRESETS, VARIANTS, Variant, resolve, token_refusal
 from cram.core.errors import ConfigError
 from cram.models import MODEL_NAMES, MODEL_VARIANTS, ModelVariant
 
@@ -43,20 +43,27 @@ def test_resolved_configs_are_unchanged(name):
         assert f"{mv.module}.{mv.cls}" == want["model_class"]
 
 
-def test_every_training_change_names_a_model():
-    assert set(TRAIN_CHANGES) <= set(MODEL_NAMES)
+def test_every_variant_is_one_record_of_the_one_table():
     assert list(VARIANTS) == list(MODEL_NAMES)
+    assert all(VARIANTS[name].model is MODEL_VARIANTS[name] for name in MODEL_NAMES)
     assert VARIANTS["cram-no-consolidation"].train["consolidation_weight"] == 0.0
     assert dict(VARIANTS["cram"].train) == {} and dict(VARIANTS["cram"].model.changes) == {}
+    assert {name for name in MODEL_NAMES if token_refusal(name)} == {"cram-static"}
+    assert token_refusal("cram-static").startswith("it routes by the query mask")
+    assert token_refusal("cram") == ""
+    with pytest.raises(ConfigError, match="unknown model"):
+        token_refusal("nope")
 
 
 def test_variant_changes_are_checked_and_frozen():
     with pytest.raises(ConfigError, match="unknown ModelConfig fields.*q_spaec"):
         ModelVariant("x", "typo", "cram", "CRAM", {"q_spaec": "raw"})
     with pytest.raises(ConfigError, match="unknown TrainConfig fields.*cost_gat"):
-        Variant(MODEL_VARIANTS["cram"], {"cost_gat": "none"})
+        Variant(ModelVariant("x", "typo", "cram", "CRAM", train={"cost_gat": "none"}))
     with pytest.raises(TypeError):
         MODEL_VARIANTS["cram-raw-q"].changes["q_space"] = "value"  # read-only mapping
+    with pytest.raises(TypeError):
+        MODEL_VARIANTS["cram-ungated"].train["cost_gate"] = "familiarity"  # read-only mapping
     with pytest.raises(dataclasses.FrozenInstanceError):
         MODEL_VARIANTS["cram"].name = "other"
 

@@ -13,7 +13,8 @@ import pytest
 
 import cram
 from cram.consolidation.config import resolve
-from cram.consolidation.train import metric_columns, train
+from cram.consolidation.train import train
+from cram.core.columns import metric_columns
 
 CHECK = ("acc_library_semantic_zeroed", "acc_novel_semantic_zeroed", "acc_novel_working_only")
 

@@ -144,15 +144,15 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, sy
 
     monkeypatch.setenv("CRAM_SYNC_FREE", sync_free)
 
-    real = train_mod.compute_loss
+    real = train_mod.task_loss
 
-    def poisoned(out, batch, cfg, step, **kw):  # kw: schedule= (issue 13)
-        terms = real(out, batch, cfg, step, **kw)
+    def poisoned(task, out, batch, cfg, step, **kw):  # kw: schedule= (issue 13), view=
+        terms = real(task, out, batch, cfg, step, **kw)
         if step == 15:
             terms.total = terms.total * float("nan")
         return terms
 
-    monkeypatch.setattr(train_mod, "compute_loss", poisoned)
+    monkeypatch.setattr(train_mod, "task_loss", poisoned)
     seen, weights = [], {}
     real_check, real_step = train_mod._check_finite_weights, train_mod.train_step
 
@@ -308,7 +308,7 @@ def test_prefetched_batches_are_the_stream_batches(depth, kind):
     from cram.tasks.srcd_stream import SRCD
 
     config = resolve("cram", "cpu-tiny", ["train.data_shards=2"])
-    run = SimpleNamespace(config=config, seed=3, data=SRCD(config.data), token=False,
+    run = SimpleNamespace(config=config, seed=3, task=SRCD(config.data),
                           dist=SimpleNamespace(enabled=False, rank=0, world=1))
     batches = batches_mod.prefetcher(batches_mod.step_batches(run), depth, kind,
                                      config.train.steps)
@@ -337,7 +337,7 @@ def test_ctrl_c_while_the_data_worker_shuts_down_is_not_swallowed(monkeypatch):
     from cram.tasks.srcd_stream import SRCD
 
     config = resolve("cram", "cpu-tiny")
-    run = SimpleNamespace(config=config, seed=0, data=SRCD(config.data), token=False,
+    run = SimpleNamespace(config=config, seed=0, task=SRCD(config.data),
                           dist=SimpleNamespace(enabled=False, rank=0, world=1))
     batches = batches_mod.prefetcher(batches_mod.step_batches(run), 2, "process", 10)
     batches.get(0)
@@ -370,7 +370,7 @@ def test_ctrl_c_while_the_data_worker_starts_waits_until_it_has_started(monkeypa
     from cram.tasks.srcd_stream import SRCD
 
     config = resolve("cram", "cpu-tiny")
-    run = SimpleNamespace(config=config, seed=0, data=SRCD(config.data), token=False,
+    run = SimpleNamespace(config=config, seed=0, task=SRCD(config.data),
                           dist=SimpleNamespace(enabled=False, rank=0, world=1))
     real_iter = torch.utils.data.DataLoader.__iter__
 

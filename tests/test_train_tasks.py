@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,8 @@ import torch
 
 from cram.consolidation.checkpoint import rebuild_model
 from cram.consolidation.config import resolve
-from cram.consolidation.tokens import compute_token_loss, exposure_counts, loss_view
-from cram.consolidation.train import metric_columns
+from cram.consolidation.losses import task_loss
+from cram.core.columns import metric_columns
 from cram.models import (
     HARD,
     MODEL_NAMES,
@@ -30,6 +31,7 @@ from cram.models import (
 )
 from cram.tasks import TokenBatch, load_task
 from cram.tasks.metrics import label_loss
+from cram.tasks.view import TokenView
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = "tests/tasks_example.py"
@@ -74,7 +76,7 @@ def test_cli_trains_cpu_tiny_on_a_task_file_and_eval_reloads_it(tmp_path):
         assert doc[key] == pytest.approx(last[key]), key  # same eval set, same model
     other = _cli("eval", str(run), "--json", "--task", f"{EXAMPLE}:make_task",
                  "--task-arg", "vocab_size=8")
-    assert other.returncode != 0 and "vocabulary 8" in other.stderr
+    assert other.returncode != 0 and "vocab_size 8 (the model's: 16)" in other.stderr
 
 
 def test_cram_tasks_lists_the_builtins():
@@ -110,7 +112,8 @@ def test_bad_task_exits_with_one_line_and_no_folder(tmp_path, spec, args, needle
 def test_cram_static_is_refused_on_token_tasks(tmp_path):
     proc = _cli("train", "--model", "cram-static", "--preset", "cpu-tiny", "--task",
                 "recall-marked", "--out", str(tmp_path / "run"))
-    assert proc.returncode != 0 and "not available on token tasks" in proc.stderr
+    assert proc.returncode != 0
+    assert "not available on task 'recall-marked' (tokens input)" in proc.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -154,13 +157,13 @@ def test_token_loss_is_label_cross_entropy_plus_extras():
     model = build_model("transformer", TINY, token_spec(task.vocab_size))
     out = model(b, Route(temperature=1.0))
     cfg = resolve("transformer", "cpu-tiny").train
-    loss = compute_token_loss(out, b, cfg, step=0, task=task)
+    loss = task_loss(TokenView(task), out, b, cfg, step=0)
     ce = float(label_loss(out.value_logits, b["labels"]).detach())
     extra = float(task.extra_loss(out, b)["signal"].detach())
     assert loss.terms["loss_value"] == pytest.approx(ce, rel=1e-6)
     assert loss.terms["loss_signal"] == pytest.approx(extra, rel=1e-6)
     assert float(loss.total.detach()) == pytest.approx(ce + extra, rel=1e-5)
-    view = loss_view(b)  # the loss-side query mask is the label mask, nothing else
+    view = TokenView(task).loss_view(b)  # the loss-side query mask is the label mask alone
     assert torch.equal(view["event"] == 2, b["labels"] != -100)
 
 
@@ -171,7 +174,7 @@ def test_hidden_library_queries_stay_queries_for_the_routing_losses():
     b = task.sample(8, np.random.default_rng(0)).to_torch()
     hidden_queries = b["query_mask"] & (b["labels"] == -100)
     assert hidden_queries.any() and (b["pattern"][hidden_queries] >= 0).all()  # library ones
-    view = loss_view(b)
+    view = TokenView(task).loss_view(b)
     assert torch.equal(view["event"] == 2, b["query_mask"])
     b = {**b, "labels": torch.full_like(b["labels"], -100)}  # only the hidden queries count now
     b["query_mask"] = hidden_queries
@@ -179,12 +182,12 @@ def test_hidden_library_queries_stay_queries_for_the_routing_losses():
     model = build_model("cram", TINY, token_spec(task.vocab_size))
     cfg = resolve("cram", "cpu-tiny").train
     out = model(b, Route(temperature=1.0))
-    loss = compute_token_loss(out, b, cfg, step=0, task=task)
+    loss = task_loss(TokenView(task), out, b, cfg, step=0)
     assert float(loss.terms["loss_consolidation"]) > 0  # consolidation reaches hidden queries
     hidden = dict(b)
     del hidden["query_mask"]  # without the mask they are plain tokens: no consolidation
     out = model(hidden, Route(temperature=1.0))
-    loss = compute_token_loss(out, hidden, cfg, step=0, task=task)
+    loss = task_loss(TokenView(task), out, hidden, cfg, step=0)
     assert float(loss.terms["loss_consolidation"]) == 0
 
 
@@ -192,7 +195,8 @@ def test_exposures_count_scored_library_positions():
     labels = np.array([[-100, 5, -100, 7]])
     pattern = np.array([[1, 1, 0, -1]])
     batch = TokenBatch(np.zeros((1, 4), np.int64), labels, pattern=pattern)
-    assert exposure_counts(batch, 3).tolist() == [0, 1, 0]
+    task = types.SimpleNamespace(name="t", vocab_size=8, n_library=3)
+    assert TokenView(task).exposure_counts(batch).tolist() == [0, 1, 0]
 
 
 def test_old_srcd_checkpoint_spec_rebuilds_with_defaults():
@@ -202,7 +206,7 @@ def test_old_srcd_checkpoint_spec_rebuilds_with_defaults():
     args = {"config": dataclasses.asdict(TINY), "spec": {"n_keys": 10, "n_values": 4,
                                                          "key_encoding": "id", "key_dim": 32}}
     back = rebuild_model({"model_name": "cram", "model_args": args, "model": model.state_dict()})
-    assert not back.spec.is_token and type(back.embed).__name__ == "SRCDEmbedding"
+    assert back.spec.encoding == "srcd" and type(back.embed).__name__ == "SRCDEmbedding"
 
 
 def test_learned_schedule_reads_a_token_task_labels(tmp_path):

@@ -149,15 +149,18 @@ def _task_bench(args, models: list[str]) -> int:
     """``cram bench srcd --task SPEC``: the same models × seeds on a token task (no SRCD timing)."""
     from pathlib import Path
 
-    from cram.consolidation.tokens import REFUSED, check_token_model
+    from cram.consolidation.config import model_refusal
+    from cram.core.errors import ConfigError
     from cram.experiments.bench import TOKEN_ROW_KEYS, ensure_run, srcd_row, summarize
     from cram.tasks import load_task
 
 
     if args.models == "all":
-        models = [m for m in models if m not in REFUSED]
+        models = [m for m in models if not model_refusal(m, "tokens")]
     for model in models:
-        check_token_model(model)
+        reason = model_refusal(model, "tokens")
+        if reason:
+            raise ConfigError(f"--model {model}: not available on token tasks: {reason}")
     load_task(args.task, args.task_args)  # a bad task fails before any training
     name = Path(args.task.rpartition(":")[2] or args.task).name
     root = Path(args.runs_dir or f"runs/bench-task-{name}-{args.preset}")

@@ -119,72 +119,35 @@ def _eval(args) -> int:
 
     import torch
 
+    from cram.consolidation.api import run_task
     from cram.consolidation.checkpoint import load_trained
     from cram.consolidation.config import alias_override
     from cram.consolidation.evaluate import evaluate
     from cram.core.errors import RunFolderError
     from cram.core.jsonio import atomic_write_json
     from cram.core.overrides import apply_overrides
-    from cram.tasks.srcd_stream import SRCD
 
     run_dir = Path(args.run_dir)
+    if args.out and Path(args.out).exists():
+        raise RunFolderError(f"{args.out}: exists; refusing to overwrite")
     model, config, state = load_trained(run_dir, args.checkpoint)
     config = apply_overrides(config, [alias_override(o) for o in args.overrides])
-    if model.spec.is_token or args.task is not None:
-        return _eval_token_run(args, run_dir, model, config, state)
-    spec = model.spec
-    if (config.data.n_keys, config.data.n_values, config.data.key_encoding) != (
-            spec.n_keys, spec.n_values, spec.key_encoding):
-        raise RunFolderError("the evaluation data's vocabulary differs from the model's "
-                             "(n_library, n_novel_keys, n_values and key_encoding must stay)")
+    task = run_task(run_dir, config, args.task, args.task_args, trust=args.trust_task)
+    changed = {k: (v, getattr(model.spec, k)) for k, v in task.data_spec.items()
+               if v != getattr(model.spec, k)}
+    if changed:
+        what = ", ".join(f"{k} {v} (the model's: {m})" for k, (v, m) in changed.items())
+        raise RunFolderError(f"{args.task or run_dir}: the evaluation data's vocabulary differs "
+                             f"from the model's: {what}")
     torch.set_num_threads(config.train.threads)
-    eval_set = SRCD(config.data).eval_set(config.train.eval_sequences, config.train.eval_seed)
-    ev = evaluate(model, eval_set, config.train.eval_batch_size, torch.device("cpu"),
-                  n_library=config.data.n_library)
-    doc = {"run": str(run_dir), "step": int(state["step"]),
+    eval_set = task.eval_set(config.train.eval_sequences, config.train.eval_seed)
+    ev = evaluate(model, eval_set, config.train.eval_batch_size, torch.device("cpu"), task=task)
+    doc = {"run": str(run_dir), "step": int(state["step"]), "task": task.name,
            "data": dataclasses.asdict(config.data), **ev.metrics}
     if args.out:
-        if Path(args.out).exists():
-            raise RunFolderError(f"{args.out}: exists; refusing to overwrite")
         atomic_write_json(args.out, doc)
     if args.json:
         emit_json(doc)
     else:
         print(json.dumps({k: v for k, v in doc.items() if k != "data"}, indent=1))
-    return 0
-
-
-def _eval_token_run(args, run_dir, model, config, state) -> int:
-    """``cram eval`` of a run trained on a token task (the recorded task, or ``--task``)."""
-    import json
-    from pathlib import Path
-
-    import torch
-
-    from cram.consolidation.api import saved_task_record
-    from cram.consolidation.tokens import evaluate_tokens, reload_task
-    from cram.core.errors import RunFolderError
-    from cram.core.jsonio import atomic_write_json
-
-    if args.out and Path(args.out).exists():
-        raise RunFolderError(f"{args.out}: exists; refusing to overwrite")
-    record = saved_task_record(run_dir) or {}
-    if not model.spec.is_token:
-        raise RunFolderError(f"{run_dir}: trained on SRCD; --task needs a run trained on a task")
-    task = reload_task(record, args.task, args.task_args, trust=args.trust_task,
-                       where=str(run_dir))
-    if task.vocab_size != model.spec.vocab_size:
-        raise RunFolderError(f"--task {args.task or record.get('spec')}: vocabulary "
-                             f"{task.vocab_size}, the model's is {model.spec.vocab_size}")
-    torch.set_num_threads(config.train.threads)
-    eval_set = task.eval_set(config.train.eval_sequences, config.train.eval_seed)
-    ev = evaluate_tokens(model, eval_set, config.train.eval_batch_size, torch.device("cpu"),
-                         n_library=task.n_library)
-    doc = {"run": str(run_dir), "step": int(state["step"]), "task": task.name, **ev.metrics}
-    if args.out:
-        atomic_write_json(args.out, doc)
-    if args.json:
-        emit_json(doc)
-    else:
-        print(json.dumps(doc, indent=1))
     return 0
