@@ -200,6 +200,23 @@ class _Run:
     #   cost-matched baseline: models.common.SRCDModel.follows_routing_schedule)
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What one call of :func:`train` asks for, resolved (on ``--resume``: the saved config)."""
+
+    model_name: str
+    config: ExperimentConfig
+    out: Path
+    seed: int
+    preset: str
+    resume: bool
+    extended: bool  # --resume with --steps: config.json records the new step count
+    argv: list[str] | None
+    progress: bool
+    task: Any  # the task (cram.tasks.view), or None: SRCD from config.data
+    task_record: dict | None  # config.json's ``task`` entry
+
+
 def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, seed: int = 0,
           preset: str = "custom", resume: bool = False, argv: list[str] | None = None,
           progress: bool = True, *, data: Any = None, restart: bool = False,
@@ -244,10 +261,10 @@ def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, see
                     config, train=dataclasses.replace(config.train, steps=steps))
             check_run_args(config, seed, launch)
         dist = _Dist(launch, pick_device(config.train.device, launch.local_rank).type)
+        req = _Request(model_name, config, out, int(seed), preset, resume,
+                       resume and steps is not None, argv, progress, data, task_record)
         try:
-            return _train(model_name, config, out, int(seed), preset, resume, argv, progress,
-                          data, dist, extended=resume and steps is not None,
-                          task_record=task_record)
+            return _train(req, dist)
         finally:
             dist.close()
 
@@ -275,9 +292,10 @@ def _check_model(model_name: str, task: Any) -> None:
                           f"({task.encoding} input): {reason}")
 
 
-def _train(model_name, config, out, seed, preset, resume, argv, progress, data, dist,
-           extended, task_record=None) -> Path:
+def _train(req: _Request, dist: _Dist) -> Path:
     """Restore or build the state, open the writer (rank 0), run the loop, finish the folder."""
+    model_name, config, out, seed = req.model_name, req.config, req.out, req.seed
+    resume, task_record = req.resume, req.task_record
     if dist.main:
         remove_temp_files(out / CHECKPOINT_DIR)
     ckpt = load_resume_checkpoint(out, model_name, _warn if dist.main else lambda m: None) \
@@ -289,23 +307,23 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, data, 
         raise ConfigError(f"--steps {config.train.steps}: before the checkpoint's step "
                           f"{int(ckpt['step'])} in {out / CHECKPOINT_DIR}")
     dist.barrier()
-    run, ts = _setup(model_name, config, out, seed, dist, data, ckpt)
+    run, ts = _setup(req, dist, ckpt)
     run.task_record = task_record
     writer = None
     if dist.main:
         writer = RunWriter.open(
-            out, {"model": model_name, "preset": preset, "seed": seed, **config.to_dict(),
+            out, {"model": model_name, "preset": req.preset, "seed": seed, **config.to_dict(),
                   **({"task": task_record} if task_record is not None else {})},
             metric_columns(config.model.n_layers, run.task.per_token_metrics),
             after_step=(ts.step if ckpt is not None else -1) if resume else None,
-            write_config=not resume or extended,
-            meta=run_meta(argv, run.device, dist.world, ts.train_seconds,
+            write_config=not resume or req.extended,
+            meta=run_meta(req.argv, run.device, dist.world, ts.train_seconds,
                           ts.model.num_parameters()))
     try:
         if writer is not None:
             run.eval_set = run.task.eval_set(config.train.eval_sequences,
                                              config.train.eval_seed)
-            if progress:
+            if req.progress:
                 writer.start_progress(config.train.steps, ts.step, f"train {model_name}")
         _loop(run, ts, writer, log_first=ckpt is None)
         if writer is not None:
@@ -325,12 +343,13 @@ def _train(model_name, config, out, seed, preset, resume, argv, progress, data, 
     return out
 
 
-def _setup(model_name, config, out, seed, dist, data, ckpt) -> tuple[_Run, TrainState]:
-    """Device, data source, model and optimiser (restored from ``ckpt`` if given), DDP wrap."""
+def _setup(req: _Request, dist: _Dist, ckpt) -> tuple[_Run, TrainState]:
+    """Device, task, model and optimiser (restored from ``ckpt`` if given), DDP wrap."""
+    model_name, config, seed = req.model_name, req.config, req.seed
     device = pick_device(config.train.device, dist.launch.local_rank)
     if device.type == "cpu":
         torch.set_num_threads(config.train.threads)
-    task = data if data is not None else training_task(SRCD(config.data))
+    task = req.task if req.task is not None else training_task(SRCD(config.data))
     ts = fresh_state(model_name, config, seed, dist.rank, device,
                      spec=DataSpec(**task.data_spec), n_library=task.n_library)
     if ckpt is not None:
@@ -346,7 +365,7 @@ def _setup(model_name, config, out, seed, dist, data, ckpt) -> tuple[_Run, Train
         train_model = torch.compile(train_model)
     tiered = bool(ts.model.consolidates)
     scheduled = tiered or bool(ts.model.follows_routing_schedule)
-    return _Run(model_name, config, seed, out, device, dist, task, train_model, tiered,
+    return _Run(model_name, config, seed, req.out, device, dist, task, train_model, tiered,
                 autocast, scheduled=scheduled), ts
 
 
