@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -43,6 +44,9 @@ class ModelConfig:
     #   pos-B < j <= pos; None: all
     # semantic tier + consolidation (CRAM)
     semantic_rank: int = config_field(16, min=1)  # rank r of the low-rank semantic MLP
+    semantic_input: Literal["hidden", "stopgrad"] = "hidden"  # issue 28 (candidate): the
+    #   semantic MLP reads the hidden state, or a stop-grad copy (its losses train its own
+    #   weights only, never the shared representation attention matches keys in)
     #   (paper: d/16)
     # routing switches (typed and validated as ``RoutingConfig``; read them as ``.routing``)
     q_space: QSpace = "value"  # where the consolidation score q is measured

@@ -99,6 +99,7 @@ class CRAMBlock(nn.Module):
         self.norm_memory = nn.LayerNorm(d)
         self.episodic = CausalSelfAttention(d, config.n_heads, config.attention_window)
         self.semantic = SemanticMemory(d, config.semantic_rank)
+        self.semantic_stopgrad = config.semantic_input == "stopgrad"
         self.familiarity = FamiliarityHead(d, config.familiarity_hidden)
         self.value_probe = nn.Linear(d, spec.n_values)  # decodes what a memory output "says"
         self.router = nn.Linear(d + 1, len(TIERS))
@@ -166,7 +167,7 @@ class CRAMBlock(nn.Module):
         """
         x = x + self.working(self.norm_working(x), batch["dtau"])  # (B, T, d)
         h = self.norm_memory(x)  # (B, T, d)
-        f_sem = self.semantic(h)  # (B, T, d)
+        f_sem = self.semantic(h.detach() if self.semantic_stopgrad else h)  # (B, T, d)
         qhat_logit = self.familiarity.logit(h.detach())  # (B, T)
         qhat = torch.sigmoid(qhat_logit)  # (B, T)
         # only cram-static reads the query mask (an SRCD input); it is refused on token tasks

@@ -66,8 +66,7 @@ def calibrate(loop_ms: float) -> int:
 def source_for(preset: str, seed: int = 0) -> StepBatches:
     """SRCD batches of ``preset`` (its length and batch size), one rank stream."""
     config = get_preset(preset)
-    return StepBatches(SRCD(config.data), seed, [0], config.train.batch_size,
-                       config.data.n_library, token=False)
+    return StepBatches(SRCD(config.data), seed, [0], config.train.batch_size)
 
 
 def ms_per_step(source: StepBatches, way: str, steps: int, n_ops: int, depth: int) -> float:

@@ -15,8 +15,11 @@ the same sub-folders, e.g. from ``scripts/golden_runs.sh``), and writes one resu
   folders that import the two versions as ``cram``, e.g. built with ``scripts/golden_runs.sh``).
 
     python scripts/measure_restructure.py --before f31e5e9 --after HEAD
-        --before-runs /tmp/golden-before --after-runs /tmp/golden-after
-        --pkg-before /tmp/golden-before.pkg --pkg-after /tmp/golden-after.pkg --results results
+        --before-runs OUT/before --after-runs OUT/after
+        --pkg-before OUT/before.pkg --pkg-after OUT/after.pkg --results results
+
+    (after ``scripts/golden_runs.sh f31e5e9 OUT/before`` and ``scripts/golden_runs.sh HEAD
+    OUT/after``)
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -96,7 +100,7 @@ def config_fields(files: dict[str, str]) -> dict[str, int]:
 def cli_options(pkg: str) -> int:
     """Option strings of every ``cram`` verb, importing ``cram`` from ``pkg``."""
     proc = subprocess.run([sys.executable, "-c", CLI_COUNT], capture_output=True, text=True,
-                          check=True, env={"PYTHONPATH": pkg, "PATH": "/usr/bin:/bin"})
+                          check=True, env={**os.environ, "PYTHONPATH": pkg})
     return int(json.loads(proc.stdout))
 
 

@@ -30,6 +30,7 @@ def _results(folder):
     return load_results(folder)
 
 
+@pytest.mark.slow  # 2 models x 2 seeds; the default tier keeps test_bench_srcd_rank_sweep
 def test_bench_srcd_rows_and_docs(tmp_path):
     runs = tmp_path / "runs"
     proc = _bench("srcd", "--preset", "cpu-tiny", "--models", "cram,transformer", "--seeds", "2",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from cram.consolidation.config import get_preset, resolve
@@ -58,6 +59,8 @@ def test_a_cram_training_forward_is_one_graph():
     assert explained.graph_count == 1
 
 
+@pytest.mark.slow  # inductor's C++ build: about 60 s with a cold cache; the default tier keeps
+# test_a_cram_training_forward_is_one_graph (the training forward compiles as one graph)
 def test_a_compiled_run_tracks_the_eager_run(tmp_path):
     """``train.compile=true`` end to end: same schedule, losses equal to rounding early on."""
     logs = []

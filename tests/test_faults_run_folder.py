@@ -150,6 +150,8 @@ def test_kill9_before_the_first_checkpoint_then_resume(tmp_path):
     assert list(pd.read_csv(out / "metrics.csv")["step"]) == [0, 10]
 
 
+@pytest.mark.slow  # 400 steps each; the default tier keeps test_faults_process.py's SIGINT and
+# SIGTERM tests (both workers) and test_resume_with_steps_extends_the_run
 @pytest.mark.parametrize("worker", ["thread", "process"])
 def test_sigint_marks_the_run_interrupted_and_it_resumes(tmp_path, worker):
     """A time limit (`timeout -s INT`, as scripts/gpu_check.sh uses) stops a run as Ctrl-C does.

@@ -70,14 +70,14 @@ def test_missing_run_folder_is_a_clear_error(tmp_path):
         episodic_reliance_curve(tmp_path / "nope")
 
 
-def test_fitting_never_imports_torch():
+def test_fitting_never_imports_torch(tmp_path):
     code = (
-        "import sys, tempfile\n"
+        "import sys\n"
         "import cram.fitting, cram.fitting.model_curves, cram.fitting.pipeline\n"
         "import cram.fitting.io, cram.fitting.sensitivity, cram.fitting.plots, cram.fitting.bayes\n"
         "import cram.psych_data\n"
         "from cram.testing import write_synthetic_run\n"
-        "r = write_synthetic_run(tempfile.mkdtemp() + '/r', seed=0)\n"
+        f"r = write_synthetic_run({str(tmp_path / 'r')!r}, seed=0)\n"
         "cram.fitting.model_curves.model_curves([r])\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print('ok')\n")

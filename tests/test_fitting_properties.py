@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,8 @@ delays = st.lists(st.floats(0.5, 500.0, allow_nan=False), min_size=4, max_size=1
                   unique_by=lambda x: round(x, 2)).map(sorted)
 
 
+@pytest.mark.slow  # 20 fits; the default tier keeps test_fitting_forms.py's
+# test_mle_recovers_noise_free_parameters
 @settings(max_examples=20, deadline=None)
 @given(a=st.floats(0.2, 1.0), gamma=st.floats(0.05, 1.2), t=delays)
 def test_power_mle_recovers_gamma_from_noise_free_curves(a, gamma, t):

@@ -66,6 +66,8 @@ def test_refuses_to_overwrite_existing_run(tmp_path):
     assert proc.returncode != 0 and "refusing to overwrite" in proc.stderr
 
 
+@pytest.mark.slow  # 2 x 60 steps; the default tier keeps test_faults_run_folder.py's
+# test_kill9_before_the_first_checkpoint_then_resume and test_resume_falls_back_to_prev_*
 def test_kill9_then_resume_matches_uninterrupted_run(tmp_path):
     common = ["train", "--model", "cram", "--preset", "cpu-tiny", "--seed", "5", "--quiet",
               "--set", "train.steps=60", "--set", "train.checkpoint_every=10"]
@@ -225,7 +227,9 @@ def test_cli_bad_model_and_preset():
         assert proc.returncode != 0 and word in proc.stderr
 
 
-@pytest.mark.parametrize("sync_free", ["0", "1"], ids=["read-back", "sync-free"])
+@pytest.mark.parametrize("sync_free", [  # the default tier keeps read-back DDP and
+    "0", pytest.param("1", marks=pytest.mark.slow)],  # test_sync_free_steps_train_like_*
+    ids=["read-back", "sync-free"])
 def test_ddp_two_cpu_processes_match_single_process(tmp_path, sync_free):
     """Gloo DDP with 2 ranks == one process drawing the same 2 shards (tolerance 1e-4 on losses).
 
