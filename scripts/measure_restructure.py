@@ -127,6 +127,14 @@ def compare_runs(before: Path, after: Path) -> list[dict]:
     return rows
 
 
+def _without_notes(argv: list[str]) -> list[str]:
+    """``argv`` with the text of ``--notes`` left out (it is in the result's notes)."""
+    out = list(argv)
+    if "--notes" in out and out.index("--notes") + 1 < len(out):
+        out[out.index("--notes") + 1] = "TEXT"
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True)
@@ -137,6 +145,7 @@ def main() -> int:
     ap.add_argument("--pkg-after")
     ap.add_argument("--ci-before-s", type=float, help="clean-clone .ci/run seconds, before")
     ap.add_argument("--ci-after-s", type=float, help="clean-clone .ci/run seconds, after")
+    ap.add_argument("--notes", default="", help="appended to the result's notes")
     ap.add_argument("--results", default="results")
     args = ap.parse_args()
 
@@ -167,7 +176,8 @@ def main() -> int:
                      "after": args.ci_after_s})
     result = ResultFile(
         study="one-data-path", title="One data path: the same numbers, and the tree before/after",
-        command=" ".join(["python", *sys.argv]), machine=machine_line(), load=load_line(),
+        command=" ".join(["python", *_without_notes(sys.argv)]), machine=machine_line(),
+        load=load_line(),
         commit=refs["after"], date=utc_now(), columns=["run", "file", "identical", "compared"],
         rows=runs, variant="before/after",
         tables=[{"caption": "The tree before and after:", "columns": ["measure", "before", "after"],
@@ -177,7 +187,7 @@ def main() -> int:
                "and the token task `--task recall-unmarked`); every column is compared but the "
                "wall clock `train_seconds`. Lines: non-blank Python lines per folder (`cram`: "
                "its top-level modules). Data-path branches: lines matching "
-               f"`{BRANCH.pattern}`."),
+               f"`{BRANCH.pattern}`." + (f"\n\n{args.notes}" if args.notes else "")),
         extra={"refs": refs, "branches_before": branch["before"],
                "branches_after": branch["after"]})
     print(write_result(result, args.results))
