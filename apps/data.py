@@ -67,6 +67,15 @@ MODEL_MEASURES: dict[str, tuple[str, str]] = {
 }
 
 #: attention series of metrics.csv that the Runs page can plot
+#: the causal check of the logged reliance (metrics.csv), per query kind: (column, condition)
+RELIANCE_CHECK = {
+    "library queries": (("retrieval_acc_library", "normal"),
+                        ("acc_library_semantic_zeroed", "semantic output zeroed"),
+                        ("acc_library_working_only", "working memory only")),
+    "novel queries": (("retrieval_acc_novel", "normal"),
+                      ("acc_novel_semantic_zeroed", "semantic output zeroed"),
+                      ("acc_novel_working_only", "working memory only")),
+}
 ATTENTION_SERIES = ("attention_fraction", "attention_query", "attention_library",
                     "attention_novel", "attention_nonquery", "attention_computed")
 

@@ -294,6 +294,7 @@ def runs_page(runs_root: Path) -> None:
     _layers_section(run, focus)
     _patterns_section(run, focus)
     _library_section(runs)
+    _reliance_section(runs)
     _retention_section(run, focus)
 
 
@@ -405,6 +406,29 @@ def _library_section(runs: dict) -> None:
             tooltip=["run", "series", "step", alt.Tooltip("value:Q", format=".3f")],
         ).properties(height=220).facet(column=alt.Column("kind:N", title=None))
         st.altair_chart(chart)
+
+
+def _reliance_section(runs: dict) -> None:
+    """Accuracy with the semantic output zeroed and with working memory only (issue 28)."""
+    st.subheader("Is the logged reliance real? Accuracy with a tier removed")
+    long = D.attention_long(runs, [c for pair in D.RELIANCE_CHECK.values() for c, _ in pair])
+    if long.empty:
+        st.info("The chosen runs log no causal check (a model without a semantic tier, or a "
+                "run written before these columns).")
+        return
+    names = {c: (queries, condition) for queries, pair in D.RELIANCE_CHECK.items()
+             for c, condition in pair}
+    long["queries"] = long["series"].map(lambda c: names[c][0])
+    long["condition"] = long["series"].map(lambda c: names[c][1])
+    chart = alt.Chart(long).mark_line().encode(
+        x="step:Q", y=alt.Y("value:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("condition:N"), detail="run:N", strokeDash="run:N",
+        tooltip=["run", "condition", "step", alt.Tooltip("value:Q", format=".3f")],
+    ).properties(height=220).facet(column=alt.Column("queries:N", title=None))
+    st.altair_chart(chart)
+    st.caption("If the semantic tier answers the library, zeroing its output (the router's "
+               "choices kept) drops library accuracy to chance; if attention or the readout "
+               "answers, nothing changes. Working memory only: no retrieval at all.")
 
 
 def _retention_section(run, focus: str) -> None:

@@ -80,6 +80,9 @@ def _metrics_row(step: int, rng: np.random.Generator, warmup_steps: int, gamma: 
            "dynamics_mse": 0.3 + 0.5 * np.exp(-step / 200), "q_library": 1 - lib * 0.5,
            "q_novel": 0.05, "qhat_library": 1 - lib * 0.5, "qhat_novel": 0.05,
            "acc_library_semantic_only": 1 - lib * 0.9, "acc_library_working_only": 0.1,
+           # the causal check: with the semantic output zeroed only the attending share answers
+           "acc_library_semantic_zeroed": 0.99 * lib + 0.03 * (1 - lib),
+           "acc_novel_semantic_zeroed": 0.96, "acc_novel_working_only": 0.03,
            "loss_total": 1.0 / (1 + step / 100)}
     for i in range(n_layers):
         row[f"share_episodic_l{i}"] = frac
@@ -91,7 +94,7 @@ def _metrics_row(step: int, rng: np.random.Generator, warmup_steps: int, gamma: 
 def _write_metrics(path: Path, rng: np.random.Generator, steps: int, log_every: int,
                    warmup_steps: int, gamma: float, n_layers: int) -> None:
     """metrics.csv: one row every ``log_every`` steps from 0 to ``steps``."""
-    cols = ["step", "phase", *EVAL_COLUMNS[:16], "loss_total", *tier_columns(n_layers)]
+    cols = ["step", "phase", *EVAL_COLUMNS, "loss_total", *tier_columns(n_layers)]
     log = CsvLog(path / METRICS_FILE, cols)
     log.append([_metrics_row(step, rng, warmup_steps, gamma, n_layers)
                 for step in range(0, steps + 1, log_every)])

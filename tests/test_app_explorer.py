@@ -48,6 +48,7 @@ def test_runs_page_widgets_and_query_params(monkeypatch, demo_root):
     assert any(h.startswith("Share of each tier per layer") for h in headers)
     assert any(h.startswith("Per-pattern consolidation") for h in headers)
     assert "Library against novel queries" in headers
+    assert "Is the logged reliance real? Accuracy with a tier removed" in headers  # issue 28
     # the transition table lists each run's change point and interval from transition.json
     trans = at.dataframe[0].value
     tj = json.loads((demo_root / "cram-seed0" / "transition.json").read_text())
