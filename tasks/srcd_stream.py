@@ -133,27 +133,6 @@ class SRCDConfig:
         return 1 + self.n_library + self.n_novel_keys
 
 
-class _Checker:
-    def __init__(self, owner: str):
-        self.owner = owner
-
-    def positive_int(self, name: str, value, minimum: int = 1) -> None:
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(f"{self.owner}.{name}={value!r}: must be an integer >= {minimum}")
-
-    def positive(self, name: str, value) -> None:
-        if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-            raise ConfigError(f"{self.owner}.{name}={value!r}: must be a finite number > 0")
-
-    def open_unit(self, name: str, value) -> None:
-        if not (isinstance(value, (int, float)) and 0 < value < 1):
-            raise ConfigError(f"{self.owner}.{name}={value!r}: must lie in (0, 1)")
-
-    def closed_unit(self, name: str, value) -> None:
-        if not (isinstance(value, (int, float)) and 0 <= value <= 1):
-            raise ConfigError(f"{self.owner}.{name}={value!r}: must lie in [0, 1]")
-
-
 @dataclass
 class SRCDBatch:
     """A batch of SRCD sequences as numpy arrays; ``B`` sequences of ``T`` positions."""
