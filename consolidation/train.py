@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from cram.core.columns import metric_columns
-from cram.core.errors import ConfigError, ResourceError, RunFolderError
+from cram.core.errors import ConfigError, ResourceError, RunFolderError, Terminated
 from cram.core.runs import CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, read_table
 from cram.models import DataSpec, Route
 from cram.tasks import TaskError
@@ -330,7 +330,8 @@ def _train(req: _Request, dist: _Dist) -> Path:
             writer.close_progress()
             writer.finish(_transition(run, ts.schedule), ts.train_seconds)
     except BaseException as err:
-        mapped = _resource_error(err, run, ts) or _task_error(err, ts.step)
+        mapped = (_resource_error(err, run, ts) or _task_error(err, ts.step)
+                  or _worker_terminated(err))
         if writer is not None:
             writer.fail(mapped or err, ts.train_seconds)
         if mapped is not None:
@@ -610,6 +611,18 @@ def _transition(run: _Run, schedule: RoutingSchedule) -> dict:
                    "method": "not a routed model"}
     return {**summary, "schedule": schedule.summary(),  # issue 13
             "resolution": t.log_every}  # steps between evaluations
+
+
+def _worker_terminated(err: BaseException) -> Terminated | None:
+    """The data worker killed by SIGTERM, seen before this process's own SIGTERM: terminated.
+
+    A SIGTERM to the process group reaches the worker process too; if it dies of it before its
+    handler is installed, the DataLoader's SIGCHLD handler raises a RuntimeError in the main
+    thread, which can come first. Either way the run was terminated (exit 143, ``interrupted``).
+    """
+    if isinstance(err, RuntimeError) and "killed by signal: Terminated" in str(err):
+        return Terminated("SIGTERM")
+    return None
 
 
 def _task_error(err: BaseException, step: int) -> TaskError | None:

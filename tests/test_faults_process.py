@@ -325,3 +325,19 @@ def test_kill9_of_cram_app_stops_its_server(tmp_path):
         for pid in servers:
             if not _gone(pid, 0):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_worker_killed_by_sigterm_first_reads_as_terminated():
+    """A data worker killed by the group's SIGTERM, seen first, is a termination (exit 143).
+
+    The race seen under load: the worker dies before its handler exists, and the DataLoader's
+    RuntimeError reaches the main thread before the main process's own SIGTERM handler runs.
+    """
+    from cram.consolidation.train import _worker_terminated
+    from cram.core.errors import Terminated
+
+    err = RuntimeError("DataLoader worker (pid 28401) is killed by signal: Terminated. ")
+    assert isinstance(_worker_terminated(err), Terminated)
+    assert _worker_terminated(RuntimeError("DataLoader worker (pid 1) is killed by signal: "
+                                           "Killed. ")) is None  # kill -9: a failure, not a stop
+    assert _worker_terminated(ValueError("killed by signal: Terminated")) is None
