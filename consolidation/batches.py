@@ -48,7 +48,7 @@ class StepBatches(torch.utils.data.Dataset):
 
     def batch(self, step: int):
         """The batch alone: the shards of ``self.ranks``, concatenated along the batch."""
-        parts = [self.task.sample(self.shard_size, stream_rng(self.seed, r, step))
+        parts = [self.task.sample_at(step, self.shard_size, stream_rng(self.seed, r, step))
                  for r in self.ranks]
         return type(parts[0]).concat(parts)
 

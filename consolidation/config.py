@@ -15,6 +15,7 @@ from cram.core.errors import ConfigError
 from cram.core.fields import check_fields, config_field, expected
 from cram.models import MODEL_VARIANTS, ModelConfig, ModelVariant, check_model_name
 from cram.tasks.srcd_stream import SRCDConfig
+from cram.tasks.study import StudyConfig
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,16 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """A whole run's config: the data (SRCD), the model and the training fields."""
+    """A whole run's config: data (SRCD), model, training fields and the study protocol.
+
+    The study protocol (``tasks/study.py``) is a forgetting experiment run while the model
+    trains; it is off by default.
+    """
 
     data: SRCDConfig = field(default_factory=SRCDConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
     def __post_init__(self):
         if self.train.router_consistency_weight and self.model.q_space != "value":
@@ -138,9 +144,12 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         """The config as plain dicts (config.json and checkpoints)."""
-        return {"data": dataclasses.asdict(self.data),
-                "model_config": dataclasses.asdict(self.model),
-                "train": dataclasses.asdict(self.train)}
+        out = {"data": dataclasses.asdict(self.data),
+               "model_config": dataclasses.asdict(self.model),
+               "train": dataclasses.asdict(self.train)}
+        if self.study.on:  # written only when on: a run without it reads as it always did
+            out["study"] = dataclasses.asdict(self.study)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config.json") -> "ExperimentConfig":
@@ -161,7 +170,10 @@ class ExperimentConfig:
             raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
         parts = []
         for key, klass in (("data", SRCDConfig), ("model_config", ModelConfig),
-                           ("train", TrainConfig)):
+                           ("train", TrainConfig), ("study", StudyConfig)):
+            if key == "study" and key not in d:  # optional: written only when the protocol is on
+                parts.append((klass, {}))
+                continue
             if key not in d:
                 raise ConfigError(f"{source}: no {key!r} section")
             section = d[key]
@@ -305,14 +317,15 @@ def alias_override(override: str) -> str:
     if "." in name:
         return override
     owners = [sec for sec, klass in (("data", SRCDConfig), ("model", ModelConfig),
-                                     ("train", TrainConfig))
+                                     ("train", TrainConfig), ("study", StudyConfig))
               if name in {f.name for f in dataclasses.fields(klass)}]
     if len(owners) == 1:
         return f"{owners[0]}.{override}"
     if len(owners) > 1:
         raise ConfigError(f"--set {override}: {name!r} is ambiguous; write "
                           + " or ".join(f"{o}.{name}" for o in owners))
-    raise ConfigError(f"--set {override}: unknown field {name!r} (sections: data, model, train)")
+    raise ConfigError(f"--set {override}: unknown field {name!r} "
+                      "(sections: data, model, train, study)")
 
 
 def model_refusal(model_name: str, encoding: str) -> str:

@@ -23,12 +23,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cram.core.columns import PATTERN_COLUMNS, RETENTION_COLUMNS
+from cram.core.columns import FORGETTING_COLUMNS, PATTERN_COLUMNS, RETENTION_COLUMNS
 from cram.core.errors import RunFolderError
 from cram.core.identity import refuse_newer_schema
 from cram.core.runs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    FORGETTING_FILE,
     META_FILE,
     METRICS_FILE,
     PATTERNS_FILE,
@@ -40,7 +41,8 @@ from cram.core.runs import (
 )
 
 LOCK_FILE = ".lock"
-RUN_FILES = (CONFIG_FILE, META_FILE, METRICS_FILE, PATTERNS_FILE, RETENTION_FILE, TRANSITION_FILE)
+RUN_FILES = (CONFIG_FILE, META_FILE, METRICS_FILE, PATTERNS_FILE, RETENTION_FILE, TRANSITION_FILE,
+             FORGETTING_FILE)
 
 
 class RunLocked(RunFolderError):
@@ -166,6 +168,8 @@ class RunWriter:
         self.metrics = CsvLog(self.dir / METRICS_FILE, metric_columns)
         self.patterns = CsvLog(self.dir / PATTERNS_FILE, list(PATTERN_COLUMNS))
         self.retention = CsvLog(self.dir / RETENTION_FILE, list(RETENTION_COLUMNS))
+        self.forgetting = (CsvLog(self.dir / FORGETTING_FILE, list(FORGETTING_COLUMNS))
+                           if "study" in record else None)  # the study protocol is on
         self.bar = None
 
     @classmethod
@@ -185,8 +189,9 @@ class RunWriter:
         atomic_write_json(run_dir / META_FILE, meta)
         writer = cls(run_dir, record, metric_columns, meta)
         if after_step is not None:
-            for log in (writer.metrics, writer.patterns, writer.retention):
-                log.truncate_after(after_step)
+            for log in (writer.metrics, writer.patterns, writer.retention, writer.forgetting):
+                if log is not None:
+                    log.truncate_after(after_step)
         return writer
 
     def start_progress(self, total: int, initial: int, desc: str) -> None:
@@ -197,9 +202,12 @@ class RunWriter:
         self.bar = tqdm(total=total, initial=initial, desc=desc, file=sys.stderr,
                         dynamic_ncols=True, mininterval=0.1 if terminal else 30.0)
 
-    def log(self, row: dict, pattern_rows: list[dict], retention_rows: list[dict]) -> None:
-        """Append one metrics row (and that step's pattern and retention rows)."""
+    def log(self, row: dict, pattern_rows: list[dict], retention_rows: list[dict],
+            forgetting_rows: list[dict] = ()) -> None:
+        """Append one metrics row (and that step's pattern, retention and forgetting rows)."""
         self.metrics.append({k: v for k, v in row.items() if k in self.metrics.columns})
+        if forgetting_rows and self.forgetting is not None:
+            self.forgetting.append(list(forgetting_rows))
         if pattern_rows:
             self.patterns.append(pattern_rows)
         if retention_rows:

@@ -44,12 +44,14 @@ from cram.core.runs import CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, read_table
 from cram.models import DataSpec, Route
 from cram.tasks import TaskError
 from cram.tasks.srcd_stream import IGNORE_INDEX, SRCD
+from cram.tasks.study import studied
 from cram.tasks.view import training_task
 
 from .batches import prefetcher, step_batches, worker_kind
 from .checkpoint import remove_temp_files
 from .config import ExperimentConfig, model_refusal
 from .evaluate import evaluate
+from .forgetting import forgetting_rows, probe_bindings
 from .losses import task_loss
 from .restore import (
     TrainingDiverged,
@@ -194,6 +196,7 @@ class _Run:
     tiered: bool  # the model routes among memory tiers (forced episodic in warm-up, patterns)
     autocast: Any
     eval_set: Any = None  # rank 0 only
+    test_set: Any = None  # rank 0 only: the study protocol's tests (tasks/study.py), if on
     task_record: dict | None = None  # config.json's task entry (saved in every checkpoint too)
     train_length: int | None = None  # tokens per training sequence (read off the first batch)
     scheduled: bool = False  # the routing schedule's criterion is measured on it (tiered, or a
@@ -243,6 +246,9 @@ def train(model_name: str, config: ExperimentConfig, out: str | os.PathLike, see
         data = training_task(data)  # a token task: every later call checked, named as its own
         data.check()
         _check_model(model_name, data)
+    if not resume:  # the study schedule must fit the task and the steps before any folder
+        studied(data if data is not None else training_task(SRCD(config.data)), config.study,
+                config.train.steps)
     rank = launch.rank
     if rank == 0:
         if not (resume or restart):
@@ -323,6 +329,8 @@ def _train(req: _Request, dist: _Dist) -> Path:
         if writer is not None:
             run.eval_set = run.task.eval_set(config.train.eval_sequences,
                                              config.train.eval_seed)
+            if config.study.on:
+                run.test_set = run.task.test_set(config.train.eval_seed)
             if req.progress:
                 writer.start_progress(config.train.steps, ts.step, f"train {model_name}")
         _loop(run, ts, writer, log_first=ckpt is None)
@@ -351,6 +359,7 @@ def _setup(req: _Request, dist: _Dist, ckpt) -> tuple[_Run, TrainState]:
     if device.type == "cpu":
         torch.set_num_threads(config.train.threads)
     task = req.task if req.task is not None else training_task(SRCD(config.data))
+    task = studied(task, config.study, config.train.steps)  # itself unless the protocol is on
     ts = fresh_state(model_name, config, seed, dist.rank, device,
                      spec=DataSpec(**task.data_spec), n_library=task.n_library)
     if ckpt is not None:
@@ -558,8 +567,8 @@ class _LossWindow:
 
 
 def _eval_rows(run: _Run, ts: TrainState, temperature: float, lr: float,
-               losses: dict[str, float]) -> tuple[dict, list[dict], list[dict]]:
-    """Evaluate on the fixed set: the metrics row, the pattern rows and the retention rows."""
+               losses: dict[str, float]) -> tuple[dict, list[dict], list[dict], list[dict]]:
+    """Evaluate on the fixed set: the metrics row, the pattern, retention and forgetting rows."""
     t, step = run.config.train, ts.step
     # tokens per training sequence (a task's eval sequences may be longer or shorter)
     length = run.train_length
@@ -574,7 +583,18 @@ def _eval_rows(run: _Run, ts: TrainState, temperature: float, lr: float,
            **losses, **ev.metrics}
     patterns = [{"step": step, "exposures": int(ts.exposures[r["pattern"]]), **r}
                 for r in ev.pattern_rows]
-    return row, patterns, [{"step": step, **r} for r in ev.retention_rows]
+    return (row, patterns, [{"step": step, **r} for r in ev.retention_rows],
+            _forgetting(run, ts))
+
+
+def _forgetting(run: _Run, ts: TrainState) -> list[dict]:
+    """The study protocol's test rows when one is due (every ``pattern_every`` and the end)."""
+    t, step = run.config.train, ts.step
+    if run.test_set is None or (step % t.pattern_every and step != t.steps):
+        return []
+    results = probe_bindings(ts.model, run.test_set, run.task, t.eval_batch_size, run.device,
+                             run.autocast)
+    return forgetting_rows(results, run.task.schedule, step, t.batch_size)
 
 
 def _check_finite_weights(run: _Run, ts: TrainState) -> None:

@@ -18,6 +18,13 @@ Run folders are read only through :func:`cram.core.runs.load_run` (no torch). Th
     ``intervening_items``), one curve per training stage × condition (``episodic_on`` /
     ``episodic_off``) × binding; ``n`` = queries in the lag bin (binomial counts). The direct
     analogue of Rubin, Hinton & Wenzel's intervening-items design (their measure: cued recall).
+``forgetting_curve``
+    the study protocol's cued recall (docs/forgetting.md): accuracy of retired library bindings
+    queried with their store removed, against the delay since their last exposure in training
+    sequences (unit ``sequences``), pooled over bindings per delay; by default the last test
+    (every delay at once), the router's own choice, massed and spaced together. Measure
+    ``recall``, like Rubin, Hinton & Wenzel's; ``n`` = test queries (binomial counts). Chance
+    is 1/n_values, not 0.
 """
 
 from __future__ import annotations
@@ -29,10 +36,17 @@ import numpy as np
 import pandas as pd
 
 from cram.core.errors import DataError, RunFolderError
-from cram.core.runs import METRICS_FILE, PATTERNS_FILE, RETENTION_FILE, Run, load_run
+from cram.core.runs import (
+    FORGETTING_FILE,
+    METRICS_FILE,
+    PATTERNS_FILE,
+    RETENTION_FILE,
+    Run,
+    load_run,
+)
 from cram.psych_data.tidy import validate_curves
 
-CURVE_KINDS = ("episodic_reliance", "per_pattern", "retention")
+CURVE_KINDS = ("episodic_reliance", "per_pattern", "retention", "forgetting")
 
 
 def _as_run(run) -> Run:
@@ -116,10 +130,41 @@ def retention_curve(run, steps=None, conditions=("episodic_on", "episodic_off"),
     return validate_curves(pd.concat(rows, ignore_index=True), str(run.path / RETENTION_FILE))
 
 
+def forgetting_curve(run, ablation: str = "none", schedule: str | None = None,
+                     test: str = "last") -> pd.DataFrame:
+    """Cued recall of retired bindings against delay (training sequences), from forgetting.csv.
+
+    ``test="last"``: the last test (a cross-section, every delay at once); ``"all"``: every test,
+    pooled per delay. ``schedule``: ``massed`` or ``spaced`` only (default both).
+    """
+    run = _as_run(run)
+    f = run.forgetting
+    if f is None or f.empty:
+        raise RunFolderError(f"{run.path}: no {FORGETTING_FILE} (train with --set "
+                             "study.protocol=study-test)")
+    f = f[(f["phase"] == "retired") & (f["ablation"] == ablation)]
+    if schedule is not None:
+        f = f[f["schedule"] == schedule]
+    if test == "last":
+        f = f[f["step"] == f["step"].max()]
+    if f.empty:
+        raise DataError(f"{run.path / FORGETTING_FILE}: no retired bindings for ablation "
+                        f"{ablation!r}, schedule {schedule!r}, test {test!r}")
+    g = f.groupby("delay_sequences")[["n", "correct"]].sum().reset_index()
+    label = f"{_label(run)}:forgetting/{test}/{ablation}" + (f"/{schedule}" if schedule else "")
+    df = pd.DataFrame({"curve": label, **_base(run),
+                       "delay_value": g["delay_sequences"].to_numpy(float),
+                       "delay_unit": "sequences", "measure": "recall",
+                       "value": (g["correct"] / g["n"]).to_numpy(float),
+                       "n": g["n"].to_numpy(float), "derived": False, "n_kind": "queries",
+                       "ablation": ablation})
+    return validate_curves(df, str(run.path / FORGETTING_FILE))
+
+
 def model_curves(runs, kind: str = "episodic_reliance", **kwargs) -> pd.DataFrame:
     """One tidy table of ``kind`` curves from several run folders (paths or :class:`Run`)."""
     fn = {"episodic_reliance": episodic_reliance_curve, "per_pattern": per_pattern_curve,
-          "retention": retention_curve}.get(kind)
+          "retention": retention_curve, "forgetting": forgetting_curve}.get(kind)
     if fn is None:
         raise DataError(f"unknown model-curve kind {kind!r}; choose one of {list(CURVE_KINDS)}")
     if isinstance(runs, (str, os.PathLike, Path, Run)):

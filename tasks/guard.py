@@ -37,9 +37,9 @@ class GuardedTask:
             raise AttributeError(attr)
         return getattr(self.task, attr)
 
-    def _call(self, method: str, *args) -> Any:
+    def _call(self, method: str, *args, **kwargs) -> Any:
         try:
-            return getattr(self.task, method)(*args)
+            return getattr(self.task, method)(*args, **kwargs)
         except (KeyboardInterrupt, TaskError):
             raise
         except BaseException as err:  # SystemExit included: a task never ends the trainer
@@ -47,17 +47,21 @@ class GuardedTask:
                     else f"raised {type(err).__name__}: {err}")
             raise TaskError(f"task {self.name!r}: {method}() {what}") from None
 
-    def _batch(self, method: str, *args) -> TokenBatch:
-        batch = self._call(method, *args)
+    def _batch(self, method: str, *args, **kwargs) -> TokenBatch:
+        batch = self._call(method, *args, **kwargs)
         if not isinstance(batch, TokenBatch):
             raise TaskError(f"task {self.name!r}: {method}() returned {type(batch).__name__}, "
                             "expected a cram.tasks.TokenBatch")
         return batch.validate(self.vocab_size, self.n_library,
                               where=f"task {self.name!r}: {method}()")
 
-    def sample(self, batch_size: int, rng) -> TokenBatch:
-        """The task's training batch, validated."""
-        return self._batch("sample", batch_size, rng)
+    def sample(self, batch_size: int, rng, **kwargs) -> TokenBatch:
+        """The task's training batch, validated (``kwargs``: the study protocol's ``library``)."""
+        return self._batch("sample", batch_size, rng, **kwargs)
+
+    def probe_set(self, patterns, n: int, seed: int) -> TokenBatch:
+        """The study protocol's test sequences (``tasks/study.py``), validated."""
+        return self._batch("probe_set", patterns, n, seed)
 
     def eval_set(self, n: int, seed: int) -> TokenBatch:
         """The task's evaluation set, validated."""

@@ -139,17 +139,23 @@ class RecallTask:
             0, c.n_values, c.n_library)  # (n_library,)
 
     def sample(self, batch_size: int, rng: np.random.Generator | int | None = None, *,
-               library_labels: bool | None = None) -> TokenBatch:
+               library_labels: bool | None = None, library: np.ndarray | None = None,
+               hide: np.ndarray | None = None) -> TokenBatch:
         """Draw ``batch_size`` independent sequences (a pure function of ``rng``).
 
         ``library_labels`` (default: the config's) keeps the labels at library queries.
+        ``library``: the library bindings a library slot may take (default: all; the study
+        protocol, ``tasks/study.py``, narrows it). ``hide``: library bindings whose store becomes
+        two filler tokens, with only their first query scored, so nothing in the sequence shows
+        the value before that query (the protocol's test, and its cue-answer study).
         """
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         c = self.config
         b, n, occurrences = batch_size, c.n_bindings, 1 + c.n_repeats
         item, occ = place_units(rng, b, n, occurrences, c.n_fill)  # (B, U) each
         is_lib = rng.random((b, n)) < c.library_share  # (B, n)
-        lib_pattern = distinct_picks(rng, b, c.n_library, n)  # (B, n)
+        pool = np.arange(c.n_library) if library is None else np.asarray(library, np.int64)
+        lib_pattern = pool[distinct_picks(rng, b, len(pool), n)]  # (B, n)
         novel_key = distinct_picks(rng, b, c.n_novel_keys, n)  # (B, n)
         key = np.where(is_lib, c.key_base + lib_pattern, c.key_base + c.n_library + novel_key)
         value = np.where(is_lib, self.library_values[lib_pattern],
@@ -172,11 +178,20 @@ class RecallTask:
         tokens[r, key_pos + 1] = value[r, i]
         pattern_at[r, key_pos] = pattern_at[r, key_pos + 1] = pattern[r, i]
         q = is_query[r, u]
-        hide = not (c.library_labels if library_labels is None else library_labels)
-        scored = q & ~is_lib[r, i] if hide else q  # the shortcut closed: library queries
+        if hide is not None:
+            hidden = is_lib[r, i] & np.isin(pattern[r, i], hide)
+            store = ~q & hidden
+            tokens[r[store], key_pos[store]] = rng.integers(c.filler_base, c.filler_base
+                                                            + c.n_fillers, int(store.sum()))
+            tokens[r[store], key_pos[store] + 1] = rng.integers(
+                c.filler_base, c.filler_base + c.n_fillers, int(store.sum()))
+            pattern_at[r[store], key_pos[store]] = pattern_at[r[store], key_pos[store] + 1] = -1
+            q = q & ~(hidden & (occ[r, u] > 1))  # a later repeat follows the first query
+        unlabelled = not (c.library_labels if library_labels is None else library_labels)
+        scored = q & ~is_lib[r, i] if unlabelled else q  # the shortcut closed: library queries
         labels[r[scored], key_pos[scored]] = value[r[scored], i[scored]]  # stay unlabelled
         extras = {}
-        if hide:  # ... but stay queries for the routing losses (consolidation, q̂, cost)
+        if unlabelled:  # ... but stay queries for the routing losses (consolidation, q̂, cost)
             extras[QUERY_MASK] = np.zeros((b, c.length), bool)
             extras[QUERY_MASK][r[q], key_pos[q]] = True
         if c.marked:
@@ -187,3 +202,13 @@ class RecallTask:
     def eval_set(self, n: int, seed: int = 10_000) -> TokenBatch:
         """The fixed evaluation set (its seed space is tagged apart from training streams)."""
         return self.sample(n, np.random.default_rng([seed, EVAL_TAG]), library_labels=True)
+
+    @property
+    def library_slots_per_sequence(self) -> int:
+        """The most library bindings one sequence holds (its bindings)."""
+        return self.config.n_bindings
+
+    def probe_set(self, patterns: np.ndarray, n: int, seed: int = 10_000) -> TokenBatch:
+        """Test sequences of the study protocol: library slots from ``patterns``, stores removed."""
+        return self.sample(n, np.random.default_rng([seed, EVAL_TAG, 0x9B0E]), library_labels=True,
+                           library=patterns, hide=patterns)

@@ -201,11 +201,15 @@ class SRCD:
 
     # ------------------------------------------------------------------ sampling
     def sample(self, batch_size: int, seed: int | np.random.Generator | None = None,
-               library_labels: bool = False) -> SRCDBatch:
+               library_labels: bool = False, *, library: np.ndarray | None = None,
+               hide: np.ndarray | None = None) -> SRCDBatch:
         """Draw ``batch_size`` independent sequences.
 
         With ``library_answer="unlabelled"`` library queries carry IGNORE_INDEX as their answer
-        (a training draw) unless ``library_labels`` (the evaluation set sets it).
+        (a training draw) unless ``library_labels`` (the evaluation set sets it). ``library``:
+        the library patterns a library slot may take (default: all; the study protocol,
+        ``tasks/study.py``, narrows it). ``hide``: library patterns whose stores are removed
+        (the protocol's test, and its cue-answer study).
         """
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         c = self.config
@@ -222,8 +226,9 @@ class SRCD:
 
         # --- bindings: library or novel; keys distinct within a sequence
         is_lib = rng.random((b, n)) < c.library_share  # (B, n)
-        lib_pick = np.argsort(rng.random((b, c.n_library)), axis=1)  # (B, n_library)
-        lib_pattern = lib_pick[:, np.arange(n) % c.n_library]  # (B, n); distinct if n <= n_library
+        pool = np.arange(c.n_library) if library is None else np.asarray(library, np.int64)
+        lib_pick = pool[np.argsort(rng.random((b, len(pool))), axis=1)]  # (B, pool)
+        lib_pattern = lib_pick[:, np.arange(n) % len(pool)]  # (B, n); distinct if n <= pool
         novel_pick = np.argsort(rng.random((b, c.novel_pool)), axis=1)[:, :n]  # (B, n)
         pattern = np.where(is_lib, lib_pattern, -1)
         shift = c.key_shift
@@ -250,14 +255,8 @@ class SRCD:
         pattern_at[rows, query_pos] = pattern
         lag[rows, query_pos] = query_pos - store_pos - 1
 
-        key_vec = None
-        if c.key_encoding == "vector":
-            base = np.where(is_lib[..., None], self.library_vectors[np.maximum(lib_pattern, 0)],
-                            rng.standard_normal((b, n, c.key_dim)))  # (B, n, Dk)
-            key_vec = np.zeros((b, t, c.key_dim), np.float32)
-            for pos in (store_pos, query_pos):
-                noise = c.key_noise * rng.standard_normal((b, n, c.key_dim))
-                key_vec[rows, pos] = base + noise
+        key_vec = (self._key_vectors(rng, is_lib, lib_pattern, store_pos, query_pos, t)
+                   if c.key_encoding == "vector" else None)  # (B, T, Dk)
 
         # --- continuous signal
         dtau = np.minimum(c.gap_scale * (1.0 + rng.pareto(c.gap_shape, (b, t))), c.gap_max)
@@ -270,9 +269,29 @@ class SRCD:
             self._permute_library(rng, is_lib, value, store_pos, query_pos, value_in, answer)
         if c.library_answer == "unlabelled" and not library_labels:
             answer[is_library] = IGNORE_INDEX  # the loss never sees a library value at a query
-        return SRCDBatch(dtau.astype(np.float32), signal.astype(np.float32), event, key, value_in,
-                         key_vec, target.astype(np.float32), mask, answer, is_library, pattern_at,
-                         lag)
+        batch = SRCDBatch(dtau.astype(np.float32), signal.astype(np.float32), event, key,
+                          value_in, key_vec, target.astype(np.float32), mask, answer, is_library,
+                          pattern_at, lag)
+        if hide is not None:
+            _hide_stores(batch, np.asarray(hide, np.int64))
+        return batch
+
+    def _key_vectors(self, rng: np.random.Generator, is_lib: np.ndarray, lib_pattern: np.ndarray,
+                     store_pos: np.ndarray, query_pos: np.ndarray, length: int) -> np.ndarray:
+        """(B, T, Dk) key vectors: a library key's fixed vector or a fresh one, plus noise.
+
+        is_lib, lib_pattern, store_pos, query_pos: (B, n). Fresh noise at every occurrence.
+        """
+        c = self.config
+        b, n = is_lib.shape
+        rows = np.arange(b)[:, None]
+        base = np.where(is_lib[..., None], self.library_vectors[np.maximum(lib_pattern, 0)],
+                        rng.standard_normal((b, n, c.key_dim)))  # (B, n, Dk)
+        key_vec = np.zeros((b, length, c.key_dim), np.float32)
+        for pos in (store_pos, query_pos):
+            noise = c.key_noise * rng.standard_normal((b, n, c.key_dim))
+            key_vec[rows, pos] = base + noise
+        return key_vec
 
     def _permute_library(self, rng: np.random.Generator, is_lib: np.ndarray, value: np.ndarray,
                          store_pos: np.ndarray, query_pos: np.ndarray, value_in: np.ndarray,
@@ -341,12 +360,32 @@ class SRCD:
         """The fixed evaluation set (its seed is disjoint from training streams by construction)."""
         return self.sample(n_sequences, np.random.default_rng([seed, 0xE7A1]), library_labels=True)
 
+    def sample_at(self, step: int, batch_size: int, rng) -> SRCDBatch:
+        """Training batch ``step`` (the step matters only under the study protocol)."""
+        return self.sample(batch_size, rng)
+
+    @property
+    def library_slots_per_sequence(self) -> int:
+        """The most library bindings one sequence holds (its bindings)."""
+        return self.config.n_queries
+
+    def probe_set(self, patterns: np.ndarray, n_sequences: int, seed: int) -> SRCDBatch:
+        """Test sequences of the study protocol: library slots from ``patterns``, stores removed.
+
+        Every library binding is queried with its store taken out of the sequence (the position
+        keeps its time gap and signal but carries no event), so only the weights can answer it;
+        novel bindings keep their stores, as in the evaluation set.
+        """
+        return self.sample(n_sequences, np.random.default_rng([seed, 0x9B0E]),
+                           library_labels=True, library=patterns, hide=patterns)
+
     # ------------------------------------------------ the trainer's hooks (tasks/view.py)
     native = True  # SRCD's own encoding: events, keys, the observed signal and the lags
     name = "srcd"
     encoding = "srcd"
     per_token_metrics = False
     train_defaults: dict = {}
+    takes_study = True  # sample(..., library=) and probe_set (tasks/study.py)
 
     @property
     def n_library(self) -> int:
@@ -389,6 +428,22 @@ class SRCD:
     def sequence_length(self, batch: SRCDBatch) -> int:
         """Positions per sequence (``SRCDConfig.length``)."""
         return self.config.length
+
+
+def _hide_stores(batch: SRCDBatch, patterns: np.ndarray) -> None:
+    """Remove, in place, the stores of the library bindings of ``patterns``.
+
+    The store's position keeps its time gap and signal but carries no event, key or value; its
+    query stays (with its answer), and its lag becomes -1 (no store).
+    """
+    rows, cols = np.nonzero(np.isin(batch.pattern, patterns) & (batch.pattern >= 0))  # queries
+    store = cols - batch.lag[rows, cols] - 1  # their stores' positions
+    batch.event[rows, store] = EVENT_NONE
+    batch.key[rows, store] = 0
+    batch.value_in[rows, store] = 0
+    if batch.key_vec is not None:
+        batch.key_vec[rows, store] = 0.0
+    batch.lag[rows, cols] = -1
 
 
 def stream_rng(seed: int, rank: int, step: int) -> np.random.Generator:

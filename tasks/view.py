@@ -13,8 +13,11 @@ object become one:
 
 The hooks (shapes: ``B`` sequences of ``T`` positions; batch dicts are ``to_torch`` output):
 
-- ``name``, ``n_library``; ``sample(batch_size, rng)`` and ``eval_set(n, seed)``; ``check()``
-  (raises ``TaskError`` before training when the task cannot work);
+- ``name``, ``n_library``; ``sample(batch_size, rng)``, ``sample_at(step, batch_size, rng)``
+  (the trainer's draw of batch ``step``) and ``eval_set(n, seed)``; ``check()`` (raises
+  ``TaskError`` before training when the task cannot work);
+- ``takes_study``: the task has the study protocol's ``probe_set`` and
+  ``sample(..., library=)`` (``tasks/study.py``);
 - ``data_spec``: the fields of the model's ``DataSpec`` (which embedding it builds, its sizes);
 - ``loss_view(batch) -> dict``: ``answer`` (B, T), ``event`` (B, T: ``EVENT_QUERY`` where a
   query is), ``target_signal`` (B, T) and ``signal_mask`` (B, T), what the objective reads;
@@ -75,9 +78,22 @@ class TokenView:
 
         check_task(self.user_task)
 
-    def sample(self, batch_size: int, rng) -> TokenBatch:
-        """The task's training batch, validated."""
+    def sample(self, batch_size: int, rng, **kwargs) -> TokenBatch:
+        """The task's training batch, validated (``kwargs``: the study protocol's ``library``)."""
+        return self.task.sample(batch_size, rng, **kwargs)
+
+    def sample_at(self, step: int, batch_size: int, rng) -> TokenBatch:
+        """Training batch ``step`` (the step matters only under the study protocol)."""
         return self.task.sample(batch_size, rng)
+
+    @property
+    def takes_study(self) -> bool:
+        """The task has the study protocol's hooks (``probe_set``, ``sample(..., library=)``)."""
+        return callable(getattr(self.user_task, "probe_set", None))
+
+    def probe_set(self, patterns, n: int, seed: int) -> TokenBatch:
+        """The study protocol's test sequences, validated."""
+        return self.task.probe_set(patterns, n, seed)
 
     def eval_set(self, n: int, seed: int) -> TokenBatch:
         """The task's evaluation set, validated."""

@@ -77,6 +77,9 @@ def register(sub) -> None:
     from cram.commands import bench_mechanism  # issue 15: `cram bench mechanism`
 
     bench_mechanism.add_parser(bsub)
+    from cram.commands import bench_forgetting  # issue 29: `cram bench forgetting`
+
+    bench_forgetting.add_parser(bsub)
 
     k = bsub.add_parser("kernels", help="routed attention and CT scan vs dense / loop baselines",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)

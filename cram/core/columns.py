@@ -39,6 +39,11 @@ TOKEN_COLUMNS = ("attention_token", "floor", "floor_pair", "attention_over_floor
 PATTERN_COLUMNS = ("step", "pattern", "exposures", "episodic_share", "q", "qhat", "n_queries")
 RETENTION_COLUMNS = ("step", "condition", "binding", "lag", "lag_high", "n", "correct",
                      "accuracy")
+#: forgetting.csv (the study protocol's tests, consolidation/forgetting.py): one row per
+#: (test step, library binding, ablation)
+FORGETTING_COLUMNS = ("step", "binding", "schedule", "cohort", "exposures", "spacing",
+                      "last_exposure", "phase", "delay_steps", "delay_sequences", "ablation", "n",
+                      "correct")
 
 
 def layer_columns(n_layers: int) -> list[str]:

@@ -48,6 +48,7 @@ META_FILE = "meta.json"
 METRICS_FILE = "metrics.csv"
 PATTERNS_FILE = "patterns.csv"
 RETENTION_FILE = "retention.csv"
+FORGETTING_FILE = "forgetting.csv"
 TRANSITION_FILE = "transition.json"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -140,6 +141,7 @@ class Run:
     transition: dict | None = None
     warnings: list[str] = field(default_factory=list)  # one line each: optional files
     #   missing, corrupt or of the wrong shape, and partial last lines that were dropped
+    forgetting: Any = None  # pandas.DataFrame or None: the study protocol's tests
 
     @property
     def name(self) -> str:
@@ -401,7 +403,8 @@ def load_run(path: str | os.PathLike) -> Run:
         raise RunFolderError(f"{path / METRICS_FILE}: no 'step' column")
     check_metric_steps(metrics, path / METRICS_FILE)
     optional = {}
-    for key, fname in (("patterns", PATTERNS_FILE), ("retention", RETENTION_FILE)):
+    for key, fname in (("patterns", PATTERNS_FILE), ("retention", RETENTION_FILE),
+                       ("forgetting", FORGETTING_FILE)):
         f = path / fname
         optional[key] = None
         if f.is_file():
@@ -411,7 +414,8 @@ def load_run(path: str | os.PathLike) -> Run:
             except RunFolderError as err:
                 warnings.append(str(err))
     return Run(path, config, meta, metrics, optional["patterns"], optional["retention"],
-               _read_transition(path / TRANSITION_FILE, warnings), warnings)
+               _read_transition(path / TRANSITION_FILE, warnings), warnings,
+               forgetting=optional["forgetting"])
 
 
 def _read_transition(file: Path, warnings: list[str]) -> dict | None:
