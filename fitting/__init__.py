@@ -5,6 +5,8 @@
 - :mod:`cram.fitting.likelihoods`: binomial / beta / normal log-likelihoods;
 - :mod:`cram.fitting.mle`: scipy MLE and statsmodels log-log OLS point fits;
 - :mod:`cram.fitting.bayes`: PyMC single-curve and hierarchical fits, LOO, checks (lazy import);
+- :mod:`cram.fitting.form_check`: does the form describe each curve (coverage, LOO/AIC against
+  other forms); a γ is offered as a property of a curve only when it does;
 - :mod:`cram.fitting.model_curves`: curves from run folders;
 - :mod:`cram.fitting.results`: the interface every γ fit offers (``GammaFit``);
 - :mod:`cram.fitting.pipeline`: the scripted fit behind ``cram fit gamma``;
@@ -36,8 +38,8 @@ _LAZY = {
 }
 #: submodules loaded on first access: ``cram.fitting.model_curves`` is always the module (the
 #: function is ``cram.fitting.model_curves.model_curves``)
-_SUBMODULES = ("bayes", "io", "likelihoods", "model_curves", "pipeline", "plots", "results",
-               "sensitivity")
+_SUBMODULES = ("bayes", "form_check", "io", "likelihoods", "model_curves", "pipeline", "plots",
+               "results", "sensitivity")
 
 __all__ = ["FORMS", "ComparisonRules", "Form", "PointFitResult", "Prior", "apply_rules",
            "fit_loglog_ols", "fit_mle", "fit_mle_many", "get_form", "parse_window", *_LAZY]

@@ -17,6 +17,9 @@ curve / ``hierarchical=False``) or, hierarchically over curves with group g(c) �
 
 For the power form the per-curve height is sampled at the curve's first fitted time t1:
 ``a_first ~ Beta(2, 1.5)`` and ``a = a_first · t1^γ`` (so R <= a_first < 1, no clipping).
+Parameters in units of t (``Form.time_scaled``: the logistic step's ``t0`` and ``w``) are
+sampled as ratios to the curve's last fitted time t_max (``t0_rel``, ``w_rel``), so that one prior
+fits steps, hours and intervening items; ``t0 = t0_rel · t_max`` is kept as a deterministic.
 
 Priors are documented in docs/fitting.md with the reasons. Results are ArviZ InferenceData
 (posterior, sample_stats, observed_data, prior, prior_predictive, posterior_predictive,
@@ -103,10 +106,15 @@ def prepare(df: pd.DataFrame, rules: ComparisonRules, likelihood: str = "auto") 
     group_names = [g for g in ("human", "model") if g in groups]
     lik = {c: choose_likelihood(data[data["curve"] == c], likelihood, bayes=True) for c in curves}
     cidx = data["curve"].map({c: i for i, c in enumerate(curves)}).to_numpy()
+    return ModelData(data, curves, groups, group_names, lik, cidx, obs_labels(data))
+
+
+def obs_labels(data: pd.DataFrame) -> list[str]:
+    """The label of each fitted point (``curve|delay``), the coordinate of its log-likelihood."""
     labels = [f"{c}|{d:g}" for c, d in zip(data["curve"], data["delay_value"])]
     if len(set(labels)) != len(labels):
         labels = [f"{lab}#{i}" for i, lab in enumerate(labels)]
-    return ModelData(data, curves, groups, group_names, lik, cidx, labels)
+    return labels
 
 
 def build_model(md: ModelData, form: str | Form, hierarchical: bool | None = None,
@@ -132,10 +140,18 @@ def build_model(md: ModelData, form: str | Form, hierarchical: bool | None = Non
         t = pm.Data("t", d["t"].to_numpy(float))
         params = {}
         centred_power = fm.name == "power"
+        # parameters in units of t (logistic t0, w): prior on their ratio to the curve's last t
+        t_max = np.array([d.loc[d["curve"] == c, "t"].max() for c in md.curves])
+        t_max = np.where(t_max > 0, t_max, 1.0)
         for p in fm.params:
             if p == "gamma" or (centred_power and p == "a"):
                 continue
-            params[p] = _dist(p, fm.priors[p].scaled(prior_scale), dims="curve")
+            prior = fm.priors[p].scaled(prior_scale)
+            if p in fm.time_scaled:
+                ratio = _dist(f"{p}_rel", prior, dims="curve")
+                params[p] = pm.Deterministic(p, ratio * t_max, dims="curve")
+            else:
+                params[p] = _dist(p, prior, dims="curve")
         if fm.has_gamma:
             gp = (gamma_prior or fm.priors["gamma"]).scaled(prior_scale)
             if gp.kind != "lognormal":
@@ -582,18 +598,22 @@ def prior_sensitivity_table(idata, var_names: list[str]) -> pd.DataFrame | None:
     return df
 
 
-def compare_forms(df: pd.DataFrame, forms: list[str], rules: ComparisonRules, **kw):
+def compare_forms(df: pd.DataFrame, forms: list[str], rules: ComparisonRules, *,
+                  fits: dict | None = None, **kw):
     """Fit each form under the same rules and compare them with LOO (``az.compare``).
 
+    ``fits`` may hold fits already made of the same points under the same rules (form ->
+    :class:`BayesFitResult`, with pointwise log-likelihood); they are used, not refitted.
     Returns ``(comparison DataFrame, {form: BayesFitResult})``.
     """
     from dataclasses import replace
 
     import arviz as az
 
+    made = {f: r for f, r in (fits or {}).items() if isinstance(r, BayesFitResult)}
     fits = {}
     for f in forms:
-        fits[f] = fit_bayes(df, replace(rules, form=f), loo=True, **kw)
+        fits[f] = made.get(f) or fit_bayes(df, replace(rules, form=f), loo=True, **kw)
     cmp = az.compare({f: r.idata for f, r in fits.items()}, var_name="obs")
     cmp = cmp.reset_index().rename(columns={"index": "form"})
     return cmp, fits

@@ -8,6 +8,10 @@ PyMC models. ``t`` is the fitted time: the delay after the comparison rules' off
 
 Forms with a power exponent name it ``gamma`` (in the FSRS form it is FSRS's decay ``d``), so
 that every result reports γ under one key; forms without one report γ as null.
+
+``logistic`` is not a forgetting curve: it is a step (a transition) from a plateau ``hi`` to a
+floor ``lo`` around ``t0`` with width ``w``. It is there so that a curve which drops like a cliff
+can be told apart from one that decays like a power law (:mod:`cram.fitting.form_check`).
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class Form:
     formula : str
     start : callable
         ``start(t, y) -> dict`` a data-driven starting point for the optimiser.
+    time_scaled : tuple of str
+        Parameters (in units of t) whose prior is on their ratio to the curve's last fitted time.
     """
 
     name: str
@@ -80,6 +86,9 @@ class Form:
     has_gamma: bool
     formula: str
     start: Callable = field(repr=False, default=None)
+    #: parameters in units of t whose Bayesian prior is on ``t / t_max`` (``t_max``: the curve's
+    #: last fitted time), so that one prior serves steps, hours and intervening items alike
+    time_scaled: tuple[str, ...] = ()
 
     def __call__(self, t, **params):
         """Evaluate the form at times ``t`` with the given parameter values."""
@@ -137,6 +146,11 @@ def _hyperbolic(t, p, xp=np):
 def _logarithmic(t, p, xp=np):
     """Logarithmic (Rubin & Wenzel 1996): R = a − b · ln t; needs t > 0."""
     return p["a"] - p["b"] * xp.log(t)
+
+
+def _logistic(t, p, xp=np):
+    """Logistic step: R = lo + (hi − lo) / (1 + e^((t − t0)/w)), written with tanh (stable)."""
+    return p["lo"] + (p["hi"] - p["lo"]) * 0.5 * (1.0 - xp.tanh(0.5 * (t - p["t0"]) / p["w"]))
 
 
 def _loglog_start(t, y):
@@ -198,6 +212,19 @@ def _start_logarithmic(t, y):
     return {"a": float(icpt), "b": float(max(-slope, 1e-4))}
 
 
+def _start_logistic(t, y):
+    t = np.asarray(t, float)
+    y = np.asarray(y, float)
+    order = np.argsort(t)
+    t, y = t[order], y[order]
+    hi = float(np.clip(np.max(y), 1e-3, 1.0))
+    lo = float(np.clip(np.min(y), 0.0, 0.999))
+    below = np.flatnonzero(y < (hi + lo) / 2)
+    t0 = float(t[below[0]]) if len(below) else float(np.median(t))
+    span = float(t.max() - t.min()) or 1.0
+    return {"hi": hi, "lo": lo, "t0": max(t0, 1e-3 * span), "w": span / 20}
+
+
 _G_BOUNDS = (1e-4, 5.0)
 # gamma prior (Bayesian fits): γ > 0, median 0.3 (between the reported human values 0.1-0.5),
 # 90% prior interval about 0.11-0.80; hierarchical fits put this prior on exp(μ_logγ).
@@ -248,6 +275,16 @@ FORMS: dict[str, Form] = {
         {"a": Prior("normal", (0.5, 0.5)), "b": Prior("lognormal", (np.log(0.1), 1.0))},
         needs_positive_t=True, has_gamma=False, formula="R = a − b · ln t",
         start=_start_logarithmic),
+    # a transition, not forgetting: the alternative that a cliff-like curve is checked against
+    "logistic": Form(
+        "logistic", _logistic, ("hi", "lo", "t0", "w"),
+        {"hi": (1e-6, 1.0), "lo": (0.0, 1.0), "t0": (0.0, 1e9), "w": (1e-6, 1e9)},
+        {"hi": Prior("beta", (4.0, 1.5)), "lo": Prior("beta", (1.0, 4.0)),
+         # t0 / t_max: anywhere in the fitted range; w / t_max: median 5% of it, 90% in 0.4-60%
+         "t0": Prior("beta", (1.2, 1.2)), "w": Prior("lognormal", (float(np.log(0.05)), 1.5))},
+        needs_positive_t=False, has_gamma=False,
+        formula="R = lo + (hi − lo) / (1 + e^((t − t0)/w)) (a step, not forgetting)",
+        start=_start_logistic, time_scaled=("t0", "w")),
 }
 
 

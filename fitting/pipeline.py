@@ -25,7 +25,7 @@ from cram.fitting.io import (
 from cram.fitting.mle import fit_mle_many
 from cram.fitting.results import GammaFit, PointFits
 from cram.fitting.rules import ComparisonRules
-from cram.fitting.sensitivity import window_sensitivity
+from cram.fitting.sensitivity import describe, window_sensitivity
 
 METHODS = ("mle", "ols", "bayes")
 
@@ -90,13 +90,17 @@ def _fit(df: pd.DataFrame, rules: ComparisonRules, method: str, sampling: dict,
 
 
 def _loo_comparison(df, rules: ComparisonRules, loo_forms, sampling: dict,
-                    hierarchical: bool | None, doc: dict) -> pd.DataFrame:
-    """Fit each form, rank them by LOO; failed diagnostics of other forms are added to ``doc``."""
+                    hierarchical: bool | None, doc: dict, fits: dict) -> pd.DataFrame:
+    """Fit each form, rank them by LOO; failed diagnostics of other forms are added to ``doc``.
+
+    ``fits`` holds Bayesian fits already made under the same rules (the main fit, the form
+    check's alternatives); those forms are not fitted again.
+    """
     from cram.fitting.bayes import compare_forms
 
     forms = list(dict.fromkeys([rules.form, *loo_forms]))
     _log(f"cram fit: LOO comparison of forms {forms}")
-    cmp, fits = compare_forms(df, forms, rules, prior_sensitivity=False,
+    cmp, fits = compare_forms(df, forms, rules, fits=fits, prior_sensitivity=False,
                               hierarchical=hierarchical, **sampling)
     cmp["diagnostics_ok"] = [fits[f].diagnostics["ok"] for f in cmp["form"]]
     cmp["pareto_k_gt_0.7"] = [fits[f].loo["n_pareto_k_gt_0.7"] for f in cmp["form"]]
@@ -110,12 +114,82 @@ def _loo_comparison(df, rules: ComparisonRules, loo_forms, sampling: dict,
     return cmp
 
 
+def _form_check(df: pd.DataFrame, rules: ComparisonRules, method: str, fit: GammaFit,
+                sampling: dict, hierarchical: bool | None, cache: dict, bayes_fits: dict):
+    """Check every curve's form against the alternatives (:mod:`cram.fitting.form_check`).
+
+    Point fits (mle, ols): MLE fits of each form, compared by ΔAIC/2. Bayesian fits: the
+    alternatives are fitted under the same rules and sampler settings (added to ``bayes_fits``)
+    and compared by PSIS-LOO. Returns ``({curve: record}, table)``.
+    """
+    from cram.fitting.form_check import check_bayes_fits, check_point_fits, forms_to_check
+
+    forms = forms_to_check(rules.form)
+    if method in ("mle", "ols"):
+        if sampling["progress"]:
+            _log(f"cram fit: form check: {rules.form} against {forms[1:]} (MLE, ΔAIC/2)")
+        return check_point_fits(df, rules, likelihood=sampling["likelihood"],
+                                seed=sampling["seed"], cache=cache,
+                                progress=sampling["progress"])
+    bayes_fits[rules.form] = fit
+    for f in forms[1:]:
+        if f not in bayes_fits:
+            bayes_fits[f] = _alternative_bayes(df, rules, f, sampling, hierarchical)
+    return check_bayes_fits(bayes_fits, rules.form, rules.interval)
+
+
+def _alternative_bayes(df, rules: ComparisonRules, form: str, sampling: dict,
+                       hierarchical: bool | None):
+    """A Bayesian fit of another form for the form check (LOO terms only), or why it failed."""
+    from dataclasses import replace
+
+    from cram.core.errors import CramError
+    from cram.fitting.bayes import fit_bayes
+
+    # forms without γ have nothing to pool: their curves are fitted side by side (NUTS at the
+    # per-curve target acceptance)
+    h = hierarchical if get_form(form).has_gamma else False
+    _log(f"cram fit: form check: Bayesian {form} fit of {df['curve'].nunique()} curve(s)")
+    try:
+        return fit_bayes(df, replace(rules, form=form), hierarchical=h, prior_predictive=False,
+                         posterior_predictive=False, loo=True, prior_sensitivity=False,
+                         **sampling)
+    except CramError as err:
+        return str(err)
+
+
+def _mark_summary(summary: pd.DataFrame, doc: dict, method: str) -> pd.DataFrame:
+    """``summary.csv`` with a column ``gamma_valid``: false where the form check failed.
+
+    Point fits: every row of the curve; Bayesian fits: the rows ``gamma[curve]`` and the group
+    rows ``mu_gamma[group]`` (and ``delta_gamma``), empty elsewhere.
+    """
+    valid = {str(r["curve"]): r.get("gamma_valid") for r in doc["curves"]}
+    summary = summary.copy()
+    if method in ("mle", "ols"):
+        summary["gamma_valid"] = summary["curve"].astype(str).map(valid)
+        return summary
+    col = []
+    for param, coord in zip(summary["param"], summary["coord"]):
+        if param == "gamma":
+            col.append(valid.get(str(coord)))
+        elif param == "mu_gamma":
+            col.append(valid.get(f"group:{coord}"))
+        elif param == "delta_gamma":
+            col.append((doc.get("delta_gamma") or {}).get("gamma_valid"))
+        else:
+            col.append(None)
+    summary["gamma_valid"] = col
+    return summary
+
+
 def _write_folder(out, doc: dict, fit: GammaFit, extras: dict, rules: ComparisonRules,
-                  figures: bool) -> None:
+                  figures: bool, summary: pd.DataFrame | None = None) -> None:
     """The fit folder: result.json, summary, fitted curves, extra tables, posterior, figures."""
     with FitFolderWriter(out) as w:
         write_result_json(w.path, doc)
-        fit.to_frame().to_csv(w.path / SUMMARY_FILE, index=False)
+        (fit.to_frame() if summary is None else summary).to_csv(w.path / SUMMARY_FILE,
+                                                                 index=False)
         fitted = fit.fitted
         fitted.to_csv(w.path / CURVES_FILE, index=False)
         for name, table in extras.items():
@@ -134,13 +208,18 @@ def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *
               target_accept: float | None = None, figures: bool = True,
               window_sens: bool = True, loo_forms=(),
               hierarchical: bool | None = None, progress: bool = True,
-              argv: list[str] | None = None) -> dict:
+              form_check: bool = True, argv: list[str] | None = None) -> dict:
     """Fit γ for every curve of ``df`` under ``rules``; write ``out`` if given; return the doc.
 
     The returned document is what ``--json`` prints: ``curves`` (one entry per curve, plus
     ``group:human`` / ``group:model`` entries for hierarchical fits), ``delta_gamma`` (or None)
     and ``diagnostics``. Every method returns a :class:`~cram.fitting.results.GammaFit`, so
     what follows the fit does not depend on the method.
+
+    ``form_check`` (default on) checks each curve's form against the alternatives of
+    :mod:`cram.fitting.form_check`: each curve gets ``form_check`` (the verdict in words) and
+    ``gamma_valid`` (false: the form fails, so γ is not a property of that curve), and the
+    document gets ``form_check`` (method and criteria); the table is ``form_check.csv``.
     """
     _check(method, rules, loo_forms, out)
     if method == "bayes" and sampler is None:
@@ -153,13 +232,31 @@ def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *
     fit = _fit(df, rules, method, sampling, hierarchical, cache)
     doc = fit.to_json_doc()
     extras = fit.tables()
+    bayes_fits: dict = {rules.form: fit} if method == "bayes" else {}
+    if form_check:
+        from cram.fitting.form_check import apply_to_doc, fit_notes
+
+        records, table = _form_check(df, rules, method, fit, sampling, hierarchical, cache,
+                                     bayes_fits)
+        apply_to_doc(doc, records, rules.form, method, rules.interval,
+                     fit_notes(bayes_fits, rules.form) if method == "bayes" else None)
+        extras["form_check"] = table
     if loo_forms and method == "bayes":
-        extras["loo_compare"] = _loo_comparison(df, rules, loo_forms, sampling, hierarchical, doc)
+        extras["loo_compare"] = _loo_comparison(df, rules, loo_forms, sampling, hierarchical, doc,
+                                                bayes_fits)
     if window_sens and get_form(rules.form).has_gamma:
-        # the Bayesian fit pools derived curves away; the point fits keep them
-        extras["window_sensitivity"] = window_sensitivity(
+        # the Bayesian fit pools derived curves away; the point fits keep them. Point fits use
+        # the fit's likelihood, so the window "all" is the main fit; beside a Bayesian fit the
+        # MLE's own default ("auto": binomial with trial counts, else normal)
+        ws = window_sensitivity(
             df[~df["derived"]] if method == "bayes" else df, rules, progress=progress,
-            cache=cache)
+            cache=cache, likelihood=likelihood if method == "mle" else "auto")
+        valid = {str(r["curve"]): r.get("gamma_valid") for r in doc["curves"]}
+        ws["gamma_valid"] = ws["curve"].astype(str).map(valid)
+        extras["window_sensitivity"] = ws
+        doc["window_sensitivity"] = describe(rules, ws["likelihood"], method)
+        if progress:
+            _log(f"cram fit: window sensitivity: {doc['window_sensitivity']['statement']}")
     for w in doc["diagnostics"].get("warnings", []):
         _log(f"cram fit: WARNING: {w}")
     doc = {**doc, "form": rules.form, "method": method,
@@ -169,7 +266,8 @@ def fit_gamma(df: pd.DataFrame, rules: ComparisonRules, method: str = "bayes", *
     if argv is not None:
         doc["command"] = argv
     if out is not None:
-        _write_folder(out, doc, fit, extras, rules, figures)
+        summary = _mark_summary(fit.to_frame(), doc, method) if form_check else None
+        _write_folder(out, doc, fit, extras, rules, figures, summary)
     return doc
 
 
@@ -190,8 +288,9 @@ def _figures(fig_dir, fitted, predict, doc, idata, ppc, extras, rules):
                               f"prior predictive check ({rules.interval:.0%} bands), form "
                               f"{rules.form}", ppc=extras["prior_predictive"])
     if "window_sensitivity" in extras:
-        plots.plot_window_sensitivity(extras["window_sensitivity"],
-                                      fig_dir / "window_sensitivity.png")
+        plots.plot_window_sensitivity(
+            extras["window_sensitivity"], fig_dir / "window_sensitivity.png",
+            subtitle=(doc.get("window_sensitivity") or {}).get("statement", ""))
 
 
 def rules_from_args(form: str, window, offset, rope: float, interval: float) -> ComparisonRules:

@@ -65,18 +65,39 @@ def plot_curves_fit(curves: pd.DataFrame, predict, path: Path, title: str, ppc=N
     return path
 
 
+def _is_false(value) -> bool:
+    """True for False (Python or NumPy), not for None or NaN (form not checked)."""
+    return value is not None and not (isinstance(value, float) and np.isnan(value)) \
+        and not bool(value)
+
+
+def _wrap(text: str, width: int = 110) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
 def plot_gamma_forest(table: pd.DataFrame, path: Path, title: str) -> Path:
-    """γ estimate and interval per curve (and group means), coloured by group."""
+    """γ estimate and interval per curve (and group means), coloured by group.
+
+    A curve whose form check failed (``gamma_valid`` false) is drawn hollow and labelled
+    "γ not a property".
+    """
     plt, sns = _plt()
     t = table.dropna(subset=["gamma"]).reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(t) + 1.5))
     colors = {"human": "tab:blue", "model": "tab:orange"}
+    labels = []
     for i, r in t.iterrows():
+        bad = _is_false(r.get("gamma_valid"))
+        col = colors.get(r["group"], "k")
         ax.errorbar(r["gamma"], i, xerr=[[r["gamma"] - r["gamma_low"]],
                                          [r["gamma_high"] - r["gamma"]]],
                     fmt="D" if str(r["curve"]).startswith("group:") else "o",
-                    color=colors.get(r["group"], "k"))
-    ax.set_yticks(range(len(t)), t["curve"], fontsize=8)
+                    color=col, mfc="white" if bad else col)
+        labels.append(f"{r['curve']} (γ not a property: form check failed)" if bad
+                      else str(r["curve"]))
+    ax.set_yticks(range(len(t)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("γ (estimate and interval)")
     ax.set_title(title)
@@ -101,29 +122,41 @@ def plot_delta(delta: np.ndarray, rope: float, path: Path) -> Path:
     return path
 
 
-def plot_window_sensitivity(ws: pd.DataFrame, path: Path) -> Path:
-    """γ (MLE, interval) against fit window: one line per curve, coloured by group."""
+def plot_window_sensitivity(ws: pd.DataFrame, path: Path, subtitle: str = "") -> Path:
+    """γ (MLE, interval) against fit window: one line per curve, coloured by group.
+
+    ``subtitle`` names the fit the table comes from; curves whose form check failed
+    (``gamma_valid`` false) are drawn dashed.
+    """
     plt, sns = _plt()
     order = list(dict.fromkeys(ws["window"]))
     colors = {"human": "tab:blue", "model": "tab:orange"}
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig, ax = plt.subplots(figsize=(9, 5.2 if subtitle else 4.8))
     curves = list(dict.fromkeys(ws["curve"]))
+    invalid = False
     for j, cid in enumerate(curves):
         c = ws[(ws["curve"] == cid) & (ws["status"] == "ok")]
         if c.empty:
             continue
         x = np.array([order.index(w) for w in c["window"]]) + (j - len(curves) / 2) * 0.03
         col = colors.get(c["group"].iloc[0], "k")
-        ax.errorbar(x, c["gamma"], yerr=[c["gamma"] - c["gamma_low"],
-                                          c["gamma_high"] - c["gamma"]],
-                    color=col, marker="o", ms=3, lw=0.8, alpha=0.8, capsize=0)
+        bad = "gamma_valid" in c and any(_is_false(v) for v in c["gamma_valid"])
+        invalid |= bool(bad)
+        bars = ax.errorbar(x, c["gamma"], yerr=[c["gamma"] - c["gamma_low"],
+                                                 c["gamma_high"] - c["gamma"]],
+                           color=col, marker="o", ms=3, lw=0.8, alpha=0.8, capsize=0)
+        if bad:
+            bars.lines[0].set_linestyle("--")
     for g, col in colors.items():
         if (ws["group"] == g).any():
             ax.plot([], [], color=col, marker="o", label=g)
+    if invalid:
+        ax.plot([], [], color="grey", ls="--", label="form check failed: γ not a property")
     ax.set_xticks(range(len(order)), order)
     ax.set_ylabel("γ (MLE, interval)")
     ax.set_xlabel("fit window (decades from first t > 0)")
-    ax.set_title("Window sensitivity: one line per curve")
+    ax.set_title("Window sensitivity: one line per curve"
+                 + (f"\n{_wrap(subtitle)}" if subtitle else ""), fontsize=9 if subtitle else None)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -89,7 +89,7 @@ def test_tiny_bayesian_fit_human_vs_model(tmp_path, capsys):
                  "--offset", "intervening_items=1", "--offset", "steps=10", "--draws", "150",
                  "--tune", "150", "--chains", "2", "--seed", "1", "--json", "--out", str(out),
                  "--sampler", "nutpie",
-                 "--no-window-sensitivity"])
+                 "--no-window-sensitivity", "--no-form-check"])  # form check: its own tests
     assert code == 0
     doc = _json(capsys)
     curves = {c["curve"]: c for c in doc["curves"]}

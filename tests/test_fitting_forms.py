@@ -26,6 +26,7 @@ TRUE = {
     "exponential_floor": {"alpha": 0.08, "floor": 0.2},
     "hyperbolic": {"a": 0.9, "b": 0.2},
     "logarithmic": {"a": 0.9, "b": 0.12},
+    "logistic": {"hi": 0.9, "lo": 0.1, "t0": 20.0, "w": 4.0},
 }
 T = np.array([1, 2, 3, 5, 8, 13, 21, 34, 55, 89], dtype=float)
 
@@ -56,6 +57,8 @@ def test_golden_values():
     np.testing.assert_allclose(FORMS["exponential_floor"](0.0, alpha=1.0, floor=0.3), 1.0)
     np.testing.assert_allclose(FORMS["hyperbolic"](4.0, a=1.0, b=0.25), 0.5)
     np.testing.assert_allclose(FORMS["logarithmic"](np.e, a=0.9, b=0.1), 0.8)
+    np.testing.assert_allclose(FORMS["logistic"](np.array([5.0, 7.0]), hi=0.9, lo=0.1, t0=5.0,
+                                                 w=2.0), [0.5, 0.1 + 0.8 / (1 + np.e)])
 
 
 @pytest.mark.parametrize("d", [0.1, 0.1542, 0.5, 0.8])

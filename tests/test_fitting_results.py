@@ -60,6 +60,9 @@ def test_fit_gamma_doc_does_not_depend_on_how_it_is_reached(tmp_path):
     rules = ComparisonRules(form="power")
     doc = fit_gamma(df, rules, "mle", out=tmp_path / "fit", figures=False, progress=False)
     direct = PointFits(fit_mle_many(df, rules, progress=False), rules, df).to_json_doc()
+    # the form check adds its verdict to each curve and changes nothing else
+    assert [c.pop("gamma_valid") for c in doc["curves"]] == [True]
+    assert all(c.pop("form_check")["passes"] for c in doc["curves"])
     assert doc["curves"] == direct["curves"] and doc["diagnostics"] == direct["diagnostics"]
     written = pd.read_csv(tmp_path / "fit" / "summary.csv")
     assert list(written["param"]) == list(PointFits(fit_mle_many(df, rules, progress=False),

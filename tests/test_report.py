@@ -141,6 +141,36 @@ def _write_fit(fit_dir: Path) -> None:
         {"curves": curves, "delta_gamma": DELTA, "diagnostics": {"ok": True, "warnings": []}}))
 
 
+def test_the_report_states_the_form_check_in_words(tmp_path):
+    """A model curve that is not a power law: its γ is marked, the verdict is in words."""
+    fit_dir = tmp_path / "fit"
+    _write_fit(fit_dir)
+    result = json.loads((fit_dir / "result.json").read_text())
+    cliff = ("not a power law: a logistic step fits better (ΔELPD = 33.5 ± 4.5); γ is not a "
+             "property of this curve")
+    human = "a power law passes: 9 of 10 points (90%) lie inside its 90% predictive interval"
+    result["curves"][0].update(group="model", gamma_valid=False,
+                               form_check={"passes": False, "verdict": cliff})
+    result["curves"][1].update(group="human", gamma_valid=True,
+                               form_check={"passes": True, "verdict": human})
+    result["form_check"] = {"method": "PSIS-LOO of the Bayesian fits", "criteria": "a form fails"}
+    (fit_dir / "result.json").write_text(json.dumps(result))
+    verdict, section = fit_section(fit_dir)
+    assert verdict.startswith("The model's curve is not a power law (cram-seed0:attention_"
+                              "library: a logistic step fits better (ΔELPD = 33.5 ± 4.5); γ is "
+                              "not a property of this curve), so the comparison of exponents "
+                              "below does not describe it.")
+    assert "The data cannot tell" in verdict  # the Δγ sentence follows, qualified
+    assert "| 0.500 (not a property of this curve) |" in section and "| fails |" in section
+    assert f"- `cram-seed0:attention_library`: {cliff}." in section
+    assert f"- `rubin1999/matched`: {human}." in section
+    assert "- **form check**:" in section and "a transition in what the model attends to" in section
+    old = tmp_path / "old"  # a fit made before the check: said, not hidden
+    _write_fit(old)
+    _, section = fit_section(old)
+    assert "No form check in this fit" in section and "| form check |" not in section
+
+
 def test_the_report_answers_both_questions_and_links_its_figures(run_folder):
     out = run_folder.parent
     _edit_transition(run_folder, step=None, low=None, high=None)

@@ -61,14 +61,20 @@ FIT_COLUMNS = {
              "(dataset/condition); `group:model` and `group:human` are the group-level "
              "exponents of the hierarchical fit (the median γ of the group's curves)",
     "points": "number of points of the curve that were fitted",
-    "γ": "posterior mean of the forgetting exponent γ in the power form R = a·t^(−γ)",
+    "γ": "posterior mean of the forgetting exponent γ in the power form R = a·t^(−γ); "
+         "marked 'not a property of this curve' where the form check fails",
     "90% interval": "equal-tailed 90% posterior credible interval of γ",
+    "form check": "does a power law describe the curve? 'passes', or 'fails' when its points "
+                  "fall outside their 90% predictive intervals too often or another form (an "
+                  "exponential, a hyperbola, a logistic step) predicts them clearly better by "
+                  "LOO; the verdicts in words follow the table",
 }
 
 #: what the comparison compares, and what it does not
 CAVEAT = ("The curves measure different things: the model's is its reliance on episodic memory "
           "for library queries (it keeps answering them), against training steps since warm-up "
-          "ended; people's are savings in relearning (Ebbinghaus 1885, delay in hours) and cued "
+          "ended, a transition in what the model attends to, not forgetting; people's are "
+          "savings in relearning (Ebbinghaus 1885, delay in hours) and cued "
           "recall (Rubin, Hinton & Wenzel 1999, delay in intervening items). Only the exponent γ "
           "of the power form R = a·t^(−γ) is compared; t is the delay, plus one for intervening "
           "items and plus one evaluation interval for training steps.")
@@ -116,9 +122,52 @@ def _pooled_text(curves: list[dict]) -> str:
     """γ pooled per group, when the fit pooled them (a hierarchical fit)."""
     pooled = {r["curve"]: r for r in curves if str(r["curve"]).startswith("group:")}
     parts = [f"γ = {pooled[g]['gamma']:.2f} {_interval(pooled[g])} for the {name}"
+             + (" (not a property of its curves: it pools a curve that is not a power law)"
+                if pooled[g].get("gamma_valid") is False else "")
              for g, name in (("group:model", "model"), ("group:human", "human curves"))
              if g in pooled and pooled[g].get("gamma") is not None]
     return ("At the group level, " + " and ".join(parts) + ". ") if parts else ""
+
+
+def _gamma_cell(row: dict) -> str:
+    if row.get("gamma") is None:
+        return "n/a"
+    if row.get("gamma_valid") is False:
+        return f"{row['gamma']:.3f} (not a property of this curve)"
+    return f"{row['gamma']:.3f}"
+
+
+def _check_cell(row: dict) -> str:
+    check = row.get("form_check")
+    if not check:  # a group row of a hierarchical fit
+        return "pools a curve that fails" if row.get("gamma_valid") is False else ""
+    return {True: "passes", False: "fails"}.get(check.get("passes"), "not checked")
+
+
+def form_text(result: dict) -> str:
+    """The form check in words: one sentence on the model's curves, one line per curve."""
+    curves = [r for r in result.get("curves", []) if r.get("form_check")]
+    if not curves:
+        return ("No form check in this fit (made before it existed, or with "
+                "--no-form-check): the γ below assume that a power law describes each curve.\n\n")
+    check = result.get("form_check") or {}
+    lines = "".join(f"- `{r['curve']}`: {r['form_check']['verdict']}.\n" for r in curves)
+    how = f" How: {check['method']}; {check['criteria']}." if check.get("method") else ""
+    return f"Form check of each curve.{how}\n\n{lines}\n"
+
+
+def form_sentence(result: dict) -> str:
+    """A sentence on the model curves whose form check failed ("" when none failed)."""
+    bad = [r for r in result.get("curves", []) if r.get("group") == "model"
+           and not str(r["curve"]).startswith("group:") and r.get("gamma_valid") is False]
+    if not bad:
+        return ""
+    def reason(verdict: str) -> str:  # "not a power law: X; Y" -> "X; Y"
+        return verdict.split(": ", 1)[1] if verdict.startswith("not ") else verdict
+
+    verdicts = "; ".join(f"{r['curve']}: {reason(r['form_check']['verdict'])}" for r in bad)
+    return (f"The model's curve is not a power law ({verdicts}), so the comparison of "
+            "exponents below does not describe it. ")
 
 
 def fit_section(fit_dir: Path) -> tuple[str, str]:
@@ -130,10 +179,13 @@ def fit_section(fit_dir: Path) -> tuple[str, str]:
         return "", ""
     result = json.loads((fit_dir / "result.json").read_text(encoding="utf-8"))
     curves, delta = result.get("curves", []), result.get("delta_gamma")
-    verdict = verdict_sentence(delta) if delta else "No Δγ: the fit has only one group."
-    rows = [{"curve": r["curve"], "points": r.get("n_points"),
-             "γ": "n/a" if r.get("gamma") is None else f"{r['gamma']:.3f}",
-             "90% interval": "" if r.get("gamma") is None else _interval(r)} for r in curves]
+    verdict = form_sentence(result) + (verdict_sentence(delta) if delta
+                                       else "No Δγ: the fit has only one group.")
+    checked = any(r.get("form_check") for r in curves)
+    rows = [{"curve": r["curve"], "points": r.get("n_points"), "γ": _gamma_cell(r),
+             "90% interval": "" if r.get("gamma") is None else _interval(r),
+             **({"form check": _check_cell(r)} if checked else {})} for r in curves]
+    columns = {k: v for k, v in FIT_COLUMNS.items() if checked or k != "form check"}
     diag = result.get("diagnostics") or {}
     notes = "" if diag.get("ok", True) else "**The sampler's diagnostics failed**; "
     warnings = diag.get("warnings") or []
@@ -146,8 +198,9 @@ def fit_section(fit_dir: Path) -> tuple[str, str]:
                     if (fit_dir / "figures" / name).is_file())
     body = (f"{verdict} {_pooled_text(curves)}Δγ is γ_model − γ_human (posterior mean ± "
             "standard deviation); a positive Δγ means the model's curve falls faster. " + CAVEAT
-            + "\n\n" + markdown_table(rows) + "\n" + legend(FIT_COLUMNS)
-            + "\n" + notes + "Figures (in `" + rel + "`):\n\n" + figures + "\n" + shown)
+            + "\n\n" + markdown_table(rows) + "\n" + legend(columns)
+            + "\n" + form_text(result) + notes + "Figures (in `" + rel + "`):\n\n" + figures
+            + "\n" + shown)
     return verdict, body
 
 

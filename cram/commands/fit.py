@@ -9,7 +9,7 @@ import argparse
 import sys
 
 FORM_NAMES = ("power", "wickelgren", "fsrs", "power_asymptote", "exponential",
-              "exponential_floor", "hyperbolic", "logarithmic")
+              "exponential_floor", "hyperbolic", "logarithmic", "logistic")
 
 
 #: ``cram fit gamma --help``: what it does (before the options) and examples (after them)
@@ -21,7 +21,15 @@ GAMMA_DESCRIPTION = (
     "The default, --method mle, fits each curve alone by maximum likelihood (seconds).\n"
     "--method bayes fits a hierarchical PyMC model with group-level γ for human and\n"
     "model curves and reports Δγ against a ROPE (about a minute for a few curves).\n"
-    "The rules (form, window, offset, onset, ROPE) are written into every result.")
+    "The rules (form, window, offset, onset, ROPE) are written into every result.\n\n"
+    "Form check: each curve's form is also compared with a power law, an exponential,\n"
+    "a hyperbola and a logistic step (PSIS-LOO for bayes; ΔAIC/2 for point fits) and\n"
+    "its predictive coverage is tested. A curve whose form fails keeps its γ in the\n"
+    "output, marked gamma_valid: false with the verdict in words (e.g. 'not a power\n"
+    "law: a logistic step fits better ...; γ is not a property of this curve').\n\n"
+    "The model's episodic_reliance curve (share of library queries that read episodic\n"
+    "memory, against training steps) is a transition in what the model attends to, not\n"
+    "forgetting: it often drops like a step, and the form check then says so.")
 GAMMA_EXAMPLES = (
     "examples:\n"
     "  cram fit gamma --human-csv my_recall.csv            # γ of your own curve\n"
@@ -47,8 +55,15 @@ def register(sub) -> None:
     g.add_argument("--run", action="append", default=[], metavar="DIR",
                    help="run folder (repeatable); gives one model curve each")
     g.add_argument("--curve-kind", default="episodic_reliance",
-                   choices=("episodic_reliance", "per_pattern", "retention"),
-                   help="which model curve to take from each run (default: episodic_reliance)")
+                   choices=("episodic_reliance", "per_pattern", "retention", "forgetting"),
+                   help="which model curve to take from each run (default: episodic_reliance: "
+                        "the attention-use transition, the share of library queries that read "
+                        "episodic memory against training steps; a transition, not forgetting, "
+                        "often a step that the form check reports as not a power law; "
+                        "retention: retrieval accuracy against store-to-query lag; "
+                        "forgetting: cued recall of retired bindings against the delay in "
+                        "training sequences, from a run trained with the study protocol, "
+                        "docs/forgetting.md)")
     g.add_argument("--human", action="append", default=[], metavar="NAME",
                    help="shipped human dataset (repeatable; see `cram data list`)")
     g.add_argument("--human-csv", action="append", default=[], metavar="FILE",
@@ -75,6 +90,31 @@ def register(sub) -> None:
                    help="auto: binomial where trial counts are known (n with n_kind trials or "
                         "queries), else beta (bayes) / normal (mle); binomial: reads n as trials "
                         "(a user CSV needs a column n; n_kind may be left out)")
+    _bayes_arguments(g)
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="write the fit folder here (must not exist)")
+    g.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bars or summary lines on stderr (warnings still shown); "
+                        "without it, bars over the curves' fits and the window sensitivity go "
+                        "to stderr (in a log that is not a terminal: one update per 5 s)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (sampler, restarts)")
+    g.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    g.add_argument("--no-window-sensitivity", action="store_true",
+                   help="skip the γ-against-window table (up to 8 more MLE fits per curve: "
+                        "most of the time of a large point fit)")
+    g.add_argument("--no-form-check", action="store_true",
+                   help="skip the check of each curve's form against a power law, an "
+                        "exponential, a hyperbola and a logistic step (3 more fits per curve "
+                        "for point fits; 3 more Bayesian fits for bayes); with this flag no γ is "
+                        "marked as a property of its curve or not (no gamma_valid)")
+    g.add_argument("--strict", action="store_true",
+                   help="exit with code 4 when diagnostics fail (R-hat, ESS, divergences)")
+    g.set_defaults(func=_gamma)
+
+
+def _bayes_arguments(g) -> None:
+    """The sampler's options of ``cram fit gamma`` (``--method bayes``)."""
     g.add_argument("--draws", type=int, default=1000, help="posterior draws per chain")
     g.add_argument("--tune", type=int, default=1000, help="tuning steps per chain")
     g.add_argument("--chains", type=int, default=2, help="chains")
@@ -89,21 +129,6 @@ def register(sub) -> None:
                         "default: hierarchical when there are several curves")
     g.add_argument("--loo-forms", default="", metavar="F1,F2",
                    help="also fit these forms and compare all by LOO (bayes only)")
-    g.add_argument("--out", default=None, metavar="DIR",
-                   help="write the fit folder here (must not exist)")
-    g.add_argument("--json", action="store_true", help="print the result as one JSON document")
-    g.add_argument("--quiet", action="store_true",
-                   help="no progress bars or summary lines on stderr (warnings still shown); "
-                        "without it, bars over the curves' fits and the window sensitivity go "
-                        "to stderr (in a log that is not a terminal: one update per 5 s)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (sampler, restarts)")
-    g.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    g.add_argument("--no-window-sensitivity", action="store_true",
-                   help="skip the γ-against-window table (up to 8 more MLE fits per curve: "
-                        "most of the time of a large point fit)")
-    g.add_argument("--strict", action="store_true",
-                   help="exit with code 4 when diagnostics fail (R-hat, ESS, divergences)")
-    g.set_defaults(func=_gamma)
 
 
 def _gamma(args) -> int:
@@ -151,15 +176,25 @@ def _gamma(args) -> int:
                     window_sens=not args.no_window_sensitivity,
                     loo_forms=[f for f in args.loo_forms.split(",") if f.strip()],
                     hierarchical=False if args.no_pooling else None,
-                    progress=not args.quiet, argv=["cram", *sys.argv[1:]])
+                    progress=not args.quiet, form_check=not args.no_form_check,
+                    argv=["cram", *sys.argv[1:]])
     _flag_bounds(doc, args.method)
     if args.json:
         emit_json(doc)
     else:
         for c in doc["curves"]:
             log(f"  {c['curve']:<50} {_gamma_text(c)}")
+            if c.get("form_check"):
+                log(f"      form check: {c['form_check']['verdict']}")
+            elif c.get("gamma_note"):
+                log(f"      {c['gamma_note']}")
         if doc.get("delta_gamma"):
             log(f"  Δγ: {doc['delta_gamma']['statement']}")
+            if doc["delta_gamma"].get("form_caveat"):
+                log(f"  Δγ is not interpretable as it stands: "
+                    f"{doc['delta_gamma']['form_caveat']}")
+        if doc.get("form_check"):
+            log(f"  form check: {doc['form_check']['statement']}")
     diag = doc["diagnostics"]
     if not diag.get("ok", True):
         log("cram fit: WARNING: diagnostics failed; see 'diagnostics' in the result")
@@ -195,6 +230,11 @@ def _gamma_text(c: dict) -> str:
     g, lo, hi = c.get("gamma"), c.get("gamma_low"), c.get("gamma_high")
     if g is None:
         return "γ = null (form has no power exponent)"
+    if c.get("gamma_valid") is False:
+        if str(c.get("curve", "")).startswith("group:"):
+            return f"γ = {g:.4f} NOT INTERPRETABLE: it pools a curve that fails the form check"
+        return (f"γ = {g:.4f} NOT INTERPRETABLE: the form check failed, γ is not a property "
+                "of this curve")
     if "gamma" in c.get("at_bound", []):
         return f"γ = {g:.4f} AT ITS BOUND: not identified by these data (no interval)"
     if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
