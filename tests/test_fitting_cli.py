@@ -226,3 +226,22 @@ def test_one_reader_of_fit_folders(tmp_path, capsys):
             "print(sorted({'pandas', 'arviz', 'numpy', 'torch'} & set(sys.modules)))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "[]", proc.stderr[-2000:]
+
+
+def test_a_fit_lands_as_a_result_file_with_its_verdicts(tmp_path, capsys):
+    from cram.core.results import read_result
+
+    results = tmp_path / "results"
+    results.mkdir()
+    assert main(["fit", "gamma", "--human", "ebbinghaus1885", "--human", "rubin1999",
+                 "--offset", "intervening_items=1", "--method", "mle", "--no-figures",
+                 "--quiet", "--results", str(results), "--title", "Human fits"]) == 0
+    (path,) = list(results.rglob("*.json"))
+    result = read_result(path)
+    assert result.title == "Human fits"
+    rows = {r["curve"]: r for r in result.rows}
+    assert abs(rows["ebbinghaus1885"]["gamma"] - 0.13) < 0.01
+    assert all(r["verdict"] for r in result.rows)  # the form check, in words
+    assert main(["fit", "gamma", "--human", "ebbinghaus1885", "--method", "mle",
+                 "--results", str(results)]) != 0  # a result needs its title
+    assert "--results and --title go together" in capsys.readouterr().err

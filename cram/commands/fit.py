@@ -94,6 +94,11 @@ def register(sub) -> None:
     g.add_argument("--out", default=None, metavar="DIR",
                    help="write the fit folder here (must not exist)")
     g.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    g.add_argument("--results", default=None, metavar="DIR",
+                   help="also write a result file under DIR (e.g. the project's results/; "
+                        "needs --title): one row per curve (γ, interval, form check) and Δγ, "
+                        "rendered into docs/benchmarks.md by `cram docs render`")
+    g.add_argument("--title", default=None, help="the result file's title (with --results)")
     g.add_argument("--quiet", action="store_true",
                    help="no progress bars or summary lines on stderr (warnings still shown); "
                         "without it, bars over the curves' fits and the window sensitivity go "
@@ -162,6 +167,12 @@ def _gamma(args) -> int:
         from cram.fitting.io import check_out_free
 
         check_out_free(args.out)
+    if (args.results is None) != (args.title is None):
+        raise ConfigError("--results and --title go together")
+    if args.results is not None:
+        from cram.core.results import check_results_dir
+
+        check_results_dir(args.results)
     from cram.core.runs import load_runs
 
     runs = load_runs(args.run, warn=lambda w: log(f"cram fit: warning: {w}"))
@@ -179,6 +190,8 @@ def _gamma(args) -> int:
                     progress=not args.quiet, form_check=not args.no_form_check,
                     argv=["cram", *sys.argv[1:]])
     _flag_bounds(doc, args.method)
+    if args.results is not None:
+        _record(doc, args)
     if args.json:
         emit_json(doc)
     else:
@@ -201,6 +214,42 @@ def _gamma(args) -> int:
         if args.strict:
             return 4
     return 0
+
+
+#: columns of the result file ``--results`` writes
+RESULT_COLUMNS = ["curve", "group", "gamma", "gamma_low", "gamma_high", "gamma_valid", "verdict"]
+
+
+def result_rows(doc: dict) -> list[dict]:
+    """One row per curve of a fit result (γ, interval, form check), then Δγ if fitted."""
+    rows = [{"curve": c["curve"], "group": c.get("group", ""), "gamma": c.get("gamma"),
+             "gamma_low": c.get("gamma_low"), "gamma_high": c.get("gamma_high"),
+             "gamma_valid": c.get("gamma_valid"),
+             "verdict": (c.get("form_check") or {}).get("verdict", c.get("gamma_note", ""))}
+            for c in doc["curves"]]
+    delta = doc.get("delta_gamma")
+    if delta:
+        rows.append({"curve": "Δγ = γ_model − γ_human", "group": "",
+                     "gamma": delta.get("mean", delta.get("median")),
+                     "gamma_low": delta.get("low", delta.get("hdi_low")),
+                     "gamma_high": delta.get("high", delta.get("hdi_high")),
+                     "gamma_valid": delta.get("gamma_valid"),
+                     "verdict": " ".join(x for x in (delta.get("statement", ""),
+                                                     delta.get("form_caveat", "")) if x)})
+    return rows
+
+
+def _record(doc: dict, args) -> None:
+    """Write the fit as a result file (``--results``, ``--title``)."""
+    from cram.commands._util import log
+    from cram.core.benchlog import record_benchmark
+    from cram.core.results import study_id
+
+    notes = (f"Method {doc['method']}, form {doc['form']}, rules {doc.get('rules')}. "
+             + (doc.get("form_check") or {}).get("statement", ""))
+    path = record_benchmark(study_id(args.title), args.title, result_rows(doc), RESULT_COLUMNS,
+                            notes, results=args.results)
+    log(f"result file: {path}")
 
 
 def _flag_bounds(doc: dict, method: str) -> None:
