@@ -76,6 +76,19 @@ RELIANCE_CHECK = {
                       ("acc_novel_semantic_zeroed", "semantic output zeroed"),
                       ("acc_novel_working_only", "working memory only")),
 }
+#: the study protocol's tier ablations (forgetting.csv), in the order the page and the demo
+#: report name them: ablation -> what it does at test
+FORGETTING_ABLATIONS = {
+    "none": "the model's own routing",
+    "semantic_only": "every layer forced to the semantic tier",
+    "working_only": "every layer forced to working memory",
+    "semantic_zeroed": "the semantic tier's output zeroed",
+    "episodic_off": "episodic reads turned into working-memory ones",
+}
+#: the human curves of the forgetting curve's measure class (cued recall) shown beside it
+FORGETTING_HUMAN = "rubin1999"
+#: how far above the held-out (chance) accuracy recall must be to count as recall
+FORGETTING_MARGIN = 0.05
 ATTENTION_SERIES = ("attention_fraction", "attention_query", "attention_library",
                     "attention_novel", "attention_nonquery", "attention_computed")
 
@@ -316,6 +329,191 @@ def unit_table(run: Run) -> pd.DataFrame:
              "per token": pd.to_numeric(last.get(token), errors="coerce")}
             for what, pair, token in UNIT_PAIRS if pair in last.index or token in last.index]
     return pd.DataFrame(rows, columns=["tokens", "per pair", "per token"])
+
+
+# --------------------------------------------------------------------------------------------
+# the study protocol: forgetting over a delay (forgetting.csv, docs/forgetting.md)
+
+
+def forgetting_last(run: Run) -> pd.DataFrame:
+    """The rows of the last test in the run's ``forgetting.csv`` (empty when it has none)."""
+    f = run.forgetting
+    if f is None or not len(f):
+        return pd.DataFrame()
+    return f[f["step"] == f["step"].max()]
+
+
+def _pooled(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    g = df.groupby(keys, dropna=False)[["n", "correct"]].sum().reset_index()
+    return g.assign(accuracy=g["correct"] / g["n"].where(g["n"] > 0))
+
+
+def forgetting_long(run: Run) -> pd.DataFrame:
+    """Last-test recall of retired bindings per ablation, schedule and delay.
+
+    Columns ``ablation, schedule, delay_steps, delay_sequences, n, correct, accuracy``, pooled
+    over bindings; ``schedule`` is ``all`` (massed and spaced together: under ablation ``none``
+    the curve that ``cram fit gamma --curve-kind forgetting`` fits), ``massed`` or ``spaced``.
+    """
+    cols = ["ablation", "schedule", "delay_steps", "delay_sequences", "n", "correct", "accuracy"]
+    last = forgetting_last(run)
+    if last.empty:
+        return pd.DataFrame(columns=cols)
+    ret = last[last["phase"] == "retired"]
+    keys = ["ablation", "delay_steps", "delay_sequences"]
+    frames = [_pooled(ret, keys).assign(schedule="all"),
+              *(_pooled(part, keys).assign(schedule=str(name))
+                for name, part in ret.groupby("schedule"))]
+    return pd.concat(frames, ignore_index=True)[cols]
+
+
+def forgetting_tiers(run: Run) -> pd.DataFrame:
+    """Last-test accuracy per ablation of retired, recurring and held-out bindings.
+
+    Columns ``ablation, condition, retired, retired_n, recurring, held_out``: held-out bindings
+    were never shown (the chance control), recurring ones are the library as usual (the
+    ceiling). Ablations in the order of ``FORGETTING_ABLATIONS``.
+    """
+    cols = ["ablation", "condition", "retired", "retired_n", "recurring", "held_out"]
+    last = forgetting_last(run)
+    if last.empty:
+        return pd.DataFrame(columns=cols)
+    g = _pooled(last, ["ablation", "phase"]).set_index(["ablation", "phase"])
+    order = [a for a in FORGETTING_ABLATIONS if a in set(last["ablation"])]
+    order += sorted(set(last["ablation"]) - set(order))
+
+    def acc(ablation: str, phase: str) -> float:
+        return float(g["accuracy"].get((ablation, phase), math.nan))
+
+    rows = [{"ablation": a, "condition": FORGETTING_ABLATIONS.get(a, a),
+             "retired": acc(a, "retired"),
+             "retired_n": int(g["n"].get((a, "retired"), 0)),
+             "recurring": acc(a, "recurring"), "held_out": acc(a, "never")} for a in order]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _tier_reading(acc: dict[str, float], chance: float, margin: float) -> str:
+    """Which tier answers, from the retired bindings' accuracy per ablation (see below)."""
+    own, floor = acc["none"], chance + margin
+    if not own > floor:
+        return ("With its own routing the model recalls the retired bindings no better than "
+                "chance, so there is no recall for a tier to carry.")
+    others = {a: v for a, v in acc.items() if a != "none"}
+    if not others:
+        return "The model has no tiers to take away (ablation `none` only)."
+    if all(abs(v - own) <= margin for v in others.values()):
+        text = (f"Recall does not depend on one tier: every ablation stays within {margin:.2f} "
+                f"of {own:.2f}, so what answers lies in weights that none of them removes, not "
+                "in the semantic tier alone.")
+    elif others.get("semantic_zeroed", math.inf) <= floor:
+        text = ("The semantic tier answers them: with its output zeroed, recall falls to "
+                "chance.")
+    elif others.get("working_only", -math.inf) >= own - margin:
+        text = ("Working memory and the readout answer them: forced to working memory in every "
+                "layer, the model recalls as much as with its own routing.")
+    else:
+        text = ("No single tier accounts for the recall: each ablation removes part of it.")
+    if others.get("semantic_only", -math.inf) > own + margin:
+        text += (f" The semantic tier alone recalls more ({others['semantic_only']:.2f}) than the "
+                 "model's own routing: it holds bindings that the router does not send their "
+                 "store-less queries to (a failure of recognition, not of memory).")
+    return text
+
+
+def forgetting_tier_text(run: Run) -> str:
+    """In words: which tier answers the retired bindings at the last test (forgetting.csv).
+
+    Two accuracies differ when they are more than a margin apart: two binomial standard errors
+    of a difference at the model's own accuracy, and at least ``FORGETTING_MARGIN``. Recall
+    counts only above the held-out bindings' accuracy (the chance control, else 1/n_values)
+    plus that margin; an ablation "falls to chance" at or below it.
+    """
+    tiers = forgetting_tiers(run)
+    tiers = tiers[tiers["retired_n"] > 0]
+    if tiers.empty or "none" not in set(tiers["ablation"]):
+        return "The run's last test has no retired bindings to read."
+    acc = dict(zip(tiers["ablation"], tiers["retired"]))
+    chance = float(tiers.loc[tiers["ablation"] == "none", "held_out"].iloc[0])
+    n_values = (run.config.get("data") or {}).get("n_values")
+    what = ", ".join(f"{v:.2f} with {FORGETTING_ABLATIONS.get(a, a)}" for a, v in acc.items())
+    if math.isfinite(chance):
+        control = f"held-out bindings, never shown, the chance control: {chance:.2f}"
+    else:
+        chance = 1.0 / n_values if n_values else 0.0
+        control = f"chance 1/{n_values}" if n_values else "no chance control"
+    step = int(forgetting_last(run)["step"].iloc[0])
+    own = acc["none"]
+    n = int(tiers.loc[tiers["ablation"] == "none", "retired_n"].iloc[0])
+    margin = max(FORGETTING_MARGIN, 2 * math.sqrt(2 * own * (1 - own) / n))
+    return (f"At the last test (step {step}) the retired bindings are recalled at {what} "
+            f"({control}). " + _tier_reading(acc, chance, margin))
+
+
+def forgetting_fit_curves(fit: FitFolder, run: Run) -> list[str]:
+    """The forgetting curves of ``run`` that a fit folder fitted (from its ``curves.csv``).
+
+    A curve belongs to the run when its ``source`` is the run's folder: the same path, or a
+    relative path that the run's absolute path ends with (a fit made from another folder).
+    """
+    c = fit.curves
+    if c is None or not {"curve", "source", "delay_unit"} <= set(c.columns):
+        return []
+    sub = c[(c["delay_unit"].astype(str) == "sequences")
+            & c["curve"].astype(str).str.contains(":forgetting/", regex=False)]
+    mine = run.path.resolve()
+    ids = []
+    for curve, source in sub[["curve", "source"]].drop_duplicates().itertuples(index=False):
+        src = Path(str(source))
+        same = src.resolve() == mine or (not src.is_absolute()
+                                         and mine.parts[-len(src.parts):] == src.parts)
+        if same and curve not in ids:
+            ids.append(str(curve))
+    return ids
+
+
+def forgetting_fit_command(run_path: str | os.PathLike, out: str = "fits/forgetting") -> str:
+    """The ``cram fit gamma`` command that fits a run's forgetting curve beside rubin1999."""
+    return (f"cram fit gamma --run {run_path} --curve-kind forgetting --human {FORGETTING_HUMAN} "
+            f"--offset intervening_items=1 --method mle --out {out}")
+
+
+def gamma_words(row: dict, level: float = 0.9) -> str:
+    """A curve's γ with its interval, only where its form check passes ("" otherwise)."""
+    g = row.get("gamma")
+    if row.get("gamma_valid") is not True or not _finite(g):
+        return ""
+    lo, hi = row.get("gamma_low"), row.get("gamma_high")
+    span = f" [{lo:.2f}, {hi:.2f}]" if _finite(lo) and _finite(hi) else ""
+    return f"γ = {g:.2f}{span}"
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def form_check_lines(fit: FitFolder, curves: list[str] | None = None,
+                     groups: tuple[str, ...] = ("model", "human")) -> list[str]:
+    """``curve: verdict[; γ = g [lo, hi]]`` per curve of the fit (γ only where it passes).
+
+    ``curves``: the model curves to include (None: all); human curves are always included.
+    A curve without a form check says so. The interval is the fit's: a confidence interval
+    (MLE) for a point fit, a central posterior interval for a Bayesian one.
+    """
+    level = fit.interval_prob
+    name = (ci_label(level) if fit.method in fits.POINT_METHODS
+            else f"central {level:.0%} posterior interval")
+    lines = []
+    for row in fit.result.get("curves") or []:
+        label, group = str(row.get("curve", "")), row.get("group")
+        if label.startswith("group:") or group not in groups:
+            continue
+        if group == "model" and curves is not None and label not in curves:
+            continue
+        check = row.get("form_check") or {}
+        verdict = check.get("verdict") or "no form check (γ assumes a power law)"
+        gamma = gamma_words(row)
+        lines.append(f"`{label}`: {verdict}" + (f"; {gamma} ({name})" if gamma else ""))
+    return lines
 
 
 # --------------------------------------------------------------------------------------------

@@ -275,8 +275,8 @@ def runs_ui(scan: D.RunScan) -> tuple[list[str], str, bool, str]:
     return chosen, series, log_y, focus
 
 
-def runs_page(runs_root: Path) -> None:
-    """The Runs page: attention over training, tiers, patterns, library/novel and retention."""
+def runs_page(runs_root: Path, fits_root: Path | None = None) -> None:
+    """The Runs page: attention, tiers, patterns, library/novel, retention, forgetting."""
     st.header("Runs")
     scan = load_runs(str(runs_root), _runs_signature(str(runs_root)))
     _show_scan_messages(scan)
@@ -296,6 +296,7 @@ def runs_page(runs_root: Path) -> None:
     _library_section(runs)
     _reliance_section(runs)
     _retention_section(run, focus)
+    _forgetting_section(run, focus, fits_root or runs_root)
 
 
 def _attention_section(runs: dict, series: str, log_y: bool) -> None:
@@ -444,6 +445,84 @@ def _retention_section(run, focus: str) -> None:
                 tooltip=["step", "condition", "binding", "lag", "n", "accuracy"],
             ).properties(height=220).facet(column=alt.Column("step:O"))
             st.altair_chart(chart)
+
+
+def _forgetting_section(run, focus: str, fits_root: Path) -> None:
+    """Cued recall of retired bindings against delay beside people's (study protocol, issue 29).
+
+    Only for a run with forgetting.csv; the verdict comes from a fit folder of that run's
+    forgetting curve, never from a fit made here.
+    """
+    curves = D.forgetting_long(run)
+    if curves.empty:
+        return
+    st.subheader(f"Forgetting over a delay: {focus}")
+    st.caption("Study protocol (docs/forgetting.md): library bindings studied, retired, then "
+               "queried with their store removed (cued recall from the weights). Left: "
+               "proportion correct of the retired bindings at the last test against the delay "
+               "since their last exposure, in training sequences, for each tier ablation "
+               "(massed and spaced together); the dotted line is the held-out bindings, never "
+               f"shown: chance. Right: people's cued recall ({D.FORGETTING_HUMAN}: Rubin, Hinton "
+               "& Wenzel 1999) against intervening items + 1. The units are not commensurable: "
+               "compare shapes (slopes on log axes), not positions.")
+    tiers = D.forgetting_tiers(run)
+    left, right = st.columns(2)
+    left.altair_chart(_forgetting_chart(curves[curves["schedule"] == "all"], tiers, "ablation"),
+                      width="stretch")
+    _, human, _, err = load_human()
+    if err or human.empty:
+        right.warning(f"The human curves cannot be shown: {err or 'no datasets'}")
+    else:
+        sub = human[human["dataset"] == D.FORGETTING_HUMAN].assign(
+            lag1=lambda d: d["delay_value"] + 1)
+        right.altair_chart(alt.Chart(sub).mark_line(point=True).encode(
+            x=alt.X("lag1:Q", scale=alt.Scale(type="log"), title="intervening items + 1"),
+            y=alt.Y("value:Q", title="proportion recalled (people)",
+                    scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("curve:N"), strokeDash=alt.StrokeDash("derived:N"),
+            tooltip=["curve", "delay_value", "value"]), width="stretch")
+    spacing = curves[(curves["ablation"] == "none") & (curves["schedule"] != "all")]
+    if not spacing.empty:
+        st.caption("Massed against spaced study (the model's own routing): same exposures, "
+                   "same last exposure.")
+        st.altair_chart(_forgetting_chart(spacing, tiers, "schedule"), width="stretch")
+    st.markdown(D.forgetting_tier_text(run))
+    st.dataframe(tiers, hide_index=True, width="stretch")
+    _forgetting_verdict(run, fits_root)
+
+
+def _forgetting_chart(curves: pd.DataFrame, tiers: pd.DataFrame, colour: str):
+    """Recall against delay in training sequences (log x), coloured by ``colour``, chance dotted."""
+    lines = alt.Chart(curves).mark_line(point=True).encode(
+        x=alt.X("delay_sequences:Q", scale=alt.Scale(type="log"),
+                title="delay since last exposure (training sequences)"),
+        y=alt.Y("accuracy:Q", title="proportion recalled (model)",
+                scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color(f"{colour}:N"),
+        tooltip=["ablation", "schedule", "delay_steps", "delay_sequences", "n",
+                 alt.Tooltip("accuracy:Q", format=".3f")])
+    chance = tiers.loc[tiers["ablation"] == "none", "held_out"].dropna()
+    if chance.empty:
+        return lines
+    rule = alt.Chart(pd.DataFrame({"chance": [float(chance.iloc[0])]})).mark_rule(
+        strokeDash=[2, 2], color="grey").encode(y="chance:Q", tooltip=["chance"])
+    return lines + rule
+
+
+def _forgetting_verdict(run, fits_root: Path) -> None:
+    """The form check of the run's forgetting curve, from the newest fit folder that fitted it."""
+    for path in D.find_fits(fits_root):
+        fit, _ = load_fit(str(path), D.folder_signature(path))
+        ids = D.forgetting_fit_curves(fit, run) if fit is not None else []
+        if ids:
+            lines = D.form_check_lines(fit, ids)
+            st.markdown(f"**Form check** (fit `{D.run_label(path, fits_root)}`: "
+                        f"{fit.describe()}); γ only where the power law passes:\n\n"
+                        + "\n".join(f"- {line}" for line in lines))
+            return
+    st.info(f"No fit of this run's forgetting curve below `{fits_root}`: fit with `cram fit "
+            "gamma --curve-kind forgetting`, e.g. "
+            f"`{D.forgetting_fit_command(run.path)}`, to see the form check here.")
 
 # ============================================================================================
 # Human data page
@@ -1103,7 +1182,7 @@ def main() -> None:
     page, runs_root, fits_root = sidebar_ui()
     try:
         if page == "Runs":
-            runs_page(runs_root)
+            runs_page(runs_root, fits_root)
         elif page == "Human data":
             human_page()
         elif page == "Compare":

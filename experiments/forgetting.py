@@ -15,7 +15,8 @@ seed and reported as a mean with a 95% t-interval over seeds (whichever way it f
 - **(c) spacing**: spaced minus massed retention at the final test, delays of at least
   ``long_delay`` steps (same exposures, same last exposure);
 - **(d) consolidation**: the model's retention minus its retention with the semantic tier's
-  output zeroed (what the semantic tier carries), at the final test;
+  output zeroed (what the semantic tier carries), and its retention forced to the semantic tier
+  minus its own (what the tier holds that the router does not use), at the final test;
 - **(e) savings** on relearning (Ebbinghaus's measure): from the last checkpoint, training goes on
   with the retired bindings and the held-out (never shown) ones studied side by side, cue-answer,
   for ``RELEARN_STEPS`` steps, tested at ``RELEARN_CHECKS``. Savings are
@@ -137,6 +138,27 @@ def loo_pointwise(name: str, t, n, k, chance: float) -> np.ndarray:
     return out
 
 
+#: retention at the shortest delays must exceed chance by this much for a curve to have a form
+LEARNED_MARGIN = 0.1
+
+
+def learned_above_chance(final: pd.DataFrame, chance: float) -> float:
+    """Pooled last-test accuracy at the two shortest delays, minus chance (what there is to lose).
+
+    ``final``: last-test rows of retired bindings (one model, ablation ``none``, any seeds).
+    """
+    shortest = sorted(final["delay_steps"].unique())[:2]
+    part = final[final["delay_steps"].isin(shortest)]
+    return float(part["correct"].sum() / max(part["n"].sum(), 1)) - chance
+
+
+def _nothing_learned(model: str, finding: str, measure: str, above: float) -> dict:
+    return {"finding": finding, "model": model, "measure": measure, "estimate": math.nan,
+            "lo": math.nan, "hi": math.nan, "seeds": 0,
+            "reading": f"not measurable: at the shortest delays retention is {above:+.3f} from "
+                       f"chance (under {LEARNED_MARGIN}): nothing was learned to forget"}
+
+
 def form_rows(df: pd.DataFrame, chance: float) -> list[dict]:
     """(a): per model, ΔELPD of power against exponential and hyperbolic.
 
@@ -147,6 +169,11 @@ def form_rows(df: pd.DataFrame, chance: float) -> list[dict]:
     fin = final_test(df[df["ablation"] == "none"])
     rows = []
     for model, part in fin.groupby("model"):
+        above = learned_above_chance(part, chance)
+        if above < LEARNED_MARGIN:
+            rows += [_nothing_learned(model, "a", f"ΔELPD power − {other} (leave-one-delay-out, "
+                                      "final test)", above) for other in FORMS[1:]]
+            continue
         point = {f: [] for f in FORMS}
         seeds = 0
         for _, g in _pooled(part, ["seed", "delay_steps"]).groupby("seed"):
@@ -188,6 +215,11 @@ def jost_rows(df: pd.DataFrame, chance: float, split: int = 100) -> list[dict]:
     ret = df[(df["ablation"] == "none") & (df["phase"] == "retired")]
     rows = []
     for model, part in ret.groupby("model"):
+        above = learned_above_chance(final_test(part), chance)
+        if above < LEARNED_MARGIN:
+            rows.append(_nothing_learned(model, "b", f"log decay rate, young (< {split} steps) "
+                                         f"− old (>= {split})", above))
+            continue
         diffs = []
         for _, s in part.groupby("seed"):
             g = _pooled(s, ["delay_steps"])
@@ -240,7 +272,13 @@ def spacing_rows(df: pd.DataFrame, long_delay: int = 100) -> list[dict]:
 
 
 def consolidation_rows(df: pd.DataFrame) -> list[dict]:
-    """(d): retention minus retention with the semantic output zeroed, final test, all delays."""
+    """(d): what the semantic tier carries at the last test, retired bindings, all delays.
+
+    Two differences per model with tiers: retention minus retention with the semantic output
+    zeroed (what the router's own choice takes from the semantic tier), and retention with every
+    layer forced to the semantic tier minus retention under the router's own choice (what the
+    tier holds that the router does not use).
+    """
     fin = final_test(df)
     rows = []
     for model, part in fin.groupby("model"):
@@ -248,14 +286,20 @@ def consolidation_rows(df: pd.DataFrame) -> list[dict]:
                                                         values="accuracy")
         if "semantic_zeroed" not in per.columns:
             continue
-        diff = (per["none"] - per["semantic_zeroed"]).dropna()
-        mean, lo, hi = mean_interval(diff)
-        rows.append({"finding": "d", "model": model,
-                     "measure": "accuracy − accuracy with the semantic output zeroed "
-                                "(retired bindings, final test)",
-                     "estimate": mean, "lo": lo, "hi": hi, "seeds": len(diff),
-                     "reading": _sign_reading(mean, lo, hi, "the semantic tier carries retention",
-                                              "zeroing the semantic tier helps")})
+        for (a, b), measure, positive, negative in (
+                (("none", "semantic_zeroed"), "accuracy − accuracy with the semantic output "
+                 "zeroed (retired bindings, final test)", "the semantic tier carries retention",
+                 "zeroing the semantic tier helps"),
+                (("semantic_only", "none"), "accuracy forced to the semantic tier − accuracy "
+                 "under the router's own choice", "the semantic tier holds more than the router "
+                 "uses", "the router's choice beats the semantic tier alone")):
+            if a not in per.columns or b not in per.columns:
+                continue
+            diff = (per[a] - per[b]).dropna()
+            mean, lo, hi = mean_interval(diff)
+            rows.append({"finding": "d", "model": model, "measure": measure, "estimate": mean,
+                         "lo": lo, "hi": hi, "seeds": len(diff),
+                         "reading": _sign_reading(mean, lo, hi, positive, negative)})
     return rows
 
 

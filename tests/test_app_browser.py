@@ -5,7 +5,8 @@ Python API; no browser is downloaded. The Compare page must show model and human
 Δγ posterior within 10 s of the first page load (the issue's requirement, on 2 cores); the
 screenshot goes to the test's tmp folder, and to ``docs/img/explorer_compare.png`` when
 ``CRAM_UPDATE_SCREENSHOT=1``. A user's own curve CSV is uploaded through the Compare page's file
-input and must come back with its curve named and a γ estimate.
+input and must come back with its curve named and a γ estimate. The run page of a study run
+(``forgetting.csv``) shows forgetting over a delay: its charts and the form check in words.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from app_helpers import make_demo_like
+from app_helpers import make_demo_like, make_study_like
 
 CHROMIUM = os.environ.get("CRAM_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -47,6 +48,19 @@ def server(tmp_path_factory):
     given = os.environ.get("CRAM_APP_TEST_RUNS")  # e.g. runs/demo after `make demo`
     root = Path(given) if given else make_demo_like(tmp_path_factory.mktemp("runs") / "demo",
                                                     seeds=3)
+    yield from _serve(root, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def study_server(tmp_path_factory):
+    """`cram app` on a plain synthetic run, a synthetic study run and its forgetting fit."""
+    pytest.importorskip("playwright")
+    yield from _serve(make_study_like(tmp_path_factory.mktemp("runs") / "study"),
+                      tmp_path_factory)
+
+
+def _serve(root: Path, tmp_path_factory):
+    """Start `cram app --runs ROOT` on a free port; yield ``(url, root)``; stop its group."""
     port = _free_port()
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
@@ -214,3 +228,44 @@ def test_user_csv_on_the_compare_page_in_chromium(server, tmp_path):
         finally:
             browser.close()
     print(f"user CSV: γ = {gamma:.3f}; screenshot {tmp_path / 'explorer_user_csv.png'}")
+
+
+def test_forgetting_section_on_the_run_page_in_chromium(study_server, tmp_path):
+    """A study run's page shows its forgetting curves, people's, and the verdict in words."""
+    from playwright.sync_api import sync_playwright
+
+    url, _ = study_server
+    charts_sel = '[data-testid="stVegaLiteChart"]'
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 2400})
+            # a plain run: no such section, and the number of charts without it
+            page.goto(f"{url}/?page=Runs&focus=cram-seed0", wait_until="domcontentloaded")
+            page.get_by_text("Is the logged reliance real?").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(1500)
+            assert page.get_by_text("Forgetting over a delay").count() == 0
+            plain = page.locator(charts_sel).count()
+            page.goto(f"{url}/?page=Runs&focus=study-cram-seed0", wait_until="domcontentloaded")
+            heading = page.get_by_text("Forgetting over a delay: study-cram-seed0")
+            heading.wait_for(timeout=60_000)
+            page.get_by_text("Form check").first.wait_for(timeout=30_000)
+            charts = page.locator(charts_sel)
+            deadline = time.time() + 30
+            while charts.count() < plain + 3 and time.time() < deadline:
+                page.wait_for_timeout(100)
+            # the model per ablation, people's cued recall, massed against spaced
+            assert charts.count() == plain + 3
+            last = charts.nth(charts.count() - 1)
+            last.scroll_into_view_if_needed()
+            box = last.bounding_box()
+            assert box is not None and box["width"] > 200 and box["height"] > 100
+            body = page.inner_text("body")
+            assert "study-cram-seed0:forgetting/last/none: a power law" in body
+            assert "The semantic tier answers them" in body
+            assert page.locator('[data-testid="stException"]').count() == 0
+            heading.scroll_into_view_if_needed()
+            page.screenshot(path=str(tmp_path / "explorer_forgetting.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "explorer_forgetting.png").stat().st_size > 20_000

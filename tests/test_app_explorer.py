@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit")
-from app_helpers import make_demo_like
+from app_helpers import make_demo_like, make_study_like
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parent.parent / "apps" / "explorer.py")
@@ -418,3 +418,54 @@ def test_runs_page_without_per_layer_columns_says_so(monkeypatch, demo_root):
     at = _app(monkeypatch, demo_root, "Runs")
     _clean(at)
     assert any("logs no per-layer columns" in i.value for i in at.info)
+
+
+# ---- forgetting over a delay (the study protocol's forgetting.csv; issue 29 item 5)
+
+FORGETTING = "Forgetting over a delay: "
+
+
+@pytest.fixture(scope="module")
+def study_root(tmp_path_factory):
+    return make_study_like(tmp_path_factory.mktemp("runs") / "study")
+
+
+def test_forgetting_section_of_a_study_run_with_its_fit(monkeypatch, study_root):
+    at = _app(monkeypatch, study_root, "Runs", focus="study-cram-seed0")
+    _clean(at)
+    headers = [s.value for s in at.subheader]
+    assert f"{FORGETTING}study-cram-seed0" in headers
+    text = " ".join(m.value for m in at.markdown)
+    # which tier answers, in words (the synthetic semantic tier holds the studied bindings)
+    assert "At the last test (step 600) the retired bindings are recalled at" in text
+    assert "The semantic tier answers them" in text
+    # the verdict of the fit folder, in words, with γ where the form passes
+    assert "**Form check** (fit `fit-forgetting`" in text
+    assert "`study-cram-seed0:forgetting/last/none`: a power law passes" in text
+    assert "`rubin1999/matched`: a power law passes" in text
+    assert "90% confidence interval (MLE)" in text
+    assert not [i.value for i in at.info if "cram fit gamma" in i.value]
+    tiers = next(d.value for d in at.dataframe if "held_out" in d.value.columns)
+    assert list(tiers["ablation"]) == ["none", "semantic_only", "working_only",
+                                       "semantic_zeroed", "episodic_off"]
+    captions = " ".join(c.value for c in at.caption)
+    assert "rubin1999" in captions and "Massed against spaced" in captions
+
+
+def test_forgetting_section_is_absent_without_forgetting_csv(monkeypatch, study_root, demo_root):
+    at = _app(monkeypatch, study_root, "Runs", focus="cram-seed0")
+    _clean(at)
+    assert not [s.value for s in at.subheader if s.value.startswith(FORGETTING)]
+    at = _app(monkeypatch, demo_root, "Runs")
+    _clean(at)
+    assert not [s.value for s in at.subheader if s.value.startswith(FORGETTING)]
+
+
+def test_forgetting_section_without_a_fit_says_how_to_fit(monkeypatch, tmp_path):
+    root = make_study_like(tmp_path / "runs", with_fit=False)
+    at = _app(monkeypatch, root, "Runs", focus="study-cram-seed0")
+    _clean(at)
+    assert f"{FORGETTING}study-cram-seed0" in [s.value for s in at.subheader]
+    (hint,) = [i.value for i in at.info if "cram fit gamma" in i.value]
+    assert "fit with `cram fit gamma --curve-kind forgetting`" in hint
+    assert "--human rubin1999" in hint and "Form check" not in hint

@@ -89,7 +89,7 @@ def test_the_spacing_effect_is_read_either_way(bonus, word):
 
 
 def test_what_the_semantic_tier_carries_is_the_zeroing_difference():
-    carried = consolidation_rows(planted(power, semantic_share=0.8))[0]
+    carried = consolidation_rows(planted(power, semantic_share=0.8))[0]  # none − zeroed
     assert carried["lo"] > 0 and "carries retention" in carried["reading"]
     none = consolidation_rows(planted(power, semantic_share=0.0))[0]
     assert none["lo"] < 0 < none["hi"] or abs(none["estimate"]) < 0.01
@@ -158,3 +158,9 @@ def test_relearning_reads_a_studied_run_and_writes_nothing_to_it(tmp_path):
     assert rows["relearn_step"].tolist() == [0, 2, 4]
     assert rows[["old_accuracy", "new_accuracy"]].stack().between(0, 1).all()
     assert (rows["new_n"] > 0).all() and (rows["old_n"] > rows["new_n"]).all()
+
+
+def test_a_curve_that_never_left_chance_has_no_form_and_no_jost():
+    flat = planted(lambda d: 0.0)
+    for row in form_rows(flat, CHANCE) + jost_rows(flat, CHANCE):
+        assert row["reading"].startswith("not measurable") and np.isnan(row["estimate"])

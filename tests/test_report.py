@@ -217,3 +217,102 @@ def test_the_tier_paragraph_says_what_zeroing_the_semantic_tier_does(run_folder,
     text = tier_text(load_run(run_folder))
     assert f"leaves library accuracy at {zeroed:.3f} and novel accuracy at 0.990" in text
     assert expected in text
+
+
+# ---- forgetting over a delay: the study run's section (issue 29 item 5)
+
+PASSES = ("a power law passes: 6 of 6 points (100%) lie inside its 90% predictive interval; "
+          "γ describes this curve")
+FAILS = ("not a power law: an exponential fits better (ΔAIC/2 = 9.1 ± 2.0); γ is not a "
+         "property of this curve")
+
+
+def _write_forgetting_fit(fit_dir: Path, run) -> None:
+    """A hand-written point fit of the run's forgetting curve and one human curve."""
+    from cram.fitting.model_curves import forgetting_curve
+
+    fit_dir.mkdir(parents=True)
+    model = forgetting_curve(run)
+    model.to_csv(fit_dir / "curves.csv", index=False)
+    curves = [{"curve": model["curve"].iloc[0], "group": "model", "gamma": 0.41,
+               "gamma_low": 0.33, "gamma_high": 0.49, "likelihood": "binomial",
+               "gamma_valid": True, "form_check": {"passes": True, "verdict": PASSES}},
+              {"curve": "rubin1999/matched", "group": "human", "gamma": 0.46,
+               "gamma_low": 0.41, "gamma_high": 0.51, "likelihood": "normal",
+               "gamma_valid": False, "form_check": {"passes": False, "verdict": FAILS}}]
+    (fit_dir / "result.json").write_text(json.dumps(
+        {"curves": curves, "delta_gamma": None, "method": "mle", "form": "power",
+         "window": None, "rules": {"offset": {"intervening_items": 1.0}, "interval": 0.9},
+         "diagnostics": {"ok": True, "warnings": []}}), encoding="utf-8")
+
+
+def test_the_forgetting_section_states_measure_tiers_and_verdicts(run_folder):
+    from cram.commands.demo import FORGETTING_FIGURE, forgetting_section, plot_forgetting
+
+    out = run_folder.parent
+    study = load_run(write_synthetic_run(out / "study-cram-seed0", seed=0, study=True))
+    _write_forgetting_fit(out / "fit-forgetting", study)
+    figure = plot_forgetting(study, out / FORGETTING_FIGURE)
+    assert figure.stat().st_size > 10_000
+    section = forgetting_section(study, out / "fit-forgetting", figure, "")
+    assert section.startswith("\n## Forgetting over a delay (study protocol, MLE fit)\n")
+    assert "`--set study.protocol=study-test`, `cue-answer` study" in section
+    # measure, unit and window of both sides
+    assert "cued recall of the retired bindings at the last test (step 600)" in section
+    assert "in training sequences (steps × 32 sequences per batch), 320 to 9600" in section
+    assert "t = delay." in section and "intervening study items, 0 to 99, t = items + 1" in section
+    assert "Window: every delay each curve has (no window)" in section
+    assert "binomial for the model's query counts, normal for people's proportions" in section
+    # which tier answers, from the ablations at the last test
+    assert "**Which tier answers at test.** At the last test (step 600)" in section
+    assert "with the semantic tier's output zeroed" in section
+    assert "The semantic tier answers them" in section
+    # each verdict in words; γ only where the form check passes
+    model = f"- `study-cram-seed0:forgetting/last/none`: {PASSES}; γ = 0.41 [0.33, 0.49]"
+    assert model + " (90% confidence interval (MLE))." in section
+    assert f"- `rubin1999/matched`: {FAILS}.\n" in section and "0.46" not in section
+    assert f"![recall against delay, model and people]({FORGETTING_FIGURE})" in section
+    # in the report: after the comparison with people's curves, before the run table
+    (out / "attention_fraction.png").write_bytes(b"png")
+    _write_fit(out / "fit")
+    report = write_report(out, [load_run(run_folder)], "demo", 1, out / "attention_fraction.png",
+                          out / "fit", "", 1.0, section).read_text(encoding="utf-8")
+    heads = re.findall(r"^## (.+)$", report, flags=re.M)
+    assert heads.index("Forgetting over a delay (study protocol, MLE fit)") == \
+        heads.index("How the curve compares with people's (power form, Bayesian fit)") + 1
+    assert heads[-1].startswith("Final metrics")
+    for link in re.findall(r"\]\(([^)]+)\)", report):
+        assert not link.startswith(("/", "http")) and (out / link).is_file(), link
+
+
+def test_a_study_run_without_forgetting_csv_is_said_not_fitted(run_folder):
+    from cram.commands.demo import forgetting_section
+
+    section = forgetting_section(load_run(run_folder), run_folder.parent / "fit-forgetting",
+                                 None, "")
+    assert "`cram-seed0` has no forgetting.csv (trained without the study protocol?)" in section
+    failed = forgetting_section(None, run_folder.parent / "x", None,
+                                "The study run could not be trained (no space).")
+    assert failed.rstrip().endswith("The study run could not be trained (no space).")
+
+
+def test_the_study_step_fits_plots_and_reuses_its_fit(tmp_path, monkeypatch):
+    """`make demo`'s new step on a synthetic study run: the real MLE fit, then reused."""
+    import cram.commands.demo as demo
+
+    out = tmp_path / "demo"
+    study = write_synthetic_run(out / demo.STUDY_RUN, seed=0, study=True)
+    monkeypatch.setattr(demo, "train_study_run", lambda o, p: (study, ""))
+    section = demo.study_step(out, "demo")
+    result = out / demo.FORGETTING_FIT / "result.json"
+    assert result.is_file() and (out / demo.FORGETTING_FIGURE).is_file()
+    fitted = json.loads(result.read_text())
+    assert fitted["method"] == "mle" and fitted["command"][:3] == ["python", "-m",
+                                                                   "cram.commands.demo"]
+    groups = {c["group"] for c in fitted["curves"]}
+    assert groups == {"model", "human"}
+    assert all(c.get("form_check") for c in fitted["curves"])  # a verdict per curve
+    assert "`study-cram-seed0:forgetting/last/none`: " in section
+    assert "`rubin1999/white`: " in section
+    stamp = result.stat().st_mtime_ns
+    assert demo.study_step(out, "demo") == section and result.stat().st_mtime_ns == stamp

@@ -221,3 +221,13 @@ def test_held_out_bindings_are_never_shown_and_never_studied():
     for step in range(0, 700, 7):
         assert not set(s.held_out) & set(s.pool(step).tolist())
     assert (s.phase(350)[s.held_out] == "never").all()
+
+
+def test_a_cached_run_without_the_protocol_is_not_the_studied_experiment():
+    from cram.core.identity import experiment_identity, identity_differences
+
+    plain = {"model": "cram", "seed": 0, **resolve("cram", "cpu-tiny").to_dict()}
+    on = {"model": "cram", "seed": 0, **resolve("cram", "cpu-tiny", TINY_STUDY[:1]).to_dict()}
+    diffs = identity_differences(experiment_identity(on), experiment_identity(plain))
+    assert any(name.startswith("study") for name, _, _ in diffs)
+    assert identity_differences(experiment_identity(plain), experiment_identity(plain)) == []

@@ -24,8 +24,9 @@ from typing import Any
 
 from cram.core.errors import RunFolderError
 
-#: parts of a config.json record that define the experiment (besides ``task``)
-SECTIONS = ("data", "model_config", "train")
+#: parts of a config.json record that define the experiment (besides ``task``); ``study`` is
+#: written only when the study protocol is on, so a run without it records no such section
+SECTIONS = ("data", "model_config", "train", "study")
 #: task-record keys that say *where* a task was found, not *what* it is
 TASK_LOCATION_KEYS = ("path", "spec")
 
