@@ -115,8 +115,8 @@ def fit_form(name: str, t, n, k, chance: float) -> tuple[np.ndarray, float]:
     from scipy.optimize import minimize
 
     best = None
-    for a0 in (-1.0, 1.0, 3.0):
-        for r0 in (-5.0, -2.0, 0.0):
+    for a0 in (0.0, 2.5):  # logit of the retained share
+        for r0 in (-5.0, -1.5):  # log rate
             res = minimize(_nll, np.array([a0, r0]), args=(name, t, n, k, chance),
                            method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-8})
             if best is None or res.fun < best.fun:
