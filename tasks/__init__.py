@@ -6,6 +6,7 @@ docs/tasks.md.
 """
 
 from .batch import IGNORE_INDEX, TaskBatchError, TaskError, TaskLoadError, TokenBatch
+from .mqar import MQARConfig, MQARTask
 from .phrases import PhrasesConfig, PhrasesTask
 from .protocol import TokenTask, check_task
 from .recall import RecallConfig, RecallTask
@@ -15,6 +16,8 @@ from .stats import batch_stats, describe
 
 __all__ = [
     "IGNORE_INDEX",
+    "MQARConfig",
+    "MQARTask",
     "PhrasesConfig",
     "PhrasesTask",
     "RecallConfig",

@@ -23,6 +23,7 @@ from cram.core.errors import ConfigError, CramError
 from cram.core.overrides import coerce_value
 
 from .batch import TaskLoadError
+from .mqar import MQARConfig, MQARTask
 from .phrases import PhrasesConfig, PhrasesTask
 from .protocol import check_task
 from .recall import RecallConfig, RecallTask
@@ -48,6 +49,8 @@ BUILTIN: dict[str, _Builtin] = {
                               _recall(True), RecallConfig),
     "phrases": _Builtin("sentences with recurring library phrases and repeated novel phrases",
                         lambda **kw: PhrasesTask(PhrasesConfig(**kw)), PhrasesConfig),
+    "mqar": _Builtin("Zoology's MQAR: stores first, power-law query gaps (library share 0)",
+                     lambda **kw: MQARTask(MQARConfig(**kw)), MQARConfig),
     "srcd": _Builtin("SRCD in the token view (signal and dynamics loss as the task's extra)",
                      srcd_task, None),
 }

@@ -98,7 +98,7 @@ def test_bad_vocab_size_is_rejected():
 
 def test_builtins_are_listed_and_pass_the_check():
     names = list_tasks()
-    assert set(names) == {"recall-unmarked", "recall-marked", "phrases", "srcd"}
+    assert set(names) == {"recall-unmarked", "recall-marked", "phrases", "mqar", "srcd"}
     for name in names:
         args = ["length=128"] if name != "srcd" else ["length=128", "query_rate=0.05"]
         task = load_task(name, args)  # runs check_task

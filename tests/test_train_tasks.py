@@ -83,7 +83,7 @@ def test_cram_tasks_lists_the_builtins():
     proc = _cli("tasks")
     assert proc.returncode == 0, proc.stderr
     names = [line.split()[0] for line in proc.stdout.splitlines()]
-    assert names == ["recall-unmarked", "recall-marked", "phrases", "srcd"]
+    assert names == ["recall-unmarked", "recall-marked", "phrases", "mqar", "srcd"]
     one = _cli("tasks", "recall-unmarked", "--samples", "64", "--json")
     stats = json.loads(one.stdout)
     assert stats["vocab_size"] == 673 and stats["label_share"] == pytest.approx(8 / 256)
