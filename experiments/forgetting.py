@@ -103,8 +103,19 @@ def _form(name: str, t: np.ndarray, a: float, rate: float) -> np.ndarray:
     return a / (1.0 + rate * t)  # hyperbolic
 
 
+#: bounds of the fitted (logit share, log rate): a flat or empty stretch of curve must not send
+#: a rate to a numerical extreme (log rate −12: no loss in 10^5 steps; +3: gone in one step)
+LOGIT_BOUNDS, LOG_RATE_BOUNDS = (-10.0, 10.0), (-12.0, 3.0)
+
+
+def _bounded(params) -> tuple[float, float]:
+    """(retained share a, rate) from the optimiser's unconstrained pair, within the bounds."""
+    logit = float(np.clip(params[0], *LOGIT_BOUNDS))
+    return 1 / (1 + np.exp(-logit)), float(np.exp(np.clip(params[1], *LOG_RATE_BOUNDS)))
+
+
 def _nll(params, name, t, n, k, chance):
-    a, rate = 1 / (1 + np.exp(-params[0])), np.exp(params[1])
+    a, rate = _bounded(params)
     p = chance + (1 - chance) * _form(name, t, a, rate)
     p = np.clip(p, 1e-9, 1 - 1e-9)
     return -float(np.sum(k * np.log(p) + (n - k) * np.log1p(-p)))
@@ -132,7 +143,7 @@ def loo_pointwise(name: str, t, n, k, chance: float) -> np.ndarray:
     for i in range(len(t)):
         keep = np.arange(len(t)) != i
         x, _ = fit_form(name, t[keep], n[keep], k[keep], chance)
-        a, rate = 1 / (1 + np.exp(-x[0])), np.exp(x[1])
+        a, rate = _bounded(x)
         p = chance + (1 - chance) * _form(name, t[i:i + 1], a, rate)[0]
         out[i] = float(binom.logpmf(k[i], n[i], np.clip(p, 1e-9, 1 - 1e-9)))
     return out
@@ -229,7 +240,7 @@ def jost_rows(df: pd.DataFrame, chance: float, split: int = 100) -> list[dict]:
                 if len(t) < 2:
                     break
                 x, _ = fit_form("exponential", t - t.min(), n, k, chance)
-                rates.append(float(x[1]))  # log rate
+                rates.append(float(np.log(_bounded(x)[1])))  # log rate
             if len(rates) == 2:
                 diffs.append(rates[0] - rates[1])
         mean, lo, hi = mean_interval(diffs)
