@@ -42,6 +42,9 @@ class ModelConfig:
     # episodic tier
     attention_window: int | None = config_field(None, min=1)  # episodic buffer B: keys j,
     #   pos-B < j <= pos; None: all
+    attention_rope: bool = False  # issue 32: rotary position embedding of queries and keys in
+    #   every attention layer (relative positions inside attention; the embedding's absolute
+    #   position features stay)
     # semantic tier + consolidation (CRAM)
     semantic_rank: int = config_field(16, min=1)  # rank r of the low-rank semantic MLP
     semantic_input: Literal["hidden", "stopgrad"] = "hidden"  # issue 28 (candidate): the

@@ -97,7 +97,8 @@ class CRAMBlock(nn.Module):
         self.norm_working = nn.LayerNorm(d)
         self.working = CTODE(d, config.ct_dim, config.ct_dt, config.ct_diagonal)
         self.norm_memory = nn.LayerNorm(d)
-        self.episodic = CausalSelfAttention(d, config.n_heads, config.attention_window)
+        self.episodic = CausalSelfAttention(d, config.n_heads, config.attention_window,
+                                            rope=config.attention_rope)
         self.semantic = SemanticMemory(d, config.semantic_rank)
         self.semantic_stopgrad = config.semantic_input == "stopgrad"
         self.familiarity = FamiliarityHead(d, config.familiarity_hidden)

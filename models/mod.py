@@ -58,7 +58,8 @@ class MoDBlock(nn.Module):
         self.capacity = config.mod_capacity
         self.ct = CTBlock(config)
         self.norm_attn = nn.LayerNorm(d)
-        self.attn = CausalSelfAttention(d, config.n_heads, config.attention_window)
+        self.attn = CausalSelfAttention(d, config.n_heads, config.attention_window,
+                                        rope=config.attention_rope)
         self.router = nn.Linear(d, 1)
         self.predictor = nn.Sequential(nn.Linear(d, d // 2 or 1), nn.GELU(),
                                        nn.Linear(d // 2 or 1, 1))

@@ -51,7 +51,8 @@ class SeqBoatBlock(nn.Module):
         self.threshold = config.seqboat_threshold
         self.ct = CTBlock(config)
         self.norm_attn = nn.LayerNorm(d)
-        self.attn = CausalSelfAttention(d, config.n_heads, config.attention_window)
+        self.attn = CausalSelfAttention(d, config.n_heads, config.attention_window,
+                                        rope=config.attention_rope)
         self.gate = nn.Linear(d, 1)
         with torch.no_grad():
             self.gate.bias.fill_(gate_bias)

@@ -16,7 +16,8 @@ class TransformerBlock(nn.Module):
     def __init__(self, config: ModelConfig, window: int | None = None):
         super().__init__()
         self.norm_attn = nn.LayerNorm(config.d_model)
-        self.attn = CausalSelfAttention(config.d_model, config.n_heads, window)
+        self.attn = CausalSelfAttention(config.d_model, config.n_heads, window,
+                                        rope=config.attention_rope)
         self.norm_ff = nn.LayerNorm(config.d_model)
         self.ff = FeedForward(config.d_model, config.d_ff) if config.d_ff else None
 
