@@ -205,6 +205,31 @@ def expected_model_args(config, vocab_size: int = 0) -> dict:
     return {"config": dataclasses.asdict(config.model), "spec": dataclasses.asdict(spec)}
 
 
+def with_default_fields(model_args: dict) -> dict:
+    """``model_args`` with the model fields a checkpoint predates filled in at their defaults.
+
+    A checkpoint saved before a ``ModelConfig`` field existed built its model as the default
+    does (a new field is added off), so it is the same model; a record that does not build a
+    ``ModelConfig`` is returned unchanged (and then differs, as it should).
+    """
+    import dataclasses
+
+    from cram.models import ModelConfig
+
+    config = model_args.get("config") if isinstance(model_args, dict) else None
+    if not isinstance(config, dict):
+        return model_args
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    if set(fields) - known:
+        return model_args
+    try:
+        full = dataclasses.asdict(ModelConfig(**fields))
+    except Exception:  # noqa: BLE001 - an odd record is compared as it is
+        return model_args
+    return {**model_args, "config": full}
+
+
 def load_trained(run_dir: Path, checkpoint: str = LAST) -> Trained:
     """Rebuild a run's model from ``run_dir/checkpoints/<checkpoint>`` and its config.json.
 
@@ -228,8 +253,8 @@ def load_trained(run_dir: Path, checkpoint: str = LAST) -> Trained:
     path = run_dir / CHECKPOINT_DIR / checkpoint
     state = load_checkpoint(path, expect_model=saved.get("model"))
     task = saved.get("task") if isinstance(saved.get("task"), dict) else {}
-    if _canon(state["model_args"]) != _canon(expected_model_args(config,
-                                                                 task.get("vocab_size", 0))):
+    if _canon(with_default_fields(state["model_args"])) != _canon(
+            expected_model_args(config, task.get("vocab_size", 0))):
         raise CheckpointError(f"{path}: model arguments differ from {config_path} "
                               "(a checkpoint of another size or data spec)")
     if "experiment" in state:

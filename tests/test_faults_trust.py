@@ -497,3 +497,34 @@ def test_a_negative_seed_or_length_is_one_line_and_leaves_nothing(tmp_path, argv
     proc = _cli(*[a.replace("{out}", str(out)) for a in argv], cwd=tmp_path)
     assert proc.returncode == 2 and "must be >= 0" in _one_line(proc)
     assert not out.exists()
+
+
+def test_a_checkpoint_older_than_a_model_field_still_loads(tmp_path):
+    """A model field added later (off by default) does not make an older checkpoint foreign."""
+    import json
+
+    import torch
+
+    from cram.consolidation.checkpoint import load_trained
+    from cram.consolidation.config import resolve
+    from cram.consolidation.train import train
+
+    run = train("cram", resolve("cram", "cpu-tiny", ["train.steps=10", "train.log_every=5",
+                                                     "train.checkpoint_every=5"]),
+                tmp_path / "old", progress=False)
+    ckpt_path = run / "checkpoints" / "last.pt"
+    state = torch.load(ckpt_path, weights_only=False)
+    for field in ("attention_rope", "semantic_input"):  # as if saved before they existed
+        del state["model_args"]["config"][field]
+        del state["experiment"]["model_config"][field]
+    torch.save(state, ckpt_path)
+    config = json.loads((run / "config.json").read_text())
+    for field in ("attention_rope", "semantic_input"):
+        del config["model_config"][field]
+    (run / "config.json").write_text(json.dumps(config))
+    trained = load_trained(run)
+    assert trained.config.model.attention_rope is False
+    state["model_args"]["config"]["d_model"] = 48  # another size is still refused
+    torch.save(state, ckpt_path)
+    with pytest.raises(Exception, match="model arguments differ"):
+        load_trained(run)
