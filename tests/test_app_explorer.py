@@ -101,7 +101,8 @@ def test_human_page_shows_datasets_with_citations(monkeypatch, demo_root):
     assert at.query_params["hderived"] == "0"
 
 
-def test_compare_page_curves_mle_and_posterior(monkeypatch, demo_root):
+@pytest.mark.slow  # ~25 s of live fits; the compare page's fast tests: the user-CSV test
+def test_compare_page_curves_mle_and_posterior(monkeypatch, demo_root):  # and the browser test
     at = _app(monkeypatch, demo_root, "Compare")
     _clean(at)
     assert at.multiselect(key="mcurves").value  # model curves chosen by default
