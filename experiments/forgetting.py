@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .bench import mean_interval
+
 FORGETTING_MODELS = ("cram", "cram-no-consolidation", "transformer", "ct-only")
 STUDY_OVERRIDES = ("study.protocol=study-test",)
 FORMS = ("power", "exponential", "hyperbolic")
@@ -62,19 +64,6 @@ def final_test(df: pd.DataFrame) -> pd.DataFrame:
 def _pooled(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     g = df.groupby(keys, dropna=False)[["n", "correct"]].sum().reset_index()
     return g.assign(accuracy=g["correct"] / g["n"])
-
-
-def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and t-interval over seeds ((nan, nan) with one seed)."""
-    from scipy import stats
-
-    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], float)
-    if x.size == 0:
-        return math.nan, math.nan, math.nan
-    if x.size == 1:
-        return float(x[0]), math.nan, math.nan
-    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
 
 
 def curve_rows(df: pd.DataFrame) -> list[dict]:
