@@ -222,19 +222,38 @@ def test_learned_schedule_reads_a_token_task_labels(tmp_path):
     assert signal.notna().any()  # the criterion was measured, from the labels
 
 
-@pytest.mark.parametrize("name,args", [
-    ("recall-unmarked", ["length=32", "n_bindings=2", "n_fillers=8"]),
-    ("recall-marked", ["length=32", "n_bindings=2", "n_fillers=8"]),
-    ("phrases", ["length=48", "n_phrases=2", "phrase_len=3", "n_words=16"]),
-    ("srcd", ["length=48"]),
+def _cram_in_process(capsys, *args) -> tuple[int, str]:
+    """``cram ARGS`` in this process (no interpreter start-up): exit code and stdout."""
+    from cram.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name,args,subprocess_cli", [
+    ("recall-unmarked", ["length=32", "n_bindings=2", "n_fillers=8"], True),
+    ("recall-marked", ["length=32", "n_bindings=2", "n_fillers=8"], False),
+    ("phrases", ["length=48", "n_phrases=2", "phrase_len=3", "n_words=16"], False),
+    ("mqar", ["length=32", "n_pairs=4", "library_share=0.5"], False),
+    ("srcd", ["length=48"], False),
 ])
-def test_cli_trains_on_every_builtin_task(tmp_path, name, args):
-    """`cram train --task NAME` for each built-in of `cram tasks`; `cram eval` reloads the task."""
+def test_cli_trains_on_every_builtin_task(tmp_path, capsys, name, args, subprocess_cli):
+    """`cram train --task NAME` for each built-in of `cram tasks`; `cram eval` reloads the task.
+
+    One case goes through a real ``python -m cram`` process; the others call the same entry
+    point in this process, which saves two interpreter start-ups each.
+    """
     run = tmp_path / "run"
-    proc = _cli("train", "--model", "cram", "--preset", "cpu-tiny", "--task", name,
-                *[x for a in args for x in ("--task-arg", a)], "--steps", "10", "--set",
-                "train.log_every=5", "--set", "train.warmup_steps=5", "--out", str(run), "--quiet")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    train_args = ["train", "--model", "cram", "--preset", "cpu-tiny", "--task", name,
+                  *[x for a in args for x in ("--task-arg", a)], "--steps", "10", "--set",
+                  "train.log_every=5", "--set", "train.warmup_steps=5", "--out", str(run),
+                  "--quiet"]
+    if subprocess_cli:
+        proc = _cli(*train_args)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    else:
+        assert _cram_in_process(capsys, *train_args)[0] == 0
     config = json.loads((run / "config.json").read_text())
     assert config["task"]["spec"] == name and config["task"]["vocab_size"] > 0
     metrics = pd.read_csv(run / "metrics.csv")
@@ -245,6 +264,11 @@ def test_cli_trains_on_every_builtin_task(tmp_path, name, args):
     assert all(0 <= v <= 1 for v in per_layer), per_layer
     assert last["attention_fraction"] <= last["attention_tokens"] + 1e-9
     assert 0 <= last["qhat_library_l0"] <= 1
-    proc = _cli("eval", str(run), "--json")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert 0 <= json.loads(proc.stdout)["retrieval_acc"] <= 1
+    if subprocess_cli:
+        proc = _cli("eval", str(run), "--json")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = proc.stdout
+    else:
+        code, out = _cram_in_process(capsys, "eval", str(run), "--json")
+        assert code == 0
+    assert 0 <= json.loads(out)["retrieval_acc"] <= 1

@@ -57,8 +57,34 @@ def check_results_target(args) -> None:
 
 
 def settings_of(args) -> list[str]:
-    """The ``--set`` overrides and ``--task-arg`` values: they make a study of their own."""
-    return [*getattr(args, "overrides", []), *getattr(args, "task_args", [])]
+    """The ``--set`` overrides, ``--model-set`` and ``--task-arg`` values: a study of their own."""
+    return [*getattr(args, "overrides", []), *getattr(args, "model_sets", []),
+            *getattr(args, "task_args", [])]
+
+
+def model_set_argument(p) -> None:
+    """``--model-set MODEL:FIELD=VALUE``: a setting for one model only (its best from a sweep)."""
+    p.add_argument("--model-set", dest="model_sets", action="append", default=[],
+                   metavar="MODEL:FIELD=VALUE",
+                   help="override a config field for one model only (repeatable), e.g. its best "
+                        "learning rate from `cram bench sweep`: transformer:train.lr=0.01")
+
+
+def model_overrides(args, models: list[str]) -> dict[str, list[str]]:
+    """Each model's ``--set`` overrides followed by its own ``--model-set`` ones (which win)."""
+    from cram.core.errors import ConfigError
+
+    own: dict[str, list[str]] = {m: [] for m in models}
+    for spec in getattr(args, "model_sets", []):
+        model, sep, setting = spec.partition(":")
+        if not sep or "=" not in setting or "." not in setting.partition("=")[0]:
+            raise ConfigError(f"--model-set {spec!r}: expected MODEL:FIELD=VALUE, e.g. "
+                              "transformer:train.lr=0.01")
+        if model not in own:
+            raise ConfigError(f"--model-set {spec!r}: {model!r} is not one of --models "
+                              f"({', '.join(models)})")
+        own[model].append(setting)
+    return {m: [*args.overrides, *extra] for m, extra in own.items()}
 
 
 def model_list(arg: str) -> list[str]:

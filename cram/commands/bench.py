@@ -25,6 +25,8 @@ from cram.commands._bench_common import (
     check_results_target,
     common_arguments,
     model_list,
+    model_overrides,
+    model_set_argument,
     report,
     result_arguments,
     results_target,
@@ -43,6 +45,7 @@ def register(sub) -> None:
     s = bsub.add_parser("srcd", help="CRAM, its ablations and the baselines on SRCD",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common_arguments(s, models_default="all")
+    model_set_argument(s)
     s.add_argument("--infer-length", type=non_negative_int, default=2048,
                    help="sequence length for infer_ms_per_seq (batch 1, one thread); 0 skips it")
     from cram.commands.train import add_task_arguments
@@ -80,6 +83,12 @@ def register(sub) -> None:
     from cram.commands import bench_forgetting  # issue 29: `cram bench forgetting`
 
     bench_forgetting.add_parser(bsub)
+    from cram.commands import bench_sweep  # issue 32: `cram bench sweep`
+
+    bench_sweep.add_parser(bsub)
+    from cram.commands import bench_breakdown  # issue 32: `cram bench breakdown`
+
+    bench_breakdown.add_parser(bsub)
 
     k = bsub.add_parser("kernels", help="routed attention and CT scan vs dense / loop baselines",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -112,6 +121,7 @@ def _srcd(args) -> int:
         return _rank_sweep(args, models)
     if args.task is not None:
         return _task_bench(args, models)
+    overrides = model_overrides(args, models)
     root = runs_dir(args, "srcd")
     t0 = time.perf_counter()
     rows = []
@@ -119,7 +129,8 @@ def _srcd(args) -> int:
         for seed in range(args.seeds):
             run_dir = root / f"{model}-seed{seed}"
             log(f"[bench srcd] {model} seed {seed} → {run_dir}")
-            ensure_run(model, args.preset, seed, run_dir, args.overrides, progress=not args.quiet)
+            ensure_run(model, args.preset, seed, run_dir, overrides[model],
+                       progress=not args.quiet)
             rows.append(srcd_row(model, seed, run_dir, args.infer_length or None))
     elapsed = time.perf_counter() - t0
     cols = ["model", "seed", "retrieval_acc", "retrieval_acc_library", "retrieval_acc_novel",
@@ -155,6 +166,7 @@ def _task_bench(args, models: list[str]) -> int:
     from cram.consolidation.config import model_refusal
     from cram.core.errors import ConfigError
     from cram.experiments.bench import TOKEN_ROW_KEYS, ensure_run, srcd_row, summarize
+    from cram.experiments.sweep import run_convergence
     from cram.tasks import load_task
 
 
@@ -167,23 +179,27 @@ def _task_bench(args, models: list[str]) -> int:
     load_task(args.task, args.task_args)  # a bad task fails before any training
     name = Path(args.task.rpartition(":")[2] or args.task).name
     root = Path(args.runs_dir or f"runs/bench-task-{name}-{args.preset}")
+    overrides = model_overrides(args, models)
     t0, rows = time.perf_counter(), []
     for model in models:
         for seed in range(args.seeds):
             run_dir = root / f"{model}-seed{seed}"
             log(f"[bench srcd --task {args.task}] {model} seed {seed} → {run_dir}")
-            ensure_run(model, args.preset, seed, run_dir, args.overrides,
+            ensure_run(model, args.preset, seed, run_dir, overrides[model],
                        progress=not args.quiet, task=args.task, task_args=args.task_args)
-            rows.append(srcd_row(model, seed, run_dir, None))
+            rows.append({**srcd_row(model, seed, run_dir, None), **run_convergence(run_dir)})
     keys = ("retrieval_acc_library", "retrieval_acc_novel", "attention_library_queries",
-            "attention_novel_queries", "attention_fraction", *TOKEN_ROW_KEYS)
-    cols = ["model", "seed", *keys, "train_seconds"]
+            "attention_novel_queries", "attention_fraction", *TOKEN_ROW_KEYS, "steps_to_converge")
+    cols = ["model", "seed", *keys, "converged", "train_seconds"]
     summary = summarize(rows, keys) if args.seeds > 1 else None
     scols = ["model", "seeds", *(c for k in keys for c in (k, f"{k}_ci95"))] if summary else None
     args_text = " ".join(f"--task-arg {a}" for a in args.task_args)
     notes = (f"Task `{args.task}` {args_text}, preset `{args.preset}`, runs in `{root}`; "
              f"{time.perf_counter() - t0:.0f} s. attention_fraction = per (token, layer) pair; "
-             "attention_token = tokens that attend in any layer; floor = novel queries per token.")
+             "attention_token = tokens that attend in any layer; floor = novel queries per token; "
+             "steps_to_converge = first evaluated step within 0.01 of the run's best novel "
+             "accuracy; converged = its last quarter of evaluations no longer improved "
+             "(docs/baselines.md).")
     report(f"Token task {args.task}: models × seeds (preset {args.preset})", rows, cols, args,
             notes, summary, scols)
     return 0
@@ -196,6 +212,7 @@ def _rank_sweep(args, models: list[str]) -> int:
     from cram.core.errors import ConfigError
     from cram.experiments.bench import ensure_run, srcd_row
 
+    overrides = model_overrides(args, models)
     try:
         ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
     except ValueError:
@@ -209,7 +226,7 @@ def _rank_sweep(args, models: list[str]) -> int:
                 run_dir = root / f"rank{rank}" / f"{model}-seed{seed}"
                 log(f"[bench srcd] rank {rank}: {model} seed {seed} → {run_dir}")
                 ensure_run(model, args.preset, seed, run_dir,
-                           [*args.overrides, f"model.semantic_rank={rank}"],
+                           [*overrides[model], f"model.semantic_rank={rank}"],
                            progress=not args.quiet)
                 rows.append({"semantic_rank": rank, **srcd_row(model, seed, run_dir, None)})
     cols = ["semantic_rank", "model", "seed", "retrieval_acc_library", "retrieval_acc_novel",

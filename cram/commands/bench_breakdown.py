@@ -1,0 +1,57 @@
+"""``cram bench breakdown RUN...``: novel accuracy of trained recall runs, broken down.
+
+For each run folder (trained on ``recall-unmarked``, ``recall-marked`` or ``mqar``), novel accuracy
+on its task's evaluation set by store → query distance and by the number of distinct keys stored
+before the query. A model that matches keys answers alike at every count; one that copies some
+value seen in context falls with every key added (docs/baselines.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cram.commands._bench_common import check_results_target, report, result_arguments
+from cram.commands._util import positive_int
+
+COLUMNS = ["run", "model", "by", "bin", "n", "novel_acc"]
+
+
+def add_parser(bsub) -> None:
+    """Register ``breakdown`` under ``cram bench``."""
+    p = bsub.add_parser("breakdown", help="novel accuracy of recall runs by store distance and "
+                        "keys in context (issue 32)", description=__doc__,
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="trained run folders")
+    p.add_argument("--sequences", type=positive_int, default=1024,
+                   help="evaluation sequences per run")
+    p.add_argument("--title", default=None,
+                   help="the table's title (default: names the runs' common folder)")
+    result_arguments(p)
+    p.set_defaults(func=run, overrides=[])
+
+
+def run(args) -> int:
+    """The ``cram bench breakdown`` verb."""
+    from cram.core.errors import RunFolderError
+    from cram.core.runs import read_json
+    from cram.experiments.recall_breakdown import breakdown
+
+    check_results_target(args)
+    dirs = [Path(r) for r in args.runs]
+    for d in dirs:
+        if not (d / "config.json").is_file():
+            raise RunFolderError(f"{d}: no config.json; is this a cram run folder?")
+    rows = []
+    for d in dirs:
+        model = read_json(d / "config.json").get("model", "?")
+        rows += [{"run": d.name, "model": model, **row}
+                 for row in breakdown(d, n_sequences=args.sequences)]
+    common = Path(*Path(dirs[0]).parent.parts) if len({d.parent for d in dirs}) == 1 else None
+    title = args.title or f"Recall breakdown: novel accuracy by store distance and keys in " \
+                          f"context ({common or 'several folders'})"
+    notes = (f"{args.sequences} evaluation sequences per run (the task's own evaluation set); "
+             "novel queries only. by = distance: tokens from the stored key to its query; by = "
+             "keys_before: distinct keys stored before the query, its own included.")
+    report(title, rows, COLUMNS, args, notes)
+    return 0
