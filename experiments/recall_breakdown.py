@@ -12,7 +12,12 @@ Two readings of a trained run on a key-value recall task (``recall-unmarked``, `
   falls with every novel key added. That pattern is how the dense Transformer's plateau on
   ``recall-unmarked`` was identified (docs/baselines.md).
 
-Library queries are left out: a library value can be answered from the weights.
+Library queries are left out there: a library value can be answered from the weights.
+
+A third reading, :func:`attention_by_class`, says where a routed model pays for attention: the
+share of tokens of each class (store key, stored value, novel query, library query, anything
+else) that read episodic memory, per layer, under hard routing. A router at the floor attends at
+novel queries and nowhere else.
 """
 
 from __future__ import annotations
@@ -55,24 +60,66 @@ def novel_queries(tokens: np.ndarray, labels: np.ndarray, pattern: np.ndarray, k
             "novel_before": novel_before}
 
 
-def breakdown(run_dir: Path, n_sequences: int = 1024, batch_size: int = 128) -> list[dict]:
-    """Rows ``{by, bin, n, novel_acc}`` for a run folder's model on its task's evaluation set."""
+TOKEN_CLASSES = ("store_key", "value", "query_novel", "query_library", "other")
+
+
+def token_classes(tokens: np.ndarray, labels: np.ndarray, pattern: np.ndarray, key_lo: int,
+                  key_hi: int) -> np.ndarray:
+    """(B, T) class names: a scored token is a query; an unscored key a store; values; the rest."""
+    cls = np.full(tokens.shape, "other", object)
+    is_key = (tokens >= key_lo) & (tokens < key_hi)
+    scored = labels >= 0
+    cls[tokens >= key_hi] = "value"
+    cls[is_key & ~scored] = "store_key"
+    cls[scored & (pattern >= 0)] = "query_library"
+    cls[scored & (pattern < 0)] = "query_novel"
+    return cls
+
+
+def _forward(run_dir: Path, n_sequences: int, batch_size: int):
+    """The run's model on its task's evaluation set under hard routing: batch, predictions, reads.
+
+    Returns the batch, the argmax predictions (N, T) and each layer's attention reads (L, N, T).
+    """
     import torch
 
     from cram.consolidation.api import run_task
     from cram.consolidation.checkpoint import load_trained
+    from cram.models.routing import HARD
 
     model, config, _ = load_trained(Path(run_dir))
     task = run_task(run_dir, config)
-    key_lo, key_hi = _key_range(task, str(run_dir))
+    key_range = _key_range(task, str(run_dir))
     batch = task.eval_set(n_sequences, config.train.eval_seed)
     model.eval()
-    predicted = []
+    predicted, reads = [], []
     with torch.no_grad():
         for start in range(0, len(batch), batch_size):
-            part = batch.slice(start, start + batch_size).to_torch()
-            predicted.append(model(part).value_logits.argmax(-1).numpy())  # (b, T)
-    pred = np.concatenate(predicted)  # (N, T)
+            out = model(batch.slice(start, start + batch_size).to_torch(), HARD)
+            predicted.append(out.value_logits.argmax(-1).numpy())  # (b, T)
+            reads.append(np.stack([s.computed.numpy() for s in out.layers]))  # (L, b, T)
+    return batch, key_range, np.concatenate(predicted), np.concatenate(reads, axis=1)
+
+
+def attention_by_class(batch, key_range, reads: np.ndarray) -> list[dict]:
+    """Rows ``{layer, token_class, per_sequence, attention}``; layer ``any``: any layer reads."""
+    cls = token_classes(batch.tokens, batch.labels, batch.pattern, *key_range)
+    rows = []
+    layers = [(str(i), r) for i, r in enumerate(reads)] + [("any", reads.any(axis=0))]
+    for layer, read in layers:
+        for name in TOKEN_CLASSES:
+            m = cls == name
+            if m.any():
+                rows.append({"layer": layer, "token_class": name,
+                             "per_sequence": float(m.sum() / len(batch)),
+                             "attention": float(read[m].mean())})
+    return rows
+
+
+def breakdown(run_dir: Path, n_sequences: int = 1024, batch_size: int = 128
+              ) -> tuple[list[dict], list[dict]]:
+    """Accuracy rows ``{by, bin, n, novel_acc}`` and :func:`attention_by_class` rows of a run."""
+    batch, (key_lo, key_hi), pred, reads = _forward(run_dir, n_sequences, batch_size)
     q = novel_queries(batch.tokens, batch.labels, batch.pattern, key_lo, key_hi)
     correct = pred[q["row"], q["pos"]] == batch.labels[q["row"], q["pos"]]
     rows = [{"by": "all", "bin": "all", "n": int(correct.size),
@@ -88,4 +135,4 @@ def breakdown(run_dir: Path, n_sequences: int = 1024, batch_size: int = 128) -> 
             m = q[by] == k
             rows.append({"by": by, "bin": str(int(k)), "n": int(m.sum()),
                          "novel_acc": float(correct[m].mean())})
-    return rows
+    return rows, attention_by_class(batch, (key_lo, key_hi), reads)

@@ -142,13 +142,25 @@ def test_novel_queries_finds_each_store_and_the_keys_before_it():
     assert q["novel_before"].tolist() == [2, 2]
 
 
-def test_breakdown_table_of_a_trained_recall_run(tmp_path, capsys):
+def test_breakdown_table_of_a_trained_recall_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default results folder is ./results
+    monkeypatch.delenv("CRAM_RESULTS_DIR", raising=False)
     run = tmp_path / "run"
     assert main(["train", "--model", "transformer", "--out", str(run), "--steps", "5",
                  *_tiny()[:11]]) == 0
     capsys.readouterr()
     assert main(["bench", "breakdown", str(run), "--sequences", "32", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
+    assert not (tmp_path / "results").exists()  # --json alone writes no file
+    results = tmp_path / "tables"
+    assert main(["bench", "breakdown", str(run), "--sequences", "32", "--label", "tiny",
+                 "--results", str(results)]) == 0
+    routing = next(p for p in results.iterdir() if p.name.startswith("recall-routing"))
+    table = json.loads(next(routing.iterdir()).read_text())
+    assert table["title"] == "Recall routing: attention per token class and layer (tiny)"
+    # the dense Transformer reads attention at every token, in every layer
+    assert {r["attention"] for r in table["rows"]} == {1.0}
+    assert {r["layer"] for r in table["rows"]} == {"0", "1", "any"}
     overall = next(r for r in rows if r["by"] == "all")
     for by in ("distance", "keys_before", "novel_before"):
         mine = [r for r in rows if r["by"] == by]

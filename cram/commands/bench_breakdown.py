@@ -3,7 +3,9 @@
 For each run folder (trained on ``recall-unmarked``, ``recall-marked`` or ``mqar``), novel accuracy
 on its task's evaluation set by store → query distance and by the number of distinct keys stored
 before the query. A model that matches keys answers alike at every count; one that copies some
-value seen in context falls with every key added (docs/baselines.md).
+value seen in context falls with every key added (docs/baselines.md). A second table gives the
+share of each token class (store key, stored value, novel query, library query, other) that reads
+attention, per layer, under hard routing: where a routed model pays.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from cram.commands._bench_common import check_results_target, report, result_arg
 from cram.commands._util import positive_int
 
 COLUMNS = ["run", "model", "by", "bin", "n", "novel_acc"]
+ATTENTION_COLUMNS = ["run", "model", "layer", "token_class", "per_sequence", "attention"]
 
 
 def add_parser(bsub) -> None:
@@ -25,8 +28,8 @@ def add_parser(bsub) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="trained run folders")
     p.add_argument("--sequences", type=positive_int, default=1024,
                    help="evaluation sequences per run")
-    p.add_argument("--title", default=None,
-                   help="the table's title (default: names the runs' common folder)")
+    p.add_argument("--label", default=None,
+                   help="what the tables' titles name (default: the runs' common folder)")
     result_arguments(p)
     p.set_defaults(func=run, overrides=[])
 
@@ -42,16 +45,26 @@ def run(args) -> int:
     for d in dirs:
         if not (d / "config.json").is_file():
             raise RunFolderError(f"{d}: no config.json; is this a cram run folder?")
-    rows = []
+    rows, attention = [], []
     for d in dirs:
         model = read_json(d / "config.json").get("model", "?")
-        rows += [{"run": d.name, "model": model, **row}
-                 for row in breakdown(d, n_sequences=args.sequences)]
+        accuracy, reads = breakdown(d, n_sequences=args.sequences)
+        rows += [{"run": d.name, "model": model, **row} for row in accuracy]
+        attention += [{"run": d.name, "model": model, **row} for row in reads]
     common = Path(*Path(dirs[0]).parent.parts) if len({d.parent for d in dirs}) == 1 else None
-    title = args.title or f"Recall breakdown: novel accuracy by store distance and keys in " \
-                          f"context ({common or 'several folders'})"
+    label = args.label or str(common or "several folders")
     notes = (f"{args.sequences} evaluation sequences per run (the task's own evaluation set); "
              "novel queries only. by = distance: tokens from the stored key to its query; by = "
              "keys_before: distinct keys stored before the query, its own included.")
-    report(title, rows, COLUMNS, args, notes)
+    table_args = argparse.Namespace(**{**vars(args), "json": False,  # --json: rows on stdout
+                                       "no_docs": args.no_docs or (args.json and not args.doc)})
+    report(f"Recall breakdown: novel accuracy by store distance and keys in context ({label})",
+           rows, COLUMNS, table_args, notes)
+    report(f"Recall routing: attention per token class and layer ({label})", attention,
+           ATTENTION_COLUMNS, table_args, notes + " attention = share of that class's tokens that "
+           "read episodic memory under hard routing; layer any = in any layer.")
+    if args.json:
+        from cram.commands._util import emit_json
+
+        emit_json(rows)
     return 0
