@@ -16,8 +16,24 @@ from pathlib import Path
 from cram.commands._bench_common import check_results_target, report, result_arguments
 from cram.commands._util import positive_int
 
-COLUMNS = ["run", "model", "by", "bin", "n", "novel_acc"]
-ATTENTION_COLUMNS = ["run", "model", "layer", "token_class", "per_sequence", "attention"]
+COLUMNS = ["run", "model", "setting", "steps_to_converge", "converged", "by", "bin", "n",
+           "novel_acc"]
+ATTENTION_COLUMNS = ["run", "model", "setting", "layer", "token_class", "per_sequence",
+                     "attention"]
+
+
+def run_setting(config: dict) -> str:
+    """What tells runs apart in a table: task arguments, steps, lr, heads, rotary positions."""
+    task = config.get("task") if isinstance(config.get("task"), dict) else {}
+    args = task.get("args") if isinstance(task.get("args"), dict) else {}
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    model = config.get("model_config") if isinstance(config.get("model_config"), dict) else {}
+    parts = [f"{task.get('spec', 'srcd')}", *(f"{k}={v}" for k, v in args.items()),
+             f"steps={train.get('steps')}", f"lr={train.get('lr')}",
+             f"n_heads={model.get('n_heads')}"]
+    if model.get("attention_rope"):
+        parts.append("rope")
+    return " ".join(parts)
 
 
 def add_parser(bsub) -> None:
@@ -39,6 +55,7 @@ def run(args) -> int:
     from cram.core.errors import RunFolderError
     from cram.core.runs import read_json
     from cram.experiments.recall_breakdown import breakdown
+    from cram.experiments.sweep import run_convergence
 
     check_results_target(args)
     dirs = [Path(r) for r in args.runs]
@@ -47,15 +64,18 @@ def run(args) -> int:
             raise RunFolderError(f"{d}: no config.json; is this a cram run folder?")
     rows, attention = [], []
     for d in dirs:
-        model = read_json(d / "config.json").get("model", "?")
+        config = read_json(d / "config.json")
+        who = {"run": d.name, "model": config.get("model", "?"), "setting": run_setting(config)}
         accuracy, reads = breakdown(d, n_sequences=args.sequences)
-        rows += [{"run": d.name, "model": model, **row} for row in accuracy]
-        attention += [{"run": d.name, "model": model, **row} for row in reads]
+        rows += [{**who, **run_convergence(d), **row} for row in accuracy]
+        attention += [{**who, **row} for row in reads]
     common = Path(*Path(dirs[0]).parent.parts) if len({d.parent for d in dirs}) == 1 else None
     label = args.label or str(common or "several folders")
     notes = (f"{args.sequences} evaluation sequences per run (the task's own evaluation set); "
              "novel queries only. by = distance: tokens from the stored key to its query; by = "
-             "keys_before: distinct keys stored before the query, its own included.")
+             "keys_before: distinct keys stored before the query, its own included; "
+             "steps_to_converge and converged are read from the run's validation curve "
+             "(docs/baselines.md).")
     table_args = argparse.Namespace(**{**vars(args), "json": False,  # --json: rows on stdout
                                        "no_docs": args.no_docs or (args.json and not args.doc)})
     report(f"Recall breakdown: novel accuracy by store distance and keys in context ({label})",
