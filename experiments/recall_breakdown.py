@@ -111,7 +111,7 @@ def attention_by_class(batch, key_range, reads: np.ndarray) -> list[dict]:
             m = cls == name
             if m.any():
                 rows.append({"layer": layer, "token_class": name,
-                             "per_sequence": float(m.sum() / len(batch)),
+                             "per_sequence": float(m.sum() / batch.tokens.shape[0]),
                              "attention": float(read[m].mean())})
     return rows
 

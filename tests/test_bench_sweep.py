@@ -155,17 +155,36 @@ def test_breakdown_table_of_a_trained_recall_run(tmp_path, capsys, monkeypatch):
     results = tmp_path / "tables"
     assert main(["bench", "breakdown", str(run), "--sequences", "32", "--label", "tiny",
                  "--results", str(results)]) == 0
-    routing = next(p for p in results.iterdir() if p.name.startswith("recall-routing"))
-    table = json.loads(next(routing.iterdir()).read_text())
-    assert table["title"] == "Recall routing: attention per token class and layer (tiny)"
-    # the dense Transformer reads attention at every token, in every layer
-    assert {r["attention"] for r in table["rows"]} == {1.0}
-    assert {r["layer"] for r in table["rows"]} == {"0", "1", "any"}
+    # a dense Transformer reads attention at every token in every layer: no routing table
+    (accuracy,) = results.iterdir()
+    table = json.loads(next(accuracy.iterdir()).read_text())
+    assert table["title"] == ("Recall breakdown: novel accuracy by store distance and keys in "
+                              "context (tiny)")
+    assert {"steps_to_converge", "converged", "setting"} <= set(table["columns"])
     overall = next(r for r in rows if r["by"] == "all")
     for by in ("distance", "keys_before", "novel_before"):
         mine = [r for r in rows if r["by"] == by]
         assert mine and sum(r["n"] for r in mine) == overall["n"] > 0
         assert all(0 <= r["novel_acc"] <= 1 for r in mine)
+
+
+def test_attention_by_class_of_a_routed_read_pattern():
+    from types import SimpleNamespace
+
+    from cram.experiments.recall_breakdown import attention_by_class
+
+    tokens = np.array([[10, 20, 1, 10, 20]])  # store, filler, query (keys 10..19, values 20..)
+    labels = np.array([[-100, -100, -100, 20, -100]])
+    batch = SimpleNamespace(tokens=tokens, labels=labels, pattern=np.full((1, 5), -1))
+    reads = np.array([[[True, False, False, True, False]],  # layer 0: the store key, the query
+                      [[False, False, False, False, True]]])  # layer 1: the last value
+    rows = {(r["layer"], r["token_class"]): r for r in attention_by_class(batch, (10, 20), reads)}
+    assert rows[("0", "store_key")]["attention"] == 1.0
+    assert rows[("0", "query_novel")]["attention"] == 1.0
+    assert rows[("0", "value")]["attention"] == 0.0
+    assert rows[("1", "value")]["attention"] == 0.5 and rows[("1", "value")]["per_sequence"] == 2
+    assert rows[("any", "other")]["attention"] == 0.0
+    assert ("0", "query_library") not in rows  # no library query in this sequence
 
 
 def test_breakdown_refuses_a_run_without_a_key_range(tmp_path, capsys):

@@ -80,9 +80,14 @@ def run(args) -> int:
                                        "no_docs": args.no_docs or (args.json and not args.doc)})
     report(f"Recall breakdown: novel accuracy by store distance and keys in context ({label})",
            rows, COLUMNS, table_args, notes)
-    report(f"Recall routing: attention per token class and layer ({label})", attention,
-           ATTENTION_COLUMNS, table_args, notes + " attention = share of that class's tokens that "
-           "read episodic memory under hard routing; layer any = in any layer.")
+    if all(r["attention"] == 1.0 for r in attention):
+        from cram.commands._util import log
+
+        log("no routing table: every token of every run reads attention in every layer (dense)")
+    else:
+        report(f"Recall routing: attention per token class and layer ({label})", attention,
+               ATTENTION_COLUMNS, table_args, notes + " attention = share of that class's "
+               "tokens that read episodic memory under hard routing; layer any = in any layer.")
     if args.json:
         from cram.commands._util import emit_json
 
