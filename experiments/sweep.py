@@ -130,13 +130,17 @@ def sweep_row(model: str, point: list[str], run_dir: Path) -> dict:
     return row
 
 
+def _rank(row: dict) -> tuple[float, float]:
+    """Higher is better: the score, then fewer steps to converge."""
+    return row["score"], -(row["steps_to_converge"] or math.inf)
+
+
 def best_per_model(rows: list[dict]) -> list[dict]:
     """Per model, the row with the highest score (ties: fewer steps to converge, then order)."""
     best: dict[str, dict] = {}
     for row in rows:
         mine = best.get(row["model"])
-        key = (row["score"], -(row["steps_to_converge"] or math.inf))
-        if mine is None or key > (mine["score"], -(mine["steps_to_converge"] or math.inf)):
+        if mine is None or _rank(row) > _rank(mine):
             best[row["model"]] = row
     return [{"model": m, "best_setting": r["setting"], "score": r["score"],
              "converged": r["converged"], "steps_to_converge": r["steps_to_converge"],

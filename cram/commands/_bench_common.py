@@ -11,12 +11,16 @@ from pathlib import Path
 from cram.commands._util import add_set_argument, emit_json, log, positive_int
 
 
-def common_arguments(p, models_default: str) -> None:
-    """Options every bench verb that trains runs takes (preset, models, seeds, runs, results)."""
+def common_arguments(p, models_default: str, seeds: bool = True) -> None:
+    """Options every bench verb that trains runs takes (preset, models, seeds, runs, results).
+
+    ``seeds=False``: a verb that trains at one seed of its own (``cram bench sweep --seed``).
+    """
     p.add_argument("--preset", default="demo")
     p.add_argument("--models", default=models_default,
                    help="comma-separated model names, or 'all'")
-    p.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..K-1 (K >= 1)")
+    if seeds:
+        p.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..K-1 (K >= 1)")
     p.add_argument("--runs-dir", default=None,
                    help="where runs are trained (finished runs are reused, partial ones resumed); "
                         "default runs/bench-<experiment>-<preset>")
@@ -85,6 +89,20 @@ def model_overrides(args, models: list[str]) -> dict[str, list[str]]:
                               f"({', '.join(models)})")
         own[model].append(setting)
     return {m: [*args.overrides, *extra] for m, extra in own.items()}
+
+
+def checked_task_name(args) -> str:
+    """The name a bench gives ``--task`` in its runs folder (``srcd`` without one).
+
+    The task is loaded with its ``--task-arg`` values first, so a bad task fails before any
+    training.
+    """
+    from cram.tasks import load_task
+
+    if args.task is None:
+        return "srcd"
+    load_task(args.task, args.task_args)
+    return Path(args.task.rpartition(":")[2] or args.task).name
 
 
 def model_list(arg: str) -> list[str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cram.commands._bench_common import (
     check_results_target,
+    checked_task_name,
     common_arguments,
     model_list,
     model_overrides,
@@ -167,8 +168,6 @@ def _task_bench(args, models: list[str]) -> int:
     from cram.core.errors import ConfigError
     from cram.experiments.bench import TOKEN_ROW_KEYS, ensure_run, srcd_row, summarize
     from cram.experiments.sweep import run_convergence
-    from cram.tasks import load_task
-
 
     if args.models == "all":
         models = [m for m in models if not model_refusal(m, "tokens")]
@@ -176,8 +175,7 @@ def _task_bench(args, models: list[str]) -> int:
         reason = model_refusal(model, "tokens")
         if reason:
             raise ConfigError(f"--model {model}: not available on token tasks: {reason}")
-    load_task(args.task, args.task_args)  # a bad task fails before any training
-    name = Path(args.task.rpartition(":")[2] or args.task).name
+    name = checked_task_name(args)
     root = Path(args.runs_dir or f"runs/bench-task-{name}-{args.preset}")
     overrides = model_overrides(args, models)
     t0, rows = time.perf_counter(), []

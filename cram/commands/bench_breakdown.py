@@ -69,7 +69,7 @@ def run(args) -> int:
         accuracy, reads = breakdown(d, n_sequences=args.sequences)
         rows += [{**who, **run_convergence(d), **row} for row in accuracy]
         attention += [{**who, **row} for row in reads]
-    common = Path(*Path(dirs[0]).parent.parts) if len({d.parent for d in dirs}) == 1 else None
+    common = dirs[0].parent if len({d.parent for d in dirs}) == 1 else None
     label = args.label or str(common or "several folders")
     notes = (f"{args.sequences} evaluation sequences per run (the task's own evaluation set); "
              "novel queries only. by = distance: tokens from the stored key to its query; by = "

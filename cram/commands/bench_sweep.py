@@ -14,6 +14,7 @@ import os
 
 from cram.commands._bench_common import (
     check_results_target,
+    checked_task_name,
     common_arguments,
     model_list,
     report,
@@ -33,8 +34,7 @@ def add_parser(bsub) -> None:
     p = bsub.add_parser("sweep", help="each model's best learning rate (or other setting) from "
                         "a stated grid (issue 32)", description=__doc__,
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    common_arguments(p, models_default="cram,transformer")
-    p.set_defaults(seeds=1)
+    common_arguments(p, models_default="cram,transformer", seeds=False)
     p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
                    help="a swept config field and its values (repeatable: the grid is every "
                         "combination); default train.lr=0.001,0.003,0.01")
@@ -52,11 +52,7 @@ def run(args) -> int:
     get_preset(args.preset)
     models = model_list(args.models)
     axes = parse_grid(args.grid or list(DEFAULT_GRID))
-    if args.task is not None:
-        from cram.tasks import load_task
-
-        load_task(args.task, args.task_args)  # a bad task fails before any training
-    name = "srcd" if args.task is None else args.task.rpartition(":")[2]
+    name = checked_task_name(args)
     root = runs_dir(args, f"sweep-{name}")
     rows = run_sweep(models, axes, args.preset, root, args.overrides, seed=args.seed,
                      progress=not args.quiet, task=args.task, task_args=args.task_args)
