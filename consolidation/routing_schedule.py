@@ -11,6 +11,19 @@ Two kinds (``train.schedule``):
   ``schedule_min_rise`` over the last ``schedule_horizon`` updates). A task whose retrieval is
   learning slowly gets the time; one that is not learning at all is not held in warm-up.
 
+Two rules end a learned warm-up before the maximum wait, whichever fires first:
+
+- *threshold*: the signal reached ``schedule_threshold`` (the episodic path answers that share of
+  what needs it);
+- *plateau* (issue 32): retrieval has been learned as far as forced attention takes it on this
+  task. The signal rose by ``schedule_plateau_gain`` or more above its lowest value, and then
+  gained less than ``schedule_min_rise`` over the last ``schedule_plateau_horizons`` ×
+  ``schedule_horizon`` updates. A task where attention can only answer 75% of what needs it
+  (too many keys for the heads, say) is not held until the maximum wait for a level it never
+  reaches. The rule reads the run's own trajectory, not an absolute accuracy, and no library or
+  novel label. A flat signal (nothing learned) never counts as a plateau; that case is the
+  maximum wait's, which stays as the safety net and says so in its log line.
+
 The step after the criterion fires is the *switch step*; from there temperature anneals and the
 cost ramps in over the same step counts as in the fixed schedule, counted from the switch.
 
@@ -75,7 +88,8 @@ class RoutingSchedule:
         self.ema_hits = self.ema_count = 0.0
         self.updates = 0
         self.signal_at_switch: float | None = None
-        self.recent: list[float] = []  # learned: the last horizon + 1 signals (rising test)
+        self.recent: list[float] = []  # learned: the last window + 1 signals (rising, plateau)
+        self.lowest: float | None = None  # learned: the lowest signal after horizon updates
 
     # ------------------------------------------------------------------ queries
     @property
@@ -90,9 +104,25 @@ class RoutingSchedule:
 
     def rising(self) -> bool:
         """Whether the signal gained ``schedule_min_rise`` or more over the last horizon updates."""
-        if len(self.recent) <= self.cfg.schedule_horizon:
+        horizon = self.cfg.schedule_horizon
+        if len(self.recent) <= horizon:
             return False
-        return self.recent[-1] - self.recent[0] >= self.cfg.schedule_min_rise
+        return self.recent[-1] - self.recent[-horizon - 1] >= self.cfg.schedule_min_rise
+
+    @property
+    def plateau_window(self) -> int:
+        """Updates over which a plateau must hold (0: the plateau rule is off)."""
+        return self.cfg.schedule_plateau_horizons * self.cfg.schedule_horizon
+
+    def plateaued(self) -> bool:
+        """Whether the signal rose by the plateau gain, then stopped rising over the window."""
+        window = self.plateau_window
+        if not window or len(self.recent) <= window or self.lowest is None:
+            return False
+        c = self.cfg
+        gained = self.recent[-1] - self.lowest >= c.schedule_plateau_gain
+        flat = max(self.recent[-window - 1:]) - self.recent[-window - 1] < c.schedule_min_rise
+        return gained and flat
 
     def warmup(self, step: int) -> bool:
         """Whether ``step`` is in warm-up (routing forced to episodic memory, no cost)."""
@@ -162,25 +192,36 @@ class RoutingSchedule:
         # plain floats: the state goes into checkpoints read with weights_only=True
         self.ema_hits, self.ema_count = float(self.ema_hits), float(self.ema_count)
         signal = self.signal
-        self.recent = [*self.recent, 0.0 if math.isnan(signal) else signal][
-            -(self.cfg.schedule_horizon + 1):]
         c = self.cfg
+        keep = max(c.schedule_horizon, self.plateau_window) + 1
+        value = 0.0 if math.isnan(signal) else signal
+        self.recent = [*self.recent, value][-keep:]
+        if self.updates >= c.schedule_horizon:  # the EMA has settled: track its lowest value
+            self.lowest = value if self.lowest is None else min(self.lowest, value)
         reached = self.updates >= c.schedule_horizon and signal >= c.schedule_threshold
+        plateau = not reached and self.plateaued()
         waited = step + 1 >= self.hard_max_wait or (
             step + 1 >= self.max_wait and not self.rising())
-        if not (reached or waited):
+        if not (reached or plateau or waited):
             return None
         self.switch_step, self.phase = step + 1, TRAIN
-        self.fired_by = "criterion" if reached else "max_wait"
+        self.fired_by = "criterion" if reached else "plateau" if plateau else "max_wait"
         self.signal_at_switch = signal
-        return self._switch_message(step, reached)
+        return self._switch_message(step)
 
-    def _switch_message(self, step: int, reached: bool) -> str:
+    def _switch_message(self, step: int) -> str:
         c = self.cfg
-        if reached:
+        if self.fired_by == "criterion":
             return (f"routing schedule: retrieval criterion met at step {step} "
                     f"({c.schedule_criterion} = {self.signal:.3f} >= {c.schedule_threshold}); "
                     f"warm-up ends, cost ramps in from step {step + 1}")
+        if self.fired_by == "plateau":
+            return (f"routing schedule: retrieval plateaued at step {step} "
+                    f"({c.schedule_criterion} = {self.signal:.3f}, "
+                    f"up {self.signal - self.lowest:.3f} from its lowest {self.lowest:.3f}, "
+                    f"gained < {c.schedule_min_rise} over the "
+                    f"last {self.plateau_window} updates; threshold {c.schedule_threshold} not "
+                    f"reached); warm-up ends, cost ramps in from step {step + 1}")
         why = "still rising at the hard limit" if self.rising() else "no longer rising"
         return (f"routing schedule: WARNING retrieval criterion NOT met within the maximum wait "
                 f"(step {step + 1}: {why}; base {self.max_wait}, hard {self.hard_max_wait} steps; "
@@ -193,7 +234,8 @@ class RoutingSchedule:
         return {"kind": self.kind, "phase": self.phase, "switch_step": self.switch_step,
                 "fired_by": self.fired_by, "ema_hits": float(self.ema_hits),
                 "ema_count": float(self.ema_count), "updates": self.updates,
-                "signal_at_switch": self.signal_at_switch, "recent": list(self.recent)}
+                "signal_at_switch": self.signal_at_switch, "recent": list(self.recent),
+                "lowest": self.lowest}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from :meth:`state_dict`'s output."""
@@ -204,6 +246,8 @@ class RoutingSchedule:
         self.updates = int(state["updates"])
         self.signal_at_switch = state["signal_at_switch"]
         self.recent = [float(x) for x in state.get("recent", [])]
+        lowest = state.get("lowest")  # absent in checkpoints written before issue 32
+        self.lowest = None if lowest is None else float(lowest)
 
     def summary(self) -> dict:
         """What ``transition.json`` records about the schedule."""
@@ -213,8 +257,10 @@ class RoutingSchedule:
             out.update(criterion=c.schedule_criterion, threshold=c.schedule_threshold,
                        horizon=c.schedule_horizon, max_wait=self.max_wait,
                        hard_max_wait=self.hard_max_wait, min_rise=c.schedule_min_rise,
-                       signal_at_switch=self.signal_at_switch,
+                       plateau_window=self.plateau_window, plateau_gain=c.schedule_plateau_gain,
+                       signal_at_switch=self.signal_at_switch, signal_lowest=self.lowest,
                        criterion_met=self.fired_by == "criterion",
+                       plateau_met=self.fired_by == "plateau",
                        max_wait_reached=self.fired_by in ("max_wait", None))
         return out
 

@@ -221,6 +221,10 @@ def _warmup_text(run) -> str:
         why = ("when the retrieval criterion was met (attention answered "
                f"{schedule.get('threshold', 0.9):.0%} of the training queries that the model "
                "gets wrong without retrieval)")
+    elif cause == "plateau":
+        why = ("when the retrieval signal stopped rising below the threshold (attention had "
+               f"learned to answer {schedule.get('signal_at_switch') or 0:.0%} of the training "
+               "queries that the model gets wrong without retrieval, as far as this task let it)")
     elif cause == "max_wait":
         why = "because the longest allowed wait ran out before the retrieval criterion was met"
     else:

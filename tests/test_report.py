@@ -82,6 +82,14 @@ def test_the_transition_paragraph_says_when_and_why(run_folder):
     assert resume_hint(run) is None
 
 
+def test_a_warmup_ended_by_the_plateau_rule_says_so_with_its_level(run_folder):
+    _edit_transition(run_folder, schedule={"warmup_end": 480, "fired_by": "plateau",
+                                           "signal_at_switch": 0.75, "threshold": 0.9})
+    text = transition_text(load_run(run_folder))
+    assert "ended at step 480, when the retrieval signal stopped rising below the threshold" in text
+    assert "answer 75% of the training queries" in text
+
+
 def test_a_run_without_a_change_point_says_it_ended_before_its_transition(run_folder):
     _edit_transition(run_folder, step=None, low=None, high=None)
     run = load_run(run_folder)

@@ -87,6 +87,55 @@ def test_max_wait_extends_while_the_signal_rises_up_to_the_hard_limit():
     assert s.summary()["hard_max_wait"] == 80 and s.summary()["max_wait_reached"]
 
 
+def _run(cfg: TrainConfig, rates: list[float]) -> tuple[RoutingSchedule, list]:
+    """Feed a hit rate per step (10 counted tokens a step); the schedule and its messages."""
+    s = RoutingSchedule(cfg)
+    return s, [s.update(step, rate * 10, 10.0) for step, rate in enumerate(rates)]
+
+
+def test_plateau_ends_warmup_where_retrieval_stops_improving_below_the_threshold():
+    # issue 32: retrieval rises to 0.6 by step 30 and stays: the 0.8 threshold is never reached
+    cfg = _cfg(steps=400)  # base maximum wait 200
+    s, msgs = _run(cfg, [min(step, 30) / 50 for step in range(200)])
+    fired = next(i for i, m in enumerate(msgs) if m)
+    assert 30 + s.plateau_window <= fired < 80, fired  # a full window flat, far before 200
+    assert "plateaued" in msgs[fired] and "WARNING" not in msgs[fired]
+    assert s.fired_by == "plateau" and s.switch_step == fired + 1
+    summary = s.summary()
+    assert summary["plateau_met"] and not summary["criterion_met"]
+    assert not summary["max_wait_reached"] and summary["plateau_window"] == 20
+    assert summary["signal_lowest"] < 0.1
+    assert summary["signal_at_switch"] == pytest.approx(0.6, rel=0.05)
+
+
+def test_plateau_needs_a_gain_a_stall_shorter_than_the_window_and_can_be_turned_off():
+    flat_low = [0.1] * 150  # nothing learned: the maximum wait's case, never a plateau
+    s, _ = _run(_cfg(steps=200), flat_low)
+    assert s.fired_by == "max_wait"
+    # a 12-step stall at 0.4 (window 20), then the rise resumes: the threshold ends warm-up
+    stall = [min(step, 20) / 50 for step in range(32)] + [0.4 + k / 40 for k in range(1, 60)]
+    s, msgs = _run(_cfg(steps=400), stall)
+    assert s.fired_by == "criterion"
+    # schedule_plateau_horizons=0: the plateau rule is off, the maximum wait decides
+    s, msgs = _run(_cfg(steps=200, schedule_plateau_horizons=0),
+                   [min(step, 30) / 50 for step in range(150)])
+    assert s.fired_by == "max_wait" and "NOT met" in next(m for m in msgs if m)
+
+
+def test_checkpoint_state_without_the_lowest_signal_still_loads():
+    a = RoutingSchedule(_cfg())
+    for step in range(8):
+        a.update(step, 3.0, 10.0)
+    state = a.state_dict()
+    assert state["lowest"] == pytest.approx(0.3)
+    old = {k: v for k, v in state.items() if k != "lowest"}  # written before issue 32
+    b = RoutingSchedule(_cfg())
+    b.load_state_dict(old)
+    assert b.lowest is None
+    b.update(8, 3.0, 10.0)
+    assert b.lowest == pytest.approx(0.3)
+
+
 def test_fixed_schedule_keeps_device_tensors_until_read():
     s = RoutingSchedule(dataclasses.replace(_cfg(), schedule="fixed", warmup_steps=7))
     for step in range(5):
