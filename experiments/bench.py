@@ -132,6 +132,17 @@ def inference_ms_per_sequence(run_dir: Path, length: int = 2048, n_sequences: in
             "infer_acc": correct / max(total, 1), "infer_attention_fraction": float(np.mean(attn))}
 
 
+def schedule_decision(transition: dict) -> dict:
+    """Where the routing schedule ended warm-up and which rule ended it (issue 32).
+
+    Both are None for a model without routing (its schedule decides nothing).
+    """
+    schedule = transition.get("schedule") or {}
+    if transition.get("method") == "not a routed model":
+        return {"warmup_end": None, "warmup_ended_by": None}
+    return {"warmup_end": schedule.get("warmup_end"), "warmup_ended_by": schedule.get("fired_by")}
+
+
 def srcd_row(model: str, seed: int, run_dir: Path, infer_length: int | None) -> dict:
     """One ``cram bench srcd`` row: final metrics, transition and reductions of a trained run."""
     from cram.core.runs import load_run
@@ -146,6 +157,7 @@ def srcd_row(model: str, seed: int, run_dir: Path, infer_length: int | None) -> 
            "train_seconds": float(run.meta.get("train_seconds", float("nan"))),
            "attention_library_queries": float(last["attention_library"]),
            "attention_novel_queries": float(last["attention_novel"]),
+           **schedule_decision(tr),
            "transition_step": tr.get("step"), "transition_low": tr.get("low"),
            "transition_high": tr.get("high"),
            "familiarity_rise_step": run.familiarity_rise_step,

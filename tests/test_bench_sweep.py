@@ -103,13 +103,18 @@ def test_sweep_trains_every_point_and_names_each_models_best(tmp_path, capsys):
 
 def test_model_set_trains_one_model_at_its_own_setting(tmp_path, capsys):
     runs = tmp_path / "runs"
-    code = main(["bench", "srcd", "--models", "transformer,ct-only", "--seeds", "1",
+    code = main(["bench", "srcd", "--models", "transformer,cram", "--seeds", "1",
                  "--model-set", "transformer:train.lr=0.02", "--runs-dir", str(runs),
-                 "--no-results", *_tiny()])
+                 "--json", *_tiny()])
     assert code == 0
+    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
+    # the routing schedule's decision is a column: cpu-tiny's fixed warm-up for CRAM, none for
+    # the dense Transformer
+    assert (rows["cram"]["warmup_end"], rows["cram"]["warmup_ended_by"]) == (10, "fixed")
+    assert rows["transformer"]["warmup_ended_by"] is None
     lr = {m: json.loads((runs / f"{m}-seed0" / "config.json").read_text())["train"]["lr"]
-          for m in ("transformer", "ct-only")}
-    assert lr["transformer"] == 0.02 and lr["ct-only"] != 0.02
+          for m in ("transformer", "cram")}
+    assert lr["transformer"] == 0.02 and lr["cram"] != 0.02
 
 
 @pytest.mark.parametrize("spec,what", [

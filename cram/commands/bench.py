@@ -188,7 +188,8 @@ def _task_bench(args, models: list[str]) -> int:
             rows.append({**srcd_row(model, seed, run_dir, None), **run_convergence(run_dir)})
     keys = ("retrieval_acc_library", "retrieval_acc_novel", "attention_library_queries",
             "attention_novel_queries", "attention_fraction", *TOKEN_ROW_KEYS, "steps_to_converge")
-    cols = ["model", "seed", *keys, "converged", "train_seconds"]
+    cols = ["model", "seed", *keys, "converged", "warmup_end", "warmup_ended_by",
+            "train_seconds"]
     summary = summarize(rows, keys) if args.seeds > 1 else None
     scols = ["model", "seeds", *(c for k in keys for c in (k, f"{k}_ci95"))] if summary else None
     args_text = " ".join(f"--task-arg {a}" for a in args.task_args)
@@ -197,7 +198,9 @@ def _task_bench(args, models: list[str]) -> int:
              "attention_token = tokens that attend in any layer; floor = novel queries per token; "
              "steps_to_converge = first evaluated step within 0.01 of the run's best novel "
              "accuracy; converged = its last quarter of evaluations no longer improved "
-             "(docs/baselines.md).")
+             "(docs/baselines.md); warmup_end / warmup_ended_by = where the routing schedule "
+             "ended warm-up and which rule ended it (criterion, plateau, max_wait; empty for "
+             "models that do not route).")
     report(f"Token task {args.task}: models × seeds (preset {args.preset})", rows, cols, args,
             notes, summary, scols)
     return 0
