@@ -83,10 +83,15 @@ class TrainConfig:
     #   working and semantic tiers' outputs from the stop-grad episodic readout, weighted by the
     #   router's softmax over those two logits: teaches which non-attention tier reproduces what
     #   attention would fetch where no label says it (the attention share stays the cost's)
-    cost_gate: Literal["none", "familiarity", "familiarity-queries"] = "familiarity"
+    cost_gate: Literal["none", "familiarity", "familiarity-queries", "replaceable"] = \
+        "familiarity"
     #   each token's cost is scaled by its stop-grad q̂: attention is charged only where the
     #   model predicts consolidation; "none": the ungated cost;
-    #   "familiarity-queries": query tokens gated, non-query tokens (no binding) charged ungated
+    #   "familiarity-queries": query tokens gated, non-query tokens (no binding) charged ungated;
+    #   "replaceable" (issue 32, the token-task default): as "familiarity-queries", but a
+    #   labelled query that the model answers with attention switched off everywhere is charged
+    #   in full (max(q̂, 1)): attention is paid for where nothing cheaper answers, found by one
+    #   extra no-grad forward per step once the cost is on
     # logging and evaluation
     log_every: int = config_field(25, min=1)
     eval_sequences: int = config_field(64, min=1)

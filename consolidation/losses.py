@@ -15,7 +15,10 @@ For every CRAM layer (``LayerStats.q`` is set):
   with separate weights for query and non-query tokens, ramped in after warm-up. With
   ``cost_gate="familiarity"`` each token's share is weighted by its stop-grad q̂: attention costs
   only as much as the token is predicted to be consolidated; ``"familiarity-queries"`` gates query
-  tokens only and charges non-query tokens (which hold no binding to consolidate) ungated.
+  tokens only and charges non-query tokens (which hold no binding to consolidate) ungated;
+  ``"replaceable"`` (issue 32) is ``"familiarity-queries"`` with each query's weight raised to 1
+  where the batch's ``answered_without_attention`` mask says the model already answers that
+  labelled token with attention switched off: attention costs in full where nothing needs it.
 - **router consistency** (``router_consistency_weight``, off by default): at query tokens,
   labelled or not, the expected readout distance KL(p_E ‖ p_tier) from the stop-grad episodic
   readout over the two non-attention tiers, weighted by the router's softmax over their two
@@ -46,6 +49,10 @@ from cram.tasks.srcd_stream import IGNORE_INDEX
 from .config import TrainConfig
 from .layer_familiarity import attended_below, scoped  # issue 13
 from .restore import sync_free  # issue 16
+
+#: batch key of the ``cost_gate="replaceable"`` mask (B, T): 1.0 where a labelled token is
+#: answered right with attention switched off in every layer (set by the trainer, issue 32)
+ANSWERED_WITHOUT_ATTENTION = "answered_without_attention"
 
 
 @dataclass
@@ -123,6 +130,7 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
         probe = consolidation = familiarity = cost = router = loss_value.new_zeros(())
         consistency = loss_value.new_zeros(())
         cost_scale = (schedule or cfg).cost_scale(step)  # issue 13
+        replaceable = batch.get(ANSWERED_WITHOUT_ATTENTION)  # (B, T) float or None (issue 32)
         below = attended_below(cram_layers) if cfg.familiarity_scope == "retrieving" \
             else [None] * len(cram_layers)  # issue 13: layer-aware familiarity
         for s, below_s in zip(cram_layers, below):
@@ -146,6 +154,8 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
                 gated = share * s.qhat.detach().float()  # charged only where q̂ says familiar
                 share_query = share if cfg.cost_gate == "none" else gated
                 share_nonquery = gated if cfg.cost_gate == "familiarity" else share
+                if cfg.cost_gate == "replaceable" and replaceable is not None:
+                    share_query = share * torch.maximum(s.qhat.detach().float(), replaceable)
                 cost = cost + cost_scale * (
                     cfg.cost_query * _masked_mean(share_query, is_query)
                     + cfg.cost_nonquery * _masked_mean(share_nonquery, ~is_query))

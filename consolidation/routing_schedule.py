@@ -275,10 +275,30 @@ def measure_criterion(model, batch: dict, logits: torch.Tensor, criterion: str,
     ``"retrieval"`` runs one extra forward without gradients, every layer forced to working
     memory (hard routing: no attention is computed), as the no-retrieval baseline.
     """
-    baseline = None
-    if criterion == "retrieval":
-        was_training = model.training
-        model.eval()
-        baseline = model(batch, Route("hard", force="working")).value_logits  # (B, T, V)
-        model.train(was_training)
+    baseline = no_retrieval_logits(model, batch) if criterion == "retrieval" else None
     return criterion_tensors(logits.detach(), batch["answer"], ignore_index, baseline)
+
+
+@torch.no_grad()
+def no_retrieval_logits(model, batch: dict) -> torch.Tensor:
+    """Value logits (B, T, V) of ``model`` with every layer forced to working memory.
+
+    Hard routing, no attention computed, no gradient; the model's train/eval mode is restored.
+    """
+    was_training = model.training
+    model.eval()
+    logits = model(batch, Route("hard", force="working")).value_logits  # (B, T, V)
+    model.train(was_training)
+    return logits
+
+
+@torch.no_grad()
+def answered_without_attention(model, batch: dict, ignore_index: int) -> torch.Tensor:
+    """(B, T) float: 1.0 where a scored token is answered right with no attention anywhere.
+
+    ``batch["answer"]`` holds the labels (``ignore_index`` where not scored); the mask of
+    ``cost_gate="replaceable"`` (issue 32).
+    """
+    answer = batch["answer"]  # (B, T)
+    right = no_retrieval_logits(model, batch).argmax(-1) == answer
+    return (right & (answer != ignore_index)).float()

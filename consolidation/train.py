@@ -52,7 +52,7 @@ from .checkpoint import remove_temp_files
 from .config import ExperimentConfig, model_refusal
 from .evaluate import evaluate
 from .forgetting import forgetting_rows, probe_bindings
-from .losses import task_loss
+from .losses import ANSWERED_WITHOUT_ATTENTION, task_loss
 from .restore import (
     TrainingDiverged,
     TrainState,
@@ -64,7 +64,11 @@ from .restore import (
     saved_run,
     sync_free,
 )
-from .routing_schedule import RoutingSchedule, measure_criterion  # issue 13
+from .routing_schedule import (  # issue 13
+    RoutingSchedule,
+    answered_without_attention,
+    measure_criterion,
+)
 from .run_writer import RunLock, RunWriter, prepare_folder, run_meta
 from .transition import transition_summary
 
@@ -472,6 +476,9 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
         out = model(batch, route)
         task = task if task is not None else SRCD  # SRCD's hooks need no instance
         view = task.loss_view(batch)
+        if cfg_t.cost_gate == "replaceable" and (schedule or cfg_t).cost_scale(step) > 0:
+            view = {**view, ANSWERED_WITHOUT_ATTENTION: answered_without_attention(
+                ts.model, {**batch, "answer": view["answer"]}, IGNORE_INDEX)}  # issue 32
         loss = task_loss(task, out, batch, cfg_t, step, schedule=schedule, view=view)
         if signal and schedule is not None:  # issue 13: the retrieval criterion
             criterion = _measure_signal(ts.model, {**batch, "answer": view["answer"]},

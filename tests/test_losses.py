@@ -87,6 +87,49 @@ def test_familiarity_queries_gate_charges_nonquery_tokens_ungated():
     assert torch.allclose(gated_grad, nonquery_grad, atol=1e-7)
 
 
+@pytest.mark.parametrize("answered", [0.0, 1.0])
+def test_replaceable_gate_charges_queries_in_full_where_no_attention_still_answers(answered):
+    # issue 32: q̂ = 0 everywhere. A query the model answers with attention switched off is
+    # charged like the ungated cost; one it does not answer is gated (costs nothing); non-query
+    # tokens are charged ungated as with "familiarity-queries"
+    from cram.consolidation.losses import ANSWERED_WITHOUT_ATTENTION
+
+    model, batch, train = _model_and_batch(seed=2)
+    step = train.warmup_steps + train.cost_ramp_steps
+    _set_qhat(model, -30.0)
+    mask = torch.full(batch["event"].shape, answered)  # (B, T)
+    marked = {**batch, ANSWERED_WITHOUT_ATTENTION: mask}
+    replaceable, grad = _cost(model, marked, dataclasses.replace(train, cost_gate="replaceable"),
+                              step)
+    reference = "none" if answered else "familiarity-queries"
+    expected, expected_grad = _cost(model, batch, dataclasses.replace(train, cost_gate=reference),
+                                    step)
+    assert replaceable == pytest.approx(expected, rel=1e-5)
+    assert torch.allclose(grad, expected_grad, atol=1e-7)
+    # without the mask (warm-up, evaluation) the gate falls back to "familiarity-queries"
+    fallback, _ = _cost(model, batch, dataclasses.replace(train, cost_gate="replaceable"), step)
+    gated, _ = _cost(model, batch, dataclasses.replace(train, cost_gate="familiarity-queries"),
+                     step)
+    assert fallback == pytest.approx(gated, rel=1e-5)
+
+
+def test_answered_without_attention_marks_labelled_tokens_the_working_forward_gets_right():
+    from cram.consolidation.routing_schedule import answered_without_attention, no_retrieval_logits
+
+    model, batch, _ = _model_and_batch(seed=4)
+    model.train()
+    logits = no_retrieval_logits(model, batch)  # (B, T, V)
+    answer = logits.argmax(-1).clone()  # the working forward's own guesses: all right ...
+    answer[:, ::2] = -100  # ... except where unscored
+    answer[0, 1] = (answer[0, 1] + 1) % logits.shape[-1]  # and one wrong label
+    mask = answered_without_attention(model, {**batch, "answer": answer}, -100)
+    assert model.training  # the mode is restored
+    expected = torch.ones_like(mask)
+    expected[:, ::2] = 0.0
+    expected[0, 1] = 0.0
+    assert torch.equal(mask, expected)
+
+
 def test_router_logit_penalty_is_the_centred_spread_and_pulls_the_bias_in():
     model, batch, train = _model_and_batch(seed=3)
     train = dataclasses.replace(train, router_logit_weight=0.05)
