@@ -19,7 +19,8 @@ Tasks (``TASKS``): ``srcd-id``, ``srcd-vector`` (familiarity must be learned fro
 ``data.library_answer=permuted`` or ``unlabelled``, docs/srcd.md) and every built-in token task
 of ``cram tasks`` (``recall-unmarked``, ``recall-marked``, ``phrases``), trained through
 ``--task NAME`` with the bench's ``--task-arg`` values. On a token task "gated" is the token
-default ``train.cost_gate=familiarity-queries`` and "ungated" ``none``; a query is a scored token
+default ``train.cost_gate=replaceable`` (before 2026-12-06: ``familiarity-queries``) and
+"ungated" ``none``; a query is a scored token
 (label ≠ -100) and a library query one whose ``pattern`` is ≥ 0.
 
 The timing table (:func:`timing_rows`) lives here too: the same trained weights forced dense is the

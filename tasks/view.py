@@ -44,8 +44,11 @@ from .batch import IGNORE_INDEX, QUERY_MASK, TokenBatch
 from .guard import GuardedTask, unwrap
 
 #: the attention cost gate a token task trains with unless ``--set train.cost_gate=...`` says
-#: otherwise: unscored tokens hold no binding, so they pay the attention cost ungated
-TOKEN_TRAIN_DEFAULTS = {"cost_gate": "familiarity-queries"}
+#: otherwise: unscored tokens hold no binding, so they pay the attention cost ungated; a query
+#: pays in proportion to q̂, and in full where the model answers it with attention switched off
+#: (issue 32: "familiarity-queries" until 2026-12-06, which left MQAR's library queries on
+#: attention at 4x the novel floor, docs/baselines.md)
+TOKEN_TRAIN_DEFAULTS = {"cost_gate": "replaceable"}
 
 
 class TokenView:

@@ -280,7 +280,7 @@ def test_bench_mechanism_on_a_token_task(tmp_path):
     assert set(rows) == {"cram", "cram-ungated", "mod-matched"}
     gate = {m: json.loads((runs / "recall-unmarked" / f"{m}-seed0" / "config.json").read_text())
             ["train"]["cost_gate"] for m in rows}
-    assert gate["cram"] == "familiarity-queries" and gate["cram-ungated"] == "none"
+    assert gate["cram"] == "replaceable" and gate["cram-ungated"] == "none"
     cap = json.loads((runs / "recall-unmarked" / "mod-matched-seed0" / "config.json")
                      .read_text())["model_config"]["mod_capacity"]
     assert cap == pytest.approx(token_novel_floor("recall-unmarked", args), rel=1e-5)

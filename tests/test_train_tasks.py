@@ -66,7 +66,7 @@ def test_cli_trains_cpu_tiny_on_a_task_file_and_eval_reloads_it(tmp_path):
     assert config["task"]["spec"] == f"{ROOT / EXAMPLE}:make_task"
     assert config["task"]["kind"] == "file" and len(config["task"]["sha256"]) == 64
     assert config["task"]["args"] == {"length": "16"} and config["task"]["vocab_size"] == 16
-    assert config["train"]["cost_gate"] == "familiarity-queries"  # the token-task default
+    assert config["train"]["cost_gate"] == "replaceable"  # the token-task default
 
     ev = _cli("eval", str(run), "--json", "--trust-task")  # the run's own file, hash-checked
     assert ev.returncode == 0, ev.stderr
