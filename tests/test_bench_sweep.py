@@ -200,3 +200,17 @@ def test_breakdown_refuses_a_run_without_a_key_range(tmp_path, capsys):
     assert main(["bench", "breakdown", str(run), "--no-results"]) != 0
     err = capsys.readouterr().err.strip()
     assert "needs a key-value recall task" in err and len(err.splitlines()) == 1
+
+
+def test_breakdown_names_runs_by_their_path_and_a_routed_runs_cost_gate(tmp_path):
+    from cram.commands.bench_breakdown import run_names, run_setting
+
+    a, b = tmp_path / "table" / "cram-seed0", tmp_path / "gate" / "none" / "cram-seed0"
+    assert run_names([a, b]) == ["table/cram-seed0", "gate/none/cram-seed0"]
+    assert run_names([a, a.parent / "mod-seed0"]) == ["cram-seed0", "mod-seed0"]
+    config = {"model": "cram", "task": {"spec": "mqar", "args": {"library_share": "0.7"}},
+              "train": {"steps": 1500, "lr": 0.003, "cost_gate": "replaceable"},
+              "model_config": {"n_heads": 4}}
+    assert run_setting(config) == ("mqar library_share=0.7 steps=1500 lr=0.003 n_heads=4 "
+                                   "cost_gate=replaceable")
+    assert "cost_gate" not in run_setting({**config, "model": "transformer"})

@@ -23,7 +23,7 @@ ATTENTION_COLUMNS = ["run", "model", "setting", "layer", "token_class", "per_seq
 
 
 def run_setting(config: dict) -> str:
-    """What tells runs apart in a table: task arguments, steps, lr, heads, rotary positions."""
+    """What tells runs apart in a table: task, steps, lr, heads, rope, a routed run's cost gate."""
     task = config.get("task") if isinstance(config.get("task"), dict) else {}
     args = task.get("args") if isinstance(task.get("args"), dict) else {}
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
@@ -33,7 +33,18 @@ def run_setting(config: dict) -> str:
              f"n_heads={model.get('n_heads')}"]
     if model.get("attention_rope"):
         parts.append("rope")
+    if str(config.get("model", "")).startswith("cram") and train.get("cost_gate"):
+        parts.append(f"cost_gate={train['cost_gate']}")
     return " ".join(parts)
+
+
+def run_names(dirs: list[Path]) -> list[str]:
+    """Each run folder named by its path below the folders' common parent (unique in a table)."""
+    import os
+
+    parents = [str(d.resolve().parent) for d in dirs]
+    common = Path(os.path.commonpath(parents)) if parents else Path(".")
+    return [str(d.resolve().relative_to(common)) for d in dirs]
 
 
 def add_parser(bsub) -> None:
@@ -63,9 +74,9 @@ def run(args) -> int:
         if not (d / "config.json").is_file():
             raise RunFolderError(f"{d}: no config.json; is this a cram run folder?")
     rows, attention = [], []
-    for d in dirs:
+    for d, name in zip(dirs, run_names(dirs)):
         config = read_json(d / "config.json")
-        who = {"run": d.name, "model": config.get("model", "?"), "setting": run_setting(config)}
+        who = {"run": name, "model": config.get("model", "?"), "setting": run_setting(config)}
         accuracy, reads = breakdown(d, n_sequences=args.sequences)
         rows += [{**who, **run_convergence(d), **row} for row in accuracy]
         attention += [{**who, **row} for row in reads]
