@@ -476,7 +476,8 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
         out = model(batch, route)
         task = task if task is not None else SRCD  # SRCD's hooks need no instance
         view = task.loss_view(batch)
-        if cfg_t.cost_gate == "replaceable" and (schedule or cfg_t).cost_scale(step) > 0:
+        if cfg_t.cost_gate == "replaceable" and (schedule or cfg_t).cost_scale(step) > 0 \
+                and any(s.q is not None for s in out.layers):  # a routed model's cost only
             view = {**view, ANSWERED_WITHOUT_ATTENTION: answered_without_attention(
                 ts.model, {**batch, "answer": view["answer"]}, IGNORE_INDEX)}  # issue 32
         loss = task_loss(task, out, batch, cfg_t, step, schedule=schedule, view=view)
