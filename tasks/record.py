@@ -93,6 +93,11 @@ def _arg_list(record: dict, extra: Sequence[str] = ()) -> list[str]:
     return [f"{k}={v}" for k, v in (record.get("args") or {}).items()] + list(extra)
 
 
+def _as_mapping(args: Sequence[str]) -> dict[str, str]:
+    """``["k=v", ...]`` as ``{k: v}`` (the last value of a repeated key wins, as in loading)."""
+    return dict(str(a).split("=", 1) if "=" in str(a) else (str(a), "") for a in args)
+
+
 def _legacy_kind(record: dict) -> str:
     """The kind of a record written before records had one (spec only)."""
     spec = record.get("spec")
@@ -168,9 +173,10 @@ def _load_named(record: dict, kind: str, spec: str, args: Sequence[str], where: 
             raise TaskLoadError(f"--task {spec}: {where} was trained on {record.get('spec')!r}; "
                                 "--resume continues the recorded task (start a new run for "
                                 "another)")
-        if args:
+        if args and _as_mapping(args) != _as_mapping(_arg_list(record)):
             raise TaskLoadError("--task-arg: --resume continues the recorded task arguments "
                                 f"({record.get('args') or {}}); start a new run for others")
+        full_args = _arg_list(record)  # the same arguments, named again (a bench resuming)
     return load_task(spec, full_args)
 
 

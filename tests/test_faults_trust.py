@@ -222,6 +222,11 @@ def test_resume_with_another_task_is_refused_and_changes_nothing(tmp_path):
     assert _snapshot(run) == before
     _train(run, task="recall-marked", resume=True, steps=20)  # the recorded task: fine
     assert json.loads((run / "config.json").read_text())["task"]["builtin"] == "recall-marked"
+    # the recorded arguments named again (a bench resuming its own partial run) are the same
+    # task: continued, not refused
+    _train(run, task="recall-marked", task_args=["length=48"], resume=True, steps=30)
+    assert _status(run) == "finished"
+    assert json.loads((run / "config.json").read_text())["task"]["args"] == {"length": "48"}
 
 
 def test_resume_of_an_srcd_run_refuses_a_task(srcd_run, tmp_path):
