@@ -56,7 +56,7 @@ class TrainConfig:
     # forced attention takes it on this task: the signal rose by schedule_plateau_gain or more
     # above its lowest value, then gained less than schedule_min_rise over the last
     # schedule_plateau_horizons × schedule_horizon updates (0 turns the rule off)
-    schedule_plateau_horizons: int = config_field(5, min=0)
+    schedule_plateau_horizons: int = config_field(10, min=0)
     schedule_plateau_gain: float = config_field(0.25, range=(0, 1))
     schedule_signal: bool = False  # fixed schedule: also measure the criterion in warm-up, for
     #   the log (one extra no-grad forward per warm-up step; a learned schedule always does)
