@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .batch import TaskLoadError
-from .registry import BUILTIN, load_task
+from .registry import BUILTIN, _parse_args, load_task
 
 #: record kinds
 BUILTIN_KIND, FILE_KIND, MODULE_KIND, OBJECT_KIND = "builtin", "file", "module", "object"
@@ -91,11 +91,6 @@ def task_record(task: Any, spec: str | None = None,
 
 def _arg_list(record: dict, extra: Sequence[str] = ()) -> list[str]:
     return [f"{k}={v}" for k, v in (record.get("args") or {}).items()] + list(extra)
-
-
-def _as_mapping(args: Sequence[str]) -> dict[str, str]:
-    """``["k=v", ...]`` as ``{k: v}`` (the last value of a repeated key wins, as in loading)."""
-    return dict(str(a).split("=", 1) if "=" in str(a) else (str(a), "") for a in args)
 
 
 def _legacy_kind(record: dict) -> str:
@@ -173,7 +168,7 @@ def _load_named(record: dict, kind: str, spec: str, args: Sequence[str], where: 
             raise TaskLoadError(f"--task {spec}: {where} was trained on {record.get('spec')!r}; "
                                 "--resume continues the recorded task (start a new run for "
                                 "another)")
-        if args and _as_mapping(args) != _as_mapping(_arg_list(record)):
+        if args and _parse_args(args) != _parse_args(record.get("args") or {}):
             raise TaskLoadError("--task-arg: --resume continues the recorded task arguments "
                                 f"({record.get('args') or {}}); start a new run for others")
         full_args = _arg_list(record)  # the same arguments, named again (a bench resuming)
