@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .batch import TaskLoadError
-from .registry import BUILTIN, _parse_args, load_task
+from .registry import BUILTIN, load_task, parse_task_args
 
 #: record kinds
 BUILTIN_KIND, FILE_KIND, MODULE_KIND, OBJECT_KIND = "builtin", "file", "module", "object"
@@ -168,7 +168,7 @@ def _load_named(record: dict, kind: str, spec: str, args: Sequence[str], where: 
             raise TaskLoadError(f"--task {spec}: {where} was trained on {record.get('spec')!r}; "
                                 "--resume continues the recorded task (start a new run for "
                                 "another)")
-        if args and _parse_args(args) != _parse_args(record.get("args") or {}):
+        if args and parse_task_args(args) != parse_task_args(record.get("args") or {}):
             raise TaskLoadError("--task-arg: --resume continues the recorded task arguments "
                                 f"({record.get('args') or {}}); start a new run for others")
         full_args = _arg_list(record)  # the same arguments, named again (a bench resuming)

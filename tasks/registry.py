@@ -84,7 +84,7 @@ def load_task(spec: str, args: Sequence[str] | Mapping[str, str] = (), check: bo
     check : bool
         Run :func:`check_task` on the result (one sampled batch, one eval batch).
     """
-    pairs = _parse_args(args)
+    pairs = parse_task_args(args)
     if ":" not in spec:
         hints = _config_hints(spec)
         task = get_task(spec, **{k: _coerce_arg(hints.get(k), k, v) for k, v in pairs.items()})
@@ -96,7 +96,8 @@ def load_task(spec: str, args: Sequence[str] | Mapping[str, str] = (), check: bo
     return task
 
 
-def _parse_args(args: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
+def parse_task_args(args: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
+    """``--task-arg`` values (``["k=v", ...]`` or a mapping) as ``{k: v}``, each checked."""
     if isinstance(args, Mapping):
         return {str(k): str(v) for k, v in args.items()}
     out = {}
