@@ -9,6 +9,8 @@ STAMP  := $(VENV)/.cram-installed
 TSTAMP := $(VENV)/.cram-test-installed
 DEMO   ?= runs/demo
 SEEDS  ?= 1
+# pytest-xdist workers for make test (auto: one per core; 0: the suite runs in one process)
+JOBS   ?= auto
 export PYTENSOR_FLAGS ?= base_compiledir=$(CURDIR)/.cache/pytensor
 export MPLBACKEND ?= Agg
 
@@ -34,7 +36,7 @@ demo: install
 
 test: install-test
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile tests
 
 test-slow: install-test
 	$(BIN)/python -m pytest -q --runslow tests

@@ -39,6 +39,11 @@ class ModelConfig:
     ct_dt: float = config_field(1.0, gt=0)  # Euler step Δt; the gate σ(W_τ log(1+Δτ)) scales
     #   it per channel
     ct_diagonal: bool = False  # diagonal W_1 (parallel over channels in the Triton kernel)
+    working_layout: Literal["serial", "parallel", "off"] = "serial"  # issue 32: "serial"
+    #   (default): the CT-ODE output joins the residual before the other tiers read it;
+    #   "parallel": the tiers read the layer's input and the CT-ODE output joins beside them;
+    #   "off": no working-memory tier (an ablation). Plain MQAR is learned only without the
+    #   serial CT-ODE in front of attention (docs/baselines.md, "Why plain MQAR is not learned")
     # episodic tier
     attention_window: int | None = config_field(None, min=1)  # episodic buffer B: keys j,
     #   pos-B < j <= pos; None: all

@@ -94,8 +94,11 @@ class CRAMBlock(nn.Module):
         d = config.d_model
         self.routing = config.routing
         self.q_sigma = config.q_sigma
-        self.norm_working = nn.LayerNorm(d)
-        self.working = CTODE(d, config.ct_dim, config.ct_dt, config.ct_diagonal)
+        self.working_layout = config.working_layout
+        has_working = config.working_layout != "off"
+        self.norm_working = nn.LayerNorm(d) if has_working else None
+        self.working = (CTODE(d, config.ct_dim, config.ct_dt, config.ct_diagonal)
+                        if has_working else None)
         self.norm_memory = nn.LayerNorm(d)
         self.episodic = CausalSelfAttention(d, config.n_heads, config.attention_window,
                                             rope=config.attention_rope)
@@ -166,8 +169,10 @@ class CRAMBlock(nn.Module):
 
         ``uniform``: this layer's pre-drawn Gumbel uniforms (B, T, 3), if the route has them.
         """
-        x = x + self.working(self.norm_working(x), batch["dtau"])  # (B, T, d)
-        h = self.norm_memory(x)  # (B, T, d)
+        layer_input = x  # (B, T, d)
+        if self.working is not None:
+            x = x + self.working(self.norm_working(x), batch["dtau"])  # (B, T, d)
+        h = self.norm_memory(layer_input if self.working_layout == "parallel" else x)  # (B, T, d)
         f_sem = self.semantic(h.detach() if self.semantic_stopgrad else h)  # (B, T, d)
         qhat_logit = self.familiarity.logit(h.detach())  # (B, T)
         qhat = torch.sigmoid(qhat_logit)  # (B, T)

@@ -519,12 +519,12 @@ def test_a_checkpoint_older_than_a_model_field_still_loads(tmp_path):
                 tmp_path / "old", progress=False)
     ckpt_path = run / "checkpoints" / "last.pt"
     state = torch.load(ckpt_path, weights_only=False)
-    for field in ("attention_rope", "semantic_input"):  # as if saved before they existed
+    for field in ("attention_rope", "semantic_input", "working_layout"):  # saved before them
         del state["model_args"]["config"][field]
         del state["experiment"]["model_config"][field]
     torch.save(state, ckpt_path)
     config = json.loads((run / "config.json").read_text())
-    for field in ("attention_rope", "semantic_input"):
+    for field in ("attention_rope", "semantic_input", "working_layout"):
         del config["model_config"][field]
     (run / "config.json").write_text(json.dumps(config))
     trained = load_trained(run)

@@ -147,3 +147,38 @@ def test_bad_router_feature_is_refused():
 
     with pytest.raises(ConfigError, match="router_feature"):
         ModelConfig(router_feature="odds")
+
+
+def _first_layer_read(model, batch) -> torch.Tensor:
+    """Layer 0's dense episodic read r_E (B, T, d) under forced attention."""
+    with torch.no_grad():
+        return model(batch, Route("hard", force="episodic"), diagnose_dense=True
+                     ).layers[0].r_episodic
+
+
+def _silence_working_memory(model) -> None:
+    with torch.no_grad():
+        for block in model.blocks:
+            block.working.readout.weight.zero_()
+            block.working.readout.bias.zero_()
+
+
+def test_working_layout_decides_what_attention_reads():
+    """Serial: layer 0's attention reads the CT-ODE's output; parallel: only the layer's input."""
+    for layout, changes_read in (("serial", True), ("parallel", False)):
+        model, batch = make(seed=3, working_layout=layout)
+        before = _first_layer_read(model, batch)
+        _silence_working_memory(model)
+        after = _first_layer_read(model, batch)
+        assert (not torch.allclose(before, after)) == changes_read, layout
+
+
+def test_working_layout_off_has_no_working_memory_and_trains():
+    model, batch = make(seed=4, working_layout="off")
+    assert all(block.working is None and block.norm_working is None for block in model.blocks)
+    assert not any("working" in name for name, _ in model.named_parameters())
+    out = model.train()(batch, Route("hard", force="episodic"))
+    out.value_logits.sum().backward()
+    assert all(p.grad is not None for p in model.blocks[0].episodic.parameters())
+    serial, _ = make(seed=4)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in serial.parameters())
