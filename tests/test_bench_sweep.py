@@ -214,3 +214,7 @@ def test_breakdown_names_runs_by_their_path_and_a_routed_runs_cost_gate(tmp_path
     assert run_setting(config) == ("mqar library_share=0.7 steps=1500 lr=0.003 n_heads=4 "
                                    "cost_gate=replaceable")
     assert "cost_gate" not in run_setting({**config, "model": "transformer"})
+    off = {**config, "model_config": {"n_heads": 4, "working_layout": "off"}}
+    assert "working_layout=off" in run_setting(off)
+    assert "working_layout" not in run_setting(
+        {**config, "model_config": {"n_heads": 4, "working_layout": "serial"}})

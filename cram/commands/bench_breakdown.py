@@ -23,7 +23,10 @@ ATTENTION_COLUMNS = ["run", "model", "setting", "layer", "token_class", "per_seq
 
 
 def run_setting(config: dict) -> str:
-    """What tells runs apart in a table: task, steps, lr, heads, rope, a routed run's cost gate."""
+    """What tells runs apart in a table: task, steps, lr, heads, rope, layout, a routed run's gate.
+
+    The layout (``model.working_layout``) is named only where it is not the default serial one.
+    """
     task = config.get("task") if isinstance(config.get("task"), dict) else {}
     args = task.get("args") if isinstance(task.get("args"), dict) else {}
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
@@ -33,6 +36,8 @@ def run_setting(config: dict) -> str:
              f"n_heads={model.get('n_heads')}"]
     if model.get("attention_rope"):
         parts.append("rope")
+    if model.get("working_layout", "serial") != "serial":
+        parts.append(f"working_layout={model['working_layout']}")
     if str(config.get("model", "")).startswith("cram") and train.get("cost_gate"):
         parts.append(f"cost_gate={train['cost_gate']}")
     return " ".join(parts)
