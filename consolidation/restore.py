@@ -17,7 +17,12 @@ import numpy as np
 import torch
 
 from cram.core.errors import CheckpointError, CramError, RunFolderError
-from cram.core.identity import check_same_experiment
+from cram.core.identity import (
+    ABSENT,
+    check_same_experiment,
+    experiment_identity,
+    identity_differences,
+)
 from cram.core.runs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -192,6 +197,15 @@ def check_resume_identity(run_dir: Path, ckpt: dict, asked: dict) -> None:
         raise CheckpointError(f"{run_dir / CHECKPOINT_DIR}: checkpoint lacks its experiment "
                               "record; cannot check that it belongs to this run")
     found = {**ckpt["experiment"], "task": ckpt.get("task")}
+    diffs = identity_differences(experiment_identity(asked, steps=False, task="task" in ckpt),
+                                 experiment_identity(found, steps=False, task="task" in ckpt))
+    newer = [field for field, _, value in diffs if value is ABSENT]
+    if diffs and len(newer) == len(diffs):  # only fields this cram added since the checkpoint
+        raise CheckpointError(
+            f"{run_dir}: the checkpoint was written before this cram had {', '.join(newer[:3])}"
+            f"{' (and more)' if len(newer) > 3 else ''}; resuming would train on under the "
+            "current defaults, which may not be how it was trained: resume it with the cram "
+            "that trained it (the commit in meta.json), or start a new run; nothing was changed")
     check_same_experiment(asked, found, expected_name="config.json", found_name="the checkpoint",
                           where=str(run_dir), steps=False, task="task" in ckpt,
                           hint="was config.json edited, or the checkpoint copied from another "

@@ -529,6 +529,15 @@ def test_a_checkpoint_older_than_a_model_field_still_loads(tmp_path):
     (run / "config.json").write_text(json.dumps(config))
     trained = load_trained(run)
     assert trained.config.model.attention_rope is False
+    # resuming it would train on under today's defaults: refused in one line that says so
+    from cram.core.errors import CramError
+
+    before = (run / "config.json").read_bytes()
+    with pytest.raises(CramError, match="written before this cram had model_config") as err:
+        train("cram", resolve("cram", "cpu-tiny", ["train.steps=12", "train.log_every=5",
+                                                   "train.checkpoint_every=5"]),
+              run, progress=False, resume=True)
+    assert "\n" not in str(err.value) and (run / "config.json").read_bytes() == before
     state["model_args"]["config"]["d_model"] = 48  # another size is still refused
     torch.save(state, ckpt_path)
     with pytest.raises(Exception, match="model arguments differ"):

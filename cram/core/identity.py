@@ -73,6 +73,9 @@ class _Missing:
 
 
 _MISSING = _Missing()
+#: the value :func:`identity_differences` reports for a field one record does not have (e.g. a
+#: field added to cram after the record was written)
+ABSENT = _MISSING
 
 
 def describe_differences(diffs: list[tuple[str, Any, Any]], expected_name: str,
