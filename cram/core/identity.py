@@ -61,7 +61,7 @@ def identity_differences(expected: Any, found: Any, prefix: str = "") -> list[tu
         diffs = []
         for key in sorted(set(expected) | set(found), key=str):
             name = f"{prefix}.{key}" if prefix else str(key)
-            diffs += identity_differences(expected.get(key, _MISSING), found.get(key, _MISSING),
+            diffs += identity_differences(expected.get(key, ABSENT), found.get(key, ABSENT),
                                           name)
         return diffs
     return [] if expected == found else [(prefix or "record", expected, found)]
@@ -72,10 +72,9 @@ class _Missing:
         return "(absent)"
 
 
-_MISSING = _Missing()
 #: the value :func:`identity_differences` reports for a field one record does not have (e.g. a
 #: field added to cram after the record was written)
-ABSENT = _MISSING
+ABSENT = _Missing()
 
 
 def describe_differences(diffs: list[tuple[str, Any, Any]], expected_name: str,
