@@ -44,6 +44,10 @@ class ModelConfig:
     #   "parallel": the tiers read the layer's input and the CT-ODE output joins beside them;
     #   "off": no working-memory tier (an ablation). Plain MQAR is learned only without the
     #   serial CT-ODE in front of attention (docs/baselines.md, "Why plain MQAR is not learned")
+    working_dropout: float = config_field(0.0, min=0, lt=1)  # issue 32: in training, each
+    #   layer drops the CT-ODE output of a whole sequence with this probability (the kept ones
+    #   scaled by 1/(1-p)); 0: never. Breaks the co-adaptation that keeps attention from
+    #   learning recall behind the working memory (docs/baselines.md)
     # episodic tier
     attention_window: int | None = config_field(None, min=1)  # episodic buffer B: keys j,
     #   pos-B < j <= pos; None: all

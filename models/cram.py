@@ -31,6 +31,8 @@ never feeds the output and is never counted in ``LayerStats.computed``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -164,14 +166,19 @@ class CRAMBlock(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, batch: dict, route: Route, diagnose_dense: bool = False,
-                uniform: torch.Tensor | None = None) -> tuple[torch.Tensor, LayerStats]:
+                uniform: torch.Tensor | None = None, working_keep: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, LayerStats]:
         """One CRAM layer: x (B, T, d) → x (B, T, d) and what the layer did.
 
         ``uniform``: this layer's pre-drawn Gumbel uniforms (B, T, 3), if the route has them.
+        ``working_keep``: this layer's working-memory dropout (B,), if the route has it.
         """
         layer_input = x  # (B, T, d)
         if self.working is not None:
-            x = x + self.working(self.norm_working(x), batch["dtau"])  # (B, T, d)
+            working = self.working(self.norm_working(x), batch["dtau"])  # (B, T, d)
+            if working_keep is not None:
+                working = working * working_keep[:, None, None].to(working.dtype)
+            x = x + working
         h = self.norm_memory(layer_input if self.working_layout == "parallel" else x)  # (B, T, d)
         f_sem = self.semantic(h.detach() if self.semantic_stopgrad else h)  # (B, T, d)
         qhat_logit = self.familiarity.logit(h.detach())  # (B, T)
@@ -224,13 +231,25 @@ class CRAM(SRCDModel):
         if route.uniforms is None:  # the trainer draws them before the call (torch.compile)
             route = self.with_route_noise(route, batch)
         uniforms = route.uniforms or (None,) * len(self.blocks)
-        for block, uniform in zip(self.blocks, uniforms, strict=True):
-            x, stats = block(x, batch, route, diagnose_dense, uniform)
+        keeps = route.working_keep or (None,) * len(self.blocks)
+        for block, uniform, keep in zip(self.blocks, uniforms, keeps, strict=True):
+            x, stats = block(x, batch, route, diagnose_dense, uniform, keep)
             layers.append(stats)
         value_logits, signal_pred = self.heads(x)  # (B, T, V), (B, T)
         return ModelOutput(value_logits, signal_pred, layers)
 
     def with_route_noise(self, route: Route, batch: dict) -> Route:
-        """``route`` with every layer's Gumbel uniforms drawn now (``Route.with_uniforms``)."""
-        return route.with_uniforms(len(self.blocks), tuple(batch["dtau"].shape),
-                                   batch["dtau"].device)
+        """``route`` with its noise drawn now from the route's generator.
+
+        First every layer's Gumbel uniforms (``Route.with_uniforms``), then the working-memory
+        dropout (``model.working_dropout``; training only). With no dropout nothing more is
+        drawn, so the Gumbel stream is unchanged.
+        """
+        dtau = batch["dtau"]  # (B, T)
+        route = route.with_uniforms(len(self.blocks), tuple(dtau.shape), dtau.device)
+        p = self.config.working_dropout
+        if p == 0 or not (self.training and route.soft) or self.blocks[0].working is None:
+            return route
+        keep = tuple((torch.rand(dtau.shape[0], generator=route.generator, device=dtau.device)
+                      >= p).float() / (1 - p) for _ in self.blocks)  # per layer (B,)
+        return dataclasses.replace(route, working_keep=keep)

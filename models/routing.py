@@ -80,6 +80,8 @@ class Route:
     Gumbel noise of soft routing (a seed argument; ``None``: the global generator).
     ``uniforms`` (one (B, T, 3) fp32 tensor per layer, from :meth:`with_uniforms`) is that noise
     drawn before the forward pass, so a compiled model meets no generator (a graph break).
+    ``working_keep`` (one (B,) tensor per layer) is the working-memory dropout drawn the same way
+    (``model.working_dropout``; soft routes of a model in training mode only).
     """
 
     mode: Mode = "soft"
@@ -88,6 +90,8 @@ class Route:
     generator: torch.Generator | None = None
     ablate: Ablate = "none"  # "semantic": the router's choice is kept, f_sem is added as zeros
     uniforms: tuple[torch.Tensor, ...] | None = None  # per layer (B, T, 3) fp32 in [0, 1)
+    working_keep: tuple[torch.Tensor, ...] | None = None  # per layer (B,): 0 drops a sequence's
+    #   working-memory output, 1/(1-p) keeps it (``model.working_dropout``, training only)
 
     def __post_init__(self) -> None:
         check_literals(self)

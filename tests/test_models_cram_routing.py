@@ -5,8 +5,12 @@ Forced-semantic computes no attention, and the routed read equals the dense read
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 
+from cram.core.errors import ConfigError
 from cram.models import HARD, DataSpec, ModelConfig, Route, build_model
 from cram.models.attention import CausalSelfAttention
 from cram.models.tiers import Tier
@@ -182,3 +186,49 @@ def test_working_layout_off_has_no_working_memory_and_trains():
     assert all(p.grad is not None for p in model.blocks[0].episodic.parameters())
     serial, _ = make(seed=4)
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in serial.parameters())
+
+
+def _soft(seed: int) -> Route:
+    return Route(temperature=1.0, generator=torch.Generator().manual_seed(seed))
+
+
+def test_working_dropout_zero_draws_nothing_and_keeps_the_gumbel_stream():
+    """Dropout 0 (the default) draws no keep mask and leaves the Gumbel uniforms as they were."""
+    plain, batch = make(seed=5)
+    route = plain.train().with_route_noise(_soft(1), batch)
+    assert route.working_keep is None
+    dropped, _ = make(seed=5, working_dropout=0.5)
+    noisy = dropped.train().with_route_noise(_soft(1), batch)
+    for a, b in zip(route.uniforms, noisy.uniforms, strict=True):
+        assert torch.equal(a, b)  # the dropout draws after the Gumbel noise
+
+
+def test_working_dropout_masks_whole_sequences_in_training_only():
+    model, batch = make(seed=6, working_dropout=0.5)
+    route = model.train().with_route_noise(_soft(2), batch)
+    assert len(route.working_keep) == len(model.blocks)
+    for keep in route.working_keep:  # (B,): dropped 0, kept 1 / (1 - p)
+        assert keep.shape == (B,) and set(keep.tolist()) <= {0.0, 2.0}
+    assert model.eval().with_route_noise(_soft(2), batch).working_keep is None
+    model.train()
+    assert model.with_route_noise(Route("hard", force="working"), batch).working_keep is None
+
+
+def test_working_dropout_zero_keep_equals_silenced_working_memory():
+    """A sequence kept at 0 gets the output of a silenced CT-ODE; one kept at 1 is unchanged."""
+    model, batch = make(seed=7, working_dropout=0.5)
+    forced = Route("soft", force="episodic")
+    keep = torch.tensor([0.0, 1.0, 0.0])  # (B,)
+    dropped = model(batch, dataclasses.replace(forced, working_keep=(keep,) * 2)).value_logits
+    full = model(batch, forced).value_logits
+    _silence_working_memory(model)
+    silent = model(batch, forced).value_logits
+    assert torch.allclose(dropped[keep == 0], silent[keep == 0], atol=1e-6)
+    assert torch.allclose(dropped[1], full[1], atol=1e-6)
+    assert not torch.allclose(full[0], silent[0])
+
+
+def test_working_dropout_is_bounded():
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="working_dropout"):
+            ModelConfig(working_dropout=bad)
