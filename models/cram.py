@@ -3,6 +3,8 @@
 One CRAM block (docs/method.md, with the project's decisions)::
 
     x ← x + working(LN(x), Δτ)                      # CT-ODE working memory: always runs, O(T)
+                                                     #   (training with working_dropout p: one
+                                                     #   keep mask per sequence, 0 or 1/(1-p))
     h = LN(x)
     f_sem = semantic(h)                              # low-rank MLP, rank r
     q̂ = familiarity(h)                               # predicts q from the hidden state alone

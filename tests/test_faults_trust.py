@@ -542,3 +542,41 @@ def test_a_checkpoint_older_than_a_model_field_still_loads(tmp_path):
     torch.save(state, ckpt_path)
     with pytest.raises(Exception, match="model arguments differ"):
         load_trained(run)
+
+
+def test_a_run_older_than_a_legacy_valued_field_resumes(tmp_path):
+    """A record without a LEGACY_VALUES field is the run at that value, and no other.
+
+    It resumes; a config.json that names another value against it is refused naming the field.
+    """
+    import json
+
+    import torch
+
+    from cram.consolidation.config import resolve
+    from cram.consolidation.train import train
+    from cram.core.errors import CramError
+    from cram.core.identity import LEGACY_VALUES
+    from cram.models import ModelConfig
+
+    fields = [f.split(".", 1)[1] for f in LEGACY_VALUES]
+    assert all(getattr(ModelConfig(), f.split(".", 1)[1]) == v for f, v in LEGACY_VALUES.items())
+    run = train("cram", resolve("cram", "cpu-tiny", ["train.steps=10", "train.log_every=5",
+                                                     "train.checkpoint_every=5"]),
+                tmp_path / "old", progress=False)
+    ckpt_path = run / "checkpoints" / "last.pt"
+    state = torch.load(ckpt_path, weights_only=False)
+    config = json.loads((run / "config.json").read_text())
+    for name in fields:  # the checkpoint was written before these fields existed
+        del state["model_args"]["config"][name]
+        del state["experiment"]["model_config"][name]
+    torch.save(state, ckpt_path)
+    edited = {**config, "model_config": {**config["model_config"], "working_dropout": 0.5}}
+    (run / "config.json").write_text(json.dumps(edited))
+    before = (run / "config.json").read_bytes()
+    with pytest.raises(CramError, match="working_dropout") as err:
+        train("cram", None, run, progress=False, resume=True, steps=12)
+    assert "\n" not in str(err.value) and (run / "config.json").read_bytes() == before
+    (run / "config.json").write_text(json.dumps(config))
+    train("cram", None, run, progress=False, resume=True, steps=12)
+    assert torch.load(ckpt_path, weights_only=False)["step"] == 12

@@ -115,6 +115,7 @@ def _srcd(args) -> int:
     check_results_target(args)
     from cram.consolidation.config import get_preset
     from cram.experiments.bench import ensure_run, srcd_row, summarize
+    from cram.experiments.sweep import run_convergence
 
     get_preset(args.preset)
     models = model_list(args.models)
@@ -132,14 +133,15 @@ def _srcd(args) -> int:
             log(f"[bench srcd] {model} seed {seed} → {run_dir}")
             ensure_run(model, args.preset, seed, run_dir, overrides[model],
                        progress=not args.quiet)
-            rows.append(srcd_row(model, seed, run_dir, args.infer_length or None))
+            rows.append({**srcd_row(model, seed, run_dir, args.infer_length or None),
+                         **run_convergence(run_dir)})
     elapsed = time.perf_counter() - t0
     cols = ["model", "seed", "retrieval_acc", "retrieval_acc_library", "retrieval_acc_novel",
             "attention_fraction", "attention_per_token", "attention_library_queries",
             "attention_novel_queries", "attention_computed", "dynamics_mse", "reduction",
             "reduction_is_lower_bound", "reduction_all_tokens",
-            "transition_step", "familiarity_rise_step", "lag_after_familiarity", "train_seconds",
-            "infer_ms_per_seq", "infer_acc"]
+            "transition_step", "familiarity_rise_step", "lag_after_familiarity",
+            "steps_to_converge", "converged", "train_seconds", "infer_ms_per_seq", "infer_acc"]
     summary = summarize(rows) if args.seeds > 1 else None
     scols = None
     if summary:
@@ -155,6 +157,9 @@ def _srcd(args) -> int:
              "(a lower bound when the end value is below one query; over seeds: median and "
              "range, never a t-interval). attention_fraction is per (token, layer) pair, "
              "attention_per_token per token (any layer attends; the paper's unit). "
+             "steps_to_converge = first evaluated step within 0.01 of the run's best novel "
+             "accuracy; converged = its last quarter of evaluations no longer improved on the "
+             "best before it by more than 0.01 (docs/baselines.md). "
              f"infer_ms_per_seq: hard-routed, batch 1, one thread, N={args.infer_length}.")
     report(f"SRCD: models × seeds (preset {args.preset})", rows, cols, args, notes, summary, scols)
     return 0
