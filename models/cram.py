@@ -230,8 +230,8 @@ class CRAM(SRCDModel):
         """Run the CRAM layers with route and return outputs with per-layer routing stats."""
         x = self.embed(batch)  # (B, T, d)
         layers = []
-        if route.uniforms is None:  # the trainer draws them before the call (torch.compile)
-            route = self.with_route_noise(route, batch)
+        if route.uniforms is None and route.working_keep is None:  # the trainer draws the
+            route = self.with_route_noise(route, batch)  # noise before the call (torch.compile)
         uniforms = route.uniforms or (None,) * len(self.blocks)
         keeps = route.working_keep or (None,) * len(self.blocks)
         for block, uniform, keep in zip(self.blocks, uniforms, keeps, strict=True):

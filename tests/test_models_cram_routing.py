@@ -232,3 +232,14 @@ def test_working_dropout_is_bounded():
     for bad in (-0.1, 1.0):
         with pytest.raises(ConfigError, match="working_dropout"):
             ModelConfig(working_dropout=bad)
+
+
+def test_working_dropout_drawn_before_the_call_is_the_one_used():
+    """A forced warm-up route's pre-drawn keep mask is used, not drawn again by the forward."""
+    model, batch = make(seed=8, working_dropout=0.5)
+    generator = torch.Generator().manual_seed(3)
+    route = model.train().with_route_noise(Route(force="episodic", generator=generator), batch)
+    assert route.uniforms is None and route.working_keep is not None
+    state = generator.get_state()
+    model(batch, route)
+    assert torch.equal(generator.get_state(), state)
