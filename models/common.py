@@ -48,6 +48,9 @@ class ModelConfig:
     #   layer drops the CT-ODE output of a whole sequence with this probability (the kept ones
     #   scaled by 1/(1-p)); 0: never. Breaks the co-adaptation that keeps attention from
     #   learning recall behind the working memory (docs/baselines.md)
+    working_dropout_phase: Literal["always", "warmup"] = "always"  # issue 32: when that
+    #   dropout applies: every training step, or only in the routing warm-up (the soft forward
+    #   forced to episodic memory), so attention learns recall and the CT-ODE is whole after
     # episodic tier
     attention_window: int | None = config_field(None, min=1)  # episodic buffer B: keys j,
     #   pos-B < j <= pos; None: all

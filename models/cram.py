@@ -244,13 +244,17 @@ class CRAM(SRCDModel):
         """``route`` with its noise drawn now from the route's generator.
 
         First every layer's Gumbel uniforms (``Route.with_uniforms``), then the working-memory
-        dropout (``model.working_dropout``; training only). With no dropout nothing more is
-        drawn, so the Gumbel stream is unchanged.
+        dropout (``model.working_dropout``; training only, and with
+        ``model.working_dropout_phase="warmup"`` only in the warm-up forward, a soft route forced
+        to episodic memory). With no dropout nothing more is drawn, so the Gumbel stream is
+        unchanged.
         """
         dtau = batch["dtau"]  # (B, T)
         route = route.with_uniforms(len(self.blocks), tuple(dtau.shape), dtau.device)
         p = self.config.working_dropout
         if p == 0 or not (self.training and route.soft) or self.blocks[0].working is None:
+            return route
+        if self.config.working_dropout_phase == "warmup" and route.force != "episodic":
             return route
         keep = tuple((torch.rand(dtau.shape[0], generator=route.generator, device=dtau.device)
                       >= p).float() / (1 - p) for _ in self.blocks)  # per layer (B,)

@@ -243,3 +243,17 @@ def test_working_dropout_drawn_before_the_call_is_the_one_used():
     state = generator.get_state()
     model(batch, route)
     assert torch.equal(generator.get_state(), state)
+
+
+def test_working_dropout_phase_warmup_drops_only_in_the_forced_warmup_forward():
+    """``warmup``: a keep mask on the soft route forced to episodic memory, none after it."""
+    model, batch = make(seed=9, working_dropout=0.5, working_dropout_phase="warmup")
+    model.train()
+    warm = model.with_route_noise(Route(force="episodic", generator=torch.Generator()), batch)
+    assert warm.working_keep is not None and len(warm.working_keep) == len(model.blocks)
+    after = model.with_route_noise(_soft(3), batch)
+    assert after.working_keep is None and after.uniforms is not None
+    always, _ = make(seed=9, working_dropout=0.5)
+    assert always.train().with_route_noise(_soft(3), batch).working_keep is not None
+    with pytest.raises(ConfigError, match="working_dropout_phase"):
+        ModelConfig(working_dropout_phase="late")

@@ -81,6 +81,8 @@ def identity_differences(expected: Any, found: Any, prefix: str = "") -> list[tu
 LEGACY_VALUES: dict[str, Any] = {
     "model_config.working_layout": "serial",  # 2026-12-06: the CT-ODE before the other tiers
     "model_config.working_dropout": 0.0,  # 2026-12-06: no working-memory dropout, nothing drawn
+    "model_config.working_dropout_phase": "always",  # 2026-12-07: dropout (if any) at every
+    #   training step
 }
 
 
