@@ -482,8 +482,10 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
                 ts.model, {**batch, "answer": view["answer"]}, IGNORE_INDEX)}  # issue 32
         loss = task_loss(task, out, batch, cfg_t, step, schedule=schedule, view=view)
         if signal and schedule is not None:  # issue 13: the retrieval criterion
+            logits = out.value_logits if route.working_keep is None else \
+                _logits_without_working_dropout(ts.model, batch, route)
             criterion = _measure_signal(ts.model, {**batch, "answer": view["answer"]},
-                                        out.value_logits, cfg_t)
+                                        logits, cfg_t)
         if ddp:  # DDP waits for a gradient from every output it can see; outputs kept only for
             # logging (e.g. router probs in warm-up) join the graph at weight 0
             loss.total = loss.total + 0.0 * _output_sum(out)
@@ -526,6 +528,18 @@ def _check_finite_loss(run: _Run, ts: TrainState) -> None:
             f"non-finite loss at step {int(ts.nonfinite_step)} (the optimiser skipped it and "
             f"every step after it); the last finite checkpoint is kept in "
             f"{run.out / CHECKPOINT_DIR}")
+
+
+@torch.no_grad()
+def _logits_without_working_dropout(model, batch: dict, route: Route) -> torch.Tensor:
+    """Value logits (B, T, V) of this step's forward with every CT-ODE output kept.
+
+    The routing criterion asks whether the model retrieves as it will be evaluated, with its
+    whole working memory; measured on a forward that dropped half the sequences' CT-ODE, it
+    reads low and the warm-up would end late or by the maximum wait (``model.working_dropout``).
+    """
+    keep = tuple(torch.ones_like(k) for k in route.working_keep)  # per layer (B,)
+    return model(batch, dataclasses.replace(route, working_keep=keep)).value_logits
 
 
 def _measure_signal(model, batch, logits, cfg_t) -> tuple[torch.Tensor, torch.Tensor]:

@@ -224,3 +224,32 @@ def test_learned_schedule_anchors_retention_on_the_log_grid_fixed_refuses_off_gr
     check_run_args(learned, 0)
     steps = retention_steps(learned)
     assert all(s % 100 == 0 for s in steps) and 600 in steps and 200 in steps
+
+
+def test_criterion_reads_the_forward_without_working_memory_dropout(tmp_path, monkeypatch):
+    """Under working-memory dropout the criterion scores the whole-memory forward.
+
+    That is the step's forward with every CT-ODE output kept (the model as evaluated), not the
+    dropped training forward.
+    """
+    from cram.consolidation import train as train_mod
+    from cram.models import Route
+
+    seen = []
+    measure = train_mod._measure_signal
+
+    def spy(model, batch, logits, cfg_t):
+        keep = tuple(torch.ones(batch["dtau"].shape[0]) for _ in model.blocks)  # per layer (B,)
+        with torch.no_grad():
+            whole = model(batch, Route(force="episodic", working_keep=keep)).value_logits
+            dropped = model(batch, Route(force="episodic", working_keep=tuple(
+                torch.zeros_like(k) for k in keep))).value_logits
+        seen.append((torch.allclose(logits, whole), torch.allclose(logits, dropped)))
+        return measure(model, batch, logits, cfg_t)
+
+    monkeypatch.setattr(train_mod, "_measure_signal", spy)
+    cfg = resolve("cram", "cpu-tiny", ["train.schedule=learned", "train.steps=6",
+                                       "model.working_dropout=0.5",
+                                       "model.working_dropout_phase=warmup"])
+    train("cram", cfg, tmp_path / "r", seed=0, progress=False)
+    assert seen and all(whole and not dropped for whole, dropped in seen)
