@@ -42,15 +42,15 @@ class ModelConfig:
     working_layout: Literal["serial", "parallel", "off"] = "serial"  # issue 32: "serial"
     #   (default): the CT-ODE output joins the residual before the other tiers read it;
     #   "parallel": the tiers read the layer's input and the CT-ODE output joins beside them;
-    #   "off": no working-memory tier (an ablation). Plain MQAR is learned only without the
-    #   serial CT-ODE in front of attention (docs/baselines.md, "Why plain MQAR is not learned")
-    working_dropout: float = config_field(0.0, min=0, lt=1)  # issue 32: in training, each
-    #   layer drops the CT-ODE output of a whole sequence with this probability (the kept ones
-    #   scaled by 1/(1-p)); 0: never. Breaks the co-adaptation that keeps attention from
-    #   learning recall behind the working memory (docs/baselines.md)
-    working_dropout_phase: Literal["always", "warmup"] = "always"  # issue 32: when that
-    #   dropout applies: every training step, or only in the routing warm-up (the soft forward
-    #   forced to episodic memory), so attention learns recall and the CT-ODE is whole after
+    #   "off": no working-memory tier (an ablation). Without dropout (below) plain MQAR is
+    #   learned only without the serial CT-ODE in front of attention (docs/baselines.md)
+    working_dropout: float = config_field(0.25, min=0, lt=1)  # issue 32 (default since
+    #   2026-12-07; 0 before): in training, each layer drops the CT-ODE output of a whole
+    #   sequence with this probability (the kept ones scaled by 1/(1-p)); 0: never. Breaks the
+    #   co-adaptation that keeps attention from learning recall behind the working memory
+    working_dropout_phase: Literal["always", "warmup"] = "warmup"  # issue 32: when that
+    #   dropout applies: only in the routing warm-up (the soft forward forced to episodic
+    #   memory), so attention learns recall and the CT-ODE is whole after it; or every step
     # episodic tier
     attention_window: int | None = config_field(None, min=1)  # episodic buffer B: keys j,
     #   pos-B < j <= pos; None: all

@@ -560,10 +560,11 @@ def test_a_run_older_than_a_legacy_valued_field_resumes(tmp_path):
     from cram.models import ModelConfig
 
     fields = [f.split(".", 1)[1] for f in LEGACY_VALUES]
-    assert all(getattr(ModelConfig(), f.split(".", 1)[1]) == v for f, v in LEGACY_VALUES.items())
+    assert all(hasattr(ModelConfig(), f) for f in fields)
+    legacy = [f"model.{f}={v}" for f, v in zip(fields, LEGACY_VALUES.values(), strict=True)]
     run = train("cram", resolve("cram", "cpu-tiny", ["train.steps=10", "train.log_every=5",
-                                                     "train.checkpoint_every=5"]),
-                tmp_path / "old", progress=False)
+                                                     "train.checkpoint_every=5", *legacy]),
+                tmp_path / "old", progress=False)  # as cram ran before these fields existed
     ckpt_path = run / "checkpoints" / "last.pt"
     state = torch.load(ckpt_path, weights_only=False)
     config = json.loads((run / "config.json").read_text())

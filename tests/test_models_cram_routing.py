@@ -194,17 +194,17 @@ def _soft(seed: int) -> Route:
 
 def test_working_dropout_zero_draws_nothing_and_keeps_the_gumbel_stream():
     """Dropout 0 (the default) draws no keep mask and leaves the Gumbel uniforms as they were."""
-    plain, batch = make(seed=5)
+    plain, batch = make(seed=5, working_dropout=0.0)
     route = plain.train().with_route_noise(_soft(1), batch)
     assert route.working_keep is None
-    dropped, _ = make(seed=5, working_dropout=0.5)
+    dropped, _ = make(seed=5, working_dropout=0.5, working_dropout_phase="always")
     noisy = dropped.train().with_route_noise(_soft(1), batch)
     for a, b in zip(route.uniforms, noisy.uniforms, strict=True):
         assert torch.equal(a, b)  # the dropout draws after the Gumbel noise
 
 
 def test_working_dropout_masks_whole_sequences_in_training_only():
-    model, batch = make(seed=6, working_dropout=0.5)
+    model, batch = make(seed=6, working_dropout=0.5, working_dropout_phase="always")
     route = model.train().with_route_noise(_soft(2), batch)
     assert len(route.working_keep) == len(model.blocks)
     for keep in route.working_keep:  # (B,): dropped 0, kept 1 / (1 - p)
@@ -253,7 +253,7 @@ def test_working_dropout_phase_warmup_drops_only_in_the_forced_warmup_forward():
     assert warm.working_keep is not None and len(warm.working_keep) == len(model.blocks)
     after = model.with_route_noise(_soft(3), batch)
     assert after.working_keep is None and after.uniforms is not None
-    always, _ = make(seed=9, working_dropout=0.5)
+    always, _ = make(seed=9, working_dropout=0.5, working_dropout_phase="always")
     assert always.train().with_route_noise(_soft(3), batch).working_keep is not None
     with pytest.raises(ConfigError, match="working_dropout_phase"):
         ModelConfig(working_dropout_phase="late")
