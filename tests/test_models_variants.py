@@ -20,6 +20,9 @@ from cram.models import MODEL_NAMES, MODEL_VARIANTS, ModelVariant
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "variants_golden.json").read_text())
 ROOT = Path(__file__).resolve().parents[1]
+#: model fields added after the golden file that a preset sets away from their default:
+#: cpu-tiny keeps the layer its pinned runs (tests/data/golden_cpu_tiny) were made with
+PRESET_SETS = {"cpu-tiny": {"working_dropout": 0.0}}
 
 
 def test_golden_covers_every_name_and_preset():
@@ -37,7 +40,8 @@ def test_resolved_configs_are_unchanged(name):
         # model fields added since must sit at their defaults too (issue 28: semantic_input)
         added = {k: v for k, v in model.items() if k not in want["model"]}
         defaults = {f.name: f.default for f in dataclasses.fields(config.model)}
-        assert added == {k: defaults[k] for k in added}, (name, preset)
+        preset_sets = PRESET_SETS.get(preset, {})
+        assert added == {k: preset_sets.get(k, defaults[k]) for k in added}, (name, preset)
         train = json.loads(json.dumps(dataclasses.asdict(config.train)))
         # fields added after the golden file was captured must sit at their defaults
         added = {k: v for k, v in train.items() if k not in want["train"]}
