@@ -535,8 +535,8 @@ def _logits_without_working_dropout(model, batch: dict, route: Route) -> torch.T
     """Value logits (B, T, V) of this step's forward with every CT-ODE output kept.
 
     The routing criterion asks whether the model retrieves as it will be evaluated, with its
-    whole working memory; measured on a forward that dropped half the sequences' CT-ODE, it
-    reads low and the warm-up would end late or by the maximum wait (``model.working_dropout``).
+    whole working memory; measured on a forward that dropped some sequences' CT-ODE, it reads
+    low and the warm-up would end late or by the maximum wait (``model.working_dropout``).
     """
     keep = tuple(torch.ones_like(k) for k in route.working_keep)  # per layer (B,)
     return model(batch, dataclasses.replace(route, working_keep=keep)).value_logits

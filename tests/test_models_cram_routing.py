@@ -193,7 +193,7 @@ def _soft(seed: int) -> Route:
 
 
 def test_working_dropout_zero_draws_nothing_and_keeps_the_gumbel_stream():
-    """Dropout 0 (the default) draws no keep mask and leaves the Gumbel uniforms as they were."""
+    """Dropout 0 draws no keep mask and leaves the Gumbel uniforms as they were."""
     plain, batch = make(seed=5, working_dropout=0.0)
     route = plain.train().with_route_noise(_soft(1), batch)
     assert route.working_keep is None
