@@ -83,12 +83,6 @@ class TrainConfig:
     #   working and semantic tiers' outputs from the stop-grad episodic readout, weighted by the
     #   router's softmax over those two logits: teaches which non-attention tier reproduces what
     #   attention would fetch where no label says it (the attention share stays the cost's)
-    replay_weight: float = config_field(0.0, min=0)  # issue 28: after warm-up, at query
-    #   tokens: KL from the readout of the same batch with every layer forced to episodic
-    #   memory (stop-grad, one extra no-grad forward) to the trained forward's readout. What
-    #   attention retrieves is replayed through the whole attention-free path, so the layers
-    #   above learn to read the semantic tier's output where no label trains them, and the
-    #   router pays for leaving attention wherever its replacement answers differently
     cost_gate: Literal["none", "familiarity", "familiarity-queries", "replaceable"] = \
         "familiarity"
     #   each token's cost is scaled by its stop-grad q̂: attention is charged only where the

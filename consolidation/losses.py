@@ -28,12 +28,6 @@ For every CRAM layer (``LayerStats.q`` is set):
   trains that choice (an unlabelled library query), it tells the router which non-attention
   tier reproduces what attention would fetch; the attention share stays the cost's. After
   warm-up only, as the router term.
-- **replay** (``replay_weight``, issue 28): at query tokens, labelled or not, KL(p_teacher ‖ p)
-  of the model's final readout from the stop-grad readout of the same batch with every layer
-  forced to episodic memory. Where a library answer is unlabelled, nothing else trains the
-  layers above a semantic read to decode it, and nothing charges the router for leaving
-  attention before the semantic tier answers as attention does; this term does both. After
-  warm-up only (the trainer builds the teacher then).
 - **router** (``router_logit_weight``, off by default): the centred squared router logits, query
   and non-query tokens averaged apart. A saturated softmax passes almost no gradient, so a cost that
   arrives after the router has saturated cannot move it; this keeps the router where it can. It
@@ -55,10 +49,6 @@ from cram.tasks.srcd_stream import IGNORE_INDEX
 from .config import TrainConfig
 from .layer_familiarity import attended_below, scoped  # issue 13
 from .restore import sync_free  # issue 16
-
-#: batch key of the replay teacher (B, T, V): the stop-grad value logits of the same batch with
-#: every layer forced to episodic memory (set by the trainer when ``replay_weight`` > 0, issue 28)
-REPLAY_TEACHER = "replay_teacher_logits"
 
 #: batch key of the ``cost_gate="replaceable"`` mask (B, T): 1.0 where a labelled token is
 #: answered right with attention switched off in every layer (set by the trainer, issue 32)
@@ -188,13 +178,6 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
         if cfg.router_consistency_weight:  # logged only when on (older logs keep their columns)
             total = total + consistency / n
             terms["loss_router_consistency"] = consistency / n
-    teacher = batch.get(REPLAY_TEACHER)  # (B, T, V) or None (issue 28)
-    if teacher is not None and cfg.replay_weight:
-        log_teacher = F.log_softmax(teacher.float(), -1)  # (B, T, V), built without gradient
-        log_student = F.log_softmax(out.value_logits.float(), -1)  # (B, T, V)
-        replay = cfg.replay_weight * _masked_mean(readout_kl(log_teacher, log_student), is_query)
-        total = total + replay
-        terms["loss_replay"] = replay
     charged = [s.extra["cost_share"] for s in out.layers if "cost_share" in s.extra]
     if charged:  # a baseline charged like CRAM (cram.models.matched): same λ, warm-up and ramp,
         scale = (schedule or cfg).cost_scale(step)  # under the run's schedule (fixed or learned)

@@ -293,20 +293,6 @@ def no_retrieval_logits(model, batch: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def episodic_teacher_logits(model, batch: dict) -> torch.Tensor:
-    """Value logits (B, T, V) of ``model`` with every layer forced to episodic memory.
-
-    The replay teacher of ``train.replay_weight`` (issue 28): what the model answers when
-    attention is read everywhere. Hard routing, no gradient; train/eval mode is restored.
-    """
-    was_training = model.training
-    model.eval()
-    logits = model(batch, Route("hard", force="episodic")).value_logits  # (B, T, V)
-    model.train(was_training)
-    return logits
-
-
-@torch.no_grad()
 def answered_without_attention(model, batch: dict, ignore_index: int) -> torch.Tensor:
     """(B, T) float: 1.0 where a scored token is answered right with no attention anywhere.
 

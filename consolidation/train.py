@@ -52,7 +52,7 @@ from .checkpoint import remove_temp_files
 from .config import ExperimentConfig, model_refusal
 from .evaluate import evaluate
 from .forgetting import forgetting_rows, probe_bindings
-from .losses import ANSWERED_WITHOUT_ATTENTION, REPLAY_TEACHER, task_loss
+from .losses import ANSWERED_WITHOUT_ATTENTION, task_loss
 from .restore import (
     TrainingDiverged,
     TrainState,
@@ -67,7 +67,6 @@ from .restore import (
 from .routing_schedule import (  # issue 13
     RoutingSchedule,
     answered_without_attention,
-    episodic_teacher_logits,
     measure_criterion,
 )
 from .run_writer import RunLock, RunWriter, prepare_folder, run_meta
@@ -481,9 +480,6 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
                 and any(s.q is not None for s in out.layers):  # a routed model's cost only
             view = {**view, ANSWERED_WITHOUT_ATTENTION: answered_without_attention(
                 ts.model, {**batch, "answer": view["answer"]}, IGNORE_INDEX)}  # issue 32
-        if cfg_t.replay_weight and _after_warmup(schedule, cfg_t, step) \
-                and any(s.q is not None for s in out.layers):  # issue 28: the replay teacher
-            view = {**view, REPLAY_TEACHER: episodic_teacher_logits(ts.model, batch)}
         loss = task_loss(task, out, batch, cfg_t, step, schedule=schedule, view=view)
         if signal and schedule is not None:  # issue 13: the retrieval criterion
             logits = out.value_logits if route.working_keep is None else \
@@ -532,11 +528,6 @@ def _check_finite_loss(run: _Run, ts: TrainState) -> None:
             f"non-finite loss at step {int(ts.nonfinite_step)} (the optimiser skipped it and "
             f"every step after it); the last finite checkpoint is kept in "
             f"{run.out / CHECKPOINT_DIR}")
-
-
-def _after_warmup(schedule: RoutingSchedule | None, cfg_t, step: int) -> bool:
-    """Whether ``step`` is past the routing warm-up (learned schedule or fixed step count)."""
-    return not schedule.warmup(step) if schedule else step >= cfg_t.warmup_steps
 
 
 @torch.no_grad()
