@@ -380,7 +380,8 @@ def _patterns_section(run, focus: str) -> None:
     if run.patterns is None or run.patterns.empty:
         st.info(f"{focus} has no patterns.csv.")
     else:
-        popts = [c for c in ("episodic_share", "q", "qhat") if c in run.patterns.columns]
+        popts = [c for c in ("episodic_share", "accuracy", "q", "qhat")
+                 if c in run.patterns.columns]
         _qp_init("pvalue", popts[0] if popts else "", options=popts)
         pval = st.selectbox("Heatmap value", popts, key="pvalue")
         _qp_sync("pvalue")

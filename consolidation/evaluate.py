@@ -217,7 +217,7 @@ def _pattern_rows(cat: dict[str, np.ndarray], n_library: int) -> list[dict]:
         if not sel.any():
             continue
         row = {"pattern": p, "episodic_share": mean_or_nan(attend[sel]),
-               "n_queries": int(sel.sum())}
+               "n_queries": int(sel.sum()), "accuracy": mean_or_nan(cat["correct"][sel])}
         row["q"] = mean_or_nan(cat["q"][sel]) if cat["q"].size else float("nan")
         row["qhat"] = mean_or_nan(cat["qhat"][sel]) if cat["qhat"].size else float("nan")
         rows.append(row)

@@ -46,6 +46,14 @@ def test_run_folder_has_every_file_and_rebuilds(tmp_path):
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt", expect_model="cram")
     model = rebuild_model(state)
     assert sum(p.numel() for p in model.parameters()) == run.meta["parameters"]
+    # per binding accuracy (issue 28): the query-weighted mean over bindings is the step's
+    # library accuracy in metrics.csv (the same evaluation, split by binding)
+    pat = run.patterns
+    assert pat["accuracy"].between(0, 1).all()
+    pooled = (pat["accuracy"] * pat["n_queries"]).groupby(pat["step"]).sum() \
+        / pat["n_queries"].groupby(pat["step"]).sum()
+    library = run.metrics.set_index("step")["retrieval_acc_library"]
+    assert np.allclose(pooled, library.loc[pooled.index], atol=1e-6)
 
 
 def test_same_seed_same_log(tmp_path):

@@ -36,7 +36,10 @@ TIERS = ("working", "episodic", "semantic")
 TOKEN_COLUMNS = ("attention_token", "floor", "floor_pair", "attention_over_floor", "query_share",
                  "library_share")
 
-PATTERN_COLUMNS = ("step", "pattern", "exposures", "episodic_share", "q", "qhat", "n_queries")
+#: patterns.csv: one row per (logged step, library binding). ``accuracy`` (issue 28: is a binding
+#: still answered when attention leaves it?) is absent from folders written before 2026-12-07
+PATTERN_COLUMNS = ("step", "pattern", "exposures", "episodic_share", "q", "qhat", "n_queries",
+                   "accuracy")
 RETENTION_COLUMNS = ("step", "condition", "binding", "lag", "lag_high", "n", "correct",
                      "accuracy")
 #: forgetting.csv (the study protocol's tests, consolidation/forgetting.py): one row per

@@ -12,7 +12,8 @@ Layout (``SCHEMA_VERSION`` 1)::
                        "interrupted"), train_seconds
       metrics.csv      one row per logged step (columns: docs/run_folder.md)
       patterns.csv     every K steps, one row per library pattern: step, pattern, exposures,
-                       episodic_share, q, qhat, n_queries
+                       episodic_share, q, qhat, n_queries, accuracy (hard routing; not in
+                       folders written before 2026-12-07)
       retention.csv    retrieval accuracy against store→query lag at several training stages,
                        with episodic memory on and off
       transition.json  change-point estimate of the phase transition with a bootstrap interval
