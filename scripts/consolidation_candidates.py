@@ -10,10 +10,17 @@ table has one row per run, read from its metrics.csv and config.json only:
   the ceiling of what consolidation can copy from it;
 - ``dip``: the best library accuracy before attention left minus the lowest one after it (how
   far library accuracy fell while attention left; the issue asks for <= 0.05);
+- ``bindings_left``, ``handover_dip``: per binding (patterns.csv), how many library bindings
+  left attention for good, and how far their accuracy fell when they did (below);
 - ``settings``: the config fields that differ from the run's preset and variant.
 
     python scripts/consolidation_candidates.py baseline=runs/c/base raw1=runs/c/raw1
-        --title "..." --results results
+        --title "..." --results results [--handover docs/img/handover.png]
+
+``--handover PNG`` draws, per run, library accuracy against the steps since attention left each
+binding (patterns.csv, folders from 2026-12-07 on): a binding *leaves* at the first logged step
+after the last one where at least half of its queries attended. The curve is the mean over the
+bindings that left, weighted by their queries; a dip right of 0 is what leaving cost.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import pandas as pd
 
 COLUMNS = ["candidate", "seed", "steps", "library_acc", "novel_acc", "attention_library",
            "library_semantic_zeroed", "library_working_only", "library_semantic_only",
-           "attention_acc_library", "dip", "settings"]
+           "attention_acc_library", "dip", "bindings_left", "handover_dip", "settings"]
 
 
 def settings(run: Path) -> str:
@@ -59,8 +66,82 @@ def row(name: str, run: Path) -> dict:
             "library_semantic_zeroed": float(last["acc_library_semantic_zeroed"]),
             "library_working_only": float(last["acc_library_working_only"]),
             "library_semantic_only": float(last["acc_library_semantic_only"]),
-            "attention_acc_library": best, "dip": best - low, "settings": settings(run),
+            "attention_acc_library": best, "dip": best - low, **handover_summary(run),
+            "settings": settings(run),
             "run": str(run)}
+
+
+def handover(run: Path) -> pd.DataFrame:
+    """Per binding that left attention: its accuracy at each step relative to leaving.
+
+    Columns: pattern, since (steps since it left; negative before), accuracy, n_queries,
+    episodic_share. Empty when patterns.csv has no accuracy column or no binding left.
+    """
+    pat = pd.read_csv(run / "patterns.csv")
+    if "accuracy" not in pat.columns:
+        return pd.DataFrame()
+    parts = []
+    for _, g in pat.sort_values("step").groupby("pattern"):
+        attending = g[g["episodic_share"] >= 0.5]
+        after = g[g["step"] > (attending["step"].max() if len(attending) else -1)]
+        if len(attending) and len(after):  # it attended once and left for good
+            parts.append(g.assign(since=g["step"] - after["step"].min()))
+    return pd.concat(parts) if parts else pd.DataFrame()
+
+
+def handover_summary(run: Path, window: int = 300) -> dict:
+    """Bindings that left attention for good, and how far their accuracy fell on leaving.
+
+    ``handover_dip``: the best of the aligned curve in the ``window`` steps before leaving minus
+    its lowest in the ``window`` steps after (NaN for folders without per-binding accuracy).
+    """
+    h = handover(run)
+    if h.empty:
+        return {"bindings_left": 0 if "accuracy" in pd.read_csv(run / "patterns.csv").columns
+                else None, "handover_dip": float("nan")}
+    curve = aligned(h)["accuracy"]
+    before, after = curve[(curve.index >= -window) & (curve.index < 0)], \
+        curve[(curve.index >= 0) & (curve.index <= window)]
+    return {"bindings_left": int(h["pattern"].nunique()),
+            "handover_dip": float(before.max() - after.min())}
+
+
+def aligned(h: pd.DataFrame) -> pd.DataFrame:
+    """Query-weighted mean accuracy and attention per step since leaving, over bindings."""
+    h = h.assign(correct=h["accuracy"] * h["n_queries"],
+                 attending=h["episodic_share"] * h["n_queries"])
+    g = h.groupby("since")[["correct", "attending", "n_queries"]].sum()
+    return pd.DataFrame({"accuracy": g["correct"] / g["n_queries"],
+                         "episodic_share": g["attending"] / g["n_queries"],
+                         "bindings": h.groupby("since")["pattern"].nunique()})
+
+
+def plot_handover(runs: list[tuple[str, Path]], png: Path, window: int = 600) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (acc_ax, att_ax) = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for name, run in runs:
+        h = handover(run)
+        if h.empty:
+            continue
+        curve = aligned(h)
+        curve = curve[(curve.index >= -window) & (curve.index <= window)]
+        label = f"{name} (seed {json.loads((run / 'config.json').read_text())['seed']})"
+        acc_ax.plot(curve.index, curve["accuracy"], marker=".", label=label)
+        att_ax.plot(curve.index, curve["episodic_share"], marker=".", label=label)
+    for ax, what in ((acc_ax, "library accuracy"), (att_ax, "share of queries attending")):
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_xlabel("steps since the binding left attention")
+        ax.set_ylabel(what)
+        ax.set_ylim(0, 1.02)
+    acc_ax.set_title("Each binding's accuracy around its hand-over (mean over bindings)")
+    att_ax.legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
 
 
 def main() -> int:
@@ -69,6 +150,7 @@ def main() -> int:
     ap.add_argument("--title", required=True)
     ap.add_argument("--notes", default="")
     ap.add_argument("--results", default="results")
+    ap.add_argument("--handover", type=Path, help="also draw the per-binding hand-over figure")
     args = ap.parse_args()
 
     from cram.core.benchlog import git_commit, load_line, machine_line, utc_now
@@ -85,6 +167,9 @@ def main() -> int:
         columns=COLUMNS, rows=rows, seeds=sorted({r["seed"] for r in rows}),
         notes=args.notes or __doc__.split("\n\n")[1])
     print(write_result(result, args.results))
+    if args.handover:
+        plot_handover([(spec.partition("=")[0], Path(spec.partition("=")[2]))
+                       for spec in args.runs], args.handover)
     print(pd.DataFrame(rows)[COLUMNS].to_string(index=False))
     return 0
 

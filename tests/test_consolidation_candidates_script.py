@@ -1,0 +1,40 @@
+"""scripts/consolidation_candidates.py: the per-binding hand-over (issue 28, item 2)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from script_helpers import load_script
+
+COLUMNS = ["step", "pattern", "exposures", "episodic_share", "q", "qhat", "n_queries", "accuracy"]
+
+
+def _patterns(tmp_path, rows) -> None:
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp_path / "patterns.csv", index=False)
+
+
+def test_handover_aligns_each_binding_at_the_step_it_left_for_good(tmp_path):
+    script = load_script("consolidation_candidates")
+    rows = []
+    for step in range(0, 700, 100):
+        # binding 0 attends, wavers at 200, comes back, and leaves for good at 400,
+        # answering 1.0 while attending and 0.8 after; binding 1 never leaves
+        share0 = 1.0 if step < 400 and step != 200 else 0.0
+        rows.append([step, 0, 0, share0, 0, 0, 10, 1.0 if share0 or step < 400 else 0.8])
+        rows.append([step, 1, 0, 1.0, 0, 0, 10, 0.9])
+    _patterns(tmp_path, rows)
+    h = script.handover(tmp_path)
+    assert set(h["pattern"]) == {0}
+    assert list(h.sort_values("step")["since"]) == [-400, -300, -200, -100, 0, 100, 200]
+    summary = script.handover_summary(tmp_path)
+    assert summary["bindings_left"] == 1
+    assert summary["handover_dip"] == pytest.approx(0.2)
+
+
+def test_handover_of_a_folder_without_per_binding_accuracy_is_unknown(tmp_path):
+    script = load_script("consolidation_candidates")
+    _patterns(tmp_path, [[0, 0, 0, 1.0, 0, 0, 10, 1.0]])
+    pd.read_csv(tmp_path / "patterns.csv").drop(columns="accuracy").to_csv(
+        tmp_path / "patterns.csv", index=False)  # written before 2026-12-07
+    summary = script.handover_summary(tmp_path)
+    assert summary["bindings_left"] is None and summary["handover_dip"] != summary["handover_dip"]
