@@ -38,3 +38,17 @@ def test_handover_of_a_folder_without_per_binding_accuracy_is_unknown(tmp_path):
         tmp_path / "patterns.csv", index=False)  # written before 2026-12-07
     summary = script.handover_summary(tmp_path)
     assert summary["bindings_left"] is None and summary["handover_dip"] != summary["handover_dip"]
+
+
+def test_row_reads_a_real_run_and_can_evaluate_its_checkpoint_on_held_out_sequences(tmp_path):
+    from cram.consolidation.config import resolve
+    from cram.consolidation.train import train
+
+    script = load_script("consolidation_candidates")
+    run = train("cram", resolve("cram", "cpu-tiny", ["train.steps=10"]), tmp_path / "r",
+                seed=0, progress=False)
+    logged, held_out = script.row("a", run), script.row("a", run, eval_sequences=24)
+    assert logged["eval_sequences"] == 16 and held_out["eval_sequences"] == 24
+    assert logged["steps"] == held_out["steps"] == 10
+    assert 0 <= held_out["novel_acc"] <= 1 and 0 <= held_out["attention_library"] <= 1
+    assert logged["bindings_left"] is not None  # this version writes per-binding accuracy
