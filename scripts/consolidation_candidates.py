@@ -2,7 +2,8 @@
 
 Each argument is ``NAME=RUN_DIR``: a run folder trained with ``cram train`` (any settings). The
 table has one row per run, read from its metrics.csv, patterns.csv and config.json (with
-``--eval-sequences N``, the final columns from its last checkpoint on N held-out sequences):
+``--eval-sequences N``, the final columns of a finished run from its last checkpoint on N
+held-out sequences; a run stopped early keeps its last logged row):
 
 - the final library / novel accuracy, library-query attention, attention per token, library
   accuracy with the semantic output zeroed and with every layer forced to working (or semantic)
@@ -89,6 +90,8 @@ def final_eval(run: Path, sequences: int, seed: int = HELD_OUT_SEED) -> pd.Serie
 
 def row(name: str, run: Path, eval_sequences: int = 0) -> dict:
     m = pd.read_csv(run / "metrics.csv")
+    finished = json.loads((run / "meta.json").read_text()).get("status") == "finished"
+    eval_sequences = eval_sequences if finished else 0  # a stopped run: its last logged row
     last = final_eval(run, eval_sequences) if eval_sequences else m.iloc[-1]
     attending = m[m["attention_library"] >= 0.9]
     best = float(attending["retrieval_acc_library"].max()) if len(attending) else float("nan")
