@@ -163,24 +163,26 @@ def plot_handover(runs: list[tuple[str, Path]], png: Path, window: int = 600) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (acc_ax, att_ax) = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
-    for name, run in runs:
+    fig, (acc_ax, att_ax) = plt.subplots(1, 2, figsize=(12, 6), sharex=True)
+    colors = plt.cm.tab20.colors  # (20, 3): one color per run, 20 before any repeats
+    for i, (name, run) in enumerate(runs):
         h = handover(run)
         if h.empty:
             continue
         curve = aligned(h)
         curve = curve[(curve.index >= -window) & (curve.index <= window)]
         label = f"{name} (seed {json.loads((run / 'config.json').read_text())['seed']})"
-        acc_ax.plot(curve.index, curve["accuracy"], marker=".", label=label)
-        att_ax.plot(curve.index, curve["episodic_share"], marker=".", label=label)
+        style = {"marker": ".", "label": label, "color": colors[i % len(colors)]}
+        acc_ax.plot(curve.index, curve["accuracy"], **style)
+        att_ax.plot(curve.index, curve["episodic_share"], **style)
     for ax, what in ((acc_ax, "library accuracy"), (att_ax, "share of queries attending")):
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_xlabel("steps since the binding left attention")
         ax.set_ylabel(what)
         ax.set_ylim(0, 1.02)
     acc_ax.set_title("Each binding's accuracy around its hand-over (mean over bindings)")
-    att_ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(*acc_ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=7)
+    fig.tight_layout(rect=(0, 0.22, 1, 1))
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
 
