@@ -178,3 +178,38 @@ def run_task(run_dir: str | os.PathLike, config, spec: str | None = None,
     if record is None:
         return training_task(SRCD(config.data))
     return training_task(reload_task(record, spec, list(args), trust=trust, where=str(run_dir)))
+
+
+def evaluate_run(run_dir: str | os.PathLike, overrides: Sequence[str] = (), *,
+                 checkpoint: str = "last.pt", spec: str | None = None,
+                 args: Sequence[str] = (), trust: bool = False) -> dict:
+    """A run's checkpoint evaluated with hard routing on a fresh evaluation set (``cram eval``).
+
+    ``overrides`` (``section.field=value``) change the evaluation set: its size and seed
+    (``train.eval_sequences``, ``train.eval_seed``), length, recurrence. Returns
+    ``{"run", "step", "task", "data", **metrics}``; refuses evaluation data whose vocabulary
+    differs from the model's. Never writes to the run folder.
+    """
+    import torch
+
+    from cram.core.errors import RunFolderError
+    from cram.core.overrides import apply_overrides
+
+    from .checkpoint import load_trained
+    from .config import alias_override
+    from .evaluate import evaluate
+
+    model, config, state = load_trained(Path(run_dir), checkpoint)
+    config = apply_overrides(config, [alias_override(o) for o in overrides])
+    task = run_task(run_dir, config, spec, args, trust=trust)
+    changed = {k: (v, getattr(model.spec, k)) for k, v in task.data_spec.items()
+               if v != getattr(model.spec, k)}
+    if changed:
+        what = ", ".join(f"{k} {v} (the model's: {m})" for k, (v, m) in changed.items())
+        raise RunFolderError(f"{spec or run_dir}: the evaluation data's vocabulary differs "
+                             f"from the model's: {what}")
+    torch.set_num_threads(config.train.threads)
+    eval_set = task.eval_set(config.train.eval_sequences, config.train.eval_seed)
+    ev = evaluate(model, eval_set, config.train.eval_batch_size, torch.device("cpu"), task=task)
+    return {"run": str(run_dir), "step": int(state["step"]), "task": task.name,
+            "data": dataclasses.asdict(config.data), **ev.metrics}

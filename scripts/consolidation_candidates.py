@@ -69,23 +69,11 @@ def final_eval(run: Path, sequences: int, seed: int = HELD_OUT_SEED) -> pd.Serie
     training log's: at 64 sequences (about 250 novel queries) one query moves novel accuracy
     by 0.004, too coarse for a 0.99 target.
     """
-    import dataclasses
+    from cram.consolidation.api import evaluate_run
 
-    import torch
-
-    from cram.consolidation.api import run_task
-    from cram.consolidation.checkpoint import load_trained
-    from cram.consolidation.evaluate import evaluate
-
-    model, config, state = load_trained(run)
-    config = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, eval_sequences=sequences, eval_seed=seed))
-    task = run_task(run, config, None, [])
-    torch.set_num_threads(1)
-    data = task.eval_set(sequences, seed)
-    metrics = evaluate(model, data, config.train.eval_batch_size, torch.device("cpu"),
-                       task=task).metrics
-    return pd.Series({**metrics, "step": int(state["step"])})
+    doc = evaluate_run(run, [f"train.eval_sequences={sequences}", f"train.eval_seed={seed}",
+                             "train.threads=1"])
+    return pd.Series({k: v for k, v in doc.items() if k not in ("run", "task", "data")})
 
 
 def row(name: str, run: Path, eval_sequences: int = 0) -> dict:
@@ -112,15 +100,16 @@ def row(name: str, run: Path, eval_sequences: int = 0) -> dict:
             "run": str(run)}
 
 
-def handover(run: Path) -> pd.DataFrame:
+def handover(run: Path) -> pd.DataFrame | None:
     """Per binding that left attention: its accuracy at each step relative to leaving.
 
     Columns: pattern, since (steps since it left; negative before), accuracy, n_queries,
-    episodic_share. Empty when patterns.csv has no accuracy column or no binding left.
+    episodic_share. Empty when no binding left; None when patterns.csv has no accuracy column
+    (folders written before 2026-12-07).
     """
     pat = pd.read_csv(run / "patterns.csv")
     if "accuracy" not in pat.columns:
-        return pd.DataFrame()
+        return None
     parts = []
     for _, g in pat.sort_values("step").groupby("pattern"):
         attending = g[g["episodic_share"] >= 0.5]
@@ -137,9 +126,8 @@ def handover_summary(run: Path, window: int = 300) -> dict:
     its lowest in the ``window`` steps after (NaN for folders without per-binding accuracy).
     """
     h = handover(run)
-    if h.empty:
-        return {"bindings_left": 0 if "accuracy" in pd.read_csv(run / "patterns.csv").columns
-                else None, "handover_dip": float("nan")}
+    if h is None or h.empty:
+        return {"bindings_left": None if h is None else 0, "handover_dip": float("nan")}
     curve = aligned(h)["accuracy"]
     before, after = curve[(curve.index >= -window) & (curve.index < 0)], \
         curve[(curve.index >= 0) & (curve.index <= window)]
@@ -167,7 +155,7 @@ def plot_handover(runs: list[tuple[str, Path]], png: Path, window: int = 600) ->
     colors = plt.cm.tab20.colors  # (20, 3): one color per run, 20 before any repeats
     for i, (name, run) in enumerate(runs):
         h = handover(run)
-        if h.empty:
+        if h is None or h.empty:
             continue
         curve = aligned(h)
         curve = curve[(curve.index >= -window) & (curve.index <= window)]

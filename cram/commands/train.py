@@ -113,37 +113,17 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    import dataclasses
     import json
     from pathlib import Path
 
-    import torch
-
-    from cram.consolidation.api import run_task
-    from cram.consolidation.checkpoint import load_trained
-    from cram.consolidation.config import alias_override
-    from cram.consolidation.evaluate import evaluate
+    from cram.consolidation.api import evaluate_run
     from cram.core.errors import RunFolderError
     from cram.core.jsonio import atomic_write_json
-    from cram.core.overrides import apply_overrides
 
-    run_dir = Path(args.run_dir)
     if args.out and Path(args.out).exists():
         raise RunFolderError(f"{args.out}: exists; refusing to overwrite")
-    model, config, state = load_trained(run_dir, args.checkpoint)
-    config = apply_overrides(config, [alias_override(o) for o in args.overrides])
-    task = run_task(run_dir, config, args.task, args.task_args, trust=args.trust_task)
-    changed = {k: (v, getattr(model.spec, k)) for k, v in task.data_spec.items()
-               if v != getattr(model.spec, k)}
-    if changed:
-        what = ", ".join(f"{k} {v} (the model's: {m})" for k, (v, m) in changed.items())
-        raise RunFolderError(f"{args.task or run_dir}: the evaluation data's vocabulary differs "
-                             f"from the model's: {what}")
-    torch.set_num_threads(config.train.threads)
-    eval_set = task.eval_set(config.train.eval_sequences, config.train.eval_seed)
-    ev = evaluate(model, eval_set, config.train.eval_batch_size, torch.device("cpu"), task=task)
-    doc = {"run": str(run_dir), "step": int(state["step"]), "task": task.name,
-           "data": dataclasses.asdict(config.data), **ev.metrics}
+    doc = evaluate_run(args.run_dir, args.overrides, checkpoint=args.checkpoint, spec=args.task,
+                       args=args.task_args, trust=args.trust_task)
     if args.out:
         atomic_write_json(args.out, doc)
     if args.json:
