@@ -24,7 +24,8 @@ from typing import NamedTuple
 
 import torch
 
-from cram.core.errors import CheckpointError, RunFolderError
+from cram.core.errors import CheckpointError, ConfigError, RunFolderError
+from cram.core.identity import drop_retired
 from cram.core.runs import CHECKPOINT_DIR, CONFIG_FILE, read_json
 
 FORMAT = "cram-checkpoint-v1"
@@ -168,7 +169,7 @@ def rebuild_model(state: dict):
     from cram.models import DataSpec, ModelConfig, build_model
 
     args = state["model_args"]
-    cfg = dict(args["config"])
+    cfg = drop_retired("model_config", args["config"], "checkpoint model arguments")
     cfg["attention_layers"] = tuple(cfg.get("attention_layers", ()))
     model = build_model(state["model_name"], ModelConfig(**cfg), DataSpec(**args["spec"]))
     try:
@@ -220,6 +221,10 @@ def with_default_fields(model_args: dict) -> dict:
     if not isinstance(config, dict):
         return model_args
     known = {f.name for f in dataclasses.fields(ModelConfig)}
+    try:
+        config = drop_retired("model_config", config, "checkpoint")
+    except ConfigError:  # a retired field at another value: compared as it is (and differs)
+        return model_args
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     if set(fields) - known:
         return model_args

@@ -13,6 +13,7 @@ from typing import Literal
 
 from cram.core.errors import ConfigError
 from cram.core.fields import check_fields, config_field, expected
+from cram.core.identity import drop_retired
 from cram.models import MODEL_VARIANTS, ModelConfig, ModelVariant, check_model_name
 from cram.tasks.srcd_stream import SRCDConfig
 from cram.tasks.study import StudyConfig
@@ -41,7 +42,6 @@ class TrainConfig:
     # ramps in from there; "fixed" = warm-up and ramp at the step counts above (a schedule tuned
     # to one task and length: `cram bench schedule` compares the two)
     schedule: Literal["fixed", "learned"] = "learned"
-    schedule_criterion: Literal["retrieval", "accuracy"] = "retrieval"
     schedule_threshold: float = config_field(0.9, range=(0, 1))  # criterion value that ends a
     #   learned warm-up
     schedule_horizon: int = config_field(20, min=1)  # EMA horizon of the criterion, in steps
@@ -64,12 +64,11 @@ class TrainConfig:
     signal_weight: float = config_field(1.0, min=0)  # next-signal MSE
     consolidation_weight: float = config_field(1.0, min=0)  # semantic → stop-grad episodic, in
     #   q's space
-    consolidation_raw_weight: float = config_field(0.1, min=0)  # extra raw-vector term (keeps
-    #   downstream inputs alike)
+    consolidation_raw_weight: float = config_field(1.0, min=0)  # raw-vector term: f_sem → r_E
+    #   itself, so the layers above a semantic read get the input attention gave them (1.0 since
+    #   issue 28, 2026-12-07; 0.1 before, which left library answers dipping at hand-over)
     familiarity_weight: float = config_field(1.0, min=0)  # q̂ regression toward q
     probe_weight: float = config_field(1.0, min=0)  # value probe on r_E (defines value-space q)
-    familiarity_scope: Literal["all", "retrieving"] = "all"  # issue 13: "retrieving" = a layer's
-    #   consolidation / familiarity targets count a token only where no lower layer attended
     cost_query: float = config_field(2.0, min=0)  # λ on the expected episodic share of query
     #   tokens
     cost_nonquery: float = config_field(0.5, min=0)  # λ on the expected episodic share of other
@@ -78,13 +77,14 @@ class TrainConfig:
     router_logit_weight: float = config_field(0.0, min=0)  # penalty on the router's centred
     #   squared logits (query and non-query tokens averaged apart): keeps the router off
     #   saturation, where no cost moves it
-    router_consistency_weight: float = config_field(0.0, min=0)  # after warm-up, at query
+    router_consistency_weight: float = config_field(1.0, min=0)  # after warm-up, at query
     #   tokens (labelled or not): the expected distance, in the value probe's readout, of the
     #   working and semantic tiers' outputs from the stop-grad episodic readout, weighted by the
     #   router's softmax over those two logits: teaches which non-attention tier reproduces what
-    #   attention would fetch where no label says it (the attention share stays the cost's)
+    #   attention would fetch where no label says it (the attention share stays the cost's);
+    #   1.0 since issue 28 (2026-12-07), 0 before
     cost_gate: Literal["none", "familiarity", "familiarity-queries", "replaceable"] = \
-        "familiarity"
+        "familiarity-queries"  # issue 28 (2026-12-07; "familiarity" before)
     #   each token's cost is scaled by its stop-grad q̂: attention is charged only where the
     #   model predicts consolidation; "none": the ungated cost;
     #   "familiarity-queries": query tokens gated, non-query tokens (no binding) charged ungated;
@@ -191,6 +191,7 @@ class ExperimentConfig:
             if not isinstance(section, Mapping):
                 raise ConfigError(f"{source}: field {key!r} is {section!r:.40}, expected a JSON "
                                   "object")
+            section = drop_retired(key, section, source)
             hints = typing.get_type_hints(klass)
             for name, value in section.items():
                 if name not in hints:
@@ -211,51 +212,79 @@ class ExperimentConfig:
             raise ConfigError(f"{source}: does not match this cram version ({err})") from None
 
 
+#: issue 28 (2026-12-07): the task of the demo, cpu and paper presets. Library answers are
+#: unlabelled (a library value reaches a library query only through attention or through what
+#: consolidation wrote, so the readout cannot learn the library directly) and keys are noisy
+#: vectors (familiarity must be learned from what a key looks like, not from its id)
+SHORTCUT_CLOSED = {"key_encoding": "vector", "key_noise": 0.1, "library_answer": "unlabelled"}
+#: the CRAM defaults before issue 28; the presets named ``*-labelled`` keep them, on the paper's
+#: labelled SRCD with id keys, so every run made on demo/cpu/paper before 2026-12-07 is one preset
+#: name away (the claims that were measured there name these presets)
+BEFORE_ISSUE_28_MODEL = {"router_feature": "prob", "familiarity_hidden": 32}
+BEFORE_ISSUE_28_TRAIN = {"consolidation_raw_weight": 0.1, "router_consistency_weight": 0.0,
+                         "cost_gate": "familiarity"}
+
+
 def _preset_table() -> dict[str, ExperimentConfig]:
     tiny = ExperimentConfig(
         SRCDConfig(length=64, query_rate=0.08, n_library=20, n_novel_keys=200, n_values=16),
         ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, ct_dim=32, semantic_rank=8,
-                    familiarity_hidden=16, attention_layers=(1,),
-                    working_dropout=0.0),  # the pinned golden runs (tests/data) predate it
+                    attention_layers=(1,), working_dropout=0.0,  # the pinned golden runs
+                    **{**BEFORE_ISSUE_28_MODEL, "familiarity_hidden": 16}),  # (tests/data)
         TrainConfig(steps=30, batch_size=8, warmup_steps=10, tau_anneal_steps=10, cost_ramp_steps=5,
                     log_every=10, eval_sequences=16, eval_batch_size=16, pattern_every=10,
                     checkpoint_every=10, retention_stages=1, lr_warmup_steps=5,
-                    schedule="fixed"),  # a 30-step smoke run never learns retrieval
+                    schedule="fixed",  # a 30-step smoke run never learns retrieval
+                    **BEFORE_ISSUE_28_TRAIN),
     )
-    demo = ExperimentConfig(
-        SRCDConfig(length=256),
-        ModelConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, ct_dim=64, semantic_rank=16),
-        TrainConfig(steps=700, batch_size=32, warmup_steps=150, log_every=25, pattern_every=50,
-                    checkpoint_every=50),
-    )
-    cpu = ExperimentConfig(
-        SRCDConfig(length=512),
-        ModelConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, ct_dim=64, semantic_rank=16),
-        TrainConfig(steps=3000, batch_size=32, warmup_steps=300, tau_anneal_steps=400,
-                    cost_ramp_steps=200, log_every=50, pattern_every=100, checkpoint_every=100,
-                    eval_sequences=128, retention_stages=4),
-    )
+    small = {"d_model": 64, "n_layers": 2, "n_heads": 4, "d_ff": 128, "ct_dim": 64}
+    demo_train = {"batch_size": 32, "warmup_steps": 150, "log_every": 25, "pattern_every": 50,
+                  "checkpoint_every": 50}
+    cpu_train = {"steps": 3000, "batch_size": 32, "warmup_steps": 300, "tau_anneal_steps": 400,
+                 "cost_ramp_steps": 200, "log_every": 50, "pattern_every": 100,
+                 "checkpoint_every": 100, "eval_sequences": 128, "retention_stages": 4}
     # issue 13/16: the routing schedule is learned (warm-up ends when attention retrieves; on
     # an H200 the dense Transformer learned retrieval at about step 1200 of this preset), and
     # the step count is sized to train in minutes on one H200 (docs/benchmarks.md, GPU check).
     # The fixed-schedule numbers stay for `cram bench schedule` comparisons.
-    paper = ExperimentConfig(
+    paper_model = {"d_model": 128, "n_layers": 4, "n_heads": 8, "d_ff": 512, "ct_dim": 128,
+                   "attention_layers": (1, 3)}
+    paper_train = {"steps": 2400, "batch_size": 16, "lr": 1e-3, "warmup_steps": 1500,
+                   "tau_anneal_steps": 300, "cost_ramp_steps": 300, "log_every": 100,
+                   "pattern_every": 300, "checkpoint_every": 300, "eval_sequences": 64,
+                   "eval_batch_size": 32, "retention_stages": 3, "lr_warmup_steps": 200}
+    # issue 28: the default CRAM on the shortcut-closed task. The semantic tier holds the whole
+    # library (rank 64; 16 left bindings out), and the demo trains 2100 steps: attention hands
+    # library bindings over between steps 650 and 1000 (docs/cram.md)
+    demo = ExperimentConfig(SRCDConfig(length=256, **SHORTCUT_CLOSED),
+                            ModelConfig(**small, semantic_rank=64),
+                            TrainConfig(steps=2100, **demo_train))
+    cpu = ExperimentConfig(SRCDConfig(length=512, **SHORTCUT_CLOSED),
+                           ModelConfig(**small, semantic_rank=64), TrainConfig(**cpu_train))
+    paper = ExperimentConfig(SRCDConfig(length=2048, **SHORTCUT_CLOSED),
+                             ModelConfig(**paper_model, semantic_rank=64),
+                             TrainConfig(**paper_train))
+    # the same presets as they were before issue 28: labelled SRCD, id keys, earlier defaults
+    demo_labelled = ExperimentConfig(
+        SRCDConfig(length=256), ModelConfig(**small, semantic_rank=16, **BEFORE_ISSUE_28_MODEL),
+        TrainConfig(steps=700, **demo_train, **BEFORE_ISSUE_28_TRAIN))
+    cpu_labelled = ExperimentConfig(
+        SRCDConfig(length=512), ModelConfig(**small, semantic_rank=16, **BEFORE_ISSUE_28_MODEL),
+        TrainConfig(**cpu_train, **BEFORE_ISSUE_28_TRAIN))
+    paper_labelled = ExperimentConfig(
         SRCDConfig(length=2048),
-        ModelConfig(d_model=128, n_layers=4, n_heads=8, d_ff=512, ct_dim=128, semantic_rank=32,
-                    attention_layers=(1, 3)),
-        TrainConfig(steps=2400, batch_size=16, lr=1e-3, warmup_steps=1500,
-                    tau_anneal_steps=300, cost_ramp_steps=300, log_every=100, pattern_every=300,
-                    checkpoint_every=300, eval_sequences=64, eval_batch_size=32,
-                    retention_stages=3, lr_warmup_steps=200),
-    )
-    return {"cpu-tiny": tiny, "demo": demo, "cpu": cpu, "paper": paper}
+        ModelConfig(**paper_model, semantic_rank=32, **BEFORE_ISSUE_28_MODEL),
+        TrainConfig(**paper_train, **BEFORE_ISSUE_28_TRAIN))
+    return {"cpu-tiny": tiny, "demo": demo, "cpu": cpu, "paper": paper,
+            "demo-labelled": demo_labelled, "cpu-labelled": cpu_labelled,
+            "paper-labelled": paper_labelled}
 
 
 PRESETS = _preset_table()
 
 
 def get_preset(name: str) -> ExperimentConfig:
-    """The named preset's config (cpu-tiny, demo, cpu or paper)."""
+    """The named preset's config (cpu-tiny, demo, cpu, paper or one of the ``*-labelled``)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -47,7 +47,6 @@ from cram.models.tiers import EVENT_QUERY, Tier, raw_mse, readout_kl
 from cram.tasks.srcd_stream import IGNORE_INDEX
 
 from .config import TrainConfig
-from .layer_familiarity import attended_below, scoped  # issue 13
 from .restore import sync_free  # issue 16
 
 #: batch key of the ``cost_gate="replaceable"`` mask (B, T): 1.0 where a labelled token is
@@ -131,11 +130,9 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
         consistency = loss_value.new_zeros(())
         cost_scale = (schedule or cfg).cost_scale(step)  # issue 13
         replaceable = batch.get(ANSWERED_WITHOUT_ATTENTION)  # (B, T) float or None (issue 32)
-        below = attended_below(cram_layers) if cfg.familiarity_scope == "retrieving" \
-            else [None] * len(cram_layers)  # issue 13: layer-aware familiarity
-        for s, below_s in zip(cram_layers, below):
+        for s in cram_layers:
             where = is_query & s.computed  # (B, T)
-            own, target = scoped(where, s.q, below_s)  # issue 13 (all: own = where, target = q)
+            own, target = where, s.q
             probe = probe + _probe_loss(s.probe_episodic, answer, where, resident)
             log_p_e = F.log_softmax(s.probe_episodic.detach().float(), -1)  # (B, T, V)
             log_p_s = F.log_softmax(s.probe_semantic.float(), -1)

@@ -28,16 +28,16 @@ The step after the criterion fires is the *switch step*; from there temperature 
 cost ramps in over the same step counts as in the fixed schedule, counted from the switch.
 
 The criterion reads only what every task provides: the labels of scored tokens and the model's
-own predictions. ``schedule_criterion="retrieval"`` (default): accuracy of the training forward on
+own predictions: the accuracy of the training forward on
 the scored tokens that a *no-retrieval* forward of the same model (every layer forced to working
 memory) gets wrong. Tokens answerable without attention (on SRCD the library queries, memorised
 by embeddings and readout by step 75) drop out of it, so it stays near chance until attention
 really retrieves. During warm-up the training forward routes every token to episodic memory, so
-this is the accuracy of the episodic path on what needs it. ``"accuracy"``: accuracy on every
-scored token (an ablation, fooled by the memorised tokens). The signal is a ratio of two EMAs
-(hits and counts, horizon ``schedule_horizon`` steps), so steps with few counted tokens weigh
-less. It fires when the signal reaches ``schedule_threshold`` after at least ``schedule_horizon``
-updates.
+this is the accuracy of the episodic path on what needs it. (Plain accuracy on every scored
+token, an ablation fooled by the memorised tokens, was removed on 2026-12-07.) The signal is a
+ratio of two EMAs (hits and counts, horizon ``schedule_horizon`` steps), so steps with few
+counted tokens weigh less. It fires when the signal reaches ``schedule_threshold`` after at least
+``schedule_horizon`` updates.
 """
 
 from __future__ import annotations
@@ -213,11 +213,11 @@ class RoutingSchedule:
         c = self.cfg
         if self.fired_by == "criterion":
             return (f"routing schedule: retrieval criterion met at step {step} "
-                    f"({c.schedule_criterion} = {self.signal:.3f} >= {c.schedule_threshold}); "
+                    f"(retrieval = {self.signal:.3f} >= {c.schedule_threshold}); "
                     f"warm-up ends, cost ramps in from step {step + 1}")
         if self.fired_by == "plateau":
             return (f"routing schedule: retrieval plateaued at step {step} "
-                    f"({c.schedule_criterion} = {self.signal:.3f}, "
+                    f"(retrieval = {self.signal:.3f}, "
                     f"up {self.signal - self.lowest:.3f} from its lowest {self.lowest:.3f}, "
                     f"gained < {c.schedule_min_rise} over the "
                     f"last {self.plateau_window} updates; threshold {c.schedule_threshold} not "
@@ -225,7 +225,7 @@ class RoutingSchedule:
         why = "still rising at the hard limit" if self.rising() else "no longer rising"
         return (f"routing schedule: WARNING retrieval criterion NOT met within the maximum wait "
                 f"(step {step + 1}: {why}; base {self.max_wait}, hard {self.hard_max_wait} steps; "
-                f"{c.schedule_criterion} = {self.signal:.3f} < {c.schedule_threshold}); "
+                f"retrieval = {self.signal:.3f} < {c.schedule_threshold}); "
                 f"warm-up ends anyway at step {step + 1}, routing may collapse")
 
     # ------------------------------------------------------------------ persistence
@@ -254,7 +254,7 @@ class RoutingSchedule:
         c = self.cfg
         out = {"kind": self.kind, "warmup_end": self.switch_step, "fired_by": self.fired_by}
         if self.kind == "learned":
-            out.update(criterion=c.schedule_criterion, threshold=c.schedule_threshold,
+            out.update(criterion="retrieval", threshold=c.schedule_threshold,
                        horizon=c.schedule_horizon, max_wait=self.max_wait,
                        hard_max_wait=self.hard_max_wait, min_rise=c.schedule_min_rise,
                        plateau_window=self.plateau_window, plateau_gain=c.schedule_plateau_gain,
@@ -266,16 +266,16 @@ class RoutingSchedule:
 
 
 @torch.no_grad()
-def measure_criterion(model, batch: dict, logits: torch.Tensor, criterion: str,
+def measure_criterion(model, batch: dict, logits: torch.Tensor,
                       ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hits, count) of ``criterion`` for the training forward's ``logits`` (B, T, V).
+    """(hits, count) of the retrieval criterion for the training forward's ``logits`` (B, T, V).
 
     Both are 0-dim tensors on the logits' device (nothing is read back to the host here).
 
-    ``"retrieval"`` runs one extra forward without gradients, every layer forced to working
-    memory (hard routing: no attention is computed), as the no-retrieval baseline.
+    It runs one extra forward without gradients, every layer forced to working memory (hard
+    routing: no attention is computed), as the no-retrieval baseline.
     """
-    baseline = no_retrieval_logits(model, batch) if criterion == "retrieval" else None
+    baseline = no_retrieval_logits(model, batch)
     return criterion_tensors(logits.detach(), batch["answer"], ignore_index, baseline)
 
 

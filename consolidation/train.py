@@ -547,7 +547,7 @@ def _measure_signal(model, batch, logits, cfg_t) -> tuple[torch.Tensor, torch.Te
 
     ``batch["answer"]`` is the loss view's answer (a token task: its labels).
     """
-    return measure_criterion(model, batch, logits, cfg_t.schedule_criterion, IGNORE_INDEX)
+    return measure_criterion(model, batch, logits, IGNORE_INDEX)
 
 
 def _update_schedule(schedule: RoutingSchedule, hits, count, step: int,

@@ -14,9 +14,10 @@ not (``cram``, ``cram-ungated``, ``cram-no-consolidation``, ``cram-no-consolidat
 two baselines charged like CRAM (``seqboat-matched``: the same λ on the attention share, warm-up
 and ramp; ``mod-matched``: capacity at the novel-query floor of the task's data).
 
-Tasks (``TASKS``): ``srcd-id``, ``srcd-vector`` (familiarity must be learned from key vectors) and
+Tasks (``TASKS``): ``srcd-id``, ``srcd-vector`` (familiarity must be learned from key vectors),
 ``srcd-permuted`` / ``srcd-unlabelled`` (the readout shortcut closed:
-``data.library_answer=permuted`` or ``unlabelled``, docs/srcd.md) and every built-in token task
+``data.library_answer=permuted`` or ``unlabelled``, docs/srcd.md), ``srcd-unlabelled-vector``
+(both: the demo, cpu and paper presets' own task since issue 28) and every built-in token task
 of ``cram tasks`` (``recall-unmarked``, ``recall-marked``, ``phrases``), trained through
 ``--task NAME`` with the bench's ``--task-arg`` values. On a token task "gated" is the token
 default ``train.cost_gate=replaceable`` (before 2026-12-06: ``familiarity-queries``) and
@@ -44,11 +45,15 @@ MECHANISM_MODELS = ("cram", "cram-ungated", "cram-no-consolidation",
 GRID = {"cram": (True, True), "cram-ungated": (True, False),
         "cram-no-consolidation": (False, True), "cram-no-consolidation-ungated": (False, False)}
 #: task name → the ``--set`` overrides that make it (applied before the user's own)
+#: (explicit in both fields, so a task means the same on every preset: since issue 28 the demo,
+#: cpu and paper presets train on ``srcd-unlabelled-vector``; the ``*-labelled`` presets on
+#: ``srcd-id``)
 TASKS: dict[str, tuple[str, ...]] = {
-    "srcd-id": (),
-    "srcd-vector": ("data.key_encoding=vector",),
-    "srcd-permuted": ("data.library_answer=permuted",),
-    "srcd-unlabelled": ("data.library_answer=unlabelled",),
+    "srcd-id": ("data.key_encoding=id", "data.library_answer=fixed"),
+    "srcd-vector": ("data.key_encoding=vector", "data.library_answer=fixed"),
+    "srcd-permuted": ("data.key_encoding=id", "data.library_answer=permuted"),
+    "srcd-unlabelled": ("data.key_encoding=id", "data.library_answer=unlabelled"),
+    "srcd-unlabelled-vector": ("data.key_encoding=vector", "data.library_answer=unlabelled"),
 }
 #: ablation name → Route keywords (hard routing; ``semantic_zeroed`` only for CRAM models)
 ABLATIONS = (("normal", {}), ("semantic_zeroed", {"ablate": "semantic"}),

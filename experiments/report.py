@@ -240,9 +240,18 @@ def _why_text(run, transition: dict) -> str:
     novel = _first(run, "qhat_novel_retrieving", "qhat_novel")
     where = (" in the layer that retrieves (the figure shows the mean over layers)"
              if _last(run, "qhat_library_retrieving") is not None else "")
-    gate = ("The attention cost charges each token in proportion to q̂, the model's own estimate "
+    cost_gate = (run.config.get("train") or {}).get("cost_gate", "familiarity")
+    charged = ("each query in proportion to q̂" if cost_gate in ("familiarity-queries",
+                                                                 "replaceable")
+               else "each token in proportion to q̂")
+    gate = (f"The attention cost charges {charged}, the model's own estimate "
             "that the semantic tier already says what attention would retrieve, so a query "
-            "leaves attention only once q̂ marks it as familiar.")
+            "leaves attention only once q̂ marks it as familiar."
+            + (" Tokens that are not queries hold no binding and are charged in full."
+               if charged.startswith("each query") else ""))
+    if cost_gate == "none":
+        gate = ("The attention cost is not gated by q̂ (cost_gate none): every token is charged "
+                "the same, whatever the semantic tier holds.")
     if rise is None:
         return gate + " Here q̂ shows no rise on library queries over novel ones."
     order = (f"{lag:.0f} steps before the fall" if lag is not None and lag > 0
@@ -327,7 +336,11 @@ def _zeroed_text(run) -> str:
     lib, nov = _last(run, "acc_library_semantic_zeroed"), _last(run, "acc_novel_semantic_zeroed")
     if lib is None or nov is None:
         return ""
+    n_values = (run.config.get("data") or {}).get("n_values")
+    chance = (f" (chance is 1/{n_values} = {1 / n_values:.3f})"
+              if isinstance(n_values, int) and n_values > 0 else "")
     return (f" Zeroing the semantic tier's output, with the router's choices kept, leaves library "
-            f"accuracy at {lib:.3f} and novel accuracy at {nov:.3f}: "
+            f"accuracy at {lib:.3f}{chance} and novel accuracy at {nov:.3f}: "
             + ("the answers do not depend on what the semantic tier says." if lib >= 0.9 else
-               "the library answers depend on it."))
+               "the library answers depend on it: they come from what consolidation wrote into "
+               "the semantic tier."))

@@ -59,7 +59,8 @@ _VARIANTS = (
     ModelVariant("cram", "CRAM: working + episodic + semantic tiers, learned router reading q̂",
                  "cram", "CRAM"),
     ModelVariant("cram-raw-q", "ablation: q and the consolidation loss in raw vector space "
-                 "(the paper's form)", "cram", "CRAM", {"q_space": "raw"}),
+                 "(the paper's form; router consistency off: it compares value-space readouts)",
+                 "cram", "CRAM", {"q_space": "raw"}, train={"router_consistency_weight": 0.0}),
     ModelVariant("cram-oracle-q", "ablation: router reads the true q (the paper as written); "
                  "attends everywhere", "cram", "CRAM", {"router_reads": "q"}),
     ModelVariant("cram-static", "ablation: every query reads episodic memory, no other token does",
@@ -68,9 +69,10 @@ _VARIANTS = (
                  "model (the oracle ablation exists on SRCD only)"),
     ModelVariant("cram-no-consolidation", "ablation: no consolidation loss", "cram", "CRAM",
                  train={"consolidation_weight": 0.0, "consolidation_raw_weight": 0.0}),
-    ModelVariant("cram-logit-router", "CRAM for familiarity that must be learned (key vectors): "
-                 "the router reads q̂'s log-odds and is kept off saturation; non-query tokens pay "
-                 "ungated", "cram", "CRAM", {"router_feature": "logit", "familiarity_hidden": 128},
+    ModelVariant("cram-logit-router", "ablation: router logits kept off saturation "
+                 "(router_logit_weight 0.01); on the labelled presets also the log-odds router, "
+                 "128-unit familiarity head and query-only gate that are CRAM's defaults since "
+                 "issue 28", "cram", "CRAM", {"router_feature": "logit", "familiarity_hidden": 128},
                  train={"router_logit_weight": 0.01, "cost_gate": "familiarity-queries"}),
     # issue 15, the 2×2 of consolidation loss on/off × cost gated/ungated (with cram and
     # cram-no-consolidation), and the cost-matched baselines of `cram bench mechanism`

@@ -59,9 +59,6 @@ class ModelConfig:
     #   position features stay)
     # semantic tier + consolidation (CRAM)
     semantic_rank: int = config_field(16, min=1)  # rank r of the low-rank semantic MLP
-    semantic_input: Literal["hidden", "stopgrad"] = "hidden"  # issue 28 (candidate): the
-    #   semantic MLP reads the hidden state, or a stop-grad copy (its losses train its own
-    #   weights only, never the shared representation attention matches keys in)
     #   (paper: d/16)
     # routing switches (typed and validated as ``RoutingConfig``; read them as ``.routing``)
     q_space: QSpace = "value"  # where the consolidation score q is measured
@@ -71,11 +68,14 @@ class ModelConfig:
     #   Σ_v p_E(v)·p_S(v), the chance both readouts name the same value (low while they say
     #   nothing, so an untrained pair does not look consolidated); "kl": exp(-KL(p_E‖p_S)/σ)
     router_reads: RouterReads = "qhat"  # "q": the paper as written (oracle q)
-    router_feature: RouterFeature = "prob"  # what the router reads of q̂ (or q): the
-    #   probability, or its log-odds (a scale on which a small router weight separates 0.7 from 0.2)
+    router_feature: RouterFeature = "logit"  # what the router reads of q̂ (or q): its
+    #   log-odds (default since issue 28, 2026-12-07: a scale on which a small router weight
+    #   separates 0.7 from 0.2, so the router can wait for familiarity learned from key vectors)
+    #   or the probability ("prob", the paper's form and the default before)
     router_episodic_bias: float = 2.0  # router initialised toward episodic memory
     static_routing: bool = False  # cram-static: queries read episodic memory, nothing else does
-    familiarity_hidden: int = config_field(32, min=1)
+    familiarity_hidden: int = config_field(128, min=1)  # width of the familiarity head's hidden
+    #   layer (128 since issue 28, 2026-12-07; 32 before: too narrow for q̂ from key vectors)
     # baselines
     attention_layers: tuple[int, ...] = (1,)  # static hybrid: which layers are attention layers
     mod_capacity: float = config_field(0.125, gt=0, max=1)  # Mixture-of-Depths: share of

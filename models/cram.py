@@ -107,7 +107,6 @@ class CRAMBlock(nn.Module):
         self.episodic = CausalSelfAttention(d, config.n_heads, config.attention_window,
                                             rope=config.attention_rope)
         self.semantic = SemanticMemory(d, config.semantic_rank)
-        self.semantic_stopgrad = config.semantic_input == "stopgrad"
         self.familiarity = FamiliarityHead(d, config.familiarity_hidden)
         self.value_probe = nn.Linear(d, spec.n_values)  # decodes what a memory output "says"
         self.router = nn.Linear(d + 1, len(TIERS))
@@ -182,7 +181,7 @@ class CRAMBlock(nn.Module):
                 working = working * working_keep[:, None, None].to(working.dtype)
             x = x + working
         h = self.norm_memory(layer_input if self.working_layout == "parallel" else x)  # (B, T, d)
-        f_sem = self.semantic(h.detach() if self.semantic_stopgrad else h)  # (B, T, d)
+        f_sem = self.semantic(h)  # (B, T, d)
         qhat_logit = self.familiarity.logit(h.detach())  # (B, T)
         qhat = torch.sigmoid(qhat_logit)  # (B, T)
         # only cram-static reads the query mask (an SRCD input); it is refused on token tasks

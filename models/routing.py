@@ -53,7 +53,7 @@ class RoutingConfig:
     q_space: QSpace = "value"
     q_value_score: QValueScore = "agreement"
     router_reads: RouterReads = "qhat"
-    router_feature: RouterFeature = "prob"
+    router_feature: RouterFeature = "logit"
     static_routing: bool = False  # queries read episodic memory, nothing else does (cram-static)
 
     def __post_init__(self) -> None:

@@ -47,6 +47,7 @@ COLUMNS = ["candidate", "seed", "steps", "eval_sequences", "attention_tokens", "
 def settings(run: Path) -> str:
     """``section.field=value`` of every config field that differs from the preset's variant."""
     from cram.consolidation.config import PRESETS, resolve
+    from cram.core.identity import RETIRED_FIELDS
 
     saved = json.loads((run / "config.json").read_text())
     if saved["preset"] not in PRESETS:  # trained from a config built in Python: no baseline
@@ -55,7 +56,8 @@ def settings(run: Path) -> str:
     out = []
     for section, key in (("data", "data"), ("model", "model_config"), ("train", "train")):
         for name, value in saved[key].items():
-            if name not in base[key] and not value:
+            if name not in base[key] and (not value or RETIRED_FIELDS.get(f"{key}.{name}")
+                                          == value):
                 continue  # a field this version no longer has, at its off value
             if base[key].get(name) != value and name != "steps":
                 out.append(f"{section}.{name}={value}")
@@ -175,6 +177,39 @@ def plot_handover(runs: list[tuple[str, Path]], png: Path, window: int = 600) ->
     fig.savefig(png, dpi=110)
 
 
+def plot_curves(runs: list[tuple[str, Path]], png: Path) -> None:
+    """Per run, against step: library accuracy, library-query attention and novel accuracy.
+
+    Every logged row (metrics.csv, 64 sequences), one line per run, one color per candidate
+    name: the per-step curve that shows whether library accuracy dips while attention leaves.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharex=True)
+    names = list(dict.fromkeys(name for name, _ in runs))
+    colors = plt.cm.tab10.colors
+    for name, run in runs:
+        m = pd.read_csv(run / "metrics.csv")
+        m = m[m["phase"] != "final"] if "phase" in m else m
+        color = colors[names.index(name) % len(colors)]
+        for ax, column in zip(axes, ("retrieval_acc_library", "attention_library",
+                                     "retrieval_acc_novel")):
+            ax.plot(m["step"], m[column], color=color, lw=1, alpha=0.8,
+                    label=name if run == next(r for n, r in runs if n == name) else None)
+    titles = ("library accuracy", "share of library queries attending", "novel accuracy")
+    for ax, title in zip(axes, titles):
+        ax.set_title(title)
+        ax.set_xlabel("training step")
+        ax.set_ylim(0, 1.02)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="NAME=RUN_DIR")
@@ -185,6 +220,8 @@ def main() -> int:
                     help="final columns from the last checkpoint on this many held-out sequences "
                          "(default: the last metrics.csv row)")
     ap.add_argument("--handover", type=Path, help="also draw the per-binding hand-over figure")
+    ap.add_argument("--curves", type=Path, help="also draw every run's per-step library and "
+                    "novel accuracy and library-query attention")
     args = ap.parse_args()
 
     from cram.core.benchlog import git_commit, load_line, machine_line, utc_now
@@ -204,6 +241,9 @@ def main() -> int:
     if args.handover:
         plot_handover([(spec.partition("=")[0], Path(spec.partition("=")[2]))
                        for spec in args.runs], args.handover)
+    if args.curves:
+        plot_curves([(spec.partition("=")[0], Path(spec.partition("=")[2]))
+                     for spec in args.runs], args.curves)
     print(pd.DataFrame(rows)[COLUMNS].to_string(index=False))
     return 0
 

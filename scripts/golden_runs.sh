@@ -21,7 +21,7 @@ for d in models kernels consolidation psych_data fitting apps redundancy tasks e
   cp -r "$tree/src/$d" "$pkg/cram/$d"
 done
 mkdir -p "$out"
-run() { PYTHONPATH="$pkg" "$python" -m cram.cli train --preset demo --seed 0 --quiet \
+run() { PYTHONPATH="$pkg" "$python" -m cram.cli train --preset demo-labelled --seed 0 --quiet \
           --set train.threads=1 "$@"; }
 for model in cram cram-no-consolidation transformer; do
   run --model "$model" --out "$out/srcd-$model"

@@ -519,12 +519,12 @@ def test_a_checkpoint_older_than_a_model_field_still_loads(tmp_path):
                 tmp_path / "old", progress=False)
     ckpt_path = run / "checkpoints" / "last.pt"
     state = torch.load(ckpt_path, weights_only=False)
-    for field in ("attention_rope", "semantic_input", "working_layout"):  # saved before them
+    for field in ("attention_rope", "working_layout"):  # saved before them
         del state["model_args"]["config"][field]
         del state["experiment"]["model_config"][field]
     torch.save(state, ckpt_path)
     config = json.loads((run / "config.json").read_text())
-    for field in ("attention_rope", "semantic_input", "working_layout"):
+    for field in ("attention_rope", "working_layout"):
         del config["model_config"][field]
     (run / "config.json").write_text(json.dumps(config))
     trained = load_trained(run)
@@ -581,3 +581,47 @@ def test_a_run_older_than_a_legacy_valued_field_resumes(tmp_path):
     (run / "config.json").write_text(json.dumps(config))
     train("cram", None, run, progress=False, resume=True, steps=12)
     assert torch.load(ckpt_path, weights_only=False)["step"] == 12
+
+
+def test_a_run_with_retired_fields_at_their_off_value_loads_and_resumes(tmp_path):
+    """A field removed from cram (RETIRED_FIELDS) is dropped at its off value, refused at another.
+
+    The run trained before the removal (config.json and checkpoint hold the field) rebuilds and
+    resumes; a record holding another value is refused in one line naming the field, and nothing
+    in the folder changes.
+    """
+    import json
+
+    import torch
+
+    from cram.consolidation.checkpoint import load_trained
+    from cram.consolidation.config import resolve
+    from cram.consolidation.train import train
+    from cram.core.errors import CramError
+    from cram.core.identity import RETIRED_FIELDS
+
+    run = train("cram", resolve("cram", "cpu-tiny", ["train.steps=10", "train.log_every=5",
+                                                     "train.checkpoint_every=5"]),
+                tmp_path / "old", progress=False)
+    ckpt_path = run / "checkpoints" / "last.pt"
+    state = torch.load(ckpt_path, weights_only=False)
+    config = json.loads((run / "config.json").read_text())
+    for dotted, off in RETIRED_FIELDS.items():  # as a run made before the removal wrote them
+        section, name = dotted.split(".", 1)
+        config[section][name] = off
+        state["experiment"][section][name] = off
+        if section == "model_config":
+            state["model_args"]["config"][name] = off
+    torch.save(state, ckpt_path)
+    (run / "config.json").write_text(json.dumps(config))
+    assert load_trained(run).state["step"] == 10
+    train("cram", None, run, progress=False, resume=True, steps=12)
+    assert torch.load(ckpt_path, weights_only=False)["step"] == 12
+    config = json.loads((run / "config.json").read_text())
+    config["model_config"]["semantic_input"] = "stopgrad"
+    (run / "config.json").write_text(json.dumps(config))
+    before = (run / "config.json").read_bytes()
+    with pytest.raises(CramError, match="model_config.semantic_input='stopgrad' was removed") \
+            as err:
+        load_trained(run)
+    assert "\n" not in str(err.value) and (run / "config.json").read_bytes() == before

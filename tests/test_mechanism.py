@@ -164,7 +164,7 @@ def test_mod_matched_capacity_is_the_novel_floor_of_the_task():
     extra = run_overrides("mod-matched", "srcd-id", "cpu-tiny", ["data.library_share=0.5"])
     assert extra[-1] == f"model.mod_capacity={cfg.data.n_queries / cfg.data.length * 0.5:.6g}"
     assert run_overrides("cram", "srcd-permuted", "cpu-tiny", []) == [
-        "data.library_answer=permuted"]
+        "data.key_encoding=id", "data.library_answer=permuted"]
     with pytest.raises(ConfigError, match="--tasks 'copy'.*recall-unmarked"):
         task_overrides("copy")
 

@@ -14,8 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from cram.consolidation.config import PRESETS, VARIANTS, Variant, resolve, token_refusal
+from cram.consolidation.config import (
+    BEFORE_ISSUE_28_TRAIN,
+    PRESETS,
+    SHORTCUT_CLOSED,
+    VARIANTS,
+    TrainConfig,
+    Variant,
+    resolve,
+    token_refusal,
+)
 from cram.core.errors import ConfigError
+from cram.core.identity import RETIRED_FIELDS, drop_retired
 from cram.models import MODEL_NAMES, MODEL_VARIANTS, ModelVariant
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "variants_golden.json").read_text())
@@ -23,21 +33,29 @@ ROOT = Path(__file__).resolve().parents[1]
 #: model fields added after the golden file that a preset sets away from their default:
 #: cpu-tiny keeps the layer its pinned runs (tests/data/golden_cpu_tiny) were made with
 PRESET_SETS = {"cpu-tiny": {"working_dropout": 0.0}}
+#: the golden file's presets are, since issue 28 (2026-12-07), the ``*-labelled`` ones: the
+#: demo, cpu and paper presets as they were (cpu-tiny kept its values)
+LABELLED = {"cpu-tiny": "cpu-tiny", "demo": "demo-labelled", "cpu": "cpu-labelled",
+            "paper": "paper-labelled"}
+#: what issue 28 changed in the demo, cpu and paper presets (besides the task, SHORTCUT_CLOSED)
+ISSUE_28_MODEL = {"router_feature", "familiarity_hidden", "semantic_rank"}
+ISSUE_28_TRAIN = {"consolidation_raw_weight", "router_consistency_weight", "cost_gate", "steps"}
 
 
 def test_golden_covers_every_name_and_preset():
     assert sorted(GOLDEN) == sorted(MODEL_NAMES)
-    assert all(sorted(GOLDEN[name]) == sorted(PRESETS) for name in GOLDEN)
+    assert all(sorted(GOLDEN[name]) == sorted(LABELLED) for name in GOLDEN)
+    assert sorted(PRESETS) == sorted({*LABELLED, *LABELLED.values()})
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_resolved_configs_are_unchanged(name):
     for preset, want in GOLDEN[name].items():
-        config = resolve(name, preset)
+        config = resolve(name, LABELLED[preset])
         model = json.loads(json.dumps(dataclasses.asdict(config.model)))  # tuples → lists
         assert {k: v for k, v in model.items() if k in want["model"]} == want["model"], (
             name, preset)
-        # model fields added since must sit at their defaults too (issue 28: semantic_input)
+        # model fields added since must sit at their defaults too
         added = {k: v for k, v in model.items() if k not in want["model"]}
         defaults = {f.name: f.default for f in dataclasses.fields(config.model)}
         preset_sets = PRESET_SETS.get(preset, {})
@@ -45,11 +63,44 @@ def test_resolved_configs_are_unchanged(name):
         train = json.loads(json.dumps(dataclasses.asdict(config.train)))
         # fields added after the golden file was captured must sit at their defaults
         added = {k: v for k, v in train.items() if k not in want["train"]}
-        defaults = {f.name: f.default for f in dataclasses.fields(config.train)}
+        defaults = {**{f.name: f.default for f in dataclasses.fields(config.train)},
+                    **BEFORE_ISSUE_28_TRAIN, **VARIANTS[name].train}
         assert added == {k: defaults[k] for k in added}, (name, preset)
-        assert {k: train[k] for k in want["train"]} == want["train"], (name, preset)
+        # fields removed since (RETIRED_FIELDS) sat at their off value
+        retired = {k.split(".", 1)[1]: v for k, v in RETIRED_FIELDS.items()
+                   if k.startswith("train.")}
+        assert {k: want["train"][k] for k in retired if k in want["train"]} == {
+            k: v for k, v in retired.items() if k in want["train"]}, (name, preset)
+        assert {k: train[k] for k in want["train"] if k not in retired} == {
+            k: v for k, v in want["train"].items() if k not in retired}, (name, preset)
         mv = MODEL_VARIANTS[name]
         assert f"{mv.module}.{mv.cls}" == want["model_class"]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("preset", ["demo", "cpu", "paper"])
+def test_issue_28_presets_differ_from_the_labelled_ones_in_the_named_fields_only(name, preset):
+    new, old = resolve(name, preset), resolve(name, f"{preset}-labelled")
+    for section, changed in (("data", set(SHORTCUT_CLOSED)), ("model", ISSUE_28_MODEL),
+                             ("train", ISSUE_28_TRAIN)):
+        a, b = dataclasses.asdict(getattr(new, section)), dataclasses.asdict(getattr(old, section))
+        assert {k for k in a if a[k] != b[k]} <= changed, (section, name, preset)
+    assert new.data.library_answer == "unlabelled" and new.data.key_encoding == "vector"
+    variant = VARIANTS[name]
+    for field, value in BEFORE_ISSUE_28_TRAIN.items():  # a variant's own value wins
+        assert getattr(new.train, field) == variant.train.get(
+            field, getattr(TrainConfig(), field)), (name, field)
+        assert getattr(old.train, field) == variant.train.get(field, value), (name, field)
+
+
+def test_labelled_presets_are_the_presets_before_issue_28():
+    """Every run made on demo/cpu/paper before 2026-12-07 is one preset name away."""
+    before = json.loads((Path(__file__).parent / "data" / "presets_before_issue28.json")
+                        .read_text())
+    for name, record in before.items():
+        record = {k: drop_retired(k, v, "golden") for k, v in record.items()}
+        now = PRESETS[LABELLED[name]].to_dict()
+        assert json.loads(json.dumps(now, sort_keys=True, default=list)) == record, name
 
 
 def test_every_variant_is_one_record_of_the_one_table():

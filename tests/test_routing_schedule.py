@@ -171,7 +171,7 @@ def test_state_dict_round_trip_resumes_identically():
 
 
 @pytest.mark.parametrize("override", ["train.schedule=clock", "train.schedule_threshold=2",
-                                      "train.schedule_horizon=0", "train.schedule_criterion=x"])
+                                      "train.schedule_horizon=0", "train.schedule_min_rise=2"])
 def test_bad_schedule_fields_fail_naming_the_field(override):
     with pytest.raises(ConfigError, match=override.split(".")[1].split("=")[0]):
         resolve("cram", "cpu-tiny", [override])

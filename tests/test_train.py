@@ -291,7 +291,8 @@ PAPER_SHRUNK = ["data.length=128", "train.steps=4", "train.batch_size=2", "train
 
 def test_paper_preset_builds_and_trains_past_warmup_on_cpu(tmp_path):
     config = resolve("cram", "paper", PAPER_SHRUNK)
-    assert (config.model.d_model, config.model.n_layers, config.model.semantic_rank) == (128, 4, 32)
+    assert (config.model.d_model, config.model.n_layers, config.model.semantic_rank) == (128, 4, 64)
+    assert config.data.library_answer == "unlabelled" and config.data.key_encoding == "vector"
     run_dir = train("cram", config, tmp_path / "paper", seed=0, progress=False)
     log = pd.read_csv(run_dir / "metrics.csv")
     assert list(log["step"]) == [0, 2, 4] and log["phase"].iloc[-1] == "train"

@@ -440,9 +440,23 @@ def trained_text(runs, preset: str, seeds: int) -> str:
             f"{share:.0%} of the bindings "
             f"come from a library of {data.get('n_library', 100)} key→value pairs that recur "
             "in every sequence (they can be consolidated), the rest are new in each sequence "
-            f"(only attention can answer them). Every {train.get('log_every', '?')} steps the "
+            f"(only attention can answer them).{_task_text(data)} Every "
+            f"{train.get('log_every', '?')} steps the "
             f"model is evaluated with hard routing{held_out}. The method is described in "
             "docs/method.md.\n")
+
+
+def _task_text(data: dict) -> str:
+    """What closes the task's shortcuts, in words (empty for the paper's labelled SRCD)."""
+    parts = []
+    if data.get("library_answer") == "unlabelled":
+        parts.append(" Library queries carry no answer label in training, so the readout cannot "
+                     "learn the library directly: a library value reaches its query only through "
+                     "attention or through what consolidation wrote into the semantic tier.")
+    if data.get("key_encoding") == "vector":
+        parts.append(f" Keys are vectors with fresh noise (σ = {data.get('key_noise', '?')}) at "
+                     "every occurrence, so familiarity is learned from what a key looks like.")
+    return "".join(parts)
 
 
 def _answers(runs, verdict: str, fit_note: str) -> str:

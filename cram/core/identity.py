@@ -86,10 +86,47 @@ LEGACY_VALUES: dict[str, Any] = {
 }
 
 
+#: config fields removed from cram, each with the value at which a record that still holds it
+#: trained exactly as cram trains now (the field's "off" value). Readers drop such a field at that
+#: value (:func:`drop_retired`); a record with another value cannot be rebuilt by this version
+#: and is refused naming the field. Identity checks treat the field as absent at that value.
+RETIRED_FIELDS: dict[str, Any] = {
+    "model_config.semantic_input": "hidden",  # 2026-12-07 (issue 28): a stop-grad semantic
+    #   input was a candidate that lowered library accuracy (docs/cram.md, first screen)
+    "train.schedule_criterion": "retrieval",  # 2026-12-07 (issue 28): plain training accuracy
+    #   as the learned schedule's criterion, an ablation fooled by answers learned without
+    #   attention; nothing measured it since
+    "train.familiarity_scope": "all",  # 2026-12-07 (issue 28): the layer-scoped familiarity
+    #   target of issue 13 took the cost signal from upper layers; nothing measured it since
+}
+
+
+def drop_retired(section: str, fields: dict, source: str) -> dict:
+    """``fields`` (one config section) without the retired fields that sit at their off value.
+
+    Raises :class:`ConfigError` (one line naming ``source`` and the field) for a retired field at
+    another value: this version cannot train or rebuild that run.
+    """
+    from cram.core.errors import ConfigError
+
+    out = dict(fields)
+    for dotted, off in RETIRED_FIELDS.items():
+        owner, name = dotted.split(".", 1)
+        if owner != section or name not in out:
+            continue
+        if out[name] != off:
+            raise ConfigError(f"{source}: {dotted}={out[name]!r} was removed from cram (only "
+                              f"{off!r} is still trained); this run cannot be rebuilt by this "
+                              "version")
+        del out[name]
+    return out
+
+
 def _legacy_match(field: str, expected: Any, found: Any) -> bool:
-    if field not in LEGACY_VALUES:
+    known = {**LEGACY_VALUES, **RETIRED_FIELDS}
+    if field not in known:
         return False
-    legacy = LEGACY_VALUES[field]
+    legacy = known[field]
     return (found is ABSENT and expected == legacy) or (expected is ABSENT and found == legacy)
 
 
