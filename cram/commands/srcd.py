@@ -73,7 +73,8 @@ def register(sub) -> None:
 
 def _data_arguments(p) -> None:
     p.add_argument("--preset", default=DEFAULT_PRESET,
-                   help="preset whose data section is used (cpu-tiny, demo, cpu, paper)")
+                   help="preset whose data section is used (cpu-tiny, demo, cpu, paper, "
+                        "demo-labelled, cpu-labelled, paper-labelled)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the generated sequences")
     add_set_argument(p)

@@ -20,7 +20,9 @@ def register(sub) -> None:
     p.add_argument("--model", default=None,
                    help="model name, e.g. cram or transformer (an unknown name lists all); "
                         "required except with --resume, which reads it from the run")
-    p.add_argument("--preset", default="demo", help="cpu-tiny, demo, cpu or paper")
+    p.add_argument("--preset", default="demo",
+                   help="cpu-tiny, demo, cpu, paper, or the labelled SRCD with the defaults "
+                        "before 2026-12-07: demo-labelled, cpu-labelled, paper-labelled")
     p.add_argument("--out", required=True,
                    help="run folder to create (or to continue with --resume)")
     p.add_argument("--seed", type=int, default=0)
