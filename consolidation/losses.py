@@ -132,18 +132,17 @@ def compute_loss(out: ModelOutput, batch: dict, cfg: TrainConfig, step: int,
         replaceable = batch.get(ANSWERED_WITHOUT_ATTENTION)  # (B, T) float or None (issue 32)
         for s in cram_layers:
             where = is_query & s.computed  # (B, T)
-            own, target = where, s.q
             probe = probe + _probe_loss(s.probe_episodic, answer, where, resident)
             log_p_e = F.log_softmax(s.probe_episodic.detach().float(), -1)  # (B, T, V)
             log_p_s = F.log_softmax(s.probe_semantic.float(), -1)
             kl = readout_kl(log_p_e, log_p_s)  # (B, T)
             mse = raw_mse(s.f_semantic.float(), s.r_episodic.detach().float())  # (B, T)
             primary = kl if s.q_space == "value" else mse
-            consolidation = consolidation + cfg.consolidation_weight * _masked_mean(primary, own)
+            consolidation = consolidation + cfg.consolidation_weight * _masked_mean(primary, where)
             if s.q_space == "value" and cfg.consolidation_raw_weight:
                 consolidation = consolidation \
-                    + cfg.consolidation_raw_weight * _masked_mean(mse, own)
-            err = (s.qhat.float() - target.float()) ** 2  # (B, T)
+                    + cfg.consolidation_raw_weight * _masked_mean(mse, where)
+            err = (s.qhat.float() - s.q.detach().float()) ** 2  # (B, T); q is the target
             familiarity = familiarity + _masked_mean(err, where) + _masked_mean(
                 err, s.computed & ~is_query)
             if cost_scale > 0 and s.logits is not None:

@@ -122,11 +122,14 @@ def drop_retired(section: str, fields: dict, source: str) -> dict:
     return out
 
 
+#: what a record without the field is the same experiment as: added fields and removed ones
+_ABSENT_MEANS = {**LEGACY_VALUES, **RETIRED_FIELDS}
+
+
 def _legacy_match(field: str, expected: Any, found: Any) -> bool:
-    known = {**LEGACY_VALUES, **RETIRED_FIELDS}
-    if field not in known:
+    if field not in _ABSENT_MEANS:
         return False
-    legacy = known[field]
+    legacy = _ABSENT_MEANS[field]
     return (found is ABSENT and expected == legacy) or (expected is ABSENT and found == legacy)
 
 
