@@ -7,6 +7,7 @@ checked when the dataclass is built, so configs that cannot work fail up front, 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -31,6 +32,8 @@ class TrainConfig:
     weight_decay: float = config_field(0.0, min=0)
     grad_clip: float = config_field(1.0, min=0)
     lr_warmup_steps: int = config_field(30, min=0)  # linear learning-rate warm-up
+    lr_decay_to: float = config_field(1.0, range=(0, 1))  # after the warm-up, the rate falls
+    #   along a half cosine to lr × this at the last step (1.0: constant, as before 2026-12-07)
     # routing schedule (CRAM family)
     warmup_steps: int = config_field(150, min=0)  # routing forced to episodic memory; the γ
     #   fits' onset
@@ -124,6 +127,15 @@ class TrainConfig:
         after = max(step - self.warmup_steps, 0)
         frac = min(after / self.tau_anneal_steps, 1.0) if self.tau_anneal_steps else 1.0
         return float(self.tau_start * (self.tau_end / self.tau_start) ** frac)
+
+    def learning_rate(self, step: int) -> float:
+        """The rate of optimiser step ``step``: a linear warm-up, then a cosine to lr × decay_to."""
+        if step < self.lr_warmup_steps:
+            return self.lr * min(1.0, (step + 1) / self.lr_warmup_steps)  # as before the cosine
+        span = max(self.steps - self.lr_warmup_steps, 1)
+        done = min((step - self.lr_warmup_steps) / span, 1.0)
+        return self.lr * (self.lr_decay_to + (1 - self.lr_decay_to)
+                          * 0.5 * (1 + math.cos(math.pi * done)))
 
     def cost_scale(self, step: int) -> float:
         """Multiplier of the cost weights: 0 in warm-up, then a linear ramp to 1."""

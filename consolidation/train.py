@@ -399,7 +399,7 @@ def _loop(run: _Run, ts: TrainState, writer: RunWriter | None, log_first: bool) 
         while True:
             step = ts.step
             temperature = ts.schedule.temperature(step)  # issue 13: fixed or learned
-            lr = t.lr * min(1.0, (step + 1) / max(t.lr_warmup_steps, 1))
+            lr = t.learning_rate(step)
             if (step % t.log_every == 0 or step == t.steps) and (step != start or log_first):
                 if resident and step != start:  # queued steps finish on the training clock
                     t0 = time.perf_counter()

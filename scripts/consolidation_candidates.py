@@ -11,14 +11,21 @@ held-out sequences; a run stopped early keeps its last logged row):
 - ``attention_acc_library``: the best library accuracy while attention still answered library
   queries (library-query attention >= 0.9): what the episodic path itself gives the library,
   the ceiling of what consolidation can copy from it;
-- ``dip``: the best library accuracy before attention left minus the lowest one after it (how
-  far library accuracy fell while attention left; the issue asks for <= 0.05);
+- ``leaving_dip``: the best library accuracy while attention answered library queries minus
+  the lowest logged one from then until library-query attention first reads <= 0.05: how far
+  library accuracy fell *while attention left* (the issue asks for <= 0.05);
+- ``dip``, ``dip_step``: the same best minus the lowest logged library accuracy at any step
+  after attention left, and that step (a fall long after the hand-over shows here, not above);
 - ``bindings_left``, ``handover_dip``: per binding (patterns.csv), how many library bindings
   left attention for good, and how far their accuracy fell when they did (below);
 - ``settings``: the config fields that differ from the run's preset and variant.
 
     python scripts/consolidation_candidates.py baseline=runs/c/base raw1=runs/c/raw1
         --title "..." --results results [--handover docs/img/handover.png]
+
+``--reuse RESULT.json`` takes the final columns of a run from an earlier result file of this
+script when its row there names the same folder, step and ``--eval-sequences`` (a finished
+run's checkpoint does not change, so the evaluation is the same; it saves minutes per run).
 
 ``--handover PNG`` draws, per run, library accuracy against the steps since attention left each
 binding (patterns.csv, folders from 2026-12-07 on): a binding *leaves* at the first logged step
@@ -41,7 +48,15 @@ HELD_OUT_SEED = 20_000
 COLUMNS = ["candidate", "seed", "steps", "eval_sequences", "attention_tokens", "library_acc",
            "novel_acc", "attention_library",
            "library_semantic_zeroed", "library_working_only", "library_semantic_only",
-           "attention_acc_library", "dip", "bindings_left", "handover_dip", "settings"]
+           "attention_acc_library", "leaving_dip", "dip", "dip_step", "bindings_left",
+           "handover_dip", "settings"]
+#: the columns ``final_eval`` fills (``--reuse`` copies them)
+FINAL = ["steps", "eval_sequences", "attention_tokens", "library_acc", "novel_acc",
+         "attention_library", "library_semantic_zeroed", "library_working_only",
+         "library_semantic_only"]
+#: library-query attention at or above which attention answers library queries, and at or
+#: below which it has left them
+ATTENDING, LEFT = 0.9, 0.05
 
 
 def settings(run: Path) -> str:
@@ -78,28 +93,53 @@ def final_eval(run: Path, sequences: int, seed: int = HELD_OUT_SEED) -> pd.Serie
     return pd.Series({k: v for k, v in doc.items() if k not in ("run", "task", "data")})
 
 
-def row(name: str, run: Path, eval_sequences: int = 0) -> dict:
+def row(name: str, run: Path, eval_sequences: int = 0, reuse: dict | None = None) -> dict:
+    """One table row; ``reuse`` maps a run folder to an earlier row with its final columns."""
     m = pd.read_csv(run / "metrics.csv")
     finished = json.loads((run / "meta.json").read_text()).get("status") == "finished"
     eval_sequences = eval_sequences if finished else 0  # a stopped run: its last logged row
-    last = final_eval(run, eval_sequences) if eval_sequences else m.iloc[-1]
-    attending = m[m["attention_library"] >= 0.9]
-    best = float(attending["retrieval_acc_library"].max()) if len(attending) else float("nan")
-    after = m[m["step"] > (attending["step"].max() if len(attending) else -1)]
-    low = float(after["retrieval_acc_library"].min()) if len(after) else float("nan")
     saved = json.loads((run / "config.json").read_text())
-    return {"candidate": name, "seed": saved["seed"], "steps": int(last["step"]),
-            "eval_sequences": eval_sequences or saved["train"]["eval_sequences"],
-            "attention_tokens": float(last.get("attention_tokens", float("nan"))),
-            "library_acc": float(last["retrieval_acc_library"]),
-            "novel_acc": float(last["retrieval_acc_novel"]),
-            "attention_library": float(last["attention_library"]),
-            "library_semantic_zeroed": float(last["acc_library_semantic_zeroed"]),
-            "library_working_only": float(last["acc_library_working_only"]),
-            "library_semantic_only": float(last["acc_library_semantic_only"]),
-            "attention_acc_library": best, "dip": best - low, **handover_summary(run),
-            "settings": settings(run),
-            "run": str(run)}
+    earlier = (reuse or {}).get(str(run))
+    if earlier and earlier["eval_sequences"] == eval_sequences \
+            and earlier["steps"] == int(m["step"].iloc[-1]):
+        final = {k: earlier[k] for k in FINAL}
+    else:
+        last = final_eval(run, eval_sequences) if eval_sequences else m.iloc[-1]
+        final = {"steps": int(last["step"]),
+                 "eval_sequences": eval_sequences or saved["train"]["eval_sequences"],
+                 "attention_tokens": float(last.get("attention_tokens", float("nan"))),
+                 "library_acc": float(last["retrieval_acc_library"]),
+                 "novel_acc": float(last["retrieval_acc_novel"]),
+                 "attention_library": float(last["attention_library"]),
+                 "library_semantic_zeroed": float(last["acc_library_semantic_zeroed"]),
+                 "library_working_only": float(last["acc_library_working_only"]),
+                 "library_semantic_only": float(last["acc_library_semantic_only"])}
+    return {"candidate": name, "seed": saved["seed"], **final, **dips(m),
+            **handover_summary(run), "settings": settings(run), "run": str(run)}
+
+
+def dips(m: pd.DataFrame) -> dict:
+    """How far logged library accuracy fell below its best with attention, while and after leaving.
+
+    ``m``: a metrics.csv table. Attention *left* at the first row after the last one where
+    library-query attention was >= ``ATTENDING``; the hand-over ends at the first row after that
+    where it is <= ``LEFT`` (or at the last row if it never is).
+    """
+    m = m[m["phase"] != "final"] if "phase" in m else m
+    attending = m[m["attention_library"] >= ATTENDING]
+    nan = float("nan")
+    if attending.empty:
+        return {"attention_acc_library": nan, "leaving_dip": nan, "dip": nan, "dip_step": None}
+    best = float(attending["retrieval_acc_library"].max())
+    after = m[m["step"] > attending["step"].max()]
+    if after.empty:  # attention never left library queries
+        return {"attention_acc_library": best, "leaving_dip": nan, "dip": nan, "dip_step": None}
+    left = after[after["attention_library"] <= LEFT]
+    leaving = after[after["step"] <= left["step"].min()] if len(left) else after
+    lowest = after.loc[after["retrieval_acc_library"].idxmin()]
+    return {"attention_acc_library": best,
+            "leaving_dip": best - float(leaving["retrieval_acc_library"].min()),
+            "dip": best - float(lowest["retrieval_acc_library"]), "dip_step": int(lowest["step"])}
 
 
 def handover(run: Path) -> pd.DataFrame | None:
@@ -219,6 +259,8 @@ def main() -> int:
     ap.add_argument("--eval-sequences", type=int, default=0,
                     help="final columns from the last checkpoint on this many held-out sequences "
                          "(default: the last metrics.csv row)")
+    ap.add_argument("--reuse", type=Path, help="an earlier result file of this script: final "
+                    "columns of the runs it holds at the same step and --eval-sequences")
     ap.add_argument("--handover", type=Path, help="also draw the per-binding hand-over figure")
     ap.add_argument("--curves", type=Path, help="also draw every run's per-step library and "
                     "novel accuracy and library-query attention")
@@ -227,10 +269,12 @@ def main() -> int:
     from cram.core.benchlog import git_commit, load_line, machine_line, utc_now
     from cram.core.results import ResultFile, study_id, write_result
 
+    reuse = ({r["run"]: r for r in json.loads(args.reuse.read_text())["rows"]}
+             if args.reuse else None)
     rows = []
     for spec in args.runs:
         name, _, path = spec.partition("=")
-        rows.append(row(name, Path(path), args.eval_sequences))
+        rows.append(row(name, Path(path), args.eval_sequences, reuse))
     commit, _ = git_commit()
     result = ResultFile(
         study=study_id(args.title), title=args.title, command=" ".join(["python", *sys.argv]),

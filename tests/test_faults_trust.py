@@ -557,20 +557,25 @@ def test_a_run_older_than_a_legacy_valued_field_resumes(tmp_path):
     from cram.consolidation.train import train
     from cram.core.errors import CramError
     from cram.core.identity import LEGACY_VALUES
+    from cram.consolidation.config import TrainConfig
     from cram.models import ModelConfig
 
-    fields = [f.split(".", 1)[1] for f in LEGACY_VALUES]
-    assert all(hasattr(ModelConfig(), f) for f in fields)
-    legacy = [f"model.{f}={v}" for f, v in zip(fields, LEGACY_VALUES.values(), strict=True)]
+    fields = [f.split(".", 1) for f in LEGACY_VALUES]  # (record section, field name)
+    owners = {"model_config": ModelConfig(), "train": TrainConfig()}
+    assert all(hasattr(owners[section], name) for section, name in fields)
+    flag = {"model_config": "model", "train": "train"}
+    legacy = [f"{flag[section]}.{name}={value}"
+              for (section, name), value in zip(fields, LEGACY_VALUES.values(), strict=True)]
     run = train("cram", resolve("cram", "cpu-tiny", ["train.steps=10", "train.log_every=5",
                                                      "train.checkpoint_every=5", *legacy]),
                 tmp_path / "old", progress=False)  # as cram ran before these fields existed
     ckpt_path = run / "checkpoints" / "last.pt"
     state = torch.load(ckpt_path, weights_only=False)
     config = json.loads((run / "config.json").read_text())
-    for name in fields:  # the checkpoint was written before these fields existed
-        del state["model_args"]["config"][name]
-        del state["experiment"]["model_config"][name]
+    for section, name in fields:  # the checkpoint was written before these fields existed
+        if section == "model_config":
+            del state["model_args"]["config"][name]
+        del state["experiment"][section][name]
     torch.save(state, ckpt_path)
     edited = {**config, "model_config": {**config["model_config"], "working_dropout": 0.5}}
     (run / "config.json").write_text(json.dumps(edited))

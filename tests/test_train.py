@@ -464,3 +464,24 @@ def test_training_steps_do_not_synchronise_on_cuda():
         torch.cuda.set_sync_debug_mode("default")
     assert all(torch.isfinite(t["loss_total"]) for t in terms)
     assert float(ts.nonfinite) == 0.0
+
+
+def test_learning_rate_warms_up_then_stays_or_falls_along_a_cosine(tmp_path):
+    import math
+
+    from cram.consolidation.config import TrainConfig
+
+    constant = TrainConfig(steps=100, lr=3e-3, lr_warmup_steps=30)
+    for step in range(101):  # bit for bit the rate cram used before the field existed
+        assert constant.learning_rate(step) == 3e-3 * min(1.0, (step + 1) / 30)
+    cosine = TrainConfig(steps=100, lr=3e-3, lr_warmup_steps=30, lr_decay_to=0.1)
+    assert cosine.learning_rate(29) == 3e-3 and cosine.learning_rate(30) == 3e-3
+    assert math.isclose(cosine.learning_rate(65), 3e-3 * 0.55)  # half way down
+    assert math.isclose(cosine.learning_rate(100), 3e-4)
+    rates = [cosine.learning_rate(s) for s in range(30, 101)]
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    run = train("cram", resolve("cram", "cpu-tiny", ["train.steps=10", "train.lr_decay_to=0"]),
+                tmp_path / "r", seed=0, progress=False)
+    logged = pd.read_csv(run / "metrics.csv").set_index("step")["lr"]
+    warm = resolve("cram", "cpu-tiny", []).train
+    assert logged[0] == pytest.approx(warm.lr / warm.lr_warmup_steps) and logged[10] == 0.0

@@ -83,6 +83,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "model_config.working_dropout": 0.0,  # 2026-12-06: no working-memory dropout, nothing drawn
     "model_config.working_dropout_phase": "always",  # 2026-12-07: dropout (if any) at every
     #   training step
+    "train.lr_decay_to": 1.0,  # 2026-12-07: a constant rate after the warm-up
 }
 
 
