@@ -553,11 +553,10 @@ def test_a_run_older_than_a_legacy_valued_field_resumes(tmp_path):
 
     import torch
 
-    from cram.consolidation.config import resolve
+    from cram.consolidation.config import TrainConfig, resolve
     from cram.consolidation.train import train
     from cram.core.errors import CramError
     from cram.core.identity import LEGACY_VALUES
-    from cram.consolidation.config import TrainConfig
     from cram.models import ModelConfig
 
     fields = [f.split(".", 1) for f in LEGACY_VALUES]  # (record section, field name)

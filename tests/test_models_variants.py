@@ -25,7 +25,7 @@ from cram.consolidation.config import (
     token_refusal,
 )
 from cram.core.errors import ConfigError
-from cram.core.identity import RETIRED_FIELDS, drop_retired
+from cram.core.identity import LEGACY_VALUES, RETIRED_FIELDS, drop_retired
 from cram.models import MODEL_NAMES, MODEL_VARIANTS, ModelVariant
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "variants_golden.json").read_text())
@@ -99,6 +99,9 @@ def test_labelled_presets_are_the_presets_before_issue_28():
                         .read_text())
     for name, record in before.items():
         record = {k: drop_retired(k, v, "golden") for k, v in record.items()}
+        for dotted, value in LEGACY_VALUES.items():  # fields added since, at their old meaning
+            section, field = dotted.split(".", 1)
+            record[section].setdefault(field, value)
         now = PRESETS[LABELLED[name]].to_dict()
         assert json.loads(json.dumps(now, sort_keys=True, default=list)) == record, name
 
