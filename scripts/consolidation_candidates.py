@@ -194,15 +194,19 @@ def plot_handover(runs: list[tuple[str, Path]], png: Path, window: int = 600) ->
     import matplotlib.pyplot as plt
 
     fig, (acc_ax, att_ax) = plt.subplots(1, 2, figsize=(12, 6), sharex=True)
-    colors = plt.cm.tab20.colors  # (20, 3): one color per run, 20 before any repeats
-    for i, (name, run) in enumerate(runs):
+    names = list(dict.fromkeys(name for name, _ in runs))
+    colors = plt.cm.tab10.colors  # one color per candidate name, one line per run
+    labelled = set()
+    for name, run in runs:
         h = handover(run)
         if h is None or h.empty:
             continue
         curve = aligned(h)
         curve = curve[(curve.index >= -window) & (curve.index <= window)]
-        label = f"{name} (seed {json.loads((run / 'config.json').read_text())['seed']})"
-        style = {"marker": ".", "label": label, "color": colors[i % len(colors)]}
+        style = {"marker": ".", "lw": 1, "alpha": 0.8,
+                 "color": colors[names.index(name) % len(colors)],
+                 "label": None if name in labelled else name}
+        labelled.add(name)
         acc_ax.plot(curve.index, curve["accuracy"], **style)
         att_ax.plot(curve.index, curve["episodic_share"], **style)
     for ax, what in ((acc_ax, "library accuracy"), (att_ax, "share of queries attending")):
@@ -211,8 +215,8 @@ def plot_handover(runs: list[tuple[str, Path]], png: Path, window: int = 600) ->
         ax.set_ylabel(what)
         ax.set_ylim(0, 1.02)
     acc_ax.set_title("Each binding's accuracy around its hand-over (mean over bindings)")
-    fig.legend(*acc_ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=7)
-    fig.tight_layout(rect=(0, 0.22, 1, 1))
+    fig.legend(*acc_ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
 
