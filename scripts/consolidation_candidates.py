@@ -50,10 +50,13 @@ COLUMNS = ["candidate", "seed", "steps", "eval_sequences", "attention_tokens", "
            "library_semantic_zeroed", "library_working_only", "library_semantic_only",
            "attention_acc_library", "leaving_dip", "dip", "dip_step", "bindings_left",
            "handover_dip", "settings"]
-#: the columns ``final_eval`` fills (``--reuse`` copies them)
-FINAL = ["steps", "eval_sequences", "attention_tokens", "library_acc", "novel_acc",
-         "attention_library", "library_semantic_zeroed", "library_working_only",
-         "library_semantic_only"]
+#: final column → its name in a metrics.csv row and in ``final_eval`` (``--reuse`` copies these
+#: and ``steps`` / ``eval_sequences``)
+FINAL = {"attention_tokens": "attention_tokens", "library_acc": "retrieval_acc_library",
+         "novel_acc": "retrieval_acc_novel", "attention_library": "attention_library",
+         "library_semantic_zeroed": "acc_library_semantic_zeroed",
+         "library_working_only": "acc_library_working_only",
+         "library_semantic_only": "acc_library_semantic_only"}
 #: library-query attention at or above which attention answers library queries, and at or
 #: below which it has left them
 ATTENDING, LEFT = 0.9, 0.05
@@ -102,18 +105,12 @@ def row(name: str, run: Path, eval_sequences: int = 0, reuse: dict | None = None
     earlier = (reuse or {}).get(str(run))
     if earlier and earlier["eval_sequences"] == eval_sequences \
             and earlier["steps"] == int(m["step"].iloc[-1]):
-        final = {k: earlier[k] for k in FINAL}
+        final = {k: earlier[k] for k in ("steps", "eval_sequences", *FINAL)}
     else:
         last = final_eval(run, eval_sequences) if eval_sequences else m.iloc[-1]
         final = {"steps": int(last["step"]),
                  "eval_sequences": eval_sequences or saved["train"]["eval_sequences"],
-                 "attention_tokens": float(last.get("attention_tokens", float("nan"))),
-                 "library_acc": float(last["retrieval_acc_library"]),
-                 "novel_acc": float(last["retrieval_acc_novel"]),
-                 "attention_library": float(last["attention_library"]),
-                 "library_semantic_zeroed": float(last["acc_library_semantic_zeroed"]),
-                 "library_working_only": float(last["acc_library_working_only"]),
-                 "library_semantic_only": float(last["acc_library_semantic_only"])}
+                 **{k: float(last.get(name, float("nan"))) for k, name in FINAL.items()}}
     return {"candidate": name, "seed": saved["seed"], **final, **dips(m),
             **handover_summary(run), "settings": settings(run), "run": str(run)}
 
@@ -125,7 +122,6 @@ def dips(m: pd.DataFrame) -> dict:
     library-query attention was >= ``ATTENDING``; the hand-over ends at the first row after that
     where it is <= ``LEFT`` (or at the last row if it never is).
     """
-    m = m[m["phase"] != "final"] if "phase" in m else m
     attending = m[m["attention_library"] >= ATTENDING]
     nan = float("nan")
     if attending.empty:
@@ -237,7 +233,6 @@ def plot_curves(runs: list[tuple[str, Path]], png: Path) -> None:
     colors = plt.cm.tab10.colors
     for name, run in runs:
         m = pd.read_csv(run / "metrics.csv")
-        m = m[m["phase"] != "final"] if "phase" in m else m
         color = colors[names.index(name) % len(colors)]
         for ax, column in zip(axes, ("retrieval_acc_library", "attention_library",
                                      "retrieval_acc_novel")):
