@@ -182,24 +182,32 @@ def run_task(run_dir: str | os.PathLike, config, spec: str | None = None,
 
 def evaluate_run(run_dir: str | os.PathLike, overrides: Sequence[str] = (), *,
                  checkpoint: str = "last.pt", spec: str | None = None,
-                 args: Sequence[str] = (), trust: bool = False) -> dict:
+                 args: Sequence[str] = (), trust: bool = False,
+                 attention_budget: float | None = None) -> dict:
     """A run's checkpoint evaluated with hard routing on a fresh evaluation set (``cram eval``).
 
     ``overrides`` (``section.field=value``) change the evaluation set: its size and seed
-    (``train.eval_sequences``, ``train.eval_seed``), length, recurrence. Returns
-    ``{"run", "step", "task", "data", **metrics}``; refuses evaluation data whose vocabulary
-    differs from the model's. Never writes to the run folder.
+    (``train.eval_sequences``, ``train.eval_seed``), length, recurrence. ``attention_budget``
+    (CRAM only): at most that share of each evaluation batch's tokens read attention in
+    each layer, the ones the router ranks highest (``Route.cap_attention``). Returns
+    ``{"run", "step", "task", "data", "attention_budget", **metrics}``; refuses evaluation data
+    whose vocabulary differs from the model's. Never writes to the run folder.
     """
     import torch
 
-    from cram.core.errors import RunFolderError
+    from cram.core.errors import ConfigError, RunFolderError
     from cram.core.overrides import apply_overrides
+    from cram.models.routing import Route
 
     from .checkpoint import load_trained
     from .config import alias_override
     from .evaluate import evaluate
 
+    route = Route("hard", attention_budget=attention_budget)  # checks the share first
     model, config, state = load_trained(Path(run_dir), checkpoint)
+    if attention_budget is not None and not getattr(model, "consolidates", False):
+        raise ConfigError(f"{run_dir}: --attention-budget caps a CRAM router's choice; this run's "
+                          f"model ({model.family}) has none")
     config = apply_overrides(config, [alias_override(o) for o in overrides])
     task = run_task(run_dir, config, spec, args, trust=trust)
     changed = {k: (v, getattr(model.spec, k)) for k, v in task.data_spec.items()
@@ -210,6 +218,8 @@ def evaluate_run(run_dir: str | os.PathLike, overrides: Sequence[str] = (), *,
                              f"from the model's: {what}")
     torch.set_num_threads(config.train.threads)
     eval_set = task.eval_set(config.train.eval_sequences, config.train.eval_seed)
-    ev = evaluate(model, eval_set, config.train.eval_batch_size, torch.device("cpu"), task=task)
+    ev = evaluate(model, eval_set, config.train.eval_batch_size, torch.device("cpu"), task=task,
+                  route=route)
     return {"run": str(run_dir), "step": int(state["step"]), "task": task.name,
-            "data": dataclasses.asdict(config.data), **ev.metrics}
+            "data": dataclasses.asdict(config.data), "attention_budget": attention_budget,
+            **ev.metrics}

@@ -16,6 +16,7 @@ Definitions (also in docs/run_folder.md):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -140,13 +141,15 @@ class _Tally:
 
 @torch.no_grad()
 def evaluate(model, data, batch_size: int, device, *, task, patterns: bool = False,
-             retention: bool = False, autocast=None) -> EvalResult:
+             retention: bool = False, autocast=None, route: Route = HARD) -> EvalResult:
     """Hard-routed inference over ``data`` (``task``'s evaluation set), with the diagnostics.
 
     Inference computes routed attention only. For a consolidating model the same call asks for
     the dense diagnostic pass (``diagnose_dense``: q and q̂ at every query, never counted in
     ``attention_computed``) and runs the forced-tier passes of ``FORCED``
-    (``correct_off`` only for retention curves, which need the task's lags).
+    (``correct_off`` only for retention curves, which need the task's lags). ``route``: a hard
+    route, ``HARD`` or one with an ``attention_budget``; the forced pass that keeps the router's
+    choice keeps the cap, and the metrics add accuracy at the queries no layer attended.
     """
     was_training = model.training
     model.eval()
@@ -159,24 +162,36 @@ def evaluate(model, data, batch_size: int, device, *, task, patterns: bool = Fal
         b = data.slice(start, start + batch_size).to_torch(device)
         view = task.eval_view(b)
         with ctx:
-            out = model(b, HARD, diagnose_dense=diagnose)
+            out = model(b, route, diagnose_dense=diagnose)
         tally.add(out, view)
         retention = retention and view["lag"] is not None
-        for key, route in FORCED if diagnose else ():
+        for key, forced_route in FORCED if diagnose else ():
             if key == "correct_off" and not retention:
                 continue
+            if forced_route.force == "none":  # the router's own choice: under the same cap
+                forced_route = dataclasses.replace(forced_route,
+                                                   attention_budget=route.attention_budget)
             with ctx:
-                forced = model(b, route)
+                forced = model(b, forced_route)
             tally.per_query[key].append(
                 (forced.value_logits.argmax(-1) == view["answer"])[view["query"]].cpu().numpy())
     cat = tally.arrays()
     result = EvalResult(_metrics(tally, cat))
+    if route.attention_budget is not None:  # what the budget left without attention
+        result.metrics.update(unattended_accuracy(cat))
     if patterns:
         result.pattern_rows = _pattern_rows(cat, task.n_library)
     if retention:
         result.retention_rows = _retention_rows(cat)
     model.train(was_training)
     return result
+
+
+def unattended_accuracy(cat: dict[str, np.ndarray]) -> dict[str, float]:
+    """Library and novel accuracy at the queries that no layer sent to attention."""
+    lib, alone = cat["is_lib"].astype(bool), ~cat["attend"].astype(bool)
+    return {"acc_library_unattended": mean_or_nan(cat["correct"][lib & alone]),
+            "acc_novel_unattended": mean_or_nan(cat["correct"][~lib & alone])}
 
 
 def _metrics(t: _Tally, cat: dict[str, np.ndarray]) -> dict:

@@ -161,6 +161,7 @@ class CRAMBlock(nn.Module):
         else:
             choice = logits.argmax(-1)  # (B, T)
         choice = route.apply_force(choice)
+        choice = route.cap_attention(choice, logits)  # evaluation at an attention budget
         if route.mixes and not self.routing.static_routing:
             return choice, probs
         return choice, F.one_hot(choice, len(TIERS)).to(dtype)

@@ -92,6 +92,8 @@ class Route:
     uniforms: tuple[torch.Tensor, ...] | None = None  # per layer (B, T, 3) fp32 in [0, 1)
     working_keep: tuple[torch.Tensor, ...] | None = None  # per layer (B,): 0 drops a sequence's
     #   working-memory output, 1/(1-p) keeps it (``model.working_dropout``, training only)
+    attention_budget: float | None = None  # evaluation only: at most this share of a batch's
+    #   tokens read attention in each layer (``cap_attention``); None: no cap
 
     def __post_init__(self) -> None:
         check_literals(self)
@@ -100,6 +102,13 @@ class Route:
         if self.ablate != "none" and self.soft:
             raise ConfigError(f"Route.ablate={self.ablate!r}: an evaluation-only ablation; "
                               "use mode='hard'")
+        if self.attention_budget is not None:
+            if self.soft or self.force != "none":
+                raise ConfigError(f"Route.attention_budget={self.attention_budget!r}: caps the "
+                                  "router's own hard choice; use mode='hard' and force='none'")
+            if not 0.0 <= self.attention_budget <= 1.0:
+                raise ConfigError(f"Route.attention_budget={self.attention_budget!r}: a share "
+                                  "of tokens, must be in [0, 1]")
 
     @property
     def semantic_off(self) -> bool:
@@ -146,6 +155,31 @@ class Route:
         if self.force != "none":
             return torch.full_like(choice, TIERS.index(self.force))
         return choice
+
+    def cap_attention(self, choice: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The hard choice (B, T) with at most ``attention_budget`` × B × T tokens episodic.
+
+        The budget is the batch's, like attention per token is an average: among the tokens the
+        router sent to attention, those with the largest episodic margin (episodic logit minus
+        the best other logit, ``logits`` (B, T, 3)) keep it, wherever they are in the batch; the
+        others go to the better of working and semantic memory. A cap, never a quota: no token
+        is sent to attention that the router did not send. The ranking sees the whole batch at
+        once, so the allocation is the best the router's own scores allow, not a causal one.
+        """
+        if self.attention_budget is None:
+            return choice
+        episodic = (choice == Tier.EPISODIC).flatten()  # (B·T,)
+        others = logits.detach().flatten(0, 1).clone()  # (B·T, 3)
+        others[:, Tier.EPISODIC] = float("-inf")
+        best_other, fallback = others.max(-1)  # (B·T,) each
+        margin = logits.detach().flatten(0, 1)[:, Tier.EPISODIC] - best_other
+        margin = margin.masked_fill(~episodic, float("-inf"))
+        keep = torch.zeros_like(episodic)
+        k = min(int(self.attention_budget * choice.numel()), choice.numel())
+        if k > 0:
+            keep[margin.topk(k).indices] = True
+        capped = torch.where(episodic & ~keep, fallback, choice.flatten())
+        return capped.view_as(choice)
 
 
 HARD = Route("hard")

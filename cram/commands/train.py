@@ -52,6 +52,10 @@ def register(sub) -> None:
     e.add_argument("--checkpoint", default="last.pt")
     e.add_argument("--json", action="store_true")
     e.add_argument("--out", default=None, help="also write the metrics as JSON to this new file")
+    e.add_argument("--attention-budget", type=float, default=None, metavar="SHARE",
+                   help="CRAM only: let at most this share of each evaluation batch's "
+                        "tokens read attention in each layer, those the router ranks highest "
+                        "(e.g. 0.0225)")
     add_task_arguments(e, evaluating=True, trust=True)
     add_set_argument(e)
     e.set_defaults(func=_eval)
@@ -125,7 +129,8 @@ def _eval(args) -> int:
     if args.out and Path(args.out).exists():
         raise RunFolderError(f"{args.out}: exists; refusing to overwrite")
     doc = evaluate_run(args.run_dir, args.overrides, checkpoint=args.checkpoint, spec=args.task,
-                       args=args.task_args, trust=args.trust_task)
+                       args=args.task_args, trust=args.trust_task,
+                       attention_budget=args.attention_budget)
     if args.out:
         atomic_write_json(args.out, doc)
     if args.json:

@@ -1,0 +1,123 @@
+"""Evaluate trained CRAM runs at fixed attention budgets: what each answers at the same compute.
+
+Each argument is ``NAME=RUN_DIR`` (a run folder trained with ``cram train``, a model of the CRAM
+family). Every run's last checkpoint is evaluated on the same held-out sequences once per
+``--budgets`` share: in each layer at most that share of an evaluation batch's tokens read
+attention, the ones the router's own scores rank highest (``cram eval --attention-budget``;
+1.0 is no cap). The table has one row per (run, budget):
+
+- ``attention_tokens``: the share of tokens that attended in any layer, as spent;
+- ``library_acc``, ``novel_acc``, ``attention_library``, ``attention_novel``: accuracy and the
+  share of queries that attended, library and novel;
+- ``library_unattended``, ``novel_unattended``: accuracy at the queries no layer attended, i.e.
+  what the model answers *without* attention once the budget is spent;
+- ``library_semantic_zeroed``: library accuracy under the same cap with the semantic output
+  zeroed.
+
+This is how a model that keeps attention on the library (the control trained without the
+consolidation loss) is compared with one that consolidated it at the same compute.
+
+    python scripts/attention_budget.py default=runs/d/s0 control=runs/c/s0
+        --budgets 1.0 0.0225 0.015 --title "..." --results results [--figure docs/img/b.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+#: held-out evaluation seed (the training log uses ``train.eval_seed``)
+HELD_OUT_SEED = 20_000
+
+#: result column → its name in ``cram eval``'s metrics
+METRICS = {"attention_tokens": "attention_tokens", "library_acc": "retrieval_acc_library",
+           "novel_acc": "retrieval_acc_novel", "attention_library": "attention_library",
+           "attention_novel": "attention_novel", "library_unattended": "acc_library_unattended",
+           "novel_unattended": "acc_novel_unattended",
+           "library_semantic_zeroed": "acc_library_semantic_zeroed"}
+COLUMNS = ["candidate", "seed", "step", "budget", *METRICS, "run"]
+
+
+def budget_row(name: str, run: Path, budget: float, sequences: int,
+               seed: int = HELD_OUT_SEED) -> dict:
+    """One run's last checkpoint on ``sequences`` held-out sequences at ``budget``."""
+    from cram.consolidation.api import evaluate_run
+
+    doc = evaluate_run(run, [f"train.eval_sequences={sequences}", f"train.eval_seed={seed}",
+                             "train.threads=1"], attention_budget=budget)
+    return {"candidate": name, "seed": json.loads((run / "config.json").read_text())["seed"],
+            "step": doc["step"], "budget": budget,
+            **{k: float(doc.get(m, float("nan"))) for k, m in METRICS.items()}, "run": str(run)}
+
+
+def plot(table: pd.DataFrame, png: Path) -> None:
+    """Library and novel accuracy against attention spent, one line per run, coloured by name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), sharex=True)
+    names = list(dict.fromkeys(table["candidate"]))
+    colors = plt.cm.tab10.colors
+    for (name, _), g in table.groupby(["candidate", "run"], sort=False):
+        g = g.sort_values("attention_tokens")
+        color = colors[names.index(name) % len(colors)]
+        for ax, column in zip(axes, ("library_acc", "library_unattended", "novel_acc")):
+            ax.plot(100 * g["attention_tokens"], g[column], "o-", color=color, lw=1, ms=3,
+                    alpha=0.8, label=name)
+    titles = ("library accuracy", "library accuracy at queries no layer attended",
+              "novel accuracy")
+    for ax, title in zip(axes, titles):
+        ax.set_title(title)
+        ax.set_xlabel("attention spent (% of tokens, any layer)")
+        ax.set_ylim(0, 1.02)
+    handles, labels = axes[0].get_legend_handles_labels()
+    keep = {label: h for h, label in zip(handles, labels)}
+    axes[0].legend(keep.values(), keep.keys(), fontsize=8, loc="lower right")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", help="NAME=RUN_DIR")
+    ap.add_argument("--budgets", type=float, nargs="+", required=True,
+                    help="shares of tokens that may attend in each layer (1.0: no cap)")
+    ap.add_argument("--eval-sequences", type=int, default=512)
+    ap.add_argument("--title", required=True)
+    ap.add_argument("--notes", default="")
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--figure", type=Path, help="also draw accuracy against attention spent")
+    args = ap.parse_args()
+
+    from tqdm import tqdm
+
+    from cram.core.benchlog import git_commit, load_line, machine_line, utc_now
+    from cram.core.results import ResultFile, study_id, write_result
+
+    jobs = [(spec.partition("=")[0], Path(spec.partition("=")[2]), b)
+            for spec in args.runs for b in args.budgets]
+    rows = [budget_row(name, run, b, args.eval_sequences)
+            for name, run, b in tqdm(jobs, desc="runs x budgets")]
+    commit, _ = git_commit()
+    result = ResultFile(
+        study=study_id(args.title), title=args.title, command=" ".join(["python", *sys.argv]),
+        machine=machine_line(), load=load_line(), commit=commit, date=utc_now(),
+        columns=COLUMNS, rows=rows, seeds=sorted({r["seed"] for r in rows}),
+        notes=args.notes or __doc__.split("\n\n")[1])
+    print(write_result(result, args.results))
+    table = pd.DataFrame(rows)
+    if args.figure:
+        plot(table, args.figure)
+    print(table[COLUMNS[:-1]].to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
