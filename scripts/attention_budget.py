@@ -54,8 +54,13 @@ def budget_row(name: str, run: Path, budget: float, sequences: int,
             **{k: float(doc.get(m, float("nan"))) for k, m in METRICS.items()}, "run": str(run)}
 
 
-def plot(table: pd.DataFrame, png: Path) -> None:
-    """Library and novel accuracy against attention spent, one line per run, coloured by name."""
+def plot(table: pd.DataFrame, png: Path, marks: tuple[float, ...] = ()) -> None:
+    """Library and novel accuracy against attention spent, one line per run, coloured by name.
+
+    The middle panel (accuracy at unattended library queries) leaves out rows where more than
+    90% of library queries attended: too few are left to read. ``marks``: shares of tokens drawn
+    as dotted vertical lines (a task's floor, a target).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,12 +72,16 @@ def plot(table: pd.DataFrame, png: Path) -> None:
     for (name, _), g in table.groupby(["candidate", "run"], sort=False):
         g = g.sort_values("attention_tokens")
         color = colors[names.index(name) % len(colors)]
-        for ax, column in zip(axes, ("library_acc", "library_unattended", "novel_acc")):
-            ax.plot(100 * g["attention_tokens"], g[column], "o-", color=color, lw=1, ms=3,
+        readable = g[g["attention_library"] <= 0.9]
+        for ax, rows, column in zip(axes, (g, readable, g),
+                                    ("library_acc", "library_unattended", "novel_acc")):
+            ax.plot(100 * rows["attention_tokens"], rows[column], "o-", color=color, lw=1, ms=3,
                     alpha=0.8, label=name)
     titles = ("library accuracy", "library accuracy at queries no layer attended",
               "novel accuracy")
     for ax, title in zip(axes, titles):
+        for mark in marks:
+            ax.axvline(100 * mark, color="grey", ls=":", lw=1)
         ax.set_title(title)
         ax.set_xlabel("attention spent (% of tokens, any layer)")
         ax.set_ylim(0, 1.02)
@@ -94,6 +103,8 @@ def main() -> int:
     ap.add_argument("--notes", default="")
     ap.add_argument("--results", default="results")
     ap.add_argument("--figure", type=Path, help="also draw accuracy against attention spent")
+    ap.add_argument("--marks", type=float, nargs="*", default=(),
+                    help="shares of tokens marked on the figure (e.g. a floor and a target)")
     args = ap.parse_args()
 
     from tqdm import tqdm
@@ -114,7 +125,7 @@ def main() -> int:
     print(write_result(result, args.results))
     table = pd.DataFrame(rows)
     if args.figure:
-        plot(table, args.figure)
+        plot(table, args.figure, tuple(args.marks))
     print(table[COLUMNS[:-1]].to_string(index=False))
     return 0
 
