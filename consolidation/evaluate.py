@@ -168,7 +168,8 @@ def evaluate(model, data, batch_size: int, device, *, task, patterns: bool = Fal
         for key, forced_route in FORCED if diagnose else ():
             if key == "correct_off" and not retention:
                 continue
-            if forced_route.force == "none":  # the router's own choice: under the same cap
+            if route.attention_budget is not None and forced_route.force == "none":
+                # the router's own choice (semantic output zeroed): under the same cap
                 forced_route = dataclasses.replace(forced_route,
                                                    attention_budget=route.attention_budget)
             with ctx:
