@@ -169,13 +169,13 @@ class Route:
         if self.attention_budget is None:
             return choice
         episodic = (choice == Tier.EPISODIC).flatten()  # (B·T,)
-        others = logits.detach().flatten(0, 1).clone()  # (B·T, 3)
+        flat = logits.detach().flatten(0, 1)  # (B·T, 3)
+        others = flat.clone()
         others[:, Tier.EPISODIC] = float("-inf")
         best_other, fallback = others.max(-1)  # (B·T,) each
-        margin = logits.detach().flatten(0, 1)[:, Tier.EPISODIC] - best_other
-        margin = margin.masked_fill(~episodic, float("-inf"))
+        margin = (flat[:, Tier.EPISODIC] - best_other).masked_fill(~episodic, float("-inf"))
         keep = torch.zeros_like(episodic)
-        k = min(int(self.attention_budget * choice.numel()), choice.numel())
+        k = int(self.attention_budget * choice.numel())  # a share in [0, 1]: k <= B·T
         if k > 0:
             keep[margin.topk(k).indices] = True
         capped = torch.where(episodic & ~keep, fallback, choice.flatten())
