@@ -93,6 +93,7 @@ def fresh_state(model_name: str, config: ExperimentConfig, seed: int, rank: int,
         model = build_model(model_name, config.model, spec).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
                                   weight_decay=config.train.weight_decay,
+                                  betas=(0.9, config.train.adam_beta2),
                                   fused=True if sync_free(device) else None)
     gumbel = torch.Generator(device=device).manual_seed(seed * 1000 + 7 + rank)
     return TrainState(model, optimizer, gumbel, exposures=np.zeros(n_library),

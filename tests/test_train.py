@@ -485,3 +485,16 @@ def test_learning_rate_warms_up_then_stays_or_falls_along_a_cosine(tmp_path):
     logged = pd.read_csv(run / "metrics.csv").set_index("step")["lr"]
     warm = resolve("cram", "cpu-tiny", []).train
     assert logged[0] == pytest.approx(warm.lr / warm.lr_warmup_steps) and logged[10] == 0.0
+
+
+def test_adam_beta2_reaches_the_optimiser_and_its_default_is_torchs():
+    from cram.consolidation.restore import fresh_state
+
+    default = resolve("cram", "cpu-tiny", [])
+    assert default.train.adam_beta2 == 0.999  # every run before the field existed
+    for beta2 in (0.999, 0.95):
+        config = resolve("cram", "cpu-tiny", [f"train.adam_beta2={beta2}"])
+        ts = fresh_state("cram", config, seed=0, rank=0, device=torch.device("cpu"))
+        assert ts.optimizer.param_groups[0]["betas"] == (0.9, beta2)
+    with pytest.raises(ConfigError, match="adam_beta2"):
+        resolve("cram", "cpu-tiny", ["train.adam_beta2=1.5"])

@@ -84,6 +84,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "model_config.working_dropout_phase": "always",  # 2026-12-07: dropout (if any) at every
     #   training step
     "train.lr_decay_to": 1.0,  # 2026-12-07: a constant rate after the warm-up
+    "train.adam_beta2": 0.999,  # 2026-12-07: torch's AdamW default second-moment decay
 }
 
 
