@@ -32,6 +32,8 @@ class TrainConfig:
     weight_decay: float = config_field(0.0, min=0)
     grad_clip: float = config_field(1.0, min=0)
     adam_beta2: float = config_field(0.999, range=(0, 1))  # AdamW's second-moment decay
+    recurrence_lr_scale: float = config_field(1.0, range=(0, 1))  # the CT-ODE recurrences (W_1)
+    #   train at lr × this (1.0: one rate for every weight, as before 2026-12-07)
     lr_warmup_steps: int = config_field(30, min=0)  # linear learning-rate warm-up
     lr_decay_to: float = config_field(1.0, range=(0, 1))  # after the warm-up, the rate falls
     #   along a half cosine to lr × this at the last step (1.0: constant, as before 2026-12-07)

@@ -32,6 +32,7 @@ from cram.core.runs import (
     read_table,
 )
 from cram.models import DataSpec, build_model
+from cram.models.working_memory import CTODE
 
 from .checkpoint import load_latest, nonfinite_tensors, save_checkpoint
 from .config import ExperimentConfig
@@ -91,13 +92,28 @@ def fresh_state(model_name: str, config: ExperimentConfig, seed: int, rank: int,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(model_name, config.model, spec).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
-                                  weight_decay=config.train.weight_decay,
+    optimizer = torch.optim.AdamW(param_groups(model, config.train.recurrence_lr_scale),
+                                  lr=config.train.lr, weight_decay=config.train.weight_decay,
                                   betas=(0.9, config.train.adam_beta2),
                                   fused=True if sync_free(device) else None)
     gumbel = torch.Generator(device=device).manual_seed(seed * 1000 + 7 + rank)
     return TrainState(model, optimizer, gumbel, exposures=np.zeros(n_library),
                       schedule=RoutingSchedule(config.train))
+
+
+def param_groups(model: torch.nn.Module, recurrence_lr_scale: float) -> list[dict]:
+    """The optimiser's parameter groups: one, or the CT-ODE recurrences apart at a scaled rate.
+
+    Each group's ``lr_scale`` multiplies the step's learning rate (``train_step``). At scale 1.0
+    there is one group, so runs and checkpoints are those of cram before the field existed.
+    """
+    params = list(model.parameters())
+    if recurrence_lr_scale == 1.0:
+        return [{"params": params, "lr_scale": 1.0}]
+    recurrent = {id(m.w1) for m in model.modules() if isinstance(m, CTODE)}
+    return [{"params": [p for p in params if id(p) not in recurrent], "lr_scale": 1.0},
+            {"params": [p for p in params if id(p) in recurrent],
+             "lr_scale": recurrence_lr_scale}]
 
 
 def _same_implementation(saved: dict, optimizer: torch.optim.Optimizer) -> dict:

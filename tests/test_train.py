@@ -498,3 +498,22 @@ def test_adam_beta2_reaches_the_optimiser_and_its_default_is_torchs():
         assert ts.optimizer.param_groups[0]["betas"] == (0.9, beta2)
     with pytest.raises(ConfigError, match="adam_beta2"):
         resolve("cram", "cpu-tiny", ["train.adam_beta2=1.5"])
+
+
+def test_recurrence_lr_scale_gives_the_ct_ode_recurrences_their_own_rate(tmp_path):
+    from cram.consolidation.restore import fresh_state
+    from cram.models.working_memory import CTODE
+
+    one = fresh_state("cram", resolve("cram", "cpu-tiny", []), 0, 0, torch.device("cpu"))
+    assert len(one.optimizer.param_groups) == 1  # the optimiser of every earlier run
+    config = resolve("cram", "cpu-tiny", ["train.recurrence_lr_scale=0.1", "train.steps=3"])
+    ts = fresh_state("cram", config, 0, 0, torch.device("cpu"))
+    rest, recurrent = ts.optimizer.param_groups
+    w1 = [m.w1 for m in ts.model.modules() if isinstance(m, CTODE)]
+    assert len(w1) == config.model.n_layers and [id(p) for p in recurrent["params"]] == \
+        [id(p) for p in w1] and recurrent["lr_scale"] == 0.1 and rest["lr_scale"] == 1.0
+    assert len(rest["params"]) + len(w1) == len(list(ts.model.parameters()))
+    run = train("cram", config, tmp_path / "r", seed=0, progress=False)
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    rates = [g["lr"] for g in ckpt["optimizer"]["param_groups"]]
+    assert rates[1] == pytest.approx(0.1 * rates[0]) and rates[0] > 0

@@ -85,6 +85,7 @@ LEGACY_VALUES: dict[str, Any] = {
     #   training step
     "train.lr_decay_to": 1.0,  # 2026-12-07: a constant rate after the warm-up
     "train.adam_beta2": 0.999,  # 2026-12-07: torch's AdamW default second-moment decay
+    "train.recurrence_lr_scale": 1.0,  # 2026-12-07: one learning rate for every weight
 }
 
 
