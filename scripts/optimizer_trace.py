@@ -13,7 +13,8 @@ read) and records, for every optimiser step in ``--window A:B``, per parameter t
 Tensors are grouped by name without ``.weight`` / ``.bias`` (``blocks.1.working.w1`` is the CT-ODE
 recurrence of block 1). Training stops after the window. The result file has one row per group
 among the ``--top`` with the largest peak update relative to its median over the first
-``--baseline`` steps of the window: the median update, the peak ratio and its step, and the
+``--baseline`` steps of the window (modules whose median is below ``--min-share`` of the largest
+are left out: rarely used tensors have medians near 0): the median update, the peak ratio and its step, and the
 gradient and AdamW-denominator ratios at that step. ``extra`` holds every step of those groups
 (for the figure) and the logged rows (library and novel accuracy) inside the window.
 
@@ -134,15 +135,22 @@ def trace(model_name: str, preset: str, seed: int, overrides: list[str], start: 
     return pd.DataFrame(tracer.rows), logged[[c for c in LOGGED if c in logged]]
 
 
-def summarise(steps: pd.DataFrame, baseline: int, top: int) -> pd.DataFrame:
-    """One row per module: its median update over the baseline steps and its peak after."""
+def summarise(steps: pd.DataFrame, baseline: int, top: int, min_share: float = 0.01
+              ) -> pd.DataFrame:
+    """One row per module: its median update over the baseline steps and its peak after.
+
+    Modules whose median update is below ``min_share`` of the largest median are left out: a
+    tensor trained only now and then (attention that few tokens use) has a median near 0, and
+    any step that uses it reads as a peak of thousands.
+    """
     first = steps["step"].min()
     base = steps[steps["step"] < first + baseline].groupby("module").median(numeric_only=True)
+    floor = min_share * base["update_norm"].max()
     rows = []
     for module, g in steps.groupby("module"):
         b = base.loc[module]
-        if not b["update_norm"] > 0:
-            continue  # a tensor the window never moved (e.g. attention nothing routed to)
+        if not b["update_norm"] > floor:
+            continue
         g = g.set_index("step")
         ratio = g["update_norm"] / b["update_norm"]
         peak = int(ratio.idxmax())
@@ -200,6 +208,8 @@ def main() -> int:
     ap.add_argument("--baseline", type=int, default=40, help="steps at the window's start that "
                     "give each module's median")
     ap.add_argument("--top", type=int, default=10)
+    ap.add_argument("--min-share", type=float, default=0.01, help="leave out modules whose "
+                    "median update is below this share of the largest median")
     ap.add_argument("--title", required=True)
     ap.add_argument("--notes", default="")
     ap.add_argument("--results", default="results")
@@ -216,7 +226,7 @@ def main() -> int:
     from cram.core.results import ResultFile, study_id, write_result
 
     steps, logged = trace(args.model, args.preset, args.seed, args.overrides, start, stop)
-    table = summarise(steps, args.baseline, args.top)
+    table = summarise(steps, args.baseline, args.top, args.min_share)
     kept = steps[steps["module"].isin(table["module"])]
     commit, _ = git_commit()
     result = ResultFile(

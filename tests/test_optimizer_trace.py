@@ -53,3 +53,11 @@ def test_a_window_shorter_than_the_baseline_is_refused(monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["optimizer_trace.py", "--window", "10:20", "--title", "t"])
     assert script.main() == 2
     assert "--window 10:20" in capsys.readouterr().err
+
+
+def test_modules_that_barely_move_are_not_ranked(traced):
+    script, steps, _ = traced
+    every = script.summarise(steps, baseline=5, top=100, min_share=0.0)
+    kept = script.summarise(steps, baseline=5, top=100, min_share=0.5)
+    assert set(kept["module"]) < set(every["module"])
+    assert kept["median_update"].min() > 0.5 * every["median_update"].max()
