@@ -14,9 +14,10 @@ Tensors are grouped by name without ``.weight`` / ``.bias`` (``blocks.1.working.
 recurrence of block 1). Training stops after the window. The result file has one row per group
 among the ``--top`` with the largest peak update relative to its median over the first
 ``--baseline`` steps of the window (modules whose median is below ``--min-share`` of the largest
-are left out: rarely used tensors have medians near 0): the median update, the peak ratio and its step, and the
-gradient and AdamW-denominator ratios at that step. ``extra`` holds every step of those groups
-(for the figure) and the logged rows (library and novel accuracy) inside the window.
+are left out: rarely used tensors have medians near 0): the median update, the peak ratio and
+its step, and the gradient and AdamW-denominator ratios at that step. ``extra`` holds every
+step of those groups (for the figure) and the logged rows (library and novel accuracy) inside
+the window.
 
     python scripts/optimizer_trace.py --preset demo --seed 4 --window 1380:1462
         --title "..." [--results results] [--figure docs/img/trace.png]
