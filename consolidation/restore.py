@@ -104,16 +104,17 @@ def fresh_state(model_name: str, config: ExperimentConfig, seed: int, rank: int,
 def param_groups(model: torch.nn.Module, recurrence_lr_scale: float) -> list[dict]:
     """The optimiser's parameter groups: one, or the CT-ODE recurrences apart at a scaled rate.
 
-    Each group's ``lr_scale`` multiplies the step's learning rate (``train_step``). At scale 1.0
-    there is one group, so runs and checkpoints are those of cram before the field existed.
+    A group's ``lr_scale`` (absent: 1.0) multiplies the step's learning rate (``train_step``). At
+    scale 1.0 there is one plain group, the optimiser and checkpoints of cram before the field.
     """
-    params = list(model.parameters())
     if recurrence_lr_scale == 1.0:
-        return [{"params": params, "lr_scale": 1.0}]
+        return [{"params": list(model.parameters())}]
     recurrent = {id(m.w1) for m in model.modules() if isinstance(m, CTODE)}
-    return [{"params": [p for p in params if id(p) not in recurrent], "lr_scale": 1.0},
-            {"params": [p for p in params if id(p) in recurrent],
-             "lr_scale": recurrence_lr_scale}]
+    rest, slow = [], []
+    for p in model.parameters():
+        (slow if id(p) in recurrent else rest).append(p)
+    return [{"params": rest, "lr_scale": 1.0},
+            {"params": slow, "lr_scale": recurrence_lr_scale}]
 
 
 def _same_implementation(saved: dict, optimizer: torch.optim.Optimizer) -> dict:

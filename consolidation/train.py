@@ -466,7 +466,7 @@ def train_step(ts: TrainState, model, batch, step: int, temperature: float, lr: 
     """
     ddp = dist is not None and dist.enabled
     for group in ts.optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)  # a checkpoint from before: no key
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # one plain group: no key
     schedule = ts.schedule
     criterion = None
     with autocast if autocast is not None else contextlib.nullcontext():
