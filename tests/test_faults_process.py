@@ -61,8 +61,11 @@ TASK = '''
                 print("task: sampling a batch")  # the Python level
                 os.write(1, b"task: raw bytes on descriptor 1\\n")  # the descriptor level
             if 0 < self.hang_after < Task.calls:
-                with open(self.marker, "a") as f:
+                # written whole, then renamed: the test reads the marker as soon as it exists
+                partial = f"{{self.marker}}.{{os.getpid()}}.partial"
+                with open(partial, "w") as f:
                     f.write(f"{{os.getpid()}} {{threading.current_thread().name}}\\n")
+                os.replace(partial, self.marker)
                 time.sleep(3600)
             return super().sample(batch_size, rng)
 
