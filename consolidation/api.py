@@ -183,15 +183,19 @@ def run_task(run_dir: str | os.PathLike, config, spec: str | None = None,
 def evaluate_run(run_dir: str | os.PathLike, overrides: Sequence[str] = (), *,
                  checkpoint: str = "last.pt", spec: str | None = None,
                  args: Sequence[str] = (), trust: bool = False,
-                 attention_budget: float | None = None) -> dict:
+                 attention_budget: float | None = None,
+                 routes_of: str | os.PathLike | None = None) -> dict:
     """A run's checkpoint evaluated with hard routing on a fresh evaluation set (``cram eval``).
 
     ``overrides`` (``section.field=value``) change the evaluation set: its size and seed
     (``train.eval_sequences``, ``train.eval_seed``), length, recurrence. ``attention_budget``
     (CRAM only): at most that share of each evaluation batch's tokens read attention in
-    each layer, the ones the router ranks highest (``Route.cap_attention``). Returns
-    ``{"run", "step", "task", "data", "attention_budget", **metrics}``; refuses evaluation data
-    whose vocabulary differs from the model's. Never writes to the run folder.
+    each layer, the ones the router ranks highest (``Route.cap_attention``). ``routes_of``
+    (CRAM only): another CRAM run folder; on every evaluation batch that run's last checkpoint
+    chooses each layer's tiers and this run is routed by them (``Route.choices``), so the same
+    tokens attend and only the weights differ. Returns ``{"run", "step", "task", "data",
+    "attention_budget", "routes_of", **metrics}``; refuses evaluation data whose vocabulary
+    differs from the model's. Never writes to either run folder.
     """
     import torch
 
@@ -210,6 +214,8 @@ def evaluate_run(run_dir: str | os.PathLike, overrides: Sequence[str] = (), *,
                           f"model ({model.family}) has none")
     config = apply_overrides(config, [alias_override(o) for o in overrides])
     task = run_task(run_dir, config, spec, args, trust=trust)
+    reference = None if routes_of is None else routing_reference(Path(routes_of), model,
+                                                                 attention_budget)
     changed = {k: (v, getattr(model.spec, k)) for k, v in task.data_spec.items()
                if v != getattr(model.spec, k)}
     if changed:
@@ -219,7 +225,32 @@ def evaluate_run(run_dir: str | os.PathLike, overrides: Sequence[str] = (), *,
     torch.set_num_threads(config.train.threads)
     eval_set = task.eval_set(config.train.eval_sequences, config.train.eval_seed)
     ev = evaluate(model, eval_set, config.train.eval_batch_size, torch.device("cpu"), task=task,
-                  route=route)
+                  route=route, routes_from=reference)
     return {"run": str(run_dir), "step": int(state["step"]), "task": task.name,
             "data": dataclasses.asdict(config.data), "attention_budget": attention_budget,
-            **ev.metrics}
+            "routes_of": None if routes_of is None else str(routes_of), **ev.metrics}
+
+
+def routing_reference(run_dir: Path, model, attention_budget: float | None):
+    """The last checkpoint of CRAM run ``run_dir``, checked to route ``model`` (``--routes-of``).
+
+    Both must be CRAM models with as many layers and the same data spec (vocabulary, lengths);
+    a budget and given routes do not combine.
+    """
+    from cram.core.errors import ConfigError
+
+    from .checkpoint import load_trained
+
+    if attention_budget is not None:
+        raise ConfigError("--routes-of and --attention-budget: choose one (given routes replace "
+                          "the router's choice that a budget caps)")
+    reference, _, _ = load_trained(run_dir, "last.pt")
+    for who, m in (("the evaluated run", model), (str(run_dir), reference)):
+        if not getattr(m, "consolidates", False):
+            raise ConfigError(f"--routes-of: {who} is a {m.family} model; given routes need two "
+                              "CRAM runs")
+    if len(reference.blocks) != len(model.blocks) or reference.spec != model.spec:
+        raise ConfigError(f"--routes-of {run_dir}: {len(reference.blocks)} layers and data "
+                          f"{reference.spec}, the evaluated run {len(model.blocks)} and "
+                          f"{model.spec}; they must match")
+    return reference.eval()

@@ -141,7 +141,8 @@ class _Tally:
 
 @torch.no_grad()
 def evaluate(model, data, batch_size: int, device, *, task, patterns: bool = False,
-             retention: bool = False, autocast=None, route: Route = HARD) -> EvalResult:
+             retention: bool = False, autocast=None, route: Route = HARD,
+             routes_from=None) -> EvalResult:
     """Hard-routed inference over ``data`` (``task``'s evaluation set), with the diagnostics.
 
     Inference computes routed attention only. For a consolidating model the same call asks for
@@ -150,6 +151,10 @@ def evaluate(model, data, batch_size: int, device, *, task, patterns: bool = Fal
     (``correct_off`` only for retention curves, which need the task's lags). ``route``: a hard
     route, ``HARD`` or one with an ``attention_budget``; the forced pass that keeps the router's
     choice keeps the cap, and the metrics add accuracy at the queries no layer attended.
+    ``routes_from``: another CRAM model with as many layers; on each batch its hard choice is
+    computed and ``model`` is routed by it (``Route.choices``): which tokens attend is held
+    fixed, only the weights differ. The forced pass that keeps the router's choice keeps those
+    routes, and the metrics add accuracy at the queries no layer attended.
     """
     was_training = model.training
     model.eval()
@@ -161,24 +166,31 @@ def evaluate(model, data, batch_size: int, device, *, task, patterns: bool = Fal
     for start in range(0, len(data), batch_size):
         b = data.slice(start, start + batch_size).to_torch(device)
         view = task.eval_view(b)
+        batch_route = route
+        if routes_from is not None:
+            with ctx:
+                given = tuple(s.choice for s in routes_from(b, HARD).layers)  # L x (B, T)
+            batch_route = dataclasses.replace(route, choices=given)
         with ctx:
-            out = model(b, route, diagnose_dense=diagnose)
+            out = model(b, batch_route, diagnose_dense=diagnose)
         tally.add(out, view)
         retention = retention and view["lag"] is not None
         for key, forced_route in FORCED if diagnose else ():
             if key == "correct_off" and not retention:
                 continue
-            if route.attention_budget is not None and forced_route.force == "none":
-                # the router's own choice (semantic output zeroed): under the same cap
+            if forced_route.force == "none":  # the router's choice (semantic output zeroed):
+                # under the same cap, or the same given routes
                 forced_route = dataclasses.replace(forced_route,
-                                                   attention_budget=route.attention_budget)
+                                                   attention_budget=route.attention_budget,
+                                                   choices=batch_route.choices)
             with ctx:
                 forced = model(b, forced_route)
             tally.per_query[key].append(
                 (forced.value_logits.argmax(-1) == view["answer"])[view["query"]].cpu().numpy())
     cat = tally.arrays()
     result = EvalResult(_metrics(tally, cat))
-    if route.attention_budget is not None:  # what the budget left without attention
+    if route.attention_budget is not None or routes_from is not None:  # what was left
+        #   without attention (by the budget, or by the given routes)
         result.metrics.update(unattended_accuracy(cat))
     if patterns:
         result.pattern_rows = _pattern_rows(cat, task.n_library)

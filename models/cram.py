@@ -39,6 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cram.core.errors import ConfigError
+
 from .attention import CausalSelfAttention
 from .common import DataSpec, FeedForward, LayerStats, ModelConfig, ModelOutput, SRCDModel
 from .routing import Route
@@ -147,12 +149,18 @@ class CRAMBlock(nn.Module):
         return feature.detach()  # (B, T)
 
     def choose(self, logits: torch.Tensor, is_query: torch.Tensor | None, route: Route,
-               dtype: torch.dtype, uniform: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               dtype: torch.dtype, uniform: torch.Tensor | None = None,
+               given: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Tier choice (B, T) int64 and the weights that mix the tiers (B, T, 3).
 
         ``uniform``: this layer's Gumbel uniforms (B, T, 3) from ``Route.with_uniforms``.
+        ``given``: this layer's choice (B, T) from ``Route.choices``, used instead of the router's.
         """
+        if given is not None:  # another model's routes (evaluation only, a hard route)
+            if given.shape != logits.shape[:2]:
+                raise ConfigError(f"Route.choices: a layer's choice has shape {tuple(given.shape)}"
+                                  f", the batch {tuple(logits.shape[:2])}")
+            return given, F.one_hot(given, len(TIERS)).to(dtype)
         if self.routing.static_routing:  # queries read episodic memory, others stay working
             choice = torch.where(is_query, EPISODIC, WORKING)
         elif route.samples:
@@ -168,12 +176,13 @@ class CRAMBlock(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, batch: dict, route: Route, diagnose_dense: bool = False,
-                uniform: torch.Tensor | None = None, working_keep: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, LayerStats]:
+                uniform: torch.Tensor | None = None, working_keep: torch.Tensor | None = None,
+                given: torch.Tensor | None = None) -> tuple[torch.Tensor, LayerStats]:
         """One CRAM layer: x (B, T, d) → x (B, T, d) and what the layer did.
 
         ``uniform``: this layer's pre-drawn Gumbel uniforms (B, T, 3), if the route has them.
         ``working_keep``: this layer's working-memory dropout (B,), if the route has it.
+        ``given``: this layer's tier choice (B, T), if the route gives one (``Route.choices``).
         """
         layer_input = x  # (B, T, d)
         if self.working is not None:
@@ -195,7 +204,8 @@ class CRAMBlock(nn.Module):
             q, probe_e, probe_s = self.consolidation_score(r_dense, f_sem)  # (B, T), (B, T, V) x2
         feature = self.router_feature(q, qhat, qhat_logit)  # (B, T)
         logits = self.router(torch.cat([h, feature[..., None]], dim=-1))  # (B, T, 3)
-        choice, mix = self.choose(logits, is_query, route, x.dtype, uniform)  # (B, T), (B, T, 3)
+        choice, mix = self.choose(logits, is_query, route, x.dtype, uniform,
+                                  given)  # (B, T), (B, T, 3)
 
         if dense:
             r_e, computed = r_dense, torch.ones_like(choice, dtype=torch.bool)  # (B, T)
@@ -234,8 +244,12 @@ class CRAM(SRCDModel):
             route = self.with_route_noise(route, batch)  # noise before the call (torch.compile)
         uniforms = route.uniforms or (None,) * len(self.blocks)
         keeps = route.working_keep or (None,) * len(self.blocks)
-        for block, uniform, keep in zip(self.blocks, uniforms, keeps, strict=True):
-            x, stats = block(x, batch, route, diagnose_dense, uniform, keep)
+        givens = route.choices or (None,) * len(self.blocks)
+        if len(givens) != len(self.blocks):
+            raise ConfigError(f"Route.choices: {len(givens)} layers' routes for a model with "
+                              f"{len(self.blocks)} layers")
+        for block, uniform, keep, given in zip(self.blocks, uniforms, keeps, givens, strict=True):
+            x, stats = block(x, batch, route, diagnose_dense, uniform, keep, given)
             layers.append(stats)
         value_logits, signal_pred = self.heads(x)  # (B, T, V), (B, T)
         return ModelOutput(value_logits, signal_pred, layers)

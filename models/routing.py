@@ -82,6 +82,9 @@ class Route:
     drawn before the forward pass, so a compiled model meets no generator (a graph break).
     ``working_keep`` (one (B,) tensor per layer) is the working-memory dropout drawn the same way
     (``model.working_dropout``; soft routes of a model in training mode only).
+    ``choices`` (one (B, T) int64 tensor per layer) replaces the router's hard choice with
+    given routes, e.g. another run's on the same batch: which tokens attend is then held fixed
+    while the weights differ (evaluation only; ``ablate`` still applies).
     """
 
     mode: Mode = "soft"
@@ -94,6 +97,9 @@ class Route:
     #   working-memory output, 1/(1-p) keeps it (``model.working_dropout``, training only)
     attention_budget: float | None = None  # evaluation only: at most this share of a batch's
     #   tokens read attention in each layer (``cap_attention``); None: no cap
+    choices: tuple[torch.Tensor, ...] | None = None  # evaluation only: each layer's tier
+    #   choice (B, T) int64, given from outside (another model's routes on the same batch,
+    #   ``cram eval --routes-of``); the router's own choice is not used
 
     def __post_init__(self) -> None:
         check_literals(self)
@@ -109,6 +115,10 @@ class Route:
             if not 0.0 <= self.attention_budget <= 1.0:
                 raise ConfigError(f"Route.attention_budget={self.attention_budget!r}: a share "
                                   "of tokens, must be in [0, 1]")
+        if self.choices is not None and (self.soft or self.force != "none"
+                                         or self.attention_budget is not None):
+            raise ConfigError("Route.choices: given routes replace the router's hard choice; "
+                              "use mode='hard', force='none' and no attention_budget")
 
     @property
     def semantic_off(self) -> bool:

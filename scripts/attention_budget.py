@@ -17,8 +17,14 @@ attention, the ones the router's own scores rank highest (``cram eval --attentio
 This is how a model that keeps attention on the library (the control trained without the
 consolidation loss) is compared with one that consolidated it at the same compute.
 
+``--routes-of NAME`` adds one row per other run: that run routed by the hard choices of the run
+called NAME with the same seed, on the same batches (``cram eval --routes-of``), so the same
+tokens attend in every layer and only the weights differ (``routes`` names the source; ``own``
+on the budget rows, whose ``budget`` is NaN on these).
+
     python scripts/attention_budget.py default=runs/d/s0 control=runs/c/s0
-        --budgets 1.0 0.0225 0.015 --title "..." --results results [--figure docs/img/b.png]
+        --budgets 1.0 0.0225 0.015 --routes-of default --title "..." --results results
+        [--figure docs/img/b.png]
 """
 
 from __future__ import annotations
@@ -39,19 +45,39 @@ METRICS = {"attention_tokens": "attention_tokens", "library_acc": "retrieval_acc
            "attention_novel": "attention_novel", "library_unattended": "acc_library_unattended",
            "novel_unattended": "acc_novel_unattended",
            "library_semantic_zeroed": "acc_library_semantic_zeroed"}
-COLUMNS = ["candidate", "seed", "step", "budget", *METRICS, "run"]
+COLUMNS = ["candidate", "seed", "step", "budget", "routes", *METRICS, "run"]
 
 
-def budget_row(name: str, run: Path, budget: float, sequences: int,
-               seed: int = HELD_OUT_SEED) -> dict:
-    """One run's last checkpoint on ``sequences`` held-out sequences at ``budget``."""
+def run_seed(run: Path) -> int:
+    """The training seed recorded in a run folder's config.json."""
+    return json.loads((run / "config.json").read_text())["seed"]
+
+
+def budget_row(name: str, run: Path, budget: float | None, sequences: int,
+               seed: int = HELD_OUT_SEED, routes_of: tuple[str, Path] | None = None) -> dict:
+    """One run's last checkpoint on ``sequences`` held-out sequences at ``budget``.
+
+    ``routes_of`` (NAME, RUN_DIR) instead of a budget: routed by that run's hard choices.
+    """
     from cram.consolidation.api import evaluate_run
 
     doc = evaluate_run(run, [f"train.eval_sequences={sequences}", f"train.eval_seed={seed}",
-                             "train.threads=1"], attention_budget=budget)
-    return {"candidate": name, "seed": json.loads((run / "config.json").read_text())["seed"],
-            "step": doc["step"], "budget": budget,
+                             "train.threads=1"], attention_budget=budget,
+                       routes_of=None if routes_of is None else routes_of[1])
+    routes = "own" if routes_of is None else f"{routes_of[0]} seed {run_seed(routes_of[1])}"
+    return {"candidate": name, "seed": run_seed(run), "step": doc["step"],
+            "budget": float("nan") if budget is None else budget, "routes": routes,
             **{k: float(doc.get(m, float("nan"))) for k, m in METRICS.items()}, "run": str(run)}
+
+
+def given_route_jobs(runs: list[tuple[str, Path]], reference: str
+                     ) -> list[tuple[str, Path, tuple[str, Path]]]:
+    """(name, run, (reference, its run)) for every run not named ``reference``, same seed."""
+    sources = {run_seed(run): run for name, run in runs if name == reference}
+    if not sources:
+        raise SystemExit(f"--routes-of {reference}: no run has that name")
+    return [(name, run, (reference, sources[run_seed(run)])) for name, run in runs
+            if name != reference and run_seed(run) in sources]
 
 
 def plot(table: pd.DataFrame, png: Path, marks: tuple[float, ...] = ()) -> None:
@@ -69,7 +95,14 @@ def plot(table: pd.DataFrame, png: Path, marks: tuple[float, ...] = ()) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), sharex=True)
     names = list(dict.fromkeys(table["candidate"]))
     colors = plt.cm.tab10.colors
-    for (name, _), g in table.groupby(["candidate", "run"], sort=False):
+    given = table[table["routes"] != "own"]
+    for ax, column in zip(axes, ("library_acc", "library_unattended", "novel_acc")):
+        for name, g in given.groupby("candidate", sort=False):
+            ax.plot(100 * g["attention_tokens"], g[column], "*", ms=11, mec="black", mew=0.6,
+                    color=colors[names.index(name) % len(colors)],
+                    label=f"{name}, routed as {g['routes'].iloc[0].rsplit(' seed', 1)[0]}")
+    for (name, _), g in table[table["routes"] == "own"].groupby(["candidate", "run"],
+                                                                 sort=False):
         g = g.sort_values("attention_tokens")
         color = colors[names.index(name) % len(colors)]
         readable = g[g["attention_library"] <= 0.9]
@@ -105,6 +138,8 @@ def main() -> int:
     ap.add_argument("--figure", type=Path, help="also draw accuracy against attention spent")
     ap.add_argument("--marks", type=float, nargs="*", default=(),
                     help="shares of tokens marked on the figure (e.g. a floor and a target)")
+    ap.add_argument("--routes-of", metavar="NAME", default=None,
+                    help="also route every other run by the run called NAME with its seed")
     args = ap.parse_args()
 
     from tqdm import tqdm
@@ -112,10 +147,13 @@ def main() -> int:
     from cram.core.benchlog import git_commit, load_line, machine_line, utc_now
     from cram.core.results import ResultFile, study_id, write_result
 
-    jobs = [(spec.partition("=")[0], Path(spec.partition("=")[2]), b)
-            for spec in args.runs for b in args.budgets]
-    rows = [budget_row(name, run, b, args.eval_sequences)
-            for name, run, b in tqdm(jobs, desc="runs x budgets")]
+    runs = [(spec.partition("=")[0], Path(spec.partition("=")[2])) for spec in args.runs]
+    jobs = [(name, run, b, None) for name, run in runs for b in args.budgets]
+    if args.routes_of:
+        jobs += [(name, run, None, ref) for name, run, ref in given_route_jobs(runs,
+                                                                                args.routes_of)]
+    rows = [budget_row(name, run, b, args.eval_sequences, routes_of=ref)
+            for name, run, b, ref in tqdm(jobs, desc="runs x budgets")]
     commit, _ = git_commit()
     result = ResultFile(
         study=study_id(args.title), title=args.title, command=" ".join(["python", *sys.argv]),

@@ -95,3 +95,92 @@ def test_the_budget_script_tabulates_and_draws_runs_at_each_budget(tiny_run, tmp
     script.plot(pd.DataFrame(rows), png)
     assert png.stat().st_size > 0
     json.dumps(rows)  # rows are plain data (a result file holds them)
+
+
+# ---------------------------------------------------------------- given routes (--routes-of)
+@pytest.mark.parametrize("kw", [dict(mode="soft"), dict(mode="hard", force="working"),
+                                dict(mode="hard", attention_budget=0.1)])
+def test_given_routes_replace_only_a_plain_hard_choice(kw):
+    with pytest.raises(ConfigError, match="choices"):
+        Route(**kw, choices=(torch.zeros(1, 4, dtype=torch.long),))
+
+
+def _model_and_batch(run):
+    from cram.consolidation.api import run_task
+    from cram.consolidation.checkpoint import load_trained
+
+    model, config, _ = load_trained(run)
+    task = run_task(run, config)
+    return model.eval(), task.eval_set(8, 123).slice(0, 8).to_torch(torch.device("cpu"))
+
+
+def test_a_model_routed_by_its_own_choices_is_the_model(tiny_run):
+    model, batch = _model_and_batch(tiny_run)
+    with torch.no_grad():
+        hard = model(batch, Route("hard"))
+        own = tuple(s.choice for s in hard.layers)  # L x (B, T)
+        given = model(batch, Route("hard", choices=own))
+        working = model(batch, Route("hard", choices=tuple(torch.full_like(c, W) for c in own)))
+        forced = model(batch, Route("hard", force="working"))
+    assert any(bool((c == E).any()) for c in own), "the tiny run must attend somewhere"
+    assert torch.equal(given.value_logits, hard.value_logits)
+    assert torch.equal(working.value_logits, forced.value_logits)
+    assert not torch.equal(working.value_logits, hard.value_logits)
+    with pytest.raises(ConfigError, match="layers"):
+        model(batch, Route("hard", choices=own[:1]))
+    with pytest.raises(ConfigError, match="shape"):
+        model(batch, Route("hard", choices=tuple(c[:, :3] for c in own)))
+
+
+@pytest.fixture(scope="module")
+def other_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("budget") / "other"
+    return train("cram", resolve("cram", "cpu-tiny"), out, seed=1, progress=False)
+
+
+def test_a_run_routed_by_another_spends_what_the_other_chose(tiny_run, other_run):
+    free = evaluate_run(tiny_run)
+    mine = evaluate_run(tiny_run, routes_of=tiny_run)
+    for key in ("retrieval_acc_library", "retrieval_acc_novel", "attention_fraction"):
+        assert mine[key] == free[key]
+    assert mine["routes_of"] == str(tiny_run) and "acc_library_unattended" in mine
+    theirs = evaluate_run(other_run)
+    routed = evaluate_run(tiny_run, routes_of=other_run)
+    shares = [k for k in theirs if k.startswith("share_")]
+    assert shares and all(routed[k] == theirs[k] for k in shares)  # the other run's routes
+    assert any(free[k] != theirs[k] for k in shares), "two seeds should route differently"
+
+
+def test_given_routes_need_two_cram_runs_and_no_budget(tiny_run, tmp_path):
+    run = train("transformer", resolve("transformer", "cpu-tiny", ["train.steps=2"]),
+                tmp_path / "t", seed=0, progress=False)
+    with pytest.raises(ConfigError, match="transformer"):
+        evaluate_run(tiny_run, routes_of=run)
+    with pytest.raises(ConfigError, match="choose one"):
+        evaluate_run(tiny_run, routes_of=tiny_run, attention_budget=0.1)
+    proc = subprocess.run([sys.executable, "-m", "cram", "eval", str(run), "--routes-of",
+                           str(tiny_run)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "--routes-of" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "cram", "eval", str(tiny_run), "--routes-of",
+                           str(tiny_run), "--json", "--set", "train.eval_sequences=8"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["routes_of"] == str(tiny_run)
+
+
+def test_the_budget_script_pairs_given_routes_by_seed(tiny_run, other_run, tmp_path):
+    script = load_script("attention_budget")
+    runs = [("ref", tiny_run), ("ref", other_run), ("cand", other_run), ("cand", tiny_run)]
+    jobs = script.given_route_jobs(runs, "ref")
+    assert [(name, run, src) for name, run, (_, src) in jobs] == [
+        ("cand", other_run, other_run), ("cand", tiny_run, tiny_run)]
+    row = script.budget_row("cand", tiny_run, None, sequences=16, routes_of=("ref", other_run))
+    assert row["routes"] == "ref seed 1" and row["budget"] != row["budget"]  # NaN
+    own = script.budget_row("cand", tiny_run, 1.0, sequences=16)
+    assert own["routes"] == "own"
+    import pandas as pd
+    script.plot(pd.DataFrame([row, own]), tmp_path / "b.png")
+    assert (tmp_path / "b.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="no run"):
+        script.given_route_jobs(runs, "missing")

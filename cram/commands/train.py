@@ -56,6 +56,9 @@ def register(sub) -> None:
                    help="CRAM only: let at most this share of each evaluation batch's "
                         "tokens read attention in each layer, those the router ranks highest "
                         "(e.g. 0.0225)")
+    e.add_argument("--routes-of", default=None, metavar="RUN_DIR",
+                   help="CRAM only: route this run by another CRAM run's hard choices on the "
+                        "same batches (the same tokens attend, only the weights differ)")
     add_task_arguments(e, evaluating=True, trust=True)
     add_set_argument(e)
     e.set_defaults(func=_eval)
@@ -130,7 +133,7 @@ def _eval(args) -> int:
         raise RunFolderError(f"{args.out}: exists; refusing to overwrite")
     doc = evaluate_run(args.run_dir, args.overrides, checkpoint=args.checkpoint, spec=args.task,
                        args=args.task_args, trust=args.trust_task,
-                       attention_budget=args.attention_budget)
+                       attention_budget=args.attention_budget, routes_of=args.routes_of)
     if args.out:
         atomic_write_json(args.out, doc)
     if args.json:
