@@ -517,3 +517,15 @@ def test_recurrence_lr_scale_gives_the_ct_ode_recurrences_their_own_rate(tmp_pat
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     rates = [g["lr"] for g in ckpt["optimizer"]["param_groups"]]
     assert rates[1] == pytest.approx(0.1 * rates[0]) and rates[0] > 0
+
+
+def test_training_flushes_subnormal_numbers_and_switches_it_off_after():
+    from cram.consolidation.train import flush_denormals
+
+    small = torch.tensor([1e-30])
+    assert float(small * 1e-10) > 0  # a subnormal fp32 number, outside
+    with flush_denormals():
+        if not torch.set_flush_denormal(True):
+            pytest.skip("this CPU cannot flush subnormal numbers")
+        assert float(small * 1e-10) == 0.0
+    assert float(small * 1e-10) > 0
