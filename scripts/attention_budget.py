@@ -120,7 +120,7 @@ def plot(table: pd.DataFrame, png: Path, marks: tuple[float, ...] = ()) -> None:
         ax.set_ylim(0, 1.02)
     handles, labels = axes[0].get_legend_handles_labels()
     keep = {label: h for h, label in zip(handles, labels)}
-    axes[0].legend(keep.values(), keep.keys(), fontsize=8, loc="lower right")
+    axes[0].legend(keep.values(), keep.keys(), fontsize=8, loc="center left")
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
