@@ -178,11 +178,9 @@ def evaluate(model, data, batch_size: int, device, *, task, patterns: bool = Fal
         for key, forced_route in FORCED if diagnose else ():
             if key == "correct_off" and not retention:
                 continue
-            if forced_route.force == "none":  # the router's choice (semantic output zeroed):
-                # under the same cap, or the same given routes
-                forced_route = dataclasses.replace(forced_route,
-                                                   attention_budget=route.attention_budget,
-                                                   choices=batch_route.choices)
+            if forced_route.force == "none":  # the router's choice, semantic output zeroed:
+                forced_route = dataclasses.replace(batch_route, ablate=forced_route.ablate)
+                #   the batch's own route, with its cap or given routes
             with ctx:
                 forced = model(b, forced_route)
             tally.per_query[key].append(

@@ -30,7 +30,6 @@ on the budget rows, whose ``budget`` is NaN on these).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -50,7 +49,9 @@ COLUMNS = ["candidate", "seed", "step", "budget", "routes", *METRICS, "run"]
 
 def run_seed(run: Path) -> int:
     """The training seed recorded in a run folder's config.json."""
-    return json.loads((run / "config.json").read_text())["seed"]
+    from cram.core.runs import CONFIG_FILE, read_json
+
+    return read_json(run / CONFIG_FILE)["seed"]
 
 
 def budget_row(name: str, run: Path, budget: float | None, sequences: int,
