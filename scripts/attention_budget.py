@@ -22,6 +22,11 @@ called NAME with the same seed, on the same batches (``cram eval --routes-of``),
 tokens attend in every layer and only the weights differ (``routes`` names the source; ``own``
 on the budget rows, whose ``budget`` is NaN on these).
 
+``--reuse RESULT.json`` copies a row from an earlier result file of this script when it names the
+same run folder, budget (or routes), ``--eval-sequences`` and last logged step: a finished run's
+checkpoint does not change, so neither does its evaluation. Run folders are local data that a
+new checkout does not have, so this is how seeds trained in different sessions meet in one table.
+
     python scripts/attention_budget.py default=runs/d/s0 control=runs/c/s0
         --budgets 1.0 0.0225 0.015 --routes-of default --title "..." --results results
         [--figure docs/img/b.png]
@@ -30,6 +35,7 @@ on the budget rows, whose ``budget`` is NaN on these).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -44,7 +50,7 @@ METRICS = {"attention_tokens": "attention_tokens", "library_acc": "retrieval_acc
            "attention_novel": "attention_novel", "library_unattended": "acc_library_unattended",
            "novel_unattended": "acc_novel_unattended",
            "library_semantic_zeroed": "acc_library_semantic_zeroed"}
-COLUMNS = ["candidate", "seed", "step", "budget", "routes", *METRICS, "run"]
+COLUMNS = ["candidate", "seed", "step", "budget", "routes", *METRICS, "eval_sequences", "run"]
 
 
 def run_seed(run: Path) -> int:
@@ -65,10 +71,49 @@ def budget_row(name: str, run: Path, budget: float | None, sequences: int,
     doc = evaluate_run(run, [f"train.eval_sequences={sequences}", f"train.eval_seed={seed}",
                              "train.threads=1"], attention_budget=budget,
                        routes_of=None if routes_of is None else routes_of[1])
-    routes = "own" if routes_of is None else f"{routes_of[0]} seed {run_seed(routes_of[1])}"
     return {"candidate": name, "seed": run_seed(run), "step": doc["step"],
-            "budget": float("nan") if budget is None else budget, "routes": routes,
-            **{k: float(doc.get(m, float("nan"))) for k, m in METRICS.items()}, "run": str(run)}
+            "budget": float("nan") if budget is None else budget,
+            "routes": routes_label(routes_of),
+            **{k: float(doc.get(m, float("nan"))) for k, m in METRICS.items()},
+            "eval_sequences": sequences, "run": str(run)}
+
+
+def routes_label(routes_of: tuple[str, Path] | None) -> str:
+    """``own``, or the name and seed of the run whose choices route this one."""
+    return "own" if routes_of is None else f"{routes_of[0]} seed {run_seed(routes_of[1])}"
+
+
+def row_key(run: Path | str, budget: float | None, routes: str, sequences: int) -> tuple:
+    """What makes two evaluations the same (with the run's step, checked apart)."""
+    budget = None if budget is None or math.isnan(budget) else round(float(budget), 9)
+    return str(run), budget, routes, int(sequences)
+
+
+def reusable_rows(result_json: Path) -> dict[tuple, dict]:
+    """An earlier result file's rows by ``row_key``; its non-finite strings become floats again.
+
+    Rows without ``eval_sequences`` (files written before it was a column) are left out.
+    """
+    from cram.core.results import read_result
+
+    decoded = ({k: float(v) if v in ("nan", "inf", "-inf") else v for k, v in r.items()}
+               for r in read_result(result_json).rows)
+    return {row_key(r["run"], r["budget"], r["routes"], r["eval_sequences"]): r
+            for r in decoded if r.get("eval_sequences") is not None}
+
+
+def last_logged_step(run: Path) -> int:
+    """The step of a run folder's last metrics.csv row."""
+    return int(pd.read_csv(run / "metrics.csv")["step"].iloc[-1])
+
+
+def evaluated_row(name: str, run: Path, budget: float | None, sequences: int,
+                  routes_of: tuple[str, Path] | None, reuse: dict[tuple, dict]) -> dict:
+    """``budget_row``, or the row ``reuse`` holds for the same evaluation at the same step."""
+    earlier = reuse.get(row_key(run, budget, routes_label(routes_of), sequences))
+    if earlier is not None and earlier["step"] == last_logged_step(run):
+        return {**earlier, "candidate": name}
+    return budget_row(name, run, budget, sequences, routes_of=routes_of)
 
 
 def given_route_jobs(runs: list[tuple[str, Path]], reference: str
@@ -141,6 +186,9 @@ def main() -> int:
                     help="shares of tokens marked on the figure (e.g. a floor and a target)")
     ap.add_argument("--routes-of", metavar="NAME", default=None,
                     help="also route every other run by the run called NAME with its seed")
+    ap.add_argument("--reuse", type=Path, action="append", default=[],
+                    help="an earlier result file of this script: its rows of the same runs, "
+                         "budgets and --eval-sequences at the same step (repeatable)")
     args = ap.parse_args()
 
     from tqdm import tqdm
@@ -153,7 +201,8 @@ def main() -> int:
     if args.routes_of:
         jobs += [(name, run, None, ref) for name, run, ref in given_route_jobs(runs,
                                                                                 args.routes_of)]
-    rows = [budget_row(name, run, b, args.eval_sequences, routes_of=ref)
+    reuse = {key: row for path in args.reuse for key, row in reusable_rows(path).items()}
+    rows = [evaluated_row(name, run, b, args.eval_sequences, ref, reuse)
             for name, run, b, ref in tqdm(jobs, desc="runs x budgets")]
     commit, _ = git_commit()
     result = ResultFile(

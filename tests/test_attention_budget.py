@@ -184,3 +184,33 @@ def test_the_budget_script_pairs_given_routes_by_seed(tiny_run, other_run, tmp_p
     assert (tmp_path / "b.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no run"):
         script.given_route_jobs(runs, "missing")
+
+
+def test_the_budget_script_reuses_an_earlier_row_only_for_the_same_evaluation(
+        tiny_run, other_run, tmp_path, monkeypatch):
+    """--reuse: a row of an earlier result file stands in for the same run, budget, routes,
+    sequences and step; any difference evaluates again."""
+    from cram.core.benchlog import utc_now
+    from cram.core.results import ResultFile, write_result
+
+    script = load_script("attention_budget")
+    own = script.budget_row("tiny", tiny_run, 0.0, sequences=16)
+    given = script.budget_row("cand", tiny_run, None, sequences=16, routes_of=("ref", other_run))
+    earlier = write_result(ResultFile(
+        study="budget-reuse", title="budget reuse", command="python x", machine="m", load="l",
+        commit="c", date=utc_now(), columns=script.COLUMNS, rows=[own, given], seeds=[0]),
+        tmp_path)
+    reuse = script.reusable_rows(earlier)
+    assert len(reuse) == 2
+    calls = []
+    monkeypatch.setattr(script, "budget_row", lambda *a, **k: calls.append(a) or {"fresh": 1})
+    same = script.evaluated_row("renamed", tiny_run, 0.0, 16, None, reuse)
+    assert calls == [] and same["candidate"] == "renamed"
+    assert same["attention_tokens"] == own["attention_tokens"]
+    routed = script.evaluated_row("cand", tiny_run, None, 16, ("ref", other_run), reuse)
+    assert calls == [] and routed["budget"] != routed["budget"]  # NaN read back as a float
+    assert script.evaluated_row("tiny", tiny_run, 1.0, 16, None, reuse) == {"fresh": 1}
+    assert script.evaluated_row("tiny", tiny_run, 0.0, 32, None, reuse) == {"fresh": 1}
+    stale = {k: {**r, "step": r["step"] - 1} for k, r in reuse.items()}
+    assert script.evaluated_row("tiny", tiny_run, 0.0, 16, None, stale) == {"fresh": 1}
+    assert len(calls) == 3
