@@ -188,8 +188,7 @@ def test_the_budget_script_pairs_given_routes_by_seed(tiny_run, other_run, tmp_p
 
 def test_the_budget_script_reuses_an_earlier_row_only_for_the_same_evaluation(
         tiny_run, other_run, tmp_path, monkeypatch):
-    """--reuse: a row of an earlier result file stands in for the same run, budget, routes,
-    sequences and step; any difference evaluates again."""
+    """--reuse: an earlier row stands in only for the same run, budget, routes, sequences, step."""
     from cram.core.benchlog import utc_now
     from cram.core.results import ResultFile, write_result
 
