@@ -392,15 +392,22 @@ def test_ctrl_c_while_the_data_worker_starts_waits_until_it_has_started(monkeypa
         return real_iter(loader)
 
     monkeypatch.setattr(torch.utils.data.DataLoader, "__iter__", interrupted_iter)
-    handler = signal.getsignal(signal.SIGINT)
-    batches = batches_mod.prefetcher(batches_mod.step_batches(run), 2, "process", 10)
-    with pytest.raises(KeyboardInterrupt):
-        batches.get(0)
-    assert signal.getsignal(signal.SIGINT) is handler
-    iterator = batches.iterator
-    assert iterator is not None and iterator._workers[0].is_alive()
-    batches.close()
-    assert not iterator._workers[0].is_alive()
+    # Python's own Ctrl-C handler, unblocked, whatever an earlier test in this worker left
+    # (the full suite on one machine left SIGINT not raising here, the file alone did not)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        batches = batches_mod.prefetcher(batches_mod.step_batches(run), 2, "process", 10)
+        with pytest.raises(KeyboardInterrupt):
+            batches.get(0)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        iterator = batches.iterator
+        assert iterator is not None and iterator._workers[0].is_alive()
+        batches.close()
+        assert not iterator._workers[0].is_alive()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def test_data_worker_auto_is_a_process_on_cuda_only():
